@@ -1,0 +1,69 @@
+"""h5store: images a CNN classified, with their labels and scores, in one HDF5 file.
+
+    import h5store
+    with h5store.open("run.h5", "w") as store:
+        ids = store.add_batch(images, labels=predicted, scores=probabilities, true_labels=truth)
+    with h5store.open("run.h5") as store:
+        for image_id in store.query(min_score=0.9, correct=False):
+            image = store[image_id]
+"""
+
+from importlib.metadata import PackageNotFoundError, version
+
+# hdf5plugin registers the Blosc2, Zstd and LZ4 HDF5 filters in this process, so that stacks
+# can be created with them (and plain h5py reads work in the same interpreter).
+import hdf5plugin  # noqa: F401
+
+from ._parallel import get_threads, set_threads
+from .codecs import Codec, available_codecs, get_codec, register_codec
+from .errors import (
+    ClosedStoreError,
+    CodecError,
+    DuplicateIdError,
+    FormatError,
+    H5StoreError,
+    InvalidInputError,
+    NotAStoreError,
+    ReadOnlyError,
+    RecoveryNeededError,
+    StoreExistsError,
+    StoreLockedError,
+    StoreNotFoundError,
+    UnknownIdError,
+    VersionError,
+)
+from .format import FORMAT_VERSION
+from .store import ImageStore, Record, VerifyReport, open
+
+try:
+    __version__ = version("h5store")
+except PackageNotFoundError:  # running from a source tree
+    __version__ = "0.0.0+unknown"
+
+__all__ = [
+    "FORMAT_VERSION",
+    "ClosedStoreError",
+    "Codec",
+    "CodecError",
+    "DuplicateIdError",
+    "FormatError",
+    "H5StoreError",
+    "ImageStore",
+    "InvalidInputError",
+    "NotAStoreError",
+    "ReadOnlyError",
+    "Record",
+    "RecoveryNeededError",
+    "StoreExistsError",
+    "StoreLockedError",
+    "StoreNotFoundError",
+    "UnknownIdError",
+    "VerifyReport",
+    "VersionError",
+    "available_codecs",
+    "get_codec",
+    "get_threads",
+    "open",
+    "register_codec",
+    "set_threads",
+]

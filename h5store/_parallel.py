@@ -1,0 +1,74 @@
+"""The one place h5store runs work on threads: encoding on ingest, decoding in get_batch.
+
+imagecodecs, blosc2 and zlib release the GIL, so plain threads scale across cores. Work is cut
+into one contiguous slice per thread rather than one task per image, so that tiny images do not
+drown in task overhead.
+"""
+
+from __future__ import annotations
+
+import os
+import threading
+from collections.abc import Callable, Sequence
+from concurrent.futures import ThreadPoolExecutor
+from typing import TypeVar
+
+T = TypeVar("T")
+R = TypeVar("R")
+
+_lock = threading.Lock()
+_pool: ThreadPoolExecutor | None = None
+_threads = max(1, os.cpu_count() or 1)
+
+
+def set_threads(n: int) -> None:
+    """Number of threads h5store encodes and decodes with (default: one per core)."""
+    global _threads, _pool
+    if n < 1:
+        raise ValueError("threads must be >= 1")
+    with _lock:
+        _threads = int(n)
+        if _pool is not None:
+            _pool.shutdown(wait=False)
+            _pool = None
+
+
+def get_threads() -> int:
+    return _threads
+
+
+def _get_pool() -> ThreadPoolExecutor:
+    global _pool
+    with _lock:
+        if _pool is None:
+            _pool = ThreadPoolExecutor(max_workers=_threads, thread_name_prefix="h5store")
+        return _pool
+
+
+def _forget_pool_after_fork() -> None:
+    # A forked child (DataLoader worker) inherits the executor object but not its threads.
+    global _pool, _lock
+    _pool = None
+    _lock = threading.Lock()
+
+
+os.register_at_fork(after_in_child=_forget_pool_after_fork)
+
+
+def thread_map(fn: Callable[[T], R], items: Sequence[T]) -> list[R]:
+    """``[fn(x) for x in items]``, spread over the thread pool. Exceptions propagate."""
+    n = len(items)
+    workers = min(_threads, n)
+    if workers <= 1:
+        return [fn(x) for x in items]
+    bounds = [n * k // workers for k in range(workers + 1)]
+
+    def run_slice(k: int) -> list[R]:
+        return [fn(x) for x in items[bounds[k] : bounds[k + 1]]]
+
+    pool = _get_pool()
+    futures = [pool.submit(run_slice, k) for k in range(1, workers)]
+    out = run_slice(0)  # the calling thread takes a share instead of waiting idle
+    for fut in futures:
+        out.extend(fut.result())
+    return out

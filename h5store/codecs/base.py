@@ -1,0 +1,159 @@
+"""The one interface every image codec implements.
+
+Modelled on numcodecs' ``Codec`` (``codec_id``, ``encode``, ``decode``, ``get_config``,
+``from_config``) with what an image store and HDF5 also need: which dtypes and channel counts
+the codec can hold, whether it is lossless, the MIME type of its stream, and the registered HDF5
+filter (id and ``cd_values``) whose decoder reads the stored chunk as it is.
+
+A codec instance is immutable configuration plus pure functions; it is shared between threads.
+"""
+
+from __future__ import annotations
+
+from abc import ABC, abstractmethod
+from dataclasses import dataclass
+from typing import Any, ClassVar
+
+import numpy as np
+
+from ..errors import CodecError
+
+#: Quality is one scale for every lossy codec; each codec maps it onto its own knobs.
+QUALITY_RANGE = (1, 100)
+
+
+@dataclass(frozen=True)
+class ImageInfo:
+    """What a pre-encoded stream says about the image inside it."""
+
+    height: int
+    width: int
+    channels: int
+    dtype: np.dtype
+
+    @property
+    def shape(self) -> tuple[int, ...]:
+        return image_shape(self.height, self.width, self.channels)
+
+
+@dataclass(frozen=True)
+class HDF5Filter:
+    """The HDF5 filter a stack declares so that plain HDF5 tools can decode its chunks."""
+
+    filter_id: int
+    cd_values: tuple[int, ...] = ()
+    #: True when a standard HDF5 filter with this id decodes the payload exactly (viewers can show
+    #: the pixels); False for h5store's placeholder id on codecs nobody registered.
+    registered: bool = True
+
+
+def image_shape(height: int, width: int, channels: int) -> tuple[int, ...]:
+    """Array shape of one image: grayscale is 2-D, everything else (H, W, C)."""
+    return (height, width) if channels == 1 else (height, width, channels)
+
+
+def check_quality(quality: Any) -> int:
+    low, high = QUALITY_RANGE
+    if isinstance(quality, bool) or not isinstance(quality, (int, np.integer)):
+        raise CodecError(f"quality must be an integer in [{low}, {high}], got {quality!r}")
+    if not low <= quality <= high:
+        raise CodecError(f"quality must be in [{low}, {high}], got {quality}")
+    return int(quality)
+
+
+def check_level(level: Any, low: int, high: int, what: str = "level") -> int:
+    if isinstance(level, bool) or not isinstance(level, (int, np.integer)):
+        raise CodecError(f"{what} must be an integer in [{low}, {high}], got {level!r}")
+    if not low <= level <= high:
+        raise CodecError(f"{what} must be in [{low}, {high}], got {level}")
+    return int(level)
+
+
+class Codec(ABC):
+    """Encodes one image (H, W) or (H, W, C) to one chunk payload and back.
+
+    Subclasses set the class attributes, take their parameters as keyword arguments in
+    ``__init__`` (validating them there, so a bad setting fails before anything is written),
+    and implement :meth:`encode`, :meth:`decode` and :meth:`get_config`.
+    """
+
+    #: Registry name, also stored in the file.
+    codec_id: ClassVar[str]
+    #: MIME type of one chunk payload (``application/octet-stream`` for non-image streams).
+    mime_type: ClassVar[str] = "application/octet-stream"
+    #: numpy dtype names the codec can hold.
+    dtypes: ClassVar[frozenset[str]] = frozenset({"uint8"})
+    #: Channel counts the codec can hold (1 = grayscale, 3 = RGB, 4 = RGBA).
+    channels: ClassVar[frozenset[int]] = frozenset({1, 3})
+    #: Whether the codec takes ``quality`` (lossy mode exists); lossless-only codecs ignore it.
+    takes_quality: ClassVar[bool] = False
+    #: Largest height or width the codec's stream can describe.
+    max_side: ClassVar[int] = 2**31 - 1
+
+    @property
+    @abstractmethod
+    def lossless(self) -> bool:
+        """True when decode(encode(x)) == x for every image the codec accepts."""
+
+    @abstractmethod
+    def encode(self, image: np.ndarray) -> bytes:
+        """Encode one C-contiguous image of an accepted dtype and channel count."""
+
+    @abstractmethod
+    def decode(self, data: Any, shape: tuple[int, ...], dtype: np.dtype) -> np.ndarray:
+        """Decode one payload (any bytes-like object) into an array of ``shape`` and ``dtype``."""
+
+    @abstractmethod
+    def get_config(self) -> dict[str, Any]:
+        """Plain-data configuration: ``{"id": codec_id, **parameters}``, JSON-serialisable."""
+
+    @classmethod
+    def from_config(cls, config: dict[str, Any]) -> Codec:
+        params = {k: v for k, v in config.items() if k != "id"}
+        return cls(**params)
+
+    def hdf5_filter(self, shape: tuple[int, ...], dtype: np.dtype) -> HDF5Filter | None:
+        """Filter to declare on a stack of images of ``shape``; None means no filter at all
+        (the payload is the raw array bytes)."""
+        return HDF5Filter(OPAQUE_FILTER_ID, (), registered=False)
+
+    def probe(self, data: bytes) -> ImageInfo:
+        """Describe a pre-encoded stream, raising CodecError if it is not a valid stream of
+        this codec. Codecs whose streams do not carry the image geometry cannot take
+        pre-encoded input."""
+        raise CodecError(f"codec {self.codec_id!r} cannot store pre-encoded bytes")
+
+    def check_image(self, height: int, width: int, channels: int, dtype: np.dtype) -> None:
+        """Raise CodecError unless this codec can hold such an image."""
+        name = np.dtype(dtype).name
+        if name not in self.dtypes:
+            raise CodecError(
+                f"codec {self.codec_id!r} cannot hold {name} images "
+                f"(it accepts {', '.join(sorted(self.dtypes))})"
+            )
+        if channels not in self.channels:
+            raise CodecError(
+                f"codec {self.codec_id!r} cannot hold {channels}-channel images "
+                f"(it accepts {', '.join(map(str, sorted(self.channels)))} channels)"
+            )
+        if height > self.max_side or width > self.max_side:
+            raise CodecError(
+                f"codec {self.codec_id!r} holds images up to {self.max_side} px a side, "
+                f"got {height}x{width}"
+            )
+
+    def __eq__(self, other: object) -> bool:
+        return isinstance(other, Codec) and self.get_config() == other.get_config()
+
+    def __hash__(self) -> int:
+        return hash(tuple(sorted(self.get_config().items())))
+
+    def __repr__(self) -> str:
+        params = ", ".join(f"{k}={v!r}" for k, v in self.get_config().items() if k != "id")
+        return f"{type(self).__name__}({params})"
+
+
+#: Declared on stacks whose codec has no registered HDF5 filter. It lies in the range HDF5
+#: leaves for private use, so no tool decodes such a chunk into wrong pixels: a viewer without
+#: h5store reports the filter as unavailable, and the stack's attributes name the real codec.
+OPAQUE_FILTER_ID = 47930

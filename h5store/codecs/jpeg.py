@@ -1,0 +1,122 @@
+"""Baseline JPEG (libjpeg-turbo through imagecodecs), laid out for HDF5 filter 32019.
+
+The HDF Group's JPEG filter decodes each chunk with libjpeg into
+``output_height x output_width x output_components`` bytes without comparing that to the chunk
+shape, so every stream stored here must be exactly the stack's height, width and channel count:
+encoded ones by construction, pre-encoded ones after :func:`parse_jpeg_header`.
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+import imagecodecs
+import numpy as np
+
+from ..errors import CodecError
+from .base import Codec, HDF5Filter, ImageInfo, check_quality
+
+JPEG_FILTER_ID = 32019
+SUBSAMPLINGS = ("444", "422", "420")
+# Start-of-frame markers libjpeg decodes into 8-bit samples: baseline, extended sequential and
+# progressive Huffman coding. Lossless, hierarchical and arithmetic-coded frames are refused.
+_DECODABLE_SOF = {0xC0: "baseline", 0xC1: "extended", 0xC2: "progressive"}
+_OTHER_SOF = {0xC3, 0xC5, 0xC6, 0xC7, 0xC9, 0xCA, 0xCB, 0xCD, 0xCE, 0xCF}
+
+
+def parse_jpeg_header(data: bytes) -> ImageInfo:
+    """Walk the marker segments of one JPEG stream; raise CodecError unless it is a complete
+    8-bit, 1- or 3-component stream that libjpeg (and so filter 32019) decodes."""
+    n = len(data)
+    if n < 4 or data[0] != 0xFF or data[1] != 0xD8:
+        raise CodecError("not a JPEG stream (no SOI marker)")
+    if data[-2] != 0xFF or data[-1] != 0xD9:
+        raise CodecError("JPEG stream is truncated or has trailing bytes (no EOI marker at its end)")
+    pos = 2
+    info = None
+    while True:
+        if pos + 4 > n or data[pos] != 0xFF:
+            raise CodecError(f"corrupt JPEG stream: expected a marker at byte {pos}")
+        while data[pos + 1] == 0xFF:  # fill bytes before a marker
+            pos += 1
+            if pos + 4 > n:
+                raise CodecError("corrupt JPEG stream: runs out inside marker fill bytes")
+        marker = data[pos + 1]
+        if 0xD0 <= marker <= 0xD7 or marker == 0x01:
+            pos += 2
+            continue
+        if marker in (0xD8, 0xD9):
+            raise CodecError(f"corrupt JPEG stream: unexpected marker 0xFF{marker:02X} at {pos}")
+        length = (data[pos + 2] << 8) | data[pos + 3]
+        if length < 2 or pos + 2 + length > n:
+            raise CodecError(f"corrupt JPEG stream: bad segment length at byte {pos}")
+        if marker in _DECODABLE_SOF:
+            if info is not None:
+                raise CodecError("JPEG stream has more than one frame header")
+            if length < 8:
+                raise CodecError("corrupt JPEG stream: short frame header")
+            precision = data[pos + 4]
+            height = (data[pos + 5] << 8) | data[pos + 6]
+            width = (data[pos + 7] << 8) | data[pos + 8]
+            components = data[pos + 9]
+            if precision != 8:
+                raise CodecError(f"JPEG stream has {precision}-bit samples; only 8-bit is stored")
+            if height == 0 or width == 0:
+                raise CodecError("JPEG stream does not declare its height and width")
+            if components not in (1, 3):
+                raise CodecError(f"JPEG stream has {components} components; 1 or 3 are stored")
+            info = ImageInfo(height, width, components, np.dtype("uint8"))
+        elif marker in _OTHER_SOF:
+            raise CodecError(f"JPEG coding process 0xFF{marker:02X} is not decodable by filter 32019")
+        elif marker == 0xDA:  # start of scan: entropy-coded data follows
+            if info is None:
+                raise CodecError("corrupt JPEG stream: scan before frame header")
+            return info
+        pos += 2 + length
+
+
+class JpegCodec(Codec):
+    """Lossy JPEG. ``quality`` 1-100, chroma ``subsampling`` ("444", "422", "420"),
+    ``optimize`` for optimised Huffman tables (smaller files, same pixels, still baseline)."""
+
+    codec_id = "jpeg"
+    mime_type = "image/jpeg"
+    dtypes = frozenset({"uint8"})
+    channels = frozenset({1, 3})
+    takes_quality = True
+    max_side = 65535
+
+    def __init__(self, quality: int = 90, subsampling: str = "420", optimize: bool = False):
+        self.quality = check_quality(quality)
+        if subsampling not in SUBSAMPLINGS:
+            raise CodecError(f"JPEG subsampling must be one of {SUBSAMPLINGS}, got {subsampling!r}")
+        self.subsampling = subsampling
+        self.optimize = bool(optimize)
+
+    @property
+    def lossless(self) -> bool:
+        return False
+
+    def encode(self, image: np.ndarray) -> bytes:
+        return imagecodecs.jpeg8_encode(
+            image, level=self.quality, subsampling=self.subsampling, optimize=self.optimize
+        )
+
+    def decode(self, data: Any, shape: tuple[int, ...], dtype: np.dtype) -> np.ndarray:
+        return imagecodecs.jpeg8_decode(data)
+
+    def probe(self, data: bytes) -> ImageInfo:
+        return parse_jpeg_header(data)
+
+    def hdf5_filter(self, shape: tuple[int, ...], dtype: np.dtype) -> HDF5Filter:
+        height, width = shape[0], shape[1]
+        color = 1 if len(shape) == 3 else 0
+        return HDF5Filter(JPEG_FILTER_ID, (self.quality, width, height, color))
+
+    def get_config(self) -> dict[str, Any]:
+        return {
+            "id": self.codec_id,
+            "quality": self.quality,
+            "subsampling": self.subsampling,
+            "optimize": self.optimize,
+        }

@@ -1,0 +1,67 @@
+"""The exceptions h5store raises.
+
+Every error h5store raises on purpose derives from :class:`H5StoreError`, so callers can catch
+one class. Subclasses also derive from the matching builtin (``ValueError``, ``KeyError``,
+``PermissionError``) so code written against plain Python conventions keeps working.
+"""
+
+from __future__ import annotations
+
+
+class H5StoreError(Exception):
+    """Base class of all h5store errors."""
+
+
+class FormatError(H5StoreError):
+    """The file is not a readable h5store file (not HDF5, not ours, damaged, or too new)."""
+
+
+class NotAStoreError(FormatError):
+    """The file is not HDF5, or is HDF5 but was not written by h5store."""
+
+
+class VersionError(FormatError):
+    """The file was written by a newer, incompatible major version of the format."""
+
+
+class RecoveryNeededError(FormatError):
+    """A writer died while it had the file open; opening it for writing once recovers it."""
+
+
+class StoreNotFoundError(H5StoreError, FileNotFoundError):
+    """The file does not exist and the mode does not create it."""
+
+
+class StoreExistsError(H5StoreError, FileExistsError):
+    """Mode 'x' was asked for a file that already exists."""
+
+
+class ReadOnlyError(H5StoreError, PermissionError):
+    """A write was attempted on a store opened read-only."""
+
+
+class StoreLockedError(H5StoreError, BlockingIOError):
+    """Another writer has the file open."""
+
+
+class InvalidInputError(H5StoreError, ValueError):
+    """An image, label, score, id or argument is not acceptable; nothing was written."""
+
+
+class DuplicateIdError(InvalidInputError):
+    """An id is already used in the store or appears twice in one batch."""
+
+
+class CodecError(InvalidInputError):
+    """A codec cannot hold the image, was configured wrongly, or was given corrupt bytes."""
+
+
+class UnknownIdError(H5StoreError, KeyError):
+    """No (live) image has this id."""
+
+    def __str__(self) -> str:  # KeyError would repr() the message
+        return str(self.args[0]) if self.args else ""
+
+
+class ClosedStoreError(H5StoreError, ValueError):
+    """The store was used after it was closed."""

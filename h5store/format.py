@@ -1,0 +1,319 @@
+"""The on-disk layout of an h5store file, version 1: the single source of truth for paths,
+dtypes, attribute names and the version rule. docs/FORMAT.md describes the same in prose.
+
+::
+
+    /                         @h5store_format="h5store", @h5store_version=[1, 0]
+    /index                    compound rows (INDEX_DTYPE), gzip; whole chunks of INDEX_CHUNK_ROWS
+    /index_tail               the newest rows (< one /index chunk), uncompressed, fixed size
+    /labels                   class names (UTF-8); a class id is a position in this list
+    /stacks                   one row per image stack: class, shape, dtype, codec, path
+    /classes/<name>/          one group per predicted class (@label, @class_id, @count, @codec...)
+    /classes/<name>/<H>x<W>x<C>_<dtype>   the stack: (N, H, W[, C]), one image per chunk
+    /scores                   optional (rows, K) float32 score vectors, aligned with the rows
+    /sources                  optional (rows,) UTF-8 source of each image, aligned with the rows
+
+Rows are numbered across /index then /index_tail. A row belongs to the store once a later or
+the same row has ``batch_end`` set: that flag is the commit record of one ``add_batch``.
+"""
+
+from __future__ import annotations
+
+import json
+from typing import Any
+
+import h5py
+import numpy as np
+
+from .codecs import Codec, HDF5Filter, codec_from_config, image_shape
+from .errors import FormatError, NotAStoreError, VersionError
+
+FORMAT_NAME = "h5store"
+FORMAT_VERSION = (1, 0)
+
+#: Bounds the HDF5 object versions so that HDF5 1.10 tools (Debian's h5dump, older HDFView)
+#: open the file; 1.10 is also the oldest format with SWMR.
+LIBVER = ("v110", "v110")
+
+ATTR_FORMAT = "h5store_format"
+ATTR_VERSION = "h5store_version"
+
+INDEX = "index"
+INDEX_TAIL = "index_tail"
+LABELS = "labels"
+STACKS = "stacks"
+CLASSES = "classes"
+SCORES = "scores"
+SOURCES = "sources"
+
+#: Rows per compressed /index chunk, and the capacity of /index_tail (allocated in full, so
+#: kept small); a million rows still open in about a thousand chunk reads.
+INDEX_CHUNK_ROWS = 1024
+
+MAX_LABEL_BYTES = 255
+NO_TRUE_LABEL = -1
+
+INDEX_DTYPE = np.dtype(
+    [
+        ("id", "<i8"),
+        ("label", "<u4"),  # predicted class id: position in /labels
+        ("true_label", "<i4"),  # class id of the ground truth, NO_TRUE_LABEL if unknown
+        ("score", "<f4"),  # top-1 confidence, NaN if not given
+        ("stack", "<u4"),  # row of /stacks holding the image
+        ("position", "<u4"),  # index along axis 0 of that stack
+        ("height", "<u4"),
+        ("width", "<u4"),
+        ("channels", "u1"),
+        ("dtype", "S8"),  # numpy dtype name of the pixels
+        ("codec", "S16"),  # codec id of the payload
+        ("deleted", "u1"),
+        ("batch_end", "u1"),  # 1 on the last row written by one add_batch: its commit record
+        ("nbytes", "<u4"),  # stored payload bytes (the HDF5 chunk size)
+        ("crc32", "<u4"),  # CRC-32 of the stored payload
+        ("offset", "<u8"),  # file offset of the chunk; a cache of HDF5's chunk index
+    ]
+)
+
+STACKS_DTYPE = np.dtype(
+    [
+        ("label", "<u4"),
+        ("height", "<u4"),
+        ("width", "<u4"),
+        ("channels", "u1"),
+        ("dtype", "S8"),
+        ("codec", "S16"),
+        ("codec_config", h5py.string_dtype("utf-8")),  # JSON of Codec.get_config()
+        ("path", h5py.string_dtype("utf-8")),
+    ]
+)
+
+PIXEL_DTYPES = ("uint8", "uint16")
+
+# Characters that may not appear as such in an HDF5 link name ('/') or in a folder name on
+# export (the rest), plus '%' so that escaping stays reversible.
+_ESCAPED = set('/\\%:*?"<>|') | {chr(c) for c in range(32)} | {"\x7f"}
+
+
+def safe_name(label: str) -> str:
+    """A name for ``label`` that is one HDF5 link name and one file name on every system.
+
+    Percent-escapes the characters that could leave a group or folder, and leading dots, so
+    '..' or 'a/b' stay one harmless name. Injective: distinct labels get distinct names. The
+    exact label is kept in the ``label`` attribute.
+    """
+    out = []
+    for i, ch in enumerate(label):
+        if ch in _ESCAPED or (ch == "." and i == 0) or (ch == " " and i in (0, len(label) - 1)):
+            out.extend(f"%{b:02X}" for b in ch.encode("utf-8"))
+        else:
+            out.append(ch)
+    return "".join(out)
+
+
+def stack_name(height: int, width: int, channels: int, dtype: str) -> str:
+    return f"{height}x{width}x{channels}_{dtype}"
+
+
+# --------------------------------------------------------------------------- file identity
+
+
+def write_root_attrs(f: h5py.File) -> None:
+    f.attrs[ATTR_FORMAT] = FORMAT_NAME
+    f.attrs[ATTR_VERSION] = np.array(FORMAT_VERSION, dtype="<i4")
+
+
+def check_root(f: h5py.File, path: str) -> tuple[int, int]:
+    """Raise unless ``f`` is an h5store file this version can read; return its version."""
+    name = f.attrs.get(ATTR_FORMAT)
+    if isinstance(name, bytes):
+        name = name.decode("ascii", "replace")
+    if name != FORMAT_NAME:
+        raise NotAStoreError(f"{path} is an HDF5 file but not an h5store file")
+    try:
+        major, minor = (int(v) for v in f.attrs[ATTR_VERSION])
+    except (KeyError, TypeError, ValueError):
+        raise FormatError(f"{path} has no readable {ATTR_VERSION} attribute") from None
+    if major > FORMAT_VERSION[0]:
+        raise VersionError(
+            f"{path} uses h5store format {major}.{minor}; this h5store reads format "
+            f"{FORMAT_VERSION[0]}.x only: upgrade h5store"
+        )
+    for name in (INDEX, INDEX_TAIL, LABELS, STACKS, CLASSES):
+        if name not in f:
+            raise FormatError(f"{path} lacks /{name}: damaged or not written by h5store")
+    return major, minor
+
+
+# --------------------------------------------------------------------------- creation
+
+
+def create_layout(f: h5py.File) -> None:
+    """Create the skeleton of an empty store."""
+    write_root_attrs(f)
+    f.create_dataset(
+        INDEX,
+        shape=(0,),
+        maxshape=(None,),
+        chunks=(INDEX_CHUNK_ROWS,),
+        dtype=INDEX_DTYPE,
+        compression="gzip",
+        compression_opts=4,
+        shuffle=True,
+        track_times=False,
+    )
+    f.create_dataset(
+        INDEX_TAIL,
+        shape=(INDEX_CHUNK_ROWS,),
+        chunks=(INDEX_CHUNK_ROWS,),
+        dtype=INDEX_DTYPE,
+        track_times=False,
+    )
+    f.create_dataset(
+        LABELS,
+        shape=(0,),
+        maxshape=(None,),
+        chunks=(256,),
+        dtype=h5py.string_dtype("utf-8"),
+        track_times=False,
+    )
+    f.create_dataset(
+        STACKS, shape=(0,), maxshape=(None,), chunks=(64,), dtype=STACKS_DTYPE, track_times=False
+    )
+    f.create_group(CLASSES, track_order=True)
+
+
+def _fixed_ascii(value: str) -> np.bytes_:
+    # HDFView recognises the Image-spec attributes only as fixed-length strings.
+    return np.bytes_(value.encode("ascii"))
+
+
+def _codec_attrs(obj: h5py.HLObject, codec: Codec) -> None:
+    obj.attrs["codec"] = codec.codec_id
+    obj.attrs["codec_config"] = json.dumps(codec.get_config(), sort_keys=True)
+    obj.attrs["mime_type"] = codec.mime_type
+    obj.attrs["lossless"] = np.uint8(codec.lossless)
+
+
+def create_class(f: h5py.File, class_id: int, label: str, codec: Codec) -> h5py.Group:
+    group = f[CLASSES].create_group(safe_name(label), track_order=True)
+    group.attrs["label"] = label
+    group.attrs["class_id"] = np.uint32(class_id)
+    group.attrs["count"] = np.uint64(0)
+    _codec_attrs(group, codec)
+    return group
+
+
+def class_codec(group: h5py.Group) -> Codec:
+    return codec_from_config(json.loads(group.attrs["codec_config"]))
+
+
+def _declare_filter(dcpl: h5py.h5p.PropDCID, hdf5_filter: HDF5Filter) -> None:
+    # Optional, so that HDF5 accepts a filter this process has not loaded (JPEG, our opaque id):
+    # chunks are written pre-encoded with direct chunk writes, never through the pipeline.
+    registered_here = h5py.h5z.filter_avail(hdf5_filter.filter_id)
+    flags = h5py.h5z.FLAG_MANDATORY if registered_here else h5py.h5z.FLAG_OPTIONAL
+    dcpl.set_filter(hdf5_filter.filter_id, flags, hdf5_filter.cd_values)
+
+
+def create_stack(
+    f: h5py.File,
+    group: h5py.Group,
+    height: int,
+    width: int,
+    channels: int,
+    dtype: str,
+    codec: Codec,
+) -> h5py.Dataset:
+    """An empty stack for images of one shape: (0, H, W[, C]), one image per chunk, with the
+    codec's HDF5 filter declared and the HDF5 Image-spec attributes set."""
+    shape = image_shape(height, width, channels)
+    dcpl = h5py.h5p.create(h5py.h5p.DATASET_CREATE)
+    dcpl.set_chunk((1, *shape))
+    dcpl.set_obj_track_times(False)
+    dcpl.set_alloc_time(h5py.h5d.ALLOC_TIME_INCR)
+    hdf5_filter = codec.hdf5_filter(shape, np.dtype(dtype))
+    if hdf5_filter is not None:
+        _declare_filter(dcpl, hdf5_filter)
+    space = h5py.h5s.create_simple((0, *shape), (h5py.h5s.UNLIMITED, *shape))
+    name = stack_name(height, width, channels, dtype)
+    htype = h5py.h5t.py_create(np.dtype(dtype).newbyteorder("<"))
+    dsid = h5py.h5d.create(group.id, name.encode("utf-8"), htype, space, dcpl=dcpl)
+    stack = h5py.Dataset(dsid)
+    stack.attrs["CLASS"] = _fixed_ascii("IMAGE")
+    stack.attrs["IMAGE_VERSION"] = _fixed_ascii("1.2")
+    if channels == 1:
+        stack.attrs["IMAGE_SUBCLASS"] = _fixed_ascii("IMAGE_GRAYSCALE")
+        stack.attrs["IMAGE_WHITE_IS_ZERO"] = np.uint8(0)
+    else:
+        stack.attrs["IMAGE_SUBCLASS"] = _fixed_ascii("IMAGE_TRUECOLOR")
+        stack.attrs["INTERLACE_MODE"] = _fixed_ascii("INTERLACE_PIXEL")
+    _codec_attrs(stack, codec)
+    stack.attrs["filter_registered"] = np.uint8(bool(hdf5_filter and hdf5_filter.registered))
+    return stack
+
+
+def ensure_scores(f: h5py.File, rows: int, k: int) -> h5py.Dataset:
+    if SCORES in f:
+        ds = f[SCORES]
+        if ds.shape[1] != k:
+            raise FormatError(f"/scores holds vectors of length {ds.shape[1]}, not {k}")
+        return ds
+    # Uncompressed: partial chunks are rewritten in place on every batch, where compressed
+    # chunks would be reallocated and leave their old space behind.
+    rows_per_chunk = max(1, min(4096, (1 << 20) // (4 * k)))
+    ds = f.create_dataset(
+        SCORES,
+        shape=(rows, k),
+        maxshape=(None, k),
+        chunks=(rows_per_chunk, k),
+        dtype="<f4",
+        fillvalue=np.nan,
+        track_times=False,
+    )
+    return ds
+
+
+def ensure_sources(f: h5py.File, rows: int) -> h5py.Dataset:
+    if SOURCES in f:
+        return f[SOURCES]
+    return f.create_dataset(
+        SOURCES,
+        shape=(rows,),
+        maxshape=(None,),
+        chunks=(4096,),
+        dtype=h5py.string_dtype("utf-8"),
+        track_times=False,
+    )
+
+
+# --------------------------------------------------------------------------- reading
+
+
+def read_labels(f: h5py.File) -> list[str]:
+    return [s.decode("utf-8") if isinstance(s, bytes) else s for s in f[LABELS][()]]
+
+
+def read_stacks(f: h5py.File) -> np.ndarray:
+    return f[STACKS][()]
+
+
+def committed_rows(index_rows: np.ndarray, tail_rows: np.ndarray) -> np.ndarray:
+    """The rows that belong to the store, from the raw contents of /index and /index_tail.
+
+    * A row without payload (``nbytes == 0``) is fill: a chunk of /index that a writer never
+      finished flushing, or an unused tail slot. The rows end at the first one.
+    * A tail row whose id also stands in /index is a copy left by a writer that stopped between
+      moving the tail into /index and emptying it; copies are dropped.
+    * Rows after the last ``batch_end`` belong to a batch that never finished.
+    """
+    holes = np.flatnonzero(index_rows["nbytes"] == 0)
+    if len(holes):
+        rows = index_rows[: holes[0]]
+    else:
+        empty = np.flatnonzero(tail_rows["nbytes"] == 0)
+        tail_rows = tail_rows[: empty[0]] if len(empty) else tail_rows
+        if len(tail_rows) and len(index_rows):
+            tail_rows = tail_rows[~np.isin(tail_rows["id"], index_rows["id"])]
+        rows = np.concatenate([index_rows, tail_rows]) if len(tail_rows) else index_rows
+    ends = np.flatnonzero(rows["batch_end"])
+    return rows[: int(ends[-1]) + 1] if len(ends) else rows[:0]

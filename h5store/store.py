@@ -1,0 +1,898 @@
+"""``ImageStore``: the public API, a thin layer over the format, the codecs and the file session.
+
+    >>> with h5store.open("run.h5", "w", codec="jpeg", quality=90) as store:
+    ...     ids = store.add_batch(images, labels=predicted, scores=probabilities)
+    >>> with h5store.open("run.h5") as store:
+    ...     wrong = store.query(min_score=0.9, correct=False)
+    ...     pictures = store.get_batch(wrong)
+"""
+
+from __future__ import annotations
+
+import functools
+import json
+import os
+import random
+import zlib
+from collections.abc import Iterator, Sequence
+from dataclasses import dataclass, field
+from typing import Any
+
+import h5py
+import numpy as np
+
+from . import _inputs
+from . import format as fmt
+from ._file import MODES, MappedFile, WriterFile, open_for_reading, read_committed_rows
+from ._parallel import thread_map
+from .codecs import Codec, codec_from_config, get_codec, image_shape
+from .errors import (
+    ClosedStoreError,
+    CodecError,
+    DuplicateIdError,
+    FormatError,
+    InvalidInputError,
+    ReadOnlyError,
+)
+from .index import Index
+
+
+@dataclass(frozen=True)
+class Record:
+    """Everything the store knows about one image, except its pixels."""
+
+    id: int
+    label: str
+    true_label: str | None
+    score: float | None
+    shape: tuple[int, ...]
+    dtype: str
+    codec: str
+    nbytes: int
+    crc32: int
+    source: str | None
+    scores: np.ndarray | None
+    stack: str
+    position: int
+
+    @property
+    def correct(self) -> bool | None:
+        """Whether the prediction matches the true label (None if the truth is unknown)."""
+        return None if self.true_label is None else self.label == self.true_label
+
+
+@dataclass
+class VerifyReport:
+    """Result of :meth:`ImageStore.verify`."""
+
+    checked: int = 0
+    #: ids whose stored bytes no longer match their CRC-32 (or cannot be found).
+    damaged: list[int] = field(default_factory=list)
+    #: ids whose cached chunk offset disagrees with HDF5's chunk index.
+    misplaced: list[int] = field(default_factory=list)
+
+    @property
+    def ok(self) -> bool:
+        return not self.damaged and not self.misplaced
+
+    def __str__(self) -> str:
+        if self.ok:
+            return f"ok: {self.checked} images checked, all intact"
+        parts = [f"{self.checked} images checked"]
+        if self.damaged:
+            parts.append(f"{len(self.damaged)} damaged (ids {self.damaged[:10]})")
+        if self.misplaced:
+            parts.append(f"{len(self.misplaced)} with stale offsets (ids {self.misplaced[:10]})")
+        return "; ".join(parts)
+
+
+@dataclass
+class _Stack:
+    label: int
+    height: int
+    width: int
+    channels: int
+    dtype: str
+    codec: Codec
+    path: str
+    length: int = 0  # committed images (positions 0 .. length-1)
+
+    @property
+    def key(self) -> tuple[int, int, int, int, str]:
+        return (self.label, self.height, self.width, self.channels, self.dtype)
+
+    @functools.cached_property
+    def decode(self):
+        return functools.partial(
+            self.codec.decode,
+            shape=image_shape(self.height, self.width, self.channels),
+            dtype=np.dtype(self.dtype),
+        )
+
+
+@dataclass
+class _Batch:
+    """A validated, encoded batch, ready to commit; building one writes nothing."""
+
+    label_ids: np.ndarray
+    true_ids: np.ndarray
+    top1: np.ndarray
+    vectors: np.ndarray | None
+    ids: np.ndarray
+    sources: list[str] | None
+    keys: list[tuple[int, int, int, int, str]]
+    payloads: list[bytes]
+    crcs: list[int]
+    new_labels: list[str]
+
+
+class ImageStore:
+    """Images a model classified, in one HDF5 file. Create with :func:`h5store.open`."""
+
+    def __init__(
+        self,
+        path: str | os.PathLike,
+        mode: str = "r",
+        *,
+        codec: str | Codec = "jpeg",
+        quality: int = 90,
+        labels: Sequence[str] | None = None,
+        **codec_options: Any,
+    ):
+        if mode not in MODES:
+            raise InvalidInputError(f"mode must be one of {sorted(MODES)}, got {mode!r}")
+        self.path = os.fspath(path)
+        self.mode = MODES[mode]
+        self._default_codec = get_codec(codec, quality=quality, **codec_options)
+        self._writer: WriterFile | None = None
+        self._reader: h5py.File | None = None
+        self._mapped: MappedFile | None = None
+        if self.mode == "r":
+            self._reader = open_for_reading(self.path)
+            try:
+                fmt.check_root(self._reader, self.path)
+                self._load(self._reader)
+            except BaseException:
+                self._reader.close()
+                raise
+        else:
+            self._writer = WriterFile(self.path, self.mode)
+            try:
+                self._load(self._writer.f)
+            except BaseException:
+                self._writer.close()
+                raise
+            self._log_ready = False
+            self._dirty_labels: set[int] = set()
+            self._class_codecs: dict[int, Codec] = {}
+            if labels is not None:
+                self.add_labels(labels)
+
+    # ------------------------------------------------------------------ loading
+
+    def _load(self, f: h5py.File) -> None:
+        self._labels = fmt.read_labels(f)
+        self._label_ids = {name: k for k, name in enumerate(self._labels)}
+        self._stacks: list[_Stack] = []
+        for row in fmt.read_stacks(f):
+            path = row["path"].decode() if isinstance(row["path"], bytes) else row["path"]
+            config = row["codec_config"]
+            config = config.decode() if isinstance(config, bytes) else config
+            self._stacks.append(
+                _Stack(
+                    label=int(row["label"]),
+                    height=int(row["height"]),
+                    width=int(row["width"]),
+                    channels=int(row["channels"]),
+                    dtype=row["dtype"].decode(),
+                    codec=codec_from_config(json.loads(config)),
+                    path=path,
+                )
+            )
+        self._stack_ids = {s.key: k for k, s in enumerate(self._stacks)}
+        self._index = Index(read_committed_rows(f))
+        rows = self._index.rows
+        if len(rows):
+            lengths = np.zeros(len(self._stacks), dtype=np.int64)
+            np.maximum.at(lengths, rows["stack"].astype(np.int64), rows["position"].astype(np.int64) + 1)
+            for stack, length in zip(self._stacks, lengths.tolist()):
+                stack.length = length
+        if self._mapped is not None:
+            self._mapped.close()
+        self._mapped = MappedFile(self.path)
+        self._offsets = self._index.column("offset")
+        self._check_offset_sample()
+
+    def _check_offset_sample(self, samples: int = 8) -> None:
+        """Chunk offsets are a cache; a tool that rewrote the file (h5repack) moves chunks.
+        Check a few against their CRCs and rebuild them all from HDF5 if any is stale."""
+        n = len(self._index)
+        if not n:
+            return
+        rows = {0, n - 1, *random.Random(n).sample(range(n), min(samples, n))}
+        if all(self._row_intact(r) for r in rows):
+            return
+        self._rebuild_offsets()
+
+    def _row_intact(self, row: int) -> bool:
+        r = self._index.rows[row]
+        offset, nbytes = int(r["offset"]), int(r["nbytes"])
+        try:
+            view = self._mapped.ensure(offset + nbytes)
+        except FormatError:
+            return False
+        return zlib.crc32(view[offset : offset + nbytes]) == int(r["crc32"])
+
+    def _chunk_locations(self, stack: _Stack) -> dict[int, tuple[int, int]]:
+        f = self._file
+        found: dict[int, tuple[int, int]] = {}
+        f[stack.path].id.chunk_iter(
+            lambda info: found.__setitem__(info.chunk_offset[0], (info.byte_offset, info.size))
+        )
+        return found
+
+    def _rebuild_offsets(self) -> None:
+        rows = self._index.rows
+        for k, stack in enumerate(self._stacks):
+            where = np.flatnonzero(rows["stack"] == k)
+            if not len(where):
+                continue
+            found = self._chunk_locations(stack)
+            for r in where.tolist():
+                location = found.get(int(rows["position"][r]))
+                if location is not None:
+                    rows["offset"][r] = location[0]
+
+    @property
+    def _file(self) -> h5py.File:
+        if self._writer is not None:
+            return self._writer.f
+        if self._reader is None:
+            raise ClosedStoreError(f"{self.path} is closed")
+        return self._reader
+
+    # ------------------------------------------------------------------ context and lifetime
+
+    def __enter__(self) -> ImageStore:
+        return self
+
+    def __exit__(self, *exc_info) -> None:
+        self.close()
+
+    @property
+    def closed(self) -> bool:
+        return self._mapped is None
+
+    @property
+    def writable(self) -> bool:
+        return self._writer is not None
+
+    def close(self) -> None:
+        """Finish writing (complete index table, class counts) and release the file."""
+        if self._mapped is None:
+            return
+        try:
+            if self._writer is not None and self._log_ready:
+                self._finish_writing()
+        finally:
+            if self._writer is not None:
+                self._writer.close()
+                self._writer = None
+            if self._reader is not None:
+                self._reader.close()
+                self._reader = None
+            self._mapped.close()
+            self._mapped = None
+
+    def _finish_writing(self) -> None:
+        w = self._writer
+        f = w.structure()
+        w.seal_row_log()
+        for stack in self._stacks:
+            ds = f[stack.path]
+            if ds.shape[0] > stack.length:  # chunks of a batch that failed after writing them
+                ds.resize(stack.length, axis=0)
+        if self._dirty_labels:
+            live = self._index.live_mask()
+            counts = np.bincount(self._index.column("label")[live], minlength=len(self._labels))
+            for label in sorted(self._dirty_labels):
+                group = f[fmt.CLASSES].get(fmt.safe_name(self._labels[label]))
+                if group is not None:
+                    group.attrs["count"] = np.uint64(counts[label])
+        f.flush()
+
+    def refresh(self) -> None:
+        """Reader only: pick up what a concurrent writer committed since open."""
+        if self._writer is not None:
+            return
+        self._check_open()
+        self._reader.close()
+        self._reader = open_for_reading(self.path)
+        self._load(self._reader)
+
+    def __getstate__(self) -> dict[str, Any]:
+        # Worker processes (PyTorch DataLoader with spawn) reopen the file for reading.
+        return {"path": self.path}
+
+    def __setstate__(self, state: dict[str, Any]) -> None:
+        self.__init__(state["path"], "r")
+
+    def __repr__(self) -> str:
+        if self.closed:
+            return f"<h5store.ImageStore {self.path!r} (closed)>"
+        return (
+            f"<h5store.ImageStore {self.path!r} mode={self.mode!r}: {len(self)} images, "
+            f"{len(self._labels)} labels>"
+        )
+
+    def _check_open(self) -> None:
+        if self._mapped is None:
+            raise ClosedStoreError(f"{self.path} is closed")
+
+    def _check_writable(self) -> WriterFile:
+        self._check_open()
+        if self._writer is None:
+            raise ReadOnlyError(f"{self.path} is open read-only (mode 'r')")
+        return self._writer
+
+    # ------------------------------------------------------------------ labels and classes
+
+    @property
+    def labels(self) -> tuple[str, ...]:
+        """Class names; a class id is a position in this tuple."""
+        return tuple(self._labels)
+
+    def add_labels(self, names: Sequence[str]) -> list[int]:
+        """Declare class names (in order) before storing images, so that integer labels and
+        (N, K) score vectors map to them. Names already present keep their ids."""
+        w = self._check_writable()
+        names = [_inputs.check_label(n, f"label {k}") for k, n in enumerate(names)]
+        new = [n for n in dict.fromkeys(names) if n not in self._label_ids]
+        if new:
+            self._ensure_log_ready()
+            self._append_labels(w.structure(), new)
+            w.flush()
+        return [self._label_ids[n] for n in names]
+
+    def _append_labels(self, f: h5py.File, names: list[str]) -> None:
+        ds = f[fmt.LABELS]
+        start = ds.shape[0]
+        ds.resize(start + len(names), axis=0)
+        ds[start:] = names
+        for name in names:
+            self._label_ids[name] = len(self._labels)
+            self._labels.append(name)
+
+    def create_class(self, label: str, codec: str | Codec | None = None, *, quality: int | None = None, **codec_options: Any) -> None:
+        """Create the class ``label`` with its own codec (otherwise classes take the store's
+        default codec when their first image arrives)."""
+        w = self._check_writable()
+        label = _inputs.check_label(label)
+        chosen = self._default_codec if codec is None and quality is None and not codec_options else get_codec(
+            codec if codec is not None else self._default_codec.codec_id,
+            quality=quality,
+            **codec_options,
+        )
+        lid = self._label_ids.get(label)
+        if lid is not None and self._class_group(lid) is not None:
+            existing = self._codec_of_class(lid)
+            if existing != chosen:
+                raise InvalidInputError(f"class {label!r} exists already with codec {existing!r}")
+            return
+        self._ensure_log_ready()
+        f = w.structure()
+        if lid is None:
+            self._append_labels(f, [label])
+            lid = self._label_ids[label]
+        fmt.create_class(f, lid, label, chosen)
+        self._class_codecs[lid] = chosen
+        w.flush()
+
+    def _class_group(self, label_id: int) -> h5py.Group | None:
+        return self._file[fmt.CLASSES].get(fmt.safe_name(self._labels[label_id]))
+
+    def _codec_of_class(self, label_id: int) -> Codec | None:
+        """The codec images of this class are stored with; None if the class has no group."""
+        if label_id in self._class_codecs:
+            return self._class_codecs[label_id]
+        if label_id >= len(self._labels):
+            return None
+        group = self._class_group(label_id)
+        if group is None:
+            return None
+        codec = self._class_codecs[label_id] = fmt.class_codec(group)
+        return codec
+
+    def codec_of(self, label: str) -> Codec:
+        """The codec of class ``label`` (the store default for a class not created yet)."""
+        lid = self._label_ids.get(label)
+        codec = None if lid is None else self._codec_of_class(lid)
+        return codec or self._default_codec
+
+    # ------------------------------------------------------------------ adding
+
+    def add(self, image: Any, *, label: str | int, score: float | Sequence[float] | None = None,
+            true_label: str | int | None = None, id: int | None = None, source: str | None = None) -> int:
+        """Store one image; returns its id. See :meth:`add_batch`."""
+        scores = None if score is None else [score]
+        ids = None if id is None else [id]
+        sources = None if source is None else [source]
+        return int(self.add_batch([image], labels=[label], scores=scores, true_labels=[true_label],
+                                  ids=ids, sources=sources)[0])
+
+    def add_batch(self, images: Any, *, labels: Sequence[str | int], scores: Any = None,
+                  true_labels: Sequence[str | int | None] | None = None, ids: Sequence[int] | None = None,
+                  sources: Sequence[str | None] | None = None) -> np.ndarray:
+        """Store a batch of images; returns their ids. All of it lands, or none of it.
+
+        ``images``: a sequence of (H, W) or (H, W, C) uint8/uint16 arrays, PIL images or
+        (C, H, W) torch tensors, or one (N, H, W[, C]) array. ``labels``: predicted class
+        names, or class ids into :attr:`labels`. ``scores``: (N,) top-1 confidences or (N, K)
+        probability vectors over the K declared labels. ``true_labels``: ground truth (None or
+        -1 where unknown). ``ids``: your own non-negative ids (default: consecutive).
+        ``sources``: where each image came from (a path, a URL).
+        """
+        self._check_writable()
+        imgs = _inputs.as_images(images)
+        batch = self._prepare(
+            len(imgs), labels, scores, true_labels, ids, sources,
+            infos=[(a.shape[0], a.shape[1], 1 if a.ndim == 2 else a.shape[2], a.dtype.name) for a in imgs],
+        )
+        codecs = [self._codec_for(batch, k, key) for k, key in enumerate(batch.keys)]
+
+        def encode(k: int) -> tuple[bytes, int]:
+            payload = codecs[k].encode(imgs[k])
+            return payload, zlib.crc32(payload)
+
+        encoded = thread_map(encode, range(len(imgs)))
+        batch.payloads = [p for p, _ in encoded]
+        batch.crcs = [c for _, c in encoded]
+        return self._commit(batch)
+
+    def add_encoded(self, data: bytes, *, label: str | int, score: float | Sequence[float] | None = None,
+                    true_label: str | int | None = None, id: int | None = None, source: str | None = None) -> int:
+        """Store one pre-encoded image (e.g. a JPEG file's bytes) as-is: no decode, no
+        re-encode. The bytes must be a valid stream of the class's codec."""
+        scores = None if score is None else [score]
+        ids = None if id is None else [id]
+        sources = None if source is None else [source]
+        return int(self.add_encoded_batch([data], labels=[label], scores=scores, true_labels=[true_label],
+                                          ids=ids, sources=sources)[0])
+
+    def add_encoded_batch(self, data: Sequence[bytes], *, labels: Sequence[str | int], scores: Any = None,
+                          true_labels: Sequence[str | int | None] | None = None,
+                          ids: Sequence[int] | None = None,
+                          sources: Sequence[str | None] | None = None) -> np.ndarray:
+        """Store pre-encoded images as-is; the batch form of :meth:`add_encoded`."""
+        self._check_writable()
+        if isinstance(data, (bytes, bytearray, memoryview)) or not isinstance(data, Sequence):
+            raise InvalidInputError("data must be a sequence of encoded images (bytes)")
+        payloads = []
+        for k, item in enumerate(data):
+            if not isinstance(item, (bytes, bytearray, memoryview)):
+                raise InvalidInputError(f"encoded image {k} is {type(item).__name__}, not bytes")
+            payloads.append(bytes(item))
+        n = len(payloads)
+        label_list = _inputs.as_sequence(labels, n, "labels")
+        # The stream's geometry decides the stack, so probe with the class's codec first.
+        infos = []
+        for k, payload in enumerate(payloads):
+            codec = self._probe_codec(label_list[k])
+            try:
+                info = codec.probe(payload)
+                codec.check_image(info.height, info.width, info.channels, info.dtype)
+            except CodecError as exc:
+                raise CodecError(f"encoded image {k}: {exc}") from None
+            infos.append((info.height, info.width, info.channels, info.dtype.name))
+        batch = self._prepare(n, labels, scores, true_labels, ids, sources, infos=infos)
+        batch.payloads = payloads
+        batch.crcs = thread_map(zlib.crc32, payloads)
+        return self._commit(batch)
+
+    def _probe_codec(self, label: Any) -> Codec:
+        if isinstance(label, (int, np.integer)) and not isinstance(label, bool):
+            lid = int(label)
+            return (self._codec_of_class(lid) if 0 <= lid < len(self._labels) else None) or self._default_codec
+        if isinstance(label, (str, np.str_)):
+            return self.codec_of(str(label))
+        return self._default_codec
+
+    def _codec_for(self, batch: _Batch, k: int, key: tuple) -> Codec:
+        label_id, height, width, channels, dtype = key
+        codec = self._codec_of_class(label_id) or self._default_codec
+        try:
+            codec.check_image(height, width, channels, np.dtype(dtype))
+        except CodecError as exc:
+            label = self._labels[label_id] if label_id < len(self._labels) else batch.new_labels[label_id - len(self._labels)]
+            raise CodecError(f"image {k} (class {label!r}): {exc}") from None
+        return codec
+
+    def _resolve_label(self, value: Any, where: str, new: dict[str, int]) -> int:
+        if isinstance(value, (int, np.integer)) and not isinstance(value, bool):
+            if 0 <= value < len(self._labels):
+                return int(value)
+            raise InvalidInputError(
+                f"{where} is class id {value}, but the store has {len(self._labels)} labels "
+                "(declare names with add_labels)"
+            )
+        label = _inputs.check_label(value, where)
+        lid = self._label_ids.get(label)
+        if lid is None:
+            lid = new.setdefault(label, len(self._labels) + len(new))
+        return lid
+
+    def _prepare(self, n: int, labels, scores, true_labels, ids, sources, *, infos) -> _Batch:
+        if n == 0:
+            raise InvalidInputError("the batch is empty")
+        new: dict[str, int] = {}
+        label_ids = np.array(
+            [self._resolve_label(v, f"label of image {k}", new)
+             for k, v in enumerate(_inputs.as_sequence(labels, n, "labels"))],
+            dtype=np.uint32,
+        )
+        true_ids = np.full(n, fmt.NO_TRUE_LABEL, dtype=np.int32)
+        if true_labels is not None:
+            for k, v in enumerate(_inputs.as_sequence(true_labels, n, "true_labels")):
+                if v is None or (isinstance(v, (int, np.integer)) and not isinstance(v, bool) and v == -1):
+                    continue
+                true_ids[k] = self._resolve_label(v, f"true label of image {k}", new)
+        arr = _inputs.as_scores(scores, n)
+        vectors = None
+        top1 = np.full(n, np.nan, dtype=np.float32)
+        if arr is not None and arr.ndim == 2:
+            k_classes = arr.shape[1]
+            if k_classes != len(self._labels) or new:
+                raise InvalidInputError(
+                    f"score vectors have {k_classes} entries but the store has "
+                    f"{len(self._labels) + len(new)} labels; declare the class names first "
+                    "(add_labels, or open(..., labels=names))"
+                )
+            if fmt.SCORES in self._file and self._file[fmt.SCORES].shape[1] != k_classes:
+                raise InvalidInputError(
+                    f"the store holds score vectors of length {self._file[fmt.SCORES].shape[1]}, "
+                    f"not {k_classes}"
+                )
+            vectors = arr
+            top1 = arr[np.arange(n), label_ids]
+        elif arr is not None:
+            top1 = arr
+        id_arr = _inputs.as_ids(ids, n)
+        if id_arr is None:
+            start = self._index.next_id()
+            id_arr = np.arange(start, start + n, dtype=np.int64)
+        else:
+            taken = self._index.duplicates_of(id_arr)
+            if len(taken):
+                raise DuplicateIdError(f"id {int(taken[0])} is already used in the store (ids are never reused)")
+        source_list = _inputs.as_sources(sources, n)
+        keys = [(int(label_ids[k]), *infos[k]) for k in range(n)]
+        batch = _Batch(label_ids, true_ids, top1, vectors, id_arr, source_list, keys, [], [], list(new))
+        for k, key in enumerate(keys):
+            self._codec_for(batch, k, key)  # every image checked before anything is encoded
+        return batch
+
+    # ------------------------------------------------------------------ committing
+
+    def _ensure_log_ready(self) -> None:
+        if not self._log_ready:
+            self._writer.load_row_log(self._index.rows)
+            self._log_ready = True
+
+    def _commit(self, batch: _Batch) -> np.ndarray:
+        w = self._writer
+        self._ensure_log_ready()
+        f = self._file
+        new_keys = list(dict.fromkeys(k for k in batch.keys if k not in self._stack_ids))
+        needs_groups = sorted({k[0] for k in new_keys if self._codec_of_class(k[0]) is None})
+        needs_scores = batch.vectors is not None and fmt.SCORES not in f
+        needs_sources = batch.sources is not None and fmt.SOURCES not in f
+        if batch.new_labels or new_keys or needs_scores or needs_sources:
+            f = w.structure()
+            if batch.new_labels:
+                self._append_labels(f, batch.new_labels)
+            for lid in needs_groups:
+                fmt.create_class(f, lid, self._labels[lid], self._default_codec)
+                self._class_codecs[lid] = self._default_codec
+            for key in new_keys:
+                self._create_stack(f, key)
+            n_rows = len(self._index)
+            if needs_scores:
+                fmt.ensure_scores(f, n_rows, batch.vectors.shape[1])
+            if needs_sources:
+                fmt.ensure_sources(f, n_rows)
+            w.flush()
+
+        f = w.data()
+        n0, n = len(self._index), len(batch.keys)
+        positions = np.zeros(n, dtype=np.int64)
+        offsets = np.zeros(n, dtype=np.uint64)
+        groups: dict[int, list[int]] = {}
+        for k, key in enumerate(batch.keys):
+            groups.setdefault(self._stack_ids[key], []).append(k)
+        written = []
+        for sid, members in groups.items():
+            stack = self._stacks[sid]
+            pos = list(range(stack.length, stack.length + len(members)))
+            payloads = [batch.payloads[k] for k in members]
+            ds = w.stack(sid, stack.path)
+            written.append((ds, members, pos, payloads, w.write_chunks(ds, pos, payloads)))
+        w.flush()
+        for ds, members, pos, payloads, predicted in written:
+            w.confirm_offsets(self._mapped, ds, pos, payloads, predicted)
+            positions[members] = pos
+            offsets[members] = predicted
+        if batch.vectors is not None:
+            ds = f[fmt.SCORES]
+            ds.resize(max(ds.shape[0], n0 + n), axis=0)
+            ds[n0 : n0 + n] = batch.vectors
+        if batch.sources is not None:
+            ds = f[fmt.SOURCES]
+            ds.resize(max(ds.shape[0], n0 + n), axis=0)
+            ds[n0 : n0 + n] = batch.sources
+
+        rows = np.zeros(n, dtype=fmt.INDEX_DTYPE)
+        rows["id"] = batch.ids
+        rows["label"] = batch.label_ids
+        rows["true_label"] = batch.true_ids
+        rows["score"] = batch.top1
+        rows["stack"] = [self._stack_ids[key] for key in batch.keys]
+        rows["position"] = positions
+        rows["height"] = [key[1] for key in batch.keys]
+        rows["width"] = [key[2] for key in batch.keys]
+        rows["channels"] = [key[3] for key in batch.keys]
+        rows["dtype"] = [key[4] for key in batch.keys]
+        rows["codec"] = [self._stacks[self._stack_ids[key]].codec.codec_id for key in batch.keys]
+        rows["nbytes"] = [len(p) for p in batch.payloads]
+        rows["crc32"] = batch.crcs
+        rows["offset"] = offsets
+        rows["batch_end"][-1] = 1
+        w.append_rows(rows)
+
+        self._index.append(rows)
+        self._offsets = self._index.column("offset")
+        for sid, members in groups.items():
+            self._stacks[sid].length += len(members)
+        self._dirty_labels.update(np.unique(batch.label_ids).tolist())
+        return batch.ids.copy()
+
+    def _create_stack(self, f: h5py.File, key: tuple[int, int, int, int, str]) -> None:
+        label, height, width, channels, dtype = key
+        codec = self._codec_of_class(label)
+        group = self._class_group(label)
+        ds = fmt.create_stack(f, group, height, width, channels, dtype, codec)
+        table = f[fmt.STACKS]
+        row = np.zeros(1, dtype=fmt.STACKS_DTYPE)
+        row["label"], row["height"], row["width"], row["channels"] = label, height, width, channels
+        row["dtype"], row["codec"] = dtype, codec.codec_id
+        row["codec_config"] = json.dumps(codec.get_config(), sort_keys=True)
+        row["path"] = ds.name
+        table.resize(table.shape[0] + 1, axis=0)
+        table[-1] = row[0]
+        self._stacks.append(_Stack(label, height, width, channels, dtype, codec, ds.name))
+        self._stack_ids[key] = len(self._stacks) - 1
+
+    # ------------------------------------------------------------------ deleting
+
+    def delete(self, ids: int | Sequence[int]) -> None:
+        """Mark images deleted: they vanish from lookups, queries and iteration. Their bytes
+        stay in the file (HDF5 never shrinks a file in place)."""
+        w = self._check_writable()
+        rows = self._index.rows_of(np.atleast_1d(np.asarray(ids)))
+        if not len(rows):
+            return
+        self._ensure_log_ready()
+        w.data()
+        updated = self._index.rows[rows].copy()
+        updated["deleted"] = 1
+        for r, row in zip(rows.tolist(), updated):
+            w.write_row(r, row)
+        w.flush()
+        self._index.mark_deleted(rows)
+        self._dirty_labels.update(np.unique(updated["label"]).tolist())
+
+    # ------------------------------------------------------------------ reading
+
+    def __len__(self) -> int:
+        return int(self._index.live_mask().sum())
+
+    def __contains__(self, image_id: object) -> bool:
+        row = self._index.find(image_id)
+        return row >= 0 and not self._index.rows["deleted"][row]
+
+    def __iter__(self) -> Iterator[int]:
+        """Ids of the live images, in the order they were added."""
+        return iter(self._index.live_ids().tolist())
+
+    def ids(self) -> np.ndarray:
+        """Ids of the live images, in the order they were added."""
+        return self._index.live_ids()
+
+    def _payload(self, row: int) -> memoryview:
+        r = self._index.rows[row]
+        offset, nbytes = int(r["offset"]), int(r["nbytes"])
+        view = self._mapped.view
+        if offset + nbytes > len(view):
+            view = self._mapped.ensure(offset + nbytes)
+        return view[offset : offset + nbytes]
+
+    def _decode(self, row: int) -> np.ndarray:
+        stack = self._stacks[int(self._index.rows["stack"][row])]
+        return stack.decode(self._payload(row))
+
+    def __getitem__(self, image_id: int) -> np.ndarray:
+        """The decoded image with this id."""
+        self._check_open()
+        return self._decode(self._index.row_of(image_id))
+
+    def get_batch(self, ids: Sequence[int]) -> list[np.ndarray]:
+        """Decoded images for many ids (decoded in parallel threads), in the order given."""
+        self._check_open()
+        rows = self._index.rows_of(ids)
+        return thread_map(self._decode, rows.tolist())
+
+    def get_encoded(self, image_id: int) -> bytes:
+        """The stored payload of one image: the codec's stream (a JPEG file for 'jpeg')."""
+        self._check_open()
+        return bytes(self._payload(self._index.row_of(image_id)))
+
+    def record(self, image_id: int) -> Record:
+        """Metadata of one image."""
+        self._check_open()
+        row = self._index.row_of(image_id)
+        r = self._index.rows[row]
+        true = int(r["true_label"])
+        score = float(r["score"])
+        stack = self._stacks[int(r["stack"])]
+        return Record(
+            id=int(r["id"]),
+            label=self._labels[int(r["label"])],
+            true_label=None if true < 0 else self._labels[true],
+            score=None if np.isnan(score) else score,
+            shape=image_shape(int(r["height"]), int(r["width"]), int(r["channels"])),
+            dtype=r["dtype"].decode(),
+            codec=r["codec"].decode(),
+            nbytes=int(r["nbytes"]),
+            crc32=int(r["crc32"]),
+            source=self._aligned(fmt.SOURCES, row),
+            scores=self._aligned(fmt.SCORES, row),
+            stack=stack.path,
+            position=int(r["position"]),
+        )
+
+    def _aligned(self, name: str, row: int) -> Any:
+        f = self._file
+        if name not in f or row >= f[name].shape[0]:
+            return None
+        value = f[name][row]
+        if name == fmt.SOURCES:
+            value = value.decode("utf-8") if isinstance(value, bytes) else value
+            return value or None
+        return None if np.isnan(value).all() else value
+
+    # ------------------------------------------------------------------ queries
+
+    def _label_id(self, label: str | int, what: str) -> int:
+        if isinstance(label, (int, np.integer)) and not isinstance(label, bool):
+            if 0 <= label < len(self._labels):
+                return int(label)
+        elif isinstance(label, str) and label in self._label_ids:
+            return self._label_ids[label]
+        raise InvalidInputError(f"{what} {label!r} is not a label of this store")
+
+    def query(self, *, label: str | int | Sequence[str | int] | None = None,
+              true_label: str | int | Sequence[str | int] | None = None,
+              min_score: float | None = None, max_score: float | None = None,
+              correct: bool | None = None) -> np.ndarray:
+        """Ids of live images matching every condition given, in insertion order.
+
+        ``label``/``true_label`` take one label or several (any of them match). Score bounds
+        are inclusive and never match images stored without a score. ``correct=False`` gives
+        the misclassified images with a known true label.
+
+        Example, confident but wrong: ``store.query(min_score=0.9, correct=False)``.
+        """
+        self._check_open()
+
+        def ids_of(value, what):
+            if value is None:
+                return None
+            values = [value] if isinstance(value, (str, int, np.integer)) else list(value)
+            return np.array([self._label_id(v, what) for v in values], dtype=np.int64)
+
+        return self._index.query(
+            label=ids_of(label, "label"),
+            true_label=ids_of(true_label, "true_label"),
+            min_score=min_score,
+            max_score=max_score,
+            correct=correct,
+        )
+
+    @property
+    def index(self) -> np.ndarray:
+        """A copy of the index table (deleted rows included, flagged) as a structured array."""
+        self._check_open()
+        return self._index.rows.copy()
+
+    def to_pandas(self, *, include_deleted: bool = False):
+        """The index as a pandas DataFrame with label names resolved (requires pandas)."""
+        import pandas as pd
+
+        rows = self._index.rows if include_deleted else self._index.rows[self._index.live_mask()]
+        labels = np.array(self._labels + [None], dtype=object)
+        truth = rows["true_label"].astype(np.int64)
+        frame = pd.DataFrame(
+            {
+                "id": rows["id"],
+                "label": labels[rows["label"].astype(np.int64)] if len(self._labels) else [],
+                "true_label": labels[np.where(truth < 0, len(self._labels), truth)],
+                "score": rows["score"],
+                "height": rows["height"],
+                "width": rows["width"],
+                "channels": rows["channels"],
+                "dtype": rows["dtype"].astype(str),
+                "codec": rows["codec"].astype(str),
+                "nbytes": rows["nbytes"],
+                "crc32": rows["crc32"],
+            }
+        )
+        if include_deleted:
+            frame["deleted"] = rows["deleted"].astype(bool)
+        return frame
+
+    # ------------------------------------------------------------------ integrity
+
+    def verify(self) -> VerifyReport:
+        """Recompute the CRC-32 of every stored image (deleted ones too) and check every cached
+        chunk offset against HDF5's chunk index. Damaged images are named; the rest stay
+        readable."""
+        self._check_open()
+        report = VerifyReport()
+        rows = self._index.rows
+        for k, stack in enumerate(self._stacks):
+            where = np.flatnonzero(rows["stack"] == k)
+            if not len(where):
+                continue
+            found = self._chunk_locations(stack)
+            for r in where.tolist():
+                row = rows[r]
+                location = found.get(int(row["position"]))
+                if location is None or location != (int(row["offset"]), int(row["nbytes"])):
+                    report.misplaced.append(int(row["id"]))
+        for r in range(len(rows)):
+            report.checked += 1
+            if not self._row_intact(r):
+                report.damaged.append(int(rows["id"][r]))
+        return report
+
+    # ------------------------------------------------------------------ summary
+
+    def stats(self) -> dict[str, Any]:
+        """Counts and sizes: images, classes, payload bytes, file bytes."""
+        self._check_open()
+        live = self._index.live_mask()
+        payload = int(self._index.column("nbytes").astype(np.int64).sum())
+        per_class = np.bincount(self._index.column("label")[live], minlength=len(self._labels))
+        return {
+            "path": self.path,
+            "images": int(live.sum()),
+            "deleted": int((~live).sum()),
+            "labels": len(self._labels),
+            "images_per_label": {self._labels[k]: int(c) for k, c in enumerate(per_class) if c},
+            "payload_bytes": payload,
+            "file_bytes": os.path.getsize(self.path),
+            "codecs": sorted({s.codec.codec_id for s in self._stacks}),
+        }
+
+
+def open(path: str | os.PathLike, mode: str = "r", *, codec: str | Codec = "jpeg", quality: int = 90,
+         labels: Sequence[str] | None = None, **codec_options: Any) -> ImageStore:
+    """Open or create an h5store file; use as a context manager.
+
+    Modes as in h5py: ``r`` read only (default), ``r+`` read/write an existing store, ``a``
+    read/write, creating it if missing, ``w`` create (truncating any existing file), ``x``
+    create, failing if it exists. ``codec``, ``quality`` and ``codec_options`` are the
+    defaults for classes created from now on; existing classes keep their codec. ``quality``
+    (1-100) applies to lossy codecs and is ignored by lossless ones. ``labels`` declares class
+    names in order (needed for integer labels and score vectors).
+    """
+    return ImageStore(path, mode, codec=codec, quality=quality, labels=labels, **codec_options)
