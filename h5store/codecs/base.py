@@ -89,6 +89,8 @@ class Codec(ABC):
     takes_quality: ClassVar[bool] = False
     #: Largest height or width the codec's stream can describe.
     max_side: ClassVar[int] = 2**31 - 1
+    #: Settings the benchmark suite sweeps by default: constructor keyword arguments.
+    bench_grid: ClassVar[tuple[dict[str, Any], ...]] = ({},)
 
     @property
     @abstractmethod

@@ -32,6 +32,11 @@ class Blosc2Codec(Codec):
     codec_id = "blosc2"
     dtypes = frozenset({"uint8", "uint16"})
     channels = frozenset({1, 3, 4})
+    bench_grid = (
+        {"cname": "lz4", "clevel": 5, "filter": "shuffle"},
+        {"cname": "zstd", "clevel": 5, "filter": "shuffle"},
+        {"cname": "zstd", "clevel": 5, "filter": "bytedelta"},
+    )
 
     def __init__(self, cname: str = "zstd", clevel: int = 5, filter: str = "shuffle"):
         if cname not in _CNAMES:

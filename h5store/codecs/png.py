@@ -48,6 +48,7 @@ class PngCodec(Codec):
     mime_type = "image/png"
     dtypes = frozenset({"uint8", "uint16"})
     channels = frozenset({1, 3, 4})
+    bench_grid = ({"level": 1}, {"level": 6}, {"level": 9})
 
     def __init__(self, level: int = 6):
         self.level = check_level(level, 0, 9)
