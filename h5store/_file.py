@@ -223,6 +223,7 @@ class WriterFile:
                 os.unlink(path)
             raise
         self.swmr = False
+        self.recovered = getattr(self, "recovered", False)
         self._stack_handles: dict[int, h5py.Dataset] = {}
         self.offset_fallbacks = 0  # chunk offsets HDF5 had to be asked for
 
@@ -234,6 +235,7 @@ class WriterFile:
                 raise _describe_open_error(self.path, exc) from None
         # We hold the writer lock, so the writer that set these flags is dead.
         clear_writer_flags(self.path)
+        self.recovered = True
         try:
             return _hdf5_open(self.path, "r+")
         except OSError as exc:

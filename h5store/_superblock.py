@@ -6,7 +6,9 @@ while a writer has the file open and clears them on close. A writer killed in be
 them set, and every later open fails with "file is already open for write". h5store only calls
 this while it holds the writer lock, which proves that no writer is alive. It also raises the
 stored end-of-allocation to the real file size, since space the dead writer allocated after its
-last superblock write is referenced by metadata it flushed.
+last superblock write is referenced by metadata it flushed: like ``h5clear --increment`` it
+adds a margin, because a dead writer may have flushed a reference to space it allocated but
+never wrote (a raw-data chunk still in its chunk cache), which lies beyond the end of the file.
 """
 
 from __future__ import annotations
@@ -15,6 +17,9 @@ import os
 import struct
 
 _SIGNATURE = b"\x89HDF\r\n\x1a\n"
+#: Larger than all the raw-data chunks a writer keeps cached (index, tail, score rows) plus
+#: its dirty metadata; the unused part stays a hole in the file.
+EOA_MARGIN = 8 << 20
 _MASK = 0xFFFFFFFF
 
 
@@ -87,11 +92,13 @@ def clear_writer_flags(path: str | os.PathLike) -> bool:
             return False  # not a superblock we understand: leave it to HDF5 to complain
         block[11] = 0
         base, _ext, eoa = struct.unpack_from("<QQQ", block, 12)
-        if base == 0 and eoa < size:
-            struct.pack_into("<Q", block, 28, size)
+        new_eoa = max(eoa, size) + EOA_MARGIN if base == 0 else eoa
+        struct.pack_into("<Q", block, 28, new_eoa)
         struct.pack_into("<I", block, 44, lookup3(bytes(block[:44])))
         fh.seek(0)
         fh.write(block)
+        # HDF5 refuses a file shorter than its EOA; the extension is a hole, not written data.
+        fh.truncate(max(new_eoa, size))
         fh.flush()
         os.fsync(fh.fileno())
     return True

@@ -16,6 +16,7 @@ import numpy as np
 
 import h5store
 
+from .bench.cli import add_parser as add_bench_parser
 from .errors import H5StoreError
 
 
@@ -152,6 +153,8 @@ def build_parser() -> argparse.ArgumentParser:
     verify.add_argument("path")
     verify.add_argument("--json", action="store_true")
     verify.set_defaults(func=cmd_verify)
+
+    add_bench_parser(sub)
     return parser
 
 

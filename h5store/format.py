@@ -7,7 +7,7 @@ dtypes, attribute names and the version rule. docs/FORMAT.md describes the same 
     /index                    compound rows (INDEX_DTYPE), gzip; whole chunks of INDEX_CHUNK_ROWS
     /index_tail               the newest rows (< one /index chunk), uncompressed, fixed size
     /labels                   class names (UTF-8); a class id is a position in this list
-    /stacks                   one row per image stack: class, shape, dtype, codec, path
+    /stacks                   one row per image stack: class, shape, dtype, codec
     /classes/<name>/          one group per predicted class (@label, @class_id, @count, @codec...)
     /classes/<name>/<H>x<W>x<C>_<dtype>   the stack: (N, H, W[, C]), one image per chunk
     /scores                   optional (rows, K) float32 score vectors, aligned with the rows
@@ -20,6 +20,7 @@ the same row has ``batch_end`` set: that flag is the commit record of one ``add_
 from __future__ import annotations
 
 import json
+import re
 from typing import Any
 
 import h5py
@@ -51,6 +52,7 @@ SOURCES = "sources"
 INDEX_CHUNK_ROWS = 1024
 
 MAX_LABEL_BYTES = 255
+MAX_CODEC_CONFIG_BYTES = 512
 NO_TRUE_LABEL = -1
 
 INDEX_DTYPE = np.dtype(
@@ -82,10 +84,14 @@ STACKS_DTYPE = np.dtype(
         ("channels", "u1"),
         ("dtype", "S8"),
         ("codec", "S16"),
-        ("codec_config", h5py.string_dtype("utf-8")),  # JSON of Codec.get_config()
-        ("path", h5py.string_dtype("utf-8")),
+        ("codec_config", f"S{MAX_CODEC_CONFIG_BYTES}"),  # JSON of Codec.get_config()
     ]
 )
+
+#: Labels are fixed-length UTF-8 (NUL-padded: labels may not contain NUL). Fixed-length, not
+#: variable-length, strings keep the global heap out of the file: a writer killed while a heap
+#: collection was half written would leave heap references that break later writes.
+LABEL_DTYPE = h5py.string_dtype("utf-8", MAX_LABEL_BYTES)
 
 PIXEL_DTYPES = ("uint8", "uint16")
 
@@ -112,6 +118,17 @@ def safe_name(label: str) -> str:
 
 def stack_name(height: int, width: int, channels: int, dtype: str) -> str:
     return f"{height}x{width}x{channels}_{dtype}"
+
+
+def stack_path(label: str, height: int, width: int, channels: int, dtype: str) -> str:
+    return f"/{CLASSES}/{safe_name(label)}/{stack_name(height, width, channels, dtype)}"
+
+
+def codec_config_json(codec: Codec) -> str:
+    text = json.dumps(codec.get_config(), sort_keys=True)
+    if len(text.encode("utf-8")) > MAX_CODEC_CONFIG_BYTES:
+        raise FormatError(f"configuration of codec {codec.codec_id!r} exceeds {MAX_CODEC_CONFIG_BYTES} bytes")
+    return text
 
 
 # --------------------------------------------------------------------------- file identity
@@ -172,8 +189,9 @@ def create_layout(f: h5py.File) -> None:
         LABELS,
         shape=(0,),
         maxshape=(None,),
-        chunks=(256,),
-        dtype=h5py.string_dtype("utf-8"),
+        chunks=(64,),
+        dtype=LABEL_DTYPE,
+        compression="gzip",
         track_times=False,
     )
     f.create_dataset(
@@ -189,7 +207,7 @@ def _fixed_ascii(value: str) -> np.bytes_:
 
 def _codec_attrs(obj: h5py.HLObject, codec: Codec) -> None:
     obj.attrs["codec"] = codec.codec_id
-    obj.attrs["codec_config"] = json.dumps(codec.get_config(), sort_keys=True)
+    obj.attrs["codec_config"] = codec_config_json(codec)
     obj.attrs["mime_type"] = codec.mime_type
     obj.attrs["lossless"] = np.uint8(codec.lossless)
 
@@ -290,7 +308,7 @@ def ensure_sources(f: h5py.File, rows: int) -> h5py.Dataset:
 
 
 def read_labels(f: h5py.File) -> list[str]:
-    return [s.decode("utf-8") if isinstance(s, bytes) else s for s in f[LABELS][()]]
+    return [s.decode("utf-8") for s in f[LABELS][()]]
 
 
 def read_stacks(f: h5py.File) -> np.ndarray:
@@ -317,3 +335,62 @@ def committed_rows(index_rows: np.ndarray, tail_rows: np.ndarray) -> np.ndarray:
         rows = np.concatenate([index_rows, tail_rows]) if len(tail_rows) else index_rows
     ends = np.flatnonzero(rows["batch_end"])
     return rows[: int(ends[-1]) + 1] if len(ends) else rows[:0]
+
+
+_STACK_NAME = re.compile(r"^\d+x\d+x\d+_[a-z0-9]+$")
+
+
+def _readable(obj_getter) -> bool:
+    try:
+        obj = obj_getter()
+        dict(obj.attrs)
+        if isinstance(obj, h5py.Dataset):
+            obj.shape  # noqa: B018 - reading the dataspace is the check
+        return True
+    except Exception:  # HDF5 reports torn metadata as OSError, RuntimeError or KeyError
+        return False
+
+
+def remove_unreferenced_structure(f: h5py.File, labels: list[str], rows: np.ndarray) -> list[str]:
+    """After a writer died: delete what its last object-creating epoch may have left half
+    written and nothing committed refers to. Returns the HDF5 paths removed.
+
+    Objects become part of the store only through rows written after them (labels, /stacks
+    rows, index rows), so stacks past the last referenced /stacks row, stack datasets missing
+    from /stacks, class groups whose label never reached /labels, and unreadable objects
+    without committed images are all safe to delete.
+    """
+    removed: list[str] = []
+    table = f[STACKS]
+    used = rows["stack"].astype(np.int64)
+    keep = int(used.max()) + 1 if len(used) else 0
+    if table.shape[0] > keep:
+        table.resize(keep, axis=0)
+    known = {
+        stack_path(labels[int(r["label"])], int(r["height"]), int(r["width"]), int(r["channels"]),
+                   r["dtype"].decode())
+        for r in table[()]
+    }
+    committed_groups = {safe_name(labels[int(k)]) for k in np.unique(rows["label"])}
+    label_set = set(labels)
+    classes = f[CLASSES]
+    for name in list(classes):
+        path = f"/{CLASSES}/{name}"
+        group_ok = _readable(lambda: classes[name])
+        if not group_ok or classes[name].attrs.get("label") not in label_set:
+            if name in committed_groups:
+                continue  # images depend on it: leave it for verify to report
+            del classes[name]
+            removed.append(path)
+            continue
+        group = classes[name]
+        for child in list(group):
+            child_path = f"{path}/{child}"
+            if _STACK_NAME.match(child) and child_path not in known:
+                del group[child]
+                removed.append(child_path)
+    for name in (SCORES, SOURCES):
+        if name in f and not _readable(lambda: f[name]):
+            del f[name]
+            removed.append(f"/{name}")
+    return removed

@@ -125,6 +125,9 @@ class _Batch:
     crcs: list[int]
     new_labels: list[str]
 
+    def label_name(self, label_id: int, known: list[str]) -> str:
+        return known[label_id] if label_id < len(known) else self.new_labels[label_id - len(known)]
+
 
 class ImageStore:
     """Images a model classified, in one HDF5 file. Create with :func:`h5store.open`."""
@@ -158,13 +161,17 @@ class ImageStore:
         else:
             self._writer = WriterFile(self.path, self.mode)
             try:
+                if self._writer.recovered:
+                    f = self._writer.f
+                    fmt.remove_unreferenced_structure(f, fmt.read_labels(f), read_committed_rows(f))
+                    f.flush()
                 self._load(self._writer.f)
             except BaseException:
                 self._writer.close()
                 raise
             self._log_ready = False
             self._dirty_labels: set[int] = set()
-            self._class_codecs: dict[int, Codec] = {}
+            self._class_codecs: dict[str, Codec] = {}  # by label name: ids of new labels are provisional
             if labels is not None:
                 self.add_labels(labels)
 
@@ -175,18 +182,14 @@ class ImageStore:
         self._label_ids = {name: k for k, name in enumerate(self._labels)}
         self._stacks: list[_Stack] = []
         for row in fmt.read_stacks(f):
-            path = row["path"].decode() if isinstance(row["path"], bytes) else row["path"]
-            config = row["codec_config"]
-            config = config.decode() if isinstance(config, bytes) else config
+            label = int(row["label"])
+            shape = (int(row["height"]), int(row["width"]), int(row["channels"]), row["dtype"].decode())
             self._stacks.append(
                 _Stack(
-                    label=int(row["label"]),
-                    height=int(row["height"]),
-                    width=int(row["width"]),
-                    channels=int(row["channels"]),
-                    dtype=row["dtype"].decode(),
-                    codec=codec_from_config(json.loads(config)),
-                    path=path,
+                    label,
+                    *shape,
+                    codec=codec_from_config(json.loads(row["codec_config"].decode("utf-8"))),
+                    path=fmt.stack_path(self._labels[label], *shape),
                 )
             )
         self._stack_ids = {s.key: k for k, s in enumerate(self._stacks)}
@@ -350,7 +353,7 @@ class ImageStore:
         new = [n for n in dict.fromkeys(names) if n not in self._label_ids]
         if new:
             self._ensure_log_ready()
-            self._append_labels(w.structure(), new)
+            self._append_labels(w.data(), new)
             w.flush()
         return [self._label_ids[n] for n in names]
 
@@ -358,56 +361,48 @@ class ImageStore:
         ds = f[fmt.LABELS]
         start = ds.shape[0]
         ds.resize(start + len(names), axis=0)
-        ds[start:] = names
+        ds[start:] = np.array([n.encode("utf-8") for n in names], dtype=fmt.LABEL_DTYPE)
         for name in names:
             self._label_ids[name] = len(self._labels)
             self._labels.append(name)
 
-    def create_class(self, label: str, codec: str | Codec | None = None, *, quality: int | None = None, **codec_options: Any) -> None:
+    def create_class(self, label: str, codec: str | Codec | None = None, *, quality: int | None = None,
+                     **codec_options: Any) -> None:
         """Create the class ``label`` with its own codec (otherwise classes take the store's
-        default codec when their first image arrives)."""
+        default codec when their first image arrives). Repeating the call is harmless."""
         w = self._check_writable()
         label = _inputs.check_label(label)
-        chosen = self._default_codec if codec is None and quality is None and not codec_options else get_codec(
-            codec if codec is not None else self._default_codec.codec_id,
-            quality=quality,
-            **codec_options,
-        )
-        lid = self._label_ids.get(label)
-        if lid is not None and self._class_group(lid) is not None:
-            existing = self._codec_of_class(lid)
+        if codec is None and quality is None and not codec_options:
+            chosen = self._default_codec
+        else:
+            base = codec if codec is not None else self._default_codec.codec_id
+            chosen = get_codec(base, quality=quality, **codec_options)
+        existing = self._codec_of_class(label)
+        if existing is not None:
             if existing != chosen:
                 raise InvalidInputError(f"class {label!r} exists already with codec {existing!r}")
             return
         self._ensure_log_ready()
-        f = w.structure()
-        if lid is None:
-            self._append_labels(f, [label])
-            lid = self._label_ids[label]
-        fmt.create_class(f, lid, label, chosen)
-        self._class_codecs[lid] = chosen
+        lid = self._label_ids.get(label, len(self._labels))
+        fmt.create_class(w.structure(), lid, label, chosen)
+        self._class_codecs[label] = chosen
+        if label not in self._label_ids:
+            self._append_labels(w.data(), [label])
         w.flush()
 
-    def _class_group(self, label_id: int) -> h5py.Group | None:
-        return self._file[fmt.CLASSES].get(fmt.safe_name(self._labels[label_id]))
-
-    def _codec_of_class(self, label_id: int) -> Codec | None:
+    def _codec_of_class(self, label: str) -> Codec | None:
         """The codec images of this class are stored with; None if the class has no group."""
-        if label_id in self._class_codecs:
-            return self._class_codecs[label_id]
-        if label_id >= len(self._labels):
-            return None
-        group = self._class_group(label_id)
-        if group is None:
-            return None
-        codec = self._class_codecs[label_id] = fmt.class_codec(group)
+        codec = self._class_codecs.get(label)
+        if codec is None:
+            group = self._file[fmt.CLASSES].get(fmt.safe_name(label))
+            if group is None:
+                return None
+            codec = self._class_codecs[label] = fmt.class_codec(group)
         return codec
 
     def codec_of(self, label: str) -> Codec:
         """The codec of class ``label`` (the store default for a class not created yet)."""
-        lid = self._label_ids.get(label)
-        codec = None if lid is None else self._codec_of_class(lid)
-        return codec or self._default_codec
+        return self._codec_of_class(label) or self._default_codec
 
     # ------------------------------------------------------------------ adding
 
@@ -491,19 +486,16 @@ class ImageStore:
 
     def _probe_codec(self, label: Any) -> Codec:
         if isinstance(label, (int, np.integer)) and not isinstance(label, bool):
-            lid = int(label)
-            return (self._codec_of_class(lid) if 0 <= lid < len(self._labels) else None) or self._default_codec
-        if isinstance(label, (str, np.str_)):
-            return self.codec_of(str(label))
-        return self._default_codec
+            label = self._labels[label] if 0 <= label < len(self._labels) else None
+        return self.codec_of(str(label)) if isinstance(label, (str, np.str_)) else self._default_codec
 
     def _codec_for(self, batch: _Batch, k: int, key: tuple) -> Codec:
         label_id, height, width, channels, dtype = key
-        codec = self._codec_of_class(label_id) or self._default_codec
+        label = batch.label_name(label_id, self._labels)
+        codec = self.codec_of(label)
         try:
             codec.check_image(height, width, channels, np.dtype(dtype))
         except CodecError as exc:
-            label = self._labels[label_id] if label_id < len(self._labels) else batch.new_labels[label_id - len(self._labels)]
             raise CodecError(f"image {k} (class {label!r}): {exc}") from None
         return codec
 
@@ -583,18 +575,22 @@ class ImageStore:
         self._ensure_log_ready()
         f = self._file
         new_keys = list(dict.fromkeys(k for k in batch.keys if k not in self._stack_ids))
-        needs_groups = sorted({k[0] for k in new_keys if self._codec_of_class(k[0]) is None})
+        names = {k[0]: batch.label_name(k[0], self._labels) for k in new_keys}
+        needs_groups = sorted({lid for lid, name in names.items() if self._codec_of_class(name) is None})
         needs_scores = batch.vectors is not None and fmt.SCORES not in f
         needs_sources = batch.sources is not None and fmt.SOURCES not in f
-        if batch.new_labels or new_keys or needs_scores or needs_sources:
+        # Objects can only be created with SWMR off, and a writer killed then can leave them
+        # half written; so this epoch creates objects only, and everything that makes them
+        # part of the store (labels, /stacks rows, index rows) is written afterwards with
+        # SWMR on. Recovery removes objects nothing refers to.
+        if new_keys or needs_scores or needs_sources:
             f = w.structure()
-            if batch.new_labels:
-                self._append_labels(f, batch.new_labels)
             for lid in needs_groups:
-                fmt.create_class(f, lid, self._labels[lid], self._default_codec)
-                self._class_codecs[lid] = self._default_codec
+                fmt.create_class(f, lid, names[lid], self._default_codec)
+                self._class_codecs[names[lid]] = self._default_codec
             for key in new_keys:
-                self._create_stack(f, key)
+                fmt.create_stack(f, f[fmt.CLASSES][fmt.safe_name(names[key[0]])], *key[1:],
+                                 self.codec_of(names[key[0]]))
             n_rows = len(self._index)
             if needs_scores:
                 fmt.ensure_scores(f, n_rows, batch.vectors.shape[1])
@@ -603,6 +599,10 @@ class ImageStore:
             w.flush()
 
         f = w.data()
+        if batch.new_labels:
+            self._append_labels(f, batch.new_labels)
+        for key in new_keys:
+            self._append_stack_row(f, key)
         n0, n = len(self._index), len(batch.keys)
         positions = np.zeros(n, dtype=np.int64)
         offsets = np.zeros(n, dtype=np.uint64)
@@ -655,20 +655,18 @@ class ImageStore:
         self._dirty_labels.update(np.unique(batch.label_ids).tolist())
         return batch.ids.copy()
 
-    def _create_stack(self, f: h5py.File, key: tuple[int, int, int, int, str]) -> None:
+    def _append_stack_row(self, f: h5py.File, key: tuple[int, int, int, int, str]) -> None:
         label, height, width, channels, dtype = key
-        codec = self._codec_of_class(label)
-        group = self._class_group(label)
-        ds = fmt.create_stack(f, group, height, width, channels, dtype, codec)
+        codec = self.codec_of(self._labels[label])
         table = f[fmt.STACKS]
         row = np.zeros(1, dtype=fmt.STACKS_DTYPE)
         row["label"], row["height"], row["width"], row["channels"] = label, height, width, channels
         row["dtype"], row["codec"] = dtype, codec.codec_id
-        row["codec_config"] = json.dumps(codec.get_config(), sort_keys=True)
-        row["path"] = ds.name
+        row["codec_config"] = fmt.codec_config_json(codec)
         table.resize(table.shape[0] + 1, axis=0)
         table[-1] = row[0]
-        self._stacks.append(_Stack(label, height, width, channels, dtype, codec, ds.name))
+        path = fmt.stack_path(self._labels[label], height, width, channels, dtype)
+        self._stacks.append(_Stack(label, height, width, channels, dtype, codec, path))
         self._stack_ids[key] = len(self._stacks) - 1
 
     # ------------------------------------------------------------------ deleting

@@ -1,0 +1,68 @@
+"""The Pareto plot: bytes per image against SSIM, one colour and line per codec, marker area
+by decode speed, the front of settings nothing beats on both, the floor, and the choice."""
+
+from __future__ import annotations
+
+import math
+from collections import defaultdict
+
+from .recommend import pareto_front
+from .results import BenchResult, CellResult
+
+# Marker area (points^2) of a setting decoding at SPEED_REF MP/s on one thread; area grows with
+# the square root of the speed so that 20 and 2000 MP/s both stay readable.
+AREA_REF, SPEED_REF = 60.0, 100.0
+
+
+def _area(cell: CellResult) -> float:
+    return AREA_REF * math.sqrt(max(cell.decode_mpx_s or 1.0, 1.0) / SPEED_REF)
+
+
+def pareto_plot(result: BenchResult, path: str) -> None:
+    """Write the plot as a PNG to ``path``."""
+    import matplotlib
+
+    matplotlib.use("Agg")  # files only: never needs a display, works in CI
+    import matplotlib.pyplot as plt
+
+    cells = [c for c in result.cells if c.ssim_mean is not None]
+    by_codec: dict[str, list[CellResult]] = defaultdict(list)
+    for cell in cells:
+        by_codec[cell.codec].append(cell)
+    fig, ax = plt.subplots(figsize=(10, 6.5), dpi=110)
+    tab20 = plt.get_cmap("tab20").colors
+    colours = [*tab20[::2], *tab20[1::2]]  # the 10 strong hues first, then their light twins
+    for k, (codec, group) in enumerate(by_codec.items()):
+        group.sort(key=lambda c: c.bytes_per_image)
+        colour = colours[k % len(colours)]
+        ax.plot([c.bytes_per_image for c in group], [c.ssim_mean for c in group], "-",
+                color=colour, alpha=0.6, lw=1.2)
+        ax.scatter([c.bytes_per_image for c in group], [c.ssim_mean for c in group],
+                   s=[_area(c) for c in group], color=colour, edgecolor="black", linewidth=0.4,
+                   label=codec, zorder=3)
+        for c in group:
+            if c.violation:
+                ax.annotate("violation", (c.bytes_per_image, c.ssim_mean), color="red", fontsize=7)
+    front = pareto_front(cells)
+    ax.step([c.bytes_per_image for c in front], [c.ssim_mean for c in front], where="post",
+            color="black", ls=":", lw=1, label="Pareto front")
+    rec = result.recommendation
+    if rec is not None and rec.floors.min_ssim is not None:
+        ax.axhline(rec.floors.min_ssim, color="grey", ls="--", lw=0.8,
+                   label=f"floor SSIM {rec.floors.min_ssim}")
+    if rec is not None and rec.cell is not None and rec.cell.ssim_mean is not None:
+        ax.scatter([rec.cell.bytes_per_image], [rec.cell.ssim_mean], marker="*", s=300,
+                   facecolor="none", edgecolor="red", linewidth=1.5, zorder=4,
+                   label=f"recommended: {rec.cell.name}")
+    for speed in (10, 100, 1000):  # a key to the marker areas
+        ax.scatter([], [], s=AREA_REF * math.sqrt(speed / SPEED_REF), color="lightgrey",
+                   edgecolor="black", linewidth=0.4, label=f"decodes {speed} MP/s")
+    ax.set_xscale("log")
+    ax.set_xlabel("bytes per image (log scale)")
+    ax.set_ylabel("mean SSIM (1 = exact)")
+    ax.set_title(f"Size against fidelity: {result.meta['input']}", fontsize=10)
+    ax.grid(True, which="both", alpha=0.25)
+    ax.legend(fontsize=7, loc="lower right", ncol=2, framealpha=0.9)
+    fig.tight_layout()
+    fig.savefig(path)
+    plt.close(fig)

@@ -1,0 +1,135 @@
+"""Writing a :class:`~h5store.bench.results.BenchResult` down: JSON (everything), CSV (one row a
+setting, for pandas or a spreadsheet), a markdown table (for a terminal or a README) and the
+Pareto plot (see :mod:`h5store.bench.plot`)."""
+
+from __future__ import annotations
+
+import csv
+import json
+import math
+import os
+from collections.abc import Callable
+from typing import Any
+
+from ..errors import InvalidInputError
+from .recommend import pareto_front
+from .results import BenchResult, CellResult
+
+FILES = {"json": "bench.json", "csv": "bench.csv", "markdown": "bench.md", "plot": "bench.png"}
+
+
+def write_all(result: BenchResult, out: str | os.PathLike) -> dict[str, str]:
+    """Write every output into the folder ``out`` (created if missing); their paths by kind."""
+    out = os.fspath(out)
+    if os.path.exists(out) and not os.path.isdir(out):
+        raise InvalidInputError(f"output folder {out!r} is a file")
+    os.makedirs(out, exist_ok=True)
+    from .plot import pareto_plot
+
+    paths = {kind: os.path.join(out, name) for kind, name in FILES.items()}
+    write_json(result, paths["json"])
+    write_csv(result, paths["csv"])
+    with open(paths["markdown"], "w", encoding="utf-8") as f:
+        f.write(markdown_report(result))
+    pareto_plot(result, paths["plot"])
+    return paths
+
+
+def write_json(result: BenchResult, path: str) -> None:
+    with open(path, "w", encoding="utf-8") as f:
+        json.dump(result.to_dict(), f, indent=2, allow_nan=False)
+        f.write("\n")
+
+
+CSV_COLUMNS = [
+    "codec", "setting", "lossless", "images", "bytes_per_image", "bits_per_pixel", "ratio",
+    "encode_mpx_s", "encode_mpx_s_2t", "decode_mpx_s", "decode_mpx_s_2t", "psnr_mean",
+    "psnr_min", "ssim_mean", "ssim_min", "max_abs_error", "agreement", "flips", "violation",
+    "config",
+]
+
+
+def write_csv(result: BenchResult, path: str) -> None:
+    """One row a measured setting; PSNR of exactly reproduced sets is written ``inf``."""
+    with open(path, "w", encoding="utf-8", newline="") as f:
+        writer = csv.DictWriter(f, fieldnames=CSV_COLUMNS)
+        writer.writeheader()
+        for cell in result.cells:
+            row = {k: getattr(cell, k) for k in CSV_COLUMNS if k != "config"}
+            row["config"] = json.dumps(cell.config, sort_keys=True)
+            writer.writerow(row)
+
+
+def _num(fmt: str) -> Callable[[Any], str]:
+    def show(value: Any) -> str:
+        if value is None:
+            return "-"
+        if isinstance(value, float) and math.isinf(value):
+            return "∞"
+        return format(value, fmt)
+
+    return show
+
+
+def _pair(a: float | None, b: float | None) -> str:
+    return f"{_num('.0f')(a)} / {_num('.0f')(b)}"
+
+
+def _note(cell: CellResult, result: BenchResult, front: set[int]) -> str:
+    notes = []
+    rec = result.recommendation
+    if rec is not None and rec.cell is cell:
+        notes.append("**recommended**")
+    elif rec is not None and cell in (rec.smallest, rec.fastest):
+        notes.append("smallest" if cell is rec.smallest else "fastest")
+    if cell.violation:
+        notes.append(f"VIOLATION: {cell.violation}")
+    if id(cell) in front:
+        notes.append("Pareto")
+    return ", ".join(notes)
+
+
+def markdown_table(result: BenchResult) -> str:
+    """One row a setting, codecs in registry order, each codec's settings by size."""
+    header = ["codec", "setting", "bytes/img", "bpp", "ratio", "enc MP/s 1t / 2t",
+              "dec MP/s 1t / 2t", "PSNR dB", "SSIM", "max err", "agree", "flips", "note"]
+    front = {id(c) for c in pareto_front(result.cells)}
+    order = {name: k for k, name in enumerate(dict.fromkeys(c.codec for c in result.cells))}
+    rows = []
+    for c in sorted(result.cells, key=lambda c: (order[c.codec], c.bytes_per_image)):
+        rows.append([
+            c.codec, c.setting or "default", f"{c.bytes_per_image:,.0f}", f"{c.bits_per_pixel:.2f}",
+            f"{c.ratio:.1f}", _pair(c.encode_mpx_s, c.encode_mpx_s_2t),
+            _pair(c.decode_mpx_s, c.decode_mpx_s_2t), _num(".2f")(c.psnr_mean),
+            _num(".4f")(c.ssim_mean), str(c.max_abs_error), _num(".3f")(c.agreement),
+            _num("d")(c.flips), _note(c, result, front),
+        ])
+    lines = ["| " + " | ".join(header) + " |", "|" + "|".join("---" for _ in header) + "|"]
+    lines += ["| " + " | ".join(row) + " |" for row in rows]
+    return "\n".join(lines)
+
+
+def summary_lines(result: BenchResult) -> list[str]:
+    """The facts around the table: input, timing, classifier, settings skipped."""
+    meta, clf = result.meta, result.classifier
+    lines = [f"Input: {meta['input']}; {len(result.cells)} settings measured in "
+             f"{meta['seconds']:.0f} s on {meta['cpus']} cores."]
+    if clf.kind == "default":
+        lines.append(f"Classifier: default scikit-learn model, accuracy {clf.accuracy:.3f} on "
+                     f"{clf.test_size} held-out originals (chance {clf.chance:.3f}); agree = "
+                     "share of its predictions unchanged by compression, flips = images changed.")
+    elif clf.kind == "user":
+        lines.append("Classifier: the predict function given; agree = share of its predictions "
+                     "unchanged by compression, flips = images changed.")
+    else:
+        lines.append(f"Classifier: none ({clf.note}).")
+    lines += [f"Skipped {s.codec} {s.setting}: {s.reason}" for s in result.skipped]
+    return lines
+
+
+def markdown_report(result: BenchResult) -> str:
+    bullets = "\n".join(f"- {line}" for line in summary_lines(result))
+    text = f"# Codec benchmark\n\n{bullets}\n\n{markdown_table(result)}\n"
+    if result.recommendation is not None:
+        text += f"\n```text\n{result.recommendation.message}\n```\n"
+    return text

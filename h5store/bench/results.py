@@ -1,0 +1,118 @@
+"""What a benchmark run produces: one :class:`CellResult` per codec setting measured, the
+settings skipped and why, and the run as a whole (:class:`BenchResult`)."""
+
+from __future__ import annotations
+
+import math
+from dataclasses import asdict, dataclass, field
+from typing import Any
+
+
+@dataclass
+class CellResult:
+    """One codec setting measured on every image of the input.
+
+    Throughputs are megapixels per second (median over blocks), with one thread and two.
+    ``agreement``/``flips`` compare the classifier's predictions on decoded images with its
+    predictions on the originals (None without a classifier). ``violation`` says what broke a
+    promise: a lossless codec that changed pixels, or a decoder returning another shape."""
+
+    codec: str
+    setting: str
+    config: dict[str, Any]
+    lossless: bool
+    images: int
+    bytes_per_image: float
+    bits_per_pixel: float
+    ratio: float
+    encode_mpx_s: float | None
+    encode_mpx_s_2t: float | None
+    decode_mpx_s: float | None
+    decode_mpx_s_2t: float | None
+    psnr_mean: float | None  # None: not measured (the decoder broke the image's shape)
+    psnr_min: float | None
+    ssim_mean: float | None
+    ssim_min: float | None
+    max_abs_error: int | None
+    agreement: float | None = None
+    flips: int | None = None
+    violation: str | None = None
+
+    @property
+    def name(self) -> str:
+        return f"{self.codec} {self.setting}"
+
+    def to_dict(self) -> dict[str, Any]:
+        """Plain data; infinite PSNR (exact images) becomes None, which JSON can hold."""
+        return {k: (None if isinstance(v, float) and math.isinf(v) else v)
+                for k, v in asdict(self).items()}
+
+
+@dataclass
+class Skipped:
+    """A codec setting that was not measured: the codec cannot hold these images, or failed."""
+
+    codec: str
+    setting: str
+    reason: str
+
+
+@dataclass
+class ClassifierInfo:
+    """Whose predictions were compared, and how good the default classifier was."""
+
+    kind: str  # "default", "user" or "none"
+    accuracy: float | None = None  # default classifier, on held-out originals
+    chance: float | None = None
+    train_size: int | None = None
+    test_size: int | None = None
+    note: str = ""
+
+
+@dataclass
+class BenchResult:
+    cells: list[CellResult]
+    skipped: list[Skipped]
+    classifier: ClassifierInfo
+    meta: dict[str, Any]
+    recommendation: Any = None  # recommend.Recommendation
+    files: dict[str, str] = field(default_factory=dict)
+
+    def cell(self, codec: str, setting: str | None = None) -> CellResult:
+        """The result of one setting (the only one of ``codec`` when ``setting`` is None)."""
+        found = [c for c in self.cells if c.codec == codec and setting in (None, c.setting)]
+        if len(found) != 1:
+            raise KeyError(f"{len(found)} results for {codec} {setting or ''}".strip())
+        return found[0]
+
+    def recommend(self, *, min_ssim: float | None = None, min_psnr: float | None = None,
+                  min_agreement: float | None = None, prefer: str = "smallest"):
+        """Choose again under other floors, without measuring again."""
+        from .recommend import Floors, recommend
+
+        return recommend(self.cells, Floors(min_ssim, min_psnr, min_agreement), prefer)
+
+    def to_dict(self) -> dict[str, Any]:
+        return {
+            "meta": self.meta,
+            "classifier": asdict(self.classifier),
+            "recommendation": None if self.recommendation is None else self.recommendation.to_dict(),
+            "cells": [c.to_dict() for c in self.cells],
+            "skipped": [asdict(s) for s in self.skipped],
+        }
+
+    def table(self) -> str:
+        from .report import markdown_table
+
+        return markdown_table(self)
+
+    def save(self, out: str) -> dict[str, str]:
+        """Write bench.json, bench.csv, bench.md and bench.png into the folder ``out``."""
+        from .report import write_all
+
+        self.files = write_all(self, out)
+        return self.files
+
+    def __repr__(self) -> str:
+        return (f"<BenchResult {len(self.cells)} settings measured, {len(self.skipped)} skipped, "
+                f"{self.meta.get('input', '')}>")

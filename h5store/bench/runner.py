@@ -1,0 +1,201 @@
+"""The grid: every registered codec x each setting it declares (``bench_grid``), measured on the
+same images. :func:`run` is the whole benchmark; :func:`measure_cell` is one setting."""
+
+from __future__ import annotations
+
+import os
+import platform
+import time
+from collections.abc import Mapping, Sequence
+from typing import Any
+
+import numpy as np
+
+import h5store
+
+from ..codecs import Codec
+from ..errors import CodecError, InvalidInputError
+from .classifier import Predict, agreement, call_predict, train_default
+from .inputs import BenchInput, load_input
+from .metrics import set_fidelity
+from .recommend import Floors, recommend
+from .results import BenchResult, CellResult, ClassifierInfo, Skipped
+from .timing import BlockTimer
+
+Grid = Mapping[str, Sequence[Mapping[str, Any]]]
+
+
+def setting_name(params: Mapping[str, Any]) -> str:
+    return " ".join(f"{k}={v}" for k, v in params.items()) or "default"
+
+
+def plan_grid(inp: BenchInput, codecs: Sequence[str] | None = None,
+              grid: Grid | None = None) -> tuple[list[tuple[Codec, str]], list[Skipped]]:
+    """The configured codecs to measure (with their setting names), and the settings skipped
+    because the codec cannot hold these images. ``codecs`` restricts the registry; ``grid``
+    replaces a codec's ``bench_grid``. Bad names or settings given here raise CodecError."""
+    names = list(codecs) if codecs is not None else h5store.available_codecs()
+    if grid is not None:
+        names += [name for name in grid if name not in names]
+    kinds = sorted(inp.kinds())
+    planned, skipped = [], []
+    for name in names:
+        given = grid is not None and name in grid
+        settings = grid[name] if given else type(h5store.get_codec(name)).bench_grid
+        for params in settings:
+            setting = setting_name(params)
+            try:
+                codec = h5store.get_codec(name, **params)
+            except CodecError as exc:
+                if given:
+                    raise
+                skipped.append(Skipped(name, setting, f"its bench_grid setting is invalid: {exc}"))
+                continue
+            reason = _cannot_hold(codec, kinds)
+            if reason:
+                skipped.append(Skipped(name, setting, reason))
+            else:
+                planned.append((codec, setting))
+    return planned, skipped
+
+
+def _cannot_hold(codec: Codec, kinds: Sequence[tuple[int, int, int, str]]) -> str | None:
+    for height, width, channels, dtype in kinds:
+        try:
+            codec.check_image(height, width, channels, np.dtype(dtype))
+        except CodecError as exc:
+            return str(exc)
+    return None
+
+
+def measure_cell(codec: Codec, setting: str, inp: BenchInput, timer: BlockTimer,
+                 predict: Predict | None = None,
+                 reference: np.ndarray | None = None) -> CellResult:
+    """Encode and decode every image once (timed), then judge the decoded images."""
+    images = inp.images
+    pixels = [im.shape[0] * im.shape[1] for im in images]
+    payloads, enc = timer.map(codec.encode, images, pixels)
+    decoded, dec = timer.map(
+        lambda k: np.asarray(codec.decode(payloads[k], images[k].shape, images[k].dtype)),
+        range(len(images)), pixels,
+    )
+    violation = _shape_violation(images, decoded)
+    fid = set_fidelity(images, decoded, timer.parallel_map) if violation is None else None
+    if fid is not None and codec.lossless and fid.max_abs_error:
+        violation = (f"declared lossless but changed pixels by up to {fid.max_abs_error} "
+                     f"({len(images) - fid.exact_images} of {len(images)} images differ)")
+    agree = flips = None
+    if predict is not None and violation is None:
+        agree, flips = agreement(reference, call_predict(predict, _batch(decoded), len(images)))
+    total = sum(len(p) for p in payloads)
+    return CellResult(
+        codec=codec.codec_id, setting=setting, config=codec.get_config(),
+        lossless=codec.lossless, images=len(images),
+        bytes_per_image=total / len(images), bits_per_pixel=8 * total / sum(pixels),
+        ratio=inp.raw_bytes / max(total, 1),
+        encode_mpx_s=enc.one_thread, encode_mpx_s_2t=enc.two_threads,
+        decode_mpx_s=dec.one_thread, decode_mpx_s_2t=dec.two_threads,
+        psnr_mean=fid.psnr_mean if fid else None, psnr_min=fid.psnr_min if fid else None,
+        ssim_mean=fid.ssim_mean if fid else None, ssim_min=fid.ssim_min if fid else None,
+        max_abs_error=fid.max_abs_error if fid else None,
+        agreement=agree, flips=flips, violation=violation,
+    )
+
+
+def _shape_violation(images: Sequence[np.ndarray], decoded: Sequence[np.ndarray]) -> str | None:
+    for k, (a, b) in enumerate(zip(images, decoded)):
+        if a.shape != b.shape or a.dtype != b.dtype:
+            return f"image {k} decoded as {b.shape} {b.dtype}, stored {a.shape} {a.dtype}"
+    return None
+
+
+def _batch(images: Sequence[np.ndarray]) -> np.ndarray | list[np.ndarray]:
+    return BenchInput(list(images), None, "").as_batch()
+
+
+def _judge(inp: BenchInput, predict: Predict | None, seed: int,
+           need: bool) -> tuple[Predict | None, ClassifierInfo]:
+    """The predict function to compare with, and what to say about it. Without the user's, the
+    default classifier is trained; an input it cannot learn from leaves no classifier, which
+    is an error only when a floor on agreement needs one."""
+    if predict is not None:
+        if not callable(predict):
+            raise InvalidInputError(f"predict must be callable, got {type(predict).__name__}")
+        return predict, ClassifierInfo(kind="user")
+    try:
+        trained = train_default(inp.images, inp.labels, seed=seed)
+    except InvalidInputError as exc:
+        if need:
+            raise InvalidInputError(f"min_agreement needs a classifier, but {exc}") from None
+        return None, ClassifierInfo(kind="none", note=str(exc))
+    return trained.predict, ClassifierInfo(
+        kind="default", accuracy=trained.accuracy, chance=trained.chance,
+        train_size=trained.train_size, test_size=trained.test_size,
+    )
+
+
+def run(source: Any = None, *, n: int = 500, size: int | None = None, seed: int = 0,
+        labels: Sequence[Any] | None = None, codecs: Sequence[str] | None = None,
+        grid: Grid | None = None, predict: Predict | None = None,
+        min_ssim: float | None = 0.98, min_psnr: float | None = None,
+        min_agreement: float | None = None, prefer: str = "smallest", repeats: int = 3,
+        out: str | os.PathLike | None = None, progress: bool = True) -> BenchResult:
+    """Benchmark every codec setting on ``n`` images and recommend one.
+
+    ``source``: None for the built-in sample set, a path to an h5store file or an ImageFolder
+    directory, or images (an (N, H, W[, C]) array or a list) with optional ``labels``; see
+    :func:`~h5store.bench.inputs.load_input` for ``size``. ``codecs`` limits the codecs,
+    ``grid`` maps a codec name to the settings (constructor keywords) to try instead of its
+    ``bench_grid``. ``predict(images) -> labels`` is your model (it gets an (N, H, W[, C])
+    array, or a list when shapes differ); without it a small classifier is trained on the
+    originals. The floors and ``prefer`` ("smallest" or "fastest" to decode) choose the
+    recommendation; ``repeats`` blocks per thread count time each setting; ``out`` is a folder
+    for bench.json/.csv/.md/.png. Settings a codec cannot hold are skipped with the reason.
+    """
+    started = time.perf_counter()
+    floors = Floors(min_ssim, min_psnr, min_agreement)
+    recommend([], floors, prefer)  # refuses a bad ``prefer`` before the long part
+    if isinstance(repeats, bool) or not isinstance(repeats, int) or repeats < 1:
+        raise InvalidInputError(f"repeats must be a positive integer, got {repeats!r}")
+    inp = load_input(source, n=n, size=size, seed=seed, labels=labels)
+    planned, skipped = plan_grid(inp, codecs, grid)
+    judge, classifier = _judge(inp, predict, seed, need=min_agreement is not None)
+    reference = None if judge is None else call_predict(judge, inp.as_batch(), len(inp))
+    cells = []
+    from tqdm.auto import tqdm
+
+    with BlockTimer(repeats) as timer:
+        bar = tqdm(planned, desc="h5store bench", unit="setting", disable=not progress)
+        for codec, setting in bar:
+            bar.set_postfix_str(f"{codec.codec_id} {setting}")
+            try:
+                cells.append(measure_cell(codec, setting, inp, timer, judge, reference))
+            except Exception as exc:  # noqa: BLE001 - a codec's own failure must not end the run
+                skipped.append(Skipped(codec.codec_id, setting,
+                                       f"failed: {type(exc).__name__}: {exc}"))
+    result = BenchResult(cells, skipped, classifier, _meta(inp, seed, repeats, started))
+    result.recommendation = recommend(cells, floors, prefer)
+    if out is not None:
+        result.save(out)
+    return result
+
+
+def _meta(inp: BenchInput, seed: int, repeats: int, started: float) -> dict[str, Any]:
+    import imagecodecs
+
+    kinds = sorted(inp.kinds())
+    return {
+        "input": inp.description,
+        "images": len(inp),
+        "image_kinds": [f"{h}x{w}x{c} {d}" for h, w, c, d in kinds[:10]]
+        + (["..."] if len(kinds) > 10 else []),
+        "megapixels": inp.pixels / 1e6,
+        "raw_bytes": inp.raw_bytes,
+        "seed": seed,
+        "repeats": repeats,
+        "seconds": time.perf_counter() - started,
+        "cpus": os.cpu_count(),
+        "machine": f"{platform.machine()} {platform.system()} {platform.release()}",
+        "versions": {"h5store": h5store.__version__, "imagecodecs": imagecodecs.__version__,
+                     "numpy": np.__version__, "python": platform.python_version()},
+    }
