@@ -73,12 +73,11 @@ def _batch_features(batch: np.ndarray) -> np.ndarray:
     bins += HIST_BINS * np.arange(3, dtype=np.int32) + 3 * HIST_BINS * np.arange(n, dtype=np.int32)[:, None, None]
     hist = np.bincount(bins.ravel(), minlength=n * 3 * HIST_BINS).reshape(n, 3 * HIST_BINS)
     hist = hist.astype(np.float32) / coarse.shape[1]
-    luma = rgb[..., 0].astype(np.float32)
-    luma += rgb[..., 1]
-    luma += rgb[..., 2]
-    luma *= scale / 3.0
+    # Gradients of the green channel (most of luma) at full resolution, in 8-bit steps.
+    green = rgb[..., 1] >> (8 * batch.dtype.itemsize - 8)
+    green = green.astype(np.int16)
     texture = []
-    for grad in (np.abs(np.diff(luma, axis=1)), np.abs(np.diff(luma, axis=2))):
+    for grad in (np.abs(np.diff(green, axis=1)), np.abs(np.diff(green, axis=2))):
         grad = grad.reshape(n, -1)
         texture.append(grad.sum(axis=1, keepdims=True) / (255.0 * grad.shape[1]))
         texture += [np.count_nonzero(grad <= s, axis=1)[:, None] / grad.shape[1]

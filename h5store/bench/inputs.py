@@ -166,7 +166,7 @@ def _array_input(source: Any, labels: Sequence[Any] | None, n: int, seed: int) -
 
 
 def checked_image(image: Any, where: str) -> np.ndarray:
-    """A C-contiguous (H, W) or (H, W, C) integer image; (H, W, 1) becomes (H, W)."""
+    """A C-contiguous (H, W) or (H, W, 3|4) unsigned integer image; (H, W, 1) becomes (H, W)."""
     image = np.asarray(image)
     if image.ndim == 3 and image.shape[2] == 1:
         image = image[..., 0]
@@ -174,8 +174,8 @@ def checked_image(image: Any, where: str) -> np.ndarray:
         raise InvalidInputError(f"{where}: expected (H, W) or (H, W, 3|4), got shape {image.shape}")
     if image.size == 0:
         raise InvalidInputError(f"{where} is empty")
-    if image.dtype.kind not in "ui":
-        raise InvalidInputError(f"{where}: expected an integer image, got {image.dtype}")
+    if image.dtype.kind != "u":
+        raise InvalidInputError(f"{where}: expected an unsigned integer image, got {image.dtype}")
     return np.ascontiguousarray(image)
 
 

@@ -14,8 +14,8 @@ from .results import BenchResult, CellResult
 AREA_REF, SPEED_REF = 60.0, 100.0
 
 
-def _area(cell: CellResult) -> float:
-    return AREA_REF * math.sqrt(max(cell.decode_mpx_s or 1.0, 1.0) / SPEED_REF)
+def _area(speed: float | None) -> float:
+    return AREA_REF * math.sqrt(max(speed or 1.0, 1.0) / SPEED_REF)
 
 
 def pareto_plot(result: BenchResult, path: str) -> None:
@@ -24,6 +24,7 @@ def pareto_plot(result: BenchResult, path: str) -> None:
 
     matplotlib.use("Agg")  # files only: never needs a display, works in CI
     import matplotlib.pyplot as plt
+    from matplotlib.lines import Line2D
 
     cells = [c for c in result.cells if c.ssim_mean is not None]
     by_codec: dict[str, list[CellResult]] = defaultdict(list)
@@ -32,37 +33,46 @@ def pareto_plot(result: BenchResult, path: str) -> None:
     fig, ax = plt.subplots(figsize=(10, 6.5), dpi=110)
     tab20 = plt.get_cmap("tab20").colors
     colours = [*tab20[::2], *tab20[1::2]]  # the 10 strong hues first, then their light twins
+    front = pareto_front(cells)
+    ax.plot([c.bytes_per_image for c in front], [c.ssim_mean for c in front], "-",
+            color="0.6", lw=6, alpha=0.35, solid_capstyle="round", zorder=1)
+    handles = [Line2D([], [], color="0.6", lw=6, alpha=0.35, label="Pareto front")]
     for k, (codec, group) in enumerate(by_codec.items()):
         group.sort(key=lambda c: c.bytes_per_image)
         colour = colours[k % len(colours)]
-        ax.plot([c.bytes_per_image for c in group], [c.ssim_mean for c in group], "-",
-                color=colour, alpha=0.6, lw=1.2)
-        ax.scatter([c.bytes_per_image for c in group], [c.ssim_mean for c in group],
-                   s=[_area(c) for c in group], color=colour, edgecolor="black", linewidth=0.4,
-                   label=codec, zorder=3)
+        xs, ys = [c.bytes_per_image for c in group], [c.ssim_mean for c in group]
+        ax.plot(xs, ys, "-", color=colour, alpha=0.7, lw=1.2, zorder=2)
+        ax.scatter(xs, ys, s=[_area(c.decode_mpx_s) for c in group], color=colour,
+                   edgecolor="black", linewidth=0.4, zorder=3)
+        handles.append(Line2D([], [], ls="-", marker="o", color=colour, markeredgecolor="black",
+                              markeredgewidth=0.4, label=codec))
         for c in group:
             if c.violation:
                 ax.annotate("violation", (c.bytes_per_image, c.ssim_mean), color="red", fontsize=7)
-    front = pareto_front(cells)
-    ax.step([c.bytes_per_image for c in front], [c.ssim_mean for c in front], where="post",
-            color="black", ls=":", lw=1, label="Pareto front")
+            elif c.max_abs_error:  # lossless settings pile up at SSIM 1; label the lossy ones
+                ax.annotate(c.setting,
+                            (c.bytes_per_image, c.ssim_mean), xytext=(4, -9),
+                            textcoords="offset points", fontsize=6, color=colour)
     rec = result.recommendation
     if rec is not None and rec.floors.min_ssim is not None:
-        ax.axhline(rec.floors.min_ssim, color="grey", ls="--", lw=0.8,
-                   label=f"floor SSIM {rec.floors.min_ssim}")
+        ax.axhline(rec.floors.min_ssim, color="grey", ls="--", lw=0.8)
+        handles.append(Line2D([], [], color="grey", ls="--", lw=0.8,
+                              label=f"floor: SSIM {rec.floors.min_ssim}"))
     if rec is not None and rec.cell is not None and rec.cell.ssim_mean is not None:
-        ax.scatter([rec.cell.bytes_per_image], [rec.cell.ssim_mean], marker="*", s=300,
-                   facecolor="none", edgecolor="red", linewidth=1.5, zorder=4,
-                   label=f"recommended: {rec.cell.name}")
+        ax.scatter([rec.cell.bytes_per_image], [rec.cell.ssim_mean], marker="*", s=320,
+                   facecolor="none", edgecolor="red", linewidth=1.5, zorder=4)
+        handles.append(Line2D([], [], ls="", marker="*", markersize=14, markerfacecolor="none",
+                              markeredgecolor="red", label=f"recommended: {rec.cell.name}"))
     for speed in (10, 100, 1000):  # a key to the marker areas
-        ax.scatter([], [], s=AREA_REF * math.sqrt(speed / SPEED_REF), color="lightgrey",
-                   edgecolor="black", linewidth=0.4, label=f"decodes {speed} MP/s")
+        handles.append(Line2D([], [], ls="", marker="o", markersize=math.sqrt(_area(speed)),
+                              color="lightgrey", markeredgecolor="black", markeredgewidth=0.4,
+                              label=f"decodes {speed} MP/s (1 thread)"))
     ax.set_xscale("log")
     ax.set_xlabel("bytes per image (log scale)")
     ax.set_ylabel("mean SSIM (1 = exact)")
     ax.set_title(f"Size against fidelity: {result.meta['input']}", fontsize=10)
     ax.grid(True, which="both", alpha=0.25)
-    ax.legend(fontsize=7, loc="lower right", ncol=2, framealpha=0.9)
+    ax.legend(handles=handles, fontsize=7, loc="lower right", ncol=2, framealpha=0.9)
     fig.tight_layout()
     fig.savefig(path)
     plt.close(fig)

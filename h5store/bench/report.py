@@ -45,7 +45,7 @@ CSV_COLUMNS = [
     "codec", "setting", "lossless", "images", "bytes_per_image", "bits_per_pixel", "ratio",
     "encode_mpx_s", "encode_mpx_s_2t", "decode_mpx_s", "decode_mpx_s_2t", "psnr_mean",
     "psnr_min", "ssim_mean", "ssim_min", "max_abs_error", "agreement", "flips", "violation",
-    "config",
+    "seconds", "config",
 ]
 
 

@@ -37,6 +37,7 @@ class CellResult:
     agreement: float | None = None
     flips: int | None = None
     violation: str | None = None
+    seconds: float = 0.0  # wall time the benchmark spent on this setting, metrics included
 
     @property
     def name(self) -> str:
