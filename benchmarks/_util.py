@@ -87,6 +87,19 @@ def rate(one_pass: Callable[[], int], min_seconds: float) -> float:
             return done / elapsed
 
 
+def paired_rates(pass_a: Callable[[], int], pass_b: Callable[[], int], min_seconds: float) -> tuple[float, float]:
+    """Rates of two passes run alternately until each has had ``min_seconds``. On a shared
+    machine the load changes over seconds; alternating pass by pass puts both under the same
+    load, so their ratio holds even when the absolute rates drift."""
+    done, spent = [0, 0], [0.0, 0.0]
+    while min(spent) < min_seconds:
+        for k, one_pass in enumerate((pass_a, pass_b)):
+            start = time.perf_counter()
+            done[k] += one_pass()
+            spent[k] += time.perf_counter() - start
+    return done[0] / spent[0], done[1] / spent[1]
+
+
 def seconds(fn: Callable[[], object]) -> float:
     start = time.perf_counter()
     fn()
@@ -139,9 +152,24 @@ def command_line() -> str:
 
 
 def machine() -> dict:
+    """What the numbers were measured on, including which h5store (the tree may be dirty)."""
+    import subprocess
+
     import h5py
 
+    repo = os.path.dirname(os.path.abspath(__file__))
+
+    def git(*args):
+        try:
+            return subprocess.run(["git", "-C", repo, *args], capture_output=True, text=True,
+                                  check=True).stdout.strip()
+        except (OSError, subprocess.CalledProcessError):
+            return None
+
     return {
+        "h5store_commit": git("rev-parse", "--short", "HEAD"),
+        "h5store_dirty": bool(git("status", "--porcelain", "--", "../h5store")),
+        "load_average": os.getloadavg(),
         "python": platform.python_version(),
         "cpus": os.cpu_count(),
         "h5py": h5py.version.version,

@@ -125,7 +125,9 @@ def report(results, args):
     return "\n".join([
         "# h5store at scale: 32 px JPEG q90",
         "",
-        f"Produced by `{command_line()}` on {machine_['date']} ({machine_['cpus']} cores, "
+        f"Produced by `{results['command']}` on {machine_['date']} ({machine_['cpus']} cores, "
+        f"load average {machine_['load_average'][0]:.1f} at start; h5store "
+        f"{machine_['h5store_commit']}{' + uncommitted changes' if machine_['h5store_dirty'] else ''}, "
         f"h5py {machine_['h5py']} / HDF5 {machine_['hdf5']}, imagecodecs {machine_['imagecodecs']}).",
         "",
         f"A pool of {args.pool:,} distinct payloads reused cyclically; ingest in batches of "
