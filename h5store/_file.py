@@ -31,7 +31,7 @@ import h5py
 import numpy as np
 
 from . import format as fmt
-from ._superblock import clear_writer_flags, writer_flags
+from ._superblock import SWMR_WRITE_FLAG, clear_writer_flags, writer_flags
 from .errors import (
     FormatError,
     NotAStoreError,
@@ -155,8 +155,10 @@ class MappedFile:
 
 
 def open_for_reading(path: str) -> h5py.File:
-    """Open with SWMR read, so a live writer in SWMR mode does not stop us. A writer inside a
-    short structure epoch holds the file non-SWMR: wait for it briefly."""
+    """Open a store for reading. A file no writer has open is opened normally (HDF5 then also
+    checks it is complete); a file whose writer is in SWMR mode is opened with SWMR read, which
+    sees only consistent states. A writer inside a short object-creating epoch (SWMR off)
+    is waited for briefly."""
     if not os.path.exists(path):
         raise StoreNotFoundError(f"{path} does not exist")
     if not h5py.is_hdf5(path):
@@ -164,8 +166,12 @@ def open_for_reading(path: str) -> h5py.File:
     deadline = time.monotonic() + _READER_RETRY_SECONDS
     delay = 0.005
     while True:
+        flags = writer_flags(path)
         try:
-            return _hdf5_open(path, "r", swmr=True)
+            if not flags:
+                return _hdf5_open(path, "r")
+            if flags & SWMR_WRITE_FLAG:
+                return _hdf5_open(path, "r", swmr=True)
         except OSError as exc:
             msg = str(exc)
             if "SWMR read access flag not the same" in msg:
@@ -173,17 +179,16 @@ def open_for_reading(path: str) -> h5py.File:
                 return _hdf5_open(path, "r")
             if "already open for write" not in msg and "not already open for SWMR" not in msg:
                 raise _describe_open_error(path, exc) from None
-            if not WriterLock.is_held(path):
-                raise RecoveryNeededError(
-                    f"{path} was left open by a writer that is gone; open it once with mode "
-                    "'a' (or run `h5store verify --repair`) to recover it"
-                ) from None
-            if time.monotonic() > deadline:
-                raise StoreLockedError(
-                    f"{path} is being restructured by a writer; try again"
-                ) from None
-            time.sleep(delay)
-            delay = min(delay * 2, 0.1)
+            # a writer appeared or changed epoch between reading the flags and opening
+        if not WriterLock.is_held(path):
+            raise RecoveryNeededError(
+                f"{path} was left open by a writer that is gone; open it once with mode 'a' "
+                "to recover it"
+            )
+        if time.monotonic() > deadline:
+            raise StoreLockedError(f"{path} is being restructured by a writer; try again")
+        time.sleep(delay)
+        delay = min(delay * 2, 0.1)
 
 
 def read_committed_rows(f: h5py.File) -> np.ndarray:

@@ -17,6 +17,8 @@ import os
 import struct
 
 _SIGNATURE = b"\x89HDF\r\n\x1a\n"
+WRITE_FLAG = 0x01  # file consistency flags (HDF5's H5F_SUPER_WRITE_ACCESS ...)
+SWMR_WRITE_FLAG = 0x04  # ... and H5F_SUPER_SWMR_WRITE_ACCESS)
 #: Larger than all the raw-data chunks a writer keeps cached (index, tail, score rows) plus
 #: its dirty metadata; the unused part stays a hole in the file.
 EOA_MARGIN = 8 << 20

@@ -1,0 +1,60 @@
+import hashlib
+import os
+import shutil
+import subprocess
+import sys
+from functools import lru_cache
+
+import numpy as np
+import pytest
+
+import h5store
+from h5store.sample import sample_set
+
+
+@lru_cache(maxsize=None)
+def photo_crops(n: int = 16, size: int = 64) -> tuple[np.ndarray, list[str]]:
+    """Realistic images (crops of the scikit-image photos) and their classes."""
+    sample = sample_set(n, size, seed=7)
+    return sample.images, sample.true_labels
+
+
+def file_digest(path) -> str:
+    with open(path, "rb") as fh:
+        return hashlib.sha256(fh.read()).hexdigest()
+
+
+def psnr(a: np.ndarray, b: np.ndarray) -> float:
+    mse = np.mean((a.astype(np.float64) - b.astype(np.float64)) ** 2)
+    peak = 255.0 if a.dtype == np.uint8 else 65535.0
+    return float("inf") if mse == 0 else 10 * np.log10(peak**2 / mse)
+
+
+def run_python(code: str, *args: str, timeout: float = 120) -> subprocess.CompletedProcess:
+    """Run code in a fresh interpreter (no h5store imported unless the code imports it)."""
+    return subprocess.run(
+        [sys.executable, "-c", code, *args], capture_output=True, text=True, timeout=timeout
+    )
+
+
+@pytest.fixture
+def store_path(tmp_path):
+    return str(tmp_path / "store.h5")
+
+
+@pytest.fixture
+def filled_store(store_path):
+    """A closed store with 16 photo crops in several classes, scores and true labels."""
+    images, classes = photo_crops()
+    rng = np.random.default_rng(0)
+    predicted = [c if rng.random() < 0.7 else "cat" for c in classes]
+    with h5store.open(store_path, "w") as store:
+        store.add_batch(images, labels=predicted, scores=rng.random(len(images)), true_labels=classes)
+    return store_path
+
+
+h5dump_missing = pytest.mark.skipif(shutil.which("h5dump") is None, reason="h5dump (Debian hdf5-tools) not installed")
+
+
+def pytest_report_header(config):
+    return f"h5store {h5store.__version__}, codecs: {', '.join(h5store.available_codecs())}, cpus: {os.cpu_count()}"
