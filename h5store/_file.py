@@ -192,7 +192,11 @@ def open_for_reading(path: str) -> h5py.File:
 
 
 def read_committed_rows(f: h5py.File) -> np.ndarray:
-    return fmt.committed_rows(f[fmt.INDEX][()], f[fmt.INDEX_TAIL][()])
+    # Tail first: the writer only ever empties or overwrites tail rows after the rows it moves
+    # have landed in /index, so a reader racing it sees every committed row at least once
+    # (copies are dropped by id).
+    tail = f[fmt.INDEX_TAIL][()]
+    return fmt.committed_rows(f[fmt.INDEX][()], tail)
 
 
 # --------------------------------------------------------------------------- writing

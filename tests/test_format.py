@@ -1,0 +1,118 @@
+"""The file is plain HDF5 that other tools read without h5store (DESIGN section 2)."""
+
+import json
+import subprocess
+import textwrap
+
+import h5py
+import numpy as np
+import pytest
+from conftest import h5dump_missing, photo_crops, run_python
+
+import h5store
+from h5store import format as fmt
+
+
+@pytest.fixture
+def mixed_store(store_path):
+    """JPEG (RGB and gray), Blosc2 (uint16) and raw classes, with scores and sources."""
+    images, classes = photo_crops()
+    rng = np.random.default_rng(5)
+    with h5store.open(store_path, "w", labels=sorted(set(classes))) as store:
+        store.create_class("depth", "blosc2")
+        store.create_class("mask", "raw")
+        store.add_batch(images[:6], labels=classes[:6], true_labels=classes[:6], scores=rng.random(6),
+                        sources=[f"img{k}.png" for k in range(6)])
+        store.add(images[6].mean(axis=2).astype(np.uint8), label=classes[6])
+        store.add_batch(rng.integers(0, 65535, (3, 20, 30), dtype=np.uint16), labels=["depth"] * 3)
+        store.add_batch(rng.integers(0, 2, (2, 20, 30), dtype=np.uint8), labels=["mask"] * 2)
+    return store_path
+
+
+def test_plain_h5py_with_hdf5plugin_reads_blosc2_and_raw_stacks(mixed_store):
+    code = textwrap.dedent(
+        """
+        import json, sys
+        import h5py, hdf5plugin
+        assert "h5store" not in sys.modules
+        out = {}
+        with h5py.File(sys.argv[1], "r") as f:
+            for name in ("depth", "mask"):
+                group = f["classes"][name]
+                for stack in group.values():
+                    out[stack.name] = stack[()].tolist()
+        print(json.dumps(out))
+        """
+    )
+    result = run_python(code, mixed_store)
+    assert result.returncode == 0, result.stderr
+    stacks = json.loads(result.stdout)
+    assert len(stacks) == 2
+    with h5store.open(mixed_store) as store:
+        for image_id in store.query(label=["depth", "mask"]).tolist():
+            rec = store.record(image_id)
+            assert np.array_equal(np.array(stacks[rec.stack][rec.position]), store[image_id])
+
+
+def test_index_labels_and_attributes_read_with_plain_h5py(mixed_store):
+    with h5py.File(mixed_store, "r") as f:
+        assert f.attrs["h5store_format"] == "h5store"
+        assert list(f.attrs["h5store_version"]) == list(fmt.FORMAT_VERSION)
+        index = f["index"][()]
+        labels = [s.decode() for s in f["labels"][()]]
+        assert index.dtype.names[:3] == ("id", "label", "true_label")
+        assert len(index) == 12 and index["batch_end"][-1] == 1
+        assert f["index_tail"][()]["nbytes"].max() == 0  # moved into /index on close
+        for row in index:
+            group = f["classes"][fmt.safe_name(labels[row["label"]])]
+            assert group.attrs["label"] == labels[row["label"]]
+            stack = f[fmt.stack_path(labels[row["label"]], row["height"], row["width"], row["channels"],
+                                     row["dtype"].decode())]
+            assert stack.chunks == (1, *stack.shape[1:])
+            assert stack.id.get_chunk_info_by_coord((row["position"],) + (0,) * (stack.ndim - 1)).byte_offset == row["offset"]
+            attrs = stack.attrs
+            assert attrs["CLASS"] == b"IMAGE" and isinstance(attrs["CLASS"], np.bytes_)
+            assert attrs["codec"] == row["codec"].decode()
+            assert json.loads(attrs["codec_config"])["id"] == attrs["codec"]
+        rgb = f["classes"][fmt.safe_name(labels[index["label"][0]])]
+        assert any(s.attrs.get("INTERLACE_MODE") == b"INTERLACE_PIXEL" for s in rgb.values())
+        assert f["sources"][0] == b"img0.png"
+
+
+def test_jpeg_stacks_declare_the_hdf_group_jpeg_filter(mixed_store):
+    with h5py.File(mixed_store, "r") as f:
+        jpeg_stacks = [s for g in f["classes"].values() for s in g.values() if s.attrs["codec"] == "jpeg"]
+        assert {s.ndim for s in jpeg_stacks} == {3, 4}  # gray and RGB
+        for stack in jpeg_stacks:
+            plist = stack.id.get_create_plist()
+            filter_id, _flags, cd_values, _name = plist.get_filter(0)
+            height, width = stack.shape[1:3]
+            assert filter_id == 32019
+            assert tuple(cd_values) == (90, width, height, 1 if stack.ndim == 4 else 0)
+            # each chunk is one JPEG stream of exactly the stack's geometry
+            for position in range(stack.shape[0]):
+                _mask, payload = stack.id.read_direct_chunk((position,) + (0,) * (stack.ndim - 1))
+                info = h5store.get_codec("jpeg").probe(payload)
+                assert (info.height, info.width, info.channels) == (height, width, 3 if stack.ndim == 4 else 1)
+
+
+@h5dump_missing
+def test_hdf5_1_10_tools_read_structure_attributes_and_index(mixed_store):
+    version = subprocess.run(["h5dump", "--version"], capture_output=True, text=True).stdout
+    header = subprocess.run(["h5dump", "-H", "-A", mixed_store], capture_output=True, text=True)
+    assert header.returncode == 0, header.stderr
+    assert 'ATTRIBUTE "h5store_format"' in header.stdout and 'GROUP "classes"' in header.stdout
+    index = subprocess.run(["h5dump", "-d", "/index", mixed_store], capture_output=True, text=True)
+    assert index.returncode == 0, index.stderr
+    assert '"crc32"' in index.stdout and "H5T_COMPOUND" in index.stdout
+    listing = subprocess.run(["h5ls", "-r", mixed_store], capture_output=True, text=True)
+    assert listing.returncode == 0 and "/classes/depth/20x30x1_uint16" in listing.stdout
+    assert "Version 1.1" in version or "Version 1." in version
+
+
+def test_safe_names_are_injective_and_single_components():
+    labels = ["a/b", "a%2Fb", "..", ".", "%", " x", "x ", "a\\b", "é", "\t"]
+    names = [fmt.safe_name(s) for s in labels]
+    assert len(set(names)) == len(labels)
+    for name in names:
+        assert "/" not in name and name not in (".", "..") and not name.startswith(".")
