@@ -44,8 +44,8 @@ def write_json(result: BenchResult, path: str) -> None:
 CSV_COLUMNS = [
     "codec", "setting", "lossless", "images", "bytes_per_image", "bits_per_pixel", "ratio",
     "encode_mpx_s", "encode_mpx_s_2t", "decode_mpx_s", "decode_mpx_s_2t", "psnr_mean",
-    "psnr_min", "ssim_mean", "ssim_min", "max_abs_error", "agreement", "flips", "violation",
-    "seconds", "config",
+    "psnr_min", "ssim_mean", "ssim_min", "max_abs_error", "exact_images", "agreement", "flips",
+    "violation", "seconds", "config",
 ]
 
 
@@ -123,7 +123,11 @@ def summary_lines(result: BenchResult) -> list[str]:
                      "unchanged by compression, flips = images changed.")
     else:
         lines.append(f"Classifier: none ({clf.note}).")
-    lines += [f"Skipped {s.codec} {s.setting}: {s.reason}" for s in result.skipped]
+    reasons: dict[tuple[str, str], list[str]] = {}
+    for s in result.skipped:  # one line for all settings of a codec skipped for one reason
+        reasons.setdefault((s.codec, s.reason), []).append(s.setting)
+    lines += [f"Skipped {codec} ({', '.join(settings)}): {reason}"
+              for (codec, reason), settings in reasons.items()]
     return lines
 
 

@@ -34,6 +34,7 @@ class CellResult:
     ssim_mean: float | None
     ssim_min: float | None
     max_abs_error: int | None
+    exact_images: int | None  # images decoded to exactly the original pixels
     agreement: float | None = None
     flips: int | None = None
     violation: str | None = None

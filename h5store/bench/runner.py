@@ -101,6 +101,7 @@ def measure_cell(codec: Codec, setting: str, inp: BenchInput, timer: BlockTimer,
         psnr_mean=fid.psnr_mean if fid else None, psnr_min=fid.psnr_min if fid else None,
         ssim_mean=fid.ssim_mean if fid else None, ssim_min=fid.ssim_min if fid else None,
         max_abs_error=fid.max_abs_error if fid else None,
+        exact_images=fid.exact_images if fid else None,
         agreement=agree, flips=flips, violation=violation,
         seconds=time.perf_counter() - started,
     )
@@ -166,7 +167,7 @@ def run(source: Any = None, *, n: int = 500, size: int | None = None, seed: int 
     judge, classifier = _judge(inp, predict, seed, need=min_agreement is not None)
     reference = None if judge is None else call_predict(judge, inp.as_batch(), len(inp))
     cells = []
-    from tqdm.auto import tqdm
+    from tqdm import tqdm  # text on stderr: tqdm.auto would want ipywidgets in notebooks
 
     with BlockTimer(repeats) as timer:
         bar = tqdm(planned, desc="h5store bench", unit="setting", disable=not progress)
