@@ -14,7 +14,7 @@ from typing import Any
 
 import numpy as np
 
-from ..errors import InvalidInputError
+from h5store import InvalidInputError
 
 THUMB = 8  # thumbnail side, in blocks
 HIST_BINS = 16

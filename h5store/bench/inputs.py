@@ -16,8 +16,7 @@ from typing import Any
 import numpy as np
 
 import h5store
-
-from ..errors import InvalidInputError
+from h5store import InvalidInputError
 
 #: File suffixes torchvision's ImageFolder accepts (``torchvision.datasets.folder``).
 IMAGE_SUFFIXES = (".jpg", ".jpeg", ".png", ".ppm", ".bmp", ".pgm", ".tif", ".tiff", ".webp")
@@ -49,10 +48,12 @@ class BenchInput:
         """Distinct (height, width, channels, dtype) of the images: what a codec must hold."""
         return {(im.shape[0], im.shape[1], channels_of(im), im.dtype.name) for im in self.images}
 
-    def as_batch(self) -> np.ndarray | list[np.ndarray]:
-        """One (N, H, W[, C]) array when all images share a shape, else the list."""
-        shapes = {(im.shape, im.dtype) for im in self.images}
-        return np.stack(self.images) if len(shapes) == 1 else list(self.images)
+
+def as_batch(images: Sequence[np.ndarray]) -> np.ndarray | list[np.ndarray]:
+    """One (N, H, W[, C]) array when all images share a shape and dtype, else a list: what a
+    ``predict`` function is given."""
+    kinds = {(im.shape, im.dtype) for im in images}
+    return np.stack(images) if len(kinds) == 1 else list(images)
 
 
 def channels_of(image: np.ndarray) -> int:
@@ -86,7 +87,7 @@ def load_input(source: Any = None, *, n: int = 500, size: int | None = None, see
 
 
 def _sample_input(n: int, size: int, seed: int) -> BenchInput:
-    from ..sample import sample_set
+    from h5store.sample import sample_set
 
     sample = sample_set(n, size, seed=seed)
     return BenchInput(

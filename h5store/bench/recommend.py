@@ -8,7 +8,7 @@ from collections.abc import Sequence
 from dataclasses import dataclass
 from typing import Any
 
-from ..errors import InvalidInputError
+from h5store import InvalidInputError
 from .results import CellResult
 
 PREFERENCES = ("smallest", "fastest")
@@ -101,11 +101,15 @@ def _decode_speed(cell: CellResult) -> float:
     return cell.decode_mpx_s or 0.0
 
 
+def check_prefer(prefer: str) -> None:
+    if prefer not in PREFERENCES:
+        raise InvalidInputError(f"prefer must be one of {PREFERENCES}, got {prefer!r}")
+
+
 def recommend(cells: Sequence[CellResult], floors: Floors, prefer: str = "smallest") -> Recommendation:
     """Among the cells meeting ``floors``: the smallest (ties: faster decode) and the fastest to
     decode on one thread (ties: smaller); ``prefer`` says which is the answer."""
-    if prefer not in PREFERENCES:
-        raise InvalidInputError(f"prefer must be one of {PREFERENCES}, got {prefer!r}")
+    check_prefer(prefer)
     ok = [c for c in cells if not floors.failures(c)]
     smallest = min(ok, key=lambda c: (c.bytes_per_image, -_decode_speed(c)), default=None)
     fastest = min(ok, key=lambda c: (-_decode_speed(c), c.bytes_per_image), default=None)

@@ -11,7 +11,7 @@ import os
 from collections.abc import Callable
 from typing import Any
 
-from ..errors import InvalidInputError
+from h5store import InvalidInputError
 from .recommend import pareto_front
 from .results import BenchResult, CellResult
 

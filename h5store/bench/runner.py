@@ -12,13 +12,12 @@ from typing import Any
 import numpy as np
 
 import h5store
+from h5store import Codec, CodecError, InvalidInputError
 
-from ..codecs import Codec
-from ..errors import CodecError, InvalidInputError
 from .classifier import Predict, agreement, call_predict, train_default
-from .inputs import BenchInput, load_input
+from .inputs import BenchInput, as_batch, load_input
 from .metrics import set_fidelity
-from .recommend import Floors, recommend
+from .recommend import Floors, check_prefer, recommend
 from .results import BenchResult, CellResult, ClassifierInfo, Skipped
 from .timing import BlockTimer
 
@@ -89,7 +88,7 @@ def measure_cell(codec: Codec, setting: str, inp: BenchInput, timer: BlockTimer,
     if predict is not None and fid is not None and fid.max_abs_error == 0:
         agree, flips = 1.0, 0  # the very same pixels: asking the model again would be wasted
     elif predict is not None and violation is None:
-        agree, flips = agreement(reference, call_predict(predict, _batch(decoded), len(images)))
+        agree, flips = agreement(reference, call_predict(predict, as_batch(decoded), len(images)))
     total = sum(len(p) for p in payloads)
     return CellResult(
         codec=codec.codec_id, setting=setting, config=codec.get_config(),
@@ -112,10 +111,6 @@ def _shape_violation(images: Sequence[np.ndarray], decoded: Sequence[np.ndarray]
         if a.shape != b.shape or a.dtype != b.dtype:
             return f"image {k} decoded as {b.shape} {b.dtype}, stored {a.shape} {a.dtype}"
     return None
-
-
-def _batch(images: Sequence[np.ndarray]) -> np.ndarray | list[np.ndarray]:
-    return BenchInput(list(images), None, "").as_batch()
 
 
 def _judge(inp: BenchInput, predict: Predict | None, seed: int,
@@ -159,13 +154,13 @@ def run(source: Any = None, *, n: int = 500, size: int | None = None, seed: int 
     """
     started = time.perf_counter()
     floors = Floors(min_ssim, min_psnr, min_agreement)
-    recommend([], floors, prefer)  # refuses a bad ``prefer`` before the long part
+    check_prefer(prefer)
     if isinstance(repeats, bool) or not isinstance(repeats, int) or repeats < 1:
         raise InvalidInputError(f"repeats must be a positive integer, got {repeats!r}")
     inp = load_input(source, n=n, size=size, seed=seed, labels=labels)
     planned, skipped = plan_grid(inp, codecs, grid)
     judge, classifier = _judge(inp, predict, seed, need=min_agreement is not None)
-    reference = None if judge is None else call_predict(judge, inp.as_batch(), len(inp))
+    reference = None if judge is None else call_predict(judge, as_batch(inp.images), len(inp))
     cells = []
     from tqdm import tqdm  # text on stderr: tqdm.auto would want ipywidgets in notebooks
 
