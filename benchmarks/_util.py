@@ -92,11 +92,13 @@ def paired_rates(pass_a: Callable[[], int], pass_b: Callable[[], int], min_secon
     machine the load changes over seconds; alternating pass by pass puts both under the same
     load, so their ratio holds even when the absolute rates drift."""
     done, spent = [0, 0], [0.0, 0.0]
+    order = [0, 1]
     while min(spent) < min_seconds:
-        for k, one_pass in enumerate((pass_a, pass_b)):
+        for k in order:
             start = time.perf_counter()
-            done[k] += one_pass()
+            done[k] += (pass_a, pass_b)[k]()
             spent[k] += time.perf_counter() - start
+        order.reverse()  # A B B A ...: neither always runs right after the other warmed up
     return done[0] / spent[0], done[1] / spent[1]
 
 

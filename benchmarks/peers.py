@@ -456,8 +456,19 @@ def h5py_columns(f, data, s):
         f[name][s] = values[s]
 
 
-def h5py_query(f, label, min_score):
-    return np.flatnonzero((f["label"][()] == label) & (f["score"][()] >= np.float32(min_score)))
+class H5pyReader:
+    """What both plain-h5py designs share: the file, the metadata columns, a numpy query."""
+
+    def __init__(self, path):
+        self.f = h5py.File(path, "r")
+        self.images = self.f["images"]
+
+    def query(self, label, min_score):
+        f = self.f
+        return np.flatnonzero((f["label"][()] == label) & (f["score"][()] >= np.float32(min_score)))
+
+    def close(self):
+        self.f.close()
 
 
 class H5pyVlen:
@@ -478,11 +489,7 @@ class H5pyVlen:
         return H5pyVlenReader(path)
 
 
-class H5pyVlenReader:
-    def __init__(self, path):
-        self.f = h5py.File(path, "r")
-        self.images = self.f["images"]
-
+class H5pyVlenReader(H5pyReader):
     def read(self, i):
         return decode(self.images[i])
 
@@ -492,12 +499,6 @@ class H5pyVlenReader:
     def scan(self):
         for s in batches(self.images.shape[0], 256):
             yield from (decode(b) for b in self.images[s])
-
-    def query(self, label, min_score):
-        return h5py_query(self.f, label, min_score)
-
-    def close(self):
-        self.f.close()
 
 
 class H5pyChunks:
@@ -523,11 +524,10 @@ class H5pyChunks:
         return H5pyChunksReader(path)
 
 
-class H5pyChunksReader:
+class H5pyChunksReader(H5pyReader):
     def __init__(self, path):
-        self.f = h5py.File(path, "r")
-        self.n = self.f["images"].shape[0]
-        self.dsid = self.f["images"].id
+        super().__init__(path)
+        self.dsid = self.images.id  # the low-level handle, kept: no lookup per read
 
     def fetch(self, i):
         return self.dsid.read_direct_chunk((i, 0, 0, 0))[1]
@@ -536,13 +536,7 @@ class H5pyChunksReader:
         return decode(self.fetch(i))
 
     def scan(self):
-        return (self.read(i) for i in range(self.n))
-
-    def query(self, label, min_score):
-        return h5py_query(self.f, label, min_score)
-
-    def close(self):
-        self.f.close()
+        return (self.read(i) for i in range(self.images.shape[0]))
 
 
 def installed(contender):
