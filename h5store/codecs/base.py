@@ -81,7 +81,9 @@ class Codec(ABC):
     codec_id: ClassVar[str]
     #: MIME type of one chunk payload (``application/octet-stream`` for non-image streams).
     mime_type: ClassVar[str] = "application/octet-stream"
-    #: numpy dtype names the codec can hold.
+    #: numpy dtype names the codec can hold. The class attribute is what some configuration of
+    #: the codec holds; an instance whose configuration holds less (a lossy mode that only
+    #: round-trips uint8) narrows it with an instance attribute of the same name.
     dtypes: ClassVar[frozenset[str]] = frozenset({"uint8"})
     #: Channel counts the codec can hold (1 = grayscale, 3 = RGB, 4 = RGBA).
     channels: ClassVar[frozenset[int]] = frozenset({1, 3})
@@ -153,6 +155,23 @@ class Codec(ABC):
     def __repr__(self) -> str:
         params = ", ".join(f"{k}={v!r}" for k, v in self.get_config().items() if k != "id")
         return f"{type(self).__name__}({params})"
+
+
+def decoded_image(image: np.ndarray, shape: tuple[int, ...], dtype: np.dtype, codec_id: str) -> np.ndarray:
+    """``image`` if it has the stack's shape and dtype; a payload that decodes to anything else
+    is damaged or was stored under the wrong geometry."""
+    if image.shape != tuple(shape) or image.dtype != np.dtype(dtype):
+        raise CodecError(
+            f"codec {codec_id!r}: the stored stream decodes to a {image.shape} {image.dtype} image, "
+            f"not the stack's {tuple(shape)} {np.dtype(dtype)}: the payload is damaged"
+        )
+    return image
+
+
+def image_info(image: np.ndarray) -> ImageInfo:
+    """What a decoded image says about itself (used to probe streams by decoding them)."""
+    channels = 1 if image.ndim == 2 else image.shape[2]
+    return ImageInfo(image.shape[0], image.shape[1], channels, image.dtype)
 
 
 #: Declared on stacks whose codec has no registered HDF5 filter. It lies in the range HDF5

@@ -13,6 +13,7 @@ import numpy as np
 
 from ..errors import CodecError
 from .base import Codec, HDF5Filter, check_level
+from .registry import register_codec
 
 BLOSC2_FILTER_ID = 32026
 # hdf5plugin.Blosc2's numbering of the compressors and of the pre-filter, which the HDF5
@@ -26,6 +27,7 @@ _FILTERS = {
 }
 
 
+@register_codec
 class Blosc2Codec(Codec):
     """Lossless Blosc2. ``cname`` compressor, ``clevel`` 0-9, ``filter`` applied before it."""
 

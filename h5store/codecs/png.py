@@ -11,6 +11,7 @@ import numpy as np
 
 from ..errors import CodecError
 from .base import Codec, ImageInfo, check_level
+from .registry import register_codec
 
 _SIGNATURE = b"\x89PNG\r\n\x1a\n"
 _CHANNELS_OF_COLOR_TYPE = {0: 1, 2: 3, 6: 4}
@@ -41,6 +42,7 @@ def parse_png_header(data: bytes) -> ImageInfo:
     return ImageInfo(height, width, _CHANNELS_OF_COLOR_TYPE[color_type], dtype)
 
 
+@register_codec
 class PngCodec(Codec):
     """Lossless PNG; ``level`` is the zlib effort 0-9."""
 

@@ -6,26 +6,20 @@ from typing import Any
 
 import numpy as np
 
-from .base import Codec, HDF5Filter
+from ._bytes import ByteCodec
+from .base import HDF5Filter
+from .registry import register_codec
 
 
-class RawCodec(Codec):
+@register_codec
+class RawCodec(ByteCodec):
     codec_id = "raw"
-    dtypes = frozenset({"uint8", "uint16"})
-    channels = frozenset({1, 3, 4})
 
-    @property
-    def lossless(self) -> bool:
-        return True
+    def _compress(self, data: bytes) -> bytes:
+        return data
 
-    def encode(self, image: np.ndarray) -> bytes:
-        return image.astype(image.dtype.newbyteorder("<"), copy=False).tobytes()
-
-    def decode(self, data: Any, shape: tuple[int, ...], dtype: np.dtype) -> np.ndarray:
-        return np.frombuffer(data, dtype=np.dtype(dtype).newbyteorder("<")).reshape(shape).copy()
+    def _decompress(self, data: Any) -> Any:
+        return data
 
     def hdf5_filter(self, shape: tuple[int, ...], dtype: np.dtype) -> HDF5Filter | None:
         return None
-
-    def get_config(self) -> dict[str, Any]:
-        return {"id": self.codec_id}
