@@ -11,9 +11,12 @@ from .registry import available_codecs, codec_from_config, get_codec, register_c
 
 # The built-in codecs, one line each; importing a module registers its codec.
 from . import blosc  # noqa: E402,F401
+from . import deflate  # noqa: E402,F401
 from . import jpeg  # noqa: E402,F401
+from . import lz4  # noqa: E402,F401
 from . import png  # noqa: E402,F401
 from . import raw  # noqa: E402,F401
+from . import zstd  # noqa: E402,F401
 
 __all__ = [
     "Codec",
