@@ -248,6 +248,23 @@ def test_codec_refuses_what_it_cannot_hold_and_the_file_stays_unchanged(store_pa
         assert file_digest(store_path) == before
 
 
+@pytest.mark.parametrize("name", sorted(h5store.available_codecs()))
+def test_codecs_refuse_images_larger_than_their_streams_describe(name):
+    codec = get_codec(name)
+    side = codec.max_side
+    if side >= 2**31 - 1 and getattr(codec, "max_pixels", None) is None:
+        pytest.skip(f"{name} sets no size limit of its own")
+    channels, dtype = min(codec.channels), np.dtype(min(codec.dtypes))
+    codec.check_image(1, min(side, 1024), channels, dtype)
+    too_big = [(1, side + 1), (side + 1, 1)]
+    if getattr(codec, "max_pixels", None):
+        root = int(codec.max_pixels**0.5) + 1
+        too_big.append((root, root))
+    for height, width in too_big:
+        with pytest.raises(h5store.CodecError, match=name):
+            codec.check_image(height, width, channels, dtype)
+
+
 def test_lossy_modes_refuse_uint16_that_their_lossless_modes_hold():
     for name in ("jpegxl", "jpegls"):
         assert "uint16" in get_codec(name, lossless=True).dtypes

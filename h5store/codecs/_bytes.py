@@ -9,7 +9,7 @@ from typing import Any, ClassVar
 import numpy as np
 
 from ..errors import CodecError
-from .base import Codec, check_level
+from .base import Codec, HDF5Filter, check_setting
 
 
 class ByteCodec(Codec):
@@ -19,15 +19,11 @@ class ByteCodec(Codec):
     channels = frozenset({1, 3, 4})
     #: (lowest, highest, default) compression level; None when the compressor has none.
     level_range: ClassVar[tuple[int, int, int] | None] = None
+    #: The HDF5 filter that decompresses the payload; None for none at all (raw bytes).
+    filter_id: ClassVar[int | None] = None
 
     def __init__(self, level: int | None = None):
-        if self.level_range is None:
-            if level is not None:
-                raise CodecError(f"codec {self.codec_id!r} has no level setting")
-            self.level = None
-        else:
-            low, high, default = self.level_range
-            self.level = check_level(default if level is None else level, low, high)
+        self.level = check_setting(level, self.level_range, "level", self.codec_id)
 
     @property
     def lossless(self) -> bool:
@@ -56,6 +52,12 @@ class ByteCodec(Codec):
             )
         # A copy, so callers get a writable array that owns its memory.
         return np.frombuffer(raw, dtype=little).reshape(shape).astype(np.dtype(dtype).name)
+
+    def hdf5_filter(self, shape: tuple[int, ...], dtype: np.dtype) -> HDF5Filter | None:
+        # cd_values = [level] (0: the filter's default) serve only the filter's encoder.
+        if self.filter_id is None:
+            return None
+        return HDF5Filter(self.filter_id, (self.level or 0,))
 
     def get_config(self) -> dict[str, Any]:
         config: dict[str, Any] = {"id": self.codec_id}

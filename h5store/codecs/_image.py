@@ -11,7 +11,7 @@ import numpy as np
 
 from ..errors import CodecError
 from ._quality import knob_for_quality
-from .base import Codec, ImageInfo, check_level, check_quality, decoded_image, image_info
+from .base import Codec, ImageInfo, check_quality, check_setting, decoded_image, image_info
 
 
 class ImageCodec(Codec):
@@ -45,6 +45,8 @@ class ImageCodec(Codec):
     #: (low, high) range of the lossy knob, swept by ``_calibrate``; the first value is the
     #: lowest quality.
     knob_range: ClassVar[tuple[float, float]] = (0.0, 100.0)
+    #: Most pixels (height x width) the codec's decoder accepts; None for no limit of its own.
+    max_pixels: ClassVar[int | None] = None
 
     def __init__(self, quality: int = 90, lossless: bool | None = None, effort: int | None = None):
         self.quality = check_quality(quality)
@@ -57,13 +59,7 @@ class ImageCodec(Codec):
         if not lossless and not self.takes_quality:
             raise CodecError(f"codec {self.codec_id!r} is lossless only")
         self._lossless = bool(lossless)
-        if self.effort_range is None:
-            if effort is not None:
-                raise CodecError(f"codec {self.codec_id!r} has no effort setting")
-            self.effort = None
-        else:
-            low, high, default = self.effort_range
-            self.effort = check_level(default if effort is None else effort, low, high, "effort")
+        self.effort = check_setting(effort, self.effort_range, "effort", self.codec_id)
         if not self._lossless:
             self.dtypes = type(self).dtypes & self.lossy_dtypes
 
@@ -75,6 +71,13 @@ class ImageCodec(Codec):
     def knob(self) -> float:
         """The codec's own lossy setting for this quality."""
         return knob_for_quality(self.quality, self.quality_knobs, self.knob_scale)
+
+    def check_image(self, height: int, width: int, channels: int, dtype: np.dtype) -> None:
+        super().check_image(height, width, channels, dtype)
+        if self.max_pixels is not None and height * width > self.max_pixels:
+            raise CodecError(
+                f"codec {self.codec_id!r} holds images of up to {self.max_pixels} pixels, got {height}x{width}"
+            )
 
     # ----------------------------------------------------------------- hooks for each codec
 
@@ -132,6 +135,15 @@ class ImageCodec(Codec):
         if self.effort is not None:
             config["effort"] = self.effort
         return config
+
+
+class LosslessImageCodec(ImageCodec):
+    """An image-stream codec that is lossless only and takes no parameters."""
+
+    default_lossless = True
+
+    def __init__(self) -> None:
+        super().__init__(lossless=True)
 
 
 def with_opaque_alpha(image: np.ndarray, channels: int | None) -> np.ndarray:

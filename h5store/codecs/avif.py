@@ -32,7 +32,9 @@ class AvifCodec(ImageCodec):
     mime_type = "image/avif"
     dtypes = frozenset({"uint8"})
     channels = frozenset({1, 3, 4})
-    max_side = 16384
+    # libavif's decoder limits: it encodes larger images that it then refuses to decode.
+    max_side = 32768
+    max_pixels = 16384 * 16384
     takes_quality = True
     effort_range = (0, 10, 2)
     bench_grid = ({"quality": 50}, {"quality": 80}, {"quality": 90})

@@ -69,6 +69,17 @@ def check_level(level: Any, low: int, high: int, what: str = "level") -> int:
     return int(level)
 
 
+def check_setting(value: Any, value_range: tuple[int, int, int] | None, what: str, codec_id: str) -> int | None:
+    """An optional integer setting (level, effort): the default when ``value`` is None, checked
+    against ``value_range`` = (lowest, highest, default); refused by codecs without one."""
+    if value_range is None:
+        if value is not None:
+            raise CodecError(f"codec {codec_id!r} has no {what} setting")
+        return None
+    low, high, default = value_range
+    return check_level(default if value is None else value, low, high, what)
+
+
 class Codec(ABC):
     """Encodes one image (H, W) or (H, W, C) to one chunk payload and back.
 

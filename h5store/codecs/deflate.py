@@ -11,10 +11,8 @@ from __future__ import annotations
 from typing import Any
 
 import imagecodecs
-import numpy as np
 
 from ._bytes import ByteCodec
-from .base import HDF5Filter
 from .registry import register_codec
 
 DEFLATE_FILTER_ID = 1
@@ -25,6 +23,7 @@ class DeflateCodec(ByteCodec):
     """Lossless deflate (gzip); ``level`` 1-9 (default 6, zlib's own)."""
 
     codec_id = "deflate"
+    filter_id = DEFLATE_FILTER_ID
     level_range = (1, 9, 6)
     bench_grid = ({"level": 1}, {"level": 6}, {"level": 9})
 
@@ -33,6 +32,3 @@ class DeflateCodec(ByteCodec):
 
     def _decompress(self, data: Any) -> bytes:
         return imagecodecs.zlib_decode(data)
-
-    def hdf5_filter(self, shape: tuple[int, ...], dtype: np.dtype) -> HDF5Filter:
-        return HDF5Filter(DEFLATE_FILTER_ID, (self.level,))

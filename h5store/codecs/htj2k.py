@@ -24,7 +24,7 @@ from typing import Any
 import imagecodecs
 import numpy as np
 
-from ._image import ImageCodec
+from ._image import LosslessImageCodec
 from .base import HDF5Filter
 from .jpeg2k import check_codestream_or_jp2
 from .registry import register_codec
@@ -35,18 +35,13 @@ _FILTER_DTYPES = {"uint8": 0x0001, "uint16": 0x0002}  # little-endian, unsigned
 
 
 @register_codec
-class Htj2kCodec(ImageCodec):
+class Htj2kCodec(LosslessImageCodec):
     """HTJ2K: lossless, no parameters."""
 
     codec_id = "htj2k"
     mime_type = "image/jphc"  # a bare HTJ2K codestream (ISO/IEC 15444-15)
     dtypes = frozenset({"uint8", "uint16"})
     channels = frozenset({1, 3, 4})
-    default_lossless = True
-    bench_grid = ({},)
-
-    def __init__(self) -> None:
-        super().__init__(lossless=True)
 
     def _encode_lossless(self, image: np.ndarray) -> bytes:
         return imagecodecs.htj2k_encode(image, reversible=True)

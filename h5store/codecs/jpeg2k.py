@@ -23,7 +23,7 @@ import imagecodecs
 import numpy as np
 
 from ..errors import CodecError
-from ._image import ImageCodec, check_boxes, check_end
+from ._image import LosslessImageCodec, check_boxes, check_end
 from .registry import register_codec
 
 _JP2 = b"\x00\x00\x00\x0cjP  \r\n\x87\n"
@@ -42,18 +42,13 @@ def check_codestream_or_jp2(data: bytes, what: str, allow_jp2: bool) -> None:
 
 
 @register_codec
-class Jpeg2kCodec(ImageCodec):
+class Jpeg2kCodec(LosslessImageCodec):
     """JPEG 2000: lossless, no parameters."""
 
     codec_id = "jpeg2k"
     mime_type = "image/jp2"
     dtypes = frozenset({"uint8", "uint16"})
     channels = frozenset({1, 3, 4})
-    default_lossless = True
-    bench_grid = ({},)
-
-    def __init__(self) -> None:
-        super().__init__(lossless=True)
 
     def _encode_lossless(self, image: np.ndarray) -> bytes:
         return imagecodecs.jpeg2k_encode(image, reversible=True, codecformat="JP2", numthreads=1)

@@ -14,10 +14,8 @@ from __future__ import annotations
 from typing import Any
 
 import imagecodecs
-import numpy as np
 
 from ._bytes import ByteCodec
-from .base import HDF5Filter
 from .registry import register_codec
 
 LZ4_FILTER_ID = 32004
@@ -28,6 +26,7 @@ class Lz4Codec(ByteCodec):
     """Lossless LZ4: the fastest to decode; no parameters."""
 
     codec_id = "lz4"
+    filter_id = LZ4_FILTER_ID
     bench_grid = ({},)
 
     def _compress(self, data: bytes) -> bytes:
@@ -35,6 +34,3 @@ class Lz4Codec(ByteCodec):
 
     def _decompress(self, data: Any) -> bytes:
         return imagecodecs.lz4h5_decode(data)
-
-    def hdf5_filter(self, shape: tuple[int, ...], dtype: np.dtype) -> HDF5Filter:
-        return HDF5Filter(LZ4_FILTER_ID, (0,))

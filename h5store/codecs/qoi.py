@@ -13,33 +13,22 @@ import imagecodecs
 import numpy as np
 
 from ..errors import CodecError
-from ._image import ImageCodec, check_end
+from ._image import LosslessImageCodec, check_end
 from .registry import register_codec
 
 _MAGIC = b"qoif"
 _END = b"\x00" * 7 + b"\x01"
-#: The reference decoder refuses images of more pixels than this.
-_MAX_PIXELS = 400_000_000
 
 
 @register_codec
-class QoiCodec(ImageCodec):
+class QoiCodec(LosslessImageCodec):
     """QOI: lossless, no parameters."""
 
     codec_id = "qoi"
     mime_type = "image/qoi"
     dtypes = frozenset({"uint8"})
     channels = frozenset({3, 4})
-    default_lossless = True
-    bench_grid = ({},)
-
-    def __init__(self) -> None:
-        super().__init__(lossless=True)
-
-    def check_image(self, height: int, width: int, channels: int, dtype: np.dtype) -> None:
-        super().check_image(height, width, channels, dtype)
-        if height * width >= _MAX_PIXELS:
-            raise CodecError(f"codec 'qoi' holds images of fewer than {_MAX_PIXELS} pixels, got {height}x{width}")
+    max_pixels = 400_000_000 - 1  # the reference decoder refuses 400 million and more
 
     def _encode_lossless(self, image: np.ndarray) -> bytes:
         return imagecodecs.qoi_encode(image)

@@ -4,10 +4,7 @@ from __future__ import annotations
 
 from typing import Any
 
-import numpy as np
-
 from ._bytes import ByteCodec
-from .base import HDF5Filter
 from .registry import register_codec
 
 
@@ -20,6 +17,3 @@ class RawCodec(ByteCodec):
 
     def _decompress(self, data: Any) -> Any:
         return data
-
-    def hdf5_filter(self, shape: tuple[int, ...], dtype: np.dtype) -> HDF5Filter | None:
-        return None

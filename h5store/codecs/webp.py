@@ -31,7 +31,7 @@ class WebpCodec(ImageCodec):
     max_side = 16383
     takes_quality = True
     effort_range = (0, 6, 4)
-    bench_grid = ({"quality": 50}, {"quality": 80}, {"quality": 90}, {"lossless": True})
+    bench_grid = ({"quality": 50}, {"quality": 80}, {"quality": 90}, {"lossless": True, "effort": 1})
     # libwebp quality at each anchor quality (python -m h5store.codecs._calibrate).
     quality_knobs = (0.0, 1.655, 11.09, 23.98, 33.72, 42.47, 52.03, 65.73, 77.7, 81.84, 86.83, 93.18, 100.0)
 

@@ -11,10 +11,8 @@ from __future__ import annotations
 from typing import Any
 
 import imagecodecs
-import numpy as np
 
 from ._bytes import ByteCodec
-from .base import HDF5Filter
 from .registry import register_codec
 
 ZSTD_FILTER_ID = 32015
@@ -25,6 +23,7 @@ class ZstdCodec(ByteCodec):
     """Lossless zstd; ``level`` 1-22 (default 3, zstd's own)."""
 
     codec_id = "zstd"
+    filter_id = ZSTD_FILTER_ID
     level_range = (1, 22, 3)
     bench_grid = ({"level": 1}, {"level": 3}, {"level": 9})
 
@@ -33,6 +32,3 @@ class ZstdCodec(ByteCodec):
 
     def _decompress(self, data: Any) -> bytes:
         return imagecodecs.zstd_decode(data)
-
-    def hdf5_filter(self, shape: tuple[int, ...], dtype: np.dtype) -> HDF5Filter:
-        return HDF5Filter(ZSTD_FILTER_ID, (self.level,))
