@@ -1,7 +1,9 @@
 """The in-memory index: every committed row as numpy columns, id lookup and vectorised queries.
 
-Loaded once at open (a million rows is a few hundred compressed chunk reads) and appended to as
-batches commit, so lookups and queries never touch HDF5.
+Loaded once at open (a million rows is about a thousand compressed chunk reads) and appended
+to as batches commit, so lookups and queries never touch HDF5. Columns are separate contiguous
+arrays: queries scan only the columns they test, and the read path indexes ``memoryview``s of
+the location columns, which return Python ints without creating numpy scalars.
 """
 
 from __future__ import annotations
@@ -13,21 +15,37 @@ import numpy as np
 from .errors import UnknownIdError
 from .format import INDEX_DTYPE
 
+#: Columns the read path indexes one element at a time.
+LOCATION_COLUMNS = ("offset", "nbytes", "stack", "deleted")
+
+
+def _native(dtype: np.dtype) -> np.dtype:
+    return dtype.newbyteorder("=") if dtype.kind in "iuf" else dtype
+
 
 class Index:
     """Committed index rows in insertion order, plus an id -> row map.
 
-    Ids that run 0, 1, 2, ... (or any unbroken run, the default when h5store assigns them)
-    map to rows arithmetically; any other id sequence switches to a dict built once.
+    Ids that run in an unbroken sequence (the default when h5store assigns them) map to rows
+    arithmetically; any other id sequence switches to a dict built once.
     """
 
     def __init__(self, rows: np.ndarray | None = None):
-        self._buf = np.zeros(0, dtype=INDEX_DTYPE)
         self._n = 0
+        self._cols = {name: np.zeros(0, _native(INDEX_DTYPE[name])) for name in INDEX_DTYPE.names}
         self._dense_start: int | None = 0  # ids == _dense_start + row, while that holds
         self._row_of_id: dict[int, int] | None = None
+        self._deleted = 0
+        self._refresh_views()
         if rows is not None and len(rows):
             self.append(rows)
+
+    def _refresh_views(self) -> None:
+        # Python-int access for the hot path; rebuilt whenever a column is reallocated.
+        self.offsets = memoryview(self._cols["offset"])
+        self.nbytes = memoryview(self._cols["nbytes"])
+        self.stacks = memoryview(self._cols["stack"])
+        self.deleted = memoryview(self._cols["deleted"])
 
     # ------------------------------------------------------------------ size and access
 
@@ -35,32 +53,51 @@ class Index:
         return self._n
 
     @property
-    def rows(self) -> np.ndarray:
-        """All committed rows (deleted ones included), a view: do not modify."""
-        return self._buf[: self._n]
+    def live_count(self) -> int:
+        return self._n - self._deleted
 
     def column(self, name: str) -> np.ndarray:
-        return self._buf[name][: self._n]
+        """One column of all committed rows (a view: do not modify)."""
+        return self._cols[name][: self._n]
+
+    def take(self, rows: np.ndarray | slice | None = None) -> np.ndarray:
+        """Rows as a structured array of the on-disk type (all rows when ``rows`` is None)."""
+        if rows is None:
+            rows = slice(0, self._n)
+        sample = self._cols["id"][: self._n][rows]
+        out = np.empty(len(sample), dtype=INDEX_DTYPE)
+        for name in INDEX_DTYPE.names:
+            out[name] = self._cols[name][: self._n][rows]
+        return out
 
     def append(self, new_rows: np.ndarray) -> None:
         k = len(new_rows)
         if not k:
             return
-        if self._n + k > len(self._buf):
-            grown = np.zeros(max(2 * len(self._buf), self._n + k, 1024), dtype=INDEX_DTYPE)
-            grown[: self._n] = self._buf[: self._n]
-            self._buf = grown
         start = self._n
-        self._buf[start : start + k] = new_rows
+        if start + k > len(self._cols["id"]):
+            capacity = max(2 * len(self._cols["id"]), start + k, 1024)
+            for name, col in self._cols.items():
+                grown = np.zeros(capacity, col.dtype)
+                grown[:start] = col[:start]
+                self._cols[name] = grown
+            self._refresh_views()
+        for name in INDEX_DTYPE.names:
+            self._cols[name][start : start + k] = new_rows[name]
         self._n += k
-        ids = new_rows["id"]
+        self._deleted += int(np.count_nonzero(new_rows["deleted"]))
+        ids = self._cols["id"][start : start + k]
         if self._dense_start is not None:
             if start == 0:
                 self._dense_start = int(ids[0])
-            if not np.array_equal(ids, np.arange(self._dense_start + start, self._dense_start + start + k)):
+            first = self._dense_start + start
+            if not np.array_equal(ids, np.arange(first, first + k)):
                 self._dense_start = None
         if self._dense_start is None and self._row_of_id is not None:
             self._row_of_id.update(zip(ids.tolist(), range(start, start + k)))
+
+    def set_offsets(self, rows: np.ndarray, offsets: np.ndarray) -> None:
+        self._cols["offset"][rows] = offsets
 
     # ------------------------------------------------------------------ ids
 
@@ -83,16 +120,16 @@ class Index:
     def row_of(self, image_id: int) -> int:
         """Row of a live image; UnknownIdError if the id is unknown or deleted."""
         row = self.find(image_id)
-        if row < 0 or self._buf["deleted"][row]:
+        if row < 0 or self.deleted[row]:
             raise UnknownIdError(f"no image with id {image_id!r} in the store")
         return row
 
     def rows_of(self, ids) -> np.ndarray:
         """Rows of many live images, vectorised; UnknownIdError names the first bad id."""
         ids = np.asarray(ids)
+        if ids.size == 0:
+            return np.zeros(0, dtype=np.int64)
         if ids.dtype.kind not in "iu":
-            if ids.size == 0:
-                return np.zeros(0, dtype=np.int64)
             raise UnknownIdError(f"ids must be integers, got {ids.dtype}")
         ids = ids.astype(np.int64, copy=False).ravel()
         if self._dense_start is not None:
@@ -103,7 +140,7 @@ class Index:
             rows = np.fromiter((lookup.get(i, -1) for i in ids.tolist()), np.int64, len(ids))
             bad = rows < 0
         if not bad.any():
-            bad = self._buf["deleted"][rows] != 0
+            bad = self._cols["deleted"][rows] != 0
         if bad.any():
             raise UnknownIdError(f"no image with id {int(ids[np.argmax(bad)])} in the store")
         return rows
@@ -127,36 +164,39 @@ class Index:
         return self.column("deleted") == 0
 
     def live_ids(self) -> np.ndarray:
-        return self.column("id")[self.live_mask()]
+        ids = self.column("id")
+        return ids.copy() if not self._deleted else ids[self.live_mask()]
 
     # ------------------------------------------------------------------ changes
 
     def mark_deleted(self, rows: np.ndarray) -> None:
-        self._buf["deleted"][rows] = 1
+        rows = np.unique(rows)
+        self._deleted += int(np.count_nonzero(self._cols["deleted"][rows] == 0))
+        self._cols["deleted"][rows] = 1
 
     # ------------------------------------------------------------------ queries
 
     def query(
         self,
         *,
-        label: int | np.ndarray | None = None,
-        true_label: int | np.ndarray | None = None,
+        label: np.ndarray | None = None,
+        true_label: np.ndarray | None = None,
         min_score: float | None = None,
         max_score: float | None = None,
         correct: bool | None = None,
     ) -> np.ndarray:
         """Ids of live images matching every given condition, in insertion order.
 
-        ``label``/``true_label`` are class ids (or arrays of them: any of). Scores compare
+        ``label``/``true_label`` are arrays of class ids (any of them matches). Scores compare
         inclusively; images without a score never match a score bound. ``correct`` keeps
         images whose true label is known and equal (True) or different (False) to the
         prediction.
         """
-        mask = self.live_mask()
+        mask = self.live_mask() if self._deleted else np.ones(self._n, dtype=bool)
         if label is not None:
-            mask &= np.isin(self.column("label"), np.atleast_1d(label))
+            mask &= _isin_small(self.column("label"), label)
         if true_label is not None:
-            mask &= np.isin(self.column("true_label"), np.atleast_1d(true_label))
+            mask &= _isin_small(self.column("true_label"), true_label)
         if min_score is not None:
             mask &= self.column("score") >= np.float32(min_score)
         if max_score is not None:
@@ -166,3 +206,13 @@ class Index:
             same = truth == self.column("label").astype(np.int64)
             mask &= (truth >= 0) & (same if correct else ~same)
         return self.column("id")[mask]
+
+
+def _isin_small(column: np.ndarray, values: np.ndarray) -> np.ndarray:
+    # A few equality scans beat np.isin's sort for the handful of classes a query names.
+    if len(values) > 8:
+        return np.isin(column, values)
+    mask = column == values[0]
+    for value in values[1:]:
+        mask |= column == value
+    return mask

@@ -194,16 +194,16 @@ class ImageStore:
             )
         self._stack_ids = {s.key: k for k, s in enumerate(self._stacks)}
         self._index = Index(read_committed_rows(f))
-        rows = self._index.rows
-        if len(rows):
+        if len(self._index):
             lengths = np.zeros(len(self._stacks), dtype=np.int64)
-            np.maximum.at(lengths, rows["stack"].astype(np.int64), rows["position"].astype(np.int64) + 1)
+            np.maximum.at(lengths, self._index.column("stack").astype(np.int64),
+                          self._index.column("position").astype(np.int64) + 1)
             for stack, length in zip(self._stacks, lengths.tolist()):
                 stack.length = length
+        self._decoders = [stack.decode for stack in self._stacks]
         if self._mapped is not None:
             self._mapped.close()
         self._mapped = MappedFile(self.path)
-        self._offsets = self._index.column("offset")
         self._check_offset_sample()
 
     def _check_offset_sample(self, samples: int = 8) -> None:
@@ -218,13 +218,12 @@ class ImageStore:
         self._rebuild_offsets()
 
     def _row_intact(self, row: int) -> bool:
-        r = self._index.rows[row]
-        offset, nbytes = int(r["offset"]), int(r["nbytes"])
+        offset, nbytes = self._index.offsets[row], self._index.nbytes[row]
         try:
             view = self._mapped.ensure(offset + nbytes)
         except FormatError:
             return False
-        return zlib.crc32(view[offset : offset + nbytes]) == int(r["crc32"])
+        return zlib.crc32(view[offset : offset + nbytes]) == int(self._index.column("crc32")[row])
 
     def _chunk_locations(self, stack: _Stack) -> dict[int, tuple[int, int]]:
         f = self._file
@@ -235,16 +234,15 @@ class ImageStore:
         return found
 
     def _rebuild_offsets(self) -> None:
-        rows = self._index.rows
+        stacks, positions = self._index.column("stack"), self._index.column("position")
         for k, stack in enumerate(self._stacks):
-            where = np.flatnonzero(rows["stack"] == k)
+            where = np.flatnonzero(stacks == k)
             if not len(where):
                 continue
             found = self._chunk_locations(stack)
-            for r in where.tolist():
-                location = found.get(int(rows["position"][r]))
-                if location is not None:
-                    rows["offset"][r] = location[0]
+            offsets = [found.get(int(p), (-1, 0))[0] for p in positions[where]]
+            keep = np.array(offsets) >= 0
+            self._index.set_offsets(where[keep], np.array(offsets)[keep])
 
     @property
     def _file(self) -> h5py.File:
@@ -567,7 +565,7 @@ class ImageStore:
 
     def _ensure_log_ready(self) -> None:
         if not self._log_ready:
-            self._writer.load_row_log(self._index.rows)
+            self._writer.load_row_log(self._index.take())
             self._log_ready = True
 
     def _commit(self, batch: _Batch) -> np.ndarray:
@@ -649,7 +647,6 @@ class ImageStore:
         w.append_rows(rows)
 
         self._index.append(rows)
-        self._offsets = self._index.column("offset")
         for sid, members in groups.items():
             self._stacks[sid].length += len(members)
         self._dirty_labels.update(np.unique(batch.label_ids).tolist())
@@ -667,6 +664,7 @@ class ImageStore:
         table[-1] = row[0]
         path = fmt.stack_path(self._labels[label], height, width, channels, dtype)
         self._stacks.append(_Stack(label, height, width, channels, dtype, codec, path))
+        self._decoders.append(self._stacks[-1].decode)
         self._stack_ids[key] = len(self._stacks) - 1
 
     # ------------------------------------------------------------------ deleting
@@ -680,7 +678,7 @@ class ImageStore:
             return
         self._ensure_log_ready()
         w.data()
-        updated = self._index.rows[rows].copy()
+        updated = self._index.take(rows)
         updated["deleted"] = 1
         for r, row in zip(rows.tolist(), updated):
             w.write_row(r, row)
@@ -691,11 +689,11 @@ class ImageStore:
     # ------------------------------------------------------------------ reading
 
     def __len__(self) -> int:
-        return int(self._index.live_mask().sum())
+        return self._index.live_count
 
     def __contains__(self, image_id: object) -> bool:
         row = self._index.find(image_id)
-        return row >= 0 and not self._index.rows["deleted"][row]
+        return row >= 0 and not self._index.deleted[row]
 
     def __iter__(self) -> Iterator[int]:
         """Ids of the live images, in the order they were added."""
@@ -705,21 +703,24 @@ class ImageStore:
         """Ids of the live images, in the order they were added."""
         return self._index.live_ids()
 
+    # The read path: a few Python-int lookups and a slice of the memory map; no HDF5 call and
+    # no lock, so threads decode in parallel.
+
     def _payload(self, row: int) -> memoryview:
-        r = self._index.rows[row]
-        offset, nbytes = int(r["offset"]), int(r["nbytes"])
+        index = self._index
+        offset, nbytes = index.offsets[row], index.nbytes[row]
         view = self._mapped.view
         if offset + nbytes > len(view):
             view = self._mapped.ensure(offset + nbytes)
         return view[offset : offset + nbytes]
 
     def _decode(self, row: int) -> np.ndarray:
-        stack = self._stacks[int(self._index.rows["stack"][row])]
-        return stack.decode(self._payload(row))
+        return self._decoders[self._index.stacks[row]](self._payload(row))
 
     def __getitem__(self, image_id: int) -> np.ndarray:
         """The decoded image with this id."""
-        self._check_open()
+        if self._mapped is None:
+            raise ClosedStoreError(f"{self.path} is closed")
         return self._decode(self._index.row_of(image_id))
 
     def get_batch(self, ids: Sequence[int]) -> list[np.ndarray]:
@@ -737,7 +738,7 @@ class ImageStore:
         """Metadata of one image."""
         self._check_open()
         row = self._index.row_of(image_id)
-        r = self._index.rows[row]
+        r = self._index.take([row])[0]
         true = int(r["true_label"])
         score = float(r["score"])
         stack = self._stacks[int(r["stack"])]
@@ -809,13 +810,13 @@ class ImageStore:
     def index(self) -> np.ndarray:
         """A copy of the index table (deleted rows included, flagged) as a structured array."""
         self._check_open()
-        return self._index.rows.copy()
+        return self._index.take()
 
     def to_pandas(self, *, include_deleted: bool = False):
         """The index as a pandas DataFrame with label names resolved (requires pandas)."""
         import pandas as pd
 
-        rows = self._index.rows if include_deleted else self._index.rows[self._index.live_mask()]
+        rows = self._index.take(None if include_deleted else self._index.live_mask())
         labels = np.array(self._labels + [None], dtype=object)
         truth = rows["true_label"].astype(np.int64)
         frame = pd.DataFrame(
@@ -845,7 +846,7 @@ class ImageStore:
         readable."""
         self._check_open()
         report = VerifyReport()
-        rows = self._index.rows
+        rows = self._index.take()
         for k, stack in enumerate(self._stacks):
             where = np.flatnonzero(rows["stack"] == k)
             if not len(where):
