@@ -315,6 +315,8 @@ def test_quality_reaches_lossy_codecs_only_and_lossless_configs_ignore_it():
     assert get_codec("webp", quality=70).get_config()["quality"] == 70
     assert get_codec("webp", quality=70, lossless=True) == get_codec("webp", quality=20, lossless=True)
     assert "quality" not in get_codec("png", quality=70).get_config()
+    for name in ("qoi", "jpeg2k", "htj2k"):  # lossless only: the switch is accepted, not needed
+        assert get_codec(name, lossless=True) == get_codec(name) and get_codec(name).lossless
 
 
 def test_bench_grid_settings_are_valid_and_distinct():

@@ -138,12 +138,13 @@ class ImageCodec(Codec):
 
 
 class LosslessImageCodec(ImageCodec):
-    """An image-stream codec that is lossless only and takes no parameters."""
+    """An image-stream codec that is lossless only and takes no parameters (``lossless=True`` is
+    accepted, so the switch means the same for every image codec)."""
 
     default_lossless = True
 
-    def __init__(self) -> None:
-        super().__init__(lossless=True)
+    def __init__(self, lossless: bool = True) -> None:
+        super().__init__(lossless=lossless)
 
 
 def with_opaque_alpha(image: np.ndarray, channels: int | None) -> np.ndarray:
