@@ -303,3 +303,22 @@ def test_the_notebook_runs(tmp_path):
                       for o in c.outputs)
     assert "Recommended (smallest meeting SSIM >= 0.98)" in printed
     assert (tmp_path / "bench-results" / "bench.png").exists()
+
+
+def test_ssim_is_scikit_images_over_the_first_ssim_images_and_the_rest_over_all():
+    from skimage.metrics import peak_signal_noise_ratio, structural_similarity
+
+    inp = load_input(None, n=10, size=48, seed=4)
+    codec = h5store.get_codec("jpeg", quality=60)
+    with BlockTimer(repeats=1) as timer:
+        cell = measure_cell(codec, "quality=60", inp, timer, ssim_images=4)
+    decoded = [codec.decode(codec.encode(im), im.shape, im.dtype) for im in inp.images]
+    ssim = [structural_similarity(a, b, channel_axis=-1, data_range=255)
+            for a, b in zip(inp.images[:4], decoded[:4])]
+    psnr = [peak_signal_noise_ratio(a, b, data_range=255) for a, b in zip(inp.images, decoded)]
+    assert cell.ssim_images == 4
+    assert cell.ssim_mean == pytest.approx(np.mean(ssim), abs=1e-12)
+    assert cell.ssim_min == pytest.approx(min(ssim), abs=1e-12)
+    assert cell.psnr_mean == pytest.approx(np.mean(psnr), abs=1e-9)
+    assert cell.max_abs_error == max(int(np.abs(a.astype(int) - b).max())
+                                     for a, b in zip(inp.images, decoded))

@@ -38,6 +38,9 @@ def add_parser(sub: argparse._SubParsersAction) -> argparse.ArgumentParser:
     bench.add_argument("--prefer", choices=PREFERENCES, default="smallest",
                        help="recommend the smallest setting or the fastest to decode "
                        "(default: %(default)s)")
+    bench.add_argument("--ssim-images", type=int, default=200,
+                       help="images SSIM is averaged over, the costliest measure "
+                       "(default: %(default)s; 0 for all)")
     bench.add_argument("--repeats", type=int, default=3,
                        help="timed blocks per thread count (default: %(default)s)")
     bench.add_argument("--out", default="h5store-bench",
@@ -64,7 +67,8 @@ def cmd_bench(args: argparse.Namespace) -> int:
         args.input, n=args.n, size=args.size, seed=args.seed,
         codecs=args.codecs.split(",") if args.codecs else None,
         min_ssim=args.min_ssim, min_psnr=args.min_psnr, min_agreement=args.min_agreement,
-        prefer=args.prefer, repeats=args.repeats, out=args.out, progress=not args.quiet,
+        prefer=args.prefer, repeats=args.repeats, ssim_images=args.ssim_images or None,
+        out=args.out, progress=not args.quiet,
     )
     if args.json:
         print(json.dumps({**result.to_dict(), "files": result.files}, indent=2, allow_nan=False))

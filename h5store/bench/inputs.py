@@ -56,6 +56,11 @@ def as_batch(images: Sequence[np.ndarray]) -> np.ndarray | list[np.ndarray]:
     return np.stack(images) if len(kinds) == 1 else list(images)
 
 
+def check_count(name: str, value: Any) -> None:
+    if isinstance(value, bool) or not isinstance(value, (int, np.integer)) or value < 1:
+        raise InvalidInputError(f"{name} must be a positive integer, got {value!r}")
+
+
 def channels_of(image: np.ndarray) -> int:
     return 1 if image.ndim == 2 else image.shape[2]
 
@@ -66,8 +71,7 @@ def load_input(source: Any = None, *, n: int = 500, size: int | None = None, see
     or an ImageFolder directory, or an array (N, H, W[, C]) / a list of images with optional
     ``labels``. ``size`` makes the sample set's crops that many px a side (default 224) and
     centre-crops and resizes other sources' images to it (default: kept as they are)."""
-    if isinstance(n, bool) or not isinstance(n, (int, np.integer)) or n < 1:
-        raise InvalidInputError(f"n must be a positive integer, got {n!r}")
+    check_count("n", n)
     if size is not None and (isinstance(size, bool) or not isinstance(size, (int, np.integer))
                              or size < 8):
         raise InvalidInputError(f"size must be an integer >= 8 px, got {size!r}")

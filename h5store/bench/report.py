@@ -44,8 +44,8 @@ def write_json(result: BenchResult, path: str) -> None:
 CSV_COLUMNS = [
     "codec", "setting", "lossless", "images", "bytes_per_image", "bits_per_pixel", "ratio",
     "encode_mpx_s", "encode_mpx_s_2t", "decode_mpx_s", "decode_mpx_s_2t", "psnr_mean",
-    "psnr_min", "ssim_mean", "ssim_min", "max_abs_error", "exact_images", "agreement", "flips",
-    "violation", "seconds", "config",
+    "psnr_min", "ssim_mean", "ssim_min", "ssim_images", "max_abs_error", "exact_images",
+    "agreement", "flips", "violation", "seconds", "config",
 ]
 
 
@@ -113,7 +113,9 @@ def summary_lines(result: BenchResult) -> list[str]:
     """The facts around the table: input, timing, classifier, settings skipped."""
     meta, clf = result.meta, result.classifier
     lines = [f"Input: {meta['input']}; {len(result.cells)} settings measured in "
-             f"{meta['seconds']:.0f} s on {meta['cpus']} cores."]
+             f"{meta['seconds']:.0f} s on {meta['cpus']} cores. Size, speed, PSNR and max error "
+             f"over all {meta['images']} images, SSIM over the first {meta['ssim_images']} (the "
+             "same for every setting); MP/s = megapixels per second."]
     if clf.kind == "default":
         lines.append(f"Classifier: default scikit-learn model, accuracy {clf.accuracy:.3f} on "
                      f"{clf.test_size} held-out originals (chance {clf.chance:.3f}); agree = "

@@ -33,6 +33,7 @@ class CellResult:
     psnr_min: float | None
     ssim_mean: float | None
     ssim_min: float | None
+    ssim_images: int  # images the SSIM figures average over (the first ones of the input)
     max_abs_error: int | None
     exact_images: int | None  # images decoded to exactly the original pixels
     agreement: float | None = None

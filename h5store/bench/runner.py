@@ -15,7 +15,7 @@ import h5store
 from h5store import Codec, CodecError, InvalidInputError
 
 from .classifier import Predict, agreement, call_predict, train_default
-from .inputs import BenchInput, as_batch, load_input
+from .inputs import BenchInput, as_batch, check_count, load_input
 from .metrics import set_fidelity
 from .recommend import Floors, check_prefer, recommend
 from .results import BenchResult, CellResult, ClassifierInfo, Skipped
@@ -68,9 +68,10 @@ def _cannot_hold(codec: Codec, kinds: Sequence[tuple[int, int, int, str]]) -> st
 
 
 def measure_cell(codec: Codec, setting: str, inp: BenchInput, timer: BlockTimer,
-                 predict: Predict | None = None,
-                 reference: np.ndarray | None = None) -> CellResult:
-    """Encode and decode every image once (timed), then judge the decoded images."""
+                 predict: Predict | None = None, reference: np.ndarray | None = None,
+                 ssim_images: int | None = None) -> CellResult:
+    """Encode and decode every image once (timed), then judge the decoded images (SSIM on the
+    first ``ssim_images`` only, all if None)."""
     started = time.perf_counter()
     images = inp.images
     pixels = [im.shape[0] * im.shape[1] for im in images]
@@ -80,7 +81,9 @@ def measure_cell(codec: Codec, setting: str, inp: BenchInput, timer: BlockTimer,
         range(len(images)), pixels,
     )
     violation = _shape_violation(images, decoded)
-    fid = set_fidelity(images, decoded, timer.parallel_map) if violation is None else None
+    fid = None
+    if violation is None:
+        fid = set_fidelity(images, decoded, timer.parallel_map, ssim_images)
     if fid is not None and codec.lossless and fid.max_abs_error:
         violation = (f"declared lossless but changed pixels by up to {fid.max_abs_error} "
                      f"({len(images) - fid.exact_images} of {len(images)} images differ)")
@@ -99,6 +102,7 @@ def measure_cell(codec: Codec, setting: str, inp: BenchInput, timer: BlockTimer,
         decode_mpx_s=dec.one_thread, decode_mpx_s_2t=dec.two_threads,
         psnr_mean=fid.psnr_mean if fid else None, psnr_min=fid.psnr_min if fid else None,
         ssim_mean=fid.ssim_mean if fid else None, ssim_min=fid.ssim_min if fid else None,
+        ssim_images=fid.ssim_images if fid else 0,
         max_abs_error=fid.max_abs_error if fid else None,
         exact_images=fid.exact_images if fid else None,
         agreement=agree, flips=flips, violation=violation,
@@ -139,7 +143,8 @@ def run(source: Any = None, *, n: int = 500, size: int | None = None, seed: int 
         grid: Grid | None = None, predict: Predict | None = None,
         min_ssim: float | None = 0.98, min_psnr: float | None = None,
         min_agreement: float | None = None, prefer: str = "smallest", repeats: int = 3,
-        out: str | os.PathLike | None = None, progress: bool = True) -> BenchResult:
+        ssim_images: int | None = 200, out: str | os.PathLike | None = None,
+        progress: bool = True) -> BenchResult:
     """Benchmark every codec setting on ``n`` images and recommend one.
 
     ``source``: None for the built-in sample set, a path to an h5store file or an ImageFolder
@@ -149,14 +154,18 @@ def run(source: Any = None, *, n: int = 500, size: int | None = None, seed: int 
     ``bench_grid``. ``predict(images) -> labels`` is your model (it gets an (N, H, W[, C])
     array, or a list when shapes differ); without it a small classifier is trained on the
     originals. The floors and ``prefer`` ("smallest" or "fastest" to decode) choose the
-    recommendation; ``repeats`` blocks per thread count time each setting; ``out`` is a folder
-    for bench.json/.csv/.md/.png. Settings a codec cannot hold are skipped with the reason.
+    recommendation; ``repeats`` blocks per thread count time each setting. SSIM, the costliest
+    measure, is averaged over the first ``ssim_images`` images (a random subset, the same for
+    every setting; None for all), everything else over all ``n``. ``out`` is a folder for
+    bench.json/.csv/.md/.png. Settings a codec cannot hold are skipped with the reason.
+    ``predict`` must be deterministic: settings that reproduce every pixel are not re-predicted.
     """
     started = time.perf_counter()
     floors = Floors(min_ssim, min_psnr, min_agreement)
     check_prefer(prefer)
-    if isinstance(repeats, bool) or not isinstance(repeats, int) or repeats < 1:
-        raise InvalidInputError(f"repeats must be a positive integer, got {repeats!r}")
+    check_count("repeats", repeats)
+    if ssim_images is not None:
+        check_count("ssim_images", ssim_images)
     inp = load_input(source, n=n, size=size, seed=seed, labels=labels)
     planned, skipped = plan_grid(inp, codecs, grid)
     judge, classifier = _judge(inp, predict, seed, need=min_agreement is not None)
@@ -169,11 +178,14 @@ def run(source: Any = None, *, n: int = 500, size: int | None = None, seed: int 
         for codec, setting in bar:
             bar.set_postfix_str(f"{codec.codec_id} {setting}")
             try:
-                cells.append(measure_cell(codec, setting, inp, timer, judge, reference))
+                cells.append(measure_cell(codec, setting, inp, timer, judge, reference,
+                                          ssim_images))
             except Exception as exc:  # noqa: BLE001 - a codec's own failure must not end the run
                 skipped.append(Skipped(codec.codec_id, setting,
                                        f"failed: {type(exc).__name__}: {exc}"))
-    result = BenchResult(cells, skipped, classifier, _meta(inp, seed, repeats, started))
+    meta = _meta(inp, seed, repeats, started)
+    meta["ssim_images"] = min(len(inp), ssim_images or len(inp))
+    result = BenchResult(cells, skipped, classifier, meta)
     result.recommendation = recommend(cells, floors, prefer)
     if out is not None:
         result.save(out)
