@@ -37,6 +37,7 @@ class Blosc2Codec(Codec):
     bench_grid = (
         {"cname": "lz4", "clevel": 5, "filter": "shuffle"},
         {"cname": "zstd", "clevel": 5, "filter": "shuffle"},
+        {"cname": "zstd", "clevel": 5, "filter": "bitshuffle"},
         {"cname": "zstd", "clevel": 5, "filter": "bytedelta"},
     )
 
