@@ -12,6 +12,8 @@ dtypes, attribute names and the version rule. docs/FORMAT.md describes the same 
     /classes/<name>/<H>x<W>x<C>_<dtype>   the stack: (N, H, W[, C]), one image per chunk
     /scores                   optional (rows, K) float32 score vectors, aligned with the rows
     /sources                  optional (rows,) UTF-8 source of each image, aligned with the rows
+    /previews/<name>/data     a contact sheet of each class, (H, W, 3) uint8, gzip: pictures
+                              any viewer shows without a filter plugin (NXdata group for silx)
 
 Rows are numbered across /index then /index_tail. A row belongs to the store once a later or
 the same row has ``batch_end`` set: that flag is the commit record of one ``add_batch``.
@@ -46,6 +48,13 @@ STACKS = "stacks"
 CLASSES = "classes"
 SCORES = "scores"
 SOURCES = "sources"
+PREVIEWS = "previews"
+
+#: Contact sheets: up to PREVIEW_IMAGES thumbnails of PREVIEW_SIDE px in rows of
+#: PREVIEW_COLUMNS. Photos barely compress losslessly, so they are kept small (~24 kB a class).
+PREVIEW_IMAGES = 8
+PREVIEW_SIDE = 32
+PREVIEW_COLUMNS = 4
 
 #: Rows per compressed /index chunk, and the capacity of /index_tail (allocated in full, so
 #: kept small); a million rows still open in about a thousand chunk reads.
@@ -218,7 +227,45 @@ def create_class(f: h5py.File, class_id: int, label: str, codec: Codec) -> h5py.
     group.attrs["class_id"] = np.uint32(class_id)
     group.attrs["count"] = np.uint64(0)
     _codec_attrs(group, codec)
+    # Previews live outside the class groups, so rewriting one never touches a group that
+    # holds images; the link dangles until the writer first closes.
+    group["preview"] = h5py.SoftLink(preview_path(label))
     return group
+
+
+def preview_path(label: str) -> str:
+    return f"/{PREVIEWS}/{safe_name(label)}/data"
+
+
+def write_preview(f: h5py.File, label: str, sheet: np.ndarray, ids: np.ndarray) -> None:
+    """(Re)write the contact sheet of ``label``: an HDF5 Image (HDFView, h5web) inside a NeXus
+    NXdata group whose signal is an RGB image (silx)."""
+    root = f.require_group(PREVIEWS)
+    name = safe_name(label)
+    if name in root:
+        del root[name]
+    group = root.create_group(name)
+    group.attrs["NX_class"] = _fixed_ascii("NXdata")
+    group.attrs["signal"] = _fixed_ascii("data")
+    group.attrs["label"] = label
+    ds = group.create_dataset(
+        "data", data=sheet, chunks=sheet.shape, compression="gzip", compression_opts=9,
+        track_times=False,
+    )
+    ds.attrs["CLASS"] = _fixed_ascii("IMAGE")
+    ds.attrs["IMAGE_VERSION"] = _fixed_ascii("1.2")
+    ds.attrs["IMAGE_SUBCLASS"] = _fixed_ascii("IMAGE_TRUECOLOR")
+    ds.attrs["INTERLACE_MODE"] = _fixed_ascii("INTERLACE_PIXEL")
+    ds.attrs["interpretation"] = _fixed_ascii("rgba-image")
+    ds.attrs["ids"] = np.asarray(ids, dtype="<i8")
+
+
+def preview_ids(f: h5py.File, label: str) -> np.ndarray | None:
+    """Ids shown in the current preview of ``label`` (None if it has none)."""
+    try:
+        return f[preview_path(label)].attrs["ids"]
+    except (KeyError, OSError, RuntimeError):
+        return None
 
 
 def class_codec(group: h5py.Group) -> Codec:
@@ -389,7 +436,7 @@ def remove_unreferenced_structure(f: h5py.File, labels: list[str], rows: np.ndar
             if _STACK_NAME.match(child) and child_path not in known:
                 del group[child]
                 removed.append(child_path)
-    for name in (SCORES, SOURCES):
+    for name in (SCORES, SOURCES, PREVIEWS):
         if name in f and not _readable(lambda: f[name]):
             del f[name]
             removed.append(f"/{name}")

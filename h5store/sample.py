@@ -19,6 +19,8 @@ from functools import lru_cache
 
 import numpy as np
 
+from ._imaging import resize_area
+
 #: class name -> file in skimage/data
 PHOTOS = {
     "astronaut": "astronaut.png",
@@ -92,22 +94,8 @@ def _synthetic_photos(side: int = 512) -> dict[str, np.ndarray]:
     return out
 
 
-def _area_weights(n_in: int, n_out: int) -> np.ndarray:
-    """(n_out, n_in) matrix averaging the input interval each output pixel covers."""
-    edges = np.linspace(0, n_in, n_out + 1)
-    cells = np.arange(n_in)
-    lo = np.clip(edges[:-1, None] - cells[None, :], 0, 1)
-    hi = np.clip(edges[1:, None] - cells[None, :], 0, 1)
-    weights = (hi - lo).astype(np.float32)
-    return weights / weights.sum(axis=1, keepdims=True)
-
-
-def resize_area(image: np.ndarray, height: int, width: int) -> np.ndarray:
-    """Downscale (or upscale) with area averaging, per channel."""
-    wy = _area_weights(image.shape[0], height)
-    wx = _area_weights(image.shape[1], width)
-    out = np.einsum("ij,jkc,lk->ilc", wy, image.astype(np.float32), wx, optimize=True)
-    return np.clip(np.rint(out), 0, 255).astype(np.uint8)
+def _resize(image: np.ndarray, height: int, width: int) -> np.ndarray:
+    return np.clip(np.rint(resize_area(image, height, width)), 0, 255).astype(np.uint8)
 
 
 def sample_set(n: int = 256, size: int = 224, *, seed: int = 0, accuracy: float = 0.85) -> SampleSet:
@@ -129,7 +117,7 @@ def sample_set(n: int = 256, size: int = 224, *, seed: int = 0, accuracy: float 
         crop = photo[top : top + side, left : left + side]
         if rng.random() < 0.5:
             crop = crop[:, ::-1]
-        images[i] = resize_area(crop, size, size)
+        images[i] = _resize(crop, size, size)
     true_ids = np.array([i % k for i in range(n)])
     wrong = rng.random(n) > accuracy
     predicted = np.where(wrong, (true_ids + rng.integers(1, k, n)) % k, true_ids)

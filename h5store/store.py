@@ -24,6 +24,7 @@ import numpy as np
 from . import _inputs
 from . import format as fmt
 from ._file import MODES, MappedFile, WriterFile, open_for_reading, read_committed_rows
+from ._imaging import contact_sheet
 from ._parallel import thread_map
 from .codecs import Codec, codec_from_config, get_codec, image_shape
 from .errors import (
@@ -161,9 +162,10 @@ class ImageStore:
         else:
             self._writer = WriterFile(self.path, self.mode)
             try:
+                removed = []
                 if self._writer.recovered:
                     f = self._writer.f
-                    fmt.remove_unreferenced_structure(f, fmt.read_labels(f), read_committed_rows(f))
+                    removed = fmt.remove_unreferenced_structure(f, fmt.read_labels(f), read_committed_rows(f))
                     f.flush()
                 self._load(self._writer.f)
             except BaseException:
@@ -172,6 +174,8 @@ class ImageStore:
             self._log_ready = False
             self._dirty_labels: set[int] = set()
             self._class_codecs: dict[str, Codec] = {}  # by label name: ids of new labels are provisional
+            if f"/{fmt.PREVIEWS}" in removed:  # torn by the dead writer: redraw them all
+                self._dirty_labels.update(range(len(self._labels)))
             if labels is not None:
                 self.add_labels(labels)
 
@@ -273,7 +277,7 @@ class ImageStore:
         if self._mapped is None:
             return
         try:
-            if self._writer is not None and self._log_ready:
+            if self._writer is not None and (self._log_ready or self._dirty_labels):
                 self._finish_writing()
         finally:
             if self._writer is not None:
@@ -300,6 +304,33 @@ class ImageStore:
                 group = f[fmt.CLASSES].get(fmt.safe_name(self._labels[label]))
                 if group is not None:
                     group.attrs["count"] = np.uint64(counts[label])
+            f.flush()
+            self._draw_previews(f, sorted(self._dirty_labels))
+        f.flush()
+
+    def _draw_previews(self, f: h5py.File, labels: list[int]) -> None:
+        live_labels = self._index.column("label")
+        live = self._index.live_mask()
+        ids = self._index.column("id")
+        for label in labels:
+            name = self._labels[label]
+            if fmt.safe_name(name) not in f[fmt.CLASSES]:
+                continue
+            shown = ids[np.flatnonzero(live & (live_labels == label))[: fmt.PREVIEW_IMAGES]]
+            current = fmt.preview_ids(f, name)
+            if current is not None and np.array_equal(current, shown):
+                continue
+            sheet = contact_sheet(self.get_batch(shown), fmt.PREVIEW_SIDE, fmt.PREVIEW_COLUMNS)
+            fmt.write_preview(f, name, sheet, shown)
+
+    def rebuild_previews(self) -> None:
+        """Redraw the contact sheet of every class (they are kept current when a writer
+        closes; this repairs them after a writer was killed, or for files from elsewhere)."""
+        w = self._check_writable()
+        f = w.structure()
+        if fmt.PREVIEWS in f:
+            del f[fmt.PREVIEWS]
+        self._draw_previews(f, list(range(len(self._labels))))
         f.flush()
 
     def refresh(self) -> None:

@@ -128,7 +128,8 @@ def test_awkward_labels_are_valid_and_stay_inside_their_group(store_path):
         groups = f["classes"]
         assert len(groups) == len(labels)  # one group each, none nested, none escaped
         assert sorted(g.attrs["label"] for g in groups.values()) == sorted(labels)
-        assert set(f) == {"classes", "index", "index_tail", "labels", "stacks"}
+        assert set(f) == {"classes", "index", "index_tail", "labels", "stacks", "previews"}
+        assert len(f["previews"]) == len(labels)
     with h5store.open(store_path) as store:
         assert [store.record(i).label for i in ids] == labels
         assert store.query(label="..").tolist() == [ids[1]]

@@ -1,0 +1,61 @@
+"""Small pixel operations shared by the sample set and the class previews."""
+
+from __future__ import annotations
+
+import numpy as np
+
+
+def _area_weights(n_in: int, n_out: int) -> np.ndarray:
+    """(n_out, n_in) matrix averaging the input interval each output pixel covers."""
+    edges = np.linspace(0, n_in, n_out + 1)
+    cells = np.arange(n_in)
+    lo = np.clip(edges[:-1, None] - cells[None, :], 0, 1)
+    hi = np.clip(edges[1:, None] - cells[None, :], 0, 1)
+    weights = (hi - lo).astype(np.float32)
+    return weights / weights.sum(axis=1, keepdims=True)
+
+
+def resize_area(image: np.ndarray, height: int, width: int) -> np.ndarray:
+    """Resize an (H, W, C) image with area averaging (anti-aliased when shrinking); float32."""
+    wy = _area_weights(image.shape[0], height)
+    wx = _area_weights(image.shape[1], width)
+    return np.einsum("ij,jkc,lk->ilc", wy, image.astype(np.float32), wx, optimize=True)
+
+
+def to_rgb8(image: np.ndarray) -> np.ndarray:
+    """Any stored image as (H, W, 3) uint8 for display: gray replicated, alpha dropped,
+    uint16 stretched from its own minimum to maximum (depth maps and microscopy rarely use
+    the full range)."""
+    if image.ndim == 2:
+        image = image[:, :, None]
+    image = image[:, :, :3]
+    if image.shape[2] == 1:
+        image = np.repeat(image, 3, axis=2)
+    if image.dtype == np.uint16:
+        low, high = int(image.min()), int(image.max())
+        scaled = (image.astype(np.float32) - low) * (255.0 / max(high - low, 1))
+        return scaled.astype(np.uint8)
+    return image.astype(np.uint8, copy=False)
+
+
+def thumbnail(image: np.ndarray, side: int) -> np.ndarray:
+    """Fit ``image`` into a ``side`` x ``side`` RGB tile, keeping its aspect, centred on black."""
+    rgb = to_rgb8(image)
+    h, w = rgb.shape[:2]
+    scale = side / max(h, w)
+    th, tw = max(1, round(h * scale)), max(1, round(w * scale))
+    small = np.clip(np.rint(resize_area(rgb, th, tw)), 0, 255).astype(np.uint8)
+    tile = np.zeros((side, side, 3), np.uint8)
+    top, left = (side - th) // 2, (side - tw) // 2
+    tile[top : top + th, left : left + tw] = small
+    return tile
+
+
+def contact_sheet(images: list[np.ndarray], side: int, columns: int) -> np.ndarray:
+    """Thumbnails in rows of ``columns``, one (rows*side, columns*side, 3) uint8 image."""
+    rows = max(1, -(-len(images) // columns))
+    sheet = np.zeros((rows * side, columns * side, 3), np.uint8)
+    for k, image in enumerate(images):
+        r, c = divmod(k, columns)
+        sheet[r * side : (r + 1) * side, c * side : (c + 1) * side] = thumbnail(image, side)
+    return sheet

@@ -1,0 +1,57 @@
+"""Every class keeps a contact sheet that any HDF5 viewer shows without a filter plugin."""
+
+import h5py
+import numpy as np
+from conftest import photo_crops, run_python
+
+import h5store
+from h5store import format as fmt
+
+
+def test_each_class_has_a_plain_gzip_rgb_preview(store_path):
+    images, classes = photo_crops()
+    with h5store.open(store_path, "w", codec="jpeg") as store:
+        store.create_class("depth", "png")
+        store.add_batch(images, labels=classes)
+        store.add_batch(np.random.default_rng(0).integers(0, 4000, (3, 20, 10), dtype=np.uint16), labels=["depth"] * 3)
+    code = (
+        "import sys, h5py\n"
+        "with h5py.File(sys.argv[1], 'r') as f:\n"  # no hdf5plugin, no h5store
+        "    for g in f['classes'].values():\n"
+        "        d = g['preview']\n"
+        "        print(g.attrs['label'], d.shape, d.dtype, d.compression, int(d[()].max()))\n"
+    )
+    result = run_python(code, store_path)
+    assert result.returncode == 0, result.stderr
+    lines = result.stdout.splitlines()
+    assert len(lines) == len(set(classes)) + 1
+    for line in lines:
+        assert "(64, 128, 3) uint8 gzip" in line or "(32, 128, 3) uint8 gzip" in line
+        assert int(line.split()[-1]) > 0  # not a blank sheet
+    with h5py.File(store_path, "r") as f:
+        group = f["previews"][fmt.safe_name("depth")]
+        assert group.attrs["NX_class"] == b"NXdata" and group.attrs["signal"] == b"data"
+        data = group["data"]
+        assert data.attrs["CLASS"] == b"IMAGE" and data.attrs["interpretation"] == b"rgba-image"
+        assert data.attrs["INTERLACE_MODE"] == b"INTERLACE_PIXEL"
+        assert list(data.attrs["ids"]) == list(range(len(images), len(images) + 3))
+
+
+def test_preview_follows_deletions_and_can_be_rebuilt(store_path):
+    images, _ = photo_crops()
+    with h5store.open(store_path, "w", codec="png") as store:
+        ids = store.add_batch(images[:10], labels=["a"] * 10)
+    with h5py.File(store_path, "r") as f:
+        first = f[fmt.preview_path("a")][()]
+        assert list(f[fmt.preview_path("a")].attrs["ids"]) == list(ids[:8])
+    with h5store.open(store_path, "a") as store:
+        store.delete([ids[0]])
+    with h5py.File(store_path, "r") as f:
+        assert list(f[fmt.preview_path("a")].attrs["ids"]) == list(ids[1:9])
+        assert not np.array_equal(f[fmt.preview_path("a")][()], first)
+    with h5py.File(store_path, "r+") as f:
+        del f["previews"]
+    with h5store.open(store_path, "a") as store:
+        store.rebuild_previews()
+    with h5py.File(store_path, "r") as f:
+        assert f[fmt.preview_path("a")].shape == (64, 128, 3)
