@@ -104,11 +104,7 @@ class _Stack:
 
     @functools.cached_property
     def decode(self):
-        return functools.partial(
-            self.codec.decode,
-            shape=image_shape(self.height, self.width, self.channels),
-            dtype=np.dtype(self.dtype),
-        )
+        return self.codec.decoder(image_shape(self.height, self.width, self.channels), np.dtype(self.dtype))
 
 
 @dataclass
@@ -151,6 +147,7 @@ class ImageStore:
         self._writer: WriterFile | None = None
         self._reader: h5py.File | None = None
         self._mapped: MappedFile | None = None
+        self._class_codecs: dict[str, Codec] = {}  # by label name: ids of new labels are provisional
         if self.mode == "r":
             self._reader = open_for_reading(self.path)
             try:
@@ -173,7 +170,6 @@ class ImageStore:
                 raise
             self._log_ready = False
             self._dirty_labels: set[int] = set()
-            self._class_codecs: dict[str, Codec] = {}  # by label name: ids of new labels are provisional
             if f"/{fmt.PREVIEWS}" in removed:  # torn by the dead writer: redraw them all
                 self._dirty_labels.update(range(len(self._labels)))
             if labels is not None:

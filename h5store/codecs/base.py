@@ -10,7 +10,9 @@ A codec instance is immutable configuration plus pure functions; it is shared be
 
 from __future__ import annotations
 
+import functools
 from abc import ABC, abstractmethod
+from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Any, ClassVar
 
@@ -117,6 +119,11 @@ class Codec(ABC):
     @abstractmethod
     def decode(self, data: Any, shape: tuple[int, ...], dtype: np.dtype) -> np.ndarray:
         """Decode one payload (any bytes-like object) into an array of ``shape`` and ``dtype``."""
+
+    def decoder(self, shape: tuple[int, ...], dtype: np.dtype) -> Callable[[Any], np.ndarray]:
+        """A one-argument function decoding payloads of one stack; the read path calls it once
+        per image, so codecs whose streams describe themselves return their bare decoder."""
+        return functools.partial(self.decode, shape=shape, dtype=dtype)
 
     @abstractmethod
     def get_config(self) -> dict[str, Any]:

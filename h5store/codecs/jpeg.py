@@ -114,6 +114,11 @@ class JpegCodec(Codec):
     def decode(self, data: Any, shape: tuple[int, ...], dtype: np.dtype) -> np.ndarray:
         return imagecodecs.jpeg8_decode(data)
 
+    def decoder(self, shape: tuple[int, ...], dtype: np.dtype):
+        # The hot path of every JPEG store: no wrapper between the caller and libjpeg-turbo.
+        # Every stored stream was checked against its stack's geometry when written.
+        return imagecodecs.jpeg8_decode
+
     def probe(self, data: bytes) -> ImageInfo:
         return parse_jpeg_header(data)
 

@@ -1,0 +1,50 @@
+"""The PyTorch Dataset: every DataLoader worker (fork and spawn) reads correctly."""
+
+import numpy as np
+import pytest
+from conftest import photo_crops
+
+import h5store
+
+torch = pytest.importorskip("torch")
+from h5store.torch import ImageStoreDataset  # noqa: E402
+
+
+@pytest.fixture
+def dataset_file(store_path):
+    images, classes = photo_crops()
+    with h5store.open(store_path, "w", codec="png") as store:
+        store.add_batch(images, labels=classes, true_labels=classes[::-1])
+        store.add(images[0].mean(axis=2).astype(np.uint8), label="gray")
+        store.delete([3])
+    return store_path, images, classes
+
+
+@pytest.mark.parametrize("context", ["fork", "spawn"])
+def test_dataloader_workers_read_every_image(dataset_file, context):
+    path, images, classes = dataset_file
+    ds = ImageStoreDataset(path, ids=[i for i in range(len(images)) if i != 3], target="true_label")
+    loader = torch.utils.data.DataLoader(ds, batch_size=5, num_workers=2, multiprocessing_context=context)
+    seen = []
+    for batch, targets in loader:
+        assert batch.shape[1:] == (3, 64, 64) and batch.dtype == torch.uint8
+        seen.extend(zip(batch, targets.tolist()))
+    assert len(seen) == len(images) - 1
+    for (tensor, target), i in zip(seen, ds.ids):
+        assert np.array_equal(tensor.permute(1, 2, 0).numpy(), images[i])
+        assert ds.classes[target] == classes[::-1][i]
+
+
+def test_single_items_targets_and_transform(dataset_file):
+    path, images, classes = dataset_file
+    ds = ImageStoreDataset(path, transform=lambda t: t.float() / 255)
+    assert len(ds) == len(images)  # one deleted, one gray added
+    image, label = ds[0]
+    assert image.dtype == torch.float32 and image.shape == (3, 64, 64)
+    assert ds.classes[label] == classes[0]
+    gray, label = ds[len(ds) - 1]
+    assert gray.shape == (1, 64, 64) and ds.classes[label] == "gray"
+    ids_only = ImageStoreDataset(path, target="id")
+    assert ids_only[2][1] == 2
+    with pytest.raises(h5store.UnknownIdError):
+        ImageStoreDataset(path, ids=[3])
