@@ -123,6 +123,49 @@ def cmd_verify(args: argparse.Namespace) -> int:
     return 0 if report.ok else 1
 
 
+def cmd_export(args: argparse.Namespace) -> int:
+    from .folders import export_folder
+
+    with h5store.open(args.path) as store:
+        written = export_folder(store, args.folder, by=args.by, progress=not args.quiet)
+    _print({"written": written, "folder": args.folder}, args.json,
+           [f"wrote {written} images to {args.folder}/<class>/"])
+    return 0
+
+
+def cmd_import(args: argparse.Namespace) -> int:
+    from .folders import import_folder
+
+    with h5store.open(args.path, "a", codec=args.codec, quality=args.quality) as store:
+        ids = import_folder(store, args.folder, progress=not args.quiet)
+        stats = store.stats()
+    _print({"imported": len(ids), **stats}, args.json,
+           [f"imported {len(ids)} images from {args.folder} into {args.path} "
+            f"({_human(stats['file_bytes'])}, {len(stats['images_per_label'])} classes)"])
+    return 0
+
+
+def cmd_index(args: argparse.Namespace) -> int:
+    with h5store.open(args.path) as store:
+        frame = store.to_pandas(include_deleted=args.deleted)
+    if args.csv:
+        frame.to_csv(args.csv, index=False)
+        _print({"rows": len(frame), "csv": args.csv}, args.json, [f"wrote {len(frame)} rows to {args.csv}"])
+    elif args.json:
+        print(frame.to_json(orient="records"))
+    else:
+        print(frame.to_string(index=False, max_rows=args.max_rows))
+    return 0
+
+
+def cmd_preview(args: argparse.Namespace) -> int:
+    with h5store.open(args.path, "r+") as store:
+        store.rebuild_previews()
+        labels = len(store.labels)
+    _print({"previews": labels}, args.json, [f"redrew the previews of {labels} classes in {args.path}"])
+    return 0
+
+
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(
         prog="h5store",
@@ -153,6 +196,38 @@ def build_parser() -> argparse.ArgumentParser:
     verify.add_argument("path")
     verify.add_argument("--json", action="store_true")
     verify.set_defaults(func=cmd_verify)
+
+    export = sub.add_parser("export", help="write the images to an ImageFolder tree (root/<class>/<id>.<ext>)")
+    export.add_argument("path")
+    export.add_argument("folder")
+    export.add_argument("--by", choices=["label", "true_label"], default="label",
+                        help="group by predicted or true label (default: %(default)s)")
+    export.add_argument("--quiet", action="store_true", help="no progress bar")
+    export.add_argument("--json", action="store_true")
+    export.set_defaults(func=cmd_export)
+
+    imp = sub.add_parser("import", help="add the images of an ImageFolder tree (root/<class>/<file>)")
+    imp.add_argument("folder")
+    imp.add_argument("path", help="store to create or append to")
+    imp.add_argument("--codec", default="jpeg", choices=h5store.available_codecs(),
+                     help="codec of new classes (JPEG files go into JPEG classes as they are)")
+    imp.add_argument("--quality", type=int, default=90)
+    imp.add_argument("--quiet", action="store_true", help="no progress bar")
+    imp.add_argument("--json", action="store_true")
+    imp.set_defaults(func=cmd_import)
+
+    index = sub.add_parser("index", help="print the index table, or write it as CSV")
+    index.add_argument("path")
+    index.add_argument("--csv", help="write CSV to this file")
+    index.add_argument("--deleted", action="store_true", help="include deleted images")
+    index.add_argument("--max-rows", type=int, default=40)
+    index.add_argument("--json", action="store_true")
+    index.set_defaults(func=cmd_index)
+
+    preview = sub.add_parser("preview", help="redraw the per-class contact sheets viewers show")
+    preview.add_argument("path")
+    preview.add_argument("--json", action="store_true")
+    preview.set_defaults(func=cmd_preview)
 
     add_bench_parser(sub)
     return parser
