@@ -110,3 +110,15 @@ def test_jpeg_needs_the_plugin_and_says_so_rather_than_showing_garbage(every_cod
             pytest.skip("a JPEG filter plugin is installed here")
         with pytest.raises(OSError, match="plugin|filter"):
             stack[0]
+
+
+def test_silx_recognises_each_preview_as_an_rgb_image(every_codec):
+    nxdata = pytest.importorskip("silx.io.nxdata")
+    path, expected = every_codec
+    with h5py.File(path, "r") as f:
+        for name in expected:
+            group = f["previews"][name]
+            assert nxdata.is_valid_nxdata(group), name
+            view = nxdata.NXdata(group)
+            assert view.interpretation == "rgba-image" and view.is_image
+            assert view.signal.shape[-1] == 3
