@@ -36,7 +36,8 @@ def image_fidelity(original: np.ndarray, decoded: np.ndarray,
     """(PSNR dB, SSIM or None if not asked for, max absolute error) of one decoded image."""
     from skimage.metrics import peak_signal_noise_ratio, structural_similarity
 
-    max_err = int(np.abs(original.astype(np.int64) - decoded.astype(np.int64)).max())
+    # |a - b| in the images' own unsigned dtype: a fifth of the time of a widening subtraction.
+    max_err = int((np.maximum(original, decoded) - np.minimum(original, decoded)).max())
     if max_err == 0:
         # Identical images: PSNR is infinite (skimage would divide by zero) and SSIM is 1 by
         # definition, so the costliest metric is skipped for every lossless cell.
