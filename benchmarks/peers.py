@@ -42,6 +42,8 @@ import numpy as np
 
 import h5store
 from _util import (
+    CPU,
+    WALL,
     Payloads,
     batches,
     command_line,
@@ -596,23 +598,34 @@ def passes(reader, ids, pool):
     return out
 
 
-#: the ceiling's pass each decoding pass is timed against, alternately
-PAIRED_WITH = {"read1": "read1", "read2": "read2", "read_batch2": "read2", "scan": "scan"}
+#: the reference pass each pass is timed against, alternately: decoding against the ceiling,
+#: raw fetch against LMDB's (the ceiling's fetch is a list index, no storage at all)
+PAIRED_WITH = {"read1": ("ceiling", "read1"), "read2": ("ceiling", "read2"),
+               "read_batch2": ("ceiling", "read2"), "scan": ("ceiling", "scan"),
+               "fetch": ("lmdb", "fetch")}
+#: passes on two threads, timed on the wall clock; the rest on CPU time (see _util.CPU)
+TWO_THREADS = {"read2", "read_batch2"}
 
 
-def measure_reader(reader, ceiling, ids, pool, min_seconds):
-    """One repetition of every read measurement of one store. Decoding passes alternate with
-    the ceiling's same pass, so the ratio compares the two under the same machine load."""
-    mine, ref = passes(reader, ids, pool), passes(ceiling, ids, pool)
+def measure_reader(reader, references, ids, pool, min_seconds):
+    """One repetition of every read measurement of one store. Each pass alternates with its
+    reference's same pass (``PAIRED_WITH``), so their ratio compares the two under the same
+    machine load; ``references`` maps "ceiling" (and "lmdb" if installed) to open readers."""
+    mine = passes(reader, ids, pool)
+    refs = {name: passes(r, ids, pool) for name, r in references.items()}
     out = {}
     for name, one_pass in mine.items():
-        if name in PAIRED_WITH:
-            ref_rate, out[name] = paired_rates(ref[PAIRED_WITH[name]], one_pass, min_seconds)
+        clock = WALL if name in TWO_THREADS else CPU
+        ref, ref_pass = PAIRED_WITH.get(name, (None, None))
+        if ref in refs:
+            ref_rate, out[name] = paired_rates(refs[ref][ref_pass], one_pass, min_seconds, clock)
             out[name + "_x"] = out[name] / ref_rate
         else:
-            out[name] = rate(one_pass, min_seconds)
+            out[name] = rate(one_pass, min_seconds, clock)
     if "fetch" in out:
         out["fetch_us"] = 1e6 / out.pop("fetch")
+        if "fetch_x" in out:  # as a time: < 1 means faster than LMDB
+            out["fetch_x_lmdb"] = 1 / out.pop("fetch_x")
     if "query" in out:
         out["query_ms"] = 1e3 / out.pop("query")
         out["query_hits"] = len(reader.query(*QUERY))
@@ -639,6 +652,7 @@ def measure_encoding_ingest(data, tmp, pool, args):
     images = list(data.images)
     halves = [images[0::2], images[1::2]]
     path = os.path.join(tmp, f"encode-{data.size}.h5")
+    default_threads = h5store.get_threads()  # set_threads is process-wide: put it back after
 
     def h5store_ingest(threads):
         h5store.set_threads(threads)
@@ -658,7 +672,7 @@ def measure_encoding_ingest(data, tmp, pool, args):
     for rep in range(args.ingest_reps):
         for name in rotated(list(steps), rep):
             times[name].append(seconds(steps[name]))
-    h5store.set_threads(os.cpu_count() or 1)
+    h5store.set_threads(default_threads)
     remove(path)
     return {name: len(data) / median(t) for name, t in times.items()}
 
@@ -672,7 +686,11 @@ def measure_set(data, tmp, pool, args):
     rng = np.random.default_rng(1)
     reps = {c.name: [] for c in contenders}
     opens = {c.name: [] for c in contenders}
-    ceiling = MemoryReader(data)
+    references = {"ceiling": MemoryReader(data)}
+    if LMDB.name in paths:
+        # a copy: LMDB refuses a second handle on one environment in a process
+        shutil.copytree(paths[LMDB.name], paths[LMDB.name] + "-reference")
+        references["lmdb"] = LMDB().open(paths[LMDB.name] + "-reference", data)
     for rep in range(args.reps):
         ids = rng.permutation(len(data)).tolist()  # the same random order for every contender
         for c in rotated(contenders, rep):
@@ -681,9 +699,12 @@ def measure_set(data, tmp, pool, args):
             reader = holder[0]
             if rep == 0:
                 check(reader, data)
-            reps[c.name].append(measure_reader(reader, ceiling, ids, pool, args.min_seconds))
+            reps[c.name].append(measure_reader(reader, references, ids, pool, args.min_seconds))
             reader.close()
         print(f"  {data.size} px: repetition {rep + 1}/{args.reps} done", file=sys.stderr)
+    for r in references.values():
+        r.close()
+    remove(paths.get(LMDB.name, "") + "-reference")
 
     for p in paths.values():
         remove(p)
@@ -754,15 +775,15 @@ def ratio(a, b):
 
 def read_table(r):
     headers = ["store", "read+decode 1 thread (img/s)", "x ceiling", "2 threads (img/s)",
-               "x ceiling", "raw fetch (us)", "sequential scan (img/s)", "x ceiling",
-               "query (ms)", "open (ms)"]
+               "x ceiling", "raw fetch (us)", "fetch time x LMDB's", "sequential scan (img/s)",
+               "x ceiling", "query (ms)", "open (ms)"]
     rows = []
     for name, m in r["stores"].items():
         rows.append([
             name, fmt(m.get("read1")), fmt(m.get("read1_x")), fmt(m.get("read2")),
             fmt(m.get("read2_x")), fmt(m.get("fetch_us")) if name != Ceiling.name else "(list index)",
-            fmt(m.get("scan")), fmt(m.get("scan_x")), fmt(m.get("query_ms"), 3),
-            fmt(m.get("open_ms")),
+            fmt(m.get("fetch_x_lmdb")), fmt(m.get("scan")), fmt(m.get("scan_x")),
+            fmt(m.get("query_ms"), 3), fmt(m.get("open_ms")),
         ])
     return markdown_table(headers, rows)
 
@@ -808,7 +829,10 @@ def report(results, args):
         f"(ingest: {args.ingest_reps}), contender order rotated between repetitions; ingest in "
         f"batches of {args.batch}. 'x ceiling': rate over the ceiling's (imagecodecs decoding the "
         "same bytes from memory), the two timed in alternating passes so both see the same "
-        "machine load; median of the per-repetition ratios. Reads are warm (page cache), every "
+        "machine load; median of the per-repetition ratios (the ceiling's own row, timed against "
+        "itself, shows the noise left). One-thread figures (read, fetch, scan, query) are CPU "
+        "time of the process, so time slices other jobs on this shared machine took do not "
+        "count; two-thread figures and ingest are wall time. Reads are warm (page cache), every "
         "pass keeps its decoded arrays alive until it ends. Query: "
         f"`label == {QUERY[0]} and score >= {QUERY[1]}`; '—' where the store has no such "
         "operation (WebDataset: sequential only).",
@@ -829,8 +853,9 @@ def report(results, args):
             "",
             read_table(r),
             "",
-            f"The ceiling ran {fmt(ceiling['read2'] / ceiling['read1'])} x faster on 2 threads "
-            "than on 1: the share of the 2 cores this run got from the shared machine. h5store "
+            f"The ceiling's 2-thread rate (wall) was {fmt(ceiling['read2'] / ceiling['read1'])} x "
+            "its 1-thread rate (CPU time): how much of a second core this run got from the shared "
+            "machine (2.0 on an idle one). h5store "
             f"`get_batch` (its own thread pool, 2 threads): {fmt(h5.get('read_batch2'))} img/s "
             f"= {fmt(h5.get('read_batch2_x'))} x the ceiling's 2-thread rate.",
             "",

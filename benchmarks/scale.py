@@ -29,6 +29,7 @@ import numpy as np
 
 import h5store
 from _util import (
+    CPU,
     batches,
     command_line,
     fmt,
@@ -68,12 +69,12 @@ def minor_faults():
 
 
 def per_op_us(fn, ids):
-    """Microseconds per call of ``fn`` over ``ids``, with the minor page faults per call.
-    Results are kept alive until the pass ends."""
+    """Microseconds (CPU time, see _util.CPU) per call of ``fn`` over ``ids``, with the minor
+    page faults per call. Results are kept alive until the pass ends."""
     faults = minor_faults()
-    start = time.perf_counter()
+    start = CPU()
     kept = [fn(i) for i in ids]
-    elapsed = time.perf_counter() - start
+    elapsed = CPU() - start
     faults = minor_faults() - faults
     del kept
     return 1e6 * elapsed / len(ids), faults / len(ids)
@@ -132,7 +133,9 @@ def report(results, args):
         "",
         f"A pool of {args.pool:,} distinct payloads reused cyclically; ingest in batches of "
         f"{args.batch:,}. Medians of {args.reps} repetitions, sizes rotated. Reads: {args.reads:,} "
-        "random ids over the whole store on a freshly opened store (warm page cache); '2nd pass' "
+        "random ids over the whole store on a freshly opened store (warm page cache), timed in "
+        "CPU time of the process (other jobs' time slices on this shared machine left out); "
+        "'2nd pass' "
         "repeats the same ids on the same handle. 'x ceiling' is imagecodecs decoding the same "
         f"payloads from memory, over the read+decode time. Query: `label == {QUERY[0]} and "
         f"score >= {QUERY[1]}`.",
