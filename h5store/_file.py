@@ -318,8 +318,9 @@ class WriterFile:
     ) -> None:
         """Replace predicted offsets that do not hold the payload with HDF5's answer."""
         view = mapped.ensure(max(o + len(p) for o, p in zip(offsets, payloads)))
+        # bytes() then ==: a memcmp; comparing a memoryview to bytes goes element by element.
         wrong = [
-            k for k, (o, p) in enumerate(zip(offsets, payloads)) if view[o : o + len(p)] != p
+            k for k, (o, p) in enumerate(zip(offsets, payloads)) if bytes(view[o : o + len(p)]) != p
         ]
         if not wrong:
             return

@@ -121,6 +121,7 @@ class _Batch:
     payloads: list[bytes]
     crcs: list[int]
     new_labels: list[str]
+    codecs: list[Codec] = field(default_factory=list)
 
     def label_name(self, label_id: int, known: list[str]) -> str:
         return known[label_id] if label_id < len(known) else self.new_labels[label_id - len(known)]
@@ -458,7 +459,7 @@ class ImageStore:
             len(imgs), labels, scores, true_labels, ids, sources,
             infos=[(a.shape[0], a.shape[1], 1 if a.ndim == 2 else a.shape[2], a.dtype.name) for a in imgs],
         )
-        codecs = [self._codec_for(batch, k, key) for k, key in enumerate(batch.keys)]
+        codecs = batch.codecs
 
         def encode(k: int) -> tuple[bytes, int]:
             payload = codecs[k].encode(imgs[k])
@@ -496,14 +497,18 @@ class ImageStore:
         label_list = _inputs.as_sequence(labels, n, "labels")
         # The stream's geometry decides the stack, so probe with the class's codec first.
         infos = []
+        codec_of_label: dict[Any, Codec] = {}
         for k, payload in enumerate(payloads):
-            codec = self._probe_codec(label_list[k])
+            label = label_list[k]
+            codec = codec_of_label.get(label) if isinstance(label, (str, int)) else None
+            if codec is None:
+                codec = codec_of_label[label] = self._probe_codec(label)
             try:
                 info = codec.probe(payload)
                 codec.check_image(info.height, info.width, info.channels, info.dtype)
             except CodecError as exc:
                 raise CodecError(f"encoded image {k}: {exc}") from None
-            infos.append((info.height, info.width, info.channels, info.dtype.name))
+            infos.append((info.height, info.width, info.channels, str(info.dtype)))
         batch = self._prepare(n, labels, scores, true_labels, ids, sources, infos=infos)
         batch.payloads = payloads
         batch.crcs = thread_map(zlib.crc32, payloads)
@@ -514,15 +519,22 @@ class ImageStore:
             label = self._labels[label] if 0 <= label < len(self._labels) else None
         return self.codec_of(str(label)) if isinstance(label, (str, np.str_)) else self._default_codec
 
-    def _codec_for(self, batch: _Batch, k: int, key: tuple) -> Codec:
-        label_id, height, width, channels, dtype = key
-        label = batch.label_name(label_id, self._labels)
-        codec = self.codec_of(label)
-        try:
-            codec.check_image(height, width, channels, np.dtype(dtype))
-        except CodecError as exc:
-            raise CodecError(f"image {k} (class {label!r}): {exc}") from None
-        return codec
+    def _codecs_for(self, batch: _Batch) -> list[Codec]:
+        """The codec of every image, each (class, shape, dtype) checked once: can that class's
+        codec hold such images?"""
+        checked: dict[tuple, Codec] = {}
+        for k, key in enumerate(batch.keys):
+            if key in checked:
+                continue
+            label_id, height, width, channels, dtype = key
+            label = batch.label_name(label_id, self._labels)
+            codec = self.codec_of(label)
+            try:
+                codec.check_image(height, width, channels, np.dtype(dtype))
+            except CodecError as exc:
+                raise CodecError(f"image {k} (class {label!r}): {exc}") from None
+            checked[key] = codec
+        return [checked[key] for key in batch.keys]
 
     def _resolve_label(self, value: Any, where: str, new: dict[str, int]) -> int:
         if isinstance(value, (int, np.integer)) and not isinstance(value, bool):
@@ -584,8 +596,7 @@ class ImageStore:
         source_list = _inputs.as_sources(sources, n)
         keys = [(int(label_ids[k]), *infos[k]) for k in range(n)]
         batch = _Batch(label_ids, true_ids, top1, vectors, id_arr, source_list, keys, [], [], list(new))
-        for k, key in enumerate(keys):
-            self._codec_for(batch, k, key)  # every image checked before anything is encoded
+        batch.codecs = self._codecs_for(batch)  # every image checked before anything is encoded
         return batch
 
     # ------------------------------------------------------------------ committing
