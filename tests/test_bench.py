@@ -14,6 +14,7 @@ import h5store
 from h5store import bench
 from h5store.bench.classifier import train_default
 from h5store.bench.inputs import BenchInput, load_input
+from h5store.bench.recommend import size_at_ssim
 from h5store.bench.runner import measure_cell
 from h5store.bench.timing import BlockTimer, block_plan
 from h5store.cli import main
@@ -96,16 +97,33 @@ def test_jpegxl_is_smaller_than_jpeg_at_the_same_ssim():
     result = bench.run(n=24, seed=3, codecs=[], grid={"jpeg": jpeg_grid, jxl: type(
         h5store.get_codec(jxl)).bench_grid}, progress=False)
     jpeg = sorted((c for c in result.cells if c.codec == "jpeg"), key=lambda c: c.ssim_mean)
-    ssim = np.array([c.ssim_mean for c in jpeg])
-    log_bytes = np.log([c.bytes_per_image for c in jpeg])
-    assert np.all(np.diff(log_bytes) > 0), "JPEG's size must grow with its SSIM"
-    matched = [c for c in result.cells if c.codec == jxl and not c.lossless
-               and ssim[0] <= c.ssim_mean <= ssim[-1]]
-    assert matched, ("no lossy JPEG XL setting inside JPEG's SSIM range "
-                     f"{ssim[0]:.3f}-{ssim[-1]:.3f}", result.cells, result.skipped)
-    for cell in matched:
-        jpeg_bytes = math.exp(np.interp(cell.ssim_mean, ssim, log_bytes))
+    assert all(a.bytes_per_image < b.bytes_per_image for a, b in zip(jpeg, jpeg[1:])), \
+        "JPEG's size must grow with its SSIM"
+    matched = [(c, size_at_ssim(result.cells, "jpeg", c.ssim_mean)) for c in result.cells
+               if c.codec == jxl and not c.lossless]
+    matched = [(c, jpeg_bytes) for c, jpeg_bytes in matched if jpeg_bytes is not None]
+    assert matched, ("no lossy JPEG XL setting inside JPEG's SSIM range", result.cells,
+                     result.skipped)
+    for cell, jpeg_bytes in matched:
         assert cell.bytes_per_image < jpeg_bytes, (cell.name, cell.bytes_per_image, jpeg_bytes)
+
+
+def _cell(codec, ssim, size, lossless=False):
+    return bench.CellResult(
+        codec=codec, setting=f"s{ssim}", config={"id": codec}, lossless=lossless, images=1,
+        bytes_per_image=size, bits_per_pixel=1.0, ratio=1.0, encode_mpx_s=1.0,
+        encode_mpx_s_2t=1.0, decode_mpx_s=1.0, decode_mpx_s_2t=1.0, psnr_mean=30.0,
+        psnr_min=30.0, ssim_mean=ssim, ssim_min=ssim, ssim_images=1,
+        max_abs_error=0 if lossless else 9, exact_images=0)
+
+
+def test_size_at_ssim_interpolates_log_size_inside_the_measured_range_only():
+    cells = [_cell("a", 0.90, 1000.0), _cell("a", 0.95, 4000.0), _cell("a", 1.0, 9e9, True),
+             _cell("b", 0.93, 10.0)]
+    assert size_at_ssim(cells, "a", 0.925) == pytest.approx(2000.0)  # geometric midpoint
+    assert size_at_ssim(cells, "a", 0.90) == pytest.approx(1000.0)
+    assert size_at_ssim(cells, "a", 0.96) is None  # lossless settings are not a curve point
+    assert size_at_ssim(cells, "b", 0.93) is None  # one setting: no curve
 
 
 def test_default_classifier_learns_the_classes_and_not_noise():
@@ -176,6 +194,7 @@ def test_outputs_are_written_and_agree_with_the_result(small_run):
     with open(files["markdown"]) as f:
         text = f.read()
     assert "| codec | setting | bytes/img" in text and "**recommended**" in text
+    assert "Bytes per image at equal SSIM" in text and "| SSIM | " in text
     assert small_run.recommendation.message in text
     with open(files["plot"], "rb") as f:
         assert f.read(8) == b"\x89PNG\r\n\x1a\n"

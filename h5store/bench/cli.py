@@ -75,6 +75,9 @@ def cmd_bench(args: argparse.Namespace) -> int:
     else:
         print(report.markdown_table(result))
         print()
+        equal = report.equal_ssim_table(result)
+        if equal:
+            print(f"{report.EQUAL_SSIM_CAPTION}\n{equal}\n")
         print("\n".join(report.summary_lines(result)))
         print(f"Results: {', '.join(result.files.values())}")
         print()

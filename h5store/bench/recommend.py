@@ -8,6 +8,8 @@ from collections.abc import Sequence
 from dataclasses import dataclass
 from typing import Any
 
+import numpy as np
+
 from h5store import InvalidInputError
 from .results import CellResult
 
@@ -122,6 +124,18 @@ def recommend(cells: Sequence[CellResult], floors: Floors, prefer: str = "smalle
         meeting=len(ok),
         measured=len(cells),
     )
+
+
+def size_at_ssim(cells: Sequence[CellResult], codec: str, ssim: float) -> float | None:
+    """Bytes per image ``codec``'s lossy settings would take at mean SSIM ``ssim``: log size
+    interpolated linearly between its two settings around it; None outside its measured range
+    (no extrapolation) or if it has fewer than two lossy settings."""
+    points = sorted((c.ssim_mean, math.log(c.bytes_per_image)) for c in cells
+                    if c.codec == codec and not c.lossless and not c.violation
+                    and c.ssim_mean is not None and c.max_abs_error)
+    if len(points) < 2 or not points[0][0] <= ssim <= points[-1][0]:
+        return None
+    return math.exp(float(np.interp(ssim, [p[0] for p in points], [p[1] for p in points])))
 
 
 def pareto_front(cells: Sequence[CellResult]) -> list[CellResult]:

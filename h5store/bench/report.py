@@ -8,11 +8,14 @@ import csv
 import json
 import math
 import os
+from collections import Counter
 from collections.abc import Callable
 from typing import Any
 
+import numpy as np
+
 from h5store import InvalidInputError
-from .recommend import pareto_front
+from .recommend import pareto_front, size_at_ssim
 from .results import BenchResult, CellResult
 
 FILES = {"json": "bench.json", "csv": "bench.csv", "markdown": "bench.md", "plot": "bench.png"}
@@ -109,6 +112,25 @@ def markdown_table(result: BenchResult) -> str:
     return "\n".join(lines)
 
 
+def equal_ssim_table(result: BenchResult, levels: int = 4) -> str:
+    """Bytes per image of each lossy codec at a few common SSIM values, interpolated between
+    its settings: the fair way to say which codec is smaller. Empty without two such codecs."""
+    lossy = [c for c in result.cells if not c.lossless and c.ssim_mean is not None
+             and c.max_abs_error and not c.violation]
+    counts = Counter(c.codec for c in lossy)
+    codecs = [codec for codec, count in counts.items() if count >= 2]  # one point: no curve
+    if len(codecs) < 2:
+        return ""
+    ssims = [c.ssim_mean for c in lossy if c.codec in codecs]
+    targets = np.round(np.linspace(min(ssims), max(ssims), levels + 2)[1:-1], 3)
+    header = ["SSIM", *codecs]
+    lines = ["| " + " | ".join(header) + " |", "|" + "|".join("---" for _ in header) + "|"]
+    for target in targets:
+        sizes = [size_at_ssim(lossy, codec, float(target)) for codec in codecs]
+        lines.append("| " + " | ".join([f"{target:.3f}", *(_num(",.0f")(s) for s in sizes)]) + " |")
+    return "\n".join(lines)
+
+
 def summary_lines(result: BenchResult) -> list[str]:
     """The facts around the table: input, timing, classifier, settings skipped."""
     meta, clf = result.meta, result.classifier
@@ -133,9 +155,16 @@ def summary_lines(result: BenchResult) -> list[str]:
     return lines
 
 
+EQUAL_SSIM_CAPTION = ("Bytes per image at equal SSIM (each lossy codec's size interpolated "
+                      "between its settings; - where its settings do not reach):")
+
+
 def markdown_report(result: BenchResult) -> str:
     bullets = "\n".join(f"- {line}" for line in summary_lines(result))
     text = f"# Codec benchmark\n\n{bullets}\n\n{markdown_table(result)}\n"
+    equal = equal_ssim_table(result)
+    if equal:
+        text += f"\n{EQUAL_SSIM_CAPTION}\n\n{equal}\n"
     if result.recommendation is not None:
         text += f"\n```text\n{result.recommendation.message}\n```\n"
     return text
