@@ -12,6 +12,8 @@ from .results import BenchResult, CellResult
 # Marker area (points^2) of a setting decoding at SPEED_REF MP/s on one thread; area grows with
 # the square root of the speed so that 20 and 2000 MP/s both stay readable.
 AREA_REF, SPEED_REF = 60.0, 100.0
+#: Shapes as well as colours tell codecs apart (14 and more are registered).
+MARKERS = "os^DvPXhp<>H8d"
 
 
 def _area(speed: float | None) -> float:
@@ -39,13 +41,15 @@ def pareto_plot(result: BenchResult, path: str) -> None:
     handles = [Line2D([], [], color="0.6", lw=6, alpha=0.35, label="Pareto front")]
     for k, (codec, group) in enumerate(by_codec.items()):
         group.sort(key=lambda c: c.bytes_per_image)
-        colour = colours[k % len(colours)]
-        xs, ys = [c.bytes_per_image for c in group], [c.ssim_mean for c in group]
-        ax.plot(xs, ys, "-", color=colour, alpha=0.7, lw=1.2, zorder=2)
-        ax.scatter(xs, ys, s=[_area(c.decode_mpx_s) for c in group], color=colour,
+        colour, marker = colours[k % len(colours)], MARKERS[k % len(MARKERS)]
+        curve = [c for c in group if c.max_abs_error]  # a quality curve joins lossy settings only
+        ax.plot([c.bytes_per_image for c in curve], [c.ssim_mean for c in curve], "-",
+                color=colour, alpha=0.7, lw=1.2, zorder=2)
+        ax.scatter([c.bytes_per_image for c in group], [c.ssim_mean for c in group],
+                   s=[_area(c.decode_mpx_s) for c in group], color=colour, marker=marker,
                    edgecolor="black", linewidth=0.4, zorder=3)
-        handles.append(Line2D([], [], ls="-", marker="o", color=colour, markeredgecolor="black",
-                              markeredgewidth=0.4, label=codec))
+        handles.append(Line2D([], [], ls="-", marker=marker, color=colour,
+                              markeredgecolor="black", markeredgewidth=0.4, label=codec))
         for c in group:
             if c.violation:
                 ax.annotate("violation", (c.bytes_per_image, c.ssim_mean), color="red", fontsize=7)
