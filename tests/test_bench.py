@@ -341,3 +341,21 @@ def test_ssim_is_scikit_images_over_the_first_ssim_images_and_the_rest_over_all(
     assert cell.psnr_mean == pytest.approx(np.mean(psnr), abs=1e-9)
     assert cell.max_abs_error == max(int(np.abs(a.astype(int) - b).max())
                                      for a, b in zip(inp.images, decoded))
+
+
+class _BrokenCodec(_LyingCodec):
+    codec_id = "broken"
+
+    def encode(self, image):
+        raise RuntimeError("encoder crashed")
+
+
+def test_a_codec_that_crashes_is_reported_as_failed_and_a_broken_predict_raises():
+    inp = load_input(None, n=4, size=32)
+    with BlockTimer(repeats=1) as timer:
+        with pytest.raises(bench.runner.CodecFailure, match="RuntimeError: encoder crashed"):
+            measure_cell(_BrokenCodec(), "default", inp, timer)
+        reference = np.zeros(4)
+        with pytest.raises(h5store.InvalidInputError, match="one label per image"):
+            measure_cell(h5store.get_codec("jpeg"), "q", inp, timer,
+                         predict=lambda images: [0], reference=reference)

@@ -24,6 +24,11 @@ from .timing import BlockTimer
 Grid = Mapping[str, Sequence[Mapping[str, Any]]]
 
 
+class CodecFailure(CodecError):
+    """A codec's encode or decode raised on an image it had accepted (a bug in the codec): the
+    benchmark records the setting as failed and goes on with the others."""
+
+
 def setting_name(params: Mapping[str, Any]) -> str:
     return " ".join(f"{k}={v}" for k, v in params.items()) or "default"
 
@@ -75,11 +80,14 @@ def measure_cell(codec: Codec, setting: str, inp: BenchInput, timer: BlockTimer,
     started = time.perf_counter()
     images = inp.images
     pixels = [im.shape[0] * im.shape[1] for im in images]
-    payloads, enc = timer.map(codec.encode, images, pixels)
-    decoded, dec = timer.map(
-        lambda k: np.asarray(codec.decode(payloads[k], images[k].shape, images[k].dtype)),
-        range(len(images)), pixels,
-    )
+    try:
+        payloads, enc = timer.map(codec.encode, images, pixels)
+        decoded, dec = timer.map(
+            lambda k: np.asarray(codec.decode(payloads[k], images[k].shape, images[k].dtype)),
+            range(len(images)), pixels,
+        )
+    except Exception as exc:  # noqa: BLE001 - whatever a codec's own code raises
+        raise CodecFailure(f"{type(exc).__name__}: {exc}") from exc
     violation = _shape_violation(images, decoded)
     fid = None
     if violation is None:
@@ -180,9 +188,8 @@ def run(source: Any = None, *, n: int = 500, size: int | None = None, seed: int 
             try:
                 cells.append(measure_cell(codec, setting, inp, timer, judge, reference,
                                           ssim_images))
-            except Exception as exc:  # noqa: BLE001 - a codec's own failure must not end the run
-                skipped.append(Skipped(codec.codec_id, setting,
-                                       f"failed: {type(exc).__name__}: {exc}"))
+            except CodecFailure as exc:  # one broken codec must not end the run
+                skipped.append(Skipped(codec.codec_id, setting, f"failed: {exc}"))
     meta = _meta(inp, seed, repeats, started)
     meta["ssim_images"] = min(len(inp), ssim_images or len(inp))
     result = BenchResult(cells, skipped, classifier, meta)
