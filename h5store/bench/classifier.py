@@ -35,8 +35,11 @@ class TrainedClassifier:
     classes: list[str]
 
 
-def features(images: Sequence[np.ndarray]) -> np.ndarray:
-    """(N, F) float32 features; images of one shape are processed as one batch."""
+def features(images: np.ndarray | Sequence[np.ndarray]) -> np.ndarray:
+    """(N, F) float32 features of an (N, H, W[, C]) array or a list of images (those of one
+    shape are processed as one batch)."""
+    if isinstance(images, np.ndarray):
+        return _batch_features(images)
     out = np.empty((len(images), _feature_count()), dtype=np.float32)
     groups: dict[tuple, list[int]] = {}
     for k, image in enumerate(images):
@@ -115,7 +118,7 @@ def train_default(images: Sequence[np.ndarray], labels: Sequence[str] | None,
     _, test_counts = np.unique(y_test, return_counts=True)
 
     def predict(batch: Any) -> np.ndarray:
-        return model.predict(features(list(batch)))
+        return model.predict(features(batch))
 
     return TrainedClassifier(
         predict=predict,
