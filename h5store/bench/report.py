@@ -134,8 +134,11 @@ def equal_ssim_table(result: BenchResult, levels: int = 4) -> str:
 def summary_lines(result: BenchResult) -> list[str]:
     """The facts around the table: input, timing, classifier, settings skipped."""
     meta, clf = result.meta, result.classifier
+    load = meta.get("load_average")
     lines = [f"Input: {meta['input']}; {len(result.cells)} settings measured in "
-             f"{meta['seconds']:.0f} s on {meta['cpus']} cores. Size, speed, PSNR and max error "
+             f"{meta['seconds']:.0f} s on {meta['cpus']} cores"
+             + ("" if load is None else f" (load average {load:.1f} at the end)") +
+             ". Size, speed, PSNR and max error "
              f"over all {meta['images']} images, SSIM over the first {meta['ssim_images']} (the "
              "same for every setting); MP/s = megapixels per second."]
     if clf.kind == "default":

@@ -214,6 +214,8 @@ def _meta(inp: BenchInput, seed: int, repeats: int, started: float) -> dict[str,
         "repeats": repeats,
         "seconds": time.perf_counter() - started,
         "cpus": os.cpu_count(),
+        # Other processes' load is why speeds on a shared machine vary from run to run.
+        "load_average": os.getloadavg()[0] if hasattr(os, "getloadavg") else None,
         "machine": f"{platform.machine()} {platform.system()} {platform.release()}",
         "versions": {"h5store": h5store.__version__, "imagecodecs": imagecodecs.__version__,
                      "numpy": np.__version__, "python": platform.python_version()},
