@@ -498,6 +498,7 @@ class ImageStore:
         # The stream's geometry decides the stack, so probe with the class's codec first.
         infos = []
         codec_of_label: dict[Any, Codec] = {}
+        checked: dict[tuple, tuple[int, int, int, str]] = {}  # each geometry checked once
         for k, payload in enumerate(payloads):
             label = label_list[k]
             codec = codec_of_label.get(label) if isinstance(label, (str, int)) else None
@@ -505,10 +506,14 @@ class ImageStore:
                 codec = codec_of_label[label] = self._probe_codec(label)
             try:
                 info = codec.probe(payload)
-                codec.check_image(info.height, info.width, info.channels, info.dtype)
+                key = (codec.codec_id, info.height, info.width, info.channels, info.dtype)
+                geometry = checked.get(key)
+                if geometry is None:
+                    codec.check_image(info.height, info.width, info.channels, info.dtype)
+                    geometry = checked[key] = (info.height, info.width, info.channels, info.dtype.name)
             except CodecError as exc:
                 raise CodecError(f"encoded image {k}: {exc}") from None
-            infos.append((info.height, info.width, info.channels, str(info.dtype)))
+            infos.append(geometry)
         batch = self._prepare(n, labels, scores, true_labels, ids, sources, infos=infos)
         batch.payloads = payloads
         batch.crcs = thread_map(zlib.crc32, payloads)

@@ -28,6 +28,7 @@ SUBSAMPLINGS = ("444", "422", "420")
 # Start-of-frame markers libjpeg decodes into 8-bit samples: baseline, extended sequential and
 # progressive Huffman coding. Lossless, hierarchical and arithmetic-coded frames are refused.
 _DECODABLE_SOF = {0xC0: "baseline", 0xC1: "extended", 0xC2: "progressive"}
+_UINT8 = np.dtype("uint8")
 _OTHER_SOF = {0xC3, 0xC5, 0xC6, 0xC7, 0xC9, 0xCA, 0xCB, 0xCD, 0xCE, 0xCF}
 
 
@@ -72,7 +73,7 @@ def parse_jpeg_header(data: bytes) -> ImageInfo:
                 raise CodecError("JPEG stream does not declare its height and width")
             if components not in (1, 3):
                 raise CodecError(f"JPEG stream has {components} components; 1 or 3 are stored")
-            info = ImageInfo(height, width, components, np.dtype("uint8"))
+            info = ImageInfo(height, width, components, _UINT8)
         elif marker in _OTHER_SOF:
             raise CodecError(f"JPEG coding process 0xFF{marker:02X} is not decodable by filter 32019")
         elif marker == 0xDA:  # start of scan: entropy-coded data follows
