@@ -65,7 +65,8 @@ def _batch_features(batch: np.ndarray) -> np.ndarray:
     n, h, w, _ = rgb.shape
     gh, gw = min(THUMB, h), min(THUMB, w)
     bh, bw = h // gh, w // gw
-    rows = rgb[:, : gh * bh, : gw * bw].reshape(n, gh, bh, gw * bw * 3).sum(axis=2, dtype=np.float32)
+    rows = rgb[:, : gh * bh, : gw * bw].reshape(n, gh, bh, gw * bw * 3)
+    rows = rows.sum(axis=2, dtype=np.float32)
     blocks = rows.reshape(n, gh, gw, bw * 3)
     thumb = np.zeros((n, THUMB, THUMB, 3), dtype=np.float32)
     for c in range(3):
@@ -73,7 +74,9 @@ def _batch_features(batch: np.ndarray) -> np.ndarray:
     # Histograms on every fourth pixel: the colour distribution needs no more.
     coarse = rgb[:, ::4, ::4].reshape(n, -1, 3)
     bins = (coarse.astype(np.float32) * (scale * HIST_BINS / 256.0)).astype(np.int32)
-    bins += HIST_BINS * np.arange(3, dtype=np.int32) + 3 * HIST_BINS * np.arange(n, dtype=np.int32)[:, None, None]
+    # One bincount for all: image k, channel c, bin b counts at k * 3 * BINS + c * BINS + b.
+    bins += HIST_BINS * np.arange(3, dtype=np.int32)
+    bins += 3 * HIST_BINS * np.arange(n, dtype=np.int32)[:, None, None]
     hist = np.bincount(bins.ravel(), minlength=n * 3 * HIST_BINS).reshape(n, 3 * HIST_BINS)
     hist = hist.astype(np.float32) / coarse.shape[1]
     # Gradients of the green channel (most of luma) at full resolution, in 8-bit steps.

@@ -33,7 +33,8 @@ class Floors:
                 continue
             if isinstance(value, bool) or not isinstance(value, (int, float)) \
                     or not low <= value <= high:
-                raise InvalidInputError(f"{name} must be a number in [{low}, {high}], got {value!r}")
+                raise InvalidInputError(
+                    f"{name} must be a number in [{low}, {high}], got {value!r}")
 
     def failures(self, cell: CellResult) -> list[str]:
         """Why ``cell`` misses the floors (empty when it meets them all)."""
@@ -93,7 +94,8 @@ class Recommendation:
 
 
 def describe_cell(cell: CellResult) -> str:
-    ssim = "exact" if cell.max_abs_error == 0 else f"SSIM {cell.ssim_mean:.4f}, PSNR {cell.psnr_mean:.1f} dB"
+    ssim = ("exact" if cell.max_abs_error == 0
+            else f"SSIM {cell.ssim_mean:.4f}, PSNR {cell.psnr_mean:.1f} dB")
     speed = "" if cell.decode_mpx_s is None else f", decodes {cell.decode_mpx_s:.0f} MP/s"
     return (f"{cell.name} -- {cell.bytes_per_image / 1000:.1f} kB/image "
             f"({cell.bits_per_pixel:.2f} bpp, {cell.ratio:.1f}:1), {ssim}{speed}")
@@ -108,7 +110,8 @@ def check_prefer(prefer: str) -> None:
         raise InvalidInputError(f"prefer must be one of {PREFERENCES}, got {prefer!r}")
 
 
-def recommend(cells: Sequence[CellResult], floors: Floors, prefer: str = "smallest") -> Recommendation:
+def recommend(cells: Sequence[CellResult], floors: Floors,
+              prefer: str = "smallest") -> Recommendation:
     """Among the cells meeting ``floors``: the smallest (ties: faster decode) and the fastest to
     decode on one thread (ties: smaller); ``prefer`` says which is the answer."""
     check_prefer(prefer)

@@ -99,7 +99,8 @@ class BenchResult:
         return {
             "meta": self.meta,
             "classifier": asdict(self.classifier),
-            "recommendation": None if self.recommendation is None else self.recommendation.to_dict(),
+            "recommendation": (None if self.recommendation is None
+                               else self.recommendation.to_dict()),
             "cells": [c.to_dict() for c in self.cells],
             "skipped": [asdict(s) for s in self.skipped],
         }
