@@ -31,6 +31,7 @@ import h5py
 import numpy as np
 
 from . import format as fmt
+from ._parallel import get_threads
 from ._superblock import SWMR_WRITE_FLAG, clear_writer_flags, writer_flags
 from .errors import (
     FormatError,
@@ -191,12 +192,17 @@ def open_for_reading(path: str) -> h5py.File:
         delay = min(delay * 2, 0.1)
 
 
-def read_committed_rows(f: h5py.File) -> np.ndarray:
+def read_committed_rows(f: h5py.File, mapped: MappedFile | None = None) -> np.ndarray:
     # Tail first: the writer only ever empties or overwrites tail rows after the rows it moves
     # have landed in /index, so a reader racing it sees every committed row at least once
     # (copies are dropped by id).
     tail = f[fmt.INDEX_TAIL][()]
-    return fmt.committed_rows(f[fmt.INDEX][()], tail)
+    read_bytes = None
+    if mapped is not None:
+        def read_bytes(offset: int, size: int) -> bytes:
+            return mapped.ensure(offset + size)[offset : offset + size]
+    index = fmt.read_index_rows(f, read_bytes, threads=get_threads())
+    return fmt.committed_rows(index, tail)
 
 
 # --------------------------------------------------------------------------- writing

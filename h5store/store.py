@@ -194,7 +194,10 @@ class ImageStore:
                 )
             )
         self._stack_ids = {s.key: k for k, s in enumerate(self._stacks)}
-        self._index = Index(read_committed_rows(f))
+        if self._mapped is not None:
+            self._mapped.close()
+        self._mapped = MappedFile(self.path)
+        self._index = Index(read_committed_rows(f, self._mapped), adopt=True)
         if len(self._index):
             lengths = np.zeros(len(self._stacks), dtype=np.int64)
             np.maximum.at(lengths, self._index.column("stack").astype(np.int64),
@@ -202,9 +205,6 @@ class ImageStore:
             for stack, length in zip(self._stacks, lengths.tolist()):
                 stack.length = length
         self._decoders = [stack.decode for stack in self._stacks]
-        if self._mapped is not None:
-            self._mapped.close()
-        self._mapped = MappedFile(self.path)
         self._check_offset_sample()
 
     def _check_offset_sample(self, samples: int = 8) -> None:
