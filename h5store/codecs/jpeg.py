@@ -94,7 +94,7 @@ class JpegCodec(Codec):
     channels = frozenset({1, 3})
     takes_quality = True
     max_side = 65535
-    bench_grid = (*({"quality": q} for q in (50, 70, 80, 90, 95)), {"quality": 90, "optimize": True})
+    bench_grid = (*({"quality": q} for q in (50, 70, 80, 90, 95, 98)), {"quality": 90, "optimize": True})
 
     def __init__(self, quality: int = 90, subsampling: str = "420", optimize: bool = False):
         self.quality = check_quality(quality)

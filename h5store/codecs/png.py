@@ -50,7 +50,7 @@ class PngCodec(Codec):
     mime_type = "image/png"
     dtypes = frozenset({"uint8", "uint16"})
     channels = frozenset({1, 3, 4})
-    bench_grid = ({"level": 1}, {"level": 6}, {"level": 9})
+    bench_grid = ({"level": 1}, {"level": 6})  # level 9: +18 s of a 3-minute grid for 0.6 % smaller
 
     def __init__(self, level: int = 6):
         self.level = check_level(level, 0, 9)
