@@ -13,6 +13,7 @@ import functools
 import json
 import os
 import random
+import warnings
 import zlib
 from collections.abc import Iterator, Sequence
 from dataclasses import dataclass, field
@@ -155,7 +156,7 @@ class ImageStore:
                 fmt.check_root(self._reader, self.path)
                 self._load(self._reader)
             except BaseException:
-                self._reader.close()
+                self._release()
                 raise
         else:
             self._writer = WriterFile(self.path, self.mode)
@@ -167,7 +168,7 @@ class ImageStore:
                     f.flush()
                 self._load(self._writer.f)
             except BaseException:
-                self._writer.close()
+                self._release()
                 raise
             self._log_ready = False
             self._dirty_labels: set[int] = set()
@@ -258,6 +259,15 @@ class ImageStore:
     def __enter__(self) -> ImageStore:
         return self
 
+    def __del__(self) -> None:
+        # Like an unclosed file: finish the write session and release the lock, and say so.
+        if getattr(self, "_mapped", None) is not None:
+            warnings.warn(f"h5store: {self.path} was not closed; closing it now", ResourceWarning, stacklevel=2)
+            try:
+                self.close()
+            except Exception:  # during interpreter shutdown h5py may already be gone
+                pass
+
     def __exit__(self, *exc_info) -> None:
         self.close()
 
@@ -277,12 +287,17 @@ class ImageStore:
             if self._writer is not None and (self._log_ready or self._dirty_labels):
                 self._finish_writing()
         finally:
-            if self._writer is not None:
-                self._writer.close()
-                self._writer = None
-            if self._reader is not None:
-                self._reader.close()
-                self._reader = None
+            self._release()
+
+    def _release(self) -> None:
+        """Close the HDF5 handle, the writer lock and the memory map, whatever state they are in."""
+        if self._writer is not None:
+            self._writer.close()
+            self._writer = None
+        if self._reader is not None:
+            self._reader.close()
+            self._reader = None
+        if self._mapped is not None:
             self._mapped.close()
             self._mapped = None
 

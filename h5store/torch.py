@@ -98,6 +98,17 @@ class ImageStoreDataset(Dataset):
         images = self._handle().get_batch(self.ids[list(ks)])
         return [self._item(k, image) for k, image in zip(ks, images)]
 
+    def close(self) -> None:
+        """Close this process's read handle (reopened on the next access)."""
+        if self._store is not None:
+            self._store.close()
+            self._store = None
+
+    def __del__(self) -> None:
+        # The handle is the dataset's own, opened lazily per process: closing it is routine.
+        if getattr(self, "_store", None) is not None and self._pid == os.getpid():
+            self.close()
+
     def __getstate__(self) -> dict[str, Any]:
         state = self.__dict__.copy()
         state["_store"] = None

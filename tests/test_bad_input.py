@@ -1,8 +1,10 @@
 """Bad input gets a clear error from h5store's hierarchy and leaves the file byte-for-byte as
 it was (DESIGN section 5)."""
 
-import imagecodecs
+from pathlib import Path
+
 import h5py
+import imagecodecs
 import numpy as np
 import pytest
 from conftest import file_digest, photo_crops
@@ -171,13 +173,12 @@ def test_newer_major_version_is_refused_minor_is_read(filled_store):
 
 
 def test_truncated_file(filled_store):
-    data = open(filled_store, "rb").read()
-    with open(filled_store, "wb") as fh:
-        fh.write(data[: len(data) // 2])
+    data = Path(filled_store).read_bytes()
+    Path(filled_store).write_bytes(data[: len(data) // 2])
     for mode in ("r", "a"):
         with pytest.raises(h5store.FormatError, match="truncated"):
             h5store.open(filled_store, mode)
-    assert open(filled_store, "rb").read() == data[: len(data) // 2]
+    assert Path(filled_store).read_bytes() == data[: len(data) // 2]
 
 
 def test_flipped_bytes_are_named_by_verify_and_the_rest_stays_readable(store_path):

@@ -7,6 +7,7 @@ import subprocess
 import sys
 import textwrap
 import time
+from pathlib import Path
 
 import numpy as np
 import pytest
@@ -56,12 +57,11 @@ def replay(seed: int, batches: int) -> dict[int, np.ndarray]:
 @pytest.mark.parametrize("trial", range(int(os.environ.get("H5STORE_CRASH_TRIALS", "6"))))
 def test_kill_9_during_ingest_loses_at_most_the_batch_in_flight(tmp_path, trial):
     path, log = str(tmp_path / "crash.h5"), str(tmp_path / "committed.log")
-    proc = subprocess.Popen([sys.executable, "-c", WRITER, path, log, str(trial)], stdout=subprocess.PIPE)
-    assert proc.stdout.readline().strip() == b"ready"
-    time.sleep(random.Random(trial).uniform(0.2, 2.0))
-    proc.kill()
-    proc.wait()
-    committed = [json.loads(line) for line in open(log)] if os.path.exists(log) else []
+    with subprocess.Popen([sys.executable, "-c", WRITER, path, log, str(trial)], stdout=subprocess.PIPE) as proc:
+        assert proc.stdout.readline().strip() == b"ready"
+        time.sleep(random.Random(trial).uniform(0.2, 2.0))
+        proc.kill()
+    committed = [json.loads(line) for line in Path(log).read_text().splitlines()] if os.path.exists(log) else []
     expected = replay(trial, len(committed))
     in_flight = len(replay(trial, len(committed) + 1)) - len(expected)
     with h5store.open(path, "a") as store:  # recovers what the dead writer left
