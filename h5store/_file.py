@@ -298,21 +298,17 @@ class WriterFile:
             ds = self._stack_handles[stack_id] = self.f[path]
         return ds
 
-    def write_chunks(
-        self, stack: h5py.Dataset, positions: Sequence[int], payloads: Sequence[bytes]
-    ) -> list[int]:
-        """Direct-write one payload per position; return each chunk's predicted file offset
-        (to be confirmed with :meth:`confirm_offsets` after a flush)."""
-        end = max(positions) + 1
-        if stack.shape[0] < end:
-            stack.resize(end, axis=0)
-        fid, dsid = self.f.id, stack.id
-        rest = (0,) * (stack.ndim - 1)
-        offsets = []
-        for position, payload in zip(positions, payloads):
-            offsets.append(fid.get_filesize())
-            dsid.write_direct_chunk((position, *rest), payload)
-        return offsets
+    @staticmethod
+    def extend_stack(stack: h5py.Dataset, length: int) -> None:
+        if stack.shape[0] < length:
+            stack.resize(length, axis=0)
+
+    def write_chunk(self, stack: h5py.Dataset, position: int, payload: bytes) -> int:
+        """Direct-write one payload; return its predicted file offset (to be confirmed with
+        :meth:`confirm_offsets` after a flush)."""
+        offset = self.f.id.get_filesize()
+        stack.id.write_direct_chunk((position,) + (0,) * (stack.ndim - 1), payload)
+        return offset
 
     def confirm_offsets(
         self,

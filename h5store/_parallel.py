@@ -9,7 +9,7 @@ from __future__ import annotations
 
 import os
 import threading
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Iterator, Sequence
 from concurrent.futures import ThreadPoolExecutor
 from typing import TypeVar
 
@@ -72,3 +72,23 @@ def thread_map(fn: Callable[[T], R], items: Sequence[T]) -> list[R]:
     for fut in futures:
         out.extend(fut.result())
     return out
+
+
+def thread_imap(fn: Callable[[T], R], items: Sequence[T], chunk: int = 16) -> Iterator[R]:
+    """``fn`` over ``items`` on the pool, yielded in order as they complete, so the caller can
+    consume early results (write them to the file) while the pool computes the rest."""
+    n = len(items)
+    if _threads <= 1 or n <= chunk:
+        yield from map(fn, items)
+        return
+    pool = _get_pool()
+    futures = [
+        pool.submit(lambda start=start: [fn(x) for x in items[start : start + chunk]])
+        for start in range(0, n, chunk)
+    ]
+    try:
+        for fut in futures:
+            yield from fut.result()
+    finally:
+        for fut in futures:
+            fut.cancel()

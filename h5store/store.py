@@ -15,7 +15,7 @@ import os
 import random
 import warnings
 import zlib
-from collections.abc import Iterator, Sequence
+from collections.abc import Iterable, Iterator, Sequence
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -26,7 +26,7 @@ from . import _inputs
 from . import format as fmt
 from ._file import MODES, MappedFile, WriterFile, open_for_reading, read_committed_rows
 from ._imaging import contact_sheet
-from ._parallel import thread_map
+from ._parallel import thread_imap, thread_map
 from .codecs import Codec, codec_from_config, get_codec, image_shape
 from .errors import (
     ClosedStoreError,
@@ -119,8 +119,6 @@ class _Batch:
     ids: np.ndarray
     sources: list[str] | None
     keys: list[tuple[int, int, int, int, str]]
-    payloads: list[bytes]
-    crcs: list[int]
     new_labels: list[str]
     codecs: list[Codec] = field(default_factory=list)
 
@@ -480,10 +478,7 @@ class ImageStore:
             payload = codecs[k].encode(imgs[k])
             return payload, zlib.crc32(payload)
 
-        encoded = thread_map(encode, range(len(imgs)))
-        batch.payloads = [p for p, _ in encoded]
-        batch.crcs = [c for _, c in encoded]
-        return self._commit(batch)
+        return self._commit(batch, thread_imap(encode, range(len(imgs))))
 
     def add_encoded(self, data: bytes, *, label: str | int, score: float | Sequence[float] | None = None,
                     true_label: str | int | None = None, id: int | None = None, source: str | None = None) -> int:
@@ -530,9 +525,7 @@ class ImageStore:
                 raise CodecError(f"encoded image {k}: {exc}") from None
             infos.append(geometry)
         batch = self._prepare(n, labels, scores, true_labels, ids, sources, infos=infos)
-        batch.payloads = payloads
-        batch.crcs = thread_map(zlib.crc32, payloads)
-        return self._commit(batch)
+        return self._commit(batch, zip(payloads, thread_map(zlib.crc32, payloads)))
 
     def _probe_codec(self, label: Any) -> Codec:
         if isinstance(label, (int, np.integer)) and not isinstance(label, bool):
@@ -615,7 +608,7 @@ class ImageStore:
                 raise DuplicateIdError(f"id {int(taken[0])} is already used in the store (ids are never reused)")
         source_list = _inputs.as_sources(sources, n)
         keys = [(int(label_ids[k]), *infos[k]) for k in range(n)]
-        batch = _Batch(label_ids, true_ids, top1, vectors, id_arr, source_list, keys, [], [], list(new))
+        batch = _Batch(label_ids, true_ids, top1, vectors, id_arr, source_list, keys, list(new))
         batch.codecs = self._codecs_for(batch)  # every image checked before anything is encoded
         return batch
 
@@ -626,7 +619,8 @@ class ImageStore:
             self._writer.load_row_log(self._index.take())
             self._log_ready = True
 
-    def _commit(self, batch: _Batch) -> np.ndarray:
+    def _commit(self, batch: _Batch, encoded: Iterable[tuple[bytes, int]]) -> np.ndarray:
+        """Write a prepared batch whose (payload, crc32) pairs ``encoded`` yields in order."""
         w = self._writer
         self._ensure_log_ready()
         f = self._file
@@ -660,22 +654,29 @@ class ImageStore:
         for key in new_keys:
             self._append_stack_row(f, key)
         n0, n = len(self._index), len(batch.keys)
-        positions = np.zeros(n, dtype=np.int64)
-        offsets = np.zeros(n, dtype=np.uint64)
+        stack_ids = [self._stack_ids[key] for key in batch.keys]
         groups: dict[int, list[int]] = {}
-        for k, key in enumerate(batch.keys):
-            groups.setdefault(self._stack_ids[key], []).append(k)
-        written = []
+        for k, sid in enumerate(stack_ids):
+            groups.setdefault(sid, []).append(k)
+        positions = np.zeros(n, dtype=np.int64)
         for sid, members in groups.items():
-            stack = self._stacks[sid]
-            pos = list(range(stack.length, stack.length + len(members)))
-            payloads = [batch.payloads[k] for k in members]
-            ds = w.stack(sid, stack.path)
-            written.append((ds, members, pos, payloads, w.write_chunks(ds, pos, payloads)))
+            start = self._stacks[sid].length
+            positions[members] = np.arange(start, start + len(members))
+            w.extend_stack(w.stack(sid, self._stacks[sid].path), start + len(members))
+        # Chunks are written as the encoder threads deliver them, in image order.
+        handles = {sid: w.stack(sid, self._stacks[sid].path) for sid in groups}
+        offsets = np.zeros(n, dtype=np.uint64)
+        payloads: list[bytes] = []
+        crcs: list[int] = []
+        for k, (payload, crc) in enumerate(encoded):
+            offsets[k] = w.write_chunk(handles[stack_ids[k]], int(positions[k]), payload)
+            payloads.append(payload)
+            crcs.append(crc)
         w.flush()
-        for ds, members, pos, payloads, predicted in written:
-            w.confirm_offsets(self._mapped, ds, pos, payloads, predicted)
-            positions[members] = pos
+        for sid, members in groups.items():
+            predicted = offsets[members].tolist()
+            w.confirm_offsets(self._mapped, handles[sid], positions[members].tolist(),
+                              [payloads[k] for k in members], predicted)
             offsets[members] = predicted
         if batch.vectors is not None:
             ds = f[fmt.SCORES]
@@ -691,15 +692,15 @@ class ImageStore:
         rows["label"] = batch.label_ids
         rows["true_label"] = batch.true_ids
         rows["score"] = batch.top1
-        rows["stack"] = [self._stack_ids[key] for key in batch.keys]
+        rows["stack"] = stack_ids
         rows["position"] = positions
         rows["height"] = [key[1] for key in batch.keys]
         rows["width"] = [key[2] for key in batch.keys]
         rows["channels"] = [key[3] for key in batch.keys]
         rows["dtype"] = [key[4] for key in batch.keys]
         rows["codec"] = [self._stacks[self._stack_ids[key]].codec.codec_id for key in batch.keys]
-        rows["nbytes"] = [len(p) for p in batch.payloads]
-        rows["crc32"] = batch.crcs
+        rows["nbytes"] = [len(p) for p in payloads]
+        rows["crc32"] = crcs
         rows["offset"] = offsets
         rows["batch_end"][-1] = 1
         w.append_rows(rows)
