@@ -25,7 +25,7 @@ import fcntl
 import mmap
 import os
 import time
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 
 import h5py
 import numpy as np
@@ -303,12 +303,19 @@ class WriterFile:
         if stack.shape[0] < length:
             stack.resize(length, axis=0)
 
-    def write_chunk(self, stack: h5py.Dataset, position: int, payload: bytes) -> int:
-        """Direct-write one payload; return its predicted file offset (to be confirmed with
-        :meth:`confirm_offsets` after a flush)."""
-        offset = self.f.id.get_filesize()
-        stack.id.write_direct_chunk((position,) + (0,) * (stack.ndim - 1), payload)
-        return offset
+    def chunk_writer(self, stack: h5py.Dataset) -> Callable[[int, bytes], int]:
+        """A function direct-writing one payload at a position of ``stack`` and returning its
+        predicted file offset (to be confirmed with :meth:`confirm_offsets` after a flush).
+        Everything but the two HDF5 calls is looked up once: they run once per image."""
+        get_filesize, write = self.f.id.get_filesize, stack.id.write_direct_chunk
+        rest = (0,) * (stack.ndim - 1)
+
+        def write_chunk(position: int, payload: bytes) -> int:
+            offset = get_filesize()
+            write((position, *rest), payload)
+            return offset
+
+        return write_chunk
 
     def confirm_offsets(
         self,

@@ -665,13 +665,15 @@ class ImageStore:
             w.extend_stack(w.stack(sid, self._stacks[sid].path), start + len(members))
         # Chunks are written as the encoder threads deliver them, in image order.
         handles = {sid: w.stack(sid, self._stacks[sid].path) for sid in groups}
-        offsets = np.zeros(n, dtype=np.uint64)
+        writers = [w.chunk_writer(handles[sid]) if sid in handles else None for sid in range(max(groups) + 1)]
+        offsets = [0] * n
         payloads: list[bytes] = []
         crcs: list[int] = []
-        for k, (payload, crc) in enumerate(encoded):
-            offsets[k] = w.write_chunk(handles[stack_ids[k]], int(positions[k]), payload)
+        for k, (payload, crc), sid, position in zip(range(n), encoded, stack_ids, positions.tolist()):
+            offsets[k] = writers[sid](position, payload)
             payloads.append(payload)
             crcs.append(crc)
+        offsets = np.array(offsets, dtype=np.uint64)
         w.flush()
         for sid, members in groups.items():
             predicted = offsets[members].tolist()
