@@ -83,7 +83,8 @@ CPU = time.process_time
 WALL = time.perf_counter
 
 
-def rate(one_pass: Callable[[], int], min_seconds: float, clock: Callable[[], float] = WALL) -> float:
+def rate(one_pass: Callable[[], int], min_seconds: float,
+         clock: Callable[[], float] = WALL) -> float:
     """Operations per second: run ``one_pass`` (returns its operation count) until at least
     ``min_seconds`` have elapsed. Whatever a pass returns is dropped only after it is timed."""
     done = 0
@@ -159,7 +160,8 @@ def markdown_table(headers: Sequence[str], rows: Sequence[Sequence[str]]) -> str
 
 
 def command_line() -> str:
-    return "python " + " ".join(shlex.quote(a) for a in [os.path.relpath(sys.argv[0])] + sys.argv[1:])
+    args = [os.path.relpath(sys.argv[0])] + sys.argv[1:]
+    return "python " + " ".join(shlex.quote(a) for a in args)
 
 
 def machine() -> dict:

@@ -150,7 +150,8 @@ def write_folder(path, data, batch, on_batch=None):
             rel = f"{data.class_names[data.labels[i]]}/{i:08d}.jpg"
             with open(os.path.join(path, rel), "wb") as fh:
                 fh.write(data.payloads[i])
-            chunk.append((i, rel, int(data.labels[i]), int(data.true_labels[i]), float(data.scores[i])))
+            chunk.append((i, rel, int(data.labels[i]), int(data.true_labels[i]),
+                          float(data.scores[i])))
         if on_batch is not None:
             on_batch(chunk)
         rows += chunk
@@ -194,7 +195,8 @@ class FolderCSVReader:
         self.table = pd.read_csv(os.path.join(root, "index.csv"))
         # ids are 0..n-1 in file order, so a list is the id -> path lookup
         self.paths = [os.path.join(root, p) for p in self.table["path"]]
-        self.decode_file = pillow_decode if decoder == "pillow" else (lambda p: decode(read_file(p)))
+        self.decode_file = (pillow_decode if decoder == "pillow"
+                            else lambda p: decode(read_file(p)))
 
     def read(self, i):
         return self.decode_file(self.paths[i])
@@ -299,7 +301,8 @@ class LMDB:
                 for i in range(s.start, s.stop):
                     key = lmdb_key(i)
                     txn.put(key, data.payloads[i], db=images)
-                    txn.put(key, META.pack(data.labels[i], data.true_labels[i], data.scores[i]), db=meta)
+                    meta_row = META.pack(data.labels[i], data.true_labels[i], data.scores[i])
+                    txn.put(key, meta_row, db=meta)
         env.close()
 
     def open(self, path, data):
@@ -363,7 +366,8 @@ class WebDataset:
                     "__key__": f"{i:08d}",
                     "jpg": data.payloads[i],
                     "cls": int(data.labels[i]),
-                    "json": {"true_label": int(data.true_labels[i]), "score": float(data.scores[i])},
+                    "json": {"true_label": int(data.true_labels[i]),
+                             "score": float(data.scores[i])},
                 })
 
     def open(self, path, data):
@@ -451,9 +455,11 @@ class ZarrReader:
 
 def h5py_columns(f, data, s):
     """Append metadata columns for slice ``s`` (created on first use)."""
-    for name, values in (("label", data.labels), ("true_label", data.true_labels), ("score", data.scores)):
+    columns = (("label", data.labels), ("true_label", data.true_labels), ("score", data.scores))
+    for name, values in columns:
         if name not in f:
-            f.create_dataset(name, shape=(0,), maxshape=(None,), dtype=values.dtype, chunks=(65536,))
+            f.create_dataset(name, shape=(0,), maxshape=(None,), dtype=values.dtype,
+                             chunks=(65536,))
         f[name].resize(s.stop, axis=0)
         f[name][s] = values[s]
 
@@ -663,8 +669,9 @@ def measure_encoding_ingest(data, tmp, pool, args):
 
     steps = {
         "encode, 1 thread": lambda: [encode(im) for im in images],
-        "encode, 2 threads": lambda: [f.result() for f in
-                                      [pool.submit(lambda h: [encode(im) for im in h], h) for h in halves]],
+        "encode, 2 threads": lambda: [
+            f.result() for f in [pool.submit(lambda h: [encode(im) for im in h], h) for h in halves]
+        ],
         "h5store add_batch, 1 thread": lambda: h5store_ingest(1),
         "h5store add_batch, 2 threads": lambda: h5store_ingest(2),
     }
@@ -781,7 +788,8 @@ def read_table(r):
     for name, m in r["stores"].items():
         rows.append([
             name, fmt(m.get("read1")), fmt(m.get("read1_x")), fmt(m.get("read2")),
-            fmt(m.get("read2_x")), fmt(m.get("fetch_us")) if name != Ceiling.name else "(list index)",
+            fmt(m.get("read2_x")),
+            fmt(m.get("fetch_us")) if name != Ceiling.name else "(list index)",
             fmt(m.get("fetch_x_lmdb")), fmt(m.get("scan")), fmt(m.get("scan_x")),
             fmt(m.get("query_ms"), 3), fmt(m.get("open_ms")),
         ])
@@ -811,7 +819,8 @@ def encoding_table(r):
         enc, h5 = e[f"encode, {threads} thread" + "s" * (threads > 1)], \
             e[f"h5store add_batch, {threads} thread" + "s" * (threads > 1)]
         rows.append([str(threads), fmt(enc), fmt(h5), fmt(h5 / enc), fmt(h5 / (threads * one))])
-    return markdown_table(["threads", "imagecodecs encode alone (img/s)", "h5store add_batch (img/s)",
+    return markdown_table(["threads", "imagecodecs encode alone (img/s)",
+                           "h5store add_batch (img/s)",
                            "h5store / encode alone", "h5store / (threads x 1-thread encode)"], rows)
 
 
@@ -823,7 +832,8 @@ def report(results, args):
         f"Produced by `{results['command']}` on {m['date']} ({m['cpus']} cores, load average "
         f"{m['load_average'][0]:.1f} at start and {results['load_average_end'][0]:.1f} at end; "
         f"h5store {m['h5store_commit']}{' + uncommitted changes' if m['h5store_dirty'] else ''}, "
-        f"Python {m['python']}, h5py {m['h5py']} / HDF5 {m['hdf5']}, imagecodecs {m['imagecodecs']}).",
+        f"Python {m['python']}, h5py {m['h5py']} / HDF5 {m['hdf5']}, "
+        f"imagecodecs {m['imagecodecs']}).",
         "",
         f"Same JPEG q90 payload bytes for every store. Medians of {args.reps} repetitions "
         f"(ingest: {args.ingest_reps}), contender order rotated between repetitions; ingest in "
@@ -847,7 +857,8 @@ def report(results, args):
         h5, ceiling = r["stores"][H5Store.name], r["stores"][Ceiling.name]
         out += [
             "",
-            f"## {size} px: {r['n']} images, {r['payload_bytes'] / r['n'] / 1e3:.1f} kB payload each",
+            f"## {size} px: {r['n']} images, "
+            f"{r['payload_bytes'] / r['n'] / 1e3:.1f} kB payload each",
             "",
             "### Reads",
             "",

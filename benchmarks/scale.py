@@ -128,8 +128,10 @@ def report(results, args):
         "",
         f"Produced by `{results['command']}` on {machine_['date']} ({machine_['cpus']} cores, "
         f"load average {machine_['load_average'][0]:.1f} at start; h5store "
-        f"{machine_['h5store_commit']}{' + uncommitted changes' if machine_['h5store_dirty'] else ''}, "
-        f"h5py {machine_['h5py']} / HDF5 {machine_['hdf5']}, imagecodecs {machine_['imagecodecs']}).",
+        f"{machine_['h5store_commit']}"
+        f"{' + uncommitted changes' if machine_['h5store_dirty'] else ''}, "
+        f"h5py {machine_['h5py']} / HDF5 {machine_['hdf5']}, "
+        f"imagecodecs {machine_['imagecodecs']}).",
         "",
         f"A pool of {args.pool:,} distinct payloads reused cyclically; ingest in batches of "
         f"{args.batch:,}. Medians of {args.reps} repetitions, sizes rotated. Reads: {args.reads:,} "
