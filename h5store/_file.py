@@ -271,6 +271,7 @@ class WriterFile:
             self.f.swmr_mode = True
             self.swmr = True
             self._stack_handles.clear()
+            self._row_log = (self.f[fmt.INDEX], self.f[fmt.INDEX_TAIL])
         return self.f
 
     def _reopen(self) -> None:
@@ -382,7 +383,7 @@ class WriterFile:
     def append_rows(self, rows: np.ndarray) -> None:
         """Append committed-to-be rows (the last one carrying batch_end) in SWMR mode."""
         f = self.data()
-        index, tail = f[fmt.INDEX], f[fmt.INDEX_TAIL]
+        index, tail = self._row_log
         capacity = fmt.INDEX_CHUNK_ROWS
         if self._tail_used + len(rows) <= capacity:
             tail[self._tail_used : self._tail_used + len(rows)] = rows

@@ -39,6 +39,10 @@ from .errors import (
 from .index import Index
 
 
+#: numpy's dtype.name is slow (~1 us); images are validated to be one of these.
+_DTYPE_NAMES = {np.dtype(name): name for name in fmt.PIXEL_DTYPES}
+
+
 @dataclass(frozen=True)
 class Record:
     """Everything the store knows about one image, except its pixels."""
@@ -470,7 +474,7 @@ class ImageStore:
         imgs = _inputs.as_images(images)
         batch = self._prepare(
             len(imgs), labels, scores, true_labels, ids, sources,
-            infos=[(a.shape[0], a.shape[1], 1 if a.ndim == 2 else a.shape[2], a.dtype.name) for a in imgs],
+            infos=[(a.shape[0], a.shape[1], 1 if a.ndim == 2 else a.shape[2], _DTYPE_NAMES[a.dtype]) for a in imgs],
         )
         codecs = batch.codecs
 
@@ -525,7 +529,10 @@ class ImageStore:
                 raise CodecError(f"encoded image {k}: {exc}") from None
             infos.append(geometry)
         batch = self._prepare(n, labels, scores, true_labels, ids, sources, infos=infos)
-        return self._commit(batch, zip(payloads, thread_map(zlib.crc32, payloads)))
+        # zlib releases the GIL for large buffers only; small payloads are cheaper inline.
+        big = sum(map(len, payloads)) > (4 << 20)
+        crcs = thread_map(zlib.crc32, payloads) if big else list(map(zlib.crc32, payloads))
+        return self._commit(batch, zip(payloads, crcs))
 
     def _probe_codec(self, label: Any) -> Codec:
         if isinstance(label, (int, np.integer)) and not isinstance(label, bool):
@@ -567,11 +574,16 @@ class ImageStore:
         if n == 0:
             raise InvalidInputError("the batch is empty")
         new: dict[str, int] = {}
-        label_ids = np.array(
-            [self._resolve_label(v, f"label of image {k}", new)
-             for k, v in enumerate(_inputs.as_sequence(labels, n, "labels"))],
-            dtype=np.uint32,
-        )
+        seen: dict[Any, int] = {}  # a batch repeats a few labels many times: resolve each once
+        label_ids = np.empty(n, dtype=np.uint32)
+        for k, value in enumerate(_inputs.as_sequence(labels, n, "labels")):
+            key = (type(value), value) if isinstance(value, (str, int)) else None
+            label_id = seen.get(key) if key is not None else None
+            if label_id is None:
+                label_id = self._resolve_label(value, f"label of image {k}", new)
+                if key is not None:
+                    seen[key] = label_id
+            label_ids[k] = label_id
         true_ids = np.full(n, fmt.NO_TRUE_LABEL, dtype=np.int32)
         if true_labels is not None:
             for k, v in enumerate(_inputs.as_sequence(true_labels, n, "true_labels")):

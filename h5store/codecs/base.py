@@ -14,7 +14,7 @@ import functools
 from abc import ABC, abstractmethod
 from collections.abc import Callable
 from dataclasses import dataclass
-from typing import Any, ClassVar
+from typing import Any, ClassVar, NamedTuple
 
 import numpy as np
 
@@ -24,9 +24,9 @@ from ..errors import CodecError
 QUALITY_RANGE = (1, 100)
 
 
-@dataclass(frozen=True)
-class ImageInfo:
-    """What a pre-encoded stream says about the image inside it."""
+class ImageInfo(NamedTuple):
+    """What a pre-encoded stream says about the image inside it (a tuple: probing runs once
+    per pre-encoded image on the ingest path)."""
 
     height: int
     width: int

@@ -14,6 +14,7 @@ The benchmark grid includes it.
 
 from __future__ import annotations
 
+import struct
 from typing import Any
 
 import imagecodecs
@@ -29,6 +30,8 @@ SUBSAMPLINGS = ("444", "422", "420")
 # progressive Huffman coding. Lossless, hierarchical and arithmetic-coded frames are refused.
 _DECODABLE_SOF = {0xC0: "baseline", 0xC1: "extended", 0xC2: "progressive"}
 _UINT8 = np.dtype("uint8")
+_SEGMENT = struct.Struct(">BBH")  # 0xFF, marker, segment length
+_FRAME = struct.Struct(">BHHB")  # precision, height, width, components
 _OTHER_SOF = {0xC3, 0xC5, 0xC6, 0xC7, 0xC9, 0xCA, 0xCB, 0xCD, 0xCE, 0xCF}
 
 
@@ -40,33 +43,36 @@ def parse_jpeg_header(data: bytes) -> ImageInfo:
         raise CodecError("not a JPEG stream (no SOI marker)")
     if data[-2] != 0xFF or data[-1] != 0xD9:
         raise CodecError("JPEG stream is truncated or has trailing bytes (no EOI marker at its end)")
+    # Runs once per pre-encoded image on the ingest path: one unpack per segment.
+    unpack = _SEGMENT.unpack_from
     pos = 2
     info = None
     while True:
-        if pos + 4 > n or data[pos] != 0xFF:
+        if pos + 4 > n:
             raise CodecError(f"corrupt JPEG stream: expected a marker at byte {pos}")
-        while data[pos + 1] == 0xFF:  # fill bytes before a marker
+        ff, marker, length = unpack(data, pos)
+        if ff != 0xFF:
+            raise CodecError(f"corrupt JPEG stream: expected a marker at byte {pos}")
+        if marker == 0xFF:  # a fill byte before a marker
             pos += 1
-            if pos + 4 > n:
-                raise CodecError("corrupt JPEG stream: runs out inside marker fill bytes")
-        marker = data[pos + 1]
+            continue
         if 0xD0 <= marker <= 0xD7 or marker == 0x01:
             pos += 2
             continue
         if marker in (0xD8, 0xD9):
             raise CodecError(f"corrupt JPEG stream: unexpected marker 0xFF{marker:02X} at {pos}")
-        length = (data[pos + 2] << 8) | data[pos + 3]
         if length < 2 or pos + 2 + length > n:
             raise CodecError(f"corrupt JPEG stream: bad segment length at byte {pos}")
+        if marker == 0xDA:  # start of scan: entropy-coded data follows
+            if info is None:
+                raise CodecError("corrupt JPEG stream: scan before frame header")
+            return info
         if marker in _DECODABLE_SOF:
             if info is not None:
                 raise CodecError("JPEG stream has more than one frame header")
             if length < 8:
                 raise CodecError("corrupt JPEG stream: short frame header")
-            precision = data[pos + 4]
-            height = (data[pos + 5] << 8) | data[pos + 6]
-            width = (data[pos + 7] << 8) | data[pos + 8]
-            components = data[pos + 9]
+            precision, height, width, components = _FRAME.unpack_from(data, pos + 4)
             if precision != 8:
                 raise CodecError(f"JPEG stream has {precision}-bit samples; only 8-bit is stored")
             if height == 0 or width == 0:
@@ -76,10 +82,6 @@ def parse_jpeg_header(data: bytes) -> ImageInfo:
             info = ImageInfo(height, width, components, _UINT8)
         elif marker in _OTHER_SOF:
             raise CodecError(f"JPEG coding process 0xFF{marker:02X} is not decodable by filter 32019")
-        elif marker == 0xDA:  # start of scan: entropy-coded data follows
-            if info is None:
-                raise CodecError("corrupt JPEG stream: scan before frame header")
-            return info
         pos += 2 + length
 
 
