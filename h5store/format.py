@@ -53,14 +53,15 @@ SOURCES = "sources"
 PREVIEWS = "previews"
 
 #: Contact sheets: up to PREVIEW_IMAGES thumbnails of PREVIEW_SIDE px in rows of
-#: PREVIEW_COLUMNS. Photos barely compress losslessly, so they are kept small (~24 kB a class).
-PREVIEW_IMAGES = 8
+#: PREVIEW_COLUMNS. Photos barely compress losslessly, so they are kept small (~11 kB a class).
+PREVIEW_IMAGES = 4
 PREVIEW_SIDE = 32
 PREVIEW_COLUMNS = 4
 
 #: Rows per compressed /index chunk, and the capacity of /index_tail (allocated in full, so
-#: kept small); a million rows still open in about a thousand chunk reads.
-INDEX_CHUNK_ROWS = 1024
+#: kept small: 40 kB); a million rows open in about two thousand chunk reads, inflated in
+#: parallel.
+INDEX_CHUNK_ROWS = 512
 
 MAX_LABEL_BYTES = 255
 MAX_CODEC_CONFIG_BYTES = 512
@@ -206,7 +207,8 @@ def create_layout(f: h5py.File) -> None:
         track_times=False,
     )
     f.create_dataset(
-        STACKS, shape=(0,), maxshape=(None,), chunks=(64,), dtype=STACKS_DTYPE, track_times=False
+        STACKS, shape=(0,), maxshape=(None,), chunks=(16,), dtype=STACKS_DTYPE,
+        compression="gzip", track_times=False,  # mostly padding of codec_config
     )
     f.create_group(CLASSES, track_order=True)
 

@@ -26,7 +26,7 @@ def test_each_class_has_a_plain_gzip_rgb_preview(store_path):
     lines = result.stdout.splitlines()
     assert len(lines) == len(set(classes)) + 1
     for line in lines:
-        assert "(64, 128, 3) uint8 gzip" in line or "(32, 128, 3) uint8 gzip" in line
+        assert "(32, 128, 3) uint8 gzip" in line
         assert int(line.split()[-1]) > 0  # not a blank sheet
     with h5py.File(store_path, "r") as f:
         group = f["previews"][fmt.safe_name("depth")]
@@ -43,15 +43,15 @@ def test_preview_follows_deletions_and_can_be_rebuilt(store_path):
         ids = store.add_batch(images[:10], labels=["a"] * 10)
     with h5py.File(store_path, "r") as f:
         first = f[fmt.preview_path("a")][()]
-        assert list(f[fmt.preview_path("a")].attrs["ids"]) == list(ids[:8])
+        assert list(f[fmt.preview_path("a")].attrs["ids"]) == list(ids[: fmt.PREVIEW_IMAGES])
     with h5store.open(store_path, "a") as store:
         store.delete([ids[0]])
     with h5py.File(store_path, "r") as f:
-        assert list(f[fmt.preview_path("a")].attrs["ids"]) == list(ids[1:9])
+        assert list(f[fmt.preview_path("a")].attrs["ids"]) == list(ids[1 : fmt.PREVIEW_IMAGES + 1])
         assert not np.array_equal(f[fmt.preview_path("a")][()], first)
     with h5py.File(store_path, "r+") as f:
         del f["previews"]
     with h5store.open(store_path, "a") as store:
         store.rebuild_previews()
     with h5py.File(store_path, "r") as f:
-        assert f[fmt.preview_path("a")].shape == (64, 128, 3)
+        assert f[fmt.preview_path("a")].shape == (32, 128, 3)
