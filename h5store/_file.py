@@ -355,8 +355,10 @@ class WriterFile:
         in flight. Does nothing (writes nothing) when the file is already in that form."""
         f = self.structure()
         index, tail = f[fmt.INDEX], f[fmt.INDEX_TAIL]
+        # The file's own geometry, not this version's default: the tail holds one /index chunk.
+        self._capacity = capacity = tail.shape[0]
         n = len(committed)
-        full = (n // fmt.INDEX_CHUNK_ROWS) * fmt.INDEX_CHUNK_ROWS
+        full = (n // capacity) * capacity
         rest = committed[full:]
         on_disk_tail = tail[()]
         used = np.flatnonzero(on_disk_tail["nbytes"] == 0)
@@ -368,9 +370,9 @@ class WriterFile:
             if index.shape[0] < full:
                 # Only a full tail can be missing from /index: copy it over, then empty it.
                 index.resize(full, axis=0)
-                index[full - fmt.INDEX_CHUNK_ROWS : full] = committed[full - fmt.INDEX_CHUNK_ROWS : full]
+                index[full - capacity : full] = committed[full - capacity : full]
                 f.flush()
-            new_tail = np.zeros(fmt.INDEX_CHUNK_ROWS, dtype=fmt.INDEX_DTYPE)
+            new_tail = np.zeros(capacity, dtype=fmt.INDEX_DTYPE)
             new_tail[: len(rest)] = rest
             tail[...] = new_tail
             f.flush()
@@ -384,7 +386,7 @@ class WriterFile:
         """Append committed-to-be rows (the last one carrying batch_end) in SWMR mode."""
         f = self.data()
         index, tail = self._row_log
-        capacity = fmt.INDEX_CHUNK_ROWS
+        capacity = self._capacity
         if self._tail_used + len(rows) <= capacity:
             tail[self._tail_used : self._tail_used + len(rows)] = rows
             self._tail_used += len(rows)
@@ -428,7 +430,7 @@ class WriterFile:
         index.resize(start + len(rows), axis=0)
         index[start:] = rows
         f.flush()
-        tail[...] = np.zeros(fmt.INDEX_CHUNK_ROWS, dtype=fmt.INDEX_DTYPE)
+        tail[...] = np.zeros(self._capacity, dtype=fmt.INDEX_DTYPE)
         f.flush()
         self._index_rows += len(rows)
         self._tail_used = 0
