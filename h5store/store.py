@@ -35,6 +35,7 @@ from .errors import (
     FormatError,
     InvalidInputError,
     ReadOnlyError,
+    UnknownIdError,
 )
 from .index import Index
 
@@ -792,9 +793,20 @@ class ImageStore:
 
     def __getitem__(self, image_id: int) -> np.ndarray:
         """The decoded image with this id."""
-        if self._mapped is None:
+        # _decode and row_of inlined: every call here holds the GIL, which bounds how well
+        # threads that read in parallel scale.
+        mapped, index = self._mapped, self._index
+        if mapped is None:
             raise ClosedStoreError(f"{self.path} is closed")
-        return self._decode(self._index.row_of(image_id))
+        row = index.find(image_id)
+        if row < 0 or index.deleted[row]:
+            raise UnknownIdError(f"no image with id {image_id!r} in the store")
+        offset = index.offsets[row]
+        end = offset + index.nbytes[row]
+        view = mapped.view
+        if end > len(view):
+            view = mapped.ensure(end)
+        return self._decoders[index.stacks[row]](view[offset:end])
 
     def get_batch(self, ids: Sequence[int]) -> list[np.ndarray]:
         """Decoded images for many ids (decoded in parallel threads), in the order given."""
