@@ -24,8 +24,12 @@ def resize_area(image: np.ndarray, height: int, width: int) -> np.ndarray:
     if fy > 1 or fx > 1:
         fy, fx = max(fy, 1), max(fx, 1)
         h, w = image.shape[0] // fy * fy, image.shape[1] // fx * fx
-        blocks = image[:h, :w].reshape(h // fy, fy, w // fx, fx, -1).sum(axis=(1, 3), dtype=np.uint32)
-        image = blocks.astype(np.float32) / (fy * fx)
+        # fy * fx strided slices added up: far faster than a reduction over reshaped axes
+        blocks = np.zeros((h // fy, w // fx, image.shape[2]), np.float32)
+        for dy in range(fy):
+            for dx in range(fx):
+                blocks += image[dy:h:fy, dx:w:fx]
+        image = blocks / (fy * fx)
     else:
         image = image.astype(np.float32)
     wy = _area_weights(image.shape[0], height)

@@ -24,7 +24,6 @@ from __future__ import annotations
 import json
 import re
 from collections.abc import Callable
-from typing import Any
 
 import h5py
 import imagecodecs
@@ -437,9 +436,9 @@ def committed_rows(index_rows: np.ndarray, tail_rows: np.ndarray) -> np.ndarray:
 _STACK_NAME = re.compile(r"^\d+x\d+x\d+_[a-z0-9]+$")
 
 
-def _readable(obj_getter) -> bool:
+def _readable(parent: h5py.Group, name: str) -> bool:
     try:
-        obj = obj_getter()
+        obj = parent[name]
         dict(obj.attrs)
         if isinstance(obj, h5py.Dataset):
             obj.shape  # noqa: B018 - reading the dataspace is the check
@@ -473,7 +472,7 @@ def remove_unreferenced_structure(f: h5py.File, labels: list[str], rows: np.ndar
     classes = f[CLASSES]
     for name in list(classes):
         path = f"/{CLASSES}/{name}"
-        group_ok = _readable(lambda: classes[name])
+        group_ok = _readable(classes, name)
         if not group_ok or classes[name].attrs.get("label") not in label_set:
             if name in committed_groups:
                 continue  # images depend on it: leave it for verify to report
@@ -487,7 +486,7 @@ def remove_unreferenced_structure(f: h5py.File, labels: list[str], rows: np.ndar
                 del group[child]
                 removed.append(child_path)
     for name in (SCORES, SOURCES, PREVIEWS):
-        if name in f and not _readable(lambda: f[name]):
+        if name in f and not _readable(f, name):
             del f[name]
             removed.append(f"/{name}")
     return removed

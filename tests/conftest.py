@@ -3,7 +3,7 @@ import os
 import shutil
 import subprocess
 import sys
-from functools import lru_cache
+from functools import cache
 
 import numpy as np
 import pytest
@@ -12,7 +12,7 @@ import h5store
 from h5store.sample import sample_set
 
 
-@lru_cache(maxsize=None)
+@cache
 def photo_crops(n: int = 16, size: int = 64) -> tuple[np.ndarray, list[str]]:
     """Realistic images (crops of the scikit-image photos) and their classes."""
     sample = sample_set(n, size, seed=7)

@@ -21,7 +21,7 @@ def test_export_stays_inside_the_folder_and_import_restores_labels(tmp_path):
     src, root = tmp_path / "src.h5", tmp_path / "out"
     with h5store.open(src, "w", codec="jpeg") as store:
         store.create_class("depth", "blosc2")
-        ids = store.add_batch(images[:5], labels=AWKWARD)
+        store.add_batch(images[:5], labels=AWKWARD)
         depth = store.add(np.arange(64, dtype=np.uint16).reshape(8, 8), label="depth")
     with h5store.open(src) as store:
         assert export_folder(store, root, progress=False) == 6
