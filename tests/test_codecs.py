@@ -40,13 +40,17 @@ LOSSLESS = [
 # 32-64 px. Quality 90 is calibrated to JPEG's 37.5 dB mean on 224 px photos; the lowest seen on
 # 300 random crops of 32-64 px was 29.5 (JPEG), 29.7 (WebP, JPEG XL), 30.9 (AVIF) and 35.8
 # (JPEG-LS near-lossless, NEAR 6), hence these bounds.
+# PSNR floors at quality 90 on photo crops of 32-64 px. Minima over random crops of the
+# sample photos (3000 for JPEG, 300-800 for the slower codecs): JPEG 28.5, WebP 29.0, AVIF 31.8,
+# JPEG XL 29.6, JPEG-LS near-lossless 35.7 dB; hypothesis hunts for worse crops (it found a
+# 27.0 dB one for JPEG), hence the margin.
 LOSSY = [
-    ("jpeg", {}, 27.0),
-    ("jpeg", {"optimize": True}, 27.0),
-    ("webp", {}, 27.0),
-    ("avif", {}, 28.0),
-    ("jpegxl", {}, 27.0),
-    ("jpegls", {"lossless": False}, 34.0),
+    ("jpeg", {}, 25.0),
+    ("jpeg", {"optimize": True}, 25.0),
+    ("webp", {}, 25.0),
+    ("avif", {}, 27.0),
+    ("jpegxl", {}, 25.0),
+    ("jpegls", {"lossless": False}, 33.0),
 ]
 PRE_ENCODABLE = ["png", "jpeg", "webp", "avif", "jpegxl", "jpeg2k", "htj2k", "jpegls", "qoi"]
 
