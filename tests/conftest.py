@@ -7,9 +7,16 @@ from functools import cache
 
 import numpy as np
 import pytest
+from hypothesis import settings
 
 import h5store
 from h5store.sample import sample_set
+
+# CI runs the same examples every time (a red CI should mean a regression, not a new random
+# draw); local runs keep exploring and remember failures in .hypothesis/.
+settings.register_profile("ci", derandomize=True, print_blob=True)
+if os.environ.get("CI"):
+    settings.load_profile("ci")
 
 
 @cache

@@ -62,9 +62,10 @@ def photo_crop(draw):
 @FAST
 @given(batch=st.lists(photo_crop(), min_size=1, max_size=5))
 def test_jpeg_round_trip_within_psnr_bound(tmp_path, batch):
-    """JPEG q90 (4:2:0) on photo crops of 8-64 px keeps every image >= 25 dB PSNR (measured
-    over 3000 such crops: minimum 26.3 dB, median 37 dB; tiny detailed crops lose most to
-    chroma subsampling)."""
+    """JPEG q90 (4:2:0) on photo crops of 8-64 px keeps every image >= 23 dB PSNR. Over 3000
+    random such crops the minimum was 26.3 dB and the median 37 dB; hypothesis, hunting, found
+    a 25.0 dB crop: tiny crops of saturated detail lose most to chroma subsampling. The mean
+    on realistic sizes is checked below."""
     path = tmp_path / "jpeg.h5"
     with h5store.open(path, "w", codec="jpeg", quality=90) as store:
         ids = store.add_batch(batch, labels=["photo"] * len(batch))
@@ -72,7 +73,7 @@ def test_jpeg_round_trip_within_psnr_bound(tmp_path, batch):
         for i, img in zip(ids, batch):
             out = store[i]
             assert out.shape == img.shape and out.dtype == np.uint8
-            assert psnr(out, img) >= 25
+            assert psnr(out, img) >= 23
 
 
 def test_jpeg_quality_orders_fidelity_and_size(tmp_path):
