@@ -41,7 +41,7 @@ class PillowFolder(Dataset):
     def __getitem__(self, k: int):
         path, target = self.items[k]
         with open(path, "rb") as fh:
-            image = np.asarray(Image.open(fh).convert("RGB"))
+            image = np.array(Image.open(fh).convert("RGB"))  # a writable copy, as ToTensor makes
         return torch.from_numpy(image).permute(2, 0, 1), target
 
 
