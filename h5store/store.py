@@ -808,11 +808,34 @@ class ImageStore:
             view = mapped.ensure(end)
         return self._decoders[index.stacks[row]](view[offset:end])
 
-    def get_batch(self, ids: Sequence[int]) -> list[np.ndarray]:
-        """Decoded images for many ids (decoded in parallel threads), in the order given."""
+    def get_batch(self, ids: Sequence[int], *, out: np.ndarray | None = None) -> list[np.ndarray] | np.ndarray:
+        """Decoded images for many ids (decoded in parallel threads), in the order given.
+
+        With ``out``, an array of shape (len(ids), H, W[, C]) and the images' dtype, the
+        images are decoded straight into it (no per-image allocation; JPEG writes in place)
+        and ``out`` is returned; every image must have that shape.
+        """
         self._check_open()
         rows = self._index.rows_of(ids)
-        return thread_map(self._decode, rows.tolist())
+        if out is None:
+            return thread_map(self._decode, rows.tolist())
+        if out.shape[0] != len(rows) or not out.flags.c_contiguous:
+            raise InvalidInputError(f"out must be C-contiguous with {len(rows)} images along axis 0")
+        index = self._index
+
+        def decode_into(k: int) -> None:
+            row = int(rows[k])
+            stack = self._stacks[index.stacks[row]]
+            shape = image_shape(stack.height, stack.width, stack.channels)
+            if out.shape[1:] != shape or out.dtype != np.dtype(stack.dtype):
+                raise InvalidInputError(
+                    f"image {int(index.column('id')[row])} is {shape} {stack.dtype}; "
+                    f"out holds {out.shape[1:]} {out.dtype}"
+                )
+            stack.codec.decode_into(self._payload(row), out[k])
+
+        thread_map(decode_into, range(len(rows)))
+        return out
 
     def get_encoded(self, image_id: int) -> bytes:
         """The stored payload of one image: the codec's stream (a JPEG file for 'jpeg')."""

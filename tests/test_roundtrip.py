@@ -207,3 +207,16 @@ def test_torch_and_pil_inputs(store_path):
         assert store[j].shape == images[0].shape[:2]
         with pytest.raises(h5store.InvalidInputError, match="mode 'P'"):
             store.add(img.convert("P"), label="pil")
+
+
+@pytest.mark.parametrize("codec", ["jpeg", "png"])
+def test_get_batch_decodes_into_a_given_array(store_path, codec):
+    images, _ = photo_crops()
+    with h5store.open(store_path, "w", codec=codec) as store:
+        ids = store.add_batch(images[:6], labels=["p"] * 6)
+        out = np.zeros((3, *images.shape[1:]), np.uint8)
+        assert store.get_batch(ids[[4, 0, 2]], out=out) is out
+        for k, i in enumerate([4, 0, 2]):
+            assert np.array_equal(out[k], store[ids[i]])
+        with pytest.raises(h5store.InvalidInputError, match="out holds"):
+            store.get_batch(ids[:2], out=np.zeros((2, 8, 8, 3), np.uint8))

@@ -48,3 +48,26 @@ def test_single_items_targets_and_transform(dataset_file):
     assert ids_only[2][1] == 2
     with pytest.raises(h5store.UnknownIdError):
         ImageStoreDataset(path, ids=[3])
+
+
+@pytest.mark.parametrize("workers", [0, 2])
+def test_batch_loader_decodes_straight_into_channels_last_batches(dataset_file, workers):
+    path, images, classes = dataset_file
+    ids = [i for i in range(len(images)) if i != 3]
+    ds = ImageStoreDataset(path, ids=ids)
+    seen = {}
+    for batch, targets in ds.loader(4, shuffle=True, num_workers=workers, generator=torch.Generator().manual_seed(1)):
+        assert batch.shape[1:] == (3, 64, 64) and batch.dtype == torch.uint8
+        assert batch.is_contiguous(memory_format=torch.channels_last)
+        for tensor, target in zip(batch, targets.tolist()):
+            hwc = tensor.permute(1, 2, 0).numpy()
+            k = next(k for k in ids if np.array_equal(images[k], hwc))
+            seen[k] = ds.classes[target]
+    assert seen == {k: classes[k] for k in ids}
+
+
+def test_batches_need_one_image_size(dataset_file):
+    path, _, _ = dataset_file
+    ds = ImageStoreDataset(path)
+    with pytest.raises(h5store.InvalidInputError, match="out holds"):
+        ds.batch([0, len(ds) - 1])  # an RGB crop and the gray image

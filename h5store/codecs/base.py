@@ -125,6 +125,11 @@ class Codec(ABC):
         per image, so codecs whose streams describe themselves return their bare decoder."""
         return functools.partial(self.decode, shape=shape, dtype=dtype)
 
+    def decode_into(self, data: Any, out: np.ndarray) -> None:
+        """Decode one payload into ``out`` (a C-contiguous array of the image's shape and
+        dtype); codecs that can write into a caller's buffer override this and skip a copy."""
+        out[...] = self.decode(data, out.shape, out.dtype)
+
     @abstractmethod
     def get_config(self) -> dict[str, Any]:
         """Plain-data configuration: ``{"id": codec_id, **parameters}``, JSON-serialisable."""

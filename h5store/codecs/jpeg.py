@@ -122,6 +122,9 @@ class JpegCodec(Codec):
         # Every stored stream was checked against its stack's geometry when written.
         return imagecodecs.jpeg8_decode
 
+    def decode_into(self, data: Any, out: np.ndarray) -> None:
+        imagecodecs.jpeg8_decode(data, out=out)
+
     def probe(self, data: bytes) -> ImageInfo:
         return parse_jpeg_header(data)
 
