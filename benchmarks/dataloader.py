@@ -1,7 +1,7 @@
 """PyTorch DataLoader throughput: h5store's ImageStoreDataset against an ImageFolder tree read
 with Pillow (what torchvision's ImageFolder does), on the same JPEG q90 bytes.
 
-    python benchmarks/dataloader.py [--n 2000] [--size 224] [--workers 2] [--reps 3]
+    python benchmarks/dataloader.py [--n 6000] [--size 224] [--workers 2] [--reps 3]
 
 Every loader yields (B, C, H, W) uint8 batches and class ids; batches of 64, shuffled.
 h5store is measured both through its own ``ds.loader()`` (whole batches decoded into one
@@ -65,7 +65,7 @@ def throughput(loader: DataLoader) -> float:
 
 def main(argv=None) -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("--n", type=int, default=2000)
+    parser.add_argument("--n", type=int, default=6000, help="images (worker start-up weighs on fewer)")
     parser.add_argument("--size", type=int, default=224)
     parser.add_argument("--workers", type=int, default=2)
     parser.add_argument("--batch", type=int, default=64)
