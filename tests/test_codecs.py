@@ -514,3 +514,48 @@ def test_image_codecs_share_one_parameter_scheme():
         cls = type(get_codec(name))
         if issubclass(cls, ImageCodec) and cls.takes_quality:
             assert len(cls.quality_knobs) == len(ANCHOR_QUALITIES), name
+
+
+def _jpeg_header_outcome(data: bytes):
+    from h5store.codecs.jpeg import parse_jpeg_header
+
+    try:
+        return parse_jpeg_header(data)
+    except h5store.CodecError:
+        return "refused"
+
+
+@FEW
+@given(st.data())
+def test_known_jpeg_headers_decide_as_a_fresh_walk_does(data):
+    """Pre-encoded JPEG headers seen before skip the marker walk; a damaged copy of a known
+    header must still get the walk's verdict, whether that header is known or not."""
+    from h5store.codecs import jpeg
+
+    payload = get_codec("jpeg").encode(sample_set(1, 24).images[0])
+    damaged = bytearray(payload)
+    for _ in range(data.draw(st.integers(1, 3))):
+        damaged[data.draw(st.integers(0, min(len(payload), 700) - 1))] = data.draw(st.integers(0, 255))
+    damaged = bytes(damaged[: data.draw(st.integers(4, len(damaged)))]) + b"\xff\xd9"
+    jpeg._KNOWN_HEADERS.clear()
+    fresh = _jpeg_header_outcome(damaged)
+    jpeg.parse_jpeg_header(payload)  # its header is now known
+    assert _jpeg_header_outcome(damaged) == fresh
+    assert _jpeg_header_outcome(damaged) == fresh  # and again, if it became known itself
+    scan = payload.index(b"\xff\xda")  # a known header whose scan header runs past the end
+    assert _jpeg_header_outcome(payload[: scan + 6] + b"\xff\xd9") == "refused"
+
+
+def test_a_scan_marker_inside_a_segment_does_not_mix_up_known_headers():
+    """0xFFDA inside an APP segment precedes the real scan: two streams sharing everything up to
+    it but with different frames must each report their own size."""
+    from h5store.codecs.jpeg import parse_jpeg_header
+
+    decoy = b"\xff\xda\x00\x08" + bytes(8)
+    app1 = b"\xff\xe1" + (2 + len(decoy)).to_bytes(2, "big") + decoy
+    images = [np.zeros((16, 24, 3), np.uint8), np.zeros((40, 8, 3), np.uint8)]
+    streams = [b"\xff\xd8" + app1 + get_codec("jpeg").encode(im)[2:] for im in images]
+    for _ in range(2):
+        for stream, image in zip(streams, images):
+            assert tuple(parse_jpeg_header(stream))[:3] == image.shape
+            assert get_codec("jpeg").decode(stream, image.shape, image.dtype).shape == image.shape

@@ -35,15 +35,40 @@ _FRAME = struct.Struct(">BHHB")  # precision, height, width, components
 _OTHER_SOF = {0xC3, 0xC5, 0xC6, 0xC7, 0xC9, 0xCA, 0xCB, 0xCD, 0xCE, 0xCF}
 
 
+# Headers walked already, keyed by their bytes up to and including the scan's length field.
+# One encoder writes the same header for every image of one size and quality, and a walk over
+# identical bytes ends identically, so a batch of pre-encoded images walks one header.
+_KNOWN_HEADERS: dict[bytes, ImageInfo] = {}
+_KNOWN_HEADERS_MAX = 64
+_KNOWN_HEADER_MAX_BYTES = 4096
+
+
 def parse_jpeg_header(data: bytes) -> ImageInfo:
     """Walk the marker segments of one JPEG stream; raise CodecError unless it is a complete
     8-bit, 1- or 3-component stream that libjpeg (and so filter 32019) decodes."""
+    data = data if isinstance(data, bytes) else bytes(data)
     n = len(data)
     if n < 4 or data[0] != 0xFF or data[1] != 0xD8:
         raise CodecError("not a JPEG stream (no SOI marker)")
     if data[-2] != 0xFF or data[-1] != 0xD9:
         raise CodecError("JPEG stream is truncated or has trailing bytes (no EOI marker at its end)")
-    # Runs once per pre-encoded image on the ingest path: one unpack per segment.
+    scan = data.find(b"\xff\xda", 2)
+    key = data[: scan + 4] if 0 < scan and scan + 4 <= min(n, _KNOWN_HEADER_MAX_BYTES) else None
+    info = _KNOWN_HEADERS.get(key) if key is not None else None
+    # The one check of the walk that reads past the key: does the scan segment fit?
+    if info is not None and scan + 2 + int.from_bytes(key[-2:], "big") <= n:
+        return info
+    info, scan_at = _walk_jpeg_header(data)
+    # Only a walk that ended at the first 0xFFDA depended on nothing but the key's bytes (an
+    # earlier 0xFFDA sits inside some segment, e.g. an Exif thumbnail).
+    if scan_at == scan and key is not None and len(_KNOWN_HEADERS) < _KNOWN_HEADERS_MAX:
+        _KNOWN_HEADERS[key] = info
+    return info
+
+
+def _walk_jpeg_header(data: bytes) -> tuple[ImageInfo, int]:
+    """The frame of a stream whose SOI and EOI were checked, and where its first scan starts."""
+    n = len(data)
     unpack = _SEGMENT.unpack_from
     pos = 2
     info = None
@@ -66,7 +91,7 @@ def parse_jpeg_header(data: bytes) -> ImageInfo:
         if marker == 0xDA:  # start of scan: entropy-coded data follows
             if info is None:
                 raise CodecError("corrupt JPEG stream: scan before frame header")
-            return info
+            return info, pos
         if marker in _DECODABLE_SOF:
             if info is not None:
                 raise CodecError("JPEG stream has more than one frame header")
