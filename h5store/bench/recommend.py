@@ -11,6 +11,7 @@ from typing import Any
 import numpy as np
 
 from h5store import InvalidInputError
+
 from .results import CellResult
 
 PREFERENCES = ("smallest", "fastest")

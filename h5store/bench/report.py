@@ -15,6 +15,7 @@ from typing import Any
 import numpy as np
 
 from h5store import InvalidInputError
+
 from .recommend import pareto_front, size_at_ssim
 from .results import BenchResult, CellResult
 
