@@ -21,6 +21,8 @@ the same row has ``batch_end`` set: that flag is the commit record of one ``add_
 
 from __future__ import annotations
 
+import ctypes
+import functools
 import json
 import re
 from collections.abc import Callable
@@ -178,6 +180,11 @@ def check_root(f: h5py.File, path: str) -> tuple[int, int]:
 def create_layout(f: h5py.File) -> None:
     """Create the skeleton of an empty store."""
     write_root_attrs(f)
+    # Room in the root group's header for the links added later (/scores, /sources,
+    # /previews): a link removed leaves free space there that new links fill in place,
+    # where a growing header would need a continuation chunk (see CLASS_LINKS_RESERVED).
+    f["_reserved"] = h5py.SoftLink("/" + "_" * 240)
+    del f["_reserved"]
     f.create_dataset(
         INDEX,
         shape=(0,),
@@ -209,7 +216,7 @@ def create_layout(f: h5py.File) -> None:
         STACKS, shape=(0,), maxshape=(None,), chunks=(16,), dtype=STACKS_DTYPE,
         compression="gzip", track_times=False,  # mostly padding of codec_config
     )
-    f.create_group(CLASSES, track_order=True)
+    f[CLASSES] = _new_group(f, CLASS_LINKS_RESERVED)
 
 
 def _fixed_ascii(value: str) -> np.bytes_:
@@ -224,8 +231,58 @@ def _codec_attrs(obj: h5py.HLObject, codec: Codec) -> None:
     obj.attrs["lossless"] = np.uint8(codec.lossless)
 
 
+# Object-header space reserved for links, so that linking a new class (or a new stack into its
+# class) rewrites one header chunk in place: a header that grows gets a continuation chunk, and
+# a group that outgrows compact storage moves its links to a heap and B-trees, several writes
+# in an order HDF5 chooses, which a killed writer can leave torn.
+CLASS_LINKS_RESERVED = 256
+STACK_LINKS_RESERVED = 16
+_RESERVED_NAME_BYTES = 24
+
+
+@functools.cache
+def _link_space_setters() -> tuple[Callable[..., int], Callable[..., int]] | None:
+    # h5py does not wrap H5Pset_link_phase_change and H5Pset_est_link_info. Looked up through
+    # h5py's own extension module, so that they come from the HDF5 library h5py uses.
+    try:
+        lib = ctypes.CDLL(h5py.h5p.__file__)
+        return lib.H5Pset_link_phase_change, lib.H5Pset_est_link_info
+    except (OSError, AttributeError):
+        return None
+
+
+def _group_properties(links: int) -> h5py.h5p.PropGCID:
+    gcpl = h5py.h5p.create(h5py.h5p.GROUP_CREATE)
+    order = h5py.h5p.CRT_ORDER_TRACKED | h5py.h5p.CRT_ORDER_INDEXED
+    gcpl.set_link_creation_order(order)
+    gcpl.set_attr_creation_order(order)
+    gcpl.set_obj_track_times(False)
+    setters = _link_space_setters()
+    if setters is not None:  # without them the file is the same, only less crash-proof
+        set_phase_change, set_estimate = setters
+        hid = ctypes.c_int64(gcpl.id)
+        set_phase_change(hid, ctypes.c_uint(links), ctypes.c_uint(links // 2))
+        set_estimate(hid, ctypes.c_uint(links), ctypes.c_uint(_RESERVED_NAME_BYTES))
+    return gcpl
+
+
+def _new_group(f: h5py.File, links: int) -> h5py.Group:
+    """An anonymous group with header room for ``links`` links; name it with
+    :func:`_link_once_written`."""
+    return h5py.Group(h5py.h5g.create(f.id, None, gcpl=_group_properties(links)))
+
+
+def _link_once_written(parent: h5py.Group, name: str, obj: h5py.HLObject) -> None:
+    """Give an anonymous object its name once it is on disk: HDF5 writes metadata in an order
+    of its own, and a parent's link that landed before the object's header would leave a link
+    to nothing, which HDF5 can neither read nor delete. Killed in between, a writer leaves an
+    object nothing points to."""
+    obj.file.flush()
+    parent[name] = obj
+
+
 def create_class(f: h5py.File, class_id: int, label: str, codec: Codec) -> h5py.Group:
-    group = f[CLASSES].create_group(safe_name(label), track_order=True)
+    group = _new_group(f, STACK_LINKS_RESERVED)
     group.attrs["label"] = label
     group.attrs["class_id"] = np.uint32(class_id)
     group.attrs["count"] = np.uint64(0)
@@ -233,6 +290,7 @@ def create_class(f: h5py.File, class_id: int, label: str, codec: Codec) -> h5py.
     # Previews live outside the class groups, so rewriting one never touches a group that
     # holds images; the link dangles until the writer first closes.
     group["preview"] = h5py.SoftLink(preview_path(label))
+    _link_once_written(f[CLASSES], safe_name(label), group)
     return group
 
 
@@ -243,11 +301,11 @@ def preview_path(label: str) -> str:
 def write_preview(f: h5py.File, label: str, sheet: np.ndarray, ids: np.ndarray) -> None:
     """(Re)write the contact sheet of ``label``: an HDF5 Image (HDFView, h5web) inside a NeXus
     NXdata group whose signal is an RGB image (silx)."""
-    root = f.require_group(PREVIEWS)
+    if PREVIEWS not in f:
+        _link_once_written(f, PREVIEWS, _new_group(f, CLASS_LINKS_RESERVED))
+    root = f[PREVIEWS]
     name = safe_name(label)
-    if name in root:
-        del root[name]
-    group = root.create_group(name)
+    group = _new_group(f, 2)
     group.attrs["NX_class"] = _fixed_ascii("NXdata")
     group.attrs["signal"] = _fixed_ascii("data")
     group.attrs["label"] = label
@@ -261,6 +319,9 @@ def write_preview(f: h5py.File, label: str, sheet: np.ndarray, ids: np.ndarray) 
     ds.attrs["INTERLACE_MODE"] = _fixed_ascii("INTERLACE_PIXEL")
     ds.attrs["interpretation"] = _fixed_ascii("rgba-image")
     ds.attrs["ids"] = np.asarray(ids, dtype="<i8")
+    if name in root:
+        del root[name]
+    _link_once_written(root, name, group)
 
 
 def preview_ids(f: h5py.File, label: str) -> np.ndarray | None:
@@ -305,7 +366,7 @@ def create_stack(
     space = h5py.h5s.create_simple((0, *shape), (h5py.h5s.UNLIMITED, *shape))
     name = stack_name(height, width, channels, dtype)
     htype = h5py.h5t.py_create(np.dtype(dtype).newbyteorder("<"))
-    dsid = h5py.h5d.create(group.id, name.encode("utf-8"), htype, space, dcpl=dcpl)
+    dsid = h5py.h5d.create(group.id, None, htype, space, dcpl=dcpl)
     stack = h5py.Dataset(dsid)
     stack.attrs["CLASS"] = _fixed_ascii("IMAGE")
     stack.attrs["IMAGE_VERSION"] = _fixed_ascii("1.2")
@@ -317,6 +378,7 @@ def create_stack(
         stack.attrs["INTERLACE_MODE"] = _fixed_ascii("INTERLACE_PIXEL")
     _codec_attrs(stack, codec)
     stack.attrs["filter_registered"] = np.uint8(bool(hdf5_filter and hdf5_filter.registered))
+    _link_once_written(group, name, stack)
     return stack
 
 
@@ -330,7 +392,7 @@ def ensure_scores(f: h5py.File, rows: int, k: int) -> h5py.Dataset:
     # chunks would be reallocated and leave their old space behind.
     rows_per_chunk = max(1, min(4096, (1 << 20) // (4 * k)))
     ds = f.create_dataset(
-        SCORES,
+        None,
         shape=(rows, k),
         maxshape=(None, k),
         chunks=(rows_per_chunk, k),
@@ -338,20 +400,23 @@ def ensure_scores(f: h5py.File, rows: int, k: int) -> h5py.Dataset:
         fillvalue=np.nan,
         track_times=False,
     )
+    _link_once_written(f, SCORES, ds)
     return ds
 
 
 def ensure_sources(f: h5py.File, rows: int) -> h5py.Dataset:
     if SOURCES in f:
         return f[SOURCES]
-    return f.create_dataset(
-        SOURCES,
+    ds = f.create_dataset(
+        None,
         shape=(rows,),
         maxshape=(None,),
         chunks=(4096,),
         dtype=h5py.string_dtype("utf-8"),
         track_times=False,
     )
+    _link_once_written(f, SOURCES, ds)
+    return ds
 
 
 # --------------------------------------------------------------------------- reading

@@ -35,6 +35,7 @@ from .errors import (
     FormatError,
     InvalidInputError,
     ReadOnlyError,
+    RecoveryNeededError,
     UnknownIdError,
 )
 from .index import Index
@@ -171,7 +172,16 @@ class ImageStore:
                 removed = []
                 if self._writer.recovered:
                     f = self._writer.f
-                    removed = fmt.remove_unreferenced_structure(f, fmt.read_labels(f), read_committed_rows(f))
+                    try:
+                        removed = fmt.remove_unreferenced_structure(f, fmt.read_labels(f), read_committed_rows(f))
+                    except (KeyError, RuntimeError, OSError) as exc:
+                        # A writer killed while HDF5 flushed a new group or stack can leave
+                        # group metadata half written, which HDF5 can neither read nor unlink.
+                        raise RecoveryNeededError(
+                            f"{self.path}: a writer was killed while creating a class or stack and "
+                            f"left HDF5 metadata that cannot be repaired in place ({exc}); open it "
+                            "with mode 'r' to read the committed images, or export them to a new store"
+                        ) from exc
                     f.flush()
                 self._load(self._writer.f)
             except BaseException:
