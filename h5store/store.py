@@ -685,13 +685,13 @@ class ImageStore:
         groups: dict[int, list[int]] = {}
         for k, sid in enumerate(stack_ids):
             groups.setdefault(sid, []).append(k)
+        handles = {sid: w.stack(sid, self._stacks[sid].path) for sid in groups}
         positions = np.zeros(n, dtype=np.int64)
         for sid, members in groups.items():
             start = self._stacks[sid].length
             positions[members] = np.arange(start, start + len(members))
-            w.extend_stack(w.stack(sid, self._stacks[sid].path), start + len(members))
+            w.extend_stack(handles[sid], start + len(members))
         # Chunks are written as the encoder threads deliver them, in image order.
-        handles = {sid: w.stack(sid, self._stacks[sid].path) for sid in groups}
         writers = [w.chunk_writer(handles[sid]) if sid in handles else None for sid in range(max(groups) + 1)]
         offsets = [0] * n
         payloads: list[bytes] = []
@@ -727,7 +727,7 @@ class ImageStore:
         rows["width"] = [key[2] for key in batch.keys]
         rows["channels"] = [key[3] for key in batch.keys]
         rows["dtype"] = [key[4] for key in batch.keys]
-        rows["codec"] = [self._stacks[self._stack_ids[key]].codec.codec_id for key in batch.keys]
+        rows["codec"] = [self._stacks[sid].codec.codec_id for sid in stack_ids]
         rows["nbytes"] = [len(p) for p in payloads]
         rows["crc32"] = crcs
         rows["offset"] = offsets
