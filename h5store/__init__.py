@@ -19,6 +19,7 @@ from .codecs import Codec, available_codecs, get_codec, register_codec
 from .errors import (
     ClosedStoreError,
     CodecError,
+    DamagedImageError,
     DuplicateIdError,
     FormatError,
     H5StoreError,
@@ -45,6 +46,7 @@ __all__ = [
     "ClosedStoreError",
     "Codec",
     "CodecError",
+    "DamagedImageError",
     "DuplicateIdError",
     "FormatError",
     "H5StoreError",

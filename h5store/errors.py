@@ -65,3 +65,13 @@ class UnknownIdError(H5StoreError, KeyError):
 
 class ClosedStoreError(H5StoreError, ValueError):
     """The store was used after it was closed."""
+
+
+class DamagedImageError(H5StoreError):
+    """An image's stored bytes no longer match the CRC-32 recorded when it was written (the
+    file was damaged on disk or by another program); the store's other images stay readable.
+    ``image_id`` names the image."""
+
+    def __init__(self, message: str, image_id: int | None = None):
+        super().__init__(message)
+        self.image_id = image_id

@@ -2,8 +2,8 @@
 
 Loaded once at open (a million rows is about a thousand compressed chunk reads) and appended
 to as batches commit, so lookups and queries never touch HDF5. The read path indexes
-``memoryview``s of contiguous copies of the location columns, which return Python ints without
-creating numpy scalars.
+``memoryview``s of the fields of one packed record per row (location, size, CRC-32, stack,
+deleted flag), which return Python ints without creating numpy scalars.
 """
 
 from __future__ import annotations
@@ -15,9 +15,18 @@ import numpy as np
 from .errors import UnknownIdError
 from .format import INDEX_DTYPE
 
-#: Columns kept as contiguous copies: the read path indexes the location columns one element
-#: at a time, and queries scan the others (a strided scan of 1M packed rows costs 3x more).
+#: Columns kept as contiguous copies for queries and vectorised lookups (a strided scan of 1M
+#: packed rows costs 3x more).
 HOT_COLUMNS = ("offset", "nbytes", "stack", "deleted", "id", "label", "true_label", "score")
+
+#: What one read needs of its row, packed into 24 bytes: a random read in a million-row store
+#: then costs one cache miss for its row instead of one per column (1.2 -> 0.5 us measured for
+#: the five lookups at 1M rows, against 0.3 us at 10k).
+LOCATION_DTYPE = np.dtype({
+    "names": ["offset", "nbytes", "crc32", "stack", "deleted"],
+    "formats": ["=u8", "=u4", "=u4", "=u4", "u1"],
+    "itemsize": 24,
+})
 
 
 def _native(dtype: np.dtype) -> np.dtype:
@@ -39,6 +48,7 @@ class Index:
         self._n = 0
         self._rows = np.zeros(0, INDEX_DTYPE)
         self._hot = {name: np.zeros(0, _native(INDEX_DTYPE[name])) for name in HOT_COLUMNS}
+        self._locations = np.zeros(0, LOCATION_DTYPE)
         self._dense_start: int | None = 0  # ids == _dense_start + row, while that holds
         self._row_of_id: dict[int, int] | None = None
         self._deleted = 0
@@ -49,11 +59,13 @@ class Index:
             self.append(rows)
 
     def _refresh_views(self) -> None:
-        # Python-int access for the hot path; rebuilt whenever a column is reallocated.
-        self.offsets = memoryview(self._hot["offset"])
-        self.nbytes = memoryview(self._hot["nbytes"])
-        self.stacks = memoryview(self._hot["stack"])
-        self.deleted = memoryview(self._hot["deleted"])
+        # Python-int access for the hot path; rebuilt whenever the records are reallocated.
+        locations = self._locations
+        self.offsets = memoryview(locations["offset"])
+        self.nbytes = memoryview(locations["nbytes"])
+        self.crcs = memoryview(locations["crc32"])
+        self.stacks = memoryview(locations["stack"])
+        self.deleted = memoryview(locations["deleted"])
 
     # ------------------------------------------------------------------ size and access
 
@@ -93,9 +105,14 @@ class Index:
                 grown = np.zeros(capacity, col.dtype)
                 grown[:start] = col[:start]
                 self._hot[name] = grown
+            locations = np.zeros(capacity, LOCATION_DTYPE)
+            locations[:start] = self._locations[:start]
+            self._locations = locations
             self._refresh_views()
         for name, col in self._hot.items():
             col[start : start + k] = new_rows[name]
+        for name in LOCATION_DTYPE.names:
+            self._locations[name][start : start + k] = new_rows[name]
         self._n += k
         self._deleted += int(np.count_nonzero(new_rows["deleted"]))
         ids = new_rows["id"]
@@ -110,6 +127,7 @@ class Index:
 
     def set_offsets(self, rows: np.ndarray, offsets: np.ndarray) -> None:
         self._hot["offset"][rows] = offsets
+        self._locations["offset"][rows] = offsets
         self._rows["offset"][rows] = offsets
 
     # ------------------------------------------------------------------ ids
@@ -186,6 +204,7 @@ class Index:
         rows = np.unique(rows)
         self._deleted += int(np.count_nonzero(self._hot["deleted"][rows] == 0))
         self._hot["deleted"][rows] = 1
+        self._locations["deleted"][rows] = 1
         self._rows["deleted"][rows] = 1
 
     # ------------------------------------------------------------------ queries

@@ -14,6 +14,7 @@ import json
 import os
 import random
 import warnings
+import zlib
 from collections.abc import Iterable, Iterator, Sequence
 from dataclasses import dataclass, field
 from typing import Any
@@ -31,6 +32,7 @@ from .codecs import Codec, codec_from_config, get_codec, image_shape
 from .errors import (
     ClosedStoreError,
     CodecError,
+    DamagedImageError,
     DuplicateIdError,
     FormatError,
     InvalidInputError,
@@ -43,6 +45,12 @@ from .index import Index
 # The index's CRC-32 (zlib's polynomial) from libdeflate: 0.9 us for a 14 kB JPEG here against
 # zlib's 3.4 us, on every image written and verified.
 crc32 = imagecodecs.deflate_crc32
+
+# Reads check every payload against its CRC-32 before decoding it. Below this size zlib's crc32
+# is the cheaper call (0.4 against 0.7 us for a 1 kB payload: libdeflate's wrapper costs more
+# than its loop saves); above it libdeflate's faster loop wins. Same polynomial, same values.
+_SMALL_PAYLOAD = 3072
+_small_crc32 = zlib.crc32
 
 
 #: numpy's dtype.name is slow (~1 us); images are validated to be one of these.
@@ -147,12 +155,14 @@ class ImageStore:
         codec: str | Codec = "jpeg",
         quality: int = 90,
         labels: Sequence[str] | None = None,
+        verify_reads: bool = True,
         **codec_options: Any,
     ):
         if mode not in MODES:
             raise InvalidInputError(f"mode must be one of {sorted(MODES)}, got {mode!r}")
         self.path = os.fspath(path)
         self.mode = MODES[mode]
+        self._verify_reads = bool(verify_reads)
         self._default_codec = get_codec(codec, quality=quality, **codec_options)
         self._writer: WriterFile | None = None
         self._reader: h5py.File | None = None
@@ -296,6 +306,11 @@ class ImageStore:
     def writable(self) -> bool:
         return self._writer is not None
 
+    @property
+    def verify_reads(self) -> bool:
+        """Whether reads check each image's CRC-32 before returning it (see :func:`open`)."""
+        return self._verify_reads
+
     def close(self) -> None:
         """Finish writing (complete index table, class counts) and release the file."""
         if self._mapped is None:
@@ -373,10 +388,10 @@ class ImageStore:
 
     def __getstate__(self) -> dict[str, Any]:
         # Worker processes (PyTorch DataLoader with spawn) reopen the file for reading.
-        return {"path": self.path}
+        return {"path": self.path, "verify_reads": self._verify_reads}
 
     def __setstate__(self, state: dict[str, Any]) -> None:
-        self.__init__(state["path"], "r")
+        self.__init__(state["path"], "r", verify_reads=state.get("verify_reads", True))
 
     def __repr__(self) -> str:
         if self.closed:
@@ -792,7 +807,9 @@ class ImageStore:
         return self._index.live_ids()
 
     # The read path: a few Python-int lookups and a slice of the memory map; no HDF5 call and
-    # no lock, so threads decode in parallel.
+    # no lock, so threads decode in parallel. Every payload is checked against its CRC-32
+    # before it is decoded or returned (unless opened with verify_reads=False): a damaged
+    # chunk would otherwise decode to wrong pixels without any error.
 
     def _payload(self, row: int) -> memoryview:
         index = self._index
@@ -800,15 +817,30 @@ class ImageStore:
         view = self._mapped.view
         if offset + nbytes > len(view):
             view = self._mapped.ensure(offset + nbytes)
-        return view[offset : offset + nbytes]
+        payload = view[offset : offset + nbytes]
+        if self._verify_reads and (
+            _small_crc32(payload) if nbytes < _SMALL_PAYLOAD else crc32(payload)
+        ) != index.crcs[row]:
+            raise self._damaged(row)
+        return payload
+
+    def _damaged(self, row: int) -> DamagedImageError:
+        image_id = int(self._index.column("id")[row])
+        return DamagedImageError(
+            f"image {image_id} in {self.path} is damaged: its stored bytes do not match the "
+            "CRC-32 recorded when it was written (the store's other images are unaffected; "
+            "verify() lists every damaged image)",
+            image_id,
+        )
 
     def _decode(self, row: int) -> np.ndarray:
         return self._decoders[self._index.stacks[row]](self._payload(row))
 
     def __getitem__(self, image_id: int) -> np.ndarray:
         """The decoded image with this id."""
-        # _decode and row_of inlined: every call here holds the GIL, which bounds how well
-        # threads that read in parallel scale.
+        # _payload, _decode and row_of inlined: every call here holds the GIL, which bounds
+        # how well threads that read in parallel scale (each function call costs ~0.1 us of
+        # a ~0.6 us budget at 32 px).
         mapped, index = self._mapped, self._index
         if mapped is None:
             raise ClosedStoreError(f"{self.path} is closed")
@@ -816,11 +848,17 @@ class ImageStore:
         if row < 0 or index.deleted[row]:
             raise UnknownIdError(f"no image with id {image_id!r} in the store")
         offset = index.offsets[row]
-        end = offset + index.nbytes[row]
+        nbytes = index.nbytes[row]
+        end = offset + nbytes
         view = mapped.view
         if end > len(view):
             view = mapped.ensure(end)
-        return self._decoders[index.stacks[row]](view[offset:end])
+        payload = view[offset:end]
+        if self._verify_reads and (
+            _small_crc32(payload) if nbytes < _SMALL_PAYLOAD else crc32(payload)
+        ) != index.crcs[row]:
+            raise self._damaged(row)
+        return self._decoders[index.stacks[row]](payload)
 
     def get_batch(self, ids: Sequence[int], *, out: np.ndarray | None = None) -> list[np.ndarray] | np.ndarray:
         """Decoded images for many ids (decoded in parallel threads), in the order given.
@@ -1006,7 +1044,8 @@ class ImageStore:
 
 
 def open(path: str | os.PathLike, mode: str = "r", *, codec: str | Codec = "jpeg", quality: int = 90,
-         labels: Sequence[str] | None = None, **codec_options: Any) -> ImageStore:
+         labels: Sequence[str] | None = None, verify_reads: bool = True,
+         **codec_options: Any) -> ImageStore:
     """Open or create an h5store file; use as a context manager.
 
     Modes as in h5py: ``r`` read only (default), ``r+`` read/write an existing store, ``a``
@@ -1015,5 +1054,11 @@ def open(path: str | os.PathLike, mode: str = "r", *, codec: str | Codec = "jpeg
     defaults for classes created from now on; existing classes keep their codec. ``quality``
     (1-100) applies to lossy codecs and is ignored by lossless ones. ``labels`` declares class
     names in order (needed for integer labels and score vectors).
+
+    ``verify_reads`` (default True): every read that returns pixels or stored bytes first
+    checks the image's CRC-32 and raises :class:`DamagedImageError` naming the image if its
+    bytes changed since they were written. False skips the check (about 0.05 us per kB read)
+    for callers who accept decoding damaged bytes without an error.
     """
-    return ImageStore(path, mode, codec=codec, quality=quality, labels=labels, **codec_options)
+    return ImageStore(path, mode, codec=codec, quality=quality, labels=labels,
+                      verify_reads=verify_reads, **codec_options)

@@ -42,7 +42,8 @@ class ImageStoreDataset(Dataset):
     ``ids``: which images, in which order (default: all live images in insertion order).
     ``target``: ``"label"`` (predicted class id), ``"true_label"`` (ground-truth class id,
     -1 if unknown), ``"id"``, or None for images only. ``transform`` is applied to the
-    (C, H, W) tensor. Class ids index :attr:`classes`.
+    (C, H, W) tensor. Class ids index :attr:`classes`. ``verify_reads`` is passed to
+    :func:`h5store.open` in every process (a damaged image raises ``DamagedImageError``).
     """
 
     def __init__(
@@ -52,12 +53,14 @@ class ImageStoreDataset(Dataset):
         *,
         target: str | None = "label",
         transform: Callable[[torch.Tensor], Any] | None = None,
+        verify_reads: bool = True,
     ):
         if target not in TARGETS:
             raise InvalidInputError(f"target must be one of {TARGETS}, got {target!r}")
         self.path = os.fspath(path)
         self.transform = transform
         self.target = target
+        self.verify_reads = verify_reads
         with h5store.open(self.path) as store:
             self.classes = list(store.labels)
             index = store.index
@@ -77,7 +80,7 @@ class ImageStoreDataset(Dataset):
         if self._store is None or self._pid != os.getpid():
             if torch.utils.data.get_worker_info() is not None:
                 h5store.set_threads(1)  # the DataLoader's workers already use every core
-            self._store = h5store.open(self.path)
+            self._store = h5store.open(self.path, verify_reads=self.verify_reads)
             self._pid = os.getpid()
         return self._store
 
