@@ -115,22 +115,38 @@ class WriterLock:
             self._fd = -1
 
 
-class MappedFile:
-    """Read-only memory map of the store file, grown on demand as the file grows."""
+#: Readers map files up to this size with MAP_POPULATE (see MappedFile).
+POPULATE_MAX_BYTES = min(2 << 30, os.sysconf("SC_PAGE_SIZE") * os.sysconf("SC_PHYS_PAGES") // 8)
 
-    def __init__(self, path: str):
+
+class MappedFile:
+    """Read-only memory map of the store file, grown on demand as the file grows.
+
+    ``populate``: map every page of the file at once (MAP_POPULATE), for readers. Otherwise the
+    first read of each page takes a page fault (even with the file in the page cache), and a
+    random pass over a large store takes one every other read: at 1,000,000 images of 1 kB,
+    0.55 faults per read made the first pass 1.24 x as costly as at 10,000; populated, 1.10 x.
+    Populating costs ~0.1 s of CPU per GB at open (and about as much at close) from the page
+    cache; a file not in the cache is read whole, so only files up to POPULATE_MAX_BYTES (2 GiB,
+    or an eighth of the memory if less) are populated. A map grown later (the file grew) is not.
+    """
+
+    def __init__(self, path: str, *, populate: bool = False):
         self._path = path
         self._fd = os.open(path, os.O_RDONLY | os.O_CLOEXEC)
         self._map: mmap.mmap | None = None
         self.view = memoryview(b"")
-        self._remap()
+        self._remap(populate)
 
-    def _remap(self) -> None:
+    def _remap(self, populate: bool = False) -> None:
         size = os.fstat(self._fd).st_size
         if size == 0:
             return
+        flags = mmap.MAP_SHARED
+        if populate and size <= POPULATE_MAX_BYTES:
+            flags |= getattr(mmap, "MAP_POPULATE", 0)  # Linux only
         # The old map stays alive while slices of it are still referenced elsewhere.
-        self._map = mmap.mmap(self._fd, size, access=mmap.ACCESS_READ)
+        self._map = mmap.mmap(self._fd, size, flags=flags, prot=mmap.PROT_READ)
         self.view = memoryview(self._map)
 
     def ensure(self, end: int) -> memoryview:
