@@ -1,5 +1,7 @@
 """The PyTorch Dataset: every DataLoader worker (fork and spawn) reads correctly."""
 
+import os
+
 import numpy as np
 import pytest
 from conftest import photo_crops
@@ -71,3 +73,32 @@ def test_batches_need_one_image_size(dataset_file):
     ds = ImageStoreDataset(path)
     with pytest.raises(h5store.InvalidInputError, match="out holds"):
         ds.batch([0, len(ds) - 1])  # an RGB crop and the gray image
+
+
+def _block_inode(batch):
+    fd, _ = batch.untyped_storage()._share_fd_cpu_()
+    return os.fstat(fd).st_ino
+
+
+@pytest.mark.parametrize("keep", [False, True])
+def test_loader_workers_reuse_blocks_only_once_let_go(dataset_file, keep):
+    """ds.loader() workers decode into shared-memory blocks they reuse (a fresh block per batch
+    costs as much as decoding it), but never one the main process still holds a batch on."""
+    path, images, _ = dataset_file
+    ids = [i for i in range(len(images)) if i != 3]
+    ds = ImageStoreDataset(path, ids=ids, target="id")
+    loader = ds.loader(1, num_workers=1, persistent_workers=True)
+    kept, blocks = [], set()
+    for epoch in range(3):
+        for batch, batch_ids in loader:
+            blocks.add(_block_inode(batch))
+            if keep:
+                kept.append((batch, int(batch_ids[0])))
+    batches = 3 * len(ids)
+    if keep:  # every batch still holds its own image: none was overwritten
+        assert len(blocks) == batches
+        for batch, image_id in kept:
+            assert np.array_equal(batch[0].permute(1, 2, 0).numpy(), images[image_id])
+    else:  # the prefetch depth plus a few: far fewer blocks than batches
+        assert len(blocks) <= 5 < batches
+    del loader
