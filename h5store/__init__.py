@@ -31,6 +31,7 @@ from .errors import (
     StoreLockedError,
     StoreNotFoundError,
     UnknownIdError,
+    UnrepairableError,
     VersionError,
 )
 from .format import FORMAT_VERSION
@@ -60,6 +61,7 @@ __all__ = [
     "StoreLockedError",
     "StoreNotFoundError",
     "UnknownIdError",
+    "UnrepairableError",
     "VerifyReport",
     "VersionError",
     "available_codecs",

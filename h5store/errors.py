@@ -25,7 +25,23 @@ class VersionError(FormatError):
 
 
 class RecoveryNeededError(FormatError):
-    """A writer died while it had the file open; opening it for writing once recovers it."""
+    """A writer died while it had the file open; opening it once with mode 'a' (or 'r+')
+    recovers it. Until then readers cannot open it."""
+
+
+class UnrepairableError(FormatError):
+    """A writer died at a moment that left HDF5 metadata this version cannot repair in place;
+    mode 'r' still reads every committed image, so export them to a new store."""
+
+
+class DamagedImageError(FormatError):
+    """An image's stored bytes no longer match the CRC-32 recorded when it was written (the
+    file was damaged on disk or by another program); the store's other images stay readable.
+    ``image_id`` names the image."""
+
+    def __init__(self, message: str, image_id: int | None = None):
+        super().__init__(message)
+        self.image_id = image_id
 
 
 class StoreNotFoundError(H5StoreError, FileNotFoundError):
@@ -66,12 +82,3 @@ class UnknownIdError(H5StoreError, KeyError):
 class ClosedStoreError(H5StoreError, ValueError):
     """The store was used after it was closed."""
 
-
-class DamagedImageError(H5StoreError):
-    """An image's stored bytes no longer match the CRC-32 recorded when it was written (the
-    file was damaged on disk or by another program); the store's other images stay readable.
-    ``image_id`` names the image."""
-
-    def __init__(self, message: str, image_id: int | None = None):
-        super().__init__(message)
-        self.image_id = image_id
