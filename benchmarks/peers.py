@@ -119,9 +119,21 @@ class H5Store:
         return H5StoreReader(path)
 
 
+class H5StoreUnchecked:
+    """h5store's reads without the CRC-32 check (``verify_reads=False``), on h5store's file:
+    what checking every read costs, measured in the same run."""
+
+    name = "h5store, verify_reads=False"
+    write = None
+    reads_file_of = H5Store.name
+
+    def open(self, path, data):
+        return H5StoreReader(path, verify_reads=False)
+
+
 class H5StoreReader:
-    def __init__(self, path):
-        self.store = h5store.open(path)
+    def __init__(self, path, verify_reads=True):
+        self.store = h5store.open(path, verify_reads=verify_reads)
         self.read = self.store.__getitem__
         self.fetch = self.store.get_encoded
         self.read_batch = self.store.get_batch  # h5store's own parallel decode
@@ -555,6 +567,7 @@ def installed(contender):
 CONTENDERS = [
     Ceiling(),
     H5Store(),
+    H5StoreUnchecked(),
     LMDB(),
     H5pyChunks(),
     FolderCSV("imagecodecs"),
@@ -702,7 +715,8 @@ def measure_set(data, tmp, pool, args):
         ids = rng.permutation(len(data)).tolist()  # the same random order for every contender
         for c in rotated(contenders, rep):
             holder = []
-            opens[c.name].append(seconds(lambda: holder.append(c.open(paths.get(c.name), data))))
+            path = paths.get(getattr(c, "reads_file_of", c.name))
+            opens[c.name].append(seconds(lambda: holder.append(c.open(path, data))))
             reader = holder[0]
             if rep == 0:
                 check(reader, data)
@@ -796,6 +810,21 @@ def read_table(r):
     return markdown_table(headers, rows)
 
 
+def checksum_cost(r):
+    """What checking each read's CRC-32 (h5store's default) costs, from the two h5store rows."""
+    on = r["stores"][H5Store.name]
+    off = r["stores"].get(H5StoreUnchecked.name)
+    if off is None:
+        return ""
+    parts = [f"{label} {fmt(on.get(key))} x the ceiling checked, {fmt(off.get(key))} unchecked"
+             for label, key in (("1 thread", "read1_x"), ("2 threads", "read2_x"))]
+    return (
+        "Checksummed reads (the default: each image's CRC-32 checked before it is decoded) "
+        f"against `verify_reads=False`, read+decode: {'; '.join(parts)}; raw fetch "
+        f"{fmt(on.get('fetch_us'))} against {fmt(off.get('fetch_us'))} us."
+    )
+
+
 def ingest_table(r):
     stores = r["stores"]
     lmdb_rate = stores.get(LMDB.name, {}).get("ingest")
@@ -869,6 +898,8 @@ def report(results, args):
             "machine (2.0 on an idle one). h5store "
             f"`get_batch` (its own thread pool, 2 threads): {fmt(h5.get('read_batch2'))} img/s "
             f"= {fmt(h5.get('read_batch2_x'))} x the ceiling's 2-thread rate.",
+            "",
+            checksum_cost(r),
             "",
             "### Ingest and size",
             "",
