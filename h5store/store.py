@@ -143,7 +143,7 @@ class ImageStore:
         self._catalog = catalog = Catalog(f, self._class_group)
         # A reader's first map is populated (no page fault per first read of a page); a
         # refresh or a writer, which remap as the file grows, would pay it again and again.
-        populate = self._writer is None and self._mapped is None
+        populate = self.mode == "r" and self._mapped is None
         if self._mapped is not None:
             self._mapped.close()
         self._mapped = MappedFile(self.path, populate=populate)
