@@ -348,7 +348,7 @@ class ImageStore:
         ]
         batch = writer.prepare(len(imgs), labels, scores, true_labels, ids, sources,
                                geometries=geometries)
-        codecs = batch.codecs
+        codecs = [batch.codecs[number] for number in batch.key_of_image.tolist()]
 
         def encode(k: int) -> tuple[bytes, int]:
             payload = codecs[k].encode(imgs[k])
