@@ -33,9 +33,22 @@ def plugin_path(tmp_path_factory):
     shutil.copytree(PLUGIN_SOURCE, source)  # the build writes next to the sources
     target = work / "site"
     subprocess.run(
-        [sys.executable, "-m", "pip", "install", "-q", "--no-deps", "--no-build-isolation",
-         "--target", str(target), str(source)],
-        check=True, capture_output=True, text=True, timeout=300,
+        [
+            sys.executable,
+            "-m",
+            "pip",
+            "install",
+            "-q",
+            "--no-deps",
+            "--no-build-isolation",
+            "--target",
+            str(target),
+            str(source),
+        ],
+        check=True,
+        capture_output=True,
+        text=True,
+        timeout=300,
     )
     assert (target / "h5store_zinvert").is_dir()
     return target
@@ -44,8 +57,9 @@ def plugin_path(tmp_path_factory):
 def run(args: list[str], plugin: Path | None) -> subprocess.CompletedProcess:
     env = dict(os.environ)
     env["PYTHONPATH"] = os.pathsep.join(str(p) for p in (plugin, CHECKOUT) if p is not None)
-    return subprocess.run([sys.executable, *args], capture_output=True, text=True, env=env,
-                          timeout=120)
+    return subprocess.run(
+        [sys.executable, *args], capture_output=True, text=True, env=env, timeout=120
+    )
 
 
 WRITE = """
@@ -79,7 +93,9 @@ def test_store_written_and_read_with_a_plugin_codec_nobody_imported(plugin_path,
     out = json.loads(read.stdout)
     images = np.arange(2 * 6 * 5 * 3, dtype=np.uint8).reshape(2, 6, 5, 3)
     assert [np.array(p).tolist() for p in out["pixels"]] == [
-        images[0].tolist(), images[1].tolist(), images[0, :, :, 0].tolist()
+        images[0].tolist(),
+        images[1].tolist(),
+        images[0, :, :, 0].tolist(),
     ]
     assert out["codec"] == "zinvert"
     assert out["config"] == {"id": "zinvert", "level": 9}

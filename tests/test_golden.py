@@ -207,8 +207,9 @@ def test_golden_file_takes_new_images(tmp_path):
     new_size = rng.integers(0, 256, (1, 30, 14, 3), dtype=np.uint8)  # a new png stack
     vectors = rng.random((2, len(LABELS))).astype(np.float32)
     with h5store.open(copy, "a") as store:
-        cat_ids = store.add_batch(cats, labels=["cat", "cat"], scores=vectors,
-                                  sources=["new/a.jpg", "new/b.jpg"])
+        cat_ids = store.add_batch(
+            cats, labels=["cat", "cat"], scores=vectors, sources=["new/a.jpg", "new/b.jpg"]
+        )
         dog_id = store.add(new_size[0], label="dog", true_label="dog")
         store.delete([LIVE[0]])
     assert cat_ids.tolist() == [max(INDEX["id"]) + 1, max(INDEX["id"]) + 2]

@@ -51,7 +51,9 @@ def _codec_class(codec_id: Any) -> type[Codec] | None:
             raise CodecError(f"codec {codec_id!r}: loading {where} failed: {exc!r}") from exc
         if isinstance(loaded, type) and issubclass(loaded, Codec):
             if loaded.codec_id != codec_id:
-                raise CodecError(f"{where} is a codec with id {loaded.codec_id!r}, not {codec_id!r}")
+                raise CodecError(
+                    f"{where} is a codec with id {loaded.codec_id!r}, not {codec_id!r}"
+                )
             register_codec(loaded)
         cls = _REGISTRY.get(codec_id)
         if cls is None:

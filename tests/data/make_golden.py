@@ -79,16 +79,25 @@ def build() -> dict[int, np.ndarray]:
 
         # jpeg, H != W, (N, K) score vectors, sources, partly known truth
         cats = [_pattern(rng, (24, 32, 3), "uint8") for _ in range(5)]
-        ids = store.add_batch(cats, labels=["cat"] * 5, scores=_vectors(rng, ["cat"] * 5),
-                              true_labels=["cat", "dog", None, "cat", -1],
-                              sources=[f"photos/cat{k}.jpg" for k in range(5)])
+        ids = store.add_batch(
+            cats,
+            labels=["cat"] * 5,
+            scores=_vectors(rng, ["cat"] * 5),
+            true_labels=["cat", "dog", None, "cat", -1],
+            sources=[f"photos/cat{k}.jpg" for k in range(5)],
+        )
         remember(ids, cats)
 
         # png in two stacks of one class (RGB uint8, gray uint16), caller's ids with gaps
         dogs = [_pattern(rng, (20, 20, 3), "uint8") for _ in range(3)]
-        ids = store.add_batch(dogs, labels=["dog"] * 3, scores=_vectors(rng, ["dog"] * 3),
-                              true_labels=["dog", "dog", "cat"], ids=[1000, 1007, 1003],
-                              sources=["dogs/a.png", "", "dogs/c.png"])
+        ids = store.add_batch(
+            dogs,
+            labels=["dog"] * 3,
+            scores=_vectors(rng, ["dog"] * 3),
+            true_labels=["dog", "dog", "cat"],
+            ids=[1000, 1007, 1003],
+            sources=["dogs/a.png", "", "dogs/c.png"],
+        )
         remember(ids, dogs)
         gray = [_pattern(rng, (12, 12), "uint16") for _ in range(2)]
         ids = store.add_batch(gray, labels=[1, 1], scores=_vectors(rng, ["dog", "dog"]))
@@ -96,8 +105,9 @@ def build() -> dict[int, np.ndarray]:
 
         # zstd uint16 single channel and blosc2 RGB; top-1 scores only, no vectors, no sources
         masks = [_pattern(rng, (16, 16, 1), "uint16") for _ in range(3)]
-        ids = store.add_batch(masks, labels=["mask"] * 3, scores=[0.5, 0.25, 0.75],
-                              true_labels=["mask"] * 3)
+        ids = store.add_batch(
+            masks, labels=["mask"] * 3, scores=[0.5, 0.25, 0.75], true_labels=["mask"] * 3
+        )
         remember(ids, [m[..., 0] for m in masks])  # (H, W, 1) is stored and read as (H, W)
         blobs = [_pattern(rng, (8, 10, 3), "uint8") for _ in range(3)]
         ids = store.add_batch(blobs, labels=["blob"] * 3)
@@ -105,14 +115,16 @@ def build() -> dict[int, np.ndarray]:
 
         # a pre-encoded JPEG stored as-is
         encoded = h5store.get_codec("jpeg", quality=75).encode(_pattern(rng, (24, 32, 3), "uint8"))
-        image_id = store.add_encoded(encoded, label="cat", score=0.875, true_label="cat",
-                                     source="photos/encoded.jpg")
+        image_id = store.add_encoded(
+            encoded, label="cat", score=0.875, true_label="cat", source="photos/encoded.jpg"
+        )
         originals[image_id] = imagecodecs.jpeg8_decode(encoded)
 
         # raw, enough rows to fill one compressed /index chunk
         tiny = rng.integers(0, 256, (TINY_ROWS, 4, 4), dtype=np.uint8)
-        ids = store.add_batch(tiny, labels=["tiny"] * TINY_ROWS,
-                              scores=_vectors(rng, ["tiny"] * TINY_ROWS))
+        ids = store.add_batch(
+            tiny, labels=["tiny"] * TINY_ROWS, scores=_vectors(rng, ["tiny"] * TINY_ROWS)
+        )
         remember(ids, tiny)
 
         deleted = sorted(originals)[1]  # the second cat
@@ -159,8 +171,10 @@ def expected_state(originals: dict[int, np.ndarray], deleted: int) -> tuple[dict
         stats.pop("file_bytes")
     with h5py.File(STORE, "r") as f:
         stacks = [
-            {name: (row[name].decode() if isinstance(row[name], bytes) else int(row[name]))
-             for name in fmt.STACKS_DTYPE.names}
+            {
+                name: (row[name].decode() if isinstance(row[name], bytes) else int(row[name]))
+                for name in fmt.STACKS_DTYPE.names
+            }
             for row in f[fmt.STACKS][()]
         ]
         previews = {}
@@ -188,8 +202,13 @@ def expected_state(originals: dict[int, np.ndarray], deleted: int) -> tuple[dict
 
 def _commit() -> str:
     try:
-        out = subprocess.run(["git", "rev-parse", "--short", "HEAD"], capture_output=True,
-                             text=True, cwd=HERE, check=True)
+        out = subprocess.run(
+            ["git", "rev-parse", "--short", "HEAD"],
+            capture_output=True,
+            text=True,
+            cwd=HERE,
+            check=True,
+        )
         return out.stdout.strip()
     except (OSError, subprocess.CalledProcessError):
         return "unknown"
