@@ -38,176 +38,244 @@ MUTANTS = [
     Mutant(
         "index-map",
         "(a) ids added after a lookup built the id map are not entered in it",
-        (("h5store/index.py",
-          "            self._row_of_id.update(zip(ids.tolist(), range(start, start + k)))",
-          "            pass"),),
+        (
+            (
+                "h5store/index.py",
+                "            self._row_of_id.update(zip(ids.tolist(), range(start, start + k)))",
+                "            pass",
+            ),
+        ),
         ("test_roundtrip.py", "test_ids.py"),
     ),
     Mutant(
         "duplicate-ids",
         "(a) an id already in a store with non-consecutive ids is accepted again",
-        (("h5store/index.py",
-          "        return np.array([i for i in ids.tolist() if i in lookup], dtype=np.int64)",
-          "        return np.zeros(0, dtype=np.int64)"),),
+        (
+            (
+                "h5store/index.py",
+                "        return np.array([i for i in ids.tolist() if i in lookup], dtype=np.int64)",
+                "        return np.zeros(0, dtype=np.int64)",
+            ),
+        ),
         ("test_roundtrip.py", "test_bad_input.py", "test_ids.py"),
     ),
     Mutant(
         "crc-add-batch",
         "(b) add/add_batch record the CRC of other bytes than they store",
-        (("h5store/store.py",
-          "            return payload, crc32(payload)",
-          "            return payload, crc32(payload[:-1])"),),
+        (
+            (
+                "h5store/store.py",
+                "            return payload, crc32(payload)",
+                "            return payload, crc32(payload[:-1])",
+            ),
+        ),
         ("test_roundtrip.py", "test_ingest_crc.py"),
     ),
     Mutant(
         "crc-encoded",
         "(b) add_encoded/add_encoded_batch/import record the CRC of other bytes",
-        (("h5store/store.py",
-          "        crcs = thread_map(crc32, payloads) if big else list(map(crc32, payloads))",
-          "        crcs = [crc32(p[1:]) for p in payloads]"),),
+        (
+            (
+                "h5store/store.py",
+                "        crcs = thread_map(crc32, payloads) if big else list(map(crc32, payloads))",
+                "        crcs = [crc32(p[1:]) for p in payloads]",
+            ),
+        ),
         ("test_roundtrip.py", "test_folders_cli.py", "test_ingest_crc.py"),
     ),
     Mutant(
         "uncommitted-batch-kept",
         "(c) rows after the last commit flag are taken as committed",
-        (("h5store/format.py",
-          "    return rows[: int(ends[-1]) + 1] if len(ends) else rows[:0]",
-          "    return rows"),),
+        (
+            (
+                "h5store/format.py",
+                "    return rows[: int(ends[-1]) + 1] if len(ends) else rows[:0]",
+                "    return rows",
+            ),
+        ),
         ("test_reliability.py", "test_crash_points.py", "test_commit_replay.py"),
     ),
     Mutant(
         "tail-copies-kept",
         "(c) tail rows already moved into /index are read twice",
-        (("h5store/format.py",
-          '            tail_rows = tail_rows[~np.isin(tail_rows["id"], index_rows["id"])]',
-          "            pass"),),
+        (
+            (
+                "h5store/format.py",
+                '            tail_rows = tail_rows[~np.isin(tail_rows["id"], index_rows["id"])]',
+                "            pass",
+            ),
+        ),
         ("test_roundtrip.py", "test_reliability.py", "test_commit_replay.py"),
     ),
     Mutant(
         "offsets-never-rebuilt",
         "(d) a file rewritten by h5repack is read through stale chunk offsets",
-        (("h5store/store.py",
-          "        if all(self._row_intact(r) for r in rows):\n            return",
-          "        if True:\n            return"),),
+        (
+            (
+                "h5store/store.py",
+                "        if all(self._row_intact(r) for r in rows):\n            return",
+                "        if True:\n            return",
+            ),
+        ),
         ("test_format.py", "test_viewers.py", "test_repack.py"),
     ),
     Mutant(
         "offsets-rebuilt-in-memory-only",
         "(d) rebuilt offsets reach the read columns but not the rows verify() checks",
-        (("h5store/index.py",
-          '        self._rows["offset"][rows] = offsets\n',
-          ""),),
+        (("h5store/index.py", '        self._rows["offset"][rows] = offsets\n', ""),),
         ("test_format.py", "test_repack.py"),
     ),
     Mutant(
         "verify-ignores-offsets",
         "(d) verify() does not compare cached offsets with HDF5's chunk index",
-        (("h5store/store.py",
-          '                if location is None or location != (int(row["offset"]), int(row["nbytes"])):',
-          "                if location is None:"),),
+        (
+            (
+                "h5store/store.py",
+                "                if location is None or location != "
+                '(int(row["offset"]), int(row["nbytes"])):',
+                "                if location is None:",
+            ),
+        ),
         ("test_folders_cli.py", "test_format.py", "test_repack.py"),
     ),
     Mutant(
         "dataset-id-single",
         '(e) ImageStoreDataset(target="id")[k] returns the position k, not the id',
-        (("h5store/torch.py",
-          "            return tensor, int(self.ids[k])",
-          "            return tensor, k"),),
-        ("test_torch.py",),
+        (
+            (
+                "h5store/torch.py",
+                "            return tensor, int(self.ids[k])",
+                "            return tensor, k",
+            ),
+        ),
+        ("test_torch.py", "test_torch_inputs.py"),
     ),
     Mutant(
         "dataset-id-batch",
         '(e) batches of ImageStoreDataset(target="id") carry positions, not ids',
-        (("h5store/torch.py",
-          '        targets = self.ids[ks] if self.target == "id" else self.targets[ks]',
-          '        targets = np.asarray(ks) if self.target == "id" else self.targets[ks]'),),
-        ("test_torch.py",),
+        (
+            (
+                "h5store/torch.py",
+                '        targets = self.ids[ks] if self.target == "id" else self.targets[ks]',
+                '        targets = np.asarray(ks) if self.target == "id" else self.targets[ks]',
+            ),
+        ),
+        ("test_torch.py", "test_torch_inputs.py"),
     ),
     Mutant(
         "torch-chw",
         "(f) (C, H, W) torch tensors are stored as (W, H, C)",
-        (("h5store/_inputs.py",
-          "            arr = arr.transpose(1, 2, 0)",
-          "            arr = arr.transpose(2, 1, 0)"),),
-        ("test_roundtrip.py", "test_torch.py", "test_inputs.py"),
+        (
+            (
+                "h5store/_inputs.py",
+                "            arr = arr.transpose(1, 2, 0)",
+                "            arr = arr.transpose(2, 1, 0)",
+            ),
+        ),
+        ("test_roundtrip.py", "test_torch.py", "test_torch_inputs.py"),
     ),
     Mutant(
         "export-escapes",
         "(g) a label '..' exports into the folder above the export folder",
-        (("h5store/format.py",
-          '(ch == "." and i == 0)',
-          "False"),
-         ("h5store/folders.py",
-          "        if os.path.dirname(os.path.realpath(os.path.join(folder, \"x\"))) != "
-          "os.path.realpath(folder) or \\\n"
-          "                os.path.commonpath([root, os.path.realpath(folder)]) != root:",
-          "        if False:")),
+        (
+            ("h5store/format.py", '(ch == "." and i == 0)', "False"),
+            (
+                "h5store/folders.py",
+                '        if os.path.dirname(os.path.realpath(os.path.join(folder, "x"))) != '
+                "os.path.realpath(folder) or \\\n"
+                "                os.path.commonpath([root, os.path.realpath(folder)]) != root:",
+                "        if False:",
+            ),
+        ),
         ("test_folders_cli.py",),
     ),
     Mutant(
         "lz4-reversed",
         "viewers: lz4 stores the pixel bytes reversed (h5dump and h5store agree on wrong pixels)",
-        (("h5store/codecs/lz4.py",
-          "        return imagecodecs.lz4h5_encode(data)",
-          "        return imagecodecs.lz4h5_encode(bytes(data)[::-1])"),),
+        (
+            (
+                "h5store/codecs/lz4.py",
+                "        return imagecodecs.lz4h5_encode(data)",
+                "        return imagecodecs.lz4h5_encode(bytes(data)[::-1])",
+            ),
+        ),
         ("test_viewers.py",),
     ),
     Mutant(
         "preview-order",
         "previews: the contact sheet shows its images in the wrong order",
-        (("h5store/store.py",
-          "            sheet = contact_sheet(self.get_batch(shown), ",
-          "            sheet = contact_sheet(self.get_batch(shown[::-1]), "),),
+        (
+            (
+                "h5store/store.py",
+                "            sheet = contact_sheet(self.get_batch(shown), ",
+                "            sheet = contact_sheet(self.get_batch(shown[::-1]), ",
+            ),
+        ),
         ("test_previews.py", "test_golden.py"),
     ),
     Mutant(
         "get-batch-out-rgb",
         "get_batch(out=) swaps the colour channels of JPEG images (and nothing else does)",
-        (("h5store/codecs/jpeg.py",
-          "    def decode_into(self, data: Any, out: np.ndarray) -> None:\n",
-          "    def decode_into(self, data: Any, out: np.ndarray) -> None:\n"
-          "        self._decode_into(data, out)\n"
-          "        out[...] = out[..., ::-1] if out.ndim == 3 else out\n\n"
-          "    def _decode_into(self, data: Any, out: np.ndarray) -> None:\n"),),
+        (
+            (
+                "h5store/codecs/jpeg.py",
+                "    def decode_into(self, data: Any, out: np.ndarray) -> None:\n",
+                "    def decode_into(self, data: Any, out: np.ndarray) -> None:\n"
+                "        self._decode_into(data, out)\n"
+                "        out[...] = out[..., ::-1] if out.ndim == 3 else out\n\n"
+                "    def _decode_into(self, data: Any, out: np.ndarray) -> None:\n",
+            ),
+        ),
         ("test_roundtrip.py", "test_golden.py"),
     ),
     Mutant(
         "stack-name",
         "format: stacks are named differently (writer and reader agree; old files break)",
-        (("h5store/format.py",
-          '    return f"{height}x{width}x{channels}_{dtype}"',
-          '    return f"{height}x{width}x{channels}-{dtype}"'),),
+        (
+            (
+                "h5store/format.py",
+                '    return f"{height}x{width}x{channels}_{dtype}"',
+                '    return f"{height}x{width}x{channels}-{dtype}"',
+            ),
+        ),
         ("test_format.py", "test_golden.py"),
     ),
     Mutant(
         "index-score-f8",
         "format: the index stores scores as float64 (writer and reader agree; old files differ)",
-        (("h5store/format.py",
-          '        ("score", "<f4"),',
-          '        ("score", "<f8"),'),),
+        (("h5store/format.py", '        ("score", "<f4"),', '        ("score", "<f8"),'),),
         ("test_format.py", "test_golden.py"),
     ),
     Mutant(
         "plugin-codecs-ignored",
         "codec plugins: entry points are never consulted",
-        (("h5store/codecs/registry.py",
-          "    for entry in entry_points(group=ENTRY_POINT_GROUP, name=codec_id):",
-          "    for entry in ():"),),
+        (
+            (
+                "h5store/codecs/registry.py",
+                "    for entry in entry_points(group=ENTRY_POINT_GROUP, name=codec_id):",
+                "    for entry in ():",
+            ),
+        ),
         ("test_codec_plugin.py",),
     ),
 ]
 
 
 def _copy_tree(tests_from: str | None, work: Path) -> None:
-    shutil.copytree(ROOT / "h5store", work / "h5store",
-                    ignore=shutil.ignore_patterns("__pycache__"))
+    shutil.copytree(
+        ROOT / "h5store", work / "h5store", ignore=shutil.ignore_patterns("__pycache__")
+    )
     shutil.copy(ROOT / "pyproject.toml", work / "pyproject.toml")
     if tests_from is None:
-        shutil.copytree(ROOT / "tests", work / "tests",
-                        ignore=shutil.ignore_patterns("__pycache__", ".hypothesis"))
+        shutil.copytree(
+            ROOT / "tests",
+            work / "tests",
+            ignore=shutil.ignore_patterns("__pycache__", ".hypothesis"),
+        )
     else:  # the tests of another revision, with today's code
-        archive = subprocess.run(["git", "archive", tests_from, "tests"], cwd=ROOT,
-                                 capture_output=True, check=True).stdout
+        archive = subprocess.run(
+            ["git", "archive", tests_from, "tests"], cwd=ROOT, capture_output=True, check=True
+        ).stdout
         subprocess.run(["tar", "-x", "-C", str(work)], input=archive, check=True)
 
 
@@ -242,16 +310,32 @@ def run(mutants: list[Mutant], tests_from: str | None, timeout: float) -> dict[s
                 start = time.monotonic()
                 try:
                     done = subprocess.run(
-                        [sys.executable, "-m", "pytest", "-x", "-q", "-p", "no:cacheprovider",
-                         "-W", "ignore::pytest.PytestUnraisableExceptionWarning", *files],
-                        cwd=work, env=env, capture_output=True, text=True, timeout=timeout,
+                        [
+                            sys.executable,
+                            "-m",
+                            "pytest",
+                            "-x",
+                            "-q",
+                            "-p",
+                            "no:cacheprovider",
+                            "-W",
+                            "ignore::pytest.PytestUnraisableExceptionWarning",
+                            *files,
+                        ],
+                        cwd=work,
+                        env=env,
+                        capture_output=True,
+                        text=True,
+                        timeout=timeout,
                     )
                     caught = done.returncode != 0
                 except subprocess.TimeoutExpired:
                     caught = True  # a hang is a failure too
                 seconds = time.monotonic() - start
                 outcome[mutant.name] = "caught" if caught else "MISSED"
-                outcome[mutant.name] += f" ({seconds:.0f} s, {' '.join(Path(f).name for f in files)})"
+                outcome[mutant.name] += (
+                    f" ({seconds:.0f} s, {' '.join(Path(f).name for f in files)})"
+                )
             _revert(mutant, work)
             print(f"{mutant.name:32} {outcome[mutant.name]}\n    {mutant.why}", flush=True)
     return outcome
@@ -270,8 +354,10 @@ def main(argv: list[str] | None = None) -> int:
     outcome = run(chosen, args.tests, args.timeout)
     caught = sum(v.startswith("caught") for v in outcome.values())
     stale = sum(v == "stale" for v in outcome.values())
-    print(f"\n{caught} caught, {len(outcome) - caught - stale} missed, {stale} stale "
-          f"of {len(outcome)} mutants (tests from {args.tests or 'this checkout'})")
+    print(
+        f"\n{caught} caught, {len(outcome) - caught - stale} missed, {stale} stale "
+        f"of {len(outcome)} mutants (tests from {args.tests or 'this checkout'})"
+    )
     return 0 if caught == len(outcome) else 1
 
 

@@ -31,7 +31,8 @@ BATCH = 5
 #: and asking HDF5 (chunk_iter). The write path is being moved (issue 9); remove this marker
 #: with the fix (strict: the tests then pass and the marker fails them).
 RECOVERED_ADD_BUG = pytest.mark.xfail(
-    strict=True, raises=h5store.FormatError,
+    strict=True,
+    raises=h5store.FormatError,
     reason="confirm_offsets raises on an offset prediction past the end of a recovered file",
 )
 
@@ -73,9 +74,26 @@ def _escaped(marker: str) -> str:
 def traced_writes(path: str, before: int) -> list[tuple[int, bytes]]:
     trace = path + ".trace"
     subprocess.run(
-        ["strace", "-f", "-qq", "-e", "trace=pwrite64,write", "-xx", "-s", "100000000",
-         "-o", trace, sys.executable, "-c", WRITER, path, str(before), str(Path(__file__).parent)],
-        check=True, timeout=300,
+        [
+            "strace",
+            "-f",
+            "-qq",
+            "-e",
+            "trace=pwrite64,write",
+            "-xx",
+            "-s",
+            "100000000",
+            "-o",
+            trace,
+            sys.executable,
+            "-c",
+            WRITER,
+            path,
+            str(before),
+            str(Path(__file__).parent),
+        ],
+        check=True,
+        timeout=300,
     )
     text = Path(trace).read_text()
     window = text[text.index(_escaped("<window>")) : text.index(_escaped("</window>"))]
@@ -156,8 +174,12 @@ NO_COMMIT_FLAG = textwrap.dedent(
 @RECOVERED_ADD_BUG
 def test_a_batch_whose_commit_flag_never_landed_is_dropped_on_reopen(tmp_path):
     path = tmp_path / "store.h5"
-    done = subprocess.run([sys.executable, "-c", NO_COMMIT_FLAG, str(path),
-                           str(Path(__file__).parent)], capture_output=True, text=True, timeout=120)
+    done = subprocess.run(
+        [sys.executable, "-c", NO_COMMIT_FLAG, str(path), str(Path(__file__).parent)],
+        capture_output=True,
+        text=True,
+        timeout=120,
+    )
     assert done.returncode == 0, done.stderr
     with warnings.catch_warnings():
         warnings.simplefilter("ignore", ResourceWarning)

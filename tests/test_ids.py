@@ -24,8 +24,9 @@ def test_ids_added_after_a_lookup_are_found_read_and_refused_again(store_path):
         assert second.tolist() == [42, 7]
         assert 42 in store and 7 in store and 8 not in store
         assert np.array_equal(store[42], IMAGES[3]) and np.array_equal(store[7], IMAGES[4])
-        assert [np.array_equal(a, b) for a, b in
-                zip(store.get_batch([7, 10, 42]), IMAGES[[4, 0, 3]])] == [True] * 3
+        assert [
+            np.array_equal(a, b) for a, b in zip(store.get_batch([7, 10, 42]), IMAGES[[4, 0, 3]])
+        ] == [True] * 3
         with pytest.raises(h5store.DuplicateIdError, match="42"):
             store.add(IMAGES[5], label="a", id=42)
         with pytest.raises(h5store.DuplicateIdError, match="7"):
@@ -59,10 +60,13 @@ def test_consecutive_ids_that_stop_being_consecutive_in_the_same_session(store_p
         assert list(store) == [0, 1, 2, 3, 9, 4, 11]
 
 
-@settings(max_examples=20, deadline=None, suppress_health_check=[HealthCheck.function_scoped_fixture])
+@settings(
+    max_examples=20, deadline=None, suppress_health_check=[HealthCheck.function_scoped_fixture]
+)
 @given(
-    batches=st.lists(st.lists(st.integers(0, 60), min_size=1, max_size=4, unique=True),
-                     min_size=1, max_size=5),
+    batches=st.lists(
+        st.lists(st.integers(0, 60), min_size=1, max_size=4, unique=True), min_size=1, max_size=5
+    ),
     lookups=st.lists(st.integers(0, 60), max_size=4),
 )
 def test_any_id_sequence_with_lookups_between_batches(tmp_path_factory, batches, lookups):
