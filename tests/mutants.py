@@ -117,13 +117,13 @@ MUTANTS = [
                 "        if True:\n            return",
             ),
         ),
-        ("test_format.py", "test_viewers.py", "test_repack.py"),
+        ("test_format.py", "test_viewers.py", "test_offset_cache.py"),
     ),
     Mutant(
         "offsets-rebuilt-in-memory-only",
         "(d) rebuilt offsets reach the read columns but not the rows verify() checks",
         (("h5store/index.py", '        self._rows["offset"][rows] = offsets\n', ""),),
-        ("test_format.py", "test_repack.py"),
+        ("test_format.py", "test_offset_cache.py"),
     ),
     Mutant(
         "verify-ignores-offsets",
@@ -136,7 +136,7 @@ MUTANTS = [
                 "                if location is None:",
             ),
         ),
-        ("test_folders_cli.py", "test_format.py", "test_repack.py"),
+        ("test_folders_cli.py", "test_format.py", "test_offset_cache.py"),
     ),
     Mutant(
         "dataset-id-single",
@@ -279,19 +279,25 @@ def _copy_tree(tests_from: str | None, work: Path) -> None:
         subprocess.run(["tar", "-x", "-C", str(work)], input=archive, check=True)
 
 
-def _apply(mutant: Mutant, work: Path) -> bool:
+def _apply(mutant: Mutant, work: Path) -> dict[Path, str] | None:
+    """Apply the mutant; the texts it replaced, to put back (None if it no longer matches)."""
+    originals: dict[Path, str] = {}
     for path, old, new in mutant.edits:
         target = work / path
-        text = target.read_text()
-        if text.count(old) != 1:
-            return False
-        target.write_text(text.replace(old, new))
-    return True
+        text = originals.get(target) or target.read_text()
+        originals.setdefault(target, text)
+        current = target.read_text()
+        if current.count(old) != 1:
+            _revert(originals)
+            return None
+        target.write_text(current.replace(old, new))
+    return originals
 
 
-def _revert(mutant: Mutant, work: Path) -> None:
-    for path, _, _ in mutant.edits:
-        shutil.copy(ROOT / path, work / path)
+def _revert(originals: dict[Path, str]) -> None:
+    # from memory, not from the checkout: the checkout may change while this runs
+    for target, text in originals.items():
+        target.write_text(text)
 
 
 def run(mutants: list[Mutant], tests_from: str | None, timeout: float) -> dict[str, str]:
@@ -302,7 +308,8 @@ def run(mutants: list[Mutant], tests_from: str | None, timeout: float) -> dict[s
         env = {**os.environ, "PYTHONPATH": str(work), "PYTHONDONTWRITEBYTECODE": "1"}
         for mutant in mutants:
             files = [f"tests/{name}" for name in mutant.tests if (work / "tests" / name).exists()]
-            if not _apply(mutant, work):
+            originals = _apply(mutant, work)
+            if originals is None:
                 outcome[mutant.name] = "stale"
             elif not files:
                 outcome[mutant.name] = "MISSED (no such tests)"
@@ -336,7 +343,8 @@ def run(mutants: list[Mutant], tests_from: str | None, timeout: float) -> dict[s
                 outcome[mutant.name] += (
                     f" ({seconds:.0f} s, {' '.join(Path(f).name for f in files)})"
                 )
-            _revert(mutant, work)
+            if originals is not None:
+                _revert(originals)
             print(f"{mutant.name:32} {outcome[mutant.name]}\n    {mutant.why}", flush=True)
     return outcome
 
