@@ -206,9 +206,9 @@ MUTANTS = [
         "previews: the contact sheet shows its images in the wrong order",
         (
             (
-                "h5store/store.py",
-                "            sheet = contact_sheet(self.get_batch(shown), ",
-                "            sheet = contact_sheet(self.get_batch(shown[::-1]), ",
+                "h5store/_write.py",
+                "            sheet = contact_sheet(self._read_images(shown), ",
+                "            sheet = contact_sheet(self._read_images(shown[::-1]), ",
             ),
         ),
         ("test_previews.py", "test_golden.py"),
