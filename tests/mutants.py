@@ -336,13 +336,20 @@ def run(mutants: list[Mutant], tests_from: str | None, timeout: float) -> dict[s
                         timeout=timeout,
                     )
                     caught = done.returncode != 0
+                    failed = [
+                        line.split(" - ")[0]
+                        for line in done.stdout.splitlines()
+                        if line.startswith(("FAILED ", "ERROR "))
+                    ]
                 except subprocess.TimeoutExpired:
-                    caught = True  # a hang is a failure too
+                    caught, failed = True, ["timed out"]  # a hang is a failure too
                 seconds = time.monotonic() - start
                 outcome[mutant.name] = "caught" if caught else "MISSED"
                 outcome[mutant.name] += (
                     f" ({seconds:.0f} s, {' '.join(Path(f).name for f in files)})"
                 )
+                if failed:
+                    outcome[mutant.name] += f"\n    by {failed[0]}"
             if originals is not None:
                 _revert(originals)
             print(f"{mutant.name:32} {outcome[mutant.name]}\n    {mutant.why}", flush=True)
