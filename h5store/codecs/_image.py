@@ -160,7 +160,7 @@ def with_opaque_alpha(image: np.ndarray, channels: int | None) -> np.ndarray:
 def check_end(data: bytes, marker: bytes, what: str) -> None:
     if not data.endswith(marker):
         raise CodecError(
-            f"{what} stream is truncated or has trailing bytes (it does not end with its end marker)"
+            f"{what} stream is truncated or has trailing bytes (no end marker at its end)"
         )
 
 
