@@ -24,17 +24,6 @@ from h5store import format as fmt
 
 BATCH = 5
 
-#: Found by these tests (2026-11-30): after recovering a batch whose chunks landed but whose
-#: commit flag did not, the next add raises FormatError: WriterFile.chunk_writer predicts an
-#: offset at the file's end of allocation, past the end of the recovered file, and
-#: confirm_offsets lets MappedFile.ensure raise instead of treating the prediction as wrong
-#: and asking HDF5 (chunk_iter). The write path is being moved (issue 9); remove this marker
-#: with the fix (strict: the tests then pass and the marker fails them).
-RECOVERED_ADD_BUG = pytest.mark.xfail(
-    strict=True,
-    raises=h5store.FormatError,
-    reason="confirm_offsets raises on an offset prediction past the end of a recovered file",
-)
 
 #: Rows committed before the traced batch: few, or enough that the batch overflows the tail.
 BEFORE = {"existing-stack": 7, "tail-overflow": fmt.INDEX_CHUNK_ROWS - 2}
@@ -105,7 +94,6 @@ def traced_writes(path: str, before: int) -> list[tuple[int, bytes]]:
 
 @pytest.mark.skipif(shutil.which("strace") is None, reason="needs strace")
 @pytest.mark.parametrize("scenario", sorted(BEFORE))
-@RECOVERED_ADD_BUG
 def test_every_prefix_of_a_commit_recovers_to_before_or_after_the_batch(tmp_path, scenario):
     committed = BEFORE[scenario]
     path = str(tmp_path / "store.h5")
@@ -171,7 +159,6 @@ NO_COMMIT_FLAG = textwrap.dedent(
 )
 
 
-@RECOVERED_ADD_BUG
 def test_a_batch_whose_commit_flag_never_landed_is_dropped_on_reopen(tmp_path):
     path = tmp_path / "store.h5"
     done = subprocess.run(
