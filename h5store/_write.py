@@ -522,15 +522,19 @@ class StoreWriter:
         ids = self.index.column("id")
         links = fmt.PendingLinks()
         previews_root: list[h5py.Group] = []
+        changed: dict[str, np.ndarray] = {}
         for label in labels:
             name = self.catalog.labels[label]
             if fmt.safe_name(name) not in f[fmt.CLASSES]:
                 continue
             shown = ids[np.flatnonzero(live & (live_labels == label))[: fmt.PREVIEW_IMAGES]]
             current = fmt.preview_ids(f, name)
-            if current is not None and np.array_equal(current, shown):
-                continue
-            sheet = contact_sheet(self._read_images(shown), fmt.PREVIEW_SIDE,
+            if current is None or not np.array_equal(current, shown):
+                changed[name] = shown
+        # Every preview image decoded in one parallel call: at close this is most of the time.
+        images = iter(self._read_images(np.concatenate([np.zeros(0, np.int64), *changed.values()])))
+        for name, shown in changed.items():
+            sheet = contact_sheet([next(images) for _ in shown], fmt.PREVIEW_SIDE,
                                   fmt.PREVIEW_COLUMNS)
             fmt.write_preview(f, name, sheet, shown, links, previews_root)
         links.link_all(f)
