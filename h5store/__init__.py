@@ -34,6 +34,7 @@ from .errors import (
 )
 from .format import FORMAT_VERSION
 from .store import ImageStore, Record, VerifyReport, open
+from .report import report
 
 try:
     __version__ = version("h5store")
