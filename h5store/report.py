@@ -182,7 +182,8 @@ def _sample_per_group(groups: np.ndarray, rows: np.ndarray, k: int, rng) -> dict
     """Up to k random rows of each group, without a Python loop over the rows."""
     if not len(rows) or k == 0:
         return {}
-    order = np.lexsort((rng.random(len(rows)), groups))
+    # one float sort (group + a random fraction) is several times faster than a lexsort
+    order = np.argsort(groups + rng.random(len(rows)), kind="stable")
     groups, rows = groups[order], rows[order]
     starts = np.flatnonzero(np.r_[True, groups[1:] != groups[:-1]])
     rank = np.arange(len(rows)) - np.repeat(starts, np.diff(np.r_[starts, len(rows)]))
@@ -279,15 +280,26 @@ def _choose_thumbnails(galleries: list[_Gallery], budget: int) -> np.ndarray:
 def _summary(rows: np.ndarray, data: _Analysis, stats: dict[str, Any], store) -> dict[str, Any]:
     n = len(rows)
     known = data.truth >= 0
-    codecs = {}
-    for codec in np.unique(rows["codec"]):
-        mask = rows["codec"] == codec
-        codecs[codec.decode()] = {"images": int(mask.sum()),
-                                  "bytes_per_image": float(rows["nbytes"][mask].mean())}
-    shapes = np.unique(rows[["height", "width", "channels", "dtype"]], return_counts=True)
-    shape_counts = sorted(
-        ((int(c), f"{int(s['height'])}x{int(s['width'])}x{int(s['channels'])} "
-          f"{s['dtype'].decode()}") for s, c in zip(*shapes)), reverse=True)
+    # Every image of one stack shares its shape, dtype and codec: count per stack (a small
+    # integer column), then read those from one row of each stack.
+    stack = rows["stack"].astype(np.int64)
+    per_stack = np.bincount(stack)
+    bytes_per_stack = np.bincount(stack, weights=rows["nbytes"])
+    first = np.zeros(len(per_stack), dtype=np.int64)
+    first[stack[::-1]] = np.arange(n - 1, -1, -1)
+    codecs: dict[str, list[float]] = {}
+    shapes: dict[str, int] = {}
+    for k in np.flatnonzero(per_stack).tolist():
+        r = rows[first[k]]
+        totals = codecs.setdefault(r["codec"].decode(), [0, 0.0])
+        totals[0] += int(per_stack[k])
+        totals[1] += float(bytes_per_stack[k])
+        shape = (f"{int(r['height'])}x{int(r['width'])}x{int(r['channels'])} "
+                 f"{r['dtype'].decode()}")
+        shapes[shape] = shapes.get(shape, 0) + int(per_stack[k])
+    codecs = {name: {"images": count, "bytes_per_image": total / count}
+              for name, (count, total) in sorted(codecs.items())}
+    shape_counts = sorted(((c, shape) for shape, c in shapes.items()), reverse=True)
     return {
         "file": os.path.basename(store.path),
         "images": n,

@@ -217,7 +217,11 @@ def test_any_stored_image_kind_gets_a_thumbnail(tmp_path):
     thumbnails = decoded_thumbnails(page)
     assert thumbnails and all(max(t.size) <= 24 for t in thumbnails)
     assert {t.mode for t in thumbnails} == {"RGB", "L"}
-    assert page.data["summary"]["images"] == 4  # the deleted one is not shown
+    summary = page.data["summary"]
+    assert summary["images"] == 4  # the deleted one is not shown
+    assert summary["codecs"]["png"]["images"] == 4
+    assert dict((s, c) for c, s in summary["shapes"]) == {
+        "64x64x3 uint8": 1, "20x40x3 uint8": 1, "64x64x1 uint16": 1, "64x64x4 uint8": 1}
     assert "1 deleted not shown" in text and "pred: gone" not in text
     grey = next(t for t in thumbnails if t.mode == "L")
     assert np.asarray(grey).max() > 100  # 16-bit scaled down, not clipped to black or white
