@@ -1,6 +1,6 @@
 """How long the HTML report takes, and how big it gets, as a store grows.
 
-    python benchmarks/report.py [--sizes 512,100000,1000000] [--classes 100] [--out benchmarks/results]
+    python benchmarks/report.py [--sizes 100000,1000000] [--demo h5store-demo.h5] [--out DIR]
 
 Each store holds pre-encoded 64 px JPEG q90 crops of the scikit-image photos; a pool of 256
 distinct payloads is reused cyclically (the report decodes a few hundred images whatever the
@@ -21,9 +21,9 @@ import time
 
 import imagecodecs
 import numpy as np
+from _util import command_line, machine
 
 import h5store
-from _util import command_line, machine
 
 POOL = 256
 BATCH = 8192
@@ -82,9 +82,9 @@ def main(argv: list[str] | None = None) -> int:
 
     m = machine()
     load = ", ".join(f"{x:.2f}" for x in m["load_average"])
-    lines = [f"`{command_line()}`: h5store {m['h5store_commit']}"
-             f"{' (dirty)' if m['h5store_dirty'] else ''}, {m['cpus']} CPUs, load {load}, "
-             f"{m['date']}", "",
+    lines = [(f"`{command_line()}`: h5store {m['h5store_commit']}"
+              f"{' (dirty)' if m['h5store_dirty'] else ''}, {m['cpus']} CPUs, load {load}, "
+              f"{m['date']}"), "",
              "| store | images | classes | report build (s, median) | report size (MB) |",
              "|---|---:|---:|---:|---:|"]
     lines += [f"| {name} | {n:,} | {k} | {s:.2f} | {b / 1e6:.2f} |" for name, n, k, s, b in rows]

@@ -175,9 +175,9 @@ def cmd_report(args: argparse.Namespace) -> int:
                             max_thumbnails=args.max_thumbnails, seed=args.seed,
                             progress=not args.quiet)
     _print(result, args.json,
-           [f"wrote {out} ({_human(result['bytes'])}, {result['thumbnails']} thumbnails, "
-            f"{result['images']} images in {result['classes']} classes) in "
-            f"{result['seconds']:.1f} s; open it in a browser"])
+           [(f"wrote {out} ({_human(result['bytes'])}, {result['thumbnails']} thumbnails, "
+             f"{result['images']} images in {result['classes']} classes) in "
+             f"{result['seconds']:.1f} s; open it in a browser")])
     return 0
 
 

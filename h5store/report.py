@@ -19,6 +19,7 @@ from __future__ import annotations
 import base64
 import html
 import io
+import itertools
 import json
 import os
 import re
@@ -138,7 +139,7 @@ def report(
         "out": out,
         "bytes": os.path.getsize(out),
         "seconds": round(time.perf_counter() - t0, 3),
-        "images": int(len(data.ids)),
+        "images": len(data.ids),
         "classes": len(data.labels),
         "matrix_classes": len(data.shown) + (1 if data.other else 0),
         "thumbnails": len(thumbnails),
@@ -190,7 +191,7 @@ def _sample_per_group(groups: np.ndarray, rows: np.ndarray, k: int, rng) -> dict
     keep = rank < k
     groups, rows = groups[keep], rows[keep]
     bounds = np.flatnonzero(np.r_[True, groups[1:] != groups[:-1], True])
-    return {int(groups[a]): rows[a:b] for a, b in zip(bounds[:-1], bounds[1:])}
+    return {int(groups[a]): rows[a:b] for a, b in itertools.pairwise(bounds)}
 
 
 def _by_score(data: _Analysis, rows: np.ndarray, descending: bool) -> np.ndarray:
@@ -595,8 +596,8 @@ def _gallery_html(data: _Analysis, gallery: _Gallery, thumbnails: dict) -> str:
     back = ' <a class="back" href="#matrix">\u2191 matrix</a>' if gallery.anchor.startswith(
         "cell-") else ""
     parts = [f'<section class="gallery" id="{gallery.anchor}"><h3>{e(gallery.title)}{back}</h3>',
-             f'<p class="note">{e(gallery.note)} Showing {len(gallery.rows)} of '
-             f"{gallery.total:,} images.</p>"]
+             (f'<p class="note">{e(gallery.note)} Showing {len(gallery.rows)} of '
+              f"{gallery.total:,} images.</p>")]
     if pictured:
         parts.append('<div class="thumbs">')
         parts.extend(_figure(data, r, thumbnails[r]) for r in pictured)
@@ -629,8 +630,8 @@ def _page(title: str, summary: dict[str, Any], data: _Analysis, galleries: list[
          f"{accuracy:.2%} of the {summary['with_true_label']:,} images with a true label"),
         ("scores", f"{summary['with_score']:,} images have a top-1 score"),
         ("codecs", codecs),
-        ("stored bytes", f"{_human(summary['payload_bytes'])} of images in a "
-                         f"{_human(summary['file_bytes'])} file"),
+        ("stored bytes", (f"{_human(summary['payload_bytes'])} of images in a "
+                          f"{_human(summary['file_bytes'])} file")),
         ("image shapes", shapes or "\u2013"),
     ]
     by_anchor = {g.anchor: g for g in galleries}

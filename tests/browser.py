@@ -13,6 +13,7 @@ import threading
 
 import pytest
 
+
 def require(program: str, why: str) -> str:
     """The path of a program the test needs. Missing: a failure in CI (.ci/run installs it, so
     a skip there would hide a broken setup), a skip on a developer's machine."""

@@ -220,7 +220,7 @@ def test_any_stored_image_kind_gets_a_thumbnail(tmp_path):
     summary = page.data["summary"]
     assert summary["images"] == 4  # the deleted one is not shown
     assert summary["codecs"]["png"]["images"] == 4
-    assert dict((s, c) for c, s in summary["shapes"]) == {
+    assert {s: c for c, s in summary["shapes"]} == {
         "64x64x3 uint8": 1, "20x40x3 uint8": 1, "64x64x1 uint16": 1, "64x64x4 uint8": 1}
     assert "1 deleted not shown" in text and "pred: gone" not in text
     grey = next(t for t in thumbnails if t.mode == "L")
@@ -239,7 +239,8 @@ def test_labels_are_escaped(tmp_path):
     assert all(name in [c["name"] for c in page.data["classes"]] for name in names)
 
 
-@settings(max_examples=12, deadline=None, suppress_health_check=[HealthCheck.function_scoped_fixture])
+@settings(max_examples=12, deadline=None,
+          suppress_health_check=[HealthCheck.function_scoped_fixture])
 @given(st.lists(st.tuples(st.integers(0, 3), st.one_of(st.none(), st.integers(0, 3)),
                           st.floats(0, 1, width=32)),
                 min_size=1, max_size=40),
@@ -343,8 +344,9 @@ def test_report_in_chromium(demo_report, tmp_path):
             driver.save_screenshot(os.path.join(keep, "report.png"))
 
         # an off-diagonal cell far down the page: its link must scroll there
-        target = next(c for c in reversed(cells) if len(set(c.get_attribute("id")[3:].split("-"))) == 2)
-        anchor = "cell-" + target.get_attribute("id")[3:]
+        cell_ids = [c.get_attribute("id")[3:] for c in cells]  # "t-p"
+        k = next(k for k in reversed(range(len(cells))) if len(set(cell_ids[k].split("-"))) == 2)
+        target, anchor = cells[k], "cell-" + cell_ids[k]
         assert driver.execute_script("return window.scrollY") == 0
         target.find_element(By.TAG_NAME, "path").click()
         assert driver.execute_script("return location.hash") == "#" + anchor
