@@ -99,6 +99,8 @@ def report(
     parent = os.path.dirname(os.path.abspath(out))
     if not os.path.isdir(parent):
         raise InvalidInputError(f"cannot write the report to {out!r}: {parent!r} is not a folder")
+    if os.path.isdir(out):
+        raise InvalidInputError(f"cannot write the report to {out!r}: it is a folder")
 
     owned = not isinstance(store_or_path, h5store.ImageStore)
     store = h5store.open(store_or_path) if owned else store_or_path
@@ -129,8 +131,11 @@ def report(
             summary = _summary(rows, data, stats, store)
             page = _page(title or f"h5store report: {os.path.basename(store.path)}", summary,
                          data, galleries, thumbnails, matrix_svg, histogram_png)
-            with open(out, "w", encoding="utf-8") as f:
+            # a whole page or none: a browser never opens half a report
+            partial = out + ".partial"
+            with open(partial, "w", encoding="utf-8") as f:
                 f.write(page)
+            os.replace(partial, out)
             bar.update()
     finally:
         if owned:

@@ -274,6 +274,8 @@ def test_bad_input_raises_and_leaves_the_store_alone(classified, tmp_path):
             h5store.report(classified, tmp_path / "r.html", progress=False, **options)
     with pytest.raises(h5store.InvalidInputError, match="not a folder"):
         h5store.report(classified, tmp_path / "missing" / "r.html", progress=False)
+    with pytest.raises(h5store.InvalidInputError, match="is a folder"):
+        h5store.report(classified, tmp_path, progress=False)
     (tmp_path / "x.h5").write_bytes(b"not hdf5")
     with pytest.raises(h5store.NotAStoreError):
         h5store.report(tmp_path / "x.h5", tmp_path / "r.html", progress=False)
