@@ -12,7 +12,7 @@ import numpy as np
 import pytest
 from browser import chromium, console_errors
 from conftest import file_digest, photo_crops
-from hypothesis import HealthCheck, given, settings
+from hypothesis import given, settings
 from hypothesis import strategies as st
 
 import h5store
@@ -239,8 +239,7 @@ def test_labels_are_escaped(tmp_path):
     assert all(name in [c["name"] for c in page.data["classes"]] for name in names)
 
 
-@settings(max_examples=12, deadline=None,
-          suppress_health_check=[HealthCheck.function_scoped_fixture])
+@settings(max_examples=12, deadline=None)
 @given(st.lists(st.tuples(st.integers(0, 3), st.one_of(st.none(), st.integers(0, 3)),
                           st.floats(0, 1, width=32)),
                 min_size=1, max_size=40),
