@@ -6,7 +6,7 @@ Each store holds pre-encoded 64 px JPEG q90 crops of the scikit-image photos; a 
 distinct payloads is reused cyclically (the report decodes a few hundred images whatever the
 store's size, so distinct pixels do not matter past that), with labels, true labels (80 % right)
 and scores drawn at random over ``--classes`` classes. Reported per size: seconds to build the
-report (median of ``--repeat`` runs) and its bytes. ``h5store demo``'s store (512 images of
+report (median of ``--repeat`` runs, the sizes taking turns) and its bytes. ``h5store demo``'s store (512 images of
 224 px, 8 classes) is measured too with ``--demo FILE``.
 """
 
@@ -47,13 +47,10 @@ def build_store(path: str, n: int, classes: int, seed: int = 0) -> None:
                                     scores=scores.astype(np.float32))
 
 
-def time_report(path: str, out: str, repeat: int) -> tuple[float, int]:
-    seconds = []
-    for _ in range(repeat):
-        t0 = time.perf_counter()
-        h5store.report(path, out, progress=False)
-        seconds.append(time.perf_counter() - t0)
-    return statistics.median(seconds), os.path.getsize(out)
+def time_report(path: str, out: str) -> tuple[float, int]:
+    t0 = time.perf_counter()
+    h5store.report(path, out, progress=False)
+    return time.perf_counter() - t0, os.path.getsize(out)
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -65,20 +62,27 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--out", help="folder for report.md (default: print only)")
     args = parser.parse_args(argv)
 
-    rows = []
-    if args.demo:
-        with h5store.open(args.demo) as store:
-            n, k = len(store), len(store.labels)
-        with tempfile.TemporaryDirectory() as tmp:
-            seconds, size = time_report(args.demo, os.path.join(tmp, "r.html"), args.repeat)
-        rows.append((os.path.basename(args.demo), n, k, seconds, size))
-    for n in [int(s) for s in args.sizes.split(",") if s]:
-        with tempfile.TemporaryDirectory() as tmp:
-            path = os.path.join(tmp, "store.h5")
+    # All stores first; then each repetition times every store, so machine noise lands on
+    # every size alike.
+    stores = []  # (name, path, images, classes)
+    with tempfile.TemporaryDirectory() as tmp:
+        if args.demo:
+            with h5store.open(args.demo) as store:
+                stores.append((os.path.basename(args.demo), args.demo, len(store),
+                               len(store.labels)))
+        for n in [int(s) for s in args.sizes.split(",") if s]:
+            path = os.path.join(tmp, f"{n}.h5")
             build_store(path, n, args.classes)
-            seconds, size = time_report(path, os.path.join(tmp, "r.html"), args.repeat)
-        rows.append((f"synthetic {n:,}", n, args.classes, seconds, size))
-        print(f"{n:>9,} images: {seconds:.2f} s, {size / 1e6:.2f} MB", file=sys.stderr)
+            stores.append((f"synthetic {n:,}", path, n, args.classes))
+        seconds = {name: [] for name, *_ in stores}
+        sizes = {}
+        for _ in range(args.repeat):
+            for name, path, _, _ in stores:
+                took, sizes[name] = time_report(path, os.path.join(tmp, "r.html"))
+                seconds[name].append(took)
+                print(f"{name}: {took:.2f} s", file=sys.stderr)
+    rows = [(name, n, k, statistics.median(seconds[name]), sizes[name])
+            for name, _, n, k in stores]
 
     m = machine()
     load = ", ".join(f"{x:.2f}" for x in m["load_average"])
