@@ -200,6 +200,15 @@ def test_store_without_truth_or_scores(tmp_path):
     assert len(decoded_thumbnails(page)) == 16
 
 
+def test_empty_store(tmp_path):
+    with h5store.open(tmp_path / "s.h5", "w"):
+        pass
+    result = h5store.report(tmp_path / "s.h5", tmp_path / "r.html", progress=False)
+    _, page = read_page(tmp_path / "r.html")
+    assert result["images"] == page.data["summary"]["images"] == 0
+    assert page.images == [] and set(page.links) <= set(page.ids)
+
+
 def test_any_stored_image_kind_gets_a_thumbnail(tmp_path):
     """Grey uint16, RGBA, two sizes and a lossless codec: every one becomes an 8-bit JPEG."""
     path = tmp_path / "s.h5"
