@@ -6,8 +6,8 @@ Each store holds pre-encoded 64 px JPEG q90 crops of the scikit-image photos; a 
 distinct payloads is reused cyclically (the report decodes a few hundred images whatever the
 store's size, so distinct pixels do not matter past that), with labels, true labels (80 % right)
 and scores drawn at random over ``--classes`` classes. Reported per size: seconds to build the
-report (median of ``--repeat`` runs, the sizes taking turns) and its bytes. ``h5store demo``'s store (512 images of
-224 px, 8 classes) is measured too with ``--demo FILE``.
+report (median of ``--repeat`` runs, the sizes taking turns) and its bytes. ``h5store demo``'s
+store (512 images of 224 px, 8 classes) is measured too with ``--demo FILE``.
 """
 
 from __future__ import annotations
@@ -42,9 +42,12 @@ def build_store(path: str, n: int, classes: int, seed: int = 0) -> None:
             truth = rng.integers(0, classes, m)
             predicted = np.where(rng.random(m) < 0.8, truth, rng.integers(0, classes, m))
             scores = np.where(predicted == truth, rng.beta(5, 2, m), rng.beta(2, 3, m))
-            store.add_encoded_batch([pool[(start + k) % POOL] for k in range(m)],
-                                    labels=predicted.tolist(), true_labels=truth.tolist(),
-                                    scores=scores.astype(np.float32))
+            store.add_encoded_batch(
+                [pool[(start + k) % POOL] for k in range(m)],
+                labels=predicted.tolist(),
+                true_labels=truth.tolist(),
+                scores=scores.astype(np.float32),
+            )
 
 
 def time_report(path: str, out: str) -> tuple[float, int]:
@@ -68,8 +71,9 @@ def main(argv: list[str] | None = None) -> int:
     with tempfile.TemporaryDirectory() as tmp:
         if args.demo:
             with h5store.open(args.demo) as store:
-                stores.append((os.path.basename(args.demo), args.demo, len(store),
-                               len(store.labels)))
+                stores.append(
+                    (os.path.basename(args.demo), args.demo, len(store), len(store.labels))
+                )
         for n in [int(s) for s in args.sizes.split(",") if s]:
             path = os.path.join(tmp, f"{n}.h5")
             build_store(path, n, args.classes)
@@ -81,16 +85,20 @@ def main(argv: list[str] | None = None) -> int:
                 took, sizes[name] = time_report(path, os.path.join(tmp, "r.html"))
                 seconds[name].append(took)
                 print(f"{name}: {took:.2f} s", file=sys.stderr)
-    rows = [(name, n, k, statistics.median(seconds[name]), sizes[name])
-            for name, _, n, k in stores]
+    rows = [(name, n, k, statistics.median(seconds[name]), sizes[name]) for name, _, n, k in stores]
 
     m = machine()
     load = ", ".join(f"{x:.2f}" for x in m["load_average"])
-    lines = [(f"`{command_line()}`: h5store {m['h5store_commit']}"
-              f"{' (dirty)' if m['h5store_dirty'] else ''}, {m['cpus']} CPUs, load {load}, "
-              f"{m['date']}"), "",
-             "| store | images | classes | report build (s, median) | report size (MB) |",
-             "|---|---:|---:|---:|---:|"]
+    lines = [
+        (
+            f"`{command_line()}`: h5store {m['h5store_commit']}"
+            f"{' (dirty)' if m['h5store_dirty'] else ''}, {m['cpus']} CPUs, load {load}, "
+            f"{m['date']}"
+        ),
+        "",
+        "| store | images | classes | report build (s, median) | report size (MB) |",
+        "|---|---:|---:|---:|---:|",
+    ]
     lines += [f"| {name} | {n:,} | {k} | {s:.2f} | {b / 1e6:.2f} |" for name, n, k, s, b in rows]
     text = "\n".join(lines) + "\n"
     print(text)

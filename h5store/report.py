@@ -89,10 +89,14 @@ def report(
     summary: the output path, its bytes, the seconds it took and the counts shown.
     """
     t0 = time.perf_counter()
-    for name, value, least in (("max_classes", max_classes, 1), ("per_gallery", per_gallery, 0),
-                               ("per_cell", per_cell, 0), ("per_class", per_class, 0),
-                               ("max_thumbnails", max_thumbnails, 0),
-                               ("thumbnail_px", thumbnail_px, 8)):
+    for name, value, least in (
+        ("max_classes", max_classes, 1),
+        ("per_gallery", per_gallery, 0),
+        ("per_cell", per_cell, 0),
+        ("per_class", per_class, 0),
+        ("max_thumbnails", max_thumbnails, 0),
+        ("thumbnail_px", thumbnail_px, 8),
+    ):
         if isinstance(value, bool) or not isinstance(value, (int, np.integer)) or value < least:
             raise InvalidInputError(f"{name} must be an integer >= {least}, got {value!r}")
     out = os.fspath(out)
@@ -129,8 +133,15 @@ def report(
 
             bar.set_postfix_str("write")
             summary = _summary(rows, data, stats, store)
-            page = _page(title or f"h5store report: {os.path.basename(store.path)}", summary,
-                         data, galleries, thumbnails, matrix_svg, histogram_png)
+            page = _page(
+                title or f"h5store report: {os.path.basename(store.path)}",
+                summary,
+                data,
+                galleries,
+                thumbnails,
+                matrix_svg,
+                histogram_png,
+            )
             # a whole page or none: a browser never opens half a report
             partial = out + ".partial"
             with open(partial, "w", encoding="utf-8") as f:
@@ -165,8 +176,9 @@ def _analyse(rows: np.ndarray, labels: list[str], max_classes: int) -> _Analysis
     )
     k = len(labels)
     known = data.truth >= 0
-    frequency = np.bincount(data.predicted, minlength=k) + np.bincount(data.truth[known],
-                                                                        minlength=k)
+    frequency = np.bincount(data.predicted, minlength=k) + np.bincount(
+        data.truth[known], minlength=k
+    )
     present = np.flatnonzero(frequency)
     if len(present) > max_classes:
         # The most frequent classes keep their own row; the rest share the last one.
@@ -215,36 +227,56 @@ def _extreme(data: _Analysis, mask: np.ndarray, k: int, highest: bool) -> np.nda
     return _by_score(data, rows, descending=highest)
 
 
-def _galleries(data: _Analysis, rng, per_gallery: int, per_cell: int,
-               per_class: int) -> list[_Gallery]:
+def _galleries(
+    data: _Analysis, rng, per_gallery: int, per_cell: int, per_class: int
+) -> list[_Gallery]:
     known = data.truth >= 0
     wrong = known & (data.truth != data.predicted)
     right = known & (data.truth == data.predicted)
     galleries = []
     if known.any():
-        galleries.append(_Gallery(
-            "mistakes", "Most confident mistakes",
-            "Wrong predictions with the highest scores.",
-            _extreme(data, wrong, per_gallery, highest=True), int(wrong.sum())))
-        galleries.append(_Gallery(
-            "unsure", "Least confident correct predictions",
-            "Right predictions with the lowest scores.",
-            _extreme(data, right, per_gallery, highest=False), int(right.sum())))
+        galleries.append(
+            _Gallery(
+                "mistakes",
+                "Most confident mistakes",
+                "Wrong predictions with the highest scores.",
+                _extreme(data, wrong, per_gallery, highest=True),
+                int(wrong.sum()),
+            )
+        )
+        galleries.append(
+            _Gallery(
+                "unsure",
+                "Least confident correct predictions",
+                "Right predictions with the lowest scores.",
+                _extreme(data, right, per_gallery, highest=False),
+                int(right.sum()),
+            )
+        )
     else:
         everything = np.ones(len(data.ids), dtype=bool)
-        galleries.append(_Gallery(
-            "unsure", "Least confident predictions",
-            "No true labels are stored: the predictions with the lowest scores.",
-            _extreme(data, everything, per_gallery, highest=False), len(data.ids)))
+        galleries.append(
+            _Gallery(
+                "unsure",
+                "Least confident predictions",
+                "No true labels are stored: the predictions with the lowest scores.",
+                _extreme(data, everything, per_gallery, highest=False),
+                len(data.ids),
+            )
+        )
 
     counts = np.bincount(data.predicted, minlength=len(data.labels))
     samples = _sample_per_group(data.predicted, np.arange(len(data.ids)), per_class, rng)
     for label in data.shown:
-        galleries.append(_Gallery(
-            f"class-{label}", f"Predicted {data.labels[label]}",
-            "A random sample of the images predicted as this class.",
-            _by_score(data, samples.get(label, np.array([], np.int64)), True),
-            int(counts[label])))
+        galleries.append(
+            _Gallery(
+                f"class-{label}",
+                f"Predicted {data.labels[label]}",
+                "A random sample of the images predicted as this class.",
+                _by_score(data, samples.get(label, np.array([], np.int64)), True),
+                int(counts[label]),
+            )
+        )
 
     if data.matrix is not None:
         m = data.matrix.shape[0]
@@ -254,11 +286,15 @@ def _galleries(data: _Analysis, rng, per_gallery: int, per_cell: int,
         names = _group_names(data)
         for code in np.flatnonzero(data.matrix.ravel()).tolist():
             t, p = divmod(code, m)
-            galleries.append(_Gallery(
-                f"cell-{t}-{p}", f"True {names[t]}, predicted {names[p]}",
-                "A random sample of this confusion-matrix cell.",
-                _by_score(data, samples.get(code, np.array([], np.int64)), True),
-                int(data.matrix[t, p])))
+            galleries.append(
+                _Gallery(
+                    f"cell-{t}-{p}",
+                    f"True {names[t]}, predicted {names[p]}",
+                    "A random sample of this confusion-matrix cell.",
+                    _by_score(data, samples.get(code, np.array([], np.int64)), True),
+                    int(data.matrix[t, p]),
+                )
+            )
     return galleries
 
 
@@ -300,11 +336,12 @@ def _summary(rows: np.ndarray, data: _Analysis, stats: dict[str, Any], store) ->
         totals = codecs.setdefault(r["codec"].decode(), [0, 0.0])
         totals[0] += int(per_stack[k])
         totals[1] += float(bytes_per_stack[k])
-        shape = (f"{int(r['height'])}x{int(r['width'])}x{int(r['channels'])} "
-                 f"{r['dtype'].decode()}")
+        shape = f"{int(r['height'])}x{int(r['width'])}x{int(r['channels'])} {r['dtype'].decode()}"
         shapes[shape] = shapes.get(shape, 0) + int(per_stack[k])
-    codecs = {name: {"images": count, "bytes_per_image": total / count}
-              for name, (count, total) in sorted(codecs.items())}
+    codecs = {
+        name: {"images": count, "bytes_per_image": total / count}
+        for name, (count, total) in sorted(codecs.items())
+    }
     shape_counts = sorted(((c, shape) for shape, c in shapes.items()), reverse=True)
     return {
         "file": os.path.basename(store.path),
@@ -312,8 +349,9 @@ def _summary(rows: np.ndarray, data: _Analysis, stats: dict[str, Any], store) ->
         "deleted": stats["deleted"],
         "classes": len(data.labels),
         "with_true_label": int(known.sum()),
-        "accuracy": (float((data.truth[known] == data.predicted[known]).mean())
-                     if known.any() else None),
+        "accuracy": (
+            float((data.truth[known] == data.predicted[known]).mean()) if known.any() else None
+        ),
         "with_score": int((~np.isnan(data.score)).sum()),
         "codecs": codecs,
         "payload_bytes": int(rows["nbytes"].astype(np.int64).sum()),
@@ -342,12 +380,18 @@ def _per_class(data: _Analysis) -> list[dict[str, Any]]:
     for label in range(k):
         if not predicted[label] and not true[label]:
             continue
-        out.append({
-            "id": label, "name": data.labels[label], "predicted": int(predicted[label]),
-            "true": int(true[label]), "correct": int(correct[label]),
-            "precision": _finite(precision[label]), "recall": _finite(recall[label]),
-            "mean_score": _finite(mean_score[label]),
-        })
+        out.append(
+            {
+                "id": label,
+                "name": data.labels[label],
+                "predicted": int(predicted[label]),
+                "true": int(true[label]),
+                "correct": int(correct[label]),
+                "precision": _finite(precision[label]),
+                "recall": _finite(recall[label]),
+                "mean_score": _finite(mean_score[label]),
+            }
+        )
     return out
 
 
@@ -399,40 +443,64 @@ def _matrix_svg(data: _Analysis) -> str:
     for t in range(m):
         for p in range(m):
             count = int(matrix[t, p])
-            rect = Rectangle((p - 0.5, t - 0.5), 1, 1, facecolor=cmap(share[t, p]),
-                             edgecolor="white", linewidth=0.5)
+            rect = Rectangle(
+                (p - 0.5, t - 0.5),
+                1,
+                1,
+                facecolor=cmap(share[t, p]),
+                edgecolor="white",
+                linewidth=0.5,
+            )
             if count:
                 rect.set_url(f"#cell-{t}-{p}")
                 rect.set_gid(f"cm-{t}-{p}")
                 tooltips[f"cm-{t}-{p}"] = (
                     f"true {names[t]}, predicted {names[p]}: {count} images, "
-                    f"{share[t, p]:.1%} of true {names[t]}")
+                    f"{share[t, p]:.1%} of true {names[t]}"
+                )
             ax.add_patch(rect)
             if count and m <= 40:
-                ax.text(p, t, str(count), ha="center", va="center", fontsize=font,
-                        color="white" if share[t, p] > 0.5 else "black", gid=f"count-{t}-{p}")
+                ax.text(
+                    p,
+                    t,
+                    str(count),
+                    ha="center",
+                    va="center",
+                    fontsize=font,
+                    color="white" if share[t, p] > 0.5 else "black",
+                    gid=f"count-{t}-{p}",
+                )
     ax.set_xlim(-0.5, m - 0.5)
     ax.set_ylim(m - 0.5, -0.5)
-    ax.set_xticks(range(m), [_short(n) for n in names], rotation=60, ha="right",
-                  rotation_mode="anchor", fontsize=font)
+    ax.set_xticks(
+        range(m),
+        [_short(n) for n in names],
+        rotation=60,
+        ha="right",
+        rotation_mode="anchor",
+        fontsize=font,
+    )
     ax.set_yticks(range(m), [_short(n) for n in names], fontsize=font)
     ax.set_xlabel("predicted class")
     ax.set_ylabel("true class")
     mappable = matplotlib.cm.ScalarMappable(matplotlib.colors.Normalize(0, 1), cmap)
-    bar = fig.add_axes(((left + m * cell + 0.15) / width, bottom / height, 0.18 / width,
-                        m * cell / height))
+    bar = fig.add_axes(
+        ((left + m * cell + 0.15) / width, bottom / height, 0.18 / width, m * cell / height)
+    )
     fig.colorbar(mappable, cax=bar, label="share of the true class (row)")
     buffer = io.StringIO()
     with matplotlib.rc_context({"svg.fonttype": "none", "svg.hashsalt": "h5store"}):
         fig.savefig(buffer, format="svg", metadata={"Date": None})
     svg = buffer.getvalue()
-    svg = svg[svg.index("<svg"):]
+    svg = svg[svg.index("<svg") :]
     # matplotlib opens links in a new window; here they are jumps within the page.
     svg = svg.replace(' target="_blank"', "")
-    svg = re.sub(r'<g id="(cm-\d+-\d+)">',
-                 lambda g: f"{g.group(0)}<title>{html.escape(tooltips[g.group(1)])}</title>", svg)
-    return svg.replace("<svg ", '<svg class="matrix" role="img" '
-                       'aria-label="confusion matrix" ', 1)
+    svg = re.sub(
+        r'<g id="(cm-\d+-\d+)">',
+        lambda g: f"{g.group(0)}<title>{html.escape(tooltips[g.group(1)])}</title>",
+        svg,
+    )
+    return svg.replace("<svg ", '<svg class="matrix" role="img" aria-label="confusion matrix" ', 1)
 
 
 def _histograms_png(data: _Analysis) -> str | None:
@@ -455,14 +523,21 @@ def _histograms_png(data: _Analysis) -> str | None:
     shown = cls >= 0
     np.add.at(counts, (cls[shown], kind[shown], bins[shown]), 1)
     counts[-1] = np.bincount(kind * HISTOGRAM_BINS + bins, minlength=3 * HISTOGRAM_BINS).reshape(
-        3, HISTOGRAM_BINS)
+        3, HISTOGRAM_BINS
+    )
 
     columns = 4
     rows = -(-len(panels) // columns)
     fig = Figure(figsize=(columns * 2.7, rows * 1.9 + 0.5))
     # Fixed spacing rather than tight_layout, whose extra draws cost seconds at 30 panels.
-    fig.subplots_adjust(left=0.05, right=0.99, top=1 - 0.3 / (rows * 1.9 + 0.5),
-                        bottom=0.55 / (rows * 1.9 + 0.5), wspace=0.25, hspace=0.45)
+    fig.subplots_adjust(
+        left=0.05,
+        right=0.99,
+        top=1 - 0.3 / (rows * 1.9 + 0.5),
+        bottom=0.55 / (rows * 1.9 + 0.5),
+        wspace=0.25,
+        hspace=0.45,
+    )
     axes = fig.subplots(rows, columns, squeeze=False, sharex=True)
     colours = ["#2b8a3e", "#c92a2a", "#868e96"]
     names = ["right", "wrong", "true label unknown"]
@@ -472,14 +547,15 @@ def _histograms_png(data: _Analysis) -> str | None:
         for k in range(3):
             if counts[:, k].any():
                 top = baseline + counts[n, k]
-                ax.stairs(top, edges, baseline=baseline, fill=True, color=colours[k],
-                          label=names[k])
+                ax.stairs(
+                    top, edges, baseline=baseline, fill=True, color=colours[k], label=names[k]
+                )
                 baseline = top
         name = "all classes" if panel < 0 else _short(data.labels[panel])
         ax.set_title(f"{name} (n={int(counts[n].sum()):,})", fontsize=8)
         ax.tick_params(labelsize=7)
         ax.yaxis.get_major_locator().set_params(nbins=3)
-    for ax in axes.flat[len(panels):]:
+    for ax in axes.flat[len(panels) :]:
         ax.set_visible(False)
     for n in range(max(0, len(panels) - columns), len(panels)):  # lowest panel of each column
         axes.flat[n].xaxis.set_tick_params(labelbottom=True)
@@ -499,13 +575,14 @@ def _thumbnails(store, ids: np.ndarray, px: int) -> list[tuple[int, int, str]]:
 
     out = []
     for start in range(0, len(ids), DECODE_BATCH):
-        for image in store.get_batch(ids[start:start + DECODE_BATCH].tolist()):
+        for image in store.get_batch(ids[start : start + DECODE_BATCH].tolist()):
             picture = Image.fromarray(_as_8bit(image))
             picture.thumbnail((px, px), Image.Resampling.LANCZOS)
             buffer = io.BytesIO()
             picture.save(buffer, format="JPEG", quality=THUMBNAIL_QUALITY)
-            out.append((picture.width, picture.height,
-                        base64.b64encode(buffer.getvalue()).decode("ascii")))
+            out.append(
+                (picture.width, picture.height, base64.b64encode(buffer.getvalue()).decode("ascii"))
+            )
     return out
 
 
@@ -584,25 +661,36 @@ def _figure(data: _Analysis, row: int, thumbnail) -> str:
     predicted = int(data.predicted[row])
     score = data.score[row]
     wrong = 0 <= truth != predicted
-    lines = [f"#{int(data.ids[row])} \u00b7 score {_fmt(None if np.isnan(score) else score)}",
-             f"pred: {e(data.labels[predicted])}"]
+    lines = [
+        f"#{int(data.ids[row])} \u00b7 score {_fmt(None if np.isnan(score) else score)}",
+        f"pred: {e(data.labels[predicted])}",
+    ]
     true_text = "unknown" if truth < 0 else e(data.labels[truth])
     lines.append(f'<span class="wrong">true: {true_text}</span>' if wrong else f"true: {true_text}")
     width, height, payload = thumbnail
-    return (f'<figure class="{"wrong" if wrong else "right"}"><img src="data:image/jpeg;base64,'
-            f'{payload}" width="{width}" height="{height}" alt="image {int(data.ids[row])}">'
-            f'<figcaption>{"<br>".join(lines)}</figcaption></figure>')
+    return (
+        f'<figure class="{"wrong" if wrong else "right"}"><img src="data:image/jpeg;base64,'
+        f'{payload}" width="{width}" height="{height}" alt="image {int(data.ids[row])}">'
+        f"<figcaption>{'<br>'.join(lines)}</figcaption></figure>"
+    )
 
 
 def _gallery_html(data: _Analysis, gallery: _Gallery, thumbnails: dict) -> str:
     e = html.escape
     pictured = [r for r in gallery.rows.tolist() if r in thumbnails]
     listed = [r for r in gallery.rows.tolist() if r not in thumbnails]
-    back = ' <a class="back" href="#matrix">\u2191 matrix</a>' if gallery.anchor.startswith(
-        "cell-") else ""
-    parts = [f'<section class="gallery" id="{gallery.anchor}"><h3>{e(gallery.title)}{back}</h3>',
-             (f'<p class="note">{e(gallery.note)} Showing {len(gallery.rows)} of '
-              f"{gallery.total:,} images.</p>")]
+    back = (
+        ' <a class="back" href="#matrix">\u2191 matrix</a>'
+        if gallery.anchor.startswith("cell-")
+        else ""
+    )
+    parts = [
+        f'<section class="gallery" id="{gallery.anchor}"><h3>{e(gallery.title)}{back}</h3>',
+        (
+            f'<p class="note">{e(gallery.note)} Showing {len(gallery.rows)} of '
+            f"{gallery.total:,} images.</p>"
+        ),
+    ]
     if pictured:
         parts.append('<div class="thumbs">')
         parts.extend(_figure(data, r, thumbnails[r]) for r in pictured)
@@ -616,27 +704,51 @@ def _gallery_html(data: _Analysis, gallery: _Gallery, thumbnails: dict) -> str:
     return "".join(parts)
 
 
-def _page(title: str, summary: dict[str, Any], data: _Analysis, galleries: list[_Gallery],
-          thumbnails: dict, matrix_svg: str, histogram_png: str | None) -> str:
+def _page(
+    title: str,
+    summary: dict[str, Any],
+    data: _Analysis,
+    galleries: list[_Gallery],
+    thumbnails: dict,
+    matrix_svg: str,
+    histogram_png: str | None,
+) -> str:
     e = html.escape
     per_class = _per_class(data)
-    codecs = "; ".join(f"{e(name)}: {c['images']:,} images, {_human(c['bytes_per_image'])}/image"
-                       for name, c in summary["codecs"].items()) or "\u2013"
+    codecs = (
+        "; ".join(
+            f"{e(name)}: {c['images']:,} images, {_human(c['bytes_per_image'])}/image"
+            for name, c in summary["codecs"].items()
+        )
+        or "\u2013"
+    )
     shapes = ", ".join(f"{e(s)} ({c:,})" for c, s in summary["shapes"])
     if summary["other_shapes"]:
         shapes += f", and {summary['other_shapes']} more"
     accuracy = summary["accuracy"]
     facts = [
         ("file", e(summary["file"])),
-        ("images", f"{summary['images']:,}" + (f" ({summary['deleted']:,} deleted not shown)"
-                                              if summary["deleted"] else "")),
+        (
+            "images",
+            f"{summary['images']:,}"
+            + (f" ({summary['deleted']:,} deleted not shown)" if summary["deleted"] else ""),
+        ),
         ("classes", f"{summary['classes']:,}"),
-        ("accuracy", "no true labels stored" if accuracy is None else
-         f"{accuracy:.2%} of the {summary['with_true_label']:,} images with a true label"),
+        (
+            "accuracy",
+            "no true labels stored"
+            if accuracy is None
+            else f"{accuracy:.2%} of the {summary['with_true_label']:,} images with a true label",
+        ),
         ("scores", f"{summary['with_score']:,} images have a top-1 score"),
         ("codecs", codecs),
-        ("stored bytes", (f"{_human(summary['payload_bytes'])} of images in a "
-                          f"{_human(summary['file_bytes'])} file")),
+        (
+            "stored bytes",
+            (
+                f"{_human(summary['payload_bytes'])} of images in a "
+                f"{_human(summary['file_bytes'])} file"
+            ),
+        ),
         ("image shapes", shapes or "\u2013"),
     ]
     by_anchor = {g.anchor: g for g in galleries}
@@ -647,33 +759,46 @@ def _page(title: str, summary: dict[str, Any], data: _Analysis, galleries: list[
 
     if matrix_svg:
         nav.append('<a href="#matrix">confusion matrix</a>')
-        folded = (f" The {data.other} least frequent classes are folded into \u201cother\u201d."
-                  if data.other else "")
+        folded = (
+            f" The {data.other} least frequent classes are folded into \u201cother\u201d."
+            if data.other
+            else ""
+        )
         body.append(
             '<section id="matrix"><h2>Confusion matrix</h2><p class="note">Rows: true class; '
             "columns: predicted class. Numbers are image counts, colour is the share of the row "
-            "(hover a cell for both); click a cell to see its images." + folded + "</p>"
-            + matrix_svg + "</section>")
+            "(hover a cell for both); click a cell to see its images."
+            + folded
+            + "</p>"
+            + matrix_svg
+            + "</section>"
+        )
     nav.append('<a href="#classes">classes</a>')
-    body.append('<section id="classes"><h2>Classes</h2><table class="classes"><thead><tr>'
-                "<th>class</th><th>predicted</th><th>true</th><th>correct</th><th>precision</th>"
-                "<th>recall</th><th>mean score</th></tr></thead><tbody>")
+    body.append(
+        '<section id="classes"><h2>Classes</h2><table class="classes"><thead><tr>'
+        "<th>class</th><th>predicted</th><th>true</th><th>correct</th><th>precision</th>"
+        "<th>recall</th><th>mean score</th></tr></thead><tbody>"
+    )
     for c in per_class:
         anchor = f"class-{c['id']}"
         name = e(c["name"])
         if anchor in by_anchor:
             name = f'<a href="#{anchor}">{name}</a>'
-        body.append(f"<tr><td>{name}</td><td>{c['predicted']:,}</td><td>{c['true']:,}</td>"
-                    f"<td>{c['correct']:,}</td><td>{_fmt(c['precision'])}</td>"
-                    f"<td>{_fmt(c['recall'])}</td><td>{_fmt(c['mean_score'])}</td></tr>")
+        body.append(
+            f"<tr><td>{name}</td><td>{c['predicted']:,}</td><td>{c['true']:,}</td>"
+            f"<td>{c['correct']:,}</td><td>{_fmt(c['precision'])}</td>"
+            f"<td>{_fmt(c['recall'])}</td><td>{_fmt(c['mean_score'])}</td></tr>"
+        )
     body.append("</tbody></table></section>")
 
     if histogram_png:
         nav.append('<a href="#scores">scores</a>')
-        body.append('<section id="scores"><h2>Score histograms</h2><p class="note">Top-1 score '
-                    "of the images predicted as each class, right and wrong predictions stacked."
-                    '</p><img class="plot" alt="score histograms per class" '
-                    f'src="data:image/png;base64,{histogram_png}"></section>')
+        body.append(
+            '<section id="scores"><h2>Score histograms</h2><p class="note">Top-1 score '
+            "of the images predicted as each class, right and wrong predictions stacked."
+            '</p><img class="plot" alt="score histograms per class" '
+            f'src="data:image/png;base64,{histogram_png}"></section>'
+        )
 
     nav.append('<a href="#galleries">galleries</a>')
     body.append('<section id="galleries"><h2>Galleries</h2>')
@@ -689,8 +814,9 @@ def _page(title: str, summary: dict[str, Any], data: _Analysis, galleries: list[
     machine = {
         "summary": summary,
         "classes": per_class,
-        "matrix": None if data.matrix is None else {
-            "labels": _group_names(data), "counts": data.matrix.tolist()},
+        "matrix": None
+        if data.matrix is None
+        else {"labels": _group_names(data), "counts": data.matrix.tolist()},
     }
     # A JSON island for scripts and tests; every "<" escaped, so no label can end the element
     # or open a comment inside it.
@@ -699,7 +825,7 @@ def _page(title: str, summary: dict[str, Any], data: _Analysis, galleries: list[
         '<!DOCTYPE html>\n<html lang="en"><head><meta charset="utf-8">'
         '<meta name="viewport" content="width=device-width, initial-scale=1">'
         f"<title>{e(title)}</title><style>{STYLE}</style></head><body>"
-        f'<header><h1>{e(title)}</h1><nav>{"".join(nav)}</nav></header><main>'
+        f"<header><h1>{e(title)}</h1><nav>{''.join(nav)}</nav></header><main>"
         + "".join(body)
         + f'</main><script type="application/json" id="report-data">{data_json}</script>'
         "</body></html>\n"

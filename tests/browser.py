@@ -43,13 +43,22 @@ def chromium(width: int = 1280, height: int = 1400):
     options = webdriver.ChromeOptions()
     options.binary_location = binary
     for flag in (
-        "--headless=new", "--no-sandbox", "--disable-gpu", "--disable-dev-shm-usage",
+        "--headless=new",
+        "--no-sandbox",
+        "--disable-gpu",
+        "--disable-dev-shm-usage",
         # no network of its own: the pages under test must not need it
-        "--disable-quic", "--no-first-run", "--disable-background-networking",
-        "--disable-component-update", "--disable-sync", "--disable-default-apps",
+        "--disable-quic",
+        "--no-first-run",
+        "--disable-background-networking",
+        "--disable-component-update",
+        "--disable-sync",
+        "--disable-default-apps",
         # WebGL (h5web draws with it) on the CPU
-        "--use-angle=swiftshader", "--enable-unsafe-swiftshader",
-        f"--window-size={width},{height}", f"--user-data-dir={profile}",
+        "--use-angle=swiftshader",
+        "--enable-unsafe-swiftshader",
+        f"--window-size={width},{height}",
+        f"--user-data-dir={profile}",
     ):
         options.add_argument(flag)
     options.set_capability("goog:loggingPrefs", {"browser": "ALL"})

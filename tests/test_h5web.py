@@ -41,8 +41,13 @@ def node_modules() -> str:
 
 def h5wasm_read(path) -> dict:
     node_modules()
-    done = subprocess.run(["node", os.path.join(JS, "read_store.mjs"), str(path)],
-                          capture_output=True, text=True, timeout=300, check=False)
+    done = subprocess.run(
+        ["node", os.path.join(JS, "read_store.mjs"), str(path)],
+        capture_output=True,
+        text=True,
+        timeout=300,
+        check=False,
+    )
     assert done.returncode == 0, done.stderr
     return json.loads(done.stdout)
 
@@ -69,8 +74,12 @@ def awkward_store(tmp_path_factory):
     images, _ = photo_crops()
     rgb, gray16 = images[:, :24, :32], images[:, :24, :32, 0].astype(np.uint16) * 257
     with h5store.open(path, "w") as store:
-        store.add_batch(images[:10], labels=AWKWARD * 2, true_labels=AWKWARD[::-1] * 2,
-                        scores=np.linspace(0.05, 0.95, 10))
+        store.add_batch(
+            images[:10],
+            labels=AWKWARD * 2,
+            true_labels=AWKWARD[::-1] * 2,
+            scores=np.linspace(0.05, 0.95, 10),
+        )
         for name in h5store.available_codecs():
             codec = h5store.get_codec(name)
             batch = rgb if "uint8" in codec.dtypes and 3 in codec.channels else gray16
@@ -87,8 +96,9 @@ def test_h5wasm_reads_what_h5py_reads(awkward_store):
         index = f["index"][()]
         assert seen["index"]["columns"] == list(index.dtype.names)
         assert seen["index"]["shape"] == list(index.shape)
-        assert seen["index"]["rows"] == [[plain(row[c]) for c in index.dtype.names]
-                                         for row in index]
+        assert seen["index"]["rows"] == [
+            [plain(row[c]) for c in index.dtype.names] for row in index
+        ]
         assert sorted(seen["classes"]) == sorted(f["classes"])
         labels = set()
         for name, group in f["classes"].items():
@@ -108,8 +118,9 @@ def test_h5wasm_with_h5webs_plugins_decodes_jpeg_and_lossless_stacks(awkward_sto
     seen = h5wasm_read(awkward_store)["stacks"]
     checked = set()
     with h5py.File(awkward_store, "r") as f:
-        assert sorted(seen) == sorted(f"/classes/{c}/{s}" for c in f["classes"]
-                                      for s in f["classes"][c] if s != "preview")
+        assert sorted(seen) == sorted(
+            f"/classes/{c}/{s}" for c in f["classes"] for s in f["classes"][c] if s != "preview"
+        )
         for path, got in seen.items():
             stack = f[path]
             codec = stack.parent.attrs["codec"]
@@ -139,8 +150,14 @@ def h5web_site(tmp_path_factory):
     small store holding a PNG class (a codec with no HDF5 filter)."""
     node_modules()
     site = tmp_path_factory.mktemp("h5web-site")
-    done = subprocess.run(["npx", "vite", "build", "--outDir", str(site), "--logLevel", "warn"],
-                          cwd=JS, capture_output=True, text=True, timeout=600, check=False)
+    done = subprocess.run(
+        ["npx", "vite", "build", "--outDir", str(site), "--logLevel", "warn"],
+        cwd=JS,
+        capture_output=True,
+        text=True,
+        timeout=600,
+        check=False,
+    )
     assert done.returncode == 0, done.stderr + done.stdout
     assert cli_main(["demo", "--out", str(site / "demo.h5")]) == 0
     images, _ = photo_crops()
@@ -171,12 +188,14 @@ def rendered_image(driver, shape, timeout=90):
         rect = driver.execute_script(
             "const c = document.querySelector('canvas');"
             "if (!c) return null; const r = c.getBoundingClientRect();"
-            "return [r.left, r.top, r.width, r.height, window.devicePixelRatio]")
+            "return [r.left, r.top, r.width, r.height, window.devicePixelRatio]"
+        )
         if rect:
             shot = Image.open(io.BytesIO(driver.get_screenshot_as_png())).convert("RGB")
             x, y, cw, ch, ratio = rect
-            canvas = np.asarray(shot)[int(y * ratio):int((y + ch) * ratio),
-                                      int(x * ratio):int((x + cw) * ratio)]
+            canvas = np.asarray(shot)[
+                int(y * ratio) : int((y + ch) * ratio), int(x * ratio) : int((x + cw) * ratio)
+            ]
             # the picture: the widest band of rows and of columns mostly drawn on (an axis line
             # is one column or row, apart from it)
             drawn = (canvas < 250).any(axis=2)
@@ -212,7 +231,8 @@ def test_h5web_shows_a_class_preview_and_a_jpeg_stack_as_rgb_images(h5web_site, 
         # the RGB visualisation, at the dataset's aspect ratio, with the dataset's colours
         assert "RGB" in driver.execute_script(  # h5web's visualisation tab in use
             "return [...document.querySelectorAll('button[role=tab][aria-selected=true]')]"
-            ".map(b => b.textContent.trim())")
+            ".map(b => b.textContent.trim())"
+        )
         assert abs(box[1] / box[0] - preview.shape[1] / preview.shape[0]) < 0.05
         assert psnr(drawn, preview) > 40  # exact here (inf); resampling may blur an edge
         assert np.abs(drawn.astype(int) - drawn[..., [1, 2, 0]]).mean() > 5  # not grey
@@ -237,6 +257,8 @@ def test_h5web_shows_a_class_preview_and_a_jpeg_stack_as_rgb_images(h5web_site, 
         while "is not registered" not in driver.find_element("tag name", "body").text:
             assert time.monotonic() < deadline, "h5web showed no error for a PNG stack"
             time.sleep(1)
-        assert driver.execute_script(
-            "const c = document.querySelector('canvas'); return c === null") is True
+        assert (
+            driver.execute_script("const c = document.querySelector('canvas'); return c === null")
+            is True
+        )
     shutil.rmtree(tmp_path, ignore_errors=True)

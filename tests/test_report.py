@@ -72,9 +72,12 @@ def make_store(path, predicted, truth, scores, *, labels=CLASSES, size=32):
         pool = [store.get_encoded(0)]
         store.delete([0])
     with h5store.open(path, "r+") as store:
-        store.add_encoded_batch([pool[0]] * len(predicted), labels=list(predicted),
-                                true_labels=list(truth),
-                                scores=None if scores is None else np.asarray(scores, np.float32))
+        store.add_encoded_batch(
+            [pool[0]] * len(predicted),
+            labels=list(predicted),
+            true_labels=list(truth),
+            scores=None if scores is None else np.asarray(scores, np.float32),
+        )
     return path
 
 
@@ -87,10 +90,12 @@ def classified(tmp_path_factory):
     sample = sample_set(240, 48, seed=3)
     keep = [k for k, t in enumerate(sample.true_labels) if t in CLASSES]
     with h5store.open(path, "w", labels=CLASSES) as store:
-        store.add_batch(sample.images[keep],
-                        labels=[sample.labels[k] if sample.labels[k] in CLASSES else "cat"
-                                for k in keep],
-                        scores=sample.top1[keep], true_labels=[sample.true_labels[k] for k in keep])
+        store.add_batch(
+            sample.images[keep],
+            labels=[sample.labels[k] if sample.labels[k] in CLASSES else "cat" for k in keep],
+            scores=sample.top1[keep],
+            true_labels=[sample.true_labels[k] for k in keep],
+        )
     return path
 
 
@@ -126,14 +131,16 @@ def test_report_matrix_accuracy_and_galleries_match_the_index(classified, tmp_pa
     assert nonzero <= set(page.links)
     for cell in nonzero:
         t, p = map(int, cell.split("-")[1:])
-        section = text[text.index(f'id="{cell}"'):]
+        section = text[text.index(f'id="{cell}"') :]
         section = section[: section.index("</section>")]
         shown = [int(i) for i in re.findall(r'alt="image (\d+)"', section)]
         assert shown, cell
-        assert all(frame.loc[i, "true_label"] == CLASSES[t] and frame.loc[i, "label"] == CLASSES[p]
-                   for i in shown)
+        assert all(
+            frame.loc[i, "true_label"] == CLASSES[t] and frame.loc[i, "label"] == CLASSES[p]
+            for i in shown
+        )
     # The confident mistakes are the highest-scored misclassified images, in order.
-    section = text[text.index('id="mistakes"'):]
+    section = text[text.index('id="mistakes"') :]
     section = section[: section.index("</section>")]
     shown = [int(i) for i in re.findall(r'alt="image (\d+)"', section)]
     best = sorted(mistakes.tolist(), key=lambda i: -scores[i])[: len(shown)]
@@ -172,8 +179,13 @@ def test_many_classes_fold_into_other(tmp_path):
     rng = np.random.default_rng(1)
     truth = rng.integers(0, 12, 300)
     predicted = np.where(rng.random(300) < 0.7, truth, rng.integers(0, 12, 300))
-    path = make_store(tmp_path / "s.h5", [names[k] for k in predicted],
-                      [names[k] for k in truth], rng.random(300), labels=names)
+    path = make_store(
+        tmp_path / "s.h5",
+        [names[k] for k in predicted],
+        [names[k] for k in truth],
+        rng.random(300),
+        labels=names,
+    )
     result = h5store.report(path, tmp_path / "r.html", max_classes=5, progress=False)
     _, page = read_page(tmp_path / "r.html")
     labels = page.data["matrix"]["labels"]
@@ -216,8 +228,9 @@ def test_any_stored_image_kind_gets_a_thumbnail(tmp_path):
     with h5store.open(path, "w", codec="png") as store:
         store.add(images[0], label="rgb", true_label="rgb", score=0.9)
         store.add(images[1][:20, :40], label="rgb", true_label="gray", score=0.4)
-        store.add(images[2][..., 0].astype(np.uint16) * 257, label="gray", true_label="gray",
-                  score=0.8)
+        store.add(
+            images[2][..., 0].astype(np.uint16) * 257, label="gray", true_label="gray", score=0.8
+        )
         rgba = np.concatenate([images[3], np.full(images[3].shape[:2] + (1,), 255, np.uint8)], 2)
         store.add(rgba, label="rgba", true_label="rgb", score=0.7)
         store.delete([store.add(images[4], label="gone", score=0.99)])
@@ -230,17 +243,25 @@ def test_any_stored_image_kind_gets_a_thumbnail(tmp_path):
     assert summary["images"] == 4  # the deleted one is not shown
     assert summary["codecs"]["png"]["images"] == 4
     assert {s: c for c, s in summary["shapes"]} == {
-        "64x64x3 uint8": 1, "20x40x3 uint8": 1, "64x64x1 uint16": 1, "64x64x4 uint8": 1}
+        "64x64x3 uint8": 1,
+        "20x40x3 uint8": 1,
+        "64x64x1 uint16": 1,
+        "64x64x4 uint8": 1,
+    }
     assert "1 deleted not shown" in text and "pred: gone" not in text
     grey = next(t for t in thumbnails if t.mode == "L")
     assert np.asarray(grey).max() > 100  # 16-bit scaled down, not clipped to black or white
 
 
 def test_labels_are_escaped(tmp_path):
-    names = ["<b>bold</b>", "a/b & c", "</script><script>alert(1)</script>", "ünï \"q\""]
-    path = make_store(tmp_path / "s.h5", [names[k % 4] for k in range(8)],
-                      [names[(k + k // 4) % 4] for k in range(8)], np.linspace(0, 1, 8),
-                      labels=names)
+    names = ["<b>bold</b>", "a/b & c", "</script><script>alert(1)</script>", 'ünï "q"']
+    path = make_store(
+        tmp_path / "s.h5",
+        [names[k % 4] for k in range(8)],
+        [names[(k + k // 4) % 4] for k in range(8)],
+        np.linspace(0, 1, 8),
+        labels=names,
+    )
     h5store.report(path, tmp_path / "r.html", progress=False)
     text, page = read_page(tmp_path / "r.html")
     assert "<b>bold" not in text and "<script>alert" not in text
@@ -249,12 +270,20 @@ def test_labels_are_escaped(tmp_path):
 
 
 @settings(max_examples=12, deadline=None)
-@given(st.lists(st.tuples(st.integers(0, 3), st.one_of(st.none(), st.integers(0, 3)),
-                          st.floats(0, 1, width=32)),
-                min_size=1, max_size=40),
-       st.booleans(), st.integers(1, 5))
-def test_property_matrix_and_links_hold_for_any_labels(tmp_path_factory, rows, with_scores,
-                                                       max_classes):
+@given(
+    st.lists(
+        st.tuples(
+            st.integers(0, 3), st.one_of(st.none(), st.integers(0, 3)), st.floats(0, 1, width=32)
+        ),
+        min_size=1,
+        max_size=40,
+    ),
+    st.booleans(),
+    st.integers(1, 5),
+)
+def test_property_matrix_and_links_hold_for_any_labels(
+    tmp_path_factory, rows, with_scores, max_classes
+):
     tmp = tmp_path_factory.mktemp("prop")
     names = ["w", "x", "y", "z"]
     predicted = [names[p] for p, _, _ in rows]
@@ -276,8 +305,13 @@ def test_property_matrix_and_links_hold_for_any_labels(tmp_path_factory, rows, w
 
 def test_bad_input_raises_and_leaves_the_store_alone(classified, tmp_path):
     before = file_digest(classified)
-    for options in ({"max_classes": 0}, {"per_cell": -1}, {"thumbnail_px": 2},
-                    {"max_thumbnails": 1.5}, {"per_gallery": True}):
+    for options in (
+        {"max_classes": 0},
+        {"per_cell": -1},
+        {"thumbnail_px": 2},
+        {"max_thumbnails": 1.5},
+        {"per_gallery": True},
+    ):
         with pytest.raises(h5store.InvalidInputError, match=next(iter(options))):
             h5store.report(classified, tmp_path / "r.html", progress=False, **options)
     with pytest.raises(h5store.InvalidInputError, match="not a folder"):
@@ -297,8 +331,7 @@ def test_cli_report_and_demo_mention_it(classified, tmp_path, capsys, monkeypatc
     result = json.loads(capsys.readouterr().out)
     assert result["out"] == "classified-report.html"
     assert os.path.getsize(tmp_path / "classified-report.html") == result["bytes"]
-    assert cli_main(["report", classified, "-o", "x.html", "--max-thumbnails", "3",
-                     "--quiet"]) == 0
+    assert cli_main(["report", classified, "-o", "x.html", "--max-thumbnails", "3", "--quiet"]) == 0
     assert "wrote x.html" in capsys.readouterr().out
     assert cli_main(["report", str(tmp_path / "nothing.h5"), "--quiet"]) == 2
     assert cli_main(["demo", "--n", "16", "--size", "32", "--out", "d.h5"]) == 0
@@ -340,15 +373,18 @@ def test_report_in_chromium(demo_report, tmp_path):
         driver.get(out.as_uri())
         assert driver.execute_script("return document.readyState") == "complete"
         widths = driver.execute_script(
-            "return [...document.images].map(i => i.complete ? i.naturalWidth : -1)")
+            "return [...document.images].map(i => i.complete ? i.naturalWidth : -1)"
+        )
         assert len(widths) > 100 and all(w > 0 for w in widths), widths
         rows = driver.execute_script(
             "return [...document.querySelectorAll('#matrix-axes g[id^=ytick_] text')]"
-            ".map(t => t.textContent)")
+            ".map(t => t.textContent)"
+        )
         assert rows == classes
         cells = driver.find_elements(By.CSS_SELECTOR, "svg.matrix g[id^='cm-']")
         assert {c.get_attribute("id").split("-")[1] for c in cells} == {
-            str(k) for k in range(len(classes))}
+            str(k) for k in range(len(classes))
+        }
         driver.save_screenshot(str(tmp_path / "report.png"))
         if keep:
             driver.save_screenshot(os.path.join(keep, "report.png"))
@@ -362,11 +398,13 @@ def test_report_in_chromium(demo_report, tmp_path):
         assert driver.execute_script("return location.hash") == "#" + anchor
         top, scrolled = driver.execute_script(
             "const r = document.getElementById(arguments[0]).getBoundingClientRect();"
-            "return [r.top, window.scrollY]", anchor)
+            "return [r.top, window.scrollY]",
+            anchor,
+        )
         assert scrolled > 1000 and 0 <= top < 50, (top, scrolled)
         highlighted = driver.execute_script(
-            "return getComputedStyle(document.getElementById(arguments[0])).backgroundColor",
-            anchor)
+            "return getComputedStyle(document.getElementById(arguments[0])).backgroundColor", anchor
+        )
         assert highlighted == "rgb(255, 243, 191)"  # :target matched
         driver.save_screenshot(str(tmp_path / "report-cell.png"))
         if keep:
