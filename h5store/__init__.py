@@ -35,8 +35,8 @@ from .errors import (
     VersionError,
 )
 from .format import FORMAT_VERSION
-from .store import ImageStore, Record, VerifyReport, open
 from .report import report
+from .store import ImageStore, Record, VerifyReport, open
 
 try:
     __version__ = version("h5store")
@@ -70,5 +70,6 @@ __all__ = [
     "get_threads",
     "open",
     "register_codec",
+    "report",
     "set_threads",
 ]
