@@ -35,6 +35,7 @@ from .errors import (
     VersionError,
 )
 from .format import FORMAT_VERSION
+from .report import report
 from .store import ImageStore, Record, VerifyReport, open
 
 try:
@@ -69,5 +70,6 @@ __all__ = [
     "get_threads",
     "open",
     "register_codec",
+    "report",
     "set_threads",
 ]
