@@ -56,8 +56,11 @@ class PillowFolder(Dataset):
 
     def __init__(self, root: str):
         self.classes = sorted(os.listdir(root))
-        self.items = [(os.path.join(root, c, f), k) for k, c in enumerate(self.classes)
-                      for f in sorted(os.listdir(os.path.join(root, c)))]
+        self.items = [
+            (os.path.join(root, c, f), k)
+            for k, c in enumerate(self.classes)
+            for f in sorted(os.listdir(os.path.join(root, c)))
+        ]
 
     def __len__(self) -> int:
         return len(self.items)
@@ -74,8 +77,9 @@ def make_loader(name: str, datasets: dict, args, persistent: bool) -> DataLoader
     options = {"num_workers": args.workers, "persistent_workers": persistent}
     if name == BATCHED:  # h5store's own batch loading: decoded straight into the batch tensor
         return datasets[name].loader(args.batch, shuffle=True, generator=generator, **options)
-    return DataLoader(datasets[name], batch_size=args.batch, shuffle=True, generator=generator,
-                      **options)
+    return DataLoader(
+        datasets[name], batch_size=args.batch, shuffle=True, generator=generator, **options
+    )
 
 
 def epoch(loader: DataLoader, skip: int) -> dict[str, float]:
@@ -104,15 +108,18 @@ def decode_ceiling(payloads: list[bytes], threads: int, pool: ThreadPoolExecutor
     """imagecodecs alone decoding ``payloads`` on ``threads`` threads (images/s, wall)."""
     parts = [payloads[k::threads] for k in range(threads)]
     start = time.perf_counter()
-    futures = [pool.submit(lambda part: [imagecodecs.jpeg8_decode(p) for p in part], part)
-               for part in parts]
+    futures = [
+        pool.submit(lambda part: [imagecodecs.jpeg8_decode(p) for p in part], part)
+        for part in parts
+    ]
     for f in futures:
         f.result()
     return len(payloads) / (time.perf_counter() - start)
 
 
-def worker_work(path: str, ids: np.ndarray, payloads: list[bytes], batch: int,
-                shape: tuple[int, ...]) -> dict[str, float]:
+def worker_work(
+    path: str, ids: np.ndarray, payloads: list[bytes], batch: int, shape: tuple[int, ...]
+) -> dict[str, float]:
     """What a ds.loader() worker does per batch, here in this process on one thread (CPU time):
     ``get_batch(ids, out=)`` into a reused batch buffer (CRC-32 check, lookups, decode),
     against imagecodecs alone decoding the same images into new arrays (the ceiling's work)."""
@@ -144,10 +151,15 @@ def main(argv=None) -> None:
     parser.add_argument("--workers", type=int, default=2)
     parser.add_argument("--batch", type=int, default=64)
     parser.add_argument("--reps", type=int, default=3)
-    parser.add_argument("--epochs", type=int, default=3,
-                        help="steady-state epochs per repetition (persistent workers)")
-    parser.add_argument("--skip", type=int, default=8,
-                        help="batches excluded at the start of each steady epoch")
+    parser.add_argument(
+        "--epochs",
+        type=int,
+        default=3,
+        help="steady-state epochs per repetition (persistent workers)",
+    )
+    parser.add_argument(
+        "--skip", type=int, default=8, help="batches excluded at the start of each steady epoch"
+    )
     parser.add_argument("--out", default=os.path.join(os.path.dirname(__file__), "results"))
     args = parser.parse_args(argv)
 
@@ -158,7 +170,8 @@ def main(argv=None) -> None:
         store_path = os.path.join(work, "store.h5")
         with h5store.open(store_path, "w", codec="jpeg") as store:
             ids = store.add_encoded_batch(
-                data.payloads, labels=[data.class_names[k] for k in data.labels])
+                data.payloads, labels=[data.class_names[k] for k in data.labels]
+            )
             folder = os.path.join(work, "folder")
             export_folder(store, folder, progress=False)  # the same JPEG bytes as files
         h5 = ImageStoreDataset(store_path)
@@ -181,8 +194,9 @@ def main(argv=None) -> None:
                     steady[name].append(epoch(loader, args.skip))
                 del loader  # stops its workers
         h5.close()
-        work_alone = worker_work(store_path, h5.ids, payloads, args.batch,
-                                 (args.size, args.size, 3))
+        work_alone = worker_work(
+            store_path, h5.ids, payloads, args.batch, (args.size, args.size, 3)
+        )
 
         ceiling_rate = median(ceiling)
         folder_steady = median([e["steady"] for e in steady[FOLDER]])
@@ -191,16 +205,38 @@ def main(argv=None) -> None:
         for name in datasets:
             s = median([e["steady"] for e in steady[name]])
             c = median([e["epoch"] for e in cold[name]])
-            start_up = median([e["epoch_s"] for e in cold[name]]) - \
-                median([e["epoch_s"] for e in steady[name]])
+            start_up = median([e["epoch_s"] for e in cold[name]]) - median(
+                [e["epoch_s"] for e in steady[name]]
+            )
             main_cpu = median([e["main_cpu_ms_per_batch"] for e in steady[name]])
-            summary[name] = {"steady": s, "cold_epoch": c, "start_up_s": start_up,
-                             "main_cpu_ms_per_batch": main_cpu}
-            rows.append([name, f"{s:,.0f}", f"{s / ceiling_rate:.2f}", f"{s / folder_steady:.2f}",
-                         f"{c:,.0f}", f"{start_up:.2f}", f"{main_cpu:.2f}"])
-        rows.append([f"ceiling: imagecodecs decoding on {args.workers} threads",
-                     f"{ceiling_rate:,.0f}", "1.00", f"{ceiling_rate / folder_steady:.2f}",
-                     "", "", ""])
+            summary[name] = {
+                "steady": s,
+                "cold_epoch": c,
+                "start_up_s": start_up,
+                "main_cpu_ms_per_batch": main_cpu,
+            }
+            rows.append(
+                [
+                    name,
+                    f"{s:,.0f}",
+                    f"{s / ceiling_rate:.2f}",
+                    f"{s / folder_steady:.2f}",
+                    f"{c:,.0f}",
+                    f"{start_up:.2f}",
+                    f"{main_cpu:.2f}",
+                ]
+            )
+        rows.append(
+            [
+                f"ceiling: imagecodecs decoding on {args.workers} threads",
+                f"{ceiling_rate:,.0f}",
+                "1.00",
+                f"{ceiling_rate / folder_steady:.2f}",
+                "",
+                "",
+                "",
+            ]
+        )
         batch_ms = 1e3 * args.batch
         overhead = 1 - work_alone["batch_1thread"] / work_alone["decode_1thread"]
         where = machine()
@@ -220,8 +256,18 @@ def main(argv=None) -> None:
             "epoch's. Main CPU: the main process's CPU time per batch received (steady "
             f"state). Ceiling: imagecodecs decoding the same payloads from memory on "
             f"{args.workers} threads, alternated with the loaders.\n\n"
-            + markdown_table(["loader", "steady (img/s)", "x ceiling", "x ImageFolder + Pillow",
-                              "cold epoch (img/s)", "start-up (s)", "main CPU (ms/batch)"], rows)
+            + markdown_table(
+                [
+                    "loader",
+                    "steady (img/s)",
+                    "x ceiling",
+                    "x ImageFolder + Pillow",
+                    "cold epoch (img/s)",
+                    "start-up (s)",
+                    "main CPU (ms/batch)",
+                ],
+                rows,
+            )
             + "\n\n"
             f"A worker's own work, in this process on one thread (CPU time): "
             f"`get_batch(ids, out=)` into a reused batch buffer "
@@ -233,9 +279,20 @@ def main(argv=None) -> None:
             "transfer, the main process and scheduling three processes on the cores.\n"
         )
         print(md)
-        write_results(args.out, "dataloader", md, {
-            "machine": where, "args": vars(args), "ceiling": ceiling, "summary": summary,
-            "steady": steady, "cold": cold, "worker_work": work_alone})
+        write_results(
+            args.out,
+            "dataloader",
+            md,
+            {
+                "machine": where,
+                "args": vars(args),
+                "ceiling": ceiling,
+                "summary": summary,
+                "steady": steady,
+                "cold": cold,
+                "worker_work": work_alone,
+            },
+        )
     finally:
         pool.shutdown()
         shutil.rmtree(work, ignore_errors=True)

@@ -14,7 +14,7 @@ import h5store
 from h5store.folders import export_folder
 
 torch = pytest.importorskip("torch")
-from h5store.torch import ImageStoreDataset
+from h5store.torch import ImageStoreDataset  # noqa: E402
 
 VICTIM = 2
 
@@ -86,23 +86,31 @@ def test_export_refuses_the_damaged_image(damaged, tmp_path):
         assert_names_victim(excinfo, ids)
         others = [i for i in ids.tolist() if i != int(ids[VICTIM])]
         assert export_folder(store, tmp_path / "others", ids=others, progress=False) == 5
-    written = {int(f.split(".")[0]): (tmp_path / "others" / d / f).read_bytes()
-               for d in os.listdir(tmp_path / "others") for f in os.listdir(tmp_path / "others" / d)}
+    written = {
+        int(f.split(".")[0]): (tmp_path / "others" / d / f).read_bytes()
+        for d in os.listdir(tmp_path / "others")
+        for f in os.listdir(tmp_path / "others" / d)
+    }
     assert written == {int(i): payloads[k] for k, i in enumerate(ids) if k != VICTIM}
 
 
 def test_dataset_item_batch_and_loader_refuse_the_damaged_image(damaged):
     path, ids, originals, _ = damaged
     ds = ImageStoreDataset(path, target="id")
-    for read in (lambda: ds[VICTIM], lambda: ds.batch([0, VICTIM]),
-                 lambda: ds.__getitems__([VICTIM, 1])):
+    for read in (
+        lambda: ds[VICTIM],
+        lambda: ds.batch([0, VICTIM]),
+        lambda: ds.__getitems__([VICTIM, 1]),
+    ):
         with pytest.raises(h5store.DamagedImageError) as excinfo:
             read()
         assert_names_victim(excinfo, ids)
     image, image_id = ds[0]
     assert image_id == int(ids[0]) and np.array_equal(image.permute(1, 2, 0).numpy(), originals[0])
     images, _ = ds.batch([0, 1, 3])
-    assert np.array_equal(images.permute(0, 2, 3, 1).numpy(), np.stack([originals[k] for k in (0, 1, 3)]))
+    assert np.array_equal(
+        images.permute(0, 2, 3, 1).numpy(), np.stack([originals[k] for k in (0, 1, 3)])
+    )
     # Through a worker process: DataLoader re-raises the worker's exception as the same type.
     with pytest.raises(h5store.DamagedImageError, match=f"image {int(ids[VICTIM])} "):
         for _ in ds.loader(2, num_workers=1):
@@ -134,9 +142,10 @@ def raw_store(tmp_path_factory):
     return path, ids, originals, payloads, offset
 
 
-@settings(max_examples=40, deadline=None, suppress_health_check=[HealthCheck.function_scoped_fixture])
-@given(where=st.floats(0, 1, exclude_max=True), mask=st.integers(1, 255),
-       verify=st.booleans())
+@settings(
+    max_examples=40, deadline=None, suppress_health_check=[HealthCheck.function_scoped_fixture]
+)
+@given(where=st.floats(0, 1, exclude_max=True), mask=st.integers(1, 255), verify=st.booleans())
 def test_any_changed_byte_is_caught_or_returned_as_is(raw_store, where, mask, verify):
     """CRC-32 detects every change confined to 32 consecutive bits, so any one changed byte
     in a payload raises; unchecked reads of a raw payload return exactly the changed pixels."""

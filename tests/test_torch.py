@@ -89,7 +89,7 @@ def test_loader_workers_reuse_blocks_only_once_let_go(dataset_file, keep):
     ds = ImageStoreDataset(path, ids=ids, target="id")
     loader = ds.loader(1, num_workers=1, persistent_workers=True)
     kept, blocks = [], set()
-    for epoch in range(3):
+    for _ in range(3):  # epochs
         for batch, batch_ids in loader:
             blocks.add(_block_inode(batch))
             if keep:
