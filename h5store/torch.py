@@ -18,6 +18,7 @@ JPEGs. A block is reused only once the main process holds no tensor on it any mo
 
 from __future__ import annotations
 
+import copy
 import os
 import secrets
 from collections.abc import Callable, Iterator, Sequence
@@ -94,7 +95,7 @@ class ImageStoreDataset(Dataset):
         self._geometry_of = np.array([kinds[key] for key in geometry], dtype=np.int32)
         self._store: h5store.ImageStore | None = None
         self._pid: int | None = None
-        self._slots: _Slots | None = None  # set by loader(): shared blocks workers reuse
+        self._slots: _Slots | None = None  # set on loader()'s copy: blocks workers reuse
 
     def _handle(self) -> h5store.ImageStore:
         # A forked worker inherits the parent's handle; HDF5 handles must not cross a fork.
@@ -179,8 +180,11 @@ class ImageStoreDataset(Dataset):
         # Blocks in flight per worker: the prefetched batches, the one being consumed, the one
         # the loop variable still holds when the next arrives, and one spare.
         per_worker = (kwargs.get("prefetch_factor") or 2) + 3
-        self._slots = _Slots(workers, per_worker)
-        return _SlotLoader(self, sampler=sampler, batch_size=None, **kwargs)
+        # A copy per loader: two loaders' workers must never share one set of slots.
+        dataset = copy.copy(self)
+        dataset._store, dataset._pid = None, None  # its own handle, opened on first use
+        dataset._slots = _Slots(workers, per_worker)
+        return _SlotLoader(dataset, sampler=sampler, batch_size=None, **kwargs)
 
     def __getitems__(self, ks: Sequence[int]) -> list[Any]:
         images = self._handle().get_batch(self.ids[list(ks)])
