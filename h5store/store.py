@@ -1005,9 +1005,13 @@ class ImageStore:
         }
 
 
-def open(path: str | os.PathLike, mode: str = "r", *, codec: str | Codec = "jpeg", quality: int = 90,
-         labels: Sequence[str] | None = None, **codec_options: Any) -> ImageStore:
+def open(path: str | os.PathLike | Sequence[str | os.PathLike], mode: str = "r", *,
+         codec: str | Codec = "jpeg", quality: int = 90, labels: Sequence[str] | None = None,
+         **codec_options: Any) -> ImageStore:
     """Open or create an h5store file; use as a context manager.
+
+    A list of paths opens shards (files written by parallel writers) read-only as one store,
+    without copying them: a :class:`h5store.sharded.ShardedStore`.
 
     Modes as in h5py: ``r`` read only (default), ``r+`` read/write an existing store, ``a``
     read/write, creating it if missing, ``w`` create (truncating any existing file), ``x``
@@ -1016,4 +1020,13 @@ def open(path: str | os.PathLike, mode: str = "r", *, codec: str | Codec = "jpeg
     (1-100) applies to lossy codecs and is ignored by lossless ones. ``labels`` declares class
     names in order (needed for integer labels and score vectors).
     """
+    if isinstance(path, (list, tuple)):
+        if mode != "r":
+            raise InvalidInputError(
+                f"a list of shards opens read-only (mode 'r'), not {mode!r}; "
+                "h5store.merge makes one writable store of them"
+            )
+        from .sharded import ShardedStore
+
+        return ShardedStore(path)
     return ImageStore(path, mode, codec=codec, quality=quality, labels=labels, **codec_options)
