@@ -32,7 +32,9 @@ from .errors import (
     UnknownIdError,
     VersionError,
 )
+from ._merge import merge
 from .format import FORMAT_VERSION
+from .sharded import ShardedStore
 from .store import ImageStore, Record, VerifyReport, open
 
 try:
@@ -54,6 +56,7 @@ __all__ = [
     "ReadOnlyError",
     "Record",
     "RecoveryNeededError",
+    "ShardedStore",
     "StoreExistsError",
     "StoreLockedError",
     "StoreNotFoundError",
@@ -63,6 +66,7 @@ __all__ = [
     "available_codecs",
     "get_codec",
     "get_threads",
+    "merge",
     "open",
     "register_codec",
     "set_threads",
