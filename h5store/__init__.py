@@ -19,6 +19,7 @@ from .codecs import Codec, available_codecs, get_codec, register_codec
 from .errors import (
     ClosedStoreError,
     CodecError,
+    DamagedImageError,
     DuplicateIdError,
     FormatError,
     H5StoreError,
@@ -30,6 +31,7 @@ from .errors import (
     StoreLockedError,
     StoreNotFoundError,
     UnknownIdError,
+    UnrepairableError,
     VersionError,
 )
 from ._merge import merge
@@ -47,6 +49,7 @@ __all__ = [
     "ClosedStoreError",
     "Codec",
     "CodecError",
+    "DamagedImageError",
     "DuplicateIdError",
     "FormatError",
     "H5StoreError",
@@ -61,6 +64,7 @@ __all__ = [
     "StoreLockedError",
     "StoreNotFoundError",
     "UnknownIdError",
+    "UnrepairableError",
     "VerifyReport",
     "VersionError",
     "available_codecs",

@@ -1,8 +1,8 @@
 """``h5store.merge``: shard files -> one new store, copying the stored chunks as they are.
 
-Nothing is decoded or re-encoded: every payload is read from its shard, checked against the
-CRC-32 in the shard's index, and written through the store's own commit path (the same one
-``add_batch`` uses), with labels united by name (:func:`h5store.sharded.unite`). Every check
+Nothing is decoded or re-encoded: every payload is read from its shard and committed through
+the write path's entry for stored payloads (``StoreWriter.add_stored``: the commit protocol
+``add_batch`` uses, after checking each payload against the CRC-32 in the shard's index), with labels united by name (:func:`h5store.sharded.unite`). Every check
 that can fail (labels, score vectors, ids, codecs, the output name) runs before anything is
 written, and the new store is written under a temporary name beside ``out`` and renamed into
 place only once it is complete and on disk: a merge that fails or is killed leaves no ``out``
@@ -20,9 +20,10 @@ from tqdm.auto import tqdm
 
 from . import format as fmt
 from .codecs import Codec
-from .errors import CodecError, FormatError, StoreExistsError
+from ._catalog import Geometry
+from .errors import CodecError, DamagedImageError, StoreExistsError
 from .sharded import check_shard_paths, check_unique_ids, score_width, unite, united_rows
-from .store import ImageStore, crc32
+from .store import ImageStore
 from .store import open as open_store
 
 #: Images per commit: large batches keep the per-batch flushes of the commit protocol rare.
@@ -77,7 +78,7 @@ def _class_codecs(stores: list[ImageStore], labels: list[str], rows: list[np.nda
     for store, shard_rows in zip(stores, rows):
         holding = {labels[k] for k in np.unique(shard_rows["label"]).tolist()}
         for name in store.labels:
-            codec = store._codec_of_class(name)
+            codec = store._catalog.class_codec(name)
             if codec is None:
                 continue
             fallback.setdefault(name, codec)
@@ -125,18 +126,14 @@ def _batches(nbytes: np.ndarray):
 def _copy_batch(store: ImageStore, target: ImageStore, batch: np.ndarray, index_rows: np.ndarray,
                 ids: np.ndarray, columns: np.ndarray | None) -> None:
     payloads = [bytes(store._payload(r)) for r in index_rows.tolist()]
-    crcs = list(map(crc32, payloads))
-    bad = np.flatnonzero(np.array(crcs, dtype=np.uint64) != batch["crc32"].astype(np.uint64))
-    if len(bad):
-        raise FormatError(
-            f"{store.path}: image {int(batch['id'][bad[0]])} does not match its CRC-32 "
-            "(the shard is damaged; h5store verify names every damaged image)"
-        )
+    stacks = store._stacks
+    codecs = [stacks[s].codec for s in batch["stack"].tolist()]
     vectors = _vectors(store, index_rows, columns)
     sources = _sources(store, index_rows)
-    geometries = list(zip(batch["height"].tolist(), batch["width"].tolist(), batch["channels"].tolist(),
-                          batch["dtype"].astype(str).tolist()))
+    geometries = [Geometry(*g) for g in zip(batch["height"].tolist(), batch["width"].tolist(),
+                                            batch["channels"].tolist(), batch["dtype"].astype(str).tolist())]
     truth = batch["true_label"].astype(np.int64)
+    crcs = batch["crc32"].tolist()
     # A commit takes score vectors, top-1 scores or nothing for all its images: rows of each
     # kind go in runs of their own, in order. 2: a vector, 1: a top-1 score, 0: no score.
     kind = np.where(np.isnan(batch["score"]), 0, 1)
@@ -144,18 +141,27 @@ def _copy_batch(store: ImageStore, target: ImageStore, batch: np.ndarray, index_
         kind[~np.isnan(vectors).all(axis=1)] = 2
     cuts = [0, *(np.flatnonzero(kind[1:] != kind[:-1]) + 1).tolist(), len(batch)]
     for lo, hi in zip(cuts[:-1], cuts[1:]):
-        target_add_stored(
-            target,
-            payloads[lo:hi],
-            crcs[lo:hi],
-            geometries[lo:hi],
-            labels=batch["label"][lo:hi].astype(np.int64),
-            true_labels=truth[lo:hi],
-            scores=batch["score"][lo:hi] if kind[lo] else None,
-            vectors=vectors[lo:hi] if kind[lo] == 2 else None,
-            ids=ids[lo:hi],
-            sources=None if sources is None else sources[lo:hi],
-        )
+        scores = {0: None, 1: batch["score"][lo:hi], 2: None if vectors is None else vectors[lo:hi]}
+        try:
+            add_stored(
+                target,
+                payloads[lo:hi],
+                geometries[lo:hi],
+                codecs[lo:hi],
+                crcs=crcs[lo:hi],
+                labels=batch["label"][lo:hi].astype(np.int64),
+                true_labels=truth[lo:hi],
+                scores=scores[int(kind[lo])],
+                ids=ids[lo:hi],
+                sources=None if sources is None else sources[lo:hi],
+            )
+        except DamagedImageError as exc:
+            raise DamagedImageError(f"{store.path}: {exc}") from None
+
+
+def add_stored(target: ImageStore, *args, **kwargs) -> None:
+    """The write path's one entry for trusted stored payloads (a seam the kill test cuts)."""
+    target._writer.add_stored(*args, **kwargs)
 
 
 def _vectors(store: ImageStore, index_rows: np.ndarray, columns: np.ndarray | None) -> np.ndarray | None:
@@ -183,15 +189,6 @@ def _sources(store: ImageStore, index_rows: np.ndarray) -> list[str | None] | No
         value = value.decode("utf-8") if isinstance(value, bytes) else value
         out.append(value or None)
     return out
-
-
-def target_add_stored(target: ImageStore, payloads, crcs, geometries, *, labels, true_labels, scores,
-                      vectors, ids, sources) -> None:
-    """Commit trusted stored payloads through the store's write path."""
-    batch = target._prepare(len(payloads), labels, scores, true_labels, ids, sources, infos=geometries)
-    # Vectors cover the first K labels; the shards may have added more labels after them.
-    batch.vectors = vectors
-    target._commit(batch, zip(payloads, crcs))
 
 
 def _publish(temp: str, out: str) -> None:

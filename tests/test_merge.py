@@ -94,7 +94,7 @@ def test_damaged_shard_fails_and_leaves_no_out(tmp_path, shards):
         byte = fh.read(1)
         fh.seek(offset + record.nbytes // 2)
         fh.write(bytes([byte[0] ^ 0xFF]))
-    with pytest.raises(h5store.FormatError, match=r"shard0\.h5: image 0 does not match its CRC-32"):
+    with pytest.raises(h5store.DamagedImageError, match=r"shard0\.h5: image 0 \(id 0\) does not match its CRC-32"):
         h5store.merge(shards, tmp_path / "merged.h5")
     assert sorted(os.listdir(tmp_path)) == ["shard0.h5", "shard1.h5", "shard2.h5"]
 
@@ -102,11 +102,11 @@ def test_damaged_shard_fails_and_leaves_no_out(tmp_path, shards):
 KILL_AFTER_FIRST_COMMIT = """
 import os, signal, sys
 import h5store._merge as m
-real = m.target_add_stored
+real = m.add_stored
 def add_then_die(*args, **kwargs):
     real(*args, **kwargs)
     os.kill(os.getpid(), signal.SIGKILL)
-m.target_add_stored = add_then_die
+m.add_stored = add_then_die
 m.merge(sys.argv[1:-1], sys.argv[-1])
 """
 
