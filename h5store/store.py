@@ -481,21 +481,20 @@ class ImageStore:
             return thread_map(self._decode, rows.tolist())
         if out.shape[0] != len(rows) or not out.flags.c_contiguous:
             raise InvalidInputError(f"out must be C-contiguous with {len(rows)} images along axis 0")
-        index = self._index
-
-        def decode_into(k: int) -> None:
-            row = int(rows[k])
-            stack = self._stacks[index.stacks[row]]
-            shape, dtype = stack.shape, stack.key.dtype
-            if out.shape[1:] != shape or out.dtype != np.dtype(dtype):
-                raise InvalidInputError(
-                    f"image {int(index.column('id')[row])} is {shape} {dtype}; "
-                    f"out holds {out.shape[1:]} {out.dtype}"
-                )
-            stack.codec.decode_into(self._payload(row), out[k])
-
-        thread_map(decode_into, range(len(rows)))
+        row_list = rows.tolist()
+        thread_map(lambda k: self._decode_into(row_list[k], out[k]), range(len(rows)))
         return out
+
+    def _decode_into(self, row: int, target: np.ndarray) -> None:
+        """Decode the image of ``row`` into ``target`` (one image of a get_batch ``out``)."""
+        stack = self._stacks[self._index.stacks[row]]
+        shape, dtype = stack.shape, stack.key.dtype
+        if target.shape != shape or target.dtype != np.dtype(dtype):
+            raise InvalidInputError(
+                f"image {int(self._index.column('id')[row])} is {shape} {dtype}; "
+                f"out holds {target.shape} {target.dtype}"
+            )
+        stack.codec.decode_into(self._payload(row), target)
 
     def get_encoded(self, image_id: int) -> bytes:
         """The stored payload of one image: the codec's stream (a JPEG file for 'jpeg')."""
