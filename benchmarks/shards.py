@@ -31,7 +31,16 @@ import time
 
 import imagecodecs
 import numpy as np
-from _util import CPU, command_line, machine, make_payloads, markdown_table, median, paired_rates, write_results
+from _util import (
+    CPU,
+    command_line,
+    machine,
+    make_payloads,
+    markdown_table,
+    median,
+    paired_rates,
+    write_results,
+)
 
 import h5store
 import h5store.distributed

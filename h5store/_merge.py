@@ -19,8 +19,8 @@ import numpy as np
 from tqdm.auto import tqdm
 
 from . import format as fmt
-from .codecs import Codec
 from ._catalog import Geometry
+from .codecs import Codec
 from .errors import CodecError, DamagedImageError, StoreExistsError
 from .sharded import check_shard_paths, check_unique_ids, score_width, unite, united_rows
 from .store import ImageStore

@@ -21,8 +21,8 @@ from typing import Any
 import numpy as np
 
 from . import format as fmt
-from .errors import ClosedStoreError, DuplicateIdError, InvalidInputError, UnknownIdError
 from ._parallel import thread_map
+from .errors import ClosedStoreError, DuplicateIdError, InvalidInputError, UnknownIdError
 from .index import Index
 from .store import ImageStore, Record, VerifyReport
 

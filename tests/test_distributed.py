@@ -3,18 +3,17 @@
 import os
 import sys
 
+import distributed  # no skip: .[test] includes .[dask], so CI always starts the cluster
 import imagecodecs
 import numpy as np
 import pytest
 from shards_util import assert_same_images
 
 import h5store
+import h5store.distributed
 from h5store.cli import main
 from h5store.folders import import_folder
 from h5store.sample import sample_set
-
-distributed = pytest.importorskip("distributed")  # CI installs it (.[test] includes .[dask])
-import h5store.distributed  # noqa: E402
 
 
 @pytest.fixture(scope="module")
