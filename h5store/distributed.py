@@ -31,8 +31,9 @@ from .store import open as open_store
 #: Files per add call on a worker, as ``h5store import`` adds them; partitions are whole
 #: multiples of it, so the ids match a single-process import of the same folder.
 BATCH_FILES = 256
-#: Partitions per worker: enough for a dead worker's share to be redone by the others.
-PARTITIONS_PER_WORKER = 4
+#: Partitions per worker: a dead worker's share can be redone by the others, and each shard
+#: costs a file creation and a set of previews (~0.1 s here), so not many more.
+PARTITIONS_PER_WORKER = 2
 
 
 def ingest(source: Any, out: str | os.PathLike, *, client: Any = None, workers: int | None = None,
