@@ -36,7 +36,11 @@ from .errors import (
 )
 from ._merge import merge
 from .format import FORMAT_VERSION
+<<<<<<< HEAD
 from .sharded import ShardedStore
+=======
+from .report import report
+>>>>>>> main
 from .store import ImageStore, Record, VerifyReport, open
 
 try:
@@ -73,5 +77,6 @@ __all__ = [
     "merge",
     "open",
     "register_codec",
+    "report",
     "set_threads",
 ]
