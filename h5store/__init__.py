@@ -14,6 +14,7 @@ from importlib.metadata import PackageNotFoundError, version
 # can be created with them (and plain h5py reads work in the same interpreter).
 import hdf5plugin  # noqa: F401
 
+from ._merge import merge
 from ._parallel import get_threads, set_threads
 from .codecs import Codec, available_codecs, get_codec, register_codec
 from .errors import (
@@ -34,13 +35,9 @@ from .errors import (
     UnrepairableError,
     VersionError,
 )
-from ._merge import merge
 from .format import FORMAT_VERSION
-<<<<<<< HEAD
-from .sharded import ShardedStore
-=======
 from .report import report
->>>>>>> main
+from .sharded import ShardedStore
 from .store import ImageStore, Record, VerifyReport, open
 
 try:

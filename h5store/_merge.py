@@ -2,8 +2,8 @@
 
 Nothing is decoded or re-encoded: every payload is read from its shard and committed through
 the write path's entry for stored payloads (``StoreWriter.add_stored``: the commit protocol
-``add_batch`` uses, after checking each payload against the CRC-32 in the shard's index), with labels united by name (:func:`h5store.sharded.unite`). Every check
-that can fail (labels, score vectors, ids, codecs, the output name) runs before anything is
+``add_batch`` uses, after checking each payload against the CRC-32 in the shard's index),
+with labels united by name (:func:`h5store.sharded.unite`). Every check that can fail (labels, score vectors, ids, codecs, the output name) runs before anything is
 written, and the new store is written under a temporary name beside ``out`` and renamed into
 place only once it is complete and on disk: a merge that fails or is killed leaves no ``out``
 (a killed one leaves its temporary ``.<name>.merging-<pid>`` file) and never touches the
@@ -31,8 +31,13 @@ BATCH_IMAGES = 4096
 BATCH_BYTES = 64 << 20
 
 
-def merge(shards: Sequence[str | os.PathLike], out: str | os.PathLike, *, renumber: bool = False,
-          progress: bool = False) -> str:
+def merge(
+    shards: Sequence[str | os.PathLike],
+    out: str | os.PathLike,
+    *,
+    renumber: bool = False,
+    progress: bool = False,
+) -> str:
     """Combine shard files into one new store ``out``; returns its path.
 
     Stored bytes and CRC-32s are copied as they are; deleted images are left out; labels are
@@ -55,8 +60,9 @@ def merge(shards: Sequence[str | os.PathLike], out: str | os.PathLike, *, renumb
         if not renumber:
             check_unique_ids(paths, [r["id"].astype(np.int64) for r in rows])
         codecs = _class_codecs(stores, plan.labels, rows)
-        temp = os.path.join(os.path.dirname(os.path.abspath(out)),
-                            f".{os.path.basename(out)}.merging-{os.getpid()}")
+        temp = os.path.join(
+            os.path.dirname(os.path.abspath(out)), f".{os.path.basename(out)}.merging-{os.getpid()}"
+        )
         try:
             _write(stores, plan, rows, codecs, temp, renumber=renumber, progress=progress)
             _publish(temp, out)
@@ -70,7 +76,9 @@ def merge(shards: Sequence[str | os.PathLike], out: str | os.PathLike, *, renumb
     return out
 
 
-def _class_codecs(stores: list[ImageStore], labels: list[str], rows: list[np.ndarray]) -> dict[str, Codec]:
+def _class_codecs(
+    stores: list[ImageStore], labels: list[str], rows: list[np.ndarray]
+) -> dict[str, Codec]:
     """The one codec of each class: the codec of every shard with live images of it (a class
     with no live images anywhere takes the first shard's)."""
     chosen: dict[str, tuple[Codec, str]] = {}
@@ -95,12 +103,22 @@ def _class_codecs(stores: list[ImageStore], labels: list[str], rows: list[np.nda
     return {**fallback, **{name: codec for name, (codec, _) in chosen.items()}}
 
 
-def _write(stores: list[ImageStore], plan, rows: list[np.ndarray], codecs: dict[str, Codec],
-           temp: str, *, renumber: bool, progress: bool) -> None:
+def _write(
+    stores: list[ImageStore],
+    plan,
+    rows: list[np.ndarray],
+    codecs: dict[str, Codec],
+    temp: str,
+    *,
+    renumber: bool,
+    progress: bool,
+) -> None:
     total = sum(len(r) for r in rows)
     next_id = 0
-    with open_store(temp, "x", labels=plan.labels) as target, \
-            tqdm(total=total, desc="merge", unit="img", disable=not progress) as bar:
+    with (
+        open_store(temp, "x", labels=plan.labels) as target,
+        tqdm(total=total, desc="merge", unit="img", disable=not progress) as bar,
+    ):
         for name, codec in codecs.items():
             target.create_class(name, codec)
         for store, shard_rows, columns in zip(stores, rows, plan.score_columns):
@@ -118,20 +136,35 @@ def _batches(nbytes: np.ndarray):
     ends = np.cumsum(nbytes.astype(np.int64))
     while start < n:
         base = ends[start - 1] if start else 0
-        stop = min(n, start + BATCH_IMAGES, max(start + 1, int(np.searchsorted(ends, base + BATCH_BYTES))))
+        stop = min(
+            n, start + BATCH_IMAGES, max(start + 1, int(np.searchsorted(ends, base + BATCH_BYTES)))
+        )
         yield start, stop
         start = stop
 
 
-def _copy_batch(store: ImageStore, target: ImageStore, batch: np.ndarray, index_rows: np.ndarray,
-                ids: np.ndarray, columns: np.ndarray | None) -> None:
+def _copy_batch(
+    store: ImageStore,
+    target: ImageStore,
+    batch: np.ndarray,
+    index_rows: np.ndarray,
+    ids: np.ndarray,
+    columns: np.ndarray | None,
+) -> None:
     payloads = [bytes(store._payload(r)) for r in index_rows.tolist()]
     stacks = store._stacks
     codecs = [stacks[s].codec for s in batch["stack"].tolist()]
     vectors = _vectors(store, index_rows, columns)
     sources = _sources(store, index_rows)
-    geometries = [Geometry(*g) for g in zip(batch["height"].tolist(), batch["width"].tolist(),
-                                            batch["channels"].tolist(), batch["dtype"].astype(str).tolist())]
+    geometries = [
+        Geometry(*g)
+        for g in zip(
+            batch["height"].tolist(),
+            batch["width"].tolist(),
+            batch["channels"].tolist(),
+            batch["dtype"].astype(str).tolist(),
+        )
+    ]
     truth = batch["true_label"].astype(np.int64)
     crcs = batch["crc32"].tolist()
     # A commit takes score vectors, top-1 scores or nothing for all its images: rows of each
@@ -164,7 +197,9 @@ def add_stored(target: ImageStore, *args, **kwargs) -> None:
     target._writer.add_stored(*args, **kwargs)
 
 
-def _vectors(store: ImageStore, index_rows: np.ndarray, columns: np.ndarray | None) -> np.ndarray | None:
+def _vectors(
+    store: ImageStore, index_rows: np.ndarray, columns: np.ndarray | None
+) -> np.ndarray | None:
     if columns is None or not score_width(store):
         return None
     ds = store._file[fmt.SCORES]

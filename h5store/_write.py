@@ -340,19 +340,12 @@ class StoreWriter:
         codec and CRC-32 come from that store's index and are trusted only after checking that
         each class here uses the same codec and each payload still matches its CRC-32."""
         n = len(payloads)
-<<<<<<< HEAD
         batch = self.prepare(n, labels, scores, true_labels, ids, sources, geometries=geometries,
                              vectors_cover_first_labels=True)
-        checked: set[int] = set()
-        for k, (mine, theirs) in enumerate(zip(batch.codecs, codecs)):
-            if id(theirs) not in checked:
-=======
-        batch = self.prepare(n, labels, scores, true_labels, ids, sources, geometries=geometries)
         checked: set[tuple[int, int]] = set()
         for k, (number, theirs) in enumerate(zip(batch.key_of_image.tolist(), codecs)):
             if (number, id(theirs)) not in checked:
                 mine = batch.codecs[number]
->>>>>>> main
                 if mine != theirs:
                     label = batch.label_name(batch.keys[number].label, self.catalog.labels)
                     raise CodecError(

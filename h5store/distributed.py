@@ -36,10 +36,20 @@ BATCH_FILES = 256
 PARTITIONS_PER_WORKER = 2
 
 
-def ingest(source: Any, out: str | os.PathLike, *, client: Any = None, workers: int | None = None,
-           codec: str = "jpeg", quality: int = 90, keep_shards: bool = False,
-           partition_size: int | None = None, retries: int = 2, progress: bool = False,
-           **codec_options: Any) -> list[str]:
+def ingest(
+    source: Any,
+    out: str | os.PathLike,
+    *,
+    client: Any = None,
+    workers: int | None = None,
+    codec: str = "jpeg",
+    quality: int = 90,
+    keep_shards: bool = False,
+    partition_size: int | None = None,
+    retries: int = 2,
+    progress: bool = False,
+    **codec_options: Any,
+) -> list[str]:
     """Store every image of ``source`` in the new store ``out``, encoded on Dask workers.
 
     ``source``: an ImageFolder root (``root/<class>/<file>``: label and true label from the
@@ -62,8 +72,13 @@ def ingest(source: Any, out: str | os.PathLike, *, client: Any = None, workers: 
     get_codec(codec, quality=quality, **codec_options)  # a bad codec fails here, not on a worker
     own_cluster = None
     if client is None:
-        own_cluster = distributed.LocalCluster(n_workers=workers or 2, threads_per_worker=1, processes=True,
-                                               dashboard_address=":0", silence_logs=logging.ERROR)
+        own_cluster = distributed.LocalCluster(
+            n_workers=workers or 2,
+            threads_per_worker=1,
+            processes=True,
+            dashboard_address=":0",
+            silence_logs=logging.ERROR,
+        )
         client = distributed.Client(own_cluster)
     folder = _shard_folder(out, keep_shards)
     try:
@@ -73,8 +88,16 @@ def ingest(source: Any, out: str | os.PathLike, *, client: Any = None, workers: 
         names = [os.path.join(folder, f"part-{k:05d}.h5") for k in range(len(starts))]
         options = {"codec": codec, "quality": quality, **codec_options}
         futures = [
-            client.submit(write_shard, name, {c: v[s : s + size] for c, v in rows.items()}, s, options,
-                          key=f"h5store-shard-{k}-{uuid.uuid4().hex}", retries=retries, pure=False)
+            client.submit(
+                write_shard,
+                name,
+                {c: v[s : s + size] for c, v in rows.items()},
+                s,
+                options,
+                key=f"h5store-shard-{k}-{uuid.uuid4().hex}",
+                retries=retries,
+                pure=False,
+            )
             for k, (name, s) in enumerate(zip(names, starts))
         ]
         shards = _gather(distributed, futures, names, progress)
@@ -99,9 +122,18 @@ def write_shard(path: str, rows: dict[str, list], first_id: int, options: dict[s
     temp = f"{path}.tmp-{uuid.uuid4().hex}"
     try:
         with open_store(temp, "x", **options) as store:
-            add_files(store, rows["path"], rows["label"], true_labels=rows.get("true_label"),
-                      scores=rows.get("score"), ids=rows.get("id"), sources=rows["source"],
-                      first_id=first_id, batch_size=BATCH_FILES, progress=False)
+            add_files(
+                store,
+                rows["path"],
+                rows["label"],
+                true_labels=rows.get("true_label"),
+                scores=rows.get("score"),
+                ids=rows.get("id"),
+                sources=rows["source"],
+                first_id=first_id,
+                batch_size=BATCH_FILES,
+                progress=False,
+            )
         os.replace(temp, path)
     except BaseException:
         if os.path.exists(temp):
@@ -116,21 +148,31 @@ def _table(source: Any) -> dict[str, list]:
         root = os.fspath(source)
         files = list_folder(root)
         labels = [label for label, _ in files]
-        return {"path": [p for _, p in files], "label": labels, "true_label": labels,
-                "source": [os.path.relpath(p, root) for _, p in files]}
+        return {
+            "path": [p for _, p in files],
+            "label": labels,
+            "true_label": labels,
+            "source": [os.path.relpath(p, root) for _, p in files],
+        }
     import pandas as pd
 
     if isinstance(source, (str, os.PathLike)):
         if not os.path.isfile(source):
-            raise InvalidInputError(f"{os.fspath(source)} is neither an ImageFolder root nor a CSV file")
+            raise InvalidInputError(
+                f"{os.fspath(source)} is neither an ImageFolder root nor a CSV file"
+            )
         frame = pd.read_csv(source)
     elif isinstance(source, pd.DataFrame):
         frame = source
     else:
-        raise InvalidInputError("source must be an ImageFolder root, a CSV path or a pandas DataFrame")
+        raise InvalidInputError(
+            "source must be an ImageFolder root, a CSV path or a pandas DataFrame"
+        )
     missing = {"path", "label"} - set(frame.columns)
     if missing:
-        raise InvalidInputError(f"the table has no column {sorted(missing)[0]!r} (needs path and label)")
+        raise InvalidInputError(
+            f"the table has no column {sorted(missing)[0]!r} (needs path and label)"
+        )
     if not len(frame):
         raise InvalidInputError("the table has no rows")
     table = {"path": [str(p) for p in frame["path"]], "label": [str(v) for v in frame["label"]]}
@@ -159,7 +201,9 @@ def _shard_folder(out: str, keep: bool) -> str:
     try:
         os.mkdir(folder)
     except FileExistsError:
-        raise StoreExistsError(f"{folder} already exists; keep_shards writes a new folder") from None
+        raise StoreExistsError(
+            f"{folder} already exists; keep_shards writes a new folder"
+        ) from None
     return folder
 
 
@@ -175,8 +219,10 @@ def _gather(distributed: Any, futures: list, names: Sequence[str], progress: boo
             try:
                 future.result()
             except Exception as exc:
-                raise H5StoreError(f"partition {os.path.basename(name)} failed on the cluster: "
-                                   f"{type(exc).__name__}: {exc}") from exc
+                raise H5StoreError(
+                    f"partition {os.path.basename(name)} failed on the cluster: "
+                    f"{type(exc).__name__}: {exc}"
+                ) from exc
         shards.append(future.result())
     return shards
 

@@ -71,7 +71,7 @@ def unite(stores: Sequence[ImageStore]) -> Union:
     label_maps = [np.array([position[n] for n in s.labels], dtype=np.int64) for s in stores]
     k_united = widths[first] if first is not None else 0
     score_columns: list[np.ndarray | None] = []
-    for s, names in zip(stores, covered):
+    for names in covered:
         if not names:
             score_columns.append(None)
             continue
@@ -185,8 +185,10 @@ class ShardedStore:
     def __repr__(self) -> str:
         if self.closed:
             return f"<h5store.ShardedStore of {len(self.paths)} shards (closed)>"
-        return (f"<h5store.ShardedStore of {len(self.paths)} shards: {len(self)} images, "
-                f"{len(self._labels)} labels>")
+        return (
+            f"<h5store.ShardedStore of {len(self.paths)} shards: {len(self)} images, "
+            f"{len(self._labels)} labels>"
+        )
 
     @property
     def shards(self) -> tuple[ImageStore, ...]:
@@ -231,7 +233,9 @@ class ShardedStore:
             shard = self._owner(image_id)  # raises the right error
         return shard[image_id]
 
-    def get_batch(self, ids: Sequence[int], *, out: np.ndarray | None = None) -> list[np.ndarray] | np.ndarray:
+    def get_batch(
+        self, ids: Sequence[int], *, out: np.ndarray | None = None
+    ) -> list[np.ndarray] | np.ndarray:
         """Decoded images for many ids (decoded in parallel threads), in the order given.
         ``out`` as in :meth:`ImageStore.get_batch`."""
         self._check_open()
@@ -243,7 +247,9 @@ class ShardedStore:
         if out is None:
             return thread_map(lambda i: shard_of[i][i], id_list)
         if out.shape[0] != len(id_list) or not out.flags.c_contiguous:
-            raise InvalidInputError(f"out must be C-contiguous with {len(id_list)} images along axis 0")
+            raise InvalidInputError(
+                f"out must be C-contiguous with {len(id_list)} images along axis 0"
+            )
 
         def decode_into(k: int) -> None:
             shard = shard_of[id_list[k]]
@@ -275,10 +281,15 @@ class ShardedStore:
             return self._label_ids[label]
         raise InvalidInputError(f"{what} {label!r} is not a label of these shards")
 
-    def query(self, *, label: str | int | Sequence[str | int] | None = None,
-              true_label: str | int | Sequence[str | int] | None = None,
-              min_score: float | None = None, max_score: float | None = None,
-              correct: bool | None = None) -> np.ndarray:
+    def query(
+        self,
+        *,
+        label: str | int | Sequence[str | int] | None = None,
+        true_label: str | int | Sequence[str | int] | None = None,
+        min_score: float | None = None,
+        max_score: float | None = None,
+        correct: bool | None = None,
+    ) -> np.ndarray:
         """Ids of live images matching every condition, as :meth:`ImageStore.query`."""
         self._check_open()
 
@@ -288,8 +299,13 @@ class ShardedStore:
             values = [value] if isinstance(value, (str, int, np.integer)) else list(value)
             return np.array([self._label_id(v, what) for v in values], dtype=np.int64)
 
-        return self._index.query(label=ids_of(label, "label"), true_label=ids_of(true_label, "true_label"),
-                                 min_score=min_score, max_score=max_score, correct=correct)
+        return self._index.query(
+            label=ids_of(label, "label"),
+            true_label=ids_of(true_label, "true_label"),
+            min_score=min_score,
+            max_score=max_score,
+            correct=correct,
+        )
 
     @property
     def index(self) -> np.ndarray:

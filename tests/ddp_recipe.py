@@ -26,8 +26,13 @@ class Photos(Dataset):
 
 def model(classes: int) -> torch.nn.Module:
     torch.manual_seed(0)  # the same weights in every process
-    return torch.nn.Sequential(torch.nn.Conv2d(3, 8, 3, stride=2), torch.nn.ReLU(),
-                               torch.nn.AdaptiveAvgPool2d(1), torch.nn.Flatten(), torch.nn.Linear(8, classes))
+    return torch.nn.Sequential(
+        torch.nn.Conv2d(3, 8, 3, stride=2),
+        torch.nn.ReLU(),
+        torch.nn.AdaptiveAvgPool2d(1),
+        torch.nn.Flatten(),
+        torch.nn.Linear(8, classes),
+    )
 
 
 def classify(loader: DataLoader, dataset: Photos, store: h5store.ImageStore) -> None:
@@ -35,10 +40,13 @@ def classify(loader: DataLoader, dataset: Photos, store: h5store.ImageStore) -> 
     with torch.no_grad():
         for images, index in loader:
             probabilities = net(images.float() / 255).softmax(dim=1).numpy()
-            store.add_batch(np.ascontiguousarray(images.permute(0, 2, 3, 1).numpy()),
-                            labels=probabilities.argmax(axis=1), scores=probabilities,
-                            true_labels=[dataset.truth[i] for i in index.tolist()],
-                            ids=index.numpy())  # the dataset index is the global id
+            store.add_batch(
+                np.ascontiguousarray(images.permute(0, 2, 3, 1).numpy()),
+                labels=probabilities.argmax(axis=1),
+                scores=probabilities,
+                true_labels=[dataset.truth[i] for i in index.tolist()],
+                ids=index.numpy(),
+            )  # the dataset index is the global id
 
 
 def rank_main(rank: int, world: int, init_method: str, folder: str, n: int, size: int) -> None:
@@ -50,7 +58,9 @@ def rank_main(rank: int, world: int, init_method: str, folder: str, n: int, size
     # ranks get the same count; a repeat would be a duplicate id, so leave them out.
     mine = list(sampler)[: len(range(rank, len(dataset), world))]
     loader = DataLoader(dataset, batch_size=8, sampler=mine)
-    with h5store.open(os.path.join(folder, f"run-rank{rank}.h5"), "w", labels=dataset.classes) as store:
+    with h5store.open(
+        os.path.join(folder, f"run-rank{rank}.h5"), "w", labels=dataset.classes
+    ) as store:
         classify(loader, dataset, store)
     dist.barrier()  # every shard is closed
     if rank == 0:

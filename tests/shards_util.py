@@ -46,8 +46,14 @@ def _write(store, call, rows: slice) -> None:
         scores = s.top1[rows]
     else:
         scores = _vectors(store, s.scores[rows], s.class_names)
-    store.add_batch(s.images[rows], labels=labels, scores=scores, true_labels=s.true_labels[rows],
-                    ids=call["ids"], sources=[f"img/{i}.png" for i in call["ids"]])
+    store.add_batch(
+        s.images[rows],
+        labels=labels,
+        scores=scores,
+        true_labels=s.true_labels[rows],
+        ids=call["ids"],
+        sources=[f"img/{i}.png" for i in call["ids"]],
+    )
     if call["delete"]:
         store.delete(call["delete"])
 
@@ -80,7 +86,16 @@ def assert_same_images(a, b, *, ids_b=None) -> None:
     assert len(a) == len(b) == len(ids_a) == len(ids_b)
     for i, j in zip(ids_a.tolist(), ids_b.tolist()):
         ra, rb = a.record(i), b.record(j)
-        for field in ("label", "true_label", "shape", "dtype", "codec", "nbytes", "crc32", "source"):
+        for field in (
+            "label",
+            "true_label",
+            "shape",
+            "dtype",
+            "codec",
+            "nbytes",
+            "crc32",
+            "source",
+        ):
             assert getattr(ra, field) == getattr(rb, field), (i, field)
         assert ra.score == rb.score or (ra.score is None and rb.score is None)
         if ra.scores is None:

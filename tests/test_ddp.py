@@ -22,7 +22,9 @@ def test_two_ddp_ranks_merged_equal_a_single_process_run(tmp_path):
 
     n, size = 51, 32  # odd: DistributedSampler pads rank 1 with a repeat, which must not land
     init = f"tcp://127.0.0.1:{free_port()}"
-    torch.multiprocessing.spawn(rank_main, args=(2, init, str(tmp_path), n, size), nprocs=2, join=True)
+    torch.multiprocessing.spawn(
+        rank_main, args=(2, init, str(tmp_path), n, size), nprocs=2, join=True
+    )
 
     single = str(tmp_path / "single.h5")
     dataset = Photos(n, size)
@@ -37,8 +39,13 @@ def test_two_ddp_ranks_merged_equal_a_single_process_run(tmp_path):
             assert 0 < len(ranks.shards[1]) < n
         for i in range(n):
             a, b = merged.record(i), one.record(i)
-            assert (a.label, a.true_label, a.codec, a.nbytes, a.crc32) == (b.label, b.true_label, b.codec,
-                                                                          b.nbytes, b.crc32)
+            assert (a.label, a.true_label, a.codec, a.nbytes, a.crc32) == (
+                b.label,
+                b.true_label,
+                b.codec,
+                b.nbytes,
+                b.crc32,
+            )
             # equal here; float32 kernels may round differently for batches of other sizes
             np.testing.assert_allclose(a.scores, b.scores, rtol=1e-6, atol=1e-7)
             assert merged.get_encoded(i) == one.get_encoded(i)

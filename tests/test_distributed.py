@@ -42,14 +42,24 @@ def single(folder, tmp_path_factory):
 def client():
     import logging
 
-    with distributed.LocalCluster(n_workers=2, threads_per_worker=1, processes=True, dashboard_address=":0",
-                                  silence_logs=logging.ERROR) as cluster, distributed.Client(cluster) as c:
+    with (
+        distributed.LocalCluster(
+            n_workers=2,
+            threads_per_worker=1,
+            processes=True,
+            dashboard_address=":0",
+            silence_logs=logging.ERROR,
+        ) as cluster,
+        distributed.Client(cluster) as c,
+    ):
         yield c
 
 
 def test_local_cluster_ingest_equals_single_process_import(folder, single, tmp_path):
     out = str(tmp_path / "dask.h5")
-    assert h5store.distributed.ingest(folder, out, workers=2) == [out]  # starts its own LocalCluster
+    assert h5store.distributed.ingest(folder, out, workers=2) == [
+        out
+    ]  # starts its own LocalCluster
     with h5store.open(out) as got, h5store.open(single) as want:
         assert len(want) > 2 * h5store.distributed.BATCH_FILES  # so there were several shards
         assert_same_images(got, want)  # ids, labels, sources, stored bytes, pixels
@@ -60,8 +70,12 @@ def test_local_cluster_ingest_equals_single_process_import(folder, single, tmp_p
 
 
 def test_kept_shards_read_as_one_store(folder, single, tmp_path, client):
-    shards = h5store.distributed.ingest(folder, tmp_path / "run.h5", client=client, keep_shards=True)
-    assert len(shards) == 3 and all(os.path.dirname(p) == str(tmp_path / "run.h5.shards") for p in shards)
+    shards = h5store.distributed.ingest(
+        folder, tmp_path / "run.h5", client=client, keep_shards=True
+    )
+    assert len(shards) == 3 and all(
+        os.path.dirname(p) == str(tmp_path / "run.h5.shards") for p in shards
+    )
     assert not os.path.exists(tmp_path / "run.h5")
     with h5store.open(shards) as view, h5store.open(single) as want:
         assert_same_images(view, want)
@@ -104,21 +118,25 @@ def test_a_worker_dying_mid_partition_leaves_no_half_shard(folder, single, tmp_p
     assert os.path.exists(marker)  # a worker did die mid-partition
     shards_dir = out + ".shards"
     assert sorted(os.listdir(shards_dir)) == ["part-00000.h5", "part-00001.h5", "part-00002.h5"]
-    with h5store.open([os.path.join(shards_dir, n) for n in sorted(os.listdir(shards_dir))]) as view, \
-            h5store.open(single) as want:
+    with (
+        h5store.open([os.path.join(shards_dir, n) for n in sorted(os.listdir(shards_dir))]) as view,
+        h5store.open(single) as want,
+    ):
         assert_same_images(view, want)
 
 
 def test_table_source_with_ids_scores_and_truth(folder, tmp_path, client):
     pd = pytest.importorskip("pandas")
     paths = sorted(os.path.join(dp, f) for dp, _, fs in os.walk(folder) for f in fs)[:40]
-    frame = pd.DataFrame({
-        "path": paths,
-        "label": ["rocket" if k % 2 else "coffee" for k in range(40)],
-        "true_label": [None if k % 5 == 0 else "coffee" for k in range(40)],
-        "score": np.linspace(0.1, 0.9, 40),
-        "id": np.arange(1000, 1040)[::-1],
-    })
+    frame = pd.DataFrame(
+        {
+            "path": paths,
+            "label": ["rocket" if k % 2 else "coffee" for k in range(40)],
+            "true_label": [None if k % 5 == 0 else "coffee" for k in range(40)],
+            "score": np.linspace(0.1, 0.9, 40),
+            "id": np.arange(1000, 1040)[::-1],
+        }
+    )
     frame.to_csv(tmp_path / "table.csv", index=False)
     out = str(tmp_path / "table.h5")
     h5store.distributed.ingest(str(tmp_path / "table.csv"), out, client=client, codec="png")
@@ -135,11 +153,14 @@ def test_bad_sources_and_existing_out(tmp_path, client):
         h5store.distributed.ingest(tmp_path / "nope", tmp_path / "x.h5", client=client)
     pd = pytest.importorskip("pandas")
     with pytest.raises(h5store.InvalidInputError, match="no column 'label'"):
-        h5store.distributed.ingest(pd.DataFrame({"path": ["a.jpg"]}), tmp_path / "x.h5", client=client)
+        h5store.distributed.ingest(
+            pd.DataFrame({"path": ["a.jpg"]}), tmp_path / "x.h5", client=client
+        )
     (tmp_path / "x.h5").write_bytes(b"keep")
     with pytest.raises(h5store.StoreExistsError):
-        h5store.distributed.ingest(pd.DataFrame({"path": ["a.jpg"], "label": ["a"]}), tmp_path / "x.h5",
-                                   client=client)
+        h5store.distributed.ingest(
+            pd.DataFrame({"path": ["a.jpg"], "label": ["a"]}), tmp_path / "x.h5", client=client
+        )
     assert (tmp_path / "x.h5").read_bytes() == b"keep"
 
 

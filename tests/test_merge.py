@@ -27,9 +27,18 @@ def test_merge_of_three_shards_equals_one_store_written_with_the_same_calls(tmp_
         assert_same_images(merged, view)
         assert merged.query(correct=False).tolist() == one.query(correct=False).tolist()
         assert merged.index["deleted"].sum() == 0  # deleted images are left out
-        assert merged.codec_of("cat").codec_id == "png" and merged.codec_of("coffee").codec_id == "jpeg"
+        assert (
+            merged.codec_of("cat").codec_id == "png"
+            and merged.codec_of("coffee").codec_id == "jpeg"
+        )
         assert merged.verify().ok
-    assert sorted(os.listdir(tmp_path)) == ["merged.h5", "shard0.h5", "shard1.h5", "shard2.h5", "single.h5"]
+    assert sorted(os.listdir(tmp_path)) == [
+        "merged.h5",
+        "shard0.h5",
+        "shard1.h5",
+        "shard2.h5",
+        "single.h5",
+    ]
 
 
 def test_renumber_numbers_in_shard_order(tmp_path, shards):
@@ -62,7 +71,9 @@ def test_different_codecs_for_one_class_is_a_clear_error(tmp_path, shards):
     other = str(tmp_path / "other.h5")
     with h5store.open(other, "w", codec="png") as store:
         store.add(np.zeros((8, 8, 3), np.uint8), label="coffee", id=500)
-    with pytest.raises(h5store.CodecError, match=r"class 'coffee' .*jpeg.*shard0\.h5.*png.*other\.h5"):
+    with pytest.raises(
+        h5store.CodecError, match=r"class 'coffee' .*jpeg.*shard0\.h5.*png.*other\.h5"
+    ):
         h5store.merge([*shards, other], tmp_path / "merged.h5")
     assert not os.path.exists(tmp_path / "merged.h5")
 
@@ -71,7 +82,9 @@ def test_score_vectors_over_different_labels_are_a_clear_error(tmp_path, shards)
     other = str(tmp_path / "other.h5")
     with h5store.open(other, "w", labels=["x", "y"]) as store:
         store.add(np.zeros((8, 8), np.uint8), label="x", score=[0.9, 0.1], id=500)
-    with pytest.raises(h5store.InvalidInputError, match=r"score vectors over .*other\.h5 over \['x', 'y'\]"):
+    with pytest.raises(
+        h5store.InvalidInputError, match=r"score vectors over .*other\.h5 over \['x', 'y'\]"
+    ):
         h5store.merge([*shards, other], tmp_path / "merged.h5")
     with pytest.raises(h5store.InvalidInputError, match="score vectors"):
         h5store.open([*shards, other])
@@ -94,7 +107,9 @@ def test_damaged_shard_fails_and_leaves_no_out(tmp_path, shards):
         byte = fh.read(1)
         fh.seek(offset + record.nbytes // 2)
         fh.write(bytes([byte[0] ^ 0xFF]))
-    with pytest.raises(h5store.DamagedImageError, match=r"shard0\.h5: image 0 \(id 0\) does not match its CRC-32"):
+    with pytest.raises(
+        h5store.DamagedImageError, match=r"shard0\.h5: image 0 \(id 0\) does not match its CRC-32"
+    ):
         h5store.merge(shards, tmp_path / "merged.h5")
     assert sorted(os.listdir(tmp_path)) == ["shard0.h5", "shard1.h5", "shard2.h5"]
 
@@ -114,8 +129,12 @@ m.merge(sys.argv[1:-1], sys.argv[-1])
 def test_merge_killed_with_sigkill_leaves_no_out_and_intact_shards(tmp_path, shards):
     before = [file_digest(p) for p in shards]
     out = tmp_path / "merged.h5"
-    proc = subprocess.run([sys.executable, "-c", KILL_AFTER_FIRST_COMMIT, *shards, str(out)],
-                          capture_output=True, text=True, timeout=120)
+    proc = subprocess.run(
+        [sys.executable, "-c", KILL_AFTER_FIRST_COMMIT, *shards, str(out)],
+        capture_output=True,
+        text=True,
+        timeout=120,
+    )
     assert proc.returncode == -signal.SIGKILL, proc.stderr
     assert not out.exists()
     assert [file_digest(p) for p in shards] == before
@@ -130,6 +149,8 @@ def test_cli_merge(tmp_path, shards, capsys):
     out = str(tmp_path / "merged.h5")
     assert main(["merge", *shards, out, "--quiet"]) == 0
     assert "merged 3 shards" in capsys.readouterr().out
-    assert main(["merge", *shards, str(tmp_path / "again.h5"), "--quiet", "--renumber", "--json"]) == 0
+    assert (
+        main(["merge", *shards, str(tmp_path / "again.h5"), "--quiet", "--renumber", "--json"]) == 0
+    )
     assert main(["merge", *shards, out, "--quiet"]) == 2
     assert "already exists" in capsys.readouterr().err

@@ -24,8 +24,16 @@ def test_view_answers_like_one_store_written_with_the_same_calls(shards, single)
         assert_same_images(view, one)
         assert list(view) == list(one)
         assert 4 not in view and 7 not in view and 5 in view and "5" not in view
-        for query in ({}, {"label": "cat"}, {"label": ["cat", EXTRA]}, {"true_label": 0},
-                      {"min_score": 0.5}, {"max_score": 0.4}, {"correct": False}, {"correct": True}):
+        for query in (
+            {},
+            {"label": "cat"},
+            {"label": ["cat", EXTRA]},
+            {"true_label": 0},
+            {"min_score": 0.5},
+            {"max_score": 0.4},
+            {"correct": False},
+            {"correct": True},
+        ):
             assert view.query(**query).tolist() == one.query(**query).tolist(), query
         columns = ["id", "label", "true_label", "score", "codec", "nbytes", "crc32", "deleted"]
         for column in columns:
@@ -106,7 +114,9 @@ def test_torch_dataset_and_loader_read_the_view(shards, single):
     got = [ds_view[k] for k in range(len(ds_view))]
     want = [ds_one[k] for k in range(len(ds_one))]
     assert all(torch.equal(x, y) and s == t for (x, s), (y, t) in zip(got, want))
-    batches = list(ds_view.loader(4, num_workers=2, shuffle=True, generator=torch.Generator().manual_seed(0)))
+    batches = list(
+        ds_view.loader(4, num_workers=2, shuffle=True, generator=torch.Generator().manual_seed(0))
+    )
     assert sum(len(b[0]) for b in batches) == len(ds_one)
     ds_view.close()
     ds_one.close()
