@@ -3,8 +3,9 @@
 Nothing is decoded or re-encoded: every payload is read from its shard and committed through
 the write path's entry for stored payloads (``StoreWriter.add_stored``: the commit protocol
 ``add_batch`` uses, after checking each payload against the CRC-32 in the shard's index),
-with labels united by name (:func:`h5store.sharded.unite`). Every check that can fail (labels, score vectors, ids, codecs, the output name) runs before anything is
-written, and the new store is written under a temporary name beside ``out`` and renamed into
+with labels united by name (:func:`h5store.sharded.unite`). Every check that can fail
+(labels, score vectors, ids, codecs, the output name) runs before anything is written, and
+the new store is written under a temporary name beside ``out`` and renamed into
 place only once it is complete and on disk: a merge that fails or is killed leaves no ``out``
 (a killed one leaves its temporary ``.<name>.merging-<pid>`` file) and never touches the
 shards.
