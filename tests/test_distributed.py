@@ -177,3 +177,12 @@ def test_cli_import_on_local_scheduler(folder, single, tmp_path):
     assert main(["import", folder, out, "--scheduler", "local", "--workers", "2", "--quiet"]) == 0
     with h5store.open(out) as got, h5store.open(single) as want:
         assert_same_images(got, want)
+
+
+def test_cli_import_on_a_running_scheduler(folder, single, tmp_path, client):
+    out = str(tmp_path / "tcp.h5")
+    address = client.scheduler.address
+    assert address.startswith("tcp://")
+    assert main(["import", folder, out, "--scheduler", address, "--quiet"]) == 0
+    with h5store.open(out) as got, h5store.open(single) as want:
+        assert_same_images(got, want)
