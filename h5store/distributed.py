@@ -62,6 +62,8 @@ def ingest(
     partition (``retries``), or the call fails naming it. The shards are then merged into
     ``out`` and removed; with ``keep_shards`` they are kept in ``<out>.shards/`` instead (open
     them with ``h5store.open(paths)``). Returns ``[out]``, or the shard paths.
+    ``partition_size``: files per shard (default: about two shards per worker, in multiples of
+    256, which gives the ids a single-process ``h5store import`` gives).
     """
     import distributed
 
@@ -81,6 +83,7 @@ def ingest(
         )
         client = distributed.Client(own_cluster)
     folder = _shard_folder(out, keep_shards)
+    complete = False
     try:
         n_workers = max(1, len(client.scheduler_info(n_workers=-1)["workers"]))
         size = partition_size or _partition_size(len(rows["path"]), n_workers)
@@ -102,12 +105,12 @@ def ingest(
         ]
         shards = _gather(distributed, futures, names, progress)
         _remove_leftovers(folder)
-        if keep_shards:
-            return shards
-        merge(shards, out, progress=progress)
-        return [out]
-    finally:
         if not keep_shards:
+            merge(shards, out, progress=progress)
+        complete = True
+        return shards if keep_shards else [out]
+    finally:
+        if not (keep_shards and complete):  # all or nothing, like merge
             shutil.rmtree(folder, ignore_errors=True)
         if own_cluster is not None:
             client.close()

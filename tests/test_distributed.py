@@ -164,11 +164,14 @@ def test_bad_sources_and_existing_out(tmp_path, client):
     assert (tmp_path / "x.h5").read_bytes() == b"keep"
 
 
-def test_a_failing_partition_is_named(tmp_path, client):
+@pytest.mark.parametrize("keep_shards", [False, True])
+def test_a_failing_partition_is_named_and_nothing_is_left(tmp_path, client, keep_shards):
     pd = pytest.importorskip("pandas")
     frame = pd.DataFrame({"path": [str(tmp_path / "missing.jpg")], "label": ["a"]})
     with pytest.raises(h5store.H5StoreError, match="partition part-00000.h5 failed"):
-        h5store.distributed.ingest(frame, tmp_path / "x.h5", client=client, retries=0)
+        h5store.distributed.ingest(
+            frame, tmp_path / "x.h5", client=client, retries=0, keep_shards=keep_shards
+        )
     assert os.listdir(tmp_path) == []
 
 
