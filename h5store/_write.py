@@ -130,11 +130,14 @@ def prepare_batch(
     *,
     geometries: Sequence[Geometry],
     stored_score_width: int | None,
+    vectors_cover_first_labels: bool = False,
 ) -> Batch:
     """Validate a batch against the store's catalogue and index and decide every image's
     class, stack and codec. Touches no file: a rejected batch leaves the store as it was.
 
     ``stored_score_width``: K of the store's (rows, K) score vectors, None if it has none.
+    ``vectors_cover_first_labels``: (N, K) vectors may cover only the first K labels (merge:
+    a shard may have declared labels after its vectors); each image's label must be one of them.
     """
     if n == 0:
         raise InvalidInputError("the batch is empty")
@@ -151,7 +154,13 @@ def prepare_batch(
     top1 = np.full(n, np.nan, dtype=np.float32)
     if arr is not None and arr.ndim == 2:
         k_classes = arr.shape[1]
-        if k_classes != len(catalog.labels) or new:
+        if vectors_cover_first_labels:
+            beyond = np.flatnonzero(label_ids >= k_classes)
+            if len(beyond):
+                raise InvalidInputError(
+                    f"image {int(beyond[0])}'s label has no entry in the {k_classes} scores"
+                )
+        elif k_classes != len(catalog.labels) or new:
             raise InvalidInputError(
                 f"score vectors have {k_classes} entries but the store has "
                 f"{len(catalog.labels) + len(new)} labels; declare the class names first "
@@ -267,10 +276,11 @@ class StoreWriter:
         return f[fmt.SCORES].shape[1] if fmt.SCORES in f else None
 
     def prepare(self, n: int, labels, scores, true_labels, ids, sources, *,
-                geometries: Sequence[Geometry]) -> Batch:
+                geometries: Sequence[Geometry], vectors_cover_first_labels: bool = False) -> Batch:
         return prepare_batch(self.catalog, self.index, self.default_codec, n, labels, scores,
                              true_labels, ids, sources, geometries=geometries,
-                             stored_score_width=self.stored_score_width())
+                             stored_score_width=self.stored_score_width(),
+                             vectors_cover_first_labels=vectors_cover_first_labels)
 
     def codec_of(self, label: str) -> Codec:
         return self.catalog.class_codec(label) or self.default_codec
@@ -330,7 +340,8 @@ class StoreWriter:
         codec and CRC-32 come from that store's index and are trusted only after checking that
         each class here uses the same codec and each payload still matches its CRC-32."""
         n = len(payloads)
-        batch = self.prepare(n, labels, scores, true_labels, ids, sources, geometries=geometries)
+        batch = self.prepare(n, labels, scores, true_labels, ids, sources, geometries=geometries,
+                             vectors_cover_first_labels=True)
         checked: set[tuple[int, int]] = set()
         for k, (number, theirs) in enumerate(zip(batch.key_of_image.tolist(), codecs)):
             if (number, id(theirs)) not in checked:
