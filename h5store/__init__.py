@@ -14,6 +14,7 @@ from importlib.metadata import PackageNotFoundError, version
 # can be created with them (and plain h5py reads work in the same interpreter).
 import hdf5plugin  # noqa: F401
 
+from ._merge import merge
 from ._parallel import get_threads, set_threads
 from .codecs import Codec, available_codecs, get_codec, register_codec
 from .errors import (
@@ -36,6 +37,7 @@ from .errors import (
 )
 from .format import FORMAT_VERSION
 from .report import report
+from .sharded import ShardedStore
 from .store import ImageStore, Record, VerifyReport, open
 
 try:
@@ -58,6 +60,7 @@ __all__ = [
     "ReadOnlyError",
     "Record",
     "RecoveryNeededError",
+    "ShardedStore",
     "StoreExistsError",
     "StoreLockedError",
     "StoreNotFoundError",
@@ -68,6 +71,7 @@ __all__ = [
     "available_codecs",
     "get_codec",
     "get_threads",
+    "merge",
     "open",
     "register_codec",
     "report",

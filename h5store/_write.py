@@ -132,11 +132,14 @@ def prepare_batch(
     *,
     geometries: Sequence[Geometry],
     stored_score_width: int | None,
+    vectors_cover_first_labels: bool = False,
 ) -> Batch:
     """Validate a batch against the store's catalogue and index and decide every image's
     class, stack and codec. Touches no file: a rejected batch leaves the store as it was.
 
     ``stored_score_width``: K of the store's (rows, K) score vectors, None if it has none.
+    ``vectors_cover_first_labels``: (N, K) vectors may cover only the first K labels (merge:
+    a shard may have declared labels after its vectors); each image's label must be one of them.
     """
     if n == 0:
         raise InvalidInputError("the batch is empty")
@@ -153,7 +156,13 @@ def prepare_batch(
     top1 = np.full(n, np.nan, dtype=np.float32)
     if arr is not None and arr.ndim == 2:
         k_classes = arr.shape[1]
-        if k_classes != len(catalog.labels) or new:
+        if vectors_cover_first_labels:
+            beyond = np.flatnonzero(label_ids >= k_classes)
+            if len(beyond):
+                raise InvalidInputError(
+                    f"image {int(beyond[0])}'s label has no entry in the {k_classes} scores"
+                )
+        elif k_classes != len(catalog.labels) or new:
             raise InvalidInputError(
                 f"score vectors have {k_classes} entries but the store has "
                 f"{len(catalog.labels) + len(new)} labels; declare the class names first "
@@ -269,10 +278,11 @@ class StoreWriter:
         return f[fmt.SCORES].shape[1] if fmt.SCORES in f else None
 
     def prepare(self, n: int, labels, scores, true_labels, ids, sources, *,
-                geometries: Sequence[Geometry]) -> Batch:
+                geometries: Sequence[Geometry], vectors_cover_first_labels: bool = False) -> Batch:
         return prepare_batch(self.catalog, self.index, self.default_codec, n, labels, scores,
                              true_labels, ids, sources, geometries=geometries,
-                             stored_score_width=self.stored_score_width())
+                             stored_score_width=self.stored_score_width(),
+                             vectors_cover_first_labels=vectors_cover_first_labels)
 
     def codec_of(self, label: str) -> Codec:
         return self.catalog.class_codec(label) or self.default_codec
@@ -332,7 +342,8 @@ class StoreWriter:
         codec and CRC-32 come from that store's index and are trusted only after checking that
         each class here uses the same codec and each payload still matches its CRC-32."""
         n = len(payloads)
-        batch = self.prepare(n, labels, scores, true_labels, ids, sources, geometries=geometries)
+        batch = self.prepare(n, labels, scores, true_labels, ids, sources, geometries=geometries,
+                             vectors_cover_first_labels=True)
         checked: set[tuple[int, int]] = set()
         for k, (number, theirs) in enumerate(zip(batch.key_of_image.tolist(), codecs)):
             if (number, id(theirs)) not in checked:
@@ -427,10 +438,20 @@ class StoreWriter:
             crcs.append(crc)
         if len(payloads) != n:
             raise InvalidInputError(f"{len(payloads)} payloads for a batch of {n} images")
-        offsets = np.array(offsets, dtype=np.uint64)
+        offsets = np.array(offsets, dtype=np.int64)
+        nbytes = np.fromiter(map(len, payloads), np.int64, n)
+        # Each chunk was predicted to start where the file ended before its write. Where the
+        # next write's prediction is exactly one payload further, nothing else was allocated
+        # in between and the chunk lies at its prediction; only the others (where HDF5 placed
+        # index metadata, a few per thousand chunks) are compared byte for byte, so that
+        # confirming does not read back every payload.
+        following = np.append(offsets[1:], w.file_end())
+        doubtful = np.flatnonzero(following - offsets != nbytes)
         w.flush()
         for number, handle in enumerate(handles):
-            group = members[number]
+            group = np.intersect1d(members[number], doubtful)
+            if not len(group):
+                continue
             predicted = offsets[group].tolist()
             w.confirm_offsets(self.mapped, handle, positions[group].tolist(),
                               [payloads[k] for k in group.tolist()], predicted)
@@ -454,7 +475,7 @@ class StoreWriter:
         for column in ("height", "width", "channels", "dtype"):
             rows[column] = np.array([getattr(key, column) for key in batch.keys])[key_of_image]
         rows["codec"] = np.array([codec.codec_id for codec in batch.codecs])[key_of_image]
-        rows["nbytes"] = [len(p) for p in payloads]
+        rows["nbytes"] = nbytes
         rows["crc32"] = crcs
         rows["offset"] = offsets
         rows["batch_end"][-1] = 1

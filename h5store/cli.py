@@ -137,11 +137,46 @@ def cmd_export(args: argparse.Namespace) -> int:
 def cmd_import(args: argparse.Namespace) -> int:
     from .folders import import_folder
 
+    if args.scheduler is not None:
+        return _import_on_dask(args)
+
     with h5store.open(args.path, "a", codec=args.codec, quality=args.quality) as store:
         ids = import_folder(store, args.folder, progress=not args.quiet)
         stats = store.stats()
     _print({"imported": len(ids), **stats}, args.json,
            [f"imported {len(ids)} images from {args.folder} into {args.path} "
+            f"({_human(stats['file_bytes'])}, {len(stats['images_per_label'])} classes)"])
+    return 0
+
+
+def cmd_merge(args: argparse.Namespace) -> int:
+    out = h5store.merge(args.shards, args.out, renumber=args.renumber, progress=not args.quiet)
+    with h5store.open(out) as store:
+        stats = store.stats()
+    _print({"shards": len(args.shards), **stats}, args.json,
+           [f"merged {len(args.shards)} shards into {out}: {stats['images']} images, "
+            f"{len(stats['images_per_label'])} classes, {_human(stats['file_bytes'])}"])
+    return 0
+
+
+def _import_on_dask(args: argparse.Namespace) -> int:
+    from .distributed import ingest
+
+    client = None
+    if args.scheduler != "local":
+        from distributed import Client
+
+        client = Client(args.scheduler)
+    try:
+        ingest(args.folder, args.path, client=client, workers=args.workers, codec=args.codec,
+               quality=args.quality, progress=not args.quiet)
+    finally:
+        if client is not None:
+            client.close()
+    with h5store.open(args.path) as store:
+        stats = store.stats()
+    _print({"imported": stats["images"], **stats}, args.json,
+           [f"imported {stats['images']} images from {args.folder} into {args.path} on Dask "
             f"({_human(stats['file_bytes'])}, {len(stats['images_per_label'])} classes)"])
     return 0
 
@@ -227,9 +262,25 @@ def build_parser() -> argparse.ArgumentParser:
     imp.add_argument("--codec", default="jpeg", choices=h5store.available_codecs(),
                      help="codec of new classes (JPEG files go into JPEG classes as they are)")
     imp.add_argument("--quality", type=int, default=90)
+    imp.add_argument("--scheduler", metavar="local|tcp://HOST:PORT",
+                     help="encode on Dask workers: 'local' starts a LocalCluster, an address joins a "
+                     "running scheduler (needs h5store[dask]); PATH must then be a new store")
+    imp.add_argument("--workers", type=int, help="worker processes of the local cluster (default 2)")
     imp.add_argument("--quiet", action="store_true", help="no progress bar")
     imp.add_argument("--json", action="store_true")
     imp.set_defaults(func=cmd_import)
+
+    merge = sub.add_parser("merge", help="combine shard files into one new store (stored bytes copied as they are)",
+                           description="Combine shards (stores written by parallel writers) into one new "
+                           "store OUT: no decode or re-encode, labels united by name, deleted images left "
+                           "out. All or nothing: OUT appears only when complete.")
+    merge.add_argument("shards", nargs="+", metavar="SHARD")
+    merge.add_argument("out", metavar="OUT")
+    merge.add_argument("--renumber", action="store_true",
+                       help="number the images 0, 1, 2, ... in shard order instead of keeping their ids")
+    merge.add_argument("--quiet", action="store_true", help="no progress bar")
+    merge.add_argument("--json", action="store_true")
+    merge.set_defaults(func=cmd_merge)
 
     index = sub.add_parser("index", help="print the index table, or write it as CSV")
     index.add_argument("path")

@@ -10,7 +10,7 @@ from __future__ import annotations
 
 import os
 import re
-from collections.abc import Iterable
+from collections.abc import Iterable, Sequence
 
 import imagecodecs
 import numpy as np
@@ -72,12 +72,8 @@ def export_folder(store: ImageStore, root: str | os.PathLike, *, ids: Iterable[i
     return written
 
 
-def import_folder(store: ImageStore, root: str | os.PathLike, *, batch_size: int = 256,
-                  progress: bool = True) -> np.ndarray:
-    """Add every image under ``root/<class>/`` with that class as its label and true label
-    and its relative path as source. Files the class's codec can store as they are (a JPEG
-    file into a JPEG class) are not decoded or re-encoded; the others are decoded and encoded.
-    Returns the new ids."""
+def list_folder(root: str | os.PathLike) -> list[tuple[str, str]]:
+    """(label, path) of every image file under ``root/<class>/``, in a fixed (sorted) order."""
     root = os.fspath(root)
     files = []
     for entry in sorted(os.scandir(root), key=lambda e: e.name):
@@ -91,27 +87,60 @@ def import_folder(store: ImageStore, root: str | os.PathLike, *, batch_size: int
                     files.append((label, os.path.join(dirpath, filename)))
     if not files:
         raise InvalidInputError(f"{root} has no class folders with images (expected root/<class>/<image>)")
+    return files
+
+
+def import_folder(store: ImageStore, root: str | os.PathLike, *, batch_size: int = 256,
+                  progress: bool = True) -> np.ndarray:
+    """Add every image under ``root/<class>/`` with that class as its label and true label
+    and its relative path as source. Files the class's codec can store as they are (a JPEG
+    file into a JPEG class) are not decoded or re-encoded; the others are decoded and encoded.
+    Returns the new ids."""
+    root = os.fspath(root)
+    files = list_folder(root)
+    labels = [label for label, _ in files]
+    return add_files(store, [path for _, path in files], labels, true_labels=labels,
+                     sources=[os.path.relpath(path, root) for _, path in files],
+                     batch_size=batch_size, progress=progress)
+
+
+def add_files(store: ImageStore, paths: Sequence[str], labels: Sequence[str], *,
+              true_labels: Sequence[str | None] | None = None, scores: Sequence[float] | None = None,
+              ids: Sequence[int] | None = None, first_id: int | None = None,
+              sources: Sequence[str] | None = None, batch_size: int = 256,
+              progress: bool = True) -> np.ndarray:
+    """Add image files, ``batch_size`` at a time: the ones the class's codec stores as they are
+    (a JPEG file into a JPEG class) without decoding, the others decoded and encoded (in each
+    batch the first kind first). ``ids``: one per file; else ``first_id``: ids count up from
+    it in the order the images are added, as the store would number them from there. Returns
+    the new ids in the order added."""
+    n = len(paths)
+    columns = {"label": labels, "true_label": true_labels, "score": scores, "id": ids, "source": sources}
+    columns = {name: list(values) for name, values in columns.items() if values is not None}
     new_ids = []
-    with tqdm(total=len(files), desc="import", unit="img", disable=not progress) as bar:
-        for start in range(0, len(files), batch_size):
-            chunk = files[start : start + batch_size]
+    next_id = first_id
+    with tqdm(total=n, desc="import", unit="img", disable=not progress) as bar:
+        for start in range(0, n, batch_size):
             as_is, decoded = [], []
-            for label, path in chunk:
-                with open(path, "rb") as fh:
+            for k in range(start, min(n, start + batch_size)):
+                with open(paths[k], "rb") as fh:
                     data = fh.read()
                 try:
-                    store.codec_of(label).probe(data)
-                    as_is.append((label, path, data))
+                    store.codec_of(columns["label"][k]).probe(data)
+                    as_is.append((k, data))
                 except CodecError:
                     try:
-                        decoded.append((label, path, imagecodecs.imread(data)))
+                        decoded.append((k, imagecodecs.imread(data)))
                     except Exception as exc:  # imagecodecs raises per-format error types
-                        raise InvalidInputError(f"cannot read {path}: {exc}") from None
+                        raise InvalidInputError(f"cannot read {paths[k]}: {exc}") from None
             for group, add in ((as_is, store.add_encoded_batch), (decoded, store.add_batch)):
-                if group:
-                    labels = [label for label, _, _ in group]
-                    sources = [os.path.relpath(path, root) for _, path, _ in group]
-                    new_ids.append(add([item for _, _, item in group], labels=labels,
-                                       true_labels=labels, sources=sources))
-            bar.update(len(chunk))
-    return np.concatenate(new_ids)
+                if not group:
+                    continue
+                rows = [k for k, _ in group]
+                given = {f"{name}s": [values[k] for k in rows] for name, values in columns.items()}
+                if next_id is not None and "ids" not in given:
+                    given["ids"] = list(range(next_id, next_id + len(rows)))
+                    next_id += len(rows)
+                new_ids.append(add([item for _, item in group], **given))
+            bar.update(min(n, start + batch_size) - start)
+    return np.concatenate(new_ids) if new_ids else np.zeros(0, np.int64)

@@ -165,3 +165,22 @@ def test_any_changed_byte_is_caught_or_returned_as_is(raw_store, where, mask, ve
                 assert np.array_equal(store[ids[k]], originals[k])
     finally:
         flip(path, offset + at, mask)
+
+
+def test_sharded_view_checks_each_shard(damaged, tmp_path):
+    path, ids, originals, payloads = damaged
+    other = str(tmp_path / "other.h5")
+    with h5store.open(other, "w") as store:
+        store.add_batch(photo_crops()[0][:2], labels=["c", "c"], ids=[100, 101])
+    with h5store.open([path, other]) as view:
+        with pytest.raises(h5store.DamagedImageError) as excinfo:
+            view[int(ids[VICTIM])]
+        assert_names_victim(excinfo, ids)
+        with pytest.raises(h5store.DamagedImageError):
+            view.get_batch([100, int(ids[VICTIM])], out=np.zeros((2, 64, 64, 3), np.uint8))
+        assert np.array_equal(view[int(ids[0])], originals[0])
+        assert view.get_encoded(int(ids[1])) == payloads[1]
+    with h5store.open([path, other], verify_reads=False) as view:
+        assert len(view.get_encoded(int(ids[VICTIM]))) == len(payloads[VICTIM])
+        with pickle.loads(pickle.dumps(view)) as copy:
+            assert not copy.verify_reads
