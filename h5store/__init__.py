@@ -17,8 +17,10 @@ import hdf5plugin  # noqa: F401
 from ._parallel import get_threads, set_threads
 from .codecs import Codec, available_codecs, get_codec, register_codec
 from .errors import (
+    AlreadyImportedError,
     ClosedStoreError,
     CodecError,
+    DatabaseError,
     DuplicateIdError,
     FormatError,
     H5StoreError,
@@ -29,6 +31,7 @@ from .errors import (
     StoreExistsError,
     StoreLockedError,
     StoreNotFoundError,
+    TargetExistsError,
     UnknownIdError,
     VersionError,
 )
@@ -41,10 +44,12 @@ except PackageNotFoundError:  # running from a source tree
     __version__ = "0.0.0+unknown"
 
 __all__ = [
+    "AlreadyImportedError",
     "FORMAT_VERSION",
     "ClosedStoreError",
     "Codec",
     "CodecError",
+    "DatabaseError",
     "DuplicateIdError",
     "FormatError",
     "H5StoreError",
@@ -57,6 +62,7 @@ __all__ = [
     "StoreExistsError",
     "StoreLockedError",
     "StoreNotFoundError",
+    "TargetExistsError",
     "UnknownIdError",
     "VerifyReport",
     "VersionError",
