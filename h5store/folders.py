@@ -263,13 +263,16 @@ def _declare_vector_labels(store: ImageStore, index: dict[str, Any], items: list
     """Score vectors are over the exporting store's labels, in its order: declare them."""
     if not any(item.get("scores") for item in items):
         return
-    labels, have = list(index.get("labels", [])), list(store.labels)
-    if labels[: len(have)] != have:
+    width = max(len(item["scores"]) for item in items if item.get("scores"))
+    labels, have = list(index.get("labels", []))[:width], list(store.labels)
+    if len(labels) != width or labels[: len(have)] != have:
         raise InvalidInputError(
             f"the folder's score vectors are over the labels {labels}, but the store's labels "
             f"are {have}; import it into a new store, or one with those labels in that order"
         )
     store.add_labels(labels)
+    # Vectors need exactly the labels they are over: store them before other classes arrive.
+    items.sort(key=lambda item: item.get("scores") is None)
 
 
 def _refuse_duplicates(store: ImageStore, root: str, items: list[dict], allowed: bool) -> None:
