@@ -44,23 +44,14 @@ def _engine(url_or_engine: Any):
     except ImportError as exc:
         raise InvalidInputError(f"{url_or_engine!r} needs the database driver {exc.name!r}: "
                                 "install it (h5store[sql] has psycopg for PostgreSQL)") from None
-    if engine.dialect.name == "sqlite":
-        _transactional_sqlite(engine)
     return engine, True
 
 
-def _transactional_sqlite(engine) -> None:
-    # Python's sqlite3 driver starts transactions only before DML, so a CREATE TABLE would
-    # survive a rollback; SQLAlchemy's documented recipe lets SQLAlchemy emit BEGIN itself.
-    from sqlalchemy import event
-
-    @event.listens_for(engine, "connect")
-    def _no_driver_transactions(dbapi_connection, _record):
-        dbapi_connection.isolation_level = None
-
-    @event.listens_for(engine, "begin")
-    def _begin(connection):
-        connection.exec_driver_sql("BEGIN")
+def _begin_for_real(conn) -> None:
+    # Python's sqlite3 driver opens a transaction only before DML, so a CREATE TABLE would
+    # survive a rollback: open it ourselves (this works for engines callers pass in too).
+    if conn.dialect.name == "sqlite" and not conn.connection.driver_connection.in_transaction:
+        conn.exec_driver_sql("BEGIN")
 
 
 def _tables(metadata, table: str, with_scores: bool):
@@ -139,6 +130,7 @@ def to_sql(store: ImageStore, url_or_engine: Any, *, table: str = "images",
     engine, owned = _engine(url_or_engine)
     try:
         with engine.begin() as conn:
+            _begin_for_real(conn)
             metadata = sa.MetaData()
             images, scores = _tables(metadata, table, vectors is not None)
             present = [t.name for t in (images, scores)
