@@ -20,6 +20,7 @@ from .errors import (
     AlreadyImportedError,
     ClosedStoreError,
     CodecError,
+    DamagedImageError,
     DatabaseError,
     DuplicateIdError,
     FormatError,
@@ -33,6 +34,7 @@ from .errors import (
     StoreNotFoundError,
     TargetExistsError,
     UnknownIdError,
+    UnrepairableError,
     VersionError,
 )
 from .format import FORMAT_VERSION
@@ -49,6 +51,7 @@ __all__ = [
     "ClosedStoreError",
     "Codec",
     "CodecError",
+    "DamagedImageError",
     "DatabaseError",
     "DuplicateIdError",
     "FormatError",
@@ -64,6 +67,7 @@ __all__ = [
     "StoreNotFoundError",
     "TargetExistsError",
     "UnknownIdError",
+    "UnrepairableError",
     "VerifyReport",
     "VersionError",
     "available_codecs",

@@ -258,13 +258,13 @@ class WriterFile:
 
     # ------------------------------------------------------------------ epochs
 
-    def structure(self) -> h5py.File:
-        """The file with SWMR off, for creating objects and attributes."""
+    def swmr_off(self) -> h5py.File:
+        """The file with SWMR off (reopened if it was on), for creating objects and attributes."""
         if self.swmr:
             self._reopen()
         return self.f
 
-    def data(self) -> h5py.File:
+    def swmr_on(self) -> h5py.File:
         """The file with SWMR on, for extending datasets and writing into them."""
         if not self.swmr:
             self.f.flush()
@@ -353,7 +353,7 @@ class WriterFile:
         """Bring /index and /index_tail to the normal form for appending: /index holds the
         committed rows in whole chunks, the tail holds the rest. Trims what a dead writer left
         in flight. Does nothing (writes nothing) when the file is already in that form."""
-        f = self.structure()
+        f = self.swmr_off()
         index, tail = f[fmt.INDEX], f[fmt.INDEX_TAIL]
         # The file's own geometry, not this version's default: the tail holds one /index chunk.
         self._capacity = capacity = tail.shape[0]
@@ -384,7 +384,7 @@ class WriterFile:
 
     def append_rows(self, rows: np.ndarray) -> None:
         """Append committed-to-be rows (the last one carrying batch_end) in SWMR mode."""
-        f = self.data()
+        f = self.swmr_on()
         index, tail = self._row_log
         capacity = self._capacity
         if self._tail_used + len(rows) <= capacity:
@@ -411,7 +411,7 @@ class WriterFile:
 
     def write_row(self, row_number: int, row: np.void) -> None:
         """Rewrite one committed row in place (deletion flags)."""
-        f = self.data()
+        f = self.swmr_on()
         if row_number < self._index_rows:
             f[fmt.INDEX][row_number] = row
         else:
@@ -423,7 +423,7 @@ class WriterFile:
         rows that readers drop by id."""
         if not self._tail_used:
             return
-        f = self.structure()
+        f = self.swmr_off()
         index, tail = f[fmt.INDEX], f[fmt.INDEX_TAIL]
         rows = tail[: self._tail_used]
         start = self._index_rows
