@@ -233,10 +233,15 @@ def import_folder(store: ImageStore, root: str | os.PathLike, *, batch_size: int
         for item in items:
             item["id"] = None
     new_ids = []
+    all_declared = False
     with tqdm(total=len(items), desc="import", unit="img", disable=not progress) as bar:
         for start in range(0, len(items), batch_size):
-            new_ids += _import_chunk(store, items[start : start + batch_size])
-            bar.update(min(batch_size, len(items) - start))
+            chunk = items[start : start + batch_size]
+            if index and not all_declared and not any(i.get("scores") for i in chunk):
+                store.add_labels(index.get("labels", []))  # the classes after the vectors'
+                all_declared = True
+            new_ids += _import_chunk(store, chunk)
+            bar.update(len(chunk))
     return np.concatenate(new_ids)
 
 

@@ -312,7 +312,11 @@ class ImageStore:
 
     def add_labels(self, names: Sequence[str]) -> list[int]:
         """Declare class names (in order) before storing images, so that integer labels and
-        (N, K) score vectors map to them. Names already present keep their ids."""
+        (N, K) score vectors map to them. Names already present keep their ids.
+
+        Declared labels are a closed set: from then on (and in any store holding score
+        vectors) a label the store does not have is an error naming the nearest declared
+        one, not a new class; call ``add_labels`` again (or ``create_class``) to extend it."""
         return self._check_writable().add_labels(names)
 
     def create_class(self, label: str, codec: str | Codec | None = None, *,
