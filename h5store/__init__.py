@@ -39,6 +39,7 @@ from .errors import (
 )
 from .format import FORMAT_VERSION
 from .store import ImageStore, Record, VerifyReport, open
+from .repack import GenerationLossWarning, RepackReport, repack
 
 try:
     __version__ = version("h5store")
@@ -55,6 +56,7 @@ __all__ = [
     "DatabaseError",
     "DuplicateIdError",
     "FormatError",
+    "GenerationLossWarning",
     "H5StoreError",
     "ImageStore",
     "InvalidInputError",
@@ -62,6 +64,7 @@ __all__ = [
     "ReadOnlyError",
     "Record",
     "RecoveryNeededError",
+    "RepackReport",
     "StoreExistsError",
     "StoreLockedError",
     "StoreNotFoundError",
@@ -75,5 +78,6 @@ __all__ = [
     "get_threads",
     "open",
     "register_codec",
+    "repack",
     "set_threads",
 ]
