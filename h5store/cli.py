@@ -299,7 +299,8 @@ def cmd_export(args: argparse.Namespace) -> int:
         if args.sql:
             root = os.path.realpath(args.folder)
             files = {e["id"]: os.path.join(root, e["file"]) for e in read_index(root)["images"]}
-            rows = store.to_sql(args.sql, table=args.table, if_exists=args.if_exists, files=files)
+            rows = store.to_sql(args.sql, table=args.table, if_exists=args.if_exists,
+                                files=files, ids=list(files))
             result["sql_rows"] = rows
             lines.append(f"wrote {rows} rows to table {args.table!r} of {_safe_url(args.sql)}")
     _print(result, args.json, lines)

@@ -9,7 +9,7 @@ written in one transaction: an error leaves the database as it was.
 from __future__ import annotations
 
 import os
-from collections.abc import Mapping
+from collections.abc import Iterable, Mapping
 from typing import TYPE_CHECKING, Any
 
 import numpy as np
@@ -89,10 +89,11 @@ def _tables(metadata, table: str, with_scores: bool):
     return images, scores
 
 
-def _rows(store: ImageStore, files: Mapping[int, str] | None, name: str) -> list[dict]:
-    frame = store.to_pandas()
+def _rows(store: ImageStore, files: Mapping[int, str] | None, name: str,
+          keep: np.ndarray) -> list[dict]:
+    frame = store.to_pandas()[keep]
     index = store.index
-    positions = index["position"][index["deleted"] == 0]  # the frame's rows, in its order
+    positions = index["position"][index["deleted"] == 0][keep]  # the frame's rows, in order
     rows = []
     for r, position in zip(frame.itertuples(index=False), positions.tolist()):
         true = r.true_label if isinstance(r.true_label, str) else None
@@ -112,7 +113,8 @@ def _rows(store: ImageStore, files: Mapping[int, str] | None, name: str) -> list
 
 
 def to_sql(store: ImageStore, url_or_engine: Any, *, table: str = "images",
-           if_exists: str = "fail", files: Mapping[int, str] | None = None) -> int:
+           if_exists: str = "fail", files: Mapping[int, str] | None = None,
+           ids: Iterable[int] | None = None) -> int:
     """Write the store's index to a database; returns the number of image rows written.
 
     See :meth:`h5store.ImageStore.to_sql`."""
@@ -125,8 +127,11 @@ def to_sql(store: ImageStore, url_or_engine: Any, *, table: str = "images",
     if not isinstance(table, str) or not table:
         raise InvalidInputError(f"table must be a non-empty name, got {table!r}")
     name = os.path.basename(store.path)
-    rows = _rows(store, files, name)
+    live = store.ids()
+    keep = np.ones(len(live), bool) if ids is None else np.isin(live, np.asarray(list(ids)))
+    rows = _rows(store, files, name, keep)
     vectors = store.scores
+    vectors = None if vectors is None else vectors[keep]
     engine, owned = _engine(url_or_engine)
     try:
         with engine.begin() as conn:

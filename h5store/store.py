@@ -660,17 +660,19 @@ class ImageStore:
         return frame
 
     def to_sql(self, url_or_engine: Any, *, table: str = "images", if_exists: str = "fail",
-               files: dict[int, str] | None = None) -> int:
+               files: dict[int, str] | None = None, ids: Sequence[int] | None = None) -> int:
         """Write the index to a SQL database (SQLAlchemy URL or Engine; a path means SQLite):
         one row per live image in ``table`` (id, label, true_label, score, correct, geometry,
         codec, bytes, crc32, the HDF5 dataset and position of its chunk, source, and ``files``'
         exported path per id), and the score vectors in long form in ``<table>_scores``. One
         transaction: all rows or none. ``if_exists``: "fail" (:class:`TargetExistsError`),
-        "replace" or "append". Returns the number of image rows. Needs the 'sql' extra."""
+        "replace" or "append". ``ids`` limits the rows to those images. Returns the number of
+        image rows. Needs the 'sql' extra."""
         from .sql import to_sql
 
         self._check_open()
-        return to_sql(self, url_or_engine, table=table, if_exists=if_exists, files=files)
+        return to_sql(self, url_or_engine, table=table, if_exists=if_exists, files=files,
+                      ids=ids)
 
     # ------------------------------------------------------------------ integrity
 
