@@ -22,7 +22,7 @@ from typing import Any
 
 import imagecodecs
 import numpy as np
-from tqdm.auto import tqdm
+from tqdm import tqdm  # text on stderr: tqdm.auto wants ipywidgets in notebooks
 
 from . import embed
 from .errors import (

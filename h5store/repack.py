@@ -20,7 +20,7 @@ from dataclasses import dataclass, field
 from typing import Any
 
 import numpy as np
-from tqdm.auto import tqdm
+from tqdm import tqdm  # text on stderr: tqdm.auto wants ipywidgets in notebooks
 
 from ._catalog import Geometry
 from ._parallel import thread_map
