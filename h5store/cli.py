@@ -19,6 +19,7 @@ import h5store
 
 from .bench.cli import add_parser as add_bench_parser
 from .errors import H5StoreError
+from .repack import describe_codec
 
 
 def _print(result: dict[str, Any], as_json: bool, lines: list[str]) -> None:
@@ -99,8 +100,8 @@ def cmd_demo(args: argparse.Namespace) -> int:
         f"{_human(raw_bytes)} uncompressed (ratio {raw_bytes / stats['file_bytes']:.1f}:1)",
         f"  queries     {len(wrong)} misclassified, {len(confident_wrong)} of them with score >= 0.9",
         f"  read back   all {stats['images']} images in {t_read:.2f} s; verify: {report}",
-        f"  next        h5store info {args.out}   |   python -c \"import h5store; "
-        f"s = h5store.open('{args.out}'); print(s.record(0))\"",
+        f"  next        h5store info {args.out}   |   h5store query {args.out} --min-score 0.9 "
+        f"--correct no   |   h5store bench {args.out}",
     ]
     _print(result, args.json, lines)
     return 0
@@ -121,15 +122,10 @@ def class_table(store: h5store.ImageStore) -> list[dict[str, Any]]:
             "label": label, "images": len(rows), "share": len(rows) / total,
             "accuracy": float(np.mean(known["true_label"] == k)) if len(known) else None,
             "with_true_label": len(known),
-            "codec": _codec_text(store.codec_of(label)),
+            "codec": describe_codec(store.codec_of(label)),
             "bytes_per_image": float(rows["nbytes"].astype(np.int64).mean()),
         })
     return out
-
-
-def _codec_text(codec: h5store.Codec) -> str:
-    config = {k: v for k, v in codec.get_config().items() if k != "id"}
-    return codec.codec_id + "".join(f" {k}={v}" for k, v in sorted(config.items()))
 
 
 def _table(header: list[str], rows: list[list[str]], right: set[int]) -> list[str]:

@@ -123,17 +123,22 @@ def _export_path(root: str, record: Any, by: str) -> str:
     return os.path.join(folder, f"{record.id}{FILE_EXTENSIONS.get(record.codec, '.png')}")
 
 
+def _float32(value: Any) -> float | None:
+    # The shortest decimal that reads back as the same float32: 0.9835237, not 0.98352366685...
+    return None if value is None else float(str(np.float32(value)))
+
+
 def _file_metadata(record: Any, store_name: str) -> dict[str, Any]:
     return {"id": record.id, "label": record.label, "true_label": record.true_label,
-            "score": record.score, "source": record.source, "store": store_name}
+            "score": _float32(record.score), "source": record.source, "store": store_name}
 
 
 def _index_entry(record: Any, file: str) -> dict[str, Any]:
     return {
         "file": file.replace(os.sep, "/"), "id": record.id, "label": record.label,
-        "true_label": record.true_label, "score": record.score, "source": record.source,
-        "codec": record.codec, "crc32": record.crc32,
-        "scores": None if record.scores is None else [float(x) for x in record.scores],
+        "true_label": record.true_label, "score": _float32(record.score),
+        "source": record.source, "codec": record.codec, "crc32": record.crc32,
+        "scores": None if record.scores is None else [_float32(x) for x in record.scores],
     }
 
 
@@ -155,7 +160,7 @@ def _write_index(path: str, kind: str, entries: list[dict[str, Any]], store: Ima
             for e in entries:
                 row = ["" if e[c] is None else e[c] for c in CSV_COLUMNS]
                 if vectors:
-                    row += [repr(x) for x in e["scores"]] if e["scores"] else [""] * len(labels)
+                    row += e["scores"] if e["scores"] else [""] * len(labels)
                 out.writerow(row)
     os.replace(tmp, path)
 

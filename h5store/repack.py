@@ -68,8 +68,11 @@ class RepackReport:
 
 
 def describe_codec(codec: Codec) -> str:
-    config = {k: v for k, v in codec.get_config().items() if k != "id"}
-    return codec.codec_id + "".join(f" {k}={v}" for k, v in sorted(config.items()))
+    """``jpeg quality=90``: the quality, and the settings that differ from the defaults."""
+    defaults = get_codec(codec.codec_id).get_config()
+    shown = [f"{k}={v}" for k, v in codec.get_config().items()
+             if k != "id" and (k == "quality" or defaults.get(k) != v)]
+    return " ".join([codec.codec_id, *shown])
 
 
 def _as_codec(spec: Any, what: str) -> Codec:
