@@ -38,8 +38,8 @@ from .errors import (
     VersionError,
 )
 from .format import FORMAT_VERSION
-from .store import ImageStore, Record, VerifyReport, open
 from .repack import GenerationLossWarning, RepackReport, repack
+from .store import ImageStore, Record, VerifyReport, open
 
 try:
     __version__ = version("h5store")
@@ -47,8 +47,8 @@ except PackageNotFoundError:  # running from a source tree
     __version__ = "0.0.0+unknown"
 
 __all__ = [
-    "AlreadyImportedError",
     "FORMAT_VERSION",
+    "AlreadyImportedError",
     "ClosedStoreError",
     "Codec",
     "CodecError",

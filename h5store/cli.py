@@ -380,7 +380,8 @@ def cmd_repack(args: argparse.Namespace) -> int:
         report = h5store.repack(args.src, args.dst, codec=args.codec, quality=args.quality,
                                 classes=classes, overwrite=args.overwrite,
                                 progress=not args.quiet, **options)
-    notes = [str(w.message) for w in caught if issubclass(w.category, h5store.GenerationLossWarning)]
+    notes = [str(w.message) for w in caught
+             if issubclass(w.category, h5store.GenerationLossWarning)]
     result = {**{k: v for k, v in vars(report).items()}, "warnings": notes}
     lines = [f"h5store: warning: {note}" for note in notes] + [
         f"repacked {report.src} -> {report.dst}: {report.images} images "

@@ -76,7 +76,8 @@ def export_folder(store: ImageStore, root: str | os.PathLike, *, ids: Iterable[i
     if by not in ("label", "true_label"):
         raise InvalidInputError(f"by must be 'label' or 'true_label', got {by!r}")
     if index is not None and index not in INDEX_FILES:
-        raise InvalidInputError(f"index must be one of {sorted(INDEX_FILES)} or None, got {index!r}")
+        raise InvalidInputError(
+            f"index must be one of {sorted(INDEX_FILES)} or None, got {index!r}")
     root = os.path.realpath(os.fspath(root))
     chosen = store.ids() if ids is None else np.asarray(list(ids))
     records = [store.record(i) for i in chosen.tolist()]
@@ -119,7 +120,8 @@ def _export_path(root: str, record: Any, by: str) -> str:
     folder = os.path.join(root, "_unknown" if label is None else safe_name(label))
     if os.path.dirname(os.path.realpath(os.path.join(folder, "x"))) != os.path.realpath(folder) or \
             os.path.commonpath([root, os.path.realpath(folder)]) != root:
-        raise H5StoreError(f"label {label!r} would leave {root}")  # safe_name makes this unreachable
+        # safe_name makes this unreachable
+        raise H5StoreError(f"label {label!r} would leave {root}")
     return os.path.join(folder, f"{record.id}{FILE_EXTENSIONS.get(record.codec, '.png')}")
 
 
@@ -260,7 +262,8 @@ def _items_from_index(root: str, index: dict[str, Any]) -> list[dict[str, Any]]:
     for k, e in enumerate(index.get("images", [])):
         path = os.path.realpath(os.path.join(root, str(e.get("file", ""))))
         if os.path.commonpath([root, path]) != root:
-            raise InvalidInputError(f"entry {k} of the index points outside {root}: {e.get('file')!r}")
+            raise InvalidInputError(
+                f"entry {k} of the index points outside {root}: {e.get('file')!r}")
         if not os.path.isfile(path):
             raise InvalidInputError(f"the index lists {e.get('file')!r}, which is not in {root}")
         items.append({"path": path, "label": e["label"], "true_label": e.get("true_label"),

@@ -58,7 +58,8 @@ class RepackReport:
         for label, (a, b) in self.classes.items():
             if a != b:
                 conversions.setdefault((a, b), []).append(label)
-        changed = [f"{a} -> {b} ({', '.join(labels) if len(labels) <= 3 else f'{len(labels)} classes'})"
+        changed = [f"{a} -> {b} ("
+                   + (", ".join(labels) if len(labels) <= 3 else f"{len(labels)} classes") + ")"
                    for (a, b), labels in conversions.items()]
         return (f"{self.src} -> {self.dst}: {self.images} images ({self.copied} copied as "
                 f"stored, {self.reencoded} re-encoded, {self.dropped_deleted} deleted dropped); "
@@ -82,7 +83,8 @@ def _as_codec(spec: Any, what: str) -> Codec:
         return get_codec(spec)
     if isinstance(spec, tuple) and len(spec) == 2 and isinstance(spec[0], str):
         return get_codec(spec[0], quality=spec[1])
-    raise InvalidInputError(f"{what} must be a codec name, a Codec or (name, quality), got {spec!r}")
+    raise InvalidInputError(
+        f"{what} must be a codec name, a Codec or (name, quality), got {spec!r}")
 
 
 def plan_codecs(store: ImageStore, codec: str | Codec | None, quality: int | None,

@@ -74,7 +74,8 @@ def test_predict_module_function_from_the_shell(tmp_path, monkeypatch, capsys):
 
     assert sum(mymodel.CALLS) == 8 * (1 + len(data["cells"]))  # originals + every setting
     for spec, message in [("mymodel", "MODULE:FUNCTION"), ("nosuchmodule:f", "cannot import"),
-                          ("mymodel:nothing", "has no 'nothing'"), ("mymodel:CALLS", "not a function")]:
+                          ("mymodel:nothing", "has no 'nothing'"),
+                          ("mymodel:CALLS", "not a function")]:
         with pytest.raises(h5store.InvalidInputError, match=message):
             load_predict(spec)
 

@@ -21,7 +21,6 @@ import h5store
 from h5store import embed
 from h5store.folders import export_folder, import_folder, read_index
 
-
 LABELS = ["cat", "dög", "a/b"]
 
 
@@ -123,13 +122,15 @@ def _check_png_crcs(data: bytes) -> None:
     while at < len(data):
         length, kind = struct.unpack(">I4s", data[at : at + 8])
         body = data[at + 8 : at + 8 + length]
-        assert struct.unpack(">I", data[at + 8 + length : at + 12 + length])[0] == zlib.crc32(kind + body)
+        crc = struct.unpack(">I", data[at + 8 + length : at + 12 + length])[0]
+        assert crc == zlib.crc32(kind + body)
         kinds.append(kind)
         at += 12 + length
     assert kinds.index(b"iTXt") < kinds.index(b"IDAT")
 
 
-@settings(max_examples=30, deadline=None, suppress_health_check=[HealthCheck.function_scoped_fixture])
+@settings(max_examples=30, deadline=None,
+          suppress_health_check=[HealthCheck.function_scoped_fixture])
 @given(label=st.text(min_size=1, max_size=40).filter(lambda s: "\x00" not in s),
        score=st.one_of(st.none(), st.floats(0, 1, width=32)),
        image_id=st.integers(0, 2**62))
@@ -165,7 +166,8 @@ def test_export_then_import_loses_nothing(tmp_path, index):
         assert store.labels == tuple(LABELS)
         for i, rec in before.items():
             got = store.record(i)
-            assert (got.label, got.true_label, got.source) == (rec.label, rec.true_label, rec.source)
+            assert (got.label, got.true_label, got.source) == \
+                (rec.label, rec.true_label, rec.source)
             assert got.score == rec.score and np.array_equal(got.scores, rec.scores)
             assert store.get_encoded(i) == encoded[i]  # the metadata export added is gone again
             assert np.array_equal(store[i], pixels[i])
@@ -190,7 +192,8 @@ def test_round_trip_of_16_bit_png_classes_and_images_without_scores(tmp_path):
     with h5store.open(src) as store:
         export_folder(store, tmp_path / "out", index="csv", embed_metadata=True, progress=False)
     with h5store.open(tmp_path / "back.h5", "w", codec="png") as back, h5store.open(src) as store:
-        assert sorted(import_folder(back, tmp_path / "out", progress=False).tolist()) == [5, 9, 11, 12]
+        new = import_folder(back, tmp_path / "out", progress=False)
+        assert sorted(new.tolist()) == [5, 9, 11, 12]
         for i in store.ids().tolist():
             assert repr(back.record(i)) == repr(store.record(i))
             assert back.get_encoded(i) == store.get_encoded(i)
@@ -200,7 +203,8 @@ def test_a_plain_tree_imported_twice_is_refused(tmp_path):
     root = tmp_path / "tree"
     (root / "cat").mkdir(parents=True)
     for k in range(3):
-        (root / "cat" / f"{k}.png").write_bytes(imagecodecs.png_encode(np.full((8, 8), k, np.uint8)))
+        png = imagecodecs.png_encode(np.full((8, 8), k, np.uint8))
+        (root / "cat" / f"{k}.png").write_bytes(png)
     with h5store.open(tmp_path / "s.h5", "w", codec="png") as store:
         first = import_folder(store, root, progress=False)
         assert store.record(int(first[0])).source == str(root / "cat" / "0.png")

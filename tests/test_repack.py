@@ -96,7 +96,8 @@ def test_only_converted_classes_are_reencoded_and_everything_else_is_kept(tmp_pa
                 assert out.get_encoded(i) == encoded[i]
         assert out.verify().ok
     after_labels, after = records(tmp_path / "dst.h5")
-    strip = {i: r.replace("codec='png'", "codec='jpeg'").split(", nbytes=")[0] for i, r in after.items()}
+    strip = {i: r.replace("codec='png'", "codec='jpeg'").split(", nbytes=")[0]
+             for i, r in after.items()}
     assert strip == {i: r.split(", nbytes=")[0] for i, r in before.items()}
     cats = sum(1 for r in before.values() if ", label='cat'" in r)
     assert (report.copied, report.reencoded) == (len(before) - cats, cats)
@@ -161,7 +162,8 @@ def test_a_failure_midway_leaves_no_file_behind(tmp_path, monkeypatch):
     assert sorted(os.listdir(tmp_path)) == ["src.h5"]
 
 
-@settings(max_examples=12, deadline=None, suppress_health_check=[HealthCheck.function_scoped_fixture])
+@settings(max_examples=12, deadline=None,
+          suppress_health_check=[HealthCheck.function_scoped_fixture])
 @given(deleted=st.sets(st.integers(0, 11), max_size=11),
        codecs=st.lists(st.sampled_from([None, "png", "jpeg", "webp", "blosc2"]), min_size=3,
                        max_size=3),
