@@ -299,7 +299,10 @@ class StoreWriter:
             return
         self._ensure_log_ready()
         lid = self.catalog.label_ids.get(label, len(self.catalog.labels))
-        fmt.create_class(self.file.swmr_off(), lid, label, codec)
+        f = self.file.swmr_off()
+        links = fmt.PendingLinks()
+        fmt.create_class(f, lid, label, codec, links)
+        links.link_all(f)
         self.catalog.set_class_codec(label, codec)
         if label not in self.catalog.label_ids:
             self._append_labels(self.file.swmr_on(), [label])
@@ -368,25 +371,30 @@ class StoreWriter:
         # SWMR on. Recovery removes objects nothing refers to.
         if new_keys or needs_scores or needs_sources:
             f = w.swmr_off()
+            links = fmt.PendingLinks()
+            groups = {}
             for lid in needs_groups:
-                fmt.create_class(f, lid, names[lid], self.default_codec)
+                groups[lid] = fmt.create_class(f, lid, names[lid], self.default_codec, links)
                 catalog.set_class_codec(names[lid], self.default_codec)
             for key in new_keys:
-                fmt.create_stack(f, f[fmt.CLASSES][fmt.safe_name(names[key.label])],
-                                 key.height, key.width, key.channels, key.dtype,
-                                 self.codec_of(names[key.label]))
+                group = groups.get(key.label)
+                if group is None:
+                    group = f[fmt.CLASSES][fmt.safe_name(names[key.label])]
+                fmt.create_stack(f, group, key.height, key.width, key.channels, key.dtype,
+                                 self.codec_of(names[key.label]), links)
             n_rows = len(self.index)
             if needs_scores:
-                fmt.ensure_scores(f, n_rows, batch.vectors.shape[1])
+                fmt.ensure_scores(f, n_rows, batch.vectors.shape[1], links)
             if needs_sources:
-                fmt.ensure_sources(f, n_rows)
+                fmt.ensure_sources(f, n_rows, links)
+            links.link_all(f)
             w.flush()
 
         f = w.swmr_on()
         if batch.new_labels:
             self._append_labels(f, batch.new_labels)
-        for key in new_keys:
-            self._append_stack_row(f, key)
+        if new_keys:
+            self._append_stack_rows(f, new_keys)
         n0, n = len(self.index), len(batch.keys)
         stack_ids = [catalog.stack_ids[key] for key in batch.keys]
         groups: dict[int, list[int]] = {}
@@ -449,16 +457,19 @@ class StoreWriter:
         self.dirty_labels.update(np.unique(batch.label_ids).tolist())
         return batch.ids.copy()
 
-    def _append_stack_row(self, f: h5py.File, key: StackKey) -> None:
-        codec = self.codec_of(self.catalog.labels[key.label])
+    def _append_stack_rows(self, f: h5py.File, keys: list[StackKey]) -> None:
         table = f[fmt.STACKS]
-        row = np.zeros(1, dtype=fmt.STACKS_DTYPE)
-        row["label"], row["height"], row["width"] = key.label, key.height, key.width
-        row["channels"], row["dtype"], row["codec"] = key.channels, key.dtype, codec.codec_id
-        row["codec_config"] = fmt.codec_config_json(codec)
-        table.resize(table.shape[0] + 1, axis=0)
-        table[-1] = row[0]
-        self.catalog.add_stack(key, codec)
+        rows = np.zeros(len(keys), dtype=fmt.STACKS_DTYPE)
+        codecs = [self.codec_of(self.catalog.labels[key.label]) for key in keys]
+        for row, key, codec in zip(rows, keys, codecs):
+            row["label"], row["height"], row["width"] = key.label, key.height, key.width
+            row["channels"], row["dtype"], row["codec"] = key.channels, key.dtype, codec.codec_id
+            row["codec_config"] = fmt.codec_config_json(codec)
+        start = table.shape[0]
+        table.resize(start + len(keys), axis=0)
+        table[start:] = rows
+        for key, codec in zip(keys, codecs):
+            self.catalog.add_stack(key, codec)
 
     # ------------------------------------------------------------------ deleting
 
@@ -502,6 +513,8 @@ class StoreWriter:
         live_labels = self.index.column("label")
         live = self.index.live_mask()
         ids = self.index.column("id")
+        links = fmt.PendingLinks()
+        previews_root: list[h5py.Group] = []
         for label in labels:
             name = self.catalog.labels[label]
             if fmt.safe_name(name) not in f[fmt.CLASSES]:
@@ -512,7 +525,8 @@ class StoreWriter:
                 continue
             sheet = contact_sheet(self._read_images(shown), fmt.PREVIEW_SIDE,
                                   fmt.PREVIEW_COLUMNS)
-            fmt.write_preview(f, name, sheet, shown)
+            fmt.write_preview(f, name, sheet, shown, links, previews_root)
+        links.link_all(f)
 
     def rebuild_previews(self) -> None:
         f = self.file.swmr_off()

@@ -268,20 +268,42 @@ def _group_properties(links: int) -> h5py.h5p.PropGCID:
 
 def _new_group(f: h5py.File, links: int) -> h5py.Group:
     """An anonymous group with header room for ``links`` links; name it with
-    :func:`_link_once_written`."""
+    :class:`PendingLinks`."""
     return h5py.Group(h5py.h5g.create(f.id, None, gcpl=_group_properties(links)))
 
 
-def _link_once_written(parent: h5py.Group, name: str, obj: h5py.HLObject) -> None:
-    """Give an anonymous object its name once it is on disk: HDF5 writes metadata in an order
-    of its own, and a parent's link that landed before the object's header would leave a link
-    to nothing, which HDF5 can neither read nor delete. Killed in between, a writer leaves an
-    object nothing points to."""
-    obj.file.flush()
-    parent[name] = obj
+class PendingLinks:
+    """Names for the objects one object-creating epoch made, given all at once after one flush.
+
+    HDF5 writes metadata in an order of its own, and a parent's link that landed before the
+    object's header would leave a link to nothing, which HDF5 can neither read nor delete. So
+    objects are created anonymous, flushed, and only then linked; killed in between, a writer
+    leaves objects nothing points to, which recovery ignores. One flush serves every object of
+    the epoch (a batch that creates eight classes pays one, not sixteen).
+    """
+
+    def __init__(self) -> None:
+        self._links: list[tuple[h5py.Group, str, h5py.HLObject, bool]] = []
+
+    def add(self, parent: h5py.Group, name: str, obj: h5py.HLObject, *,
+            replace: bool = False) -> None:
+        self._links.append((parent, name, obj, replace))
+
+    def link_all(self, f: h5py.File) -> None:
+        if not self._links:
+            return
+        f.flush()
+        # Children first: an object is linked into a parent that is still unreachable before
+        # that parent is linked into the file.
+        for parent, name, obj, replace in reversed(self._links):
+            if replace and name in parent:
+                del parent[name]
+            parent[name] = obj
+        self._links.clear()
 
 
-def create_class(f: h5py.File, class_id: int, label: str, codec: Codec) -> h5py.Group:
+def create_class(f: h5py.File, class_id: int, label: str, codec: Codec,
+                 links: PendingLinks) -> h5py.Group:
     group = _new_group(f, STACK_LINKS_RESERVED)
     group.attrs["label"] = label
     group.attrs["class_id"] = np.uint32(class_id)
@@ -290,7 +312,7 @@ def create_class(f: h5py.File, class_id: int, label: str, codec: Codec) -> h5py.
     # Previews live outside the class groups, so rewriting one never touches a group that
     # holds images; the link dangles until the writer first closes.
     group["preview"] = h5py.SoftLink(preview_path(label))
-    _link_once_written(f[CLASSES], safe_name(label), group)
+    links.add(f[CLASSES], safe_name(label), group)
     return group
 
 
@@ -298,12 +320,18 @@ def preview_path(label: str) -> str:
     return f"/{PREVIEWS}/{safe_name(label)}/data"
 
 
-def write_preview(f: h5py.File, label: str, sheet: np.ndarray, ids: np.ndarray) -> None:
+def write_preview(f: h5py.File, label: str, sheet: np.ndarray, ids: np.ndarray,
+                  links: PendingLinks, previews_root: list[h5py.Group]) -> None:
     """(Re)write the contact sheet of ``label``: an HDF5 Image (HDFView, h5web) inside a NeXus
     NXdata group whose signal is an RGB image (silx)."""
-    if PREVIEWS not in f:
-        _link_once_written(f, PREVIEWS, _new_group(f, CLASS_LINKS_RESERVED))
-    root = f[PREVIEWS]
+    # ``previews_root`` carries /previews between the calls of one epoch, new or not.
+    if not previews_root:
+        if PREVIEWS in f:
+            previews_root.append(f[PREVIEWS])
+        else:
+            previews_root.append(_new_group(f, CLASS_LINKS_RESERVED))
+            links.add(f, PREVIEWS, previews_root[0])
+    root = previews_root[0]
     name = safe_name(label)
     group = _new_group(f, 2)
     group.attrs["NX_class"] = _fixed_ascii("NXdata")
@@ -319,9 +347,7 @@ def write_preview(f: h5py.File, label: str, sheet: np.ndarray, ids: np.ndarray) 
     ds.attrs["INTERLACE_MODE"] = _fixed_ascii("INTERLACE_PIXEL")
     ds.attrs["interpretation"] = _fixed_ascii("rgba-image")
     ds.attrs["ids"] = np.asarray(ids, dtype="<i8")
-    if name in root:
-        del root[name]
-    _link_once_written(root, name, group)
+    links.add(root, name, group, replace=True)
 
 
 def preview_ids(f: h5py.File, label: str) -> np.ndarray | None:
@@ -352,6 +378,7 @@ def create_stack(
     channels: int,
     dtype: str,
     codec: Codec,
+    links: PendingLinks,
 ) -> h5py.Dataset:
     """An empty stack for images of one shape: (0, H, W[, C]), one image per chunk, with the
     codec's HDF5 filter declared and the HDF5 Image-spec attributes set."""
@@ -378,11 +405,11 @@ def create_stack(
         stack.attrs["INTERLACE_MODE"] = _fixed_ascii("INTERLACE_PIXEL")
     _codec_attrs(stack, codec)
     stack.attrs["filter_registered"] = np.uint8(bool(hdf5_filter and hdf5_filter.registered))
-    _link_once_written(group, name, stack)
+    links.add(group, name, stack)
     return stack
 
 
-def ensure_scores(f: h5py.File, rows: int, k: int) -> h5py.Dataset:
+def ensure_scores(f: h5py.File, rows: int, k: int, links: PendingLinks) -> h5py.Dataset:
     if SCORES in f:
         ds = f[SCORES]
         if ds.shape[1] != k:
@@ -400,11 +427,11 @@ def ensure_scores(f: h5py.File, rows: int, k: int) -> h5py.Dataset:
         fillvalue=np.nan,
         track_times=False,
     )
-    _link_once_written(f, SCORES, ds)
+    links.add(f, SCORES, ds)
     return ds
 
 
-def ensure_sources(f: h5py.File, rows: int) -> h5py.Dataset:
+def ensure_sources(f: h5py.File, rows: int, links: PendingLinks) -> h5py.Dataset:
     if SOURCES in f:
         return f[SOURCES]
     ds = f.create_dataset(
@@ -415,7 +442,7 @@ def ensure_sources(f: h5py.File, rows: int) -> h5py.Dataset:
         dtype=h5py.string_dtype("utf-8"),
         track_times=False,
     )
-    _link_once_written(f, SOURCES, ds)
+    links.add(f, SOURCES, ds)
     return ds
 
 

@@ -135,7 +135,7 @@ class ImageStore:
             self._writer_file = writer_file
             self._load(writer_file.f)
             self._writer = StoreWriter(writer_file, self._catalog, self._index, self._mapped,
-                                       self._default_codec, self.get_batch)
+                                       self._default_codec, self._decode_ids)
         except BaseException:
             writer_file.close()
             self._release()
@@ -465,6 +465,10 @@ class ImageStore:
 
     def _decode(self, row: int) -> np.ndarray:
         return self._decoders[self._index.stacks[row]](self._payload(row))
+
+    def _decode_ids(self, ids: np.ndarray) -> list[np.ndarray]:
+        # A few images (previews): threads would cost more than they save.
+        return [self._decode(row) for row in self._index.rows_of(ids).tolist()]
 
     def __getitem__(self, image_id: int) -> np.ndarray:
         """The decoded image with this id."""
