@@ -222,6 +222,8 @@ def _copy(source: ImageStore, tmp: str, plan: dict[str, tuple[Codec, Codec]], ba
                 members = list(range(run_start, k))
                 rows = live[members]
                 used = max(int(rows["label"].max()), int(rows["true_label"].max()))
+                if kinds[run_start - start] == "vector":  # vectors need all of their labels
+                    used = max(used, vectors.shape[1] - 1)
                 missing = [name for name in labels[: used + 1] if name not in out.labels]
                 if missing:
                     out.add_labels(missing)
