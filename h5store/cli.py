@@ -92,7 +92,8 @@ def cmd_demo(args: argparse.Namespace) -> int:
         f"h5store demo: {stats['images']} crops ({args.size}x{args.size} px) of the "
         f"{sample.source} in {len(stats['images_per_label'])} predicted classes "
         f"(sample made in {t_sample:.1f} s)",
-        f"  stored in   {args.out} with {args.codec} q{args.quality} in {t_write:.2f} s "
+        f"  stored in   {args.out} with "
+        f"{describe_codec(h5store.get_codec(args.codec, quality=args.quality))} in {t_write:.2f} s "
         f"({stats['images'] / t_write:.0f} images/s)",
         f"  classes     {per_label}",
         f"  size        {_human(stats['file_bytes'])} on disk for {_human(stats['payload_bytes'])} "
