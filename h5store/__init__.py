@@ -39,6 +39,7 @@ from .errors import (
 )
 from .format import FORMAT_VERSION
 from .repack import GenerationLossWarning, RepackReport, repack
+from .report import report
 from .store import ImageStore, Record, VerifyReport, open
 
 try:
@@ -79,5 +80,6 @@ __all__ = [
     "open",
     "register_codec",
     "repack",
+    "report",
     "set_threads",
 ]
