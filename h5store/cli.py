@@ -325,7 +325,7 @@ def _safe_url(url: str) -> str:
         import sqlalchemy
 
         return sqlalchemy.engine.make_url(url).render_as_string(hide_password=True)
-    except Exception:  # noqa: BLE001 - any unparsable URL: to_sql reports it
+    except Exception:  # any unparsable URL: to_sql reports it
         return url
 
 

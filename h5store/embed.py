@@ -55,10 +55,11 @@ def exif_bytes(metadata: Mapping[str, Any]) -> bytes:
     exif = Image.Exif()
     exif[_TAG_IMAGE_DESCRIPTION] = describe(metadata)
     exif[_TAG_SOFTWARE] = "h5store"
-    exif.get_ifd(_TAG_EXIF_IFD)[_TAG_USER_COMMENT] = (
-        _USER_COMMENT_ASCII + metadata_json(metadata).encode("ascii"))
+    exif.get_ifd(_TAG_EXIF_IFD)[_TAG_USER_COMMENT] = _USER_COMMENT_ASCII + metadata_json(
+        metadata
+    ).encode("ascii")
     data = exif.tobytes()
-    return data[len(_EXIF_PREFIX):] if data.startswith(_EXIF_PREFIX) else data
+    return data[len(_EXIF_PREFIX) :] if data.startswith(_EXIF_PREFIX) else data
 
 
 def embed(codec_id: str, data: bytes, metadata: Mapping[str, Any]) -> bytes:
@@ -73,6 +74,7 @@ def embed(codec_id: str, data: bytes, metadata: Mapping[str, Any]) -> bytes:
 
 
 # ---------------------------------------------------------------------------------------- JPEG
+
 
 def embed_jpeg(data: bytes, metadata: Mapping[str, Any]) -> bytes:
     """An APP1 EXIF segment after SOI (after the JFIF APP0 segment when there is one, which
@@ -90,6 +92,7 @@ def embed_jpeg(data: bytes, metadata: Mapping[str, Any]) -> bytes:
 
 
 # ----------------------------------------------------------------------------------------- PNG
+
 
 def _png_chunk(kind: bytes, body: bytes) -> bytes:
     return struct.pack(">I", len(body)) + kind + body + struct.pack(">I", zlib.crc32(kind + body))
@@ -110,13 +113,15 @@ def embed_png(data: bytes, metadata: Mapping[str, Any]) -> bytes:
         length, kind = struct.unpack(">I4s", data[at : at + 8])
         if kind == b"IDAT":
             chunks = _itxt(PNG_DESCRIPTION_KEY, describe(metadata)) + _itxt(
-                PNG_JSON_KEY, metadata_json(metadata))
+                PNG_JSON_KEY, metadata_json(metadata)
+            )
             return data[:at] + chunks + data[at:]
         at += 12 + length
     raise CodecError("PNG stream has no IDAT chunk")
 
 
 # ---------------------------------------------------------------------------------------- WebP
+
 
 def _riff_chunk(kind: bytes, body: bytes) -> bytes:
     return kind + struct.pack("<I", len(body)) + body + (b"\x00" if len(body) % 2 else b"")
@@ -158,8 +163,11 @@ def embed_webp(data: bytes, metadata: Mapping[str, Any]) -> bytes:
     elif chunks:
         width, height, alpha = _webp_canvas(*chunks[0])
         flags = 0x08 | (0x10 if alpha else 0)
-        header = bytes([flags, 0, 0, 0]) + (width - 1).to_bytes(3, "little") + (
-            height - 1).to_bytes(3, "little")
+        header = (
+            bytes([flags, 0, 0, 0])
+            + (width - 1).to_bytes(3, "little")
+            + (height - 1).to_bytes(3, "little")
+        )
         chunks = [(b"VP8X", header), chunks[0], exif] + chunks[1:]
     else:
         raise CodecError("WebP stream has no image chunk")
@@ -169,6 +177,7 @@ def embed_webp(data: bytes, metadata: Mapping[str, Any]) -> bytes:
 
 # -------------------------------------------------------------------------------- taking it out
 
+
 def strip(codec_id: str, data: bytes) -> bytes:
     """``data`` without what :func:`embed` put in (the stored stream again, for streams h5store
     exported). Streams without h5store's metadata come back unchanged."""
@@ -177,7 +186,7 @@ def strip(codec_id: str, data: bytes) -> bytes:
         if data[2:4] == b"\xff\xe0":
             at = 4 + struct.unpack(">H", data[4:6])[0]
         if data[at : at + 2] == b"\xff\xe1" and data[at + 4 : at + 10] == _EXIF_PREFIX:
-            return data[:at] + data[at + 2 + struct.unpack(">H", data[at + 2 : at + 4])[0]:]
+            return data[:at] + data[at + 2 + struct.unpack(">H", data[at + 2 : at + 4])[0] :]
     elif codec_id == "png" and data[:8] == b"\x89PNG\r\n\x1a\n":
         out, at = [data[:8]], 8
         ours = {PNG_DESCRIPTION_KEY.encode("latin-1"), PNG_JSON_KEY.encode("latin-1")}

@@ -232,7 +232,8 @@ def import_folder(store: ImageStore, root: str | os.PathLike, *, batch_size: int
     index = read_index(root)
     items = _items_from_index(root, index) if index else _items_from_tree(root)
     if not items:
-        raise InvalidInputError(f"{root} has no class folders with images (expected root/<class>/<image>)")
+        raise InvalidInputError(
+            f"{root} has no class folders with images (expected root/<class>/<image>)")
     if index:
         _declare_vector_labels(store, index, items)
     _refuse_duplicates(store, root, items, allow_duplicates)

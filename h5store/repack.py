@@ -58,21 +58,29 @@ class RepackReport:
         for label, (a, b) in self.classes.items():
             if a != b:
                 conversions.setdefault((a, b), []).append(label)
-        changed = [f"{a} -> {b} ("
-                   + (", ".join(labels) if len(labels) <= 3 else f"{len(labels)} classes") + ")"
-                   for (a, b), labels in conversions.items()]
-        return (f"{self.src} -> {self.dst}: {self.images} images ({self.copied} copied as "
-                f"stored, {self.reencoded} re-encoded, {self.dropped_deleted} deleted dropped); "
-                f"{self.src_bytes:,} -> {self.dst_bytes:,} bytes "
-                f"(x{self.dst_bytes / max(self.src_bytes, 1):.3f})"
-                + ("" if not changed else "; " + "; ".join(changed)))
+        changed = [
+            f"{a} -> {b} ("
+            + (", ".join(labels) if len(labels) <= 3 else f"{len(labels)} classes")
+            + ")"
+            for (a, b), labels in conversions.items()
+        ]
+        return (
+            f"{self.src} -> {self.dst}: {self.images} images ({self.copied} copied as "
+            f"stored, {self.reencoded} re-encoded, {self.dropped_deleted} deleted dropped); "
+            f"{self.src_bytes:,} -> {self.dst_bytes:,} bytes "
+            f"(x{self.dst_bytes / max(self.src_bytes, 1):.3f})"
+            + ("" if not changed else "; " + "; ".join(changed))
+        )
 
 
 def describe_codec(codec: Codec) -> str:
     """``jpeg quality=90``: the quality, and the settings that differ from the defaults."""
     defaults = get_codec(codec.codec_id).get_config()
-    shown = [f"{k}={v}" for k, v in codec.get_config().items()
-             if k != "id" and (k == "quality" or defaults.get(k) != v)]
+    shown = [
+        f"{k}={v}"
+        for k, v in codec.get_config().items()
+        if k != "id" and (k == "quality" or defaults.get(k) != v)
+    ]
     return " ".join([codec.codec_id, *shown])
 
 
@@ -84,12 +92,17 @@ def _as_codec(spec: Any, what: str) -> Codec:
     if isinstance(spec, tuple) and len(spec) == 2 and isinstance(spec[0], str):
         return get_codec(spec[0], quality=spec[1])
     raise InvalidInputError(
-        f"{what} must be a codec name, a Codec or (name, quality), got {spec!r}")
+        f"{what} must be a codec name, a Codec or (name, quality), got {spec!r}"
+    )
 
 
-def plan_codecs(store: ImageStore, codec: str | Codec | None, quality: int | None,
-                classes: Mapping[str, ClassSpec] | None,
-                codec_options: dict[str, Any]) -> dict[str, tuple[Codec, Codec]]:
+def plan_codecs(
+    store: ImageStore,
+    codec: str | Codec | None,
+    quality: int | None,
+    classes: Mapping[str, ClassSpec] | None,
+    codec_options: dict[str, Any],
+) -> dict[str, tuple[Codec, Codec]]:
     """(current codec, target codec) of every class holding live images."""
     labels = store.labels
     classes = dict(classes or {})
@@ -98,7 +111,8 @@ def plan_codecs(store: ImageStore, codec: str | Codec | None, quality: int | Non
             near = difflib.get_close_matches(str(label), labels, n=1)
             raise InvalidInputError(
                 f"classes names {label!r}, which is not a class of {store.path}"
-                + (f" (did you mean {near[0]!r}?)" if near else ""))
+                + (f" (did you mean {near[0]!r}?)" if near else "")
+            )
     if codec is not None:
         default = get_codec(codec, quality=quality, **codec_options)
     elif codec_options:
@@ -132,8 +146,10 @@ def _check_conversions(store: ImageStore, plan: dict[str, tuple[Codec, Codec]]) 
         if current == target:
             continue
         rows = live[live["label"] == label_ids[label]]
-        kinds = {(int(r["height"]), int(r["width"]), int(r["channels"]), r["dtype"].decode())
-                 for r in rows}
+        kinds = {
+            (int(r["height"]), int(r["width"]), int(r["channels"]), r["dtype"].decode())
+            for r in rows
+        }
         for height, width, channels, dtype in sorted(kinds):
             try:
                 target.check_image(height, width, channels, np.dtype(dtype))
@@ -141,13 +157,22 @@ def _check_conversions(store: ImageStore, plan: dict[str, tuple[Codec, Codec]]) 
                 raise CodecError(
                     f"class {label!r} cannot be converted to {describe_codec(target)}: its "
                     f"{height}x{width}x{channels} {dtype} images do not fit ({exc}); nothing "
-                    "was written") from None
+                    "was written"
+                ) from None
 
 
-def repack(src: str | os.PathLike, dst: str | os.PathLike, *, codec: str | Codec | None = None,
-           quality: int | None = None, classes: Mapping[str, ClassSpec] | None = None,
-           overwrite: bool = False, batch_size: int = 512, progress: bool = True,
-           **codec_options: Any) -> RepackReport:
+def repack(
+    src: str | os.PathLike,
+    dst: str | os.PathLike,
+    *,
+    codec: str | Codec | None = None,
+    quality: int | None = None,
+    classes: Mapping[str, ClassSpec] | None = None,
+    overwrite: bool = False,
+    batch_size: int = 512,
+    progress: bool = True,
+    **codec_options: Any,
+) -> RepackReport:
     """Write ``src``'s live images into a new store ``dst``, dropping deleted ones.
 
     Without ``codec``, ``quality`` or ``classes`` every payload is copied as stored. ``codec``
@@ -163,20 +188,24 @@ def repack(src: str | os.PathLike, dst: str | os.PathLike, *, codec: str | Codec
     if os.path.exists(dst_path) and os.path.samefile(src_path, dst_path):
         raise InvalidInputError(f"repack writes a new file: {dst_path} is {src_path} itself")
     if os.path.lexists(dst_path) and not overwrite:
-        raise TargetExistsError(f"{dst_path} exists; pass overwrite=True (--overwrite) to "
-                                "replace it")
+        raise TargetExistsError(
+            f"{dst_path} exists; pass overwrite=True (--overwrite) to replace it"
+        )
     if isinstance(batch_size, bool) or not isinstance(batch_size, int) or batch_size < 1:
         raise InvalidInputError(f"batch_size must be a positive integer, got {batch_size!r}")
     with open_store(src_path) as source:
         plan = plan_codecs(source, codec, quality, classes, codec_options)
         _check_conversions(source, plan)
-        lossy_again = sorted(label for label, (a, b) in plan.items()
-                             if a != b and not a.lossless and not b.lossless)
+        lossy_again = sorted(
+            label for label, (a, b) in plan.items() if a != b and not a.lossless and not b.lossless
+        )
         if lossy_again:
             warnings.warn(
                 f"re-encoding lossy classes with another lossy codec ({', '.join(lossy_again)}):"
                 " generation loss, the new images carry both codecs' errors",
-                GenerationLossWarning, stacklevel=2)
+                GenerationLossWarning,
+                stacklevel=2,
+            )
         folder = os.path.dirname(os.path.abspath(dst_path))
         tmp = os.path.join(folder, f".{os.path.basename(dst_path)}.repack-{os.getpid()}.tmp")
         try:
@@ -188,15 +217,25 @@ def repack(src: str | os.PathLike, dst: str | os.PathLike, *, codec: str | Codec
         dropped = int((source.index["deleted"] != 0).sum())
     os.replace(tmp, dst_path)
     return RepackReport(
-        src=src_path, dst=dst_path, images=counts[0] + counts[1], dropped_deleted=dropped,
-        copied=counts[0], reencoded=counts[1], src_bytes=os.path.getsize(src_path),
+        src=src_path,
+        dst=dst_path,
+        images=counts[0] + counts[1],
+        dropped_deleted=dropped,
+        copied=counts[0],
+        reencoded=counts[1],
+        src_bytes=os.path.getsize(src_path),
         dst_bytes=os.path.getsize(dst_path),
         classes={label: (describe_codec(a), describe_codec(b)) for label, (a, b) in plan.items()},
     )
 
 
-def _copy(source: ImageStore, tmp: str, plan: dict[str, tuple[Codec, Codec]], batch_size: int,
-          progress: bool) -> tuple[int, int]:
+def _copy(
+    source: ImageStore,
+    tmp: str,
+    plan: dict[str, tuple[Codec, Codec]],
+    batch_size: int,
+    progress: bool,
+) -> tuple[int, int]:
     labels = list(source.labels)
     index = source.index
     live = index[index["deleted"] == 0]
@@ -209,9 +248,14 @@ def _copy(source: ImageStore, tmp: str, plan: dict[str, tuple[Codec, Codec]], ba
         bar = tqdm(total=len(live), desc="repack", unit="img", disable=not progress)
         for start in range(0, len(live), batch_size):
             stop = min(start + batch_size, len(live))
-            kinds = ["vector" if vectors is not None and not np.isnan(vectors[k]).all()
-                     else "none" if np.isnan(live["score"][k]) else "top1"
-                     for k in range(start, stop)]
+            kinds = [
+                "vector"
+                if vectors is not None and not np.isnan(vectors[k]).all()
+                else "none"
+                if np.isnan(live["score"][k])
+                else "top1"
+                for k in range(start, stop)
+            ]
             # Runs of one kind of score, in order (a batch has one kind). Labels are declared
             # in the source's order just before a run needs them, so every label keeps its id
             # and score vectors meet the labels they were written over.
@@ -231,8 +275,17 @@ def _copy(source: ImageStore, tmp: str, plan: dict[str, tuple[Codec, Codec]], ba
                     if name not in created:
                         out.create_class(name, plan[name][1])
                         created.add(name)
-                c, r = _commit(source, writer, live, members, labels, plan, vectors, sources,
-                               kinds[run_start - start])
+                c, r = _commit(
+                    source,
+                    writer,
+                    live,
+                    members,
+                    labels,
+                    plan,
+                    vectors,
+                    sources,
+                    kinds[run_start - start],
+                )
                 copied, reencoded = copied + c, reencoded + r
                 run_start = k
             bar.update(stop - start)
@@ -261,15 +314,25 @@ def _commit(source, writer, live, members, labels, plan, vectors, sources, kind)
         for k, payload in zip(again, encoded):
             payloads[k], crcs[k] = payload, crc32(payload)
     truth = rows["true_label"].astype(np.int64)
-    scores = (vectors[members] if kind == "vector"
-              else rows["score"].astype(np.float32) if kind == "top1" else None)
+    scores = (
+        vectors[members]
+        if kind == "vector"
+        else rows["score"].astype(np.float32)
+        if kind == "top1"
+        else None
+    )
     writer.add_stored(
         payloads,
-        [Geometry(int(r["height"]), int(r["width"]), int(r["channels"]), r["dtype"].decode())
-         for r in rows],
-        codecs, crcs=crcs, labels=names,
+        [
+            Geometry(int(r["height"]), int(r["width"]), int(r["channels"]), r["dtype"].decode())
+            for r in rows
+        ],
+        codecs,
+        crcs=crcs,
+        labels=names,
         true_labels=[labels[t] if t >= 0 else None for t in truth.tolist()],
-        scores=scores, ids=ids,
+        scores=scores,
+        ids=ids,
         sources=None if not any(sources[k] for k in members) else [sources[k] for k in members],
     )
     return len(members) - len(again), len(again)

@@ -33,7 +33,8 @@ def _engine(url_or_engine: Any):
         url_or_engine = f"sqlite:///{os.fspath(url_or_engine)}"
     if not isinstance(url_or_engine, (str, sa.engine.URL)):
         raise InvalidInputError(
-            f"expected a SQLAlchemy URL or Engine, got {type(url_or_engine).__name__}")
+            f"expected a SQLAlchemy URL or Engine, got {type(url_or_engine).__name__}"
+        )
     try:
         engine = sa.create_engine(url_or_engine)
     except (sa.exc.ArgumentError, sa.exc.NoSuchModuleError, ValueError) as exc:
@@ -42,8 +43,10 @@ def _engine(url_or_engine: Any):
             "sqlite:///index.db or postgresql+psycopg://user@host/db"
         ) from None
     except ImportError as exc:
-        raise InvalidInputError(f"{url_or_engine!r} needs the database driver {exc.name!r}: "
-                                "install it (h5store[sql] has psycopg for PostgreSQL)") from None
+        raise InvalidInputError(
+            f"{url_or_engine!r} needs the database driver {exc.name!r}: "
+            "install it (h5store[sql] has psycopg for PostgreSQL)"
+        ) from None
     return engine, True
 
 
@@ -58,7 +61,8 @@ def _tables(metadata, table: str, with_scores: bool):
     import sqlalchemy as sa
 
     images = sa.Table(
-        table, metadata,
+        table,
+        metadata,
         sa.Column("store", sa.String(1024), primary_key=True),
         sa.Column("id", sa.BigInteger, primary_key=True, autoincrement=False),
         sa.Column("label", sa.Text, nullable=False, index=True),
@@ -80,7 +84,8 @@ def _tables(metadata, table: str, with_scores: bool):
     scores = None
     if with_scores:
         scores = sa.Table(
-            f"{table}_scores", metadata,
+            f"{table}_scores",
+            metadata,
             sa.Column("store", sa.String(1024), primary_key=True),
             sa.Column("id", sa.BigInteger, primary_key=True, autoincrement=False),
             sa.Column("label", sa.Text, primary_key=True),
@@ -89,32 +94,50 @@ def _tables(metadata, table: str, with_scores: bool):
     return images, scores
 
 
-def _rows(store: ImageStore, files: Mapping[int, str] | None, name: str,
-          keep: np.ndarray) -> list[dict]:
+def _rows(
+    store: ImageStore, files: Mapping[int, str] | None, name: str, keep: np.ndarray
+) -> list[dict]:
     frame = store.to_pandas()[keep]
     index = store.index
     positions = index["position"][index["deleted"] == 0][keep]  # the frame's rows, in order
     rows = []
     for r, position in zip(frame.itertuples(index=False), positions.tolist()):
         true = r.true_label if isinstance(r.true_label, str) else None
-        rows.append({
-            "store": name, "id": int(r.id), "label": r.label, "true_label": true,
-            "score": None if np.isnan(r.score) else float(r.score),
-            "correct": None if true is None else r.label == true,
-            "height": int(r.height), "width": int(r.width), "channels": int(r.channels),
-            "dtype": r.dtype, "codec": r.codec, "bytes": int(r.nbytes), "crc32": int(r.crc32),
-            "hdf5_path": stack_path(r.label, int(r.height), int(r.width), int(r.channels),
-                                    r.dtype),
-            "position": int(position),
-            "source": r.source if isinstance(r.source, str) else None,
-            "file": None if files is None else files.get(int(r.id)),
-        })
+        rows.append(
+            {
+                "store": name,
+                "id": int(r.id),
+                "label": r.label,
+                "true_label": true,
+                "score": None if np.isnan(r.score) else float(r.score),
+                "correct": None if true is None else r.label == true,
+                "height": int(r.height),
+                "width": int(r.width),
+                "channels": int(r.channels),
+                "dtype": r.dtype,
+                "codec": r.codec,
+                "bytes": int(r.nbytes),
+                "crc32": int(r.crc32),
+                "hdf5_path": stack_path(
+                    r.label, int(r.height), int(r.width), int(r.channels), r.dtype
+                ),
+                "position": int(position),
+                "source": r.source if isinstance(r.source, str) else None,
+                "file": None if files is None else files.get(int(r.id)),
+            }
+        )
     return rows
 
 
-def to_sql(store: ImageStore, url_or_engine: Any, *, table: str = "images",
-           if_exists: str = "fail", files: Mapping[int, str] | None = None,
-           ids: Iterable[int] | None = None) -> int:
+def to_sql(
+    store: ImageStore,
+    url_or_engine: Any,
+    *,
+    table: str = "images",
+    if_exists: str = "fail",
+    files: Mapping[int, str] | None = None,
+    ids: Iterable[int] | None = None,
+) -> int:
     """Write the store's index to a database; returns the number of image rows written.
 
     See :meth:`h5store.ImageStore.to_sql`."""
@@ -138,12 +161,16 @@ def to_sql(store: ImageStore, url_or_engine: Any, *, table: str = "images",
             _begin_for_real(conn)
             metadata = sa.MetaData()
             images, scores = _tables(metadata, table, vectors is not None)
-            present = [t.name for t in (images, scores)
-                       if t is not None and sa.inspect(conn).has_table(t.name)]
+            present = [
+                t.name
+                for t in (images, scores)
+                if t is not None and sa.inspect(conn).has_table(t.name)
+            ]
             if present and if_exists == "fail":
                 raise TargetExistsError(
                     f"table {present[0]!r} exists in {engine.url.render_as_string()}; pass "
-                    "if_exists='replace' (--if-exists replace) or 'append'")
+                    "if_exists='replace' (--if-exists replace) or 'append'"
+                )
             if if_exists == "replace":
                 for t in (scores, images):
                     if t is not None:
@@ -153,18 +180,23 @@ def to_sql(store: ImageStore, url_or_engine: Any, *, table: str = "images",
                 conn.execute(images.insert(), rows[start : start + _ROWS_PER_INSERT])
             if scores is not None:
                 labels = store.labels[: vectors.shape[1]]
-                long = [{"store": name, "id": row["id"], "label": labels[k], "score": float(v)}
-                        for row, vector in zip(rows, vectors.tolist())
-                        for k, v in enumerate(vector) if v == v]  # NaN: no vector stored
+                long = [
+                    {"store": name, "id": row["id"], "label": labels[k], "score": float(v)}
+                    for row, vector in zip(rows, vectors.tolist())
+                    for k, v in enumerate(vector)
+                    if v == v
+                ]  # NaN: no vector stored
                 for start in range(0, len(long), _ROWS_PER_INSERT):
                     conn.execute(scores.insert(), long[start : start + _ROWS_PER_INSERT])
     except sa.exc.OperationalError as exc:
-        raise DatabaseError(f"cannot write to {engine.url.render_as_string()}: "
-                            f"{str(exc.orig).strip() or exc}") from None
+        raise DatabaseError(
+            f"cannot write to {engine.url.render_as_string()}: {str(exc.orig).strip() or exc}"
+        ) from None
     except sa.exc.IntegrityError as exc:
         raise DatabaseError(
             f"{engine.url.render_as_string()} refused the rows (nothing was written): "
-            f"{str(exc.orig).strip().splitlines()[0]}") from None
+            f"{str(exc.orig).strip().splitlines()[0]}"
+        ) from None
     except sa.exc.SQLAlchemyError as exc:
         raise DatabaseError(f"{engine.url.render_as_string()}: {exc}") from None
     finally:

@@ -17,8 +17,13 @@ import h5store
 
 
 def cli(*args, check=True, cwd=None):
-    result = subprocess.run([sys.executable, "-m", "h5store.cli", *args], capture_output=True,
-                            text=True, timeout=600, cwd=cwd)
+    result = subprocess.run(
+        [sys.executable, "-m", "h5store.cli", *args],
+        capture_output=True,
+        text=True,
+        timeout=600,
+        cwd=cwd,
+    )
     if check:
         assert result.returncode == 0, result.stderr
     return result
@@ -36,16 +41,31 @@ def test_query_prints_the_apis_answer_as_text_json_and_csv(demo):
         expected = store.query(min_score=0.9, correct=False).tolist()
         cats = store.query(label=["cat", "coffee"], true_label="cat").tolist()
         records = {i: store.record(i) for i in expected}
-    data = json.loads(cli("query", str(demo), "--min-score", "0.9", "--correct", "no",
-                          "--json").stdout)
+    data = json.loads(
+        cli("query", str(demo), "--min-score", "0.9", "--correct", "no", "--json").stdout
+    )
     assert data["matched"] == len(expected) and [r["id"] for r in data["images"]] == expected
     for r in data["images"]:
         rec = records[r["id"]]
         assert (r["label"], r["true_label"], r["correct"]) == (rec.label, rec.true_label, False)
         assert r["score"] == pytest.approx(rec.score, abs=1e-6) and r["score"] >= 0.9
-    rows = list(csv.DictReader(io.StringIO(cli("query", str(demo), "--label", "cat", "--label",
-                                               "coffee", "--true-label", "cat",
-                                               "--csv").stdout)))
+    rows = list(
+        csv.DictReader(
+            io.StringIO(
+                cli(
+                    "query",
+                    str(demo),
+                    "--label",
+                    "cat",
+                    "--label",
+                    "coffee",
+                    "--true-label",
+                    "cat",
+                    "--csv",
+                ).stdout
+            )
+        )
+    )
     assert [int(r["id"]) for r in rows] == cats
     text = cli("query", str(demo), "--min-score", "0.9", "--correct", "no", "--limit", "2").stdout
     assert text.startswith(f"{len(expected)} images match; the first 2:")
@@ -89,13 +109,25 @@ def test_info_is_a_table_per_class_and_json_keeps_the_machine_form(demo):
 
 def test_export_into_an_existing_folder_is_a_clear_error_and_overwrite_works(demo, tmp_path):
     out = tmp_path / "out"
-    first = json.loads(cli("export", str(demo), str(out), "--label", "cat", "--quiet",
-                           "--json").stdout)
+    first = json.loads(
+        cli("export", str(demo), str(out), "--label", "cat", "--quiet", "--json").stdout
+    )
     again = cli("export", str(demo), str(out), "--label", "cat", "--quiet", check=False)
     assert again.returncode == 2 and "Traceback" not in again.stderr
     assert "exist already" in again.stderr and "--overwrite" in again.stderr
-    redo = json.loads(cli("export", str(demo), str(out), "--label", "cat", "--quiet",
-                          "--overwrite", "--embed-metadata", "--json").stdout)
+    redo = json.loads(
+        cli(
+            "export",
+            str(demo),
+            str(out),
+            "--label",
+            "cat",
+            "--quiet",
+            "--overwrite",
+            "--embed-metadata",
+            "--json",
+        ).stdout
+    )
     assert redo["written"] == first["written"] > 0
     assert os.path.exists(out / "h5store-index.json")
 
@@ -121,8 +153,14 @@ def test_import_help_says_what_happens_to_jpeg_files_and_it_is_true(tmp_path):
     jpeg = imagecodecs.jpeg8_encode(images[0], level=90)
     (tmp_path / "tree" / "cat" / "a.jpg").write_bytes(jpeg)
     for codec in ("jpeg", "webp"):
-        cli("import", str(tmp_path / "tree"), str(tmp_path / f"{codec}.h5"), "--codec", codec,
-            "--quiet")
+        cli(
+            "import",
+            str(tmp_path / "tree"),
+            str(tmp_path / f"{codec}.h5"),
+            "--codec",
+            codec,
+            "--quiet",
+        )
         with h5store.open(tmp_path / f"{codec}.h5") as store:
             assert store.record(0).codec == codec
             assert (store.get_encoded(0) == jpeg) == (codec == "jpeg")
@@ -156,8 +194,9 @@ def test_declared_labels_are_a_closed_set(tmp_path):
     with h5store.open(tmp_path / "open.h5", "w") as store:  # nothing declared: classes appear
         store.add(images[0], label="anything")
         with pytest.raises(h5store.InvalidInputError, match="batch also names labels"):
-            store.add_batch(images[:2], labels=["anything", "new"],
-                            scores=np.array([[1.0], [1.0]], np.float32))
+            store.add_batch(
+                images[:2], labels=["anything", "new"], scores=np.array([[1.0], [1.0]], np.float32)
+            )
 
 
 def test_scores_sources_and_record_printing(tmp_path):

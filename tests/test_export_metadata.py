@@ -29,8 +29,9 @@ def exiftool(path) -> dict:
         if os.environ.get("CI"):
             pytest.fail("exiftool is missing: .ci/run installs libimage-exiftool-perl")
         pytest.skip("exiftool (Debian libimage-exiftool-perl) is not installed")
-    out = subprocess.run(["exiftool", "-j", "-a", "-G1", str(path)], capture_output=True,
-                         text=True, check=True).stdout
+    out = subprocess.run(
+        ["exiftool", "-j", "-a", "-G1", str(path)], capture_output=True, text=True, check=True
+    ).stdout
     return json.loads(out)[0]
 
 
@@ -41,9 +42,14 @@ def make_store(path, codec, n=6, **options):
     predicted = vectors.argmax(axis=1)
     truth = [LABELS[(k + (i % 2)) % 3] for i, k in enumerate(predicted)]
     with h5store.open(path, "w", codec=codec, labels=LABELS, **options) as store:
-        store.add_batch(images[:n], labels=predicted.tolist(), scores=vectors,
-                        true_labels=truth, ids=list(range(100, 100 + n)),
-                        sources=[f"cam/{k}.raw" for k in range(n)])
+        store.add_batch(
+            images[:n],
+            labels=predicted.tolist(),
+            scores=vectors,
+            true_labels=truth,
+            ids=list(range(100, 100 + n)),
+            sources=[f"cam/{k}.raw" for k in range(n)],
+        )
     return path
 
 
@@ -84,9 +90,14 @@ def test_jpeg_export_carries_exif_and_keeps_the_compressed_stream(tmp_path):
             assert np.array_equal(imagecodecs.imread(data), store[image_id])
 
 
-@pytest.mark.parametrize("codec, options, suffix", [("png", {}, ".png"),
-                                                    ("webp", {"quality": 80}, ".webp"),
-                                                    ("webp", {"lossless": True}, ".webp")])
+@pytest.mark.parametrize(
+    "codec, options, suffix",
+    [
+        ("png", {}, ".png"),
+        ("webp", {"quality": 80}, ".webp"),
+        ("webp", {"lossless": True}, ".webp"),
+    ],
+)
 def test_png_and_webp_exports_carry_metadata(tmp_path, codec, options, suffix):
     try:
         src = make_store(tmp_path / "s.h5", codec, **options)
@@ -129,11 +140,14 @@ def _check_png_crcs(data: bytes) -> None:
     assert kinds.index(b"iTXt") < kinds.index(b"IDAT")
 
 
-@settings(max_examples=30, deadline=None,
-          suppress_health_check=[HealthCheck.function_scoped_fixture])
-@given(label=st.text(min_size=1, max_size=40).filter(lambda s: "\x00" not in s),
-       score=st.one_of(st.none(), st.floats(0, 1, width=32)),
-       image_id=st.integers(0, 2**62))
+@settings(
+    max_examples=30, deadline=None, suppress_health_check=[HealthCheck.function_scoped_fixture]
+)
+@given(
+    label=st.text(min_size=1, max_size=40).filter(lambda s: "\x00" not in s),
+    score=st.one_of(st.none(), st.floats(0, 1, width=32)),
+    image_id=st.integers(0, 2**62),
+)
 def test_embedded_metadata_round_trips_for_any_label(label, score, image_id):
     meta = {"id": image_id, "label": label, "true_label": None, "score": score, "store": "x.h5"}
     image = np.full((8, 8, 3), 7, np.uint8)
@@ -166,8 +180,11 @@ def test_export_then_import_loses_nothing(tmp_path, index):
         assert store.labels == tuple(LABELS)
         for i, rec in before.items():
             got = store.record(i)
-            assert (got.label, got.true_label, got.source) == \
-                (rec.label, rec.true_label, rec.source)
+            assert (got.label, got.true_label, got.source) == (
+                rec.label,
+                rec.true_label,
+                rec.source,
+            )
             assert got.score == rec.score and np.array_equal(got.scores, rec.scores)
             assert store.get_encoded(i) == encoded[i]  # the metadata export added is gone again
             assert np.array_equal(store[i], pixels[i])
@@ -186,8 +203,12 @@ def test_round_trip_of_16_bit_png_classes_and_images_without_scores(tmp_path):
     src = tmp_path / "s.h5"
     depth = [np.arange(k, k + 64, dtype=np.uint16).reshape(8, 8) * 900 for k in range(3)]
     with h5store.open(src, "w", codec="png") as store:
-        store.add_batch(depth, labels=["depth", "depth", "far"], ids=[5, 9, 11],
-                        true_labels=[None, "far", "far"])
+        store.add_batch(
+            depth,
+            labels=["depth", "depth", "far"],
+            ids=[5, 9, 11],
+            true_labels=[None, "far", "far"],
+        )
         store.add(np.zeros((4, 4, 3), np.uint8), label="far", score=0.25, id=12)
     with h5store.open(src) as store:
         export_folder(store, tmp_path / "out", index="csv", embed_metadata=True, progress=False)

@@ -21,10 +21,10 @@ def execute(tmp_path, prelude=None):
     nb = nbformat.read(NOTEBOOK, as_version=4)
     if prelude:
         nb.cells.insert(0, nbformat.v4.new_code_cell(prelude))
-    nbclient.NotebookClient(nb, timeout=900, kernel_name="python3",
-                            resources={"metadata": {"path": str(tmp_path)}}).execute()
-    return "".join(o.get("text", "") for c in nb.cells if c.cell_type == "code"
-                   for o in c.outputs)
+    nbclient.NotebookClient(
+        nb, timeout=900, kernel_name="python3", resources={"metadata": {"path": str(tmp_path)}}
+    ).execute()
+    return "".join(o.get("text", "") for c in nb.cells if c.cell_type == "code" for o in c.outputs)
 
 
 def test_the_quickstart_notebook_runs_end_to_end(tmp_path):
@@ -37,7 +37,8 @@ def test_the_quickstart_notebook_runs_end_to_end(tmp_path):
     assert "re-encoded" in printed and (tmp_path / "quickstart-small.h5").exists()
     assert "h5store id " in printed and "'store': 'quickstart-small.h5'" in printed
     assert os.path.getsize(tmp_path / "quickstart-small.h5") < os.path.getsize(
-        tmp_path / "quickstart.h5")
+        tmp_path / "quickstart.h5"
+    )
     assert (tmp_path / "quickstart.db").exists()
     assert (tmp_path / "quickstart-cats" / "h5store-index.json").exists()
 

@@ -28,11 +28,14 @@ def fill(path, n=24, codec="jpeg", delete=(), size=64, batch=8, **options):
     with h5store.open(path, "w", codec=codec, labels=LABELS, **options) as store:
         for start in range(0, n, batch):
             part = slice(start, start + batch)
-            store.add_batch(sample.images[part], labels=vectors[part].argmax(axis=1).tolist(),
-                            scores=vectors[part], true_labels=[LABELS[k % 3] for k in
-                                                               range(start, start + batch)],
-                            ids=list(range(1000 + start, 1000 + start + batch)),
-                            sources=[f"cam/{k}" for k in range(start, start + batch)])
+            store.add_batch(
+                sample.images[part],
+                labels=vectors[part].argmax(axis=1).tolist(),
+                scores=vectors[part],
+                true_labels=[LABELS[k % 3] for k in range(start, start + batch)],
+                ids=list(range(1000 + start, 1000 + start + batch)),
+                sources=[f"cam/{k}" for k in range(start, start + batch)],
+            )
         if delete:
             store.delete(list(delete))
     return path
@@ -40,30 +43,39 @@ def fill(path, n=24, codec="jpeg", delete=(), size=64, batch=8, **options):
 
 def records(path):
     with h5store.open(path) as store:
-        return store.labels, {i: repr(store.record(i)).split(", stack=")[0]
-                              for i in store.ids().tolist()}
+        return store.labels, {
+            i: repr(store.record(i)).split(", stack=")[0] for i in store.ids().tolist()
+        }
 
 
 def test_deleted_images_are_dropped_and_the_size_matches_a_store_of_the_live_ones(tmp_path):
     n, size = 400, 96
-    src = fill(tmp_path / "src.h5", n=n, size=size, batch=50,
-               delete=range(1000, 1000 + n, 2))  # every other image
+    src = fill(
+        tmp_path / "src.h5", n=n, size=size, batch=50, delete=range(1000, 1000 + n, 2)
+    )  # every other image
     with h5store.open(src) as store:
         live = store.ids().tolist()
         payloads = {i: store.get_encoded(i) for i in live}
     report = h5store.repack(src, tmp_path / "dst.h5", progress=False)
-    assert (report.images, report.dropped_deleted, report.copied, report.reencoded) == \
-        (n // 2, n // 2, n // 2, 0)
+    assert (report.images, report.dropped_deleted, report.copied, report.reencoded) == (
+        n // 2,
+        n // 2,
+        n // 2,
+        0,
+    )
     # the reference: a store written with only the live images, their bytes as they were
-    with h5store.open(src) as store, h5store.open(tmp_path / "ref.h5", "w",
-                                                  labels=LABELS) as ref:
+    with h5store.open(src) as store, h5store.open(tmp_path / "ref.h5", "w", labels=LABELS) as ref:
         for start in range(0, len(live), 50):
             part = live[start : start + 50]
             recs = [store.record(i) for i in part]
-            ref.add_encoded_batch([payloads[i] for i in part], labels=[r.label for r in recs],
-                                  scores=np.array([r.scores for r in recs]),
-                                  true_labels=[r.true_label for r in recs], ids=part,
-                                  sources=[r.source for r in recs])
+            ref.add_encoded_batch(
+                [payloads[i] for i in part],
+                labels=[r.label for r in recs],
+                scores=np.array([r.scores for r in recs]),
+                true_labels=[r.true_label for r in recs],
+                ids=part,
+                sources=[r.source for r in recs],
+            )
     with h5store.open(tmp_path / "dst.h5") as out:
         assert out.ids().tolist() == live
         assert all(out.get_encoded(i) == payloads[i] for i in live)  # copied, not re-encoded
@@ -85,8 +97,7 @@ def test_only_converted_classes_are_reencoded_and_everything_else_is_kept(tmp_pa
         warnings.simplefilter("error")  # lossy -> lossless: no generation-loss warning
         report = h5store.repack(src, tmp_path / "dst.h5", classes={"cat": "png"}, progress=False)
     with h5store.open(tmp_path / "dst.h5") as out:
-        assert out.labels == before_labels and np.array_equal(out.scores, vectors,
-                                                              equal_nan=True)
+        assert out.labels == before_labels and np.array_equal(out.scores, vectors, equal_nan=True)
         assert out.codec_of("cat").codec_id == "png" and out.codec_of("dog").codec_id == "jpeg"
         for i in out.ids().tolist():
             rec = out.record(i)
@@ -96,8 +107,9 @@ def test_only_converted_classes_are_reencoded_and_everything_else_is_kept(tmp_pa
                 assert out.get_encoded(i) == encoded[i]
         assert out.verify().ok
     after_labels, after = records(tmp_path / "dst.h5")
-    strip = {i: r.replace("codec='png'", "codec='jpeg'").split(", nbytes=")[0]
-             for i, r in after.items()}
+    strip = {
+        i: r.replace("codec='png'", "codec='jpeg'").split(", nbytes=")[0] for i, r in after.items()
+    }
     assert strip == {i: r.split(", nbytes=")[0] for i, r in before.items()}
     cats = sum(1 for r in before.values() if ", label='cat'" in r)
     assert (report.copied, report.reencoded) == (len(before) - cats, cats)
@@ -125,8 +137,7 @@ def test_a_conversion_the_codec_cannot_hold_is_refused_before_anything_is_writte
     assert not os.path.exists(tmp_path / "out.h5") and os.listdir(tmp_path) == ["depth.h5"]
     assert file_digest(src) == digest
     # only the class that fits is converted
-    report = h5store.repack(src, tmp_path / "out.h5", classes={"rgb": ("jpeg", 95)},
-                            progress=False)
+    report = h5store.repack(src, tmp_path / "out.h5", classes={"rgb": ("jpeg", 95)}, progress=False)
     assert (report.copied, report.reencoded) == (2, 1)
 
 
@@ -162,24 +173,33 @@ def test_a_failure_midway_leaves_no_file_behind(tmp_path, monkeypatch):
     assert sorted(os.listdir(tmp_path)) == ["src.h5"]
 
 
-@settings(max_examples=12, deadline=None,
-          suppress_health_check=[HealthCheck.function_scoped_fixture])
-@given(deleted=st.sets(st.integers(0, 11), max_size=11),
-       codecs=st.lists(st.sampled_from([None, "png", "jpeg", "webp", "blosc2"]), min_size=3,
-                       max_size=3),
-       vectors=st.booleans())
+@settings(
+    max_examples=12, deadline=None, suppress_health_check=[HealthCheck.function_scoped_fixture]
+)
+@given(
+    deleted=st.sets(st.integers(0, 11), max_size=11),
+    codecs=st.lists(
+        st.sampled_from([None, "png", "jpeg", "webp", "blosc2"]), min_size=3, max_size=3
+    ),
+    vectors=st.booleans(),
+)
 def test_repack_keeps_every_live_record(tmp_path_factory, deleted, codecs, vectors):
     tmp = tmp_path_factory.mktemp("prop")
     images, _ = photo_crops(12, 32)
     rng = np.random.default_rng(len(deleted))
     scores = rng.dirichlet(np.ones(3), size=12).astype(np.float32)
     with h5store.open(tmp / "src.h5", "w", labels=LABELS if vectors else None) as store:
-        store.add_batch(images[:6], labels=scores[:6].argmax(1).tolist() if vectors
-                        else [LABELS[k % 3] for k in range(6)],
-                        scores=scores[:6] if vectors else scores[:6].max(1),
-                        true_labels=[LABELS[k % 2] for k in range(6)])
-        store.add_batch(images[6:], labels=[LABELS[k % 3] for k in range(6)],
-                        sources=[f"s{k}" for k in range(6)])
+        store.add_batch(
+            images[:6],
+            labels=scores[:6].argmax(1).tolist() if vectors else [LABELS[k % 3] for k in range(6)],
+            scores=scores[:6] if vectors else scores[:6].max(1),
+            true_labels=[LABELS[k % 2] for k in range(6)],
+        )
+        store.add_batch(
+            images[6:],
+            labels=[LABELS[k % 3] for k in range(6)],
+            sources=[f"s{k}" for k in range(6)],
+        )
         store.delete(sorted(deleted))
     if len(deleted) == 12:
         return
@@ -196,8 +216,13 @@ def test_repack_keeps_every_live_record(tmp_path_factory, deleted, codecs, vecto
 
 
 def h5store_cli(*args, check=True, cwd=None):
-    result = subprocess.run([sys.executable, "-m", "h5store.cli", *args], capture_output=True,
-                            text=True, timeout=600, cwd=cwd)
+    result = subprocess.run(
+        [sys.executable, "-m", "h5store.cli", *args],
+        capture_output=True,
+        text=True,
+        timeout=600,
+        cwd=cwd,
+    )
     if check:
         assert result.returncode == 0, result.stderr
     return result
@@ -205,8 +230,18 @@ def h5store_cli(*args, check=True, cwd=None):
 
 def test_cli_repack_and_the_command_bench_recommends(tmp_path):
     src = fill(tmp_path / "src.h5", n=24, delete=[1000])
-    out = h5store_cli("repack", str(src), str(tmp_path / "a.h5"), "--class", "cat=png",
-                      "--codec", "jpeg", "--quality", "70", "--json")
+    out = h5store_cli(
+        "repack",
+        str(src),
+        str(tmp_path / "a.h5"),
+        "--class",
+        "cat=png",
+        "--codec",
+        "jpeg",
+        "--quality",
+        "70",
+        "--json",
+    )
     result = json.loads(out.stdout)
     assert result["images"] == 23 and result["dropped_deleted"] == 1
     assert any("generation loss" in w for w in result["warnings"])
@@ -215,8 +250,20 @@ def test_cli_repack_and_the_command_bench_recommends(tmp_path):
         assert store.codec_of("dog").get_config()["quality"] == 70
     bad = h5store_cli("repack", str(src), str(tmp_path / "a.h5"), check=False)
     assert bad.returncode == 2 and "exists" in bad.stderr and "Traceback" not in bad.stderr
-    bench = h5store_cli("bench", str(src), "--n", "16", "--codecs", "jpeg", "--quiet",
-                        "--repeats", "1", "--out", str(tmp_path / "bench"), cwd=tmp_path)
+    bench = h5store_cli(
+        "bench",
+        str(src),
+        "--n",
+        "16",
+        "--codecs",
+        "jpeg",
+        "--quiet",
+        "--repeats",
+        "1",
+        "--out",
+        str(tmp_path / "bench"),
+        cwd=tmp_path,
+    )
     assert "already-compressed images, not the originals" in bench.stdout
     assert "* against the input as decoded" in bench.stdout
     command = bench.stdout.split("Apply it: ")[1].splitlines()[0]

@@ -34,8 +34,11 @@ def url(request, tmp_path):
             conn.exec_driver_sql(f'DROP SCHEMA IF EXISTS "{schema}" CASCADE')
             conn.exec_driver_sql(f'CREATE SCHEMA "{schema}"')
         engine.dispose()
-        value = sa.engine.make_url(value).update_query_dict(
-            {"options": f"-csearch_path={schema}"}).render_as_string(hide_password=False)
+        value = (
+            sa.engine.make_url(value)
+            .update_query_dict({"options": f"-csearch_path={schema}"})
+            .render_as_string(hide_password=False)
+        )
         yield value
         engine = sa.create_engine(POSTGRES_URL)
         with engine.begin() as conn:
@@ -54,8 +57,13 @@ def scored_store(tmp_path):
     truth = [LABELS[(p + (k % 3 == 0)) % 3] for k, p in enumerate(predicted)]
     path = tmp_path / "run.h5"
     with h5store.open(path, "w", labels=LABELS) as store:
-        store.add_batch(images[:12], labels=predicted, scores=vectors, true_labels=truth,
-                        sources=[f"cam/{k}" for k in range(12)])
+        store.add_batch(
+            images[:12],
+            labels=predicted,
+            scores=vectors,
+            true_labels=truth,
+            sources=[f"cam/{k}" for k in range(12)],
+        )
         store.add(images[12], label="cat", score=0.5)  # no vector, no truth
         store.delete([4])
     return path
@@ -76,16 +84,26 @@ def test_every_live_image_is_one_row_and_vectors_are_long_form(scored_store, url
         frame = store.to_pandas()
         vectors = store.scores
         records = {i: store.record(i) for i in store.ids().tolist()}
-    rows = select(url, "SELECT id, label, true_label, score, correct, height, width, channels, "
-                       "dtype, codec, bytes, crc32, hdf5_path, position, source, store "
-                       "FROM images ORDER BY id")
+    rows = select(
+        url,
+        "SELECT id, label, true_label, score, correct, height, width, channels, "
+        "dtype, codec, bytes, crc32, hdf5_path, position, source, store "
+        "FROM images ORDER BY id",
+    )
     assert [r[0] for r in rows] == frame["id"].tolist() and 4 not in [r[0] for r in rows]
     for r in rows:
         rec = records[r[0]]
         assert r[1:5] == (rec.label, rec.true_label, pytest.approx(rec.score), rec.correct)
         assert r[5:8] == (rec.shape[0], rec.shape[1], rec.shape[2])
-        assert r[8:15] == (rec.dtype, rec.codec, rec.nbytes, rec.crc32, rec.stack,
-                           rec.position, rec.source)
+        assert r[8:15] == (
+            rec.dtype,
+            rec.codec,
+            rec.nbytes,
+            rec.crc32,
+            rec.stack,
+            rec.position,
+            rec.source,
+        )
         assert r[15] == "run.h5"
     long = select(url, "SELECT id, label, score FROM images_scores ORDER BY id, label")
     with_vectors = [i for i, rec in records.items() if rec.scores is not None]
