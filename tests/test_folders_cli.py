@@ -117,6 +117,6 @@ def test_export_writes_nothing_outside_the_export_folder(tmp_path):
     created = {p for p in tmp_path.rglob("*")} - before
     outside = [p for p in created if p != root and root not in p.parents]
     assert outside == [], outside
-    assert sorted(os.listdir(root)) == sorted(escaping.values())
+    assert sorted(os.listdir(root)) == sorted([*escaping.values(), "h5store-index.json"])
     for image_id, folder in zip(ids.tolist(), escaping.values()):
         assert os.listdir(root / folder) == [f"{image_id}.png"]
