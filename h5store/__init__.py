@@ -18,9 +18,11 @@ from ._merge import merge
 from ._parallel import get_threads, set_threads
 from .codecs import Codec, available_codecs, get_codec, register_codec
 from .errors import (
+    AlreadyImportedError,
     ClosedStoreError,
     CodecError,
     DamagedImageError,
+    DatabaseError,
     DuplicateIdError,
     FormatError,
     H5StoreError,
@@ -31,11 +33,13 @@ from .errors import (
     StoreExistsError,
     StoreLockedError,
     StoreNotFoundError,
+    TargetExistsError,
     UnknownIdError,
     UnrepairableError,
     VersionError,
 )
 from .format import FORMAT_VERSION
+from .repack import GenerationLossWarning, RepackReport, repack
 from .report import report
 from .sharded import ShardedStore
 from .store import ImageStore, Record, VerifyReport, open
@@ -47,12 +51,15 @@ except PackageNotFoundError:  # running from a source tree
 
 __all__ = [
     "FORMAT_VERSION",
+    "AlreadyImportedError",
     "ClosedStoreError",
     "Codec",
     "CodecError",
     "DamagedImageError",
+    "DatabaseError",
     "DuplicateIdError",
     "FormatError",
+    "GenerationLossWarning",
     "H5StoreError",
     "ImageStore",
     "InvalidInputError",
@@ -61,9 +68,11 @@ __all__ = [
     "Record",
     "RecoveryNeededError",
     "ShardedStore",
+    "RepackReport",
     "StoreExistsError",
     "StoreLockedError",
     "StoreNotFoundError",
+    "TargetExistsError",
     "UnknownIdError",
     "UnrepairableError",
     "VerifyReport",
@@ -74,6 +83,7 @@ __all__ = [
     "merge",
     "open",
     "register_codec",
+    "repack",
     "report",
     "set_threads",
 ]

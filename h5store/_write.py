@@ -69,8 +69,10 @@ class Batch:
 # --------------------------------------------------------------------------- preparation
 
 
-def _label_resolver(catalog: Catalog, new: dict[str, int]) -> Callable[[Any, str], int]:
-    """Label names or ids -> class ids; unknown names get provisional ids in ``new``."""
+def _label_resolver(catalog: Catalog, new: dict[str, int],
+                    closed: str | None = None) -> Callable[[Any, str], int]:
+    """Label names or ids -> class ids; unknown names get provisional ids in ``new``, unless
+    the label set is ``closed`` (the reason why), when they are an error."""
     known = catalog.labels
 
     def resolve(value: Any, where: str) -> int:
@@ -84,10 +86,22 @@ def _label_resolver(catalog: Catalog, new: dict[str, int]) -> Callable[[Any, str
         label = _inputs.check_label(value, where)
         lid = catalog.label_ids.get(label)
         if lid is None:
+            if closed is not None:
+                raise InvalidInputError(unknown_label_message(label, where, known, closed))
             lid = new.setdefault(label, len(known) + len(new))
         return lid
 
     return resolve
+
+
+def unknown_label_message(label: str, where: str, known: Sequence[str], closed: str) -> str:
+    import difflib
+
+    near = difflib.get_close_matches(label, list(known), n=1, cutoff=0.5)
+    hint = f"did you mean {near[0]!r}? " if near else ""
+    return (f"{where} is {label!r}, which is not one of the store's {len(known)} labels "
+            f"({closed}); {hint}to add a class, declare it first: "
+            f"store.add_labels([{label!r}])")
 
 
 def _resolve_all(values: list, resolve: Callable[[Any, str], int], what: str,
@@ -133,6 +147,7 @@ def prepare_batch(
     geometries: Sequence[Geometry],
     stored_score_width: int | None,
     vectors_cover_first_labels: bool = False,
+    labels_declared: bool = False,
 ) -> Batch:
     """Validate a batch against the store's catalogue and index and decide every image's
     class, stack and codec. Touches no file: a rejected batch leaves the store as it was.
@@ -140,11 +155,17 @@ def prepare_batch(
     ``stored_score_width``: K of the store's (rows, K) score vectors, None if it has none.
     ``vectors_cover_first_labels``: (N, K) vectors may cover only the first K labels (merge:
     a shard may have declared labels after its vectors); each image's label must be one of them.
+    The label set is closed (an unknown label is an error, not a new class) when the labels
+    were declared in this session (``labels_declared``) or the store holds score vectors,
+    whose columns are the labels.
     """
     if n == 0:
         raise InvalidInputError("the batch is empty")
     new: dict[str, int] = {}
-    resolve = _label_resolver(catalog, new)
+    closed = ("declared with labels= or add_labels" if labels_declared
+              else "its score vectors cover exactly those" if stored_score_width is not None
+              else None)
+    resolve = _label_resolver(catalog, new, closed)
     label_ids = _resolve_all(_inputs.as_sequence(labels, n, "labels"), resolve,
                              "label of image").astype(np.uint32)
     true_ids = np.full(n, fmt.NO_TRUE_LABEL, dtype=np.int32)
@@ -156,6 +177,13 @@ def prepare_batch(
     top1 = np.full(n, np.nan, dtype=np.float32)
     if arr is not None and arr.ndim == 2:
         k_classes = arr.shape[1]
+        if new and k_classes == len(catalog.labels):
+            raise InvalidInputError(
+                f"score vectors have {k_classes} entries, one per label of the store, but the "
+                f"batch also names labels the store does not have: {sorted(new)}; vectors "
+                "cannot cover a class added by the batch (declare every class first with "
+                "add_labels, or open(..., labels=names))"
+            )
         if vectors_cover_first_labels:
             beyond = np.flatnonzero(label_ids >= k_classes)
             if len(beyond):
@@ -268,6 +296,8 @@ class StoreWriter:
         self._log_ready = False
         #: classes whose count and preview change when the session finishes
         self.dirty_labels: set[int] = set()
+        #: labels were declared in this session: the set is closed (add_labels extends it)
+        self.labels_declared = False
 
     @property
     def has_pending_work(self) -> bool:
@@ -282,7 +312,8 @@ class StoreWriter:
         return prepare_batch(self.catalog, self.index, self.default_codec, n, labels, scores,
                              true_labels, ids, sources, geometries=geometries,
                              stored_score_width=self.stored_score_width(),
-                             vectors_cover_first_labels=vectors_cover_first_labels)
+                             vectors_cover_first_labels=vectors_cover_first_labels,
+                             labels_declared=self.labels_declared)
 
     def codec_of(self, label: str) -> Codec:
         return self.catalog.class_codec(label) or self.default_codec
@@ -291,6 +322,7 @@ class StoreWriter:
 
     def add_labels(self, names: Sequence[str]) -> list[int]:
         names = [_inputs.check_label(n, f"label {k}") for k, n in enumerate(names)]
+        self.labels_declared = self.labels_declared or bool(names)
         new = [n for n in dict.fromkeys(names) if n not in self.catalog.label_ids]
         if new:
             self._ensure_log_ready()

@@ -155,7 +155,7 @@ def _table(source: Any) -> dict[str, list]:
             "path": [p for _, p in files],
             "label": labels,
             "true_label": labels,
-            "source": [os.path.relpath(p, root) for _, p in files],
+            "source": [p for _, p in files],  # as import_folder records it
         }
     import pandas as pd
 

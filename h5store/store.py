@@ -64,6 +64,17 @@ class Record:
         """Whether the prediction matches the true label (None if the truth is unknown)."""
         return None if self.true_label is None else self.label == self.true_label
 
+    def __repr__(self) -> str:
+        # Scores are stored as float32: print them as float32 (0.9753115, not the float64
+        # expansion 0.9753115177154541 of the same number).
+        score = None if self.score is None else str(np.float32(self.score))
+        scores = None if self.scores is None else np.array2string(
+            self.scores, precision=4, separator=", ", threshold=8)
+        return (f"Record(id={self.id}, label={self.label!r}, true_label={self.true_label!r}, "
+                f"score={score}, shape={self.shape}, dtype={self.dtype!r}, codec={self.codec!r}, "
+                f"nbytes={self.nbytes}, crc32={self.crc32:#010x}, source={self.source!r}, "
+                f"scores={scores}, stack={self.stack!r}, position={self.position})")
+
 
 @dataclass
 class VerifyReport:
@@ -312,7 +323,11 @@ class ImageStore:
 
     def add_labels(self, names: Sequence[str]) -> list[int]:
         """Declare class names (in order) before storing images, so that integer labels and
-        (N, K) score vectors map to them. Names already present keep their ids."""
+        (N, K) score vectors map to them. Names already present keep their ids.
+
+        Declared labels are a closed set: from then on (and in any store holding score
+        vectors) a label the store does not have is an error naming the nearest declared
+        one, not a new class; call ``add_labels`` again (or ``create_class``) to extend it."""
         return self._check_writable().add_labels(names)
 
     def create_class(self, label: str, codec: str | Codec | None = None, *,
@@ -601,11 +616,48 @@ class ImageStore:
         self._check_open()
         return self._index.take()
 
-    def to_pandas(self, *, include_deleted: bool = False):
-        """The index as a pandas DataFrame with label names resolved (requires pandas)."""
+    def _aligned_column(self, name: str, rows: np.ndarray) -> np.ndarray | None:
+        """/scores or /sources at index rows ``rows`` (rows past its end: NaN or None)."""
+        f = self._file
+        if name not in f:
+            return None
+        ds = f[name]
+        inside = rows < ds.shape[0]
+        values = ds[...]  # one read: h5py's per-row selections cost far more
+        if name == fmt.SCORES:
+            out = np.full((len(rows), ds.shape[1]), np.nan, dtype=np.float32)
+            out[inside] = values[rows[inside]]
+            return out
+        out = np.full(len(rows), None, dtype=object)
+        out[inside] = [(v.decode("utf-8") if isinstance(v, bytes) else v) or None
+                       for v in values[rows[inside]]]
+        return out
+
+    @property
+    def scores(self) -> np.ndarray | None:
+        """The (N, K) score vectors of the live images, in the order of :meth:`ids`, columns
+        in the order of :attr:`labels` (rows of NaN for images stored without one); None when
+        the store holds no score vectors. Top-1 scores are in :meth:`to_pandas`/:attr:`index`."""
+        self._check_open()
+        return self._aligned_column(fmt.SCORES, np.flatnonzero(self._index.live_mask()))
+
+    @property
+    def sources(self) -> list[str | None]:
+        """Where each live image came from (None where not given), in the order of :meth:`ids`."""
+        self._check_open()
+        values = self._aligned_column(fmt.SOURCES, np.flatnonzero(self._index.live_mask()))
+        return [None] * len(self) if values is None else values.tolist()
+
+    def to_pandas(self, *, include_deleted: bool = False, scores: bool = False):
+        """The index as a pandas DataFrame with label names resolved and each image's source
+        (requires pandas). ``scores=True`` adds the score vectors, one ``score:<label>``
+        column per class."""
         import pandas as pd
 
-        rows = self._index.take(None if include_deleted else self._index.live_mask())
+        self._check_open()
+        mask = None if include_deleted else self._index.live_mask()
+        positions = np.arange(len(self._index)) if mask is None else np.flatnonzero(mask)
+        rows = self._index.take(mask)
         labels = np.array(self._labels + [None], dtype=object)
         truth = rows["true_label"].astype(np.int64)
         frame = pd.DataFrame(
@@ -623,9 +675,31 @@ class ImageStore:
                 "crc32": rows["crc32"],
             }
         )
+        sources = self._aligned_column(fmt.SOURCES, positions)
+        frame["source"] = sources if sources is not None else None
         if include_deleted:
             frame["deleted"] = rows["deleted"].astype(bool)
+        if scores:
+            vectors = self._aligned_column(fmt.SCORES, positions)
+            if vectors is not None:
+                for k, name in enumerate(self._labels[: vectors.shape[1]]):
+                    frame[f"score:{name}"] = vectors[:, k]
         return frame
+
+    def to_sql(self, url_or_engine: Any, *, table: str = "images", if_exists: str = "fail",
+               files: dict[int, str] | None = None, ids: Sequence[int] | None = None) -> int:
+        """Write the index to a SQL database (SQLAlchemy URL or Engine; a path means SQLite):
+        one row per live image in ``table`` (id, label, true_label, score, correct, geometry,
+        codec, bytes, crc32, the HDF5 dataset and position of its chunk, source, and ``files``'
+        exported path per id), and the score vectors in long form in ``<table>_scores``. One
+        transaction: all rows or none. ``if_exists``: "fail" (:class:`TargetExistsError`),
+        "replace" or "append". ``ids`` limits the rows to those images. Returns the number of
+        image rows. Needs the 'sql' extra."""
+        from .sql import to_sql
+
+        self._check_open()
+        return to_sql(self, url_or_engine, table=table, if_exists=if_exists, files=files,
+                      ids=ids)
 
     # ------------------------------------------------------------------ integrity
 
