@@ -86,10 +86,12 @@ def test_export_refuses_the_damaged_image(damaged, tmp_path):
         assert_names_victim(excinfo, ids)
         others = [i for i in ids.tolist() if i != int(ids[VICTIM])]
         assert export_folder(store, tmp_path / "others", ids=others, progress=False) == 5
+    root = tmp_path / "others"
     written = {
-        int(f.split(".")[0]): (tmp_path / "others" / d / f).read_bytes()
-        for d in os.listdir(tmp_path / "others")
-        for f in os.listdir(tmp_path / "others" / d)
+        int(f.split(".")[0]): (root / d / f).read_bytes()
+        for d in os.listdir(root)
+        if (root / d).is_dir()  # beside the class folders: the exported index
+        for f in os.listdir(root / d)
     }
     assert written == {int(i): payloads[k] for k, i in enumerate(ids) if k != VICTIM}
 
