@@ -138,7 +138,7 @@ class ImageStore:
             self._writer_file = writer_file
             self._load(writer_file.f)
             self._writer = StoreWriter(writer_file, self._catalog, self._index, self._mapped,
-                                       self._default_codec, self.get_batch)
+                                       self._default_codec, self._preview_images)
         except BaseException:
             writer_file.close()
             self._release()
@@ -214,8 +214,9 @@ class ImageStore:
 
     @property
     def _file(self) -> h5py.File:
-        if self._writer is not None:
-            return self._writer.file.f
+        writer_file = getattr(self, "_writer_file", None)
+        if writer_file is not None:  # set before the write session exists (loading needs it)
+            return writer_file.f
         if self._reader is None:
             raise ClosedStoreError(f"{self.path} is closed")
         return self._reader
@@ -510,6 +511,20 @@ class ImageStore:
         if self._verify_reads and crc32(payload) != index.crcs[row]:
             raise self._damaged(row)
         return self._decoders[index.stacks[row]](payload)
+
+    def _preview_images(self, ids: np.ndarray) -> list[np.ndarray]:
+        """Pixels for the class contact sheets: a damaged image shows as a black tile instead
+        of failing the writer's close (verify() is where damage is reported)."""
+        try:
+            return self.get_batch(ids)
+        except DamagedImageError:
+            images = []
+            for image_id in ids.tolist():
+                try:
+                    images.append(self[image_id])
+                except DamagedImageError:
+                    images.append(np.zeros(self.record(image_id).shape, np.uint8))
+            return images
 
     def get_batch(self, ids: Sequence[int], *, out: np.ndarray | None = None) -> list[np.ndarray] | np.ndarray:
         """Decoded images for many ids (decoded in parallel threads), in the order given.

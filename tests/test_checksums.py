@@ -186,3 +186,22 @@ def test_sharded_view_checks_each_shard(damaged, tmp_path):
         assert len(view.get_encoded(int(ids[VICTIM]))) == len(payloads[VICTIM])
         with pickle.loads(pickle.dumps(view)) as copy:
             assert not copy.verify_reads
+
+
+def test_a_writer_opens_appends_and_closes_a_store_with_a_damaged_image(damaged):
+    path, ids, originals, _ = damaged
+    victim = int(ids[VICTIM])
+    with h5store.open(path, "a") as store:  # the offset check at open meets the damage
+        new = store.add_batch(photo_crops()[0][:2], labels=["a"] * 2)
+        # the victim's class loses an image: its preview is redrawn, damaged image included
+        store.delete([i for i in store.query(label=store.record(victim).label)
+                      if i != victim][:1])
+    with h5store.open(path) as store:
+        report = store.verify()
+        assert report.damaged == [victim] and not report.misplaced
+        with pytest.raises(h5store.DamagedImageError):
+            store[victim]
+        for image_id, original in zip(ids.tolist(), originals):
+            if image_id in store and image_id != victim:
+                assert np.array_equal(store[image_id], original)
+        assert len(store) == 6 + 2 - 1 and int(new[1]) in store
