@@ -29,8 +29,12 @@ from .errors import (
     StoreExistsError,
     StoreLockedError,
     StoreNotFoundError,
+    StorePermissionError,
+    StoreVanishedError,
+    StorageFullError,
     UnknownIdError,
     VersionError,
+    WriteFailedError,
 )
 from .format import FORMAT_VERSION
 from .store import ImageStore, Record, VerifyReport, open
@@ -57,9 +61,13 @@ __all__ = [
     "StoreExistsError",
     "StoreLockedError",
     "StoreNotFoundError",
+    "StorePermissionError",
+    "StoreVanishedError",
+    "StorageFullError",
     "UnknownIdError",
     "VerifyReport",
     "VersionError",
+    "WriteFailedError",
     "available_codecs",
     "get_codec",
     "get_threads",

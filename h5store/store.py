@@ -33,10 +33,13 @@ from .errors import (
     CodecError,
     DuplicateIdError,
     FormatError,
+    H5StoreError,
     InvalidInputError,
     ReadOnlyError,
     RecoveryNeededError,
+    StorePermissionError,
     UnknownIdError,
+    WriteFailedError,
 )
 from .index import Index
 
@@ -47,6 +50,25 @@ crc32 = imagecodecs.deflate_crc32
 
 #: numpy's dtype.name is slow (~1 us); images are validated to be one of these.
 _DTYPE_NAMES = {np.dtype(name): name for name in fmt.PIXEL_DTYPES}
+
+
+def _writes(method):
+    """For the public methods that write: a write the system refuses (full disk, I/O error)
+    raises a WriteFailedError and closes the store, committed images intact (WriterFile.guard)."""
+
+    @functools.wraps(method)
+    def guarded(self, *args, **kwargs):
+        w = self._writer
+        if w is None:
+            return method(self, *args, **kwargs)
+        try:
+            with w.guard():
+                return method(self, *args, **kwargs)
+        except (WriteFailedError, StorePermissionError):
+            self._release()
+            raise
+
+    return guarded
 
 
 @dataclass(frozen=True)
@@ -173,7 +195,11 @@ class ImageStore:
                 if self._writer.recovered:
                     f = self._writer.f
                     try:
-                        removed = fmt.remove_unreferenced_structure(f, fmt.read_labels(f), read_committed_rows(f))
+                        committed = read_committed_rows(f)
+                        self._check_within_old_end(committed)
+                        removed = fmt.remove_unreferenced_structure(
+                            f, fmt.read_labels(f), committed
+                        )
                     except (KeyError, RuntimeError, OSError) as exc:
                         # A writer killed while HDF5 flushed a new group or stack can leave
                         # group metadata half written, which HDF5 can neither read nor unlink.
@@ -184,8 +210,15 @@ class ImageStore:
                         ) from exc
                     f.flush()
                 self._load(self._writer.f)
-            except BaseException:
+            except BaseException as exc:
+                extended = self._writer.extended_from is not None
+                self._writer.undo_extension()  # a file recovery could not use stays as it was
                 self._release()
+                if extended and isinstance(exc, (H5StoreError, OSError, RuntimeError, KeyError)):
+                    raise FormatError(
+                        f"{self.path} is truncated (shorter than HDF5 recorded) and cannot be "
+                        f"recovered: {exc}"
+                    ) from exc
                 raise
             self._log_ready = False
             self._dirty_labels: set[int] = set()
@@ -193,6 +226,22 @@ class ImageStore:
                 self._dirty_labels.update(range(len(self._labels)))
             if labels is not None:
                 self.add_labels(labels)
+
+    def _check_within_old_end(self, rows: np.ndarray) -> None:
+        """Recovery extended a short file to HDF5's recorded end: fine when only uncommitted
+        writes were lost (a full disk), not when committed images lay there (a file cut short
+        by a copy): then the file gets its size back and the error says so."""
+        old_end = self._writer.extended_from
+        if old_end is None or not len(rows):
+            return
+        ends = rows["offset"].astype(np.int64) + rows["nbytes"].astype(np.int64)
+        beyond = int(np.count_nonzero(ends > old_end))
+        if beyond:
+            self._writer.undo_extension()
+            raise FormatError(
+                f"{beyond} committed images lie past its end ({old_end} bytes): it was cut short; "
+                "restore it from the original (mode 'r' reads the rest)"
+            )
 
     # ------------------------------------------------------------------ loading
 
@@ -302,7 +351,8 @@ class ImageStore:
             return
         try:
             if self._writer is not None and (self._log_ready or self._dirty_labels):
-                self._finish_writing()
+                with self._writer.guard():
+                    self._finish_writing()
         finally:
             self._release()
 
@@ -352,6 +402,7 @@ class ImageStore:
             sheet = contact_sheet(self.get_batch(shown), fmt.PREVIEW_SIDE, fmt.PREVIEW_COLUMNS)
             fmt.write_preview(f, name, sheet, shown)
 
+    @_writes
     def rebuild_previews(self) -> None:
         """Redraw the contact sheet of every class (they are kept current when a writer
         closes; this repairs them after a writer was killed, or for files from elsewhere)."""
@@ -403,6 +454,7 @@ class ImageStore:
         """Class names; a class id is a position in this tuple."""
         return tuple(self._labels)
 
+    @_writes
     def add_labels(self, names: Sequence[str]) -> list[int]:
         """Declare class names (in order) before storing images, so that integer labels and
         (N, K) score vectors map to them. Names already present keep their ids."""
@@ -416,7 +468,7 @@ class ImageStore:
         return [self._label_ids[n] for n in names]
 
     def _append_labels(self, f: h5py.File, names: list[str]) -> None:
-        ds = f[fmt.LABELS]
+        ds = self._writer.dataset(fmt.LABELS)
         start = ds.shape[0]
         ds.resize(start + len(names), axis=0)
         ds[start:] = np.array([n.encode("utf-8") for n in names], dtype=fmt.LABEL_DTYPE)
@@ -424,6 +476,7 @@ class ImageStore:
             self._label_ids[name] = len(self._labels)
             self._labels.append(name)
 
+    @_writes
     def create_class(self, label: str, codec: str | Codec | None = None, *, quality: int | None = None,
                      **codec_options: Any) -> None:
         """Create the class ``label`` with its own codec (otherwise classes take the store's
@@ -473,6 +526,7 @@ class ImageStore:
         return int(self.add_batch([image], labels=[label], scores=scores, true_labels=[true_label],
                                   ids=ids, sources=sources)[0])
 
+    @_writes
     def add_batch(self, images: Any, *, labels: Sequence[str | int], scores: Any = None,
                   true_labels: Sequence[str | int | None] | None = None, ids: Sequence[int] | None = None,
                   sources: Sequence[str | None] | None = None) -> np.ndarray:
@@ -509,6 +563,7 @@ class ImageStore:
         return int(self.add_encoded_batch([data], labels=[label], scores=scores, true_labels=[true_label],
                                           ids=ids, sources=sources)[0])
 
+    @_writes
     def add_encoded_batch(self, data: Sequence[bytes], *, labels: Sequence[str | int], scores: Any = None,
                           true_labels: Sequence[str | int | None] | None = None,
                           ids: Sequence[int] | None = None,
@@ -708,11 +763,11 @@ class ImageStore:
                               [payloads[k] for k in members], predicted)
             offsets[members] = predicted
         if batch.vectors is not None:
-            ds = f[fmt.SCORES]
+            ds = w.dataset(fmt.SCORES)
             ds.resize(max(ds.shape[0], n0 + n), axis=0)
             ds[n0 : n0 + n] = batch.vectors
         if batch.sources is not None:
-            ds = f[fmt.SOURCES]
+            ds = w.dataset(fmt.SOURCES)
             ds.resize(max(ds.shape[0], n0 + n), axis=0)
             ds[n0 : n0 + n] = batch.sources
 
@@ -743,7 +798,7 @@ class ImageStore:
     def _append_stack_row(self, f: h5py.File, key: tuple[int, int, int, int, str]) -> None:
         label, height, width, channels, dtype = key
         codec = self.codec_of(self._labels[label])
-        table = f[fmt.STACKS]
+        table = self._writer.dataset(fmt.STACKS)
         row = np.zeros(1, dtype=fmt.STACKS_DTYPE)
         row["label"], row["height"], row["width"], row["channels"] = label, height, width, channels
         row["dtype"], row["codec"] = dtype, codec.codec_id
@@ -757,6 +812,7 @@ class ImageStore:
 
     # ------------------------------------------------------------------ deleting
 
+    @_writes
     def delete(self, ids: int | Sequence[int]) -> None:
         """Mark images deleted: they vanish from lookups, queries and iteration. Their bytes
         stay in the file (HDF5 never shrinks a file in place)."""
