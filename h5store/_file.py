@@ -27,6 +27,7 @@ import mmap
 import os
 import re
 import time
+import warnings
 from collections.abc import Callable, Iterator, Sequence
 
 import h5py
@@ -44,13 +45,14 @@ from ._superblock import (
 from .errors import (
     FormatError,
     H5StoreError,
+    InvalidInputError,
     NotAStoreError,
     RecoveryNeededError,
+    StorageFullError,
     StoreExistsError,
     StoreLockedError,
     StoreNotFoundError,
     StorePermissionError,
-    StorageFullError,
     StoreVanishedError,
     WriteFailedError,
 )
@@ -63,8 +65,30 @@ _RDCC_NBYTES = 1 << 20
 _READER_RETRY_SECONDS = 2.0
 
 
-def _hdf5_open(path: str, mode: str, *, swmr: bool = False) -> h5py.File:
-    kwargs = dict(libver=fmt.LIBVER, locking=False, rdcc_nbytes=_RDCC_NBYTES)
+#: What ``h5store.open(..., locking=)`` accepts; see :func:`check_locking`.
+LOCKING_VALUES = (None, True, False, "best-effort")
+# HDF5 refuses a second open of a file with other file-locking settings than the first
+_LOCKING_MISMATCH = "flag values don't match"
+_HDF5_DEFAULT = "hdf5-default"  # h5py.File without locking=: HDF5's defaults (environment)
+# flock on a file system that does not support it (Lustre without -o flock, NFS with nolock
+# on some kernels, some FUSE file systems)
+_NO_LOCKS = {errno.ENOLCK, errno.ENOSYS, errno.EOPNOTSUPP}
+
+
+def check_locking(locking: object) -> None:
+    # (1 == True and 0 == False: the isinstance keeps integers out)
+    if locking not in LOCKING_VALUES or not isinstance(locking, (bool, str, type(None))):
+        raise InvalidInputError(
+            f"locking must be None, True, False or 'best-effort', got {locking!r}"
+        )
+
+
+def _hdf5_open(path: str, mode: str, *, swmr: bool = False, locking: object = False) -> h5py.File:
+    # HDF5's own file locking is off by default: the writer's flock (WriterLock) replaces it
+    # and, unlike HDF5's, lasts through SWMR epochs without blocking SWMR readers.
+    kwargs = dict(libver=fmt.LIBVER, rdcc_nbytes=_RDCC_NBYTES)
+    if locking != _HDF5_DEFAULT:
+        kwargs["locking"] = locking
     if mode == "w":
         # Free-space reuse off: every allocation comes from the end of the file, which is what
         # makes chunk offsets predictable (and the file append-only apart from metadata).
@@ -72,8 +96,14 @@ def _hdf5_open(path: str, mode: str, *, swmr: bool = False) -> h5py.File:
     return h5py.File(path, mode, swmr=swmr, **kwargs)
 
 
-def _describe_open_error(path: str, exc: OSError) -> FormatError:
+def _describe_open_error(path: str, exc: OSError) -> H5StoreError:
     msg = str(exc)
+    if "unable to lock file" in msg:
+        return StoreLockedError(
+            f"{path} is locked by a writer, and HDF5's own file lock (locking=True or "
+            "'best-effort') excludes readers while a writer has the file; open with the "
+            "default locking=None to read while it writes (SWMR)"
+        )
     if "truncated" in msg:
         return RecoveryNeededError(
             f"{path} is truncated: shorter than HDF5 recorded (a writer ran out of space, or "
@@ -139,7 +169,11 @@ def permission_error(path: str, exc: OSError, action: str) -> StorePermissionErr
 class WriterLock:
     """An exclusive ``flock`` on the store file, held while a writer has it open."""
 
-    def __init__(self, path: str, *, create: bool, exclusive_create: bool = False):
+    def __init__(self, path: str, *, create: bool, exclusive_create: bool = False,
+                 locking: object = None):
+        """``locking``: None or True, the lock is required; 'best-effort', taken where the file
+        system supports ``flock`` and skipped (with a warning) where it does not; False, not
+        taken (the caller guarantees there is one writer)."""
         flags = os.O_RDWR | os.O_CLOEXEC
         if create:
             flags |= os.O_CREAT
@@ -156,14 +190,33 @@ class WriterLock:
                 raise permission_error(path, exc, "write to") from None
             raise
         self.identity = _identity(os.fstat(self._fd))
+        self.held = False
+        if locking is False:
+            return
         try:
             fcntl.flock(self._fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+            self.held = True
         except OSError as exc:
+            if exc.errno in _NO_LOCKS and locking == "best-effort":
+                warnings.warn(
+                    f"h5store: {path}: the file system does not support flock ({exc.strerror}); "
+                    "writing without the writer lock (locking='best-effort'): make sure no "
+                    "other writer opens this file",
+                    RuntimeWarning, stacklevel=4,
+                )
+                return
             os.close(self._fd)
             if exc.errno in (errno.EWOULDBLOCK, errno.EAGAIN, errno.EACCES):
                 raise StoreLockedError(
-                    f"{path} is open for writing elsewhere (another h5store writer, or an "
-                    "HDF5 program holding its lock); close it first"
+                    f"{path} is locked: another h5store writer has it open, or an HDF5 program "
+                    "(h5py with file locking on, its default) has it open in this or another "
+                    "process; close it first"
+                ) from None
+            if exc.errno in _NO_LOCKS:
+                raise StoreLockedError(
+                    f"{path}: the file system does not support flock ({exc.strerror}), which "
+                    "h5store's writer lock needs; on NFS or Lustre see the README (open with "
+                    "locking='best-effort' or locking=False when one writer is guaranteed)"
                 ) from None
             raise
 
@@ -240,11 +293,40 @@ class MappedFile:
 # --------------------------------------------------------------------------- reading
 
 
-def open_for_reading(path: str) -> h5py.File:
+def _open_matching(path: str, mode: str, *, swmr: bool = False,
+                   locking: object = None) -> h5py.File:
+    """Open with HDF5 file locking ``locking``; None means h5store's default (off), or the
+    setting this process already has the file open with (through h5py, say): HDF5 refuses a
+    second open with another setting."""
+    if locking is not None:
+        try:
+            return _hdf5_open(path, mode, swmr=swmr, locking=locking)
+        except OSError as exc:
+            if _LOCKING_MISMATCH not in str(exc):
+                raise
+            raise StoreLockedError(
+                f"{path} is already open in this process (through h5py?) with other HDF5 "
+                f"file-locking settings than locking={locking!r}; pass the same to both: "
+                "h5py.File(..., locking=False) with h5store's default, or "
+                "h5store.open(..., locking=None), which matches whatever is open"
+            ) from None
+    last: OSError | None = None
+    for candidate in (False, _HDF5_DEFAULT, True, "best-effort"):
+        try:
+            return _hdf5_open(path, mode, swmr=swmr, locking=candidate)
+        except OSError as exc:
+            if _LOCKING_MISMATCH not in str(exc):
+                raise
+            last = exc
+    raise last
+
+
+def open_for_reading(path: str, locking: object = None) -> h5py.File:
     """Open a store for reading. A file no writer has open is opened normally (HDF5 then also
     checks it is complete); a file whose writer is in SWMR mode is opened with SWMR read, which
     sees only consistent states. A writer inside a short object-creating epoch (SWMR off)
-    is waited for briefly."""
+    is waited for briefly. ``locking`` is HDF5's file-locking switch (see
+    :func:`_open_matching`)."""
     if not os.path.exists(path):
         raise StoreNotFoundError(f"{path} does not exist")
     if not os.access(path, os.R_OK):
@@ -260,14 +342,16 @@ def open_for_reading(path: str) -> h5py.File:
         flags = writer_flags(path)
         try:
             if not flags:
-                return _hdf5_open(path, "r")
+                return _open_matching(path, "r", locking=locking)
             if flags & SWMR_WRITE_FLAG:
-                return _hdf5_open(path, "r", swmr=True)
+                return _open_matching(path, "r", swmr=True, locking=locking)
         except OSError as exc:
+            if isinstance(exc, H5StoreError):
+                raise
             msg = str(exc)
             if "SWMR read access flag not the same" in msg:
                 # This process already has the file open for writing: share that handle.
-                return _hdf5_open(path, "r")
+                return _open_matching(path, "r", locking=locking)
             if "already open for write" not in msg and "not already open for SWMR" not in msg:
                 raise _describe_open_error(path, exc) from None
             # a writer appeared or changed epoch between reading the flags and opening
@@ -301,7 +385,7 @@ def read_committed_rows(f: h5py.File, mapped: MappedFile | None = None) -> np.nd
 class WriterFile:
     """The writer's handle: SWMR epochs, chunk writes with offsets, the index row log."""
 
-    def __init__(self, path: str, mode: str):
+    def __init__(self, path: str, mode: str, locking: object = None):
         self.path = path
         exists = os.path.exists(path)
         if mode == "r+" and not exists:
@@ -311,7 +395,8 @@ class WriterFile:
         if exists and mode in ("r+", "a") and not h5py.is_hdf5(path):
             raise NotAStoreError(f"{path} is not an HDF5 file")
         self._abandoned = self._closing = False
-        self._lock = WriterLock(path, create=not exists, exclusive_create=(mode == "x"))
+        self._lock = WriterLock(path, create=not exists, exclusive_create=(mode == "x"),
+                                locking=locking)
         self.created = mode in ("w", "x") or not exists
         self.recovered = False
         #: the file's size before recovery extended it to HDF5's end-of-allocation (or None)
@@ -346,6 +431,18 @@ class WriterFile:
             return _hdf5_open(self.path, "r+")
         except OSError as exc:
             msg, flags = str(exc), writer_flags(self.path)
+            if "already open for read-only" in msg or _LOCKING_MISMATCH in msg:
+                raise StoreLockedError(
+                    f"{self.path} is open read-only in this process (through h5py?); HDF5 "
+                    "cannot open it for writing too: close that handle first"
+                ) from None
+            if flags and not self._lock.held:
+                raise StoreLockedError(
+                    f"{self.path} is marked open by a writer, and without the writer lock "
+                    "(locking=False, or no flock on this file system) h5store cannot tell "
+                    "whether that writer is alive; once sure it is not, run `h5clear -s "
+                    f"{self.path}` (hdf5-tools) and reopen"
+                ) from None
             if flags and ("already open for write" in msg or "truncated file" in msg):
                 # We hold the writer lock, so the writer that set these flags is dead (killed,
                 # or stopped by a refused write); clearing them also extends a short file.

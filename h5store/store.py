@@ -24,7 +24,14 @@ import numpy as np
 
 from . import _inputs
 from . import format as fmt
-from ._file import MODES, MappedFile, WriterFile, open_for_reading, read_committed_rows
+from ._file import (
+    MODES,
+    MappedFile,
+    WriterFile,
+    check_locking,
+    open_for_reading,
+    read_committed_rows,
+)
 from ._imaging import contact_sheet
 from ._parallel import thread_imap, thread_map
 from .codecs import Codec, codec_from_config, get_codec, image_shape
@@ -169,10 +176,13 @@ class ImageStore:
         codec: str | Codec = "jpeg",
         quality: int = 90,
         labels: Sequence[str] | None = None,
+        locking: bool | str | None = None,
         **codec_options: Any,
     ):
         if mode not in MODES:
             raise InvalidInputError(f"mode must be one of {sorted(MODES)}, got {mode!r}")
+        check_locking(locking)
+        self._locking = locking
         self.path = os.fspath(path)
         self.mode = MODES[mode]
         self._default_codec = get_codec(codec, quality=quality, **codec_options)
@@ -181,7 +191,7 @@ class ImageStore:
         self._mapped: MappedFile | None = None
         self._class_codecs: dict[str, Codec] = {}  # by label name: ids of new labels are provisional
         if self.mode == "r":
-            self._reader = open_for_reading(self.path)
+            self._reader = open_for_reading(self.path, locking)
             try:
                 fmt.check_root(self._reader, self.path)
                 self._load(self._reader)
@@ -189,7 +199,7 @@ class ImageStore:
                 self._release()
                 raise
         else:
-            self._writer = WriterFile(self.path, self.mode)
+            self._writer = WriterFile(self.path, self.mode, locking)
             try:
                 removed = []
                 if self._writer.recovered:
@@ -419,15 +429,15 @@ class ImageStore:
             return
         self._check_open()
         self._reader.close()
-        self._reader = open_for_reading(self.path)
+        self._reader = open_for_reading(self.path, self._locking)
         self._load(self._reader)
 
     def __getstate__(self) -> dict[str, Any]:
         # Worker processes (PyTorch DataLoader with spawn) reopen the file for reading.
-        return {"path": self.path}
+        return {"path": self.path, "locking": self._locking}
 
     def __setstate__(self, state: dict[str, Any]) -> None:
-        self.__init__(state["path"], "r")
+        self.__init__(state["path"], "r", locking=state.get("locking"))
 
     def __repr__(self) -> str:
         if self.closed:
@@ -1062,7 +1072,8 @@ class ImageStore:
 
 
 def open(path: str | os.PathLike, mode: str = "r", *, codec: str | Codec = "jpeg", quality: int = 90,
-         labels: Sequence[str] | None = None, **codec_options: Any) -> ImageStore:
+         labels: Sequence[str] | None = None, locking: bool | str | None = None,
+         **codec_options: Any) -> ImageStore:
     """Open or create an h5store file; use as a context manager.
 
     Modes as in h5py: ``r`` read only (default), ``r+`` read/write an existing store, ``a``
@@ -1071,5 +1082,13 @@ def open(path: str | os.PathLike, mode: str = "r", *, codec: str | Codec = "jpeg
     defaults for classes created from now on; existing classes keep their codec. ``quality``
     (1-100) applies to lossy codecs and is ignored by lossless ones. ``labels`` declares class
     names in order (needed for integer labels and score vectors).
+
+    ``locking`` (see the README on NFS and Lustre): for readers, HDF5's file-locking switch as
+    in ``h5py.File``; None (default) opens without HDF5's lock, or with whatever setting this
+    process already has the file open with through h5py. For writers, the writer lock
+    (``flock``) h5store takes instead of HDF5's: None or True require it, 'best-effort' skips
+    it with a warning where the file system has no ``flock``, False skips it (you guarantee a
+    single writer).
     """
-    return ImageStore(path, mode, codec=codec, quality=quality, labels=labels, **codec_options)
+    return ImageStore(path, mode, codec=codec, quality=quality, labels=labels, locking=locking,
+                      **codec_options)
