@@ -40,6 +40,7 @@ from ._superblock import (
     SWMR_WRITE_FLAG,
     clear_writer_flags,
     extend_to_eoa,
+    superblock_intact,
     writer_flags,
 )
 from .errors import (
@@ -339,6 +340,10 @@ def open_for_reading(path: str, locking: object = None) -> h5py.File:
     deadline = time.monotonic() + _READER_RETRY_SECONDS
     delay = 0.005
     while True:
+        if not superblock_intact(path):
+            time.sleep(0.01)  # a writer may be rewriting it in this instant: look once more
+            if not superblock_intact(path):
+                raise FormatError(f"{path} is damaged: its HDF5 superblock fails its checksum")
         flags = writer_flags(path)
         try:
             if not flags:

@@ -193,7 +193,8 @@ class ImageStore:
         if self.mode == "r":
             self._reader = open_for_reading(self.path, locking)
             try:
-                fmt.check_root(self._reader, self.path)
+                with fmt.damage_reported(self.path):
+                    fmt.check_root(self._reader, self.path)
                 self._load(self._reader)
             except BaseException:
                 self._release()
@@ -256,10 +257,16 @@ class ImageStore:
     # ------------------------------------------------------------------ loading
 
     def _load(self, f: h5py.File) -> None:
+        with fmt.damage_reported(self.path):
+            self._load_checked(f)
+
+    def _load_checked(self, f: h5py.File) -> None:
         self._labels = fmt.read_labels(f)
         self._label_ids = {name: k for k, name in enumerate(self._labels)}
         self._stacks: list[_Stack] = []
-        for row in fmt.read_stacks(f):
+        table = fmt.read_stacks(f)
+        fmt.check_stacks(table, len(self._labels), self.path)
+        for row in table:
             label = int(row["label"])
             shape = (int(row["height"]), int(row["width"]), int(row["channels"]), row["dtype"].decode())
             self._stacks.append(
@@ -274,7 +281,9 @@ class ImageStore:
         if self._mapped is not None:
             self._mapped.close()
         self._mapped = MappedFile(self.path)
-        self._index = Index(read_committed_rows(f, self._mapped), adopt=True)
+        rows = read_committed_rows(f, self._mapped)
+        fmt.check_rows(rows, table, len(self._labels), os.path.getsize(self.path), self.path)
+        self._index = Index(rows, adopt=True)
         if len(self._index):
             lengths = np.zeros(len(self._stacks), dtype=np.int64)
             np.maximum.at(lengths, self._index.column("stack").astype(np.int64),
@@ -947,10 +956,17 @@ class ImageStore:
         )
 
     def _aligned(self, name: str, row: int) -> Any:
+        with fmt.damage_reported(self.path):
+            return self._aligned_value(name, row)
+
+    def _aligned_value(self, name: str, row: int) -> Any:
         f = self._file
         if name not in f or row >= f[name].shape[0]:
             return None
-        value = f[name][row]
+        if name == fmt.SOURCES:
+            value = fmt.read_source(f[name], row, os.path.getsize(self.path))
+        else:
+            value = f[name][row]
         if name == fmt.SOURCES:
             value = value.decode("utf-8") if isinstance(value, bytes) else value
             return value or None
