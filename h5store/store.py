@@ -261,11 +261,19 @@ class ImageStore:
             self._load_checked(f)
 
     def _load_checked(self, f: h5py.File) -> None:
+        # Read in the reverse of the order a writer writes (labels, /stacks rows, chunks,
+        # index rows): then everything the rows read refer to is on disk already when it is
+        # read, even while a writer appends.
+        if self._mapped is not None:
+            self._mapped.close()
+        self._mapped = MappedFile(self.path)
+        rows = read_committed_rows(f, self._mapped)
+        table = fmt.read_stacks(f)
         self._labels = fmt.read_labels(f)
         self._label_ids = {name: k for k, name in enumerate(self._labels)}
-        self._stacks: list[_Stack] = []
-        table = fmt.read_stacks(f)
         fmt.check_stacks(table, len(self._labels), self.path)
+        fmt.check_rows(rows, table, len(self._labels), os.path.getsize(self.path), self.path)
+        self._stacks: list[_Stack] = []
         for row in table:
             label = int(row["label"])
             shape = (int(row["height"]), int(row["width"]), int(row["channels"]), row["dtype"].decode())
@@ -278,11 +286,6 @@ class ImageStore:
                 )
             )
         self._stack_ids = {s.key: k for k, s in enumerate(self._stacks)}
-        if self._mapped is not None:
-            self._mapped.close()
-        self._mapped = MappedFile(self.path)
-        rows = read_committed_rows(f, self._mapped)
-        fmt.check_rows(rows, table, len(self._labels), os.path.getsize(self.path), self.path)
         self._index = Index(rows, adopt=True)
         if len(self._index):
             lengths = np.zeros(len(self._stacks), dtype=np.int64)
