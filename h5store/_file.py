@@ -322,6 +322,18 @@ def _open_matching(path: str, mode: str, *, swmr: bool = False,
     raise last
 
 
+def reader_precheck(path: str) -> None:
+    """Raise what :func:`open_for_reading` would raise at once, without opening anything."""
+    if not os.path.exists(path):
+        raise StoreNotFoundError(f"{path} does not exist")
+    flags = writer_flags(path)
+    if flags and not flags & SWMR_WRITE_FLAG and not WriterLock.is_held(path):
+        raise RecoveryNeededError(
+            f"{path} was left open by a writer that is gone; open it once with mode 'a' "
+            "to recover it"
+        )
+
+
 def open_for_reading(path: str, locking: object = None) -> h5py.File:
     """Open a store for reading. A file no writer has open is opened normally (HDF5 then also
     checks it is complete); a file whose writer is in SWMR mode is opened with SWMR read, which

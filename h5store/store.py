@@ -31,6 +31,7 @@ from ._file import (
     check_locking,
     open_for_reading,
     read_committed_rows,
+    reader_precheck,
 )
 from ._imaging import contact_sheet
 from ._parallel import thread_imap, thread_map
@@ -440,6 +441,9 @@ class ImageStore:
         if self._writer is not None:
             return
         self._check_open()
+        # A writer that died restructuring the file leaves it unopenable until recovered:
+        # say so while the current view still works, rather than after dropping it.
+        reader_precheck(self.path)
         self._reader.close()
         self._reader = open_for_reading(self.path, self._locking)
         self._load(self._reader)

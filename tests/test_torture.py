@@ -16,6 +16,7 @@ import textwrap
 import time
 
 import numpy as np
+import pytest
 
 import h5store
 
@@ -173,3 +174,41 @@ def test_writer_two_readers_then_kill_9(tmp_path):
     with h5store.open(path) as store:
         assert store.verify().ok
         assert nxt in store
+
+
+def test_refresh_after_a_writer_died_restructuring_keeps_the_current_view(tmp_path):
+    path = str(tmp_path / "t.h5")
+    with h5store.open(path, "w", codec="png") as store:
+        store.add_batch([image_of(i) for i in range(6)], labels=[label_of(i) for i in range(6)],
+                        ids=range(6))
+    reader = h5store.open(path)
+    # A writer killed with SWMR off (creating a class): the file says "open for write" and
+    # nobody holds the writer lock.
+    code = textwrap.dedent(
+        """
+        import os, sys, h5py
+        f = h5py.File(sys.argv[1], "r+", libver=("v110", "v110"), locking=False)
+        f.flush()
+        os.kill(os.getpid(), 9)
+        """
+    )
+    subprocess.run([sys.executable, "-c", code, path], check=False)
+    try:
+        with pytest.raises(h5store.RecoveryNeededError, match="mode 'a'"):
+            reader.refresh()
+        assert np.array_equal(reader[3], image_of(3))  # the view it had still works
+        assert reader.record(3).label == label_of(3)
+        recover = textwrap.dedent(
+            """
+            import sys, h5store
+            sys.path.insert(0, sys.argv[2])
+            from test_torture import image_of, label_of
+            with h5store.open(sys.argv[1], "a", codec="png") as writer:
+                writer.add(image_of(6), label=label_of(6), id=6)
+            """
+        )
+        subprocess.run([sys.executable, "-c", recover, path, HERE], check=True)
+        reader.refresh()
+        assert np.array_equal(reader[6], image_of(6))
+    finally:
+        reader.close()
