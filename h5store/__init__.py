@@ -19,6 +19,7 @@ from .codecs import Codec, available_codecs, get_codec, register_codec
 from .errors import (
     ClosedStoreError,
     CodecError,
+    DamagedImageError,
     DuplicateIdError,
     FormatError,
     H5StoreError,
@@ -33,6 +34,7 @@ from .errors import (
     StoreVanishedError,
     StorageFullError,
     UnknownIdError,
+    UnrepairableError,
     VersionError,
     WriteFailedError,
 )
@@ -49,6 +51,7 @@ __all__ = [
     "ClosedStoreError",
     "Codec",
     "CodecError",
+    "DamagedImageError",
     "DuplicateIdError",
     "FormatError",
     "H5StoreError",
@@ -65,6 +68,7 @@ __all__ = [
     "StoreVanishedError",
     "StorageFullError",
     "UnknownIdError",
+    "UnrepairableError",
     "VerifyReport",
     "VersionError",
     "WriteFailedError",

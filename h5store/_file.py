@@ -40,6 +40,7 @@ from ._superblock import (
     SWMR_WRITE_FLAG,
     clear_writer_flags,
     extend_to_eoa,
+    stored_eoa,
     superblock_intact,
     writer_flags,
 )
@@ -209,9 +210,9 @@ class WriterLock:
             os.close(self._fd)
             if exc.errno in (errno.EWOULDBLOCK, errno.EAGAIN, errno.EACCES):
                 raise StoreLockedError(
-                    f"{path} is locked: another h5store writer has it open, or an HDF5 program "
-                    "(h5py with file locking on, its default) has it open in this or another "
-                    "process; close it first"
+                    f"{path} is open for writing elsewhere (another h5store writer), or an HDF5 "
+                    "program (h5py with file locking on, its default) has it open in this or "
+                    "another process; close it first"
                 ) from None
             if exc.errno in _NO_LOCKS:
                 raise StoreLockedError(
@@ -463,9 +464,10 @@ class WriterFile:
             if flags and ("already open for write" in msg or "truncated file" in msg):
                 # We hold the writer lock, so the writer that set these flags is dead (killed,
                 # or stopped by a refused write); clearing them also extends a short file.
-                size = os.path.getsize(self.path)
+                size, eoa = os.path.getsize(self.path), stored_eoa(self.path)
                 clear_writer_flags(self.path)
-                self.extended_from = size
+                if eoa is not None and eoa > size:  # and it had run out of space
+                    self.extended_from = size
             elif "truncated file" in msg:
                 # Closed cleanly but short: HDF5 recorded space it then failed to write (an
                 # older h5store on a full disk). Nothing committed lies there (see guard());
@@ -550,13 +552,13 @@ class WriterFile:
 
     # ------------------------------------------------------------------ epochs
 
-    def structure(self) -> h5py.File:
-        """The file with SWMR off, for creating objects and attributes."""
+    def swmr_off(self) -> h5py.File:
+        """The file with SWMR off (reopened if it was on), for creating objects and attributes."""
         if self.swmr:
             self._reopen()
         return self.f
 
-    def data(self) -> h5py.File:
+    def swmr_on(self) -> h5py.File:
         """The file with SWMR on, for extending datasets and writing into them."""
         if not self.swmr:
             self.f.flush()
@@ -661,7 +663,7 @@ class WriterFile:
         """Bring /index and /index_tail to the normal form for appending: /index holds the
         committed rows in whole chunks, the tail holds the rest. Trims what a dead writer left
         in flight. Does nothing (writes nothing) when the file is already in that form."""
-        f = self.structure()
+        f = self.swmr_off()
         index, tail = f[fmt.INDEX], f[fmt.INDEX_TAIL]
         # The file's own geometry, not this version's default: the tail holds one /index chunk.
         self._capacity = capacity = tail.shape[0]
@@ -692,7 +694,7 @@ class WriterFile:
 
     def append_rows(self, rows: np.ndarray) -> None:
         """Append committed-to-be rows (the last one carrying batch_end) in SWMR mode."""
-        f = self.data()
+        f = self.swmr_on()
         index, tail = self._row_log
         capacity = self._capacity
         if self._tail_used + len(rows) <= capacity:
@@ -719,7 +721,7 @@ class WriterFile:
 
     def write_row(self, row_number: int, row: np.void) -> None:
         """Rewrite one committed row in place (deletion flags)."""
-        self.data()
+        self.swmr_on()
         index, tail = self._row_log  # open handles: see dataset()
         if row_number < self._index_rows:
             index[row_number] = row
@@ -732,7 +734,7 @@ class WriterFile:
         rows that readers drop by id."""
         if not self._tail_used:
             return
-        f = self.structure()
+        f = self.swmr_off()
         index, tail = f[fmt.INDEX], f[fmt.INDEX_TAIL]
         rows = tail[: self._tail_used]
         start = self._index_rows

@@ -70,6 +70,11 @@ def as_images(images: Any) -> list[np.ndarray]:
     return [as_image(img, f"image {k}") for k, img in enumerate(images)]
 
 
+def is_integer(value: Any) -> bool:
+    """An int or numpy integer, but not a bool (which Python counts as an int)."""
+    return isinstance(value, (int, np.integer)) and not isinstance(value, (bool, np.bool_))
+
+
 def check_label(label: Any, where: str = "label") -> str:
     if isinstance(label, np.str_):
         label = str(label)
@@ -130,7 +135,7 @@ def as_ids(ids: Any, n: int) -> np.ndarray | None:
         return None
     values = as_sequence(ids, n, "ids")
     for k, value in enumerate(values):
-        if isinstance(value, bool) or not isinstance(value, (int, np.integer)):
+        if not is_integer(value):
             raise InvalidInputError(f"id of image {k} must be an integer, got {value!r}")
         if not 0 <= value < 2**63:
             raise InvalidInputError(f"id of image {k} must be a non-negative int64, got {value}")

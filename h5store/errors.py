@@ -25,7 +25,18 @@ class VersionError(FormatError):
 
 
 class RecoveryNeededError(FormatError):
-    """A writer died while it had the file open; opening it for writing once recovers it."""
+    """A writer died while it had the file open; opening it once with mode 'a' (or 'r+')
+    recovers it. Until then readers cannot open it."""
+
+
+class UnrepairableError(FormatError):
+    """A writer died at a moment that left HDF5 metadata this version cannot repair in place;
+    mode 'r' still reads every committed image, so export them to a new store."""
+
+
+class DamagedImageError(FormatError):
+    """An image's stored bytes no longer match their CRC-32: the file was damaged. Other
+    images stay readable."""
 
 
 class StoreNotFoundError(H5StoreError, FileNotFoundError):

@@ -172,13 +172,13 @@ def check_root(f: h5py.File, path: str) -> tuple[int, int]:
     for name in (INDEX, INDEX_TAIL, LABELS, STACKS, CLASSES):
         if name not in f:
             raise FormatError(f"{path} lacks /{name}: damaged or not written by h5store")
-    # What the reader trusts about the tables' shapes and types (a damaged object header can
-    # turn a table into a group or change its type).
-    for name, dtype in ((INDEX, INDEX_DTYPE), (INDEX_TAIL, INDEX_DTYPE), (STACKS, STACKS_DTYPE)):
-        if not _is_table_of(f[name], dtype):
+    # What the reader trusts about the index's shape and type (a damaged object header can
+    # turn a table into a group or change its type). /stacks and /labels are checked when
+    # read: opening them here would cache their headers before the index rows are read,
+    # and a reader racing a writer would then see rows newer than its catalogue.
+    for name in (INDEX, INDEX_TAIL):
+        if not _is_table_of(f[name], INDEX_DTYPE):
             raise FormatError(f"{path}: /{name} is damaged (not a table of h5store's rows)")
-    if not isinstance(f[LABELS], h5py.Dataset) or not isinstance(f[CLASSES], h5py.Group):
-        raise FormatError(f"{path}: /{LABELS} or /{CLASSES} is damaged")
     return major, minor
 
 
@@ -536,11 +536,17 @@ def _bad_row(rows: np.ndarray, row: int, what: str, path: str) -> None:
 
 
 def read_labels(f: h5py.File) -> list[str]:
-    return [s.decode("utf-8") for s in f[LABELS][()]]
+    ds = f[LABELS]
+    if not isinstance(ds, h5py.Dataset) or ds.ndim != 1:
+        raise FormatError(f"{f.filename}: /{LABELS} is damaged (not a list of labels)")
+    return [s.decode("utf-8") for s in ds[()]]
 
 
 def read_stacks(f: h5py.File) -> np.ndarray:
-    return f[STACKS][()]
+    ds = f[STACKS]
+    if not _is_table_of(ds, STACKS_DTYPE):
+        raise FormatError(f"{f.filename}: /{STACKS} is damaged (not a table of stacks)")
+    return ds[()]
 
 
 def read_index_rows(f: h5py.File, read_bytes: Callable[[int, int], bytes] | None = None,

@@ -1,0 +1,144 @@
+"""What a store holds besides its index rows: class labels, each class's codec, and the image
+stacks (one per class, shape and dtype). Readers and the writer share one catalogue; the
+writer grows it only after the objects it describes exist in the file.
+"""
+
+from __future__ import annotations
+
+import json
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from typing import Any, NamedTuple
+
+import h5py
+import numpy as np
+
+from . import _inputs
+from . import format as fmt
+from .codecs import Codec, codec_from_config, image_shape
+from .errors import InvalidInputError
+
+
+class StackKey(NamedTuple):
+    """What decides which stack an image goes to."""
+
+    label: int
+    height: int
+    width: int
+    channels: int
+    dtype: str
+
+
+class Geometry(NamedTuple):
+    """An image's shape and pixel type, before a class is known."""
+
+    height: int
+    width: int
+    channels: int
+    dtype: str
+
+
+@dataclass
+class Stack:
+    key: StackKey
+    codec: Codec
+    path: str
+    length: int = 0  # committed images (positions 0 .. length-1)
+    #: payload -> pixels, built once per stack: the read path calls it for every image.
+    decode_payload: Callable[[Any], np.ndarray] = field(init=False, repr=False)
+
+    def __post_init__(self) -> None:
+        key = self.key
+        shape = image_shape(key.height, key.width, key.channels)
+        self.decode_payload = self.codec.decoder(shape, np.dtype(key.dtype))
+
+    @property
+    def shape(self) -> tuple[int, ...]:
+        return image_shape(self.key.height, self.key.width, self.key.channels)
+
+
+class Catalog:
+    """Labels, class codecs and stacks of one open store.
+
+    ``class_group`` looks a class's group up in the file as it is open now (the writer
+    reopens the file when it leaves SWMR mode, so the catalogue holds no h5py object).
+    """
+
+    def __init__(self, f: h5py.File, class_group: Callable[[str], h5py.Group | None]):
+        # /stacks before /labels, the reverse of the order a writer appends them: a stack
+        # read then names a label that is on disk by the time the labels are read.
+        #: the /stacks table as read (checked against the index rows by the store)
+        self.table = fmt.read_stacks(f)
+        self.labels: list[str] = fmt.read_labels(f)
+        fmt.check_stacks(self.table, len(self.labels), f.filename)
+        self.label_ids = {name: k for k, name in enumerate(self.labels)}
+        self._class_group = class_group
+        self._class_codecs: dict[str, Codec] = {}
+        self.stacks: list[Stack] = []
+        self.stack_ids: dict[StackKey, int] = {}
+        #: each stack's decode_payload, by stack id: the read path indexes this list directly.
+        self.decoders: list[Callable[[Any], np.ndarray]] = []
+        for row in self.table:
+            key = StackKey(int(row["label"]), int(row["height"]), int(row["width"]),
+                           int(row["channels"]), row["dtype"].decode())
+            codec = codec_from_config(json.loads(row["codec_config"].decode("utf-8")))
+            self._add_stack(key, codec)
+
+    # ------------------------------------------------------------------ labels
+
+    def label_id(self, value: Any, what: str) -> int:
+        """The id of an existing label given by name or id; InvalidInputError otherwise."""
+        if _inputs.is_integer(value):
+            if 0 <= value < len(self.labels):
+                return int(value)
+        elif isinstance(value, str) and value in self.label_ids:
+            return self.label_ids[value]
+        raise InvalidInputError(f"{what} {value!r} is not a label of this store")
+
+    def name_of(self, value: Any) -> str | None:
+        """The label name ``value`` stands for (a name, or the id of a known label); None for
+        an id the store does not have."""
+        if _inputs.is_integer(value):
+            return self.labels[value] if 0 <= value < len(self.labels) else None
+        return str(value) if isinstance(value, (str, np.str_)) else None
+
+    def add_label(self, name: str) -> int:
+        self.label_ids[name] = len(self.labels)
+        self.labels.append(name)
+        return self.label_ids[name]
+
+    # ------------------------------------------------------------------ classes
+
+    def class_codec(self, label: str) -> Codec | None:
+        """The codec class ``label`` stores its images with; None if the class has no group."""
+        codec = self._class_codecs.get(label)
+        if codec is None:
+            group = self._class_group(label)
+            if group is None:
+                return None
+            codec = self._class_codecs[label] = fmt.class_codec(group)
+        return codec
+
+    def set_class_codec(self, label: str, codec: Codec) -> None:
+        self._class_codecs[label] = codec
+
+    # ------------------------------------------------------------------ stacks
+
+    def _add_stack(self, key: StackKey, codec: Codec) -> int:
+        path = fmt.stack_path(self.labels[key.label], key.height, key.width, key.channels, key.dtype)
+        self.stacks.append(Stack(key, codec, path))
+        self.decoders.append(self.stacks[-1].decode_payload)
+        self.stack_ids[key] = len(self.stacks) - 1
+        return len(self.stacks) - 1
+
+    def add_stack(self, key: StackKey, codec: Codec) -> Stack:
+        return self.stacks[self._add_stack(key, codec)]
+
+    def set_lengths(self, stack_column: np.ndarray, position_column: np.ndarray) -> None:
+        """Each stack's committed length, from the index rows."""
+        if not len(stack_column):
+            return
+        lengths = np.zeros(len(self.stacks), dtype=np.int64)
+        np.maximum.at(lengths, stack_column.astype(np.int64), position_column.astype(np.int64) + 1)
+        for stack, length in zip(self.stacks, lengths.tolist()):
+            stack.length = length
