@@ -480,6 +480,19 @@ def read_source(ds: h5py.Dataset, row: int, file_size: int) -> object:
     return ds[row]
 
 
+def check_aligned(ds: object, path: str) -> None:
+    """/scores must be (rows, K) floats and /sources (rows,) variable-length strings (not,
+    say, the fixed-length /labels a damaged header points to) before a value is taken."""
+    name = getattr(ds, "name", "").lstrip("/")
+    if name == SCORES:
+        ok = isinstance(ds, h5py.Dataset) and ds.ndim == 2 and ds.dtype.kind == "f"
+    else:
+        info = h5py.check_string_dtype(ds.dtype) if isinstance(ds, h5py.Dataset) else None
+        ok = ds.ndim == 1 and info is not None and info.length is None  # variable-length
+    if not ok:
+        raise FormatError(f"{path}: /{name} is damaged (not the table h5store wrote)")
+
+
 def check_stacks(stacks: np.ndarray, n_labels: int, path: str) -> None:
     """Refuse a /stacks table whose values h5store would trust blindly (a class id used as
     a list position, a shape handed to a decoder)."""

@@ -583,7 +583,10 @@ class ImageStore:
         the image none."""
         with fmt.damage_reported(self.path):
             f = self._file
-            if name not in f or row >= f[name].shape[0]:
+            if name not in f:
+                return None
+            fmt.check_aligned(f[name], self.path)
+            if row >= f[name].shape[0]:
                 return None
             if name == fmt.SOURCES:
                 value = fmt.read_source(f[name], row, os.path.getsize(self.path))

@@ -79,3 +79,13 @@ def test_hdf5_errors_while_loading_become_format_errors(sealed_store):
         fh.write(bytes(size))  # the compressed labels: inflate fails inside HDF5
     with pytest.raises(h5store.FormatError, match="damaged"):
         h5store.open(sealed_store)
+
+
+def test_sources_replaced_by_another_table_is_named(sealed_store):
+    with h5py.File(sealed_store, "r+", locking=False) as f:
+        del f["sources"]
+        f["sources"] = np.zeros(4, dtype=[("a", "<i4")])
+    with h5store.open(sealed_store) as store:
+        assert np.array_equal(store[0], np.arange(36, dtype=np.uint8).reshape(6, 6))
+        with pytest.raises(h5store.FormatError, match="/sources is damaged"):
+            store.record(0)
