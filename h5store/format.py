@@ -493,6 +493,19 @@ def check_aligned(ds: object, path: str) -> None:
         raise FormatError(f"{path}: /{name} is damaged (not the table h5store wrote)")
 
 
+def check_score_vector(vector: np.ndarray, label: int, top1: np.float32, image_id: int,
+                       path: str) -> None:
+    """/scores has no checksum, but each row's entry for the predicted class was also written
+    to the index (which has one, in its compression): they must agree."""
+    if label < len(vector):
+        stored = vector[label]
+        if not (stored == top1 or (np.isnan(stored) and np.isnan(top1))):
+            raise FormatError(
+                f"{path}: the score vector of image {image_id} disagrees with its score in the "
+                f"index ({stored} != {top1}): /{SCORES} is damaged"
+            )
+
+
 def check_stacks(stacks: np.ndarray, n_labels: int, path: str) -> None:
     """Refuse a /stacks table whose values h5store would trust blindly (a class id used as
     a list position, a shape handed to a decoder)."""

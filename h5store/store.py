@@ -562,6 +562,9 @@ class ImageStore:
         true = int(r["true_label"])
         score = float(r["score"])
         stack = self._stacks[int(r["stack"])]
+        vector = self._row_of_optional(fmt.SCORES, row)
+        if vector is not None:
+            fmt.check_score_vector(vector, int(r["label"]), r["score"], int(r["id"]), self.path)
         return Record(
             id=int(r["id"]),
             label=self._labels[int(r["label"])],
@@ -573,7 +576,7 @@ class ImageStore:
             nbytes=int(r["nbytes"]),
             crc32=int(r["crc32"]),
             source=self._row_of_optional(fmt.SOURCES, row),
-            scores=self._row_of_optional(fmt.SCORES, row),
+            scores=vector,
             stack=stack.path,
             position=int(r["position"]),
         )

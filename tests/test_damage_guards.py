@@ -89,3 +89,17 @@ def test_sources_replaced_by_another_table_is_named(sealed_store):
         assert np.array_equal(store[0], np.arange(36, dtype=np.uint8).reshape(6, 6))
         with pytest.raises(h5store.FormatError, match="/sources is damaged"):
             store.record(0)
+
+
+def test_a_damaged_score_vector_is_caught_by_its_top1(store_path):
+    with h5store.open(store_path, "w", codec="png", labels=["a", "b"]) as store:
+        store.add_batch(np.zeros((3, 4, 4), np.uint8), labels=["a", "b", "a"],
+                        scores=np.array([[0.9, 0.1], [0.3, 0.7], [0.6, 0.4]], np.float32))
+    with h5py.File(store_path, "r+", locking=False) as f:
+        f["scores"][1] = [0.3, 0.2]  # the predicted class's entry changed
+        f["scores"][2] = [0.6, 0.5]  # another entry: not caught (no checksum on /scores)
+    with h5store.open(store_path) as store:
+        assert store.record(0).scores.tolist() == pytest.approx([0.9, 0.1])
+        with pytest.raises(h5store.FormatError, match="score vector of image 1"):
+            store.record(1)
+        assert store.record(2).scores[1] == pytest.approx(0.5)
