@@ -637,10 +637,16 @@ class WriterFile:
         offsets: list[int],
     ) -> None:
         """Replace predicted offsets that do not hold the payload with HDF5's answer."""
-        view = mapped.ensure(max(o + len(p) for o, p in zip(offsets, payloads)))
+        try:
+            view = mapped.ensure(max(o + len(p) for o, p in zip(offsets, payloads)))
+        except FormatError:
+            # HDF5's file size can run ahead of the file (after a recovery, space a dead writer
+            # allocated): a prediction past the end is simply wrong.
+            view = mapped.view
         # bytes() then ==: a memcmp; comparing a memoryview to bytes goes element by element.
         wrong = [
-            k for k, (o, p) in enumerate(zip(offsets, payloads)) if bytes(view[o : o + len(p)]) != p
+            k for k, (o, p) in enumerate(zip(offsets, payloads))
+            if o + len(p) > len(view) or bytes(view[o : o + len(p)]) != p
         ]
         if not wrong:
             return

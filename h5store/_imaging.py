@@ -2,9 +2,12 @@
 
 from __future__ import annotations
 
+import functools
+
 import numpy as np
 
 
+@functools.lru_cache(maxsize=64)
 def _area_weights(n_in: int, n_out: int) -> np.ndarray:
     """(n_out, n_in) matrix averaging the input interval each output pixel covers."""
     edges = np.linspace(0, n_in, n_out + 1)
@@ -21,15 +24,19 @@ def resize_area(image: np.ndarray, height: int, width: int) -> np.ndarray:
     # the weight matrices below stay small. Dropping the few edge pixels that don't fill a
     # block is invisible at thumbnail size.
     fy, fx = image.shape[0] // (2 * height), image.shape[1] // (2 * width)
+    if image.shape[0] % height == 0 and image.shape[1] % width == 0:
+        # A whole factor (224 px to 32 px): the block sums are the result, no weights needed.
+        fy, fx = image.shape[0] // height, image.shape[1] // width
     if fy > 1 or fx > 1:
         fy, fx = max(fy, 1), max(fx, 1)
-        h, w = image.shape[0] // fy * fy, image.shape[1] // fx * fx
-        # fy * fx strided slices added up: far faster than a reduction over reshaped axes
-        blocks = np.zeros((h // fy, w // fx, image.shape[2]), np.float32)
-        for dy in range(fy):
-            for dx in range(fx):
-                blocks += image[dy:h:fy, dx:w:fx]
+        h, w, c = image.shape[0] // fy * fy, image.shape[1] // fx * fx, image.shape[2]
+        # Rows of blocks first, then columns: two reductions over contiguous axes, several
+        # times faster than strided slices or one reduction over two reshaped axes.
+        rows = image[:h, :w].reshape(h // fy, fy, w * c).sum(axis=1, dtype=np.uint32)
+        blocks = rows.reshape(h // fy, w // fx, fx, c).sum(axis=2).astype(np.float32)
         image = blocks / (fy * fx)
+        if image.shape[:2] == (height, width):
+            return image
     else:
         image = image.astype(np.float32)
     wy = _area_weights(image.shape[0], height)

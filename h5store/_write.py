@@ -50,9 +50,16 @@ class Batch:
     vectors: np.ndarray | None
     ids: np.ndarray
     sources: list[str] | None
+    #: the distinct stacks the batch goes to, and for each image the position of its stack in
+    #: that list: per-stack work (codec checks, creation, chunk writers) runs once per stack.
     keys: list[StackKey]
+    key_of_image: np.ndarray
     new_labels: list[str]
+    #: the codec of each entry of ``keys``
     codecs: list[Codec] = field(default_factory=list)
+
+    def __len__(self) -> int:
+        return len(self.ids)
 
     def label_name(self, label_id: int, known: list[str]) -> str:
         return known[label_id] if label_id < len(known) else self.new_labels[label_id - len(known)]
@@ -82,6 +89,35 @@ def _label_resolver(catalog: Catalog, new: dict[str, int]) -> Callable[[Any, str
     return resolve
 
 
+def _resolve_all(values: list, resolve: Callable[[Any, str], int], what: str,
+                 unknown: Any = ...) -> np.ndarray:
+    """Class ids of a batch's labels (``unknown`` values give NO_TRUE_LABEL). A batch repeats a
+    few labels many times: each distinct one is resolved once."""
+    out = np.empty(len(values), dtype=np.int64)
+    kinds = set(map(type, values))
+    if kinds <= {str, int, type(None)}:
+        # No bools or floats, so dict keys cannot confuse 1 with True or 1.0.
+        ids = {}
+        for value in dict.fromkeys(values):
+            if value is None or (unknown is not ... and value == unknown):
+                if unknown is ...:
+                    _inputs.check_label(value, f"{what} {values.index(value)}")
+                ids[value] = fmt.NO_TRUE_LABEL
+            else:
+                ids[value] = resolve(value, f"{what} {values.index(value)}")
+        out[:] = list(map(ids.__getitem__, values))
+        return out
+    for k, value in enumerate(values):
+        if value is None or (unknown is not ... and _inputs.is_integer(value)
+                             and value == unknown):
+            if unknown is ...:
+                _inputs.check_label(value, f"{what} {k}")
+            out[k] = fmt.NO_TRUE_LABEL
+        else:
+            out[k] = resolve(value, f"{what} {k}")
+    return out
+
+
 def prepare_batch(
     catalog: Catalog,
     index: Index,
@@ -105,22 +141,12 @@ def prepare_batch(
         raise InvalidInputError("the batch is empty")
     new: dict[str, int] = {}
     resolve = _label_resolver(catalog, new)
-    seen: dict[Any, int] = {}  # a batch repeats a few labels many times: resolve each once
-    label_ids = np.empty(n, dtype=np.uint32)
-    for k, value in enumerate(_inputs.as_sequence(labels, n, "labels")):
-        key = (type(value), value) if isinstance(value, (str, int)) else None
-        label_id = seen.get(key) if key is not None else None
-        if label_id is None:
-            label_id = resolve(value, f"label of image {k}")
-            if key is not None:
-                seen[key] = label_id
-        label_ids[k] = label_id
+    label_ids = _resolve_all(_inputs.as_sequence(labels, n, "labels"), resolve,
+                             "label of image").astype(np.uint32)
     true_ids = np.full(n, fmt.NO_TRUE_LABEL, dtype=np.int32)
     if true_labels is not None:
-        for k, v in enumerate(_inputs.as_sequence(true_labels, n, "true_labels")):
-            if v is None or (_inputs.is_integer(v) and v == -1):
-                continue
-            true_ids[k] = resolve(v, f"true label of image {k}")
+        true_ids[:] = _resolve_all(_inputs.as_sequence(true_labels, n, "true_labels"), resolve,
+                                   "true label of image", unknown=-1)
     arr = _inputs.as_scores(scores, n)
     vectors = None
     top1 = np.full(n, np.nan, dtype=np.float32)
@@ -151,27 +177,36 @@ def prepare_batch(
                 f"id {int(taken[0])} is already used in the store (ids are never reused)"
             )
     source_list = _inputs.as_sources(sources, n)
-    keys = [StackKey(int(label_ids[k]), *geometries[k]) for k in range(n)]
-    batch = Batch(label_ids, true_ids, top1, vectors, id_arr, source_list, keys, list(new))
+    # Images of one geometry usually share one Geometry object: number the distinct ones, then
+    # the distinct (label, geometry) pairs, without a Python object per image.
+    geometry_numbers: dict[Geometry, int] = {}
+    numbered = np.fromiter(
+        (geometry_numbers.setdefault(g, len(geometry_numbers)) for g in geometries), np.int64, n
+    )
+    pairs, key_of_image = np.unique(label_ids.astype(np.int64) * len(geometry_numbers) + numbered,
+                                    return_inverse=True)
+    distinct = list(geometry_numbers)
+    keys = [StackKey(int(p) // len(distinct), *distinct[int(p) % len(distinct)])
+            for p in pairs.tolist()]
+    batch = Batch(label_ids, true_ids, top1, vectors, id_arr, source_list, keys,
+                  key_of_image.reshape(-1), list(new))
     batch.codecs = _codecs_for(batch, catalog, default_codec)
     return batch
 
 
 def _codecs_for(batch: Batch, catalog: Catalog, default_codec: Codec) -> list[Codec]:
-    """The codec of every image, each (class, shape, dtype) checked once: can that class's
-    codec hold such images?"""
-    checked: dict[StackKey, Codec] = {}
-    for k, key in enumerate(batch.keys):
-        if key in checked:
-            continue
+    """The codec of every stack of the batch: can that class's codec hold such images?"""
+    codecs = []
+    for number, key in enumerate(batch.keys):
         label = batch.label_name(key.label, catalog.labels)
         codec = catalog.class_codec(label) or default_codec
         try:
             codec.check_image(key.height, key.width, key.channels, np.dtype(key.dtype))
         except CodecError as exc:
+            k = int(np.flatnonzero(batch.key_of_image == number)[0])
             raise CodecError(f"image {k} (class {label!r}): {exc}") from None
-        checked[key] = codec
-    return [checked[key] for key in batch.keys]
+        codecs.append(codec)
+    return codecs
 
 
 # --------------------------------------------------------------------------- the writer
@@ -293,7 +328,10 @@ class StoreWriter:
             return
         self._ensure_log_ready()
         lid = self.catalog.label_ids.get(label, len(self.catalog.labels))
-        fmt.create_class(self.file.swmr_off(), lid, label, codec)
+        f = self.file.swmr_off()
+        links = fmt.PendingLinks()
+        fmt.create_class(f, lid, label, codec, links)
+        links.link_all(f)
         self.catalog.set_class_codec(label, codec)
         if label not in self.catalog.label_ids:
             self._append_labels(self.file.swmr_on(), [label])
@@ -319,16 +357,17 @@ class StoreWriter:
         each class here uses the same codec and each payload still matches its CRC-32."""
         n = len(payloads)
         batch = self.prepare(n, labels, scores, true_labels, ids, sources, geometries=geometries)
-        checked: set[int] = set()
-        for k, (mine, theirs) in enumerate(zip(batch.codecs, codecs)):
-            if id(theirs) not in checked:
+        checked: set[tuple[int, int]] = set()
+        for k, (number, theirs) in enumerate(zip(batch.key_of_image.tolist(), codecs)):
+            if (number, id(theirs)) not in checked:
+                mine = batch.codecs[number]
                 if mine != theirs:
-                    label = batch.label_name(batch.keys[k].label, self.catalog.labels)
+                    label = batch.label_name(batch.keys[number].label, self.catalog.labels)
                     raise CodecError(
                         f"image {k}: class {label!r} stores {mine!r} here but the payload is "
                         f"{theirs!r}; stored bytes can only be copied between equal codecs"
                     )
-                checked.add(id(theirs))
+                checked.add((number, id(theirs)))
         actual = [crc32(p) for p in payloads]
         for k, (got, want) in enumerate(zip(actual, crcs)):
             if got != want:
@@ -362,54 +401,64 @@ class StoreWriter:
         # SWMR on. Recovery removes objects nothing refers to.
         if new_keys or needs_scores or needs_sources:
             f = w.swmr_off()
+            links = fmt.PendingLinks()
+            groups = {}
             for lid in needs_groups:
-                fmt.create_class(f, lid, names[lid], self.default_codec)
+                groups[lid] = fmt.create_class(f, lid, names[lid], self.default_codec, links)
                 catalog.set_class_codec(names[lid], self.default_codec)
             for key in new_keys:
-                fmt.create_stack(f, f[fmt.CLASSES][fmt.safe_name(names[key.label])],
-                                 key.height, key.width, key.channels, key.dtype,
-                                 self.codec_of(names[key.label]))
+                group = groups.get(key.label)
+                if group is None:
+                    group = f[fmt.CLASSES][fmt.safe_name(names[key.label])]
+                fmt.create_stack(f, group, key.height, key.width, key.channels, key.dtype,
+                                 self.codec_of(names[key.label]), links)
             n_rows = len(self.index)
             if needs_scores:
-                fmt.ensure_scores(f, n_rows, batch.vectors.shape[1])
+                fmt.ensure_scores(f, n_rows, batch.vectors.shape[1], links)
             if needs_sources:
-                fmt.ensure_sources(f, n_rows)
+                fmt.ensure_sources(f, n_rows, links)
+            links.link_all(f)
             w.flush()
 
         f = w.swmr_on()
         if batch.new_labels:
             self._append_labels(f, batch.new_labels)
-        for key in new_keys:
-            self._append_stack_row(f, key)
-        n0, n = len(self.index), len(batch.keys)
-        stack_ids = [catalog.stack_ids[key] for key in batch.keys]
-        groups: dict[int, list[int]] = {}
-        for k, sid in enumerate(stack_ids):
-            groups.setdefault(sid, []).append(k)
-        handles = {sid: w.stack(sid, catalog.stacks[sid].path) for sid in groups}
+        if new_keys:
+            self._append_stack_rows(f, new_keys)
+        n0, n = len(self.index), len(batch)
+        key_of_image = batch.key_of_image
+        key_stacks = [catalog.stack_ids[key] for key in batch.keys]
+        stack_ids = np.array(key_stacks, dtype=np.int64)[key_of_image]
+        # Images of one stack, in batch order: a stable sort by stack puts them together.
+        order = np.argsort(key_of_image, kind="stable")
+        bounds = np.searchsorted(key_of_image[order], np.arange(len(batch.keys) + 1))
+        members = [order[bounds[i] : bounds[i + 1]] for i in range(len(batch.keys))]
+        handles = [w.stack(sid, catalog.stacks[sid].path) for sid in key_stacks]
         positions = np.zeros(n, dtype=np.int64)
-        for sid, members in groups.items():
+        for number, sid in enumerate(key_stacks):
             start = catalog.stacks[sid].length
-            positions[members] = np.arange(start, start + len(members))
-            w.extend_stack(handles[sid], start + len(members))
+            positions[members[number]] = np.arange(start, start + len(members[number]))
+            w.extend_stack(handles[number], start + len(members[number]))
         # Chunks are written as the encoder threads deliver them, in image order.
-        writers = [w.chunk_writer(handles[sid]) if sid in handles else None
-                   for sid in range(max(groups) + 1)]
-        offsets = [0] * n
+        key_writers = [w.chunk_writer(handle) for handle in handles]
+        image_writers = [key_writers[number] for number in key_of_image.tolist()]
+        offsets = []
         payloads: list[bytes] = []
         crcs: list[int] = []
-        for k, (payload, crc), sid, position in zip(range(n), encoded, stack_ids,
-                                                    positions.tolist()):
-            offsets[k] = writers[sid](position, payload)
+        for write, position, (payload, crc) in zip(image_writers, positions.tolist(), encoded):
+            offsets.append(write(position, payload))
             payloads.append(payload)
             crcs.append(crc)
+        if len(payloads) != n:
+            raise InvalidInputError(f"{len(payloads)} payloads for a batch of {n} images")
         offsets = np.array(offsets, dtype=np.uint64)
         w.flush()
-        for sid, members in groups.items():
-            predicted = offsets[members].tolist()
-            w.confirm_offsets(self.mapped, handles[sid], positions[members].tolist(),
-                              [payloads[k] for k in members], predicted)
-            offsets[members] = predicted
+        for number, handle in enumerate(handles):
+            group = members[number]
+            predicted = offsets[group].tolist()
+            w.confirm_offsets(self.mapped, handle, positions[group].tolist(),
+                              [payloads[k] for k in group.tolist()], predicted)
+            offsets[group] = predicted
         if batch.vectors is not None:
             ds = w.dataset(fmt.SCORES)
             ds.resize(max(ds.shape[0], n0 + n), axis=0)
@@ -426,11 +475,9 @@ class StoreWriter:
         rows["score"] = batch.top1
         rows["stack"] = stack_ids
         rows["position"] = positions
-        rows["height"] = [key.height for key in batch.keys]
-        rows["width"] = [key.width for key in batch.keys]
-        rows["channels"] = [key.channels for key in batch.keys]
-        rows["dtype"] = [key.dtype for key in batch.keys]
-        rows["codec"] = [codec.codec_id for codec in batch.codecs]
+        for column in ("height", "width", "channels", "dtype"):
+            rows[column] = np.array([getattr(key, column) for key in batch.keys])[key_of_image]
+        rows["codec"] = np.array([codec.codec_id for codec in batch.codecs])[key_of_image]
         rows["nbytes"] = [len(p) for p in payloads]
         rows["crc32"] = crcs
         rows["offset"] = offsets
@@ -438,21 +485,24 @@ class StoreWriter:
         w.append_rows(rows)
 
         self.index.append(rows)
-        for sid, members in groups.items():
-            catalog.stacks[sid].length += len(members)
+        for number, sid in enumerate(key_stacks):
+            catalog.stacks[sid].length += len(members[number])
         self.dirty_labels.update(np.unique(batch.label_ids).tolist())
         return batch.ids.copy()
 
-    def _append_stack_row(self, f: h5py.File, key: StackKey) -> None:
-        codec = self.codec_of(self.catalog.labels[key.label])
+    def _append_stack_rows(self, f: h5py.File, keys: list[StackKey]) -> None:
         table = self.file.dataset(fmt.STACKS)
-        row = np.zeros(1, dtype=fmt.STACKS_DTYPE)
-        row["label"], row["height"], row["width"] = key.label, key.height, key.width
-        row["channels"], row["dtype"], row["codec"] = key.channels, key.dtype, codec.codec_id
-        row["codec_config"] = fmt.codec_config_json(codec)
-        table.resize(table.shape[0] + 1, axis=0)
-        table[-1] = row[0]
-        self.catalog.add_stack(key, codec)
+        rows = np.zeros(len(keys), dtype=fmt.STACKS_DTYPE)
+        codecs = [self.codec_of(self.catalog.labels[key.label]) for key in keys]
+        for row, key, codec in zip(rows, keys, codecs):
+            row["label"], row["height"], row["width"] = key.label, key.height, key.width
+            row["channels"], row["dtype"], row["codec"] = key.channels, key.dtype, codec.codec_id
+            row["codec_config"] = fmt.codec_config_json(codec)
+        start = table.shape[0]
+        table.resize(start + len(keys), axis=0)
+        table[start:] = rows
+        for key, codec in zip(keys, codecs):
+            self.catalog.add_stack(key, codec)
 
     # ------------------------------------------------------------------ deleting
 
@@ -496,17 +546,24 @@ class StoreWriter:
         live_labels = self.index.column("label")
         live = self.index.live_mask()
         ids = self.index.column("id")
+        links = fmt.PendingLinks()
+        previews_root: list[h5py.Group] = []
+        changed: dict[str, np.ndarray] = {}
         for label in labels:
             name = self.catalog.labels[label]
             if fmt.safe_name(name) not in f[fmt.CLASSES]:
                 continue
             shown = ids[np.flatnonzero(live & (live_labels == label))[: fmt.PREVIEW_IMAGES]]
             current = fmt.preview_ids(f, name)
-            if current is not None and np.array_equal(current, shown):
-                continue
-            sheet = contact_sheet(self._read_images(shown), fmt.PREVIEW_SIDE,
+            if current is None or not np.array_equal(current, shown):
+                changed[name] = shown
+        # Every preview image decoded in one parallel call: at close this is most of the time.
+        images = iter(self._read_images(np.concatenate([np.zeros(0, np.int64), *changed.values()])))
+        for name, shown in changed.items():
+            sheet = contact_sheet([next(images) for _ in shown], fmt.PREVIEW_SIDE,
                                   fmt.PREVIEW_COLUMNS)
-            fmt.write_preview(f, name, sheet, shown)
+            fmt.write_preview(f, name, sheet, shown, links, previews_root)
+        links.link_all(f)
 
     def rebuild_previews(self) -> None:
         f = self.file.swmr_off()

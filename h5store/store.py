@@ -181,8 +181,7 @@ class ImageStore:
         self._mapped = MappedFile(self.path)
         rows = read_committed_rows(f, self._mapped)
         self._catalog = catalog = Catalog(f, self._class_group)
-        fmt.check_rows(rows, catalog.table, len(catalog.labels), os.path.getsize(self.path),
-                       self.path)
+        fmt.check_rows(rows, catalog.table, len(catalog.labels), self.path)
         self._index = Index(rows, adopt=True)
         catalog.set_lengths(self._index.column("stack"), self._index.column("position"))
         # The read path indexes this list for every image; the writer's new stacks append to it.
@@ -398,7 +397,7 @@ class ImageStore:
         ]
         batch = writer.prepare(len(imgs), labels, scores, true_labels, ids, sources,
                                geometries=geometries)
-        codecs = batch.codecs
+        codecs = [batch.codecs[number] for number in batch.key_of_image.tolist()]
 
         def encode(k: int) -> tuple[bytes, int]:
             payload = codecs[k].encode(imgs[k])

@@ -97,3 +97,26 @@ def test_verify_exit_code_names_damage(tmp_path):
         fh.write(b"\xff")
     result = h5store_cli("verify", str(path), "--json", check=False)
     assert result.returncode == 1 and json.loads(result.stdout)["damaged"] == [1]
+
+
+def test_export_writes_nothing_outside_the_export_folder(tmp_path):
+    # Looks at the folders around the export folder, where an escaping label would write, and
+    # names the expected folders literally rather than through safe_name.
+    escaping = {"..": "%2E.", "../x": "%2E.%2Fx", "a/../../y": "a%2F..%2F..%2Fy",
+                "/abs": "%2Fabs", ".hidden": "%2Ehidden", "cat": "cat"}
+    images, _ = photo_crops()
+    src = tmp_path / "src.h5"
+    with h5store.open(src, "w", codec="png") as store:
+        ids = store.add_batch(images[: len(escaping)], labels=list(escaping))
+    box = tmp_path / "box"
+    root = box / "inner" / "out"
+    root.parent.mkdir(parents=True)
+    before = {p for p in tmp_path.rglob("*")}
+    with h5store.open(src) as store:
+        assert export_folder(store, root, progress=False) == len(escaping)
+    created = {p for p in tmp_path.rglob("*")} - before
+    outside = [p for p in created if p != root and root not in p.parents]
+    assert outside == [], outside
+    assert sorted(os.listdir(root)) == sorted(escaping.values())
+    for image_id, folder in zip(ids.tolist(), escaping.values()):
+        assert os.listdir(root / folder) == [f"{image_id}.png"]

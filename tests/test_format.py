@@ -1,6 +1,7 @@
 """The file is plain HDF5 that other tools read without h5store (DESIGN section 2)."""
 
 import json
+import re
 import subprocess
 import textwrap
 
@@ -109,7 +110,8 @@ def test_hdf5_1_10_tools_read_structure_attributes_and_index(mixed_store):
     assert '"crc32"' in index.stdout and "H5T_COMPOUND" in index.stdout
     listing = subprocess.run(["h5ls", "-r", mixed_store], capture_output=True, text=True)
     assert listing.returncode == 0 and "/classes/depth/20x30x1_uint16" in listing.stdout
-    assert "Version 1.1" in version or "Version 1." in version
+    # Debian's tools are HDF5 1.10: the oldest library the format promises to open in
+    assert re.search(r"Version 1\.10\.\d+", version), version
 
 
 def test_safe_names_are_injective_and_single_components():

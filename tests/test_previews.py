@@ -6,6 +6,12 @@ from conftest import photo_crops, run_python
 
 import h5store
 from h5store import format as fmt
+from h5store._imaging import contact_sheet
+
+
+def sheet_of(images) -> np.ndarray:
+    """The contact sheet the original images make (the store's own decode is not the reference)."""
+    return contact_sheet(list(images), fmt.PREVIEW_SIDE, fmt.PREVIEW_COLUMNS)
 
 
 def test_each_class_has_a_plain_gzip_rgb_preview(store_path):
@@ -44,14 +50,16 @@ def test_preview_follows_deletions_and_can_be_rebuilt(store_path):
     with h5py.File(store_path, "r") as f:
         first = f[fmt.preview_path("a")][()]
         assert list(f[fmt.preview_path("a")].attrs["ids"]) == list(ids[: fmt.PREVIEW_IMAGES])
+        assert np.array_equal(first, sheet_of(images[: fmt.PREVIEW_IMAGES]))
     with h5store.open(store_path, "a") as store:
         store.delete([ids[0]])
     with h5py.File(store_path, "r") as f:
         assert list(f[fmt.preview_path("a")].attrs["ids"]) == list(ids[1 : fmt.PREVIEW_IMAGES + 1])
-        assert not np.array_equal(f[fmt.preview_path("a")][()], first)
+        assert np.array_equal(f[fmt.preview_path("a")][()], sheet_of(images[1 : fmt.PREVIEW_IMAGES + 1]))
     with h5py.File(store_path, "r+") as f:
         del f["previews"]
     with h5store.open(store_path, "a") as store:
         store.rebuild_previews()
     with h5py.File(store_path, "r") as f:
         assert f[fmt.preview_path("a")].shape == (32, 128, 3)
+        assert np.array_equal(f[fmt.preview_path("a")][()], sheet_of(images[1 : fmt.PREVIEW_IMAGES + 1]))

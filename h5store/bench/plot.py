@@ -5,9 +5,12 @@ from __future__ import annotations
 
 import math
 from collections import defaultdict
+from typing import TYPE_CHECKING
 
 from .recommend import pareto_front
-from .results import BenchResult, CellResult
+
+if TYPE_CHECKING:  # results imports report, which imports this module
+    from .results import BenchResult, CellResult
 
 # Marker area (points^2) of a setting decoding at SPEED_REF MP/s on one thread; area grows with
 # the square root of the speed so that 20 and 2000 MP/s both stay readable.

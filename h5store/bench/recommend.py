@@ -6,13 +6,14 @@ from __future__ import annotations
 import math
 from collections.abc import Sequence
 from dataclasses import dataclass
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import numpy as np
 
 from h5store import InvalidInputError
 
-from .results import CellResult
+if TYPE_CHECKING:  # results imports this module; the cell type is only named here
+    from .results import CellResult
 
 PREFERENCES = ("smallest", "fastest")
 

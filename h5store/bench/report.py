@@ -10,14 +10,16 @@ import math
 import os
 from collections import Counter
 from collections.abc import Callable
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import numpy as np
 
 from h5store import InvalidInputError
 
 from .recommend import pareto_front, size_at_ssim
-from .results import BenchResult, CellResult
+
+if TYPE_CHECKING:  # results imports this module to save itself
+    from .results import BenchResult, CellResult
 
 FILES = {"json": "bench.json", "csv": "bench.csv", "markdown": "bench.md", "plot": "bench.png"}
 

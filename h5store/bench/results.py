@@ -7,6 +7,9 @@ import math
 from dataclasses import asdict, dataclass, field
 from typing import Any
 
+from . import report
+from .recommend import Floors, Recommendation, recommend
+
 
 @dataclass
 class CellResult:
@@ -78,7 +81,7 @@ class BenchResult:
     skipped: list[Skipped]
     classifier: ClassifierInfo
     meta: dict[str, Any]
-    recommendation: Any = None  # recommend.Recommendation
+    recommendation: Recommendation | None = None
     files: dict[str, str] = field(default_factory=dict)
 
     def cell(self, codec: str, setting: str | None = None) -> CellResult:
@@ -89,10 +92,8 @@ class BenchResult:
         return found[0]
 
     def recommend(self, *, min_ssim: float | None = None, min_psnr: float | None = None,
-                  min_agreement: float | None = None, prefer: str = "smallest"):
+                  min_agreement: float | None = None, prefer: str = "smallest") -> Recommendation:
         """Choose again under other floors, without measuring again."""
-        from .recommend import Floors, recommend
-
         return recommend(self.cells, Floors(min_ssim, min_psnr, min_agreement), prefer)
 
     def to_dict(self) -> dict[str, Any]:
@@ -106,15 +107,11 @@ class BenchResult:
         }
 
     def table(self) -> str:
-        from .report import markdown_table
-
-        return markdown_table(self)
+        return report.markdown_table(self)
 
     def save(self, out: str) -> dict[str, str]:
         """Write bench.json, bench.csv, bench.md and bench.png into the folder ``out``."""
-        from .report import write_all
-
-        self.files = write_all(self, out)
+        self.files = report.write_all(self, out)
         return self.files
 
     def __repr__(self) -> str:

@@ -86,7 +86,7 @@ def measure_cell(codec: Codec, setting: str, inp: BenchInput, timer: BlockTimer,
             lambda k: np.asarray(codec.decode(payloads[k], images[k].shape, images[k].dtype)),
             range(len(images)), pixels,
         )
-    except Exception as exc:  # noqa: BLE001 - whatever a codec's own code raises
+    except Exception as exc:  # whatever a codec's own code raises
         raise CodecFailure(f"{type(exc).__name__}: {exc}") from exc
     violation = _shape_violation(images, decoded)
     fid = None

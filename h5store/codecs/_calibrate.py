@@ -11,6 +11,7 @@ bytes, PSNR and SSIM of every codec at every anchor quality through the new tabl
 from __future__ import annotations
 
 import argparse
+import functools
 
 import numpy as np
 
@@ -23,6 +24,10 @@ from .registry import _REGISTRY, get_codec
 def psnr(a: np.ndarray, b: np.ndarray) -> float:
     mse = np.mean((a.astype(np.float64) - b.astype(np.float64)) ** 2)
     return 100.0 if mse == 0 else float(10 * np.log10(255.0**2 / mse))
+
+
+def _decode_like(codec, payload, image: np.ndarray) -> np.ndarray:
+    return codec.decode(payload, image.shape, image.dtype)
 
 
 def _mean_psnr(images: np.ndarray, encode, decode) -> float:
@@ -75,7 +80,7 @@ def main(argv: list[str] | None = None) -> None:
     anchors = []
     for q in ANCHOR_QUALITIES:
         jpeg = get_codec("jpeg", quality=q)
-        anchors.append(_mean_psnr(images, jpeg.encode, lambda p, im: jpeg.decode(p, im.shape, im.dtype)))
+        anchors.append(_mean_psnr(images, jpeg.encode, functools.partial(_decode_like, jpeg)))
     print("ANCHOR_PSNR = (" + ", ".join(f"{p:.2f}" for p in anchors) + ")")
     names = args.codecs or [n for n, c in sorted(_REGISTRY.items()) if issubclass(c, ImageCodec) and c.takes_quality]
     for name in [] if args.check else names:

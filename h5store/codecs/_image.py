@@ -76,7 +76,8 @@ class ImageCodec(Codec):
         super().check_image(height, width, channels, dtype)
         if self.max_pixels is not None and height * width > self.max_pixels:
             raise CodecError(
-                f"codec {self.codec_id!r} holds images of up to {self.max_pixels} pixels, got {height}x{width}"
+                f"codec {self.codec_id!r} holds images of up to {self.max_pixels} pixels, "
+                f"got {height}x{width}"
             )
 
     # ----------------------------------------------------------------- hooks for each codec
@@ -158,7 +159,9 @@ def with_opaque_alpha(image: np.ndarray, channels: int | None) -> np.ndarray:
 
 def check_end(data: bytes, marker: bytes, what: str) -> None:
     if not data.endswith(marker):
-        raise CodecError(f"{what} stream is truncated or has trailing bytes (it does not end with its end marker)")
+        raise CodecError(
+            f"{what} stream is truncated or has trailing bytes (no end marker at its end)"
+        )
 
 
 def check_boxes(data: bytes, start: int, what: str) -> list[bytes]:

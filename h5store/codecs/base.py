@@ -185,7 +185,8 @@ def decoded_image(image: np.ndarray, shape: tuple[int, ...], dtype: np.dtype, co
     is damaged or was stored under the wrong geometry."""
     if image.shape != tuple(shape) or image.dtype != np.dtype(dtype):
         raise CodecError(
-            f"codec {codec_id!r}: the stored stream decodes to a {image.shape} {image.dtype} image, "
+            f"codec {codec_id!r}: the stored stream decodes to a "
+            f"{image.shape} {image.dtype} image, "
             f"not the stack's {tuple(shape)} {np.dtype(dtype)}: the payload is damaged"
         )
     return image

@@ -37,7 +37,8 @@ def check_codestream_or_jp2(data: bytes, what: str, allow_jp2: bool) -> None:
     if allow_jp2 and data.startswith(_JP2):
         check_boxes(data, 0, what)
     elif not data.startswith(_CODESTREAM):
-        raise CodecError(f"not a {what} stream (no {'JP2 signature or ' if allow_jp2 else ''}SOC/SIZ codestream header)")
+        jp2 = "JP2 signature or " if allow_jp2 else ""
+        raise CodecError(f"not a {what} stream (no {jp2}SOC/SIZ codestream header)")
     check_end(data, _EOC, what)
 
 

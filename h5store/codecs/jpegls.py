@@ -43,7 +43,8 @@ class JpegLsCodec(ImageCodec):
     takes_quality = True
     default_lossless = True
     bench_grid = ({"lossless": True}, {"lossless": False, "quality": 95})
-    # CharLS NEAR (maximum sample error) at each anchor quality (python -m h5store.codecs._calibrate).
+    # CharLS NEAR (maximum sample error) at each anchor quality
+    # (python -m h5store.codecs._calibrate).
     quality_knobs = (41, 21, 15, 13, 12, 11, 10, 9, 8, 7, 6, 5, 3)
     knob_scale = "int"
     knob_range = (60.0, 1.0)

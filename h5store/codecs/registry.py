@@ -1,15 +1,23 @@
 """The codec registry: name -> :class:`Codec` subclass (numcodecs' ``registry`` is the model).
 
 Each codec module registers its class with :func:`register_codec` when it is imported; the
-package ``__init__`` imports the built-in modules, one line each.
+package ``__init__`` imports the built-in modules, one line each. Codecs from other packages
+are found through the ``h5store.codecs`` entry-point group on a registry miss, as numcodecs
+and zarr find theirs, so a file written with a third-party codec opens (``h5store info``,
+``verify``) without user code importing that codec first.
 """
 
 from __future__ import annotations
 
+from importlib.metadata import entry_points
 from typing import Any
 
 from ..errors import CodecError
 from .base import Codec
+
+#: Entry points in this group are named by codec id and point at a Codec subclass
+#: (``module:Class``) or at a module that registers one when imported.
+ENTRY_POINT_GROUP = "h5store.codecs"
 
 _REGISTRY: dict[str, type[Codec]] = {}
 
@@ -24,8 +32,34 @@ def register_codec(cls: type[Codec]) -> type[Codec]:
 
 
 def available_codecs() -> list[str]:
-    """Names of the registered codecs."""
-    return sorted(_REGISTRY)
+    """Names of the registered codecs and of those installed packages offer as plugins."""
+    return sorted(set(_REGISTRY) | {ep.name for ep in entry_points(group=ENTRY_POINT_GROUP)})
+
+
+def _codec_class(codec_id: Any) -> type[Codec] | None:
+    """The class registered as ``codec_id``, loading its plugin on a miss; None if unknown."""
+    if not isinstance(codec_id, str):
+        return None
+    cls = _REGISTRY.get(codec_id)
+    if cls is not None:
+        return cls
+    for entry in entry_points(group=ENTRY_POINT_GROUP, name=codec_id):
+        where = f"plugin {entry.value!r} (entry point {codec_id!r} in {ENTRY_POINT_GROUP!r})"
+        try:
+            loaded = entry.load()
+        except Exception as exc:  # a broken third-party package: name it
+            raise CodecError(f"codec {codec_id!r}: loading {where} failed: {exc!r}") from exc
+        if isinstance(loaded, type) and issubclass(loaded, Codec):
+            if loaded.codec_id != codec_id:
+                raise CodecError(
+                    f"{where} is a codec with id {loaded.codec_id!r}, not {codec_id!r}"
+                )
+            register_codec(loaded)
+        cls = _REGISTRY.get(codec_id)
+        if cls is None:
+            raise CodecError(f"{where} registered no codec named {codec_id!r}")
+        return cls
+    return None
 
 
 def get_codec(codec: str | Codec, *, quality: int | None = None, **params: Any) -> Codec:
@@ -35,12 +69,9 @@ def get_codec(codec: str | Codec, *, quality: int | None = None, **params: Any) 
         if params:
             raise CodecError("pass codec parameters either in the Codec instance or as keywords")
         return codec
-    try:
-        cls = _REGISTRY[codec]
-    except (KeyError, TypeError):
-        raise CodecError(
-            f"unknown codec {codec!r}; available: {', '.join(available_codecs())}"
-        ) from None
+    cls = _codec_class(codec)
+    if cls is None:
+        raise CodecError(f"unknown codec {codec!r}; available: {', '.join(available_codecs())}")
     if quality is not None and cls.takes_quality:
         params["quality"] = quality
     try:
@@ -51,10 +82,10 @@ def get_codec(codec: str | Codec, *, quality: int | None = None, **params: Any) 
 
 def codec_from_config(config: dict[str, Any]) -> Codec:
     """Rebuild a codec from :meth:`Codec.get_config` output (as stored in the file)."""
-    try:
-        cls = _REGISTRY[config["id"]]
-    except KeyError:
+    cls = _codec_class(config.get("id"))
+    if cls is None:
         raise CodecError(
-            f"the file uses codec {config.get('id')!r}, which this installation does not have"
-        ) from None
+            f"the file uses codec {config.get('id')!r}, which this installation does not have "
+            f"(no registered codec and no {ENTRY_POINT_GROUP!r} entry point of that name)"
+        )
     return cls.from_config(config)

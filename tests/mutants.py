@@ -1,0 +1,380 @@
+"""Deliberate small breakages of h5store, each of which some test must catch.
+
+    python tests/mutants.py                 # every mutant, with the tests of this checkout
+    python tests/mutants.py --tests a3b28f7 # the same mutants against an older revision's tests
+    python tests/mutants.py index-map crc-encoded   # some of them
+
+Each mutant is a few exact text replacements in the package. The script copies h5store/ and
+the tests into a temporary folder, applies one mutant there (the checkout is never touched),
+runs the test files that mutant names and prints "caught" (a test failed) or "MISSED" (every
+test passed: the breakage would ship). A mutant whose text no longer matches the code prints
+"stale" and needs updating. Not collected by pytest (no ``test_`` prefix): it runs minutes.
+"""
+
+from __future__ import annotations
+
+import argparse
+import os
+import shutil
+import subprocess
+import sys
+import tempfile
+import time
+from dataclasses import dataclass
+from pathlib import Path
+
+ROOT = Path(__file__).resolve().parent.parent
+
+
+@dataclass(frozen=True)
+class Mutant:
+    name: str
+    why: str  # the behaviour that breaks
+    edits: tuple[tuple[str, str, str], ...]  # (path under the checkout, old text, new text)
+    tests: tuple[str, ...]  # test files (under tests/) that should catch it
+
+
+MUTANTS = [
+    Mutant(
+        "index-map",
+        "(a) ids added after a lookup built the id map are not entered in it",
+        (
+            (
+                "h5store/index.py",
+                "            self._row_of_id.update(zip(ids.tolist(), range(start, start + k)))",
+                "            pass",
+            ),
+        ),
+        ("test_roundtrip.py", "test_ids.py"),
+    ),
+    Mutant(
+        "duplicate-ids",
+        "(a) an id already in a store with non-consecutive ids is accepted again",
+        (
+            (
+                "h5store/index.py",
+                "        return np.array([i for i in ids.tolist() if i in lookup], dtype=np.int64)",
+                "        return np.zeros(0, dtype=np.int64)",
+            ),
+        ),
+        ("test_roundtrip.py", "test_bad_input.py", "test_ids.py"),
+    ),
+    Mutant(
+        "crc-add-batch",
+        "(b) add/add_batch record the CRC of other bytes than they store",
+        (
+            (
+                "h5store/store.py",
+                "            return payload, crc32(payload)",
+                "            return payload, crc32(payload[:-1])",
+            ),
+        ),
+        ("test_roundtrip.py", "test_ingest_crc.py"),
+    ),
+    Mutant(
+        "crc-encoded",
+        "(b) add_encoded/add_encoded_batch/import record the CRC of other bytes",
+        (
+            (
+                "h5store/store.py",
+                "        crcs = thread_map(crc32, payloads) if big else list(map(crc32, payloads))",
+                "        crcs = [crc32(p[1:]) for p in payloads]",
+            ),
+        ),
+        ("test_roundtrip.py", "test_folders_cli.py", "test_ingest_crc.py"),
+    ),
+    Mutant(
+        "uncommitted-batch-kept",
+        "(c) rows after the last commit flag are taken as committed",
+        (
+            (
+                "h5store/format.py",
+                "    return rows[: int(ends[-1]) + 1] if len(ends) else rows[:0]",
+                "    return rows",
+            ),
+        ),
+        ("test_reliability.py", "test_crash_points.py", "test_commit_replay.py"),
+    ),
+    Mutant(
+        "tail-copies-kept",
+        "(c) tail rows already moved into /index are read twice",
+        (
+            (
+                "h5store/format.py",
+                '            tail_rows = tail_rows[~np.isin(tail_rows["id"], index_rows["id"])]',
+                "            pass",
+            ),
+        ),
+        ("test_roundtrip.py", "test_reliability.py", "test_commit_replay.py"),
+    ),
+    Mutant(
+        "offsets-never-rebuilt",
+        "(d) a file rewritten by h5repack is read through stale chunk offsets",
+        (
+            (
+                "h5store/store.py",
+                "        if all(self._row_intact(r) for r in rows):\n            return",
+                "        if True:\n            return",
+            ),
+        ),
+        ("test_format.py", "test_viewers.py", "test_offset_cache.py"),
+    ),
+    Mutant(
+        "offsets-rebuilt-in-memory-only",
+        "(d) rebuilt offsets reach the read columns but not the rows verify() checks",
+        (("h5store/index.py", '        self._rows["offset"][rows] = offsets\n', ""),),
+        ("test_format.py", "test_offset_cache.py"),
+    ),
+    Mutant(
+        "verify-ignores-offsets",
+        "(d) verify() does not compare cached offsets with HDF5's chunk index",
+        (
+            (
+                "h5store/store.py",
+                "                if location is None or location != "
+                '(int(row["offset"]), int(row["nbytes"])):',
+                "                if location is None:",
+            ),
+        ),
+        ("test_folders_cli.py", "test_format.py", "test_offset_cache.py"),
+    ),
+    Mutant(
+        "dataset-id-single",
+        '(e) ImageStoreDataset(target="id")[k] returns the position k, not the id',
+        (
+            (
+                "h5store/torch.py",
+                "            return tensor, int(self.ids[k])",
+                "            return tensor, k",
+            ),
+        ),
+        ("test_torch.py", "test_torch_inputs.py"),
+    ),
+    Mutant(
+        "dataset-id-batch",
+        '(e) batches of ImageStoreDataset(target="id") carry positions, not ids',
+        (
+            (
+                "h5store/torch.py",
+                '        targets = self.ids[ks] if self.target == "id" else self.targets[ks]',
+                '        targets = np.asarray(ks) if self.target == "id" else self.targets[ks]',
+            ),
+        ),
+        ("test_torch.py", "test_torch_inputs.py"),
+    ),
+    Mutant(
+        "torch-chw",
+        "(f) (C, H, W) torch tensors are stored as (W, H, C)",
+        (
+            (
+                "h5store/_inputs.py",
+                "            arr = arr.transpose(1, 2, 0)",
+                "            arr = arr.transpose(2, 1, 0)",
+            ),
+        ),
+        ("test_roundtrip.py", "test_torch.py", "test_torch_inputs.py"),
+    ),
+    Mutant(
+        "export-escapes",
+        "(g) a label '..' exports into the folder above the export folder",
+        (
+            ("h5store/format.py", '(ch == "." and i == 0)', "False"),
+            (
+                "h5store/folders.py",
+                '        if os.path.dirname(os.path.realpath(os.path.join(folder, "x"))) != '
+                "os.path.realpath(folder) or \\\n"
+                "                os.path.commonpath([root, os.path.realpath(folder)]) != root:",
+                "        if False:",
+            ),
+        ),
+        ("test_folders_cli.py",),
+    ),
+    Mutant(
+        "lz4-reversed",
+        "viewers: lz4 stores the pixel bytes reversed (h5dump and h5store agree on wrong pixels)",
+        (
+            (
+                "h5store/codecs/lz4.py",
+                "        return imagecodecs.lz4h5_encode(data)",
+                "        return imagecodecs.lz4h5_encode(bytes(data)[::-1])",
+            ),
+        ),
+        ("test_viewers.py",),
+    ),
+    Mutant(
+        "preview-order",
+        "previews: the contact sheet shows its images in the wrong order",
+        (
+            (
+                "h5store/_write.py",
+                "            sheet = contact_sheet(self._read_images(shown), ",
+                "            sheet = contact_sheet(self._read_images(shown[::-1]), ",
+            ),
+        ),
+        ("test_previews.py", "test_golden.py"),
+    ),
+    Mutant(
+        "get-batch-out-rgb",
+        "get_batch(out=) swaps the colour channels of JPEG images (and nothing else does)",
+        (
+            (
+                "h5store/codecs/jpeg.py",
+                "    def decode_into(self, data: Any, out: np.ndarray) -> None:\n",
+                "    def decode_into(self, data: Any, out: np.ndarray) -> None:\n"
+                "        self._decode_into(data, out)\n"
+                "        out[...] = out[..., ::-1] if out.ndim == 3 else out\n\n"
+                "    def _decode_into(self, data: Any, out: np.ndarray) -> None:\n",
+            ),
+        ),
+        ("test_roundtrip.py", "test_golden.py"),
+    ),
+    Mutant(
+        "stack-name",
+        "format: stacks are named differently (writer and reader agree; old files break)",
+        (
+            (
+                "h5store/format.py",
+                '    return f"{height}x{width}x{channels}_{dtype}"',
+                '    return f"{height}x{width}x{channels}-{dtype}"',
+            ),
+        ),
+        ("test_format.py", "test_golden.py"),
+    ),
+    Mutant(
+        "index-score-f8",
+        "format: the index stores scores as float64 (writer and reader agree; old files differ)",
+        (("h5store/format.py", '        ("score", "<f4"),', '        ("score", "<f8"),'),),
+        ("test_format.py", "test_golden.py"),
+    ),
+    Mutant(
+        "plugin-codecs-ignored",
+        "codec plugins: entry points are never consulted",
+        (
+            (
+                "h5store/codecs/registry.py",
+                "    for entry in entry_points(group=ENTRY_POINT_GROUP, name=codec_id):",
+                "    for entry in ():",
+            ),
+        ),
+        ("test_codec_plugin.py",),
+    ),
+]
+
+
+def _copy_tree(tests_from: str | None, work: Path) -> None:
+    shutil.copytree(
+        ROOT / "h5store", work / "h5store", ignore=shutil.ignore_patterns("__pycache__")
+    )
+    shutil.copy(ROOT / "pyproject.toml", work / "pyproject.toml")
+    if tests_from is None:
+        shutil.copytree(
+            ROOT / "tests",
+            work / "tests",
+            ignore=shutil.ignore_patterns("__pycache__", ".hypothesis"),
+        )
+    else:  # the tests of another revision, with today's code
+        archive = subprocess.run(
+            ["git", "archive", tests_from, "tests"], cwd=ROOT, capture_output=True, check=True
+        ).stdout
+        subprocess.run(["tar", "-x", "-C", str(work)], input=archive, check=True)
+
+
+def _apply(mutant: Mutant, work: Path) -> dict[Path, str] | None:
+    """Apply the mutant; the texts it replaced, to put back (None if it no longer matches)."""
+    originals: dict[Path, str] = {}
+    for path, old, new in mutant.edits:
+        target = work / path
+        text = originals.get(target) or target.read_text()
+        originals.setdefault(target, text)
+        current = target.read_text()
+        if current.count(old) != 1:
+            _revert(originals)
+            return None
+        target.write_text(current.replace(old, new))
+    return originals
+
+
+def _revert(originals: dict[Path, str]) -> None:
+    # from memory, not from the checkout: the checkout may change while this runs
+    for target, text in originals.items():
+        target.write_text(text)
+
+
+def run(mutants: list[Mutant], tests_from: str | None, timeout: float) -> dict[str, str]:
+    outcome: dict[str, str] = {}
+    with tempfile.TemporaryDirectory(prefix="h5store-mutants-") as tmp:
+        work = Path(tmp)
+        _copy_tree(tests_from, work)
+        env = {**os.environ, "PYTHONPATH": str(work), "PYTHONDONTWRITEBYTECODE": "1"}
+        for mutant in mutants:
+            files = [f"tests/{name}" for name in mutant.tests if (work / "tests" / name).exists()]
+            originals = _apply(mutant, work)
+            if originals is None:
+                outcome[mutant.name] = "stale"
+            elif not files:
+                outcome[mutant.name] = "MISSED (no such tests)"
+            else:
+                start = time.monotonic()
+                try:
+                    done = subprocess.run(
+                        [
+                            sys.executable,
+                            "-m",
+                            "pytest",
+                            "-x",
+                            "-q",
+                            "-p",
+                            "no:cacheprovider",
+                            "-W",
+                            "ignore::pytest.PytestUnraisableExceptionWarning",
+                            *files,
+                        ],
+                        cwd=work,
+                        env=env,
+                        capture_output=True,
+                        text=True,
+                        timeout=timeout,
+                    )
+                    caught = done.returncode != 0
+                    failed = [
+                        line.split(" - ")[0]
+                        for line in done.stdout.splitlines()
+                        if line.startswith(("FAILED ", "ERROR "))
+                    ]
+                except subprocess.TimeoutExpired:
+                    caught, failed = True, ["timed out"]  # a hang is a failure too
+                seconds = time.monotonic() - start
+                outcome[mutant.name] = "caught" if caught else "MISSED"
+                outcome[mutant.name] += (
+                    f" ({seconds:.0f} s, {' '.join(Path(f).name for f in files)})"
+                )
+                if failed:
+                    outcome[mutant.name] += f"\n    by {failed[0]}"
+            if originals is not None:
+                _revert(originals)
+            print(f"{mutant.name:32} {outcome[mutant.name]}\n    {mutant.why}", flush=True)
+    return outcome
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    parser.add_argument("names", nargs="*", help="mutants to try (default: all)")
+    parser.add_argument("--tests", metavar="REV", help="take tests/ from this git revision")
+    parser.add_argument("--timeout", type=float, default=600, help="seconds per mutant")
+    args = parser.parse_args(argv)
+    unknown = set(args.names) - {m.name for m in MUTANTS}
+    if unknown:
+        parser.error(f"unknown mutants: {', '.join(sorted(unknown))}")
+    chosen = [m for m in MUTANTS if not args.names or m.name in args.names]
+    outcome = run(chosen, args.tests, args.timeout)
+    caught = sum(v.startswith("caught") for v in outcome.values())
+    stale = sum(v == "stale" for v in outcome.values())
+    print(
+        f"\n{caught} caught, {len(outcome) - caught - stale} missed, {stale} stale "
+        f"of {len(outcome)} mutants (tests from {args.tests or 'this checkout'})"
+    )
+    return 0 if caught == len(outcome) else 1
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,183 @@
+"""Recovery from every point at which kill -9 can stop a writer committing a batch.
+
+kill -9 stops a process between two system calls, so what a killed writer leaves is the file
+before the batch plus a prefix of the writes made while committing it. A writer is traced with
+strace while it adds one batch (into an existing stack; and one that makes /index_tail spill
+into /index); every prefix of its writes is replayed onto the file as it was before, and each
+result must recover with every committed image intact and the batch either whole or absent.
+(test_reliability kills at random moments, which rarely land on a given write.)
+"""
+
+import re
+import shutil
+import subprocess
+import sys
+import textwrap
+import warnings
+from pathlib import Path
+
+import numpy as np
+import pytest
+
+import h5store
+from h5store import format as fmt
+
+BATCH = 5
+
+
+#: Rows committed before the traced batch: few, or enough that the batch overflows the tail.
+BEFORE = {"existing-stack": 7, "tail-overflow": fmt.INDEX_CHUNK_ROWS - 2}
+
+
+def images(n: int, seed: int) -> np.ndarray:
+    return np.random.default_rng(seed).integers(0, 255, (n, 6, 7, 3), dtype=np.uint8)
+
+
+WRITER = textwrap.dedent(
+    """
+    import os, shutil, sys
+    import numpy as np
+    import h5store
+    sys.path.insert(0, sys.argv[3])
+    from test_commit_replay import BATCH, images
+    path, before = sys.argv[1], int(sys.argv[2])
+    with h5store.open(path, "w", codec="png") as store:
+        old = images(before, 1)
+        for start in range(0, before, 64):
+            store.add_batch(old[start : start + 64], labels=["c"] * len(old[start : start + 64]))
+    store = h5store.open(path, "a")
+    store._file.flush()
+    shutil.copy(path, path + ".before")
+    os.write(2, b"<window>")
+    store.add_batch(images(BATCH, 2), labels=["c"] * BATCH)
+    os.write(2, b"</window>")
+    os._exit(0)  # no close: the window is the batch and nothing after it
+    """
+)
+
+
+def _escaped(marker: str) -> str:
+    return "".join(f"\\x{b:02x}" for b in marker.encode())
+
+
+def traced_writes(path: str, before: int) -> list[tuple[int, bytes]]:
+    trace = path + ".trace"
+    subprocess.run(
+        [
+            "strace",
+            "-f",
+            "-qq",
+            "-e",
+            "trace=pwrite64,write",
+            "-xx",
+            "-s",
+            "100000000",
+            "-o",
+            trace,
+            sys.executable,
+            "-c",
+            WRITER,
+            path,
+            str(before),
+            str(Path(__file__).parent),
+        ],
+        check=True,
+        timeout=300,
+    )
+    text = Path(trace).read_text()
+    window = text[text.index(_escaped("<window>")) : text.index(_escaped("</window>"))]
+    return [
+        (int(m.group(2)), bytes.fromhex(m.group(1).replace("\\x", "")))
+        for m in re.finditer(r'pwrite64\(\d+, "((?:\\x[0-9a-f]{2})*)", \d+, (\d+)\)', window)
+    ]
+
+
+@pytest.mark.skipif(shutil.which("strace") is None, reason="needs strace")
+@pytest.mark.parametrize("scenario", sorted(BEFORE))
+def test_every_prefix_of_a_commit_recovers_to_before_or_after_the_batch(tmp_path, scenario):
+    committed = BEFORE[scenario]
+    path = str(tmp_path / "store.h5")
+    writes = traced_writes(path, committed)
+    assert len(writes) >= 3, writes
+    before = Path(path + ".before").read_bytes()
+    old, new = images(committed, 1), images(BATCH, 2)
+    crashed = tmp_path / "crashed.h5"
+    outcomes = []
+    for n in range(len(writes) + 1):
+        image = bytearray(before)
+        for offset, data in writes[:n]:
+            image.extend(bytes(max(0, offset + len(data) - len(image))))
+            image[offset : offset + len(data)] = data
+        crashed.write_bytes(image)
+        with warnings.catch_warnings():
+            warnings.simplefilter("ignore", ResourceWarning)
+            with h5store.open(crashed, "a") as store:  # recovers
+                report = store.verify()
+                assert report.ok, (n, str(report))
+                landed = len(store) == committed + BATCH
+                assert landed or len(store) == committed, (n, len(store))
+                for k in (0, committed // 2, committed - 1):
+                    assert np.array_equal(store[k], old[k]), (n, k)
+                if landed:
+                    for k in range(BATCH):
+                        assert np.array_equal(store[committed + k], new[k]), (n, k)
+                extra = store.add(old[0], label="c")
+        with h5store.open(crashed) as store:
+            assert store.verify().ok, n
+            assert np.array_equal(store[extra], old[0]), n
+            assert len(store) == (committed + BATCH if landed else committed) + 1, n
+        outcomes.append(landed)
+    # the batch is absent until one write commits it, and present from then on
+    assert outcomes[0] is False and outcomes[-1] is True
+    assert outcomes == sorted(outcomes), outcomes
+
+
+NO_COMMIT_FLAG = textwrap.dedent(
+    """
+    import os, sys
+    import numpy as np
+    import h5store
+    from h5store import _file
+    sys.path.insert(0, sys.argv[2])
+    from test_commit_replay import BATCH, images
+    path = sys.argv[1]
+    with h5store.open(path, "w", codec="png") as store:
+        store.add_batch(images(7, 1), labels=["c"] * 7)
+    append_rows = _file.WriterFile.append_rows
+
+    def without_commit_flag(self, rows):
+        rows = rows.copy()
+        rows["batch_end"] = 0
+        append_rows(self, rows)  # every row of the batch is on disk, its commit flag is not
+        self.flush()
+        os._exit(0)
+
+    _file.WriterFile.append_rows = without_commit_flag
+    store = h5store.open(path, "a")
+    store.add_batch(images(BATCH, 2), labels=["c"] * BATCH)
+    """
+)
+
+
+def test_a_batch_whose_commit_flag_never_landed_is_dropped_on_reopen(tmp_path):
+    path = tmp_path / "store.h5"
+    done = subprocess.run(
+        [sys.executable, "-c", NO_COMMIT_FLAG, str(path), str(Path(__file__).parent)],
+        capture_output=True,
+        text=True,
+        timeout=120,
+    )
+    assert done.returncode == 0, done.stderr
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore", ResourceWarning)
+        with h5store.open(path, "a") as store:
+            assert len(store) == 7 and store.verify().ok
+            assert list(store) == list(range(7))
+            again = store.add_batch(images(2, 3), labels=["c"] * 2)
+    assert again.tolist() == [7, 8]  # the dropped batch's ids are free again
+    with h5store.open(path) as store:
+        assert store.verify().ok and len(store) == 9
+        assert np.array_equal(store[8], images(2, 3)[1])
+        assert store.record(8).position == 8  # its chunks were removed, not skipped
+        for k in range(7):
+            assert np.array_equal(store[k], images(7, 1)[k])

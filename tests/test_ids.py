@@ -1,0 +1,89 @@
+"""Caller-chosen ids that do not run consecutively, added in one write session after lookups.
+
+The index maps consecutive ids arithmetically and switches to a dict once they stop being
+consecutive; the dict is built on the first lookup, so ids added after it must enter it.
+"""
+
+import numpy as np
+import pytest
+from hypothesis import HealthCheck, given, settings
+from hypothesis import strategies as st
+
+import h5store
+
+RNG = np.random.default_rng(11)
+IMAGES = RNG.integers(0, 255, (12, 6, 5), dtype=np.uint8)
+
+
+def test_ids_added_after_a_lookup_are_found_read_and_refused_again(store_path):
+    with h5store.open(store_path, "w", codec="raw") as store:
+        store.add_batch(IMAGES[:3], labels=["a"] * 3, ids=[10, 5, 99])
+        assert 5 in store and 6 not in store  # the lookup builds the id map
+        assert np.array_equal(store[99], IMAGES[2])
+        second = store.add_batch(IMAGES[3:5], labels=["b"] * 2, ids=[42, 7])
+        assert second.tolist() == [42, 7]
+        assert 42 in store and 7 in store and 8 not in store
+        assert np.array_equal(store[42], IMAGES[3]) and np.array_equal(store[7], IMAGES[4])
+        assert [
+            np.array_equal(a, b) for a, b in zip(store.get_batch([7, 10, 42]), IMAGES[[4, 0, 3]])
+        ] == [True] * 3
+        with pytest.raises(h5store.DuplicateIdError, match="42"):
+            store.add(IMAGES[5], label="a", id=42)
+        with pytest.raises(h5store.DuplicateIdError, match="7"):
+            store.add_batch(IMAGES[5:7], labels=["a"] * 2, ids=[1000, 7])
+        auto = store.add(IMAGES[5], label="a")  # after the largest id so far
+        assert auto == 100
+        store.delete([42])
+        assert 42 not in store
+        with pytest.raises(h5store.DuplicateIdError):  # deleted ids are never reused
+            store.add(IMAGES[6], label="a", id=42)
+        assert store.query(label="b").tolist() == [7]
+    with h5store.open(store_path) as store:
+        assert list(store) == [10, 5, 99, 7, 100]
+        assert store.verify().ok
+        for image_id, k in [(10, 0), (5, 1), (99, 2), (7, 4), (100, 5)]:
+            assert np.array_equal(store[image_id], IMAGES[k])
+            assert store.record(image_id).id == image_id
+
+
+def test_consecutive_ids_that_stop_being_consecutive_in_the_same_session(store_path):
+    with h5store.open(store_path, "w", codec="raw") as store:
+        first = store.add_batch(IMAGES[:3], labels=["a"] * 3)  # 0, 1, 2: arithmetic lookups
+        assert first.tolist() == [0, 1, 2] and 1 in store
+        store.add_batch(IMAGES[3:5], labels=["a"] * 2, ids=[3, 9])  # breaks the run
+        assert 9 in store and 4 not in store
+        store.add_batch(IMAGES[5:7], labels=["a"] * 2, ids=[4, 11])
+        assert 4 in store and 11 in store and np.array_equal(store[4], IMAGES[5])
+        with pytest.raises(h5store.DuplicateIdError):
+            store.add(IMAGES[7], label="a", id=2)
+    with h5store.open(store_path) as store:
+        assert list(store) == [0, 1, 2, 3, 9, 4, 11]
+
+
+@settings(
+    max_examples=20, deadline=None, suppress_health_check=[HealthCheck.function_scoped_fixture]
+)
+@given(
+    batches=st.lists(
+        st.lists(st.integers(0, 60), min_size=1, max_size=4, unique=True), min_size=1, max_size=5
+    ),
+    lookups=st.lists(st.integers(0, 60), max_size=4),
+)
+def test_any_id_sequence_with_lookups_between_batches(tmp_path_factory, batches, lookups):
+    path = tmp_path_factory.mktemp("ids") / "ids.h5"
+    stored: dict[int, int] = {}
+    with h5store.open(path, "w", codec="raw") as store:
+        for batch in batches:
+            for probe in lookups:
+                assert (probe in store) == (probe in stored)
+            fresh = [i for i in batch if i not in stored]
+            if len(fresh) < len(batch):
+                with pytest.raises(h5store.DuplicateIdError):
+                    store.add_batch(IMAGES[: len(batch)], labels=["a"] * len(batch), ids=batch)
+                continue
+            store.add_batch(IMAGES[: len(batch)], labels=["a"] * len(batch), ids=batch)
+            stored.update((image_id, k) for k, image_id in enumerate(batch))
+            for image_id, k in stored.items():
+                assert np.array_equal(store[image_id], IMAGES[k])
+    with h5store.open(path) as store:
+        assert sorted(store) == sorted(stored)

@@ -1,0 +1,91 @@
+"""The chunk offsets in the index are a cache: tools that rewrite the file move the chunks.
+
+A store rewritten by h5repack (HDF5's own copier, Debian's hdf5-tools) must read the original
+pixels, and a wrong offset in the index must be reported by verify() as misplaced.
+"""
+
+import shutil
+import subprocess
+
+import h5py
+import numpy as np
+import pytest
+
+import h5store
+from h5store import format as fmt
+
+RNG = np.random.default_rng(8)
+GRAY = RNG.integers(0, 255, (30, 9, 11), dtype=np.uint8)
+RGB = RNG.integers(0, 255, (10, 7, 5, 3), dtype=np.uint8)
+
+
+@pytest.fixture
+def raw_store(tmp_path):
+    # raw: h5repack copies the chunks through no filter, so their bytes (and CRCs) stay the same
+    path = tmp_path / "store.h5"
+    with h5store.open(path, "w", codec="raw") as store:
+        gray = store.add_batch(GRAY, labels=["a"] * len(GRAY))
+        rgb = store.add_batch(RGB, labels=["b"] * len(RGB))
+        store.delete([gray[3]])
+    return path, gray.tolist() + rgb.tolist(), [*GRAY, *RGB]
+
+
+def _chunk_offsets(path) -> dict[tuple[str, int], int]:
+    found = {}
+    with h5py.File(path, "r", locking=False) as f:
+        for group in f[fmt.CLASSES].values():
+            for stack in group.values():
+                stack.id.chunk_iter(
+                    lambda info, name=stack.name: found.__setitem__(
+                        (name, info.chunk_offset[0]), info.byte_offset
+                    )
+                )
+    return found
+
+
+@pytest.mark.skipif(shutil.which("h5repack") is None, reason="h5repack (hdf5-tools) not installed")
+def test_a_store_rewritten_by_h5repack_reads_the_original_pixels(raw_store, tmp_path):
+    path, ids, images = raw_store
+    repacked = tmp_path / "repacked.h5"
+    done = subprocess.run(["h5repack", str(path), str(repacked)], capture_output=True, text=True)
+    assert done.returncode == 0, done.stderr
+    before, after = _chunk_offsets(path), _chunk_offsets(repacked)
+    assert before.keys() == after.keys()
+    moved = [key for key in before if before[key] != after[key]]
+    assert len(moved) > len(before) // 2, "h5repack should have moved the chunks"
+    with h5store.open(repacked) as store:
+        assert len(store) == len(ids) - 1 and ids[3] not in store
+        for image_id, image in zip(ids, images):
+            if image_id != ids[3]:
+                assert np.array_equal(store[image_id], image), image_id
+        assert all(np.array_equal(a, b) for a, b in zip(store.get_batch(ids[20:25]), images[20:25]))
+        report = store.verify()
+        assert report.ok, str(report)
+        # the rebuilt offsets are HDF5's
+        for image_id in (ids[0], ids[-1]):
+            rec = store.record(image_id)
+            row = int(np.flatnonzero(store.index["id"] == image_id)[0])
+            assert store.index["offset"][row] == after[(rec.stack, rec.position)]
+
+
+def test_a_wrong_offset_in_the_index_is_reported_as_misplaced(tmp_path):
+    # Two identical images: pointing one's offset at the other's chunk keeps its CRC right, so
+    # only a comparison with HDF5's chunk index can tell.
+    path = tmp_path / "store.h5"
+    same = RNG.integers(0, 255, (9, 11), dtype=np.uint8)
+    with h5store.open(path, "w", codec="raw") as store:
+        store.add_batch(GRAY[:6], labels=["a"] * 6)
+        first = store.add(same, label="a")
+        second = store.add(same, label="a")
+    with h5py.File(path, "r+", locking=False) as f:
+        table = f[fmt.INDEX]  # a closed store's rows are all in /index
+        rows = table[()]
+        assert rows["id"].tolist() == list(range(8))
+        rows["offset"][second] = rows["offset"][first]
+        table[...] = rows
+    with h5store.open(path) as store:
+        assert np.array_equal(store[second], same)
+        report = store.verify()
+        assert report.misplaced == [second], str(report)
+        assert report.damaged == []
+        assert not report.ok
