@@ -388,7 +388,7 @@ def read_committed_rows(f: h5py.File, mapped: MappedFile | None = None) -> np.nd
     # Tail first: the writer only ever empties or overwrites tail rows after the rows it moves
     # have landed in /index, so a reader racing it sees every committed row at least once
     # (copies are dropped by id).
-    tail = f[fmt.INDEX_TAIL][()]
+    tail = fmt.read_tail_rows(f)
     read_bytes = None
     if mapped is not None:
         def read_bytes(offset: int, size: int) -> bytes:

@@ -173,13 +173,10 @@ def check_root(f: h5py.File, path: str) -> tuple[int, int]:
     for name in (INDEX, INDEX_TAIL, LABELS, STACKS, CLASSES):
         if name not in f:
             raise FormatError(f"{path} lacks /{name}: damaged or not written by h5store")
-    # What the reader trusts about the index's shape and type (a damaged object header can
-    # turn a table into a group or change its type). /stacks and /labels are checked when
-    # read: opening them here would cache their headers before the index rows are read,
-    # and a reader racing a writer would then see rows newer than its catalogue.
-    for name in (INDEX, INDEX_TAIL):
-        if not _is_table_of(f[name], INDEX_DTYPE):
-            raise FormatError(f"{path}: /{name} is damaged (not a table of h5store's rows)")
+    # The tables' types (a damaged object header can turn a table into a group or change its
+    # type) are checked as they are read, not here: opening one here would cache its header,
+    # and a reader racing a writer must read /index_tail, /index, /stacks and /labels in that
+    # order, each header fresh (see ImageStore._load_checked).
     return major, minor
 
 
@@ -627,6 +624,13 @@ def read_stacks(f: h5py.File) -> np.ndarray:
     return ds[()]
 
 
+def read_tail_rows(f: h5py.File) -> np.ndarray:
+    ds = f[INDEX_TAIL]
+    if not _is_table_of(ds, INDEX_DTYPE):
+        raise FormatError(f"{f.filename}: /{INDEX_TAIL} is damaged (not a table of index rows)")
+    return ds[()]
+
+
 def read_index_rows(f: h5py.File, read_bytes: Callable[[int, int], bytes] | None = None,
                     threads: int = 1) -> np.ndarray:
     """All rows stored in /index.
@@ -637,6 +641,8 @@ def read_index_rows(f: h5py.File, read_bytes: Callable[[int, int], bytes] | None
     shuffle + deflate falls back to HDF5.
     """
     ds = f[INDEX]
+    if not _is_table_of(ds, INDEX_DTYPE):
+        raise FormatError(f"{f.filename}: /{INDEX} is damaged (not a table of index rows)")
     n = ds.shape[0]
     if not n or read_bytes is None:
         return ds[()]

@@ -9,9 +9,11 @@
 
 from __future__ import annotations
 
+import contextlib
 import functools
 import os
 import random
+import time
 import warnings
 from collections.abc import Iterator, Sequence
 from dataclasses import dataclass, field
@@ -26,6 +28,7 @@ from ._catalog import Catalog, Geometry, Stack
 from ._file import (
     MODES,
     MappedFile,
+    WriterLock,
     check_locking,
     open_for_reading,
     read_committed_rows,
@@ -38,6 +41,7 @@ from .errors import (
     ClosedStoreError,
     CodecError,
     FormatError,
+    H5StoreError,
     InvalidInputError,
     ReadOnlyError,
     StorePermissionError,
@@ -143,11 +147,8 @@ class ImageStore:
         self._mapped: MappedFile | None = None
         self._writer: StoreWriter | None = None
         if self.mode == "r":
-            self._reader = open_for_reading(self.path, locking)
             try:
-                with fmt.damage_reported(self.path):
-                    fmt.check_root(self._reader, self.path)
-                self._load(self._reader)
+                self._open_reader()
             except BaseException:
                 self._release()
                 raise
@@ -310,8 +311,34 @@ class ImageStore:
         # say so while the current view still works, rather than after dropping it.
         reader_precheck(self.path)
         self._reader.close()
-        self._reader = open_for_reading(self.path, self._locking)
-        self._load(self._reader)
+        self._reader = None
+        try:
+            self._open_reader()
+        except H5StoreError:
+            # Keep the current view usable (its rows, labels and stacks are all still in the
+            # file): only a handle for /scores and /sources is needed.
+            with contextlib.suppress(H5StoreError, OSError):
+                self._reader = open_for_reading(self.path, self._locking)
+            raise
+
+    def _open_reader(self, attempts: int = 4) -> None:
+        """Open and load for reading. While a writer appends, a SWMR reader can meet a chunk the
+        writer placed past the end of file it read at open (HDF5: "addr overflow"); that is a
+        race, not damage, so with a live writer the open is retried."""
+        for attempt in range(attempts):
+            self._reader = reader = open_for_reading(self.path, self._locking)
+            try:
+                with fmt.damage_reported(self.path):
+                    fmt.check_root(reader, self.path)
+                self._load(reader)
+            except FormatError:
+                reader.close()
+                self._reader = None
+                if attempt == attempts - 1 or not WriterLock.is_held(self.path):
+                    raise
+                time.sleep(0.01 * 2**attempt)
+                continue
+            return
 
     def __getstate__(self) -> dict[str, Any]:
         # Worker processes (PyTorch DataLoader with spawn) reopen the file for reading.
