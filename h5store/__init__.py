@@ -39,6 +39,7 @@ from .errors import (
     WriteFailedError,
 )
 from .format import FORMAT_VERSION
+from .report import report
 from .store import ImageStore, Record, VerifyReport, open
 
 try:
@@ -77,5 +78,6 @@ __all__ = [
     "get_threads",
     "open",
     "register_codec",
+    "report",
     "set_threads",
 ]

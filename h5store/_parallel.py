@@ -74,6 +74,18 @@ def thread_map(fn: Callable[[T], R], items: Sequence[T]) -> list[R]:
     return out
 
 
+def _guided_slices(n: int, workers: int, largest: int) -> list[tuple[int, int]]:
+    """Slices of ``range(n)`` that shrink towards the end (guided scheduling): large ones
+    while there is plenty left, so task overhead stays small, then smaller and smaller, so
+    the threads finish together and none idles through the last slice of a batch."""
+    slices, start = [], 0
+    while start < n:
+        size = max(1, min(largest, (n - start) // (2 * workers)))
+        slices.append((start, start + size))
+        start += size
+    return slices
+
+
 def thread_imap(fn: Callable[[T], R], items: Sequence[T], chunk: int = 16) -> Iterator[R]:
     """``fn`` over ``items`` on the pool, yielded in order as they complete, so the caller can
     consume early results (write them to the file) while the pool computes the rest."""
@@ -83,8 +95,8 @@ def thread_imap(fn: Callable[[T], R], items: Sequence[T], chunk: int = 16) -> It
         return
     pool = _get_pool()
     futures = [
-        pool.submit(lambda start=start: [fn(x) for x in items[start : start + chunk]])
-        for start in range(0, n, chunk)
+        pool.submit(lambda start=start, stop=stop: [fn(x) for x in items[start:stop]])
+        for start, stop in _guided_slices(n, _threads, chunk)
     ]
     try:
         for fut in futures:

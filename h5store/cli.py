@@ -97,6 +97,8 @@ def cmd_demo(args: argparse.Namespace) -> int:
         f"{_human(raw_bytes)} uncompressed (ratio {raw_bytes / stats['file_bytes']:.1f}:1)",
         f"  queries     {len(wrong)} misclassified, {len(confident_wrong)} of them with score >= 0.9",
         f"  read back   all {stats['images']} images in {t_read:.2f} s; verify: {report}",
+        f"  report      h5store report {args.out} -o report.html   (confusion matrix, "
+        f"galleries; opens in a browser)",
         f"  next        h5store info {args.out}   |   python -c \"import h5store; "
         f"s = h5store.open('{args.out}'); print(s.record(0))\"",
     ]
@@ -165,6 +167,20 @@ def cmd_preview(args: argparse.Namespace) -> int:
     return 0
 
 
+def cmd_report(args: argparse.Namespace) -> int:
+    from pathlib import Path
+
+    out = args.out or Path(args.path).stem + "-report.html"
+    result = h5store.report(args.path, out, max_classes=args.max_classes,
+                            max_thumbnails=args.max_thumbnails, seed=args.seed,
+                            progress=not args.quiet)
+    _print(result, args.json,
+           [(f"wrote {out} ({_human(result['bytes'])}, {result['thumbnails']} thumbnails, "
+             f"{result['images']} images in {result['classes']} classes) in "
+             f"{result['seconds']:.1f} s; open it in a browser")])
+    return 0
+
+
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(
         prog="h5store",
@@ -227,6 +243,25 @@ def build_parser() -> argparse.ArgumentParser:
     preview.add_argument("path")
     preview.add_argument("--json", action="store_true")
     preview.set_defaults(func=cmd_preview)
+
+    report = sub.add_parser("report", help="write an HTML error-analysis report (confusion "
+                            "matrix, score histograms, galleries) that opens from disk",
+                            description="One self-contained HTML file: summary, confusion matrix "
+                            "whose cells link to their images, per-class precision and recall, "
+                            "score histograms, and galleries of the most confident mistakes, the "
+                            "least confident correct predictions and each class.")
+    report.add_argument("path")
+    report.add_argument("-o", "--out", help="HTML file to write (default: FILE's name with "
+                        "-report.html, in the current folder)")
+    report.add_argument("--max-classes", type=int, default=30,
+                        help="classes the matrix shows before folding the rest into 'other' "
+                        "(default: %(default)s)")
+    report.add_argument("--max-thumbnails", type=int, default=500,
+                        help="most images decoded for the galleries (default: %(default)s)")
+    report.add_argument("--seed", type=int, default=0, help="seed of the gallery samples")
+    report.add_argument("--quiet", action="store_true", help="no progress bar")
+    report.add_argument("--json", action="store_true")
+    report.set_defaults(func=cmd_report)
 
     add_bench_parser(sub)
     return parser

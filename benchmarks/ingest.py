@@ -1,0 +1,114 @@
+"""Writing at the speed of HDF5 itself: h5store's ingest against HDF5's own cost per chunk.
+
+    python benchmarks/ingest.py [--quick] [--out benchmarks/results]
+
+Two questions, each measured side by side in one run, contenders rotated between repetitions,
+medians (the contenders are the ones of ``peers.py``, on the same JPEG q90 bytes):
+
+* pre-encoded ingest (``add_encoded_batch``, batches of ``--batch``) of 5,000 images of 224 px
+  and 20,000 of 32 px against a bare h5py loop of ``write_direct_chunk`` (HDF5's own cost, no
+  index and no crash safety), LMDB in one transaction, a folder of files + CSV, and a folder +
+  SQLite; every store is created, filled and closed inside the timed span;
+* ingest with encoding (``add_batch`` of uint8 arrays, JPEG q90, 5,000 images of 224 px, batches
+  of ``--encode-batch``) against imagecodecs encoding the same arrays alone, at 1 and 2 threads.
+"""
+
+from __future__ import annotations
+
+import argparse
+import os
+import shutil
+import sys
+import tempfile
+from concurrent.futures import ThreadPoolExecutor
+
+import peers
+from _util import command_line, fmt, machine, make_payloads, markdown_table, write_results
+
+CONTENDERS = [
+    peers.H5Store(),
+    peers.H5pyBareLoop(),
+    peers.LMDB(),
+    peers.FolderCSV("imagecodecs"),
+    peers.FolderSQLite(),
+]
+
+
+def measure(size: int, n: int, tmp: str, pool, args) -> dict:
+    print(f"{size} px: making {n} images", file=sys.stderr)
+    data = make_payloads(n, size)
+    contenders = [c for c in CONTENDERS if peers.installed(c)]
+    args.batch = args.pre_encoded_batch
+    paths, rates = peers.measure_ingest(contenders, data, tmp, args)
+    out = {"n": n, "payload_bytes": data.payload_bytes, "ingest": rates}
+    for p in paths.values():
+        peers.remove(p)
+    if size == 224:
+        print(f"{size} px: ingest with encoding", file=sys.stderr)
+        out["encoding_ingest"] = peers.measure_encoding_ingest(
+            data, tmp, pool, args, batch=args.encode_batch)
+    return out
+
+
+def report(results: dict, args) -> str:
+    m = results["machine"]
+    lines = [
+        "# Ingest: h5store against HDF5's own cost",
+        "",
+        f"Produced by `{results['command']}` on {m['date']} ({m['cpus']} cores, load average "
+        f"{m['load_average'][0]:.1f} at start and {results['load_average_end'][0]:.1f} at end; "
+        f"h5store {m['h5store_commit']}{' + uncommitted changes' if m['h5store_dirty'] else ''}, "
+        f"h5py {m['h5py']} / HDF5 {m['hdf5']}). Wall time, medians of {args.ingest_reps} "
+        f"rotated repetitions; pre-encoded batches of {args.pre_encoded_batch}, encoding "
+        f"batches of {args.encode_batch}.",
+        "",
+        "## Pre-encoded ingest (img/s)",
+        "",
+    ]
+    names = list(results["224"]["ingest"])
+    rows = []
+    for name in names:
+        row = [name]
+        for size in ("224", "32"):
+            rates = results[size]["ingest"]
+            row += [fmt(rates[name]), fmt(rates[name] / rates[peers.H5pyBareLoop.name]),
+                    fmt(rates[name] / rates[peers.LMDB.name]) if peers.LMDB.name in rates else "-"]
+        rows.append(row)
+    lines.append(markdown_table(
+        ["store", f"224 px ({results['224']['n']} images)", "x bare loop", "x LMDB",
+         f"32 px ({results['32']['n']} images)", "x bare loop", "x LMDB"], rows))
+    lines += ["", "## Ingest with encoding (JPEG q90, 224 px)", "",
+              peers.encoding_table({"encoding_ingest": results["224"]["encoding_ingest"]})]
+    return "\n".join(lines) + "\n"
+
+
+def main(argv=None):
+    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    parser.add_argument("--quick", action="store_true", help="small sets, fewer repetitions")
+    parser.add_argument("--out", default=os.path.join(os.path.dirname(__file__), "results"))
+    parser.add_argument("--n224", type=int, help="images of 224 px (default 5000)")
+    parser.add_argument("--n32", type=int, help="images of 32 px (default 20000)")
+    parser.add_argument("--reps", type=int, help="repetitions (default 5)")
+    parser.add_argument("--pre-encoded-batch", type=int, default=1024)
+    parser.add_argument("--encode-batch", type=int, default=256)
+    args = parser.parse_args(argv)
+    args.n224 = args.n224 or (1000 if args.quick else 5000)
+    args.n32 = args.n32 or (4000 if args.quick else 20000)
+    args.ingest_reps = args.reps or (2 if args.quick else 5)
+    results = {"machine": machine(), "command": command_line()}
+    tmp = tempfile.mkdtemp(prefix="h5store-ingest-", dir="/tmp")
+    pool = ThreadPoolExecutor(2)
+    try:
+        for size, n in ((224, args.n224), (32, args.n32)):
+            results[str(size)] = measure(size, n, tmp, pool, args)
+    finally:
+        pool.shutdown()
+        shutil.rmtree(tmp, ignore_errors=True)
+    results["load_average_end"] = os.getloadavg()
+    markdown = report(results, args)
+    write_results(args.out, "ingest", markdown, results)
+    print(markdown)
+
+
+if __name__ == "__main__":
+    main()
