@@ -14,12 +14,15 @@ from importlib.metadata import PackageNotFoundError, version
 # can be created with them (and plain h5py reads work in the same interpreter).
 import hdf5plugin  # noqa: F401
 
+from ._merge import merge
 from ._parallel import get_threads, set_threads
 from .codecs import Codec, available_codecs, get_codec, register_codec
 from .errors import (
+    AlreadyImportedError,
     ClosedStoreError,
     CodecError,
     DamagedImageError,
+    DatabaseError,
     DuplicateIdError,
     FormatError,
     H5StoreError,
@@ -33,13 +36,16 @@ from .errors import (
     StorePermissionError,
     StoreVanishedError,
     StorageFullError,
+    TargetExistsError,
     UnknownIdError,
     UnrepairableError,
     VersionError,
     WriteFailedError,
 )
 from .format import FORMAT_VERSION
+from .repack import GenerationLossWarning, RepackReport, repack
 from .report import report
+from .sharded import ShardedStore
 from .store import ImageStore, Record, VerifyReport, open
 
 try:
@@ -49,12 +55,15 @@ except PackageNotFoundError:  # running from a source tree
 
 __all__ = [
     "FORMAT_VERSION",
+    "AlreadyImportedError",
     "ClosedStoreError",
     "Codec",
     "CodecError",
     "DamagedImageError",
+    "DatabaseError",
     "DuplicateIdError",
     "FormatError",
+    "GenerationLossWarning",
     "H5StoreError",
     "ImageStore",
     "InvalidInputError",
@@ -62,12 +71,15 @@ __all__ = [
     "ReadOnlyError",
     "Record",
     "RecoveryNeededError",
+    "ShardedStore",
+    "RepackReport",
     "StoreExistsError",
     "StoreLockedError",
     "StoreNotFoundError",
     "StorePermissionError",
     "StoreVanishedError",
     "StorageFullError",
+    "TargetExistsError",
     "UnknownIdError",
     "UnrepairableError",
     "VerifyReport",
@@ -76,8 +88,10 @@ __all__ = [
     "available_codecs",
     "get_codec",
     "get_threads",
+    "merge",
     "open",
     "register_codec",
+    "repack",
     "report",
     "set_threads",
 ]

@@ -628,6 +628,10 @@ class WriterFile:
 
         return write_chunk
 
+    def file_end(self) -> int:
+        """Where the next chunk written will start, as HDF5 allocates (free-space reuse off)."""
+        return self.f.id.get_filesize()
+
     def confirm_offsets(
         self,
         mapped: MappedFile,

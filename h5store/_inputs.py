@@ -48,6 +48,13 @@ def as_image(obj: Any, where: str = "image") -> np.ndarray:
     if arr.ndim not in (2, 3):
         raise InvalidInputError(f"{where} has {arr.ndim} dimensions; expected (H, W) or (H, W, C)")
     if arr.ndim == 3 and arr.shape[2] not in (3, 4):
+        if arr.shape[0] in (1, 3, 4) and arr.shape[2] > 4:
+            raise InvalidInputError(
+                f"{where} has shape {arr.shape}, which looks channels-first (C, H, W); h5store "
+                "takes channels-last numpy images: pass image.transpose(1, 2, 0), or for a "
+                "(N, C, H, W) batch batch.transpose(0, 2, 3, 1) (torch tensors are converted "
+                "for you)"
+            )
         raise InvalidInputError(f"{where} has {arr.shape[2]} channels; expected 1, 3 or 4")
     if arr.shape[0] == 0 or arr.shape[1] == 0:
         raise InvalidInputError(f"{where} is empty (shape {arr.shape})")

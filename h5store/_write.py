@@ -68,8 +68,10 @@ class Batch:
 # --------------------------------------------------------------------------- preparation
 
 
-def _label_resolver(catalog: Catalog, new: dict[str, int]) -> Callable[[Any, str], int]:
-    """Label names or ids -> class ids; unknown names get provisional ids in ``new``."""
+def _label_resolver(catalog: Catalog, new: dict[str, int],
+                    closed: str | None = None) -> Callable[[Any, str], int]:
+    """Label names or ids -> class ids; unknown names get provisional ids in ``new``, unless
+    the label set is ``closed`` (the reason why), when they are an error."""
     known = catalog.labels
 
     def resolve(value: Any, where: str) -> int:
@@ -83,10 +85,22 @@ def _label_resolver(catalog: Catalog, new: dict[str, int]) -> Callable[[Any, str
         label = _inputs.check_label(value, where)
         lid = catalog.label_ids.get(label)
         if lid is None:
+            if closed is not None:
+                raise InvalidInputError(unknown_label_message(label, where, known, closed))
             lid = new.setdefault(label, len(known) + len(new))
         return lid
 
     return resolve
+
+
+def unknown_label_message(label: str, where: str, known: Sequence[str], closed: str) -> str:
+    import difflib
+
+    near = difflib.get_close_matches(label, list(known), n=1, cutoff=0.5)
+    hint = f"did you mean {near[0]!r}? " if near else ""
+    return (f"{where} is {label!r}, which is not one of the store's {len(known)} labels "
+            f"({closed}); {hint}to add a class, declare it first: "
+            f"store.add_labels([{label!r}])")
 
 
 def _resolve_all(values: list, resolve: Callable[[Any, str], int], what: str,
@@ -131,16 +145,26 @@ def prepare_batch(
     *,
     geometries: Sequence[Geometry],
     stored_score_width: int | None,
+    vectors_cover_first_labels: bool = False,
+    labels_declared: bool = False,
 ) -> Batch:
     """Validate a batch against the store's catalogue and index and decide every image's
     class, stack and codec. Touches no file: a rejected batch leaves the store as it was.
 
     ``stored_score_width``: K of the store's (rows, K) score vectors, None if it has none.
+    ``vectors_cover_first_labels``: (N, K) vectors may cover only the first K labels (merge:
+    a shard may have declared labels after its vectors); each image's label must be one of them.
+    The label set is closed (an unknown label is an error, not a new class) when the labels
+    were declared in this session (``labels_declared``) or the store holds score vectors,
+    whose columns are the labels.
     """
     if n == 0:
         raise InvalidInputError("the batch is empty")
     new: dict[str, int] = {}
-    resolve = _label_resolver(catalog, new)
+    closed = ("declared with labels= or add_labels" if labels_declared
+              else "its score vectors cover exactly those" if stored_score_width is not None
+              else None)
+    resolve = _label_resolver(catalog, new, closed)
     label_ids = _resolve_all(_inputs.as_sequence(labels, n, "labels"), resolve,
                              "label of image").astype(np.uint32)
     true_ids = np.full(n, fmt.NO_TRUE_LABEL, dtype=np.int32)
@@ -152,7 +176,20 @@ def prepare_batch(
     top1 = np.full(n, np.nan, dtype=np.float32)
     if arr is not None and arr.ndim == 2:
         k_classes = arr.shape[1]
-        if k_classes != len(catalog.labels) or new:
+        if new and k_classes == len(catalog.labels):
+            raise InvalidInputError(
+                f"score vectors have {k_classes} entries, one per label of the store, but the "
+                f"batch also names labels the store does not have: {sorted(new)}; vectors "
+                "cannot cover a class added by the batch (declare every class first with "
+                "add_labels, or open(..., labels=names))"
+            )
+        if vectors_cover_first_labels:
+            beyond = np.flatnonzero(label_ids >= k_classes)
+            if len(beyond):
+                raise InvalidInputError(
+                    f"image {int(beyond[0])}'s label has no entry in the {k_classes} scores"
+                )
+        elif k_classes != len(catalog.labels) or new:
             raise InvalidInputError(
                 f"score vectors have {k_classes} entries but the store has "
                 f"{len(catalog.labels) + len(new)} labels; declare the class names first "
@@ -283,6 +320,8 @@ class StoreWriter:
         self._log_ready = False
         #: classes whose count and preview change when the session finishes
         self.dirty_labels: set[int] = set()
+        #: labels were declared in this session: the set is closed (add_labels extends it)
+        self.labels_declared = False
 
     @property
     def has_pending_work(self) -> bool:
@@ -293,10 +332,12 @@ class StoreWriter:
         return f[fmt.SCORES].shape[1] if fmt.SCORES in f else None
 
     def prepare(self, n: int, labels, scores, true_labels, ids, sources, *,
-                geometries: Sequence[Geometry]) -> Batch:
+                geometries: Sequence[Geometry], vectors_cover_first_labels: bool = False) -> Batch:
         return prepare_batch(self.catalog, self.index, self.default_codec, n, labels, scores,
                              true_labels, ids, sources, geometries=geometries,
-                             stored_score_width=self.stored_score_width())
+                             stored_score_width=self.stored_score_width(),
+                             vectors_cover_first_labels=vectors_cover_first_labels,
+                             labels_declared=self.labels_declared)
 
     def codec_of(self, label: str) -> Codec:
         return self.catalog.class_codec(label) or self.default_codec
@@ -305,6 +346,7 @@ class StoreWriter:
 
     def add_labels(self, names: Sequence[str]) -> list[int]:
         names = [_inputs.check_label(n, f"label {k}") for k, n in enumerate(names)]
+        self.labels_declared = self.labels_declared or bool(names)
         new = [n for n in dict.fromkeys(names) if n not in self.catalog.label_ids]
         if new:
             self._ensure_log_ready()
@@ -356,7 +398,8 @@ class StoreWriter:
         codec and CRC-32 come from that store's index and are trusted only after checking that
         each class here uses the same codec and each payload still matches its CRC-32."""
         n = len(payloads)
-        batch = self.prepare(n, labels, scores, true_labels, ids, sources, geometries=geometries)
+        batch = self.prepare(n, labels, scores, true_labels, ids, sources, geometries=geometries,
+                             vectors_cover_first_labels=True)
         checked: set[tuple[int, int]] = set()
         for k, (number, theirs) in enumerate(zip(batch.key_of_image.tolist(), codecs)):
             if (number, id(theirs)) not in checked:
@@ -451,10 +494,20 @@ class StoreWriter:
             crcs.append(crc)
         if len(payloads) != n:
             raise InvalidInputError(f"{len(payloads)} payloads for a batch of {n} images")
-        offsets = np.array(offsets, dtype=np.uint64)
+        offsets = np.array(offsets, dtype=np.int64)
+        nbytes = np.fromiter(map(len, payloads), np.int64, n)
+        # Each chunk was predicted to start where the file ended before its write. Where the
+        # next write's prediction is exactly one payload further, nothing else was allocated
+        # in between and the chunk lies at its prediction; only the others (where HDF5 placed
+        # index metadata, a few per thousand chunks) are compared byte for byte, so that
+        # confirming does not read back every payload.
+        following = np.append(offsets[1:], w.file_end())
+        doubtful = np.flatnonzero(following - offsets != nbytes)
         w.flush()
         for number, handle in enumerate(handles):
-            group = members[number]
+            group = np.intersect1d(members[number], doubtful)
+            if not len(group):
+                continue
             predicted = offsets[group].tolist()
             w.confirm_offsets(self.mapped, handle, positions[group].tolist(),
                               [payloads[k] for k in group.tolist()], predicted)
@@ -478,7 +531,7 @@ class StoreWriter:
         for column in ("height", "width", "channels", "dtype"):
             rows[column] = np.array([getattr(key, column) for key in batch.keys])[key_of_image]
         rows["codec"] = np.array([codec.codec_id for codec in batch.codecs])[key_of_image]
-        rows["nbytes"] = [len(p) for p in payloads]
+        rows["nbytes"] = nbytes
         rows["crc32"] = crcs
         rows["offset"] = offsets
         rows["batch_end"][-1] = 1

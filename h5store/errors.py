@@ -47,6 +47,15 @@ class StoreExistsError(H5StoreError, FileExistsError):
     """Mode 'x' was asked for a file that already exists."""
 
 
+class TargetExistsError(H5StoreError, FileExistsError):
+    """An export or a repack would replace files that exist (they take ``overwrite=True``)."""
+
+
+class DatabaseError(H5StoreError):
+    """A database refused or could not take the index (unreachable, rejected rows); nothing
+    was written to it."""
+
+
 class ReadOnlyError(H5StoreError, PermissionError):
     """A write was attempted on a store opened read-only."""
 
@@ -82,6 +91,10 @@ class InvalidInputError(H5StoreError, ValueError):
 
 class DuplicateIdError(InvalidInputError):
     """An id is already used in the store or appears twice in one batch."""
+
+
+class AlreadyImportedError(DuplicateIdError):
+    """A folder's images are in the store already (``allow_duplicates=True`` adds them again)."""
 
 
 class CodecError(InvalidInputError):

@@ -96,6 +96,17 @@ class Record:
         """Whether the prediction matches the true label (None if the truth is unknown)."""
         return None if self.true_label is None else self.label == self.true_label
 
+    def __repr__(self) -> str:
+        # Scores are stored as float32: print them as float32 (0.9753115, not the float64
+        # expansion 0.9753115177154541 of the same number).
+        score = None if self.score is None else str(np.float32(self.score))
+        scores = None if self.scores is None else np.array2string(
+            self.scores, precision=4, separator=", ", threshold=8)
+        return (f"Record(id={self.id}, label={self.label!r}, true_label={self.true_label!r}, "
+                f"score={score}, shape={self.shape}, dtype={self.dtype!r}, codec={self.codec!r}, "
+                f"nbytes={self.nbytes}, crc32={self.crc32:#010x}, source={self.source!r}, "
+                f"scores={scores}, stack={self.stack!r}, position={self.position})")
+
 
 @dataclass
 class VerifyReport:
@@ -375,7 +386,11 @@ class ImageStore:
     @_writes
     def add_labels(self, names: Sequence[str]) -> list[int]:
         """Declare class names (in order) before storing images, so that integer labels and
-        (N, K) score vectors map to them. Names already present keep their ids."""
+        (N, K) score vectors map to them. Names already present keep their ids.
+
+        Declared labels are a closed set: from then on (and in any store holding score
+        vectors) a label the store does not have is an error naming the nearest declared
+        one, not a new class; call ``add_labels`` again (or ``create_class``) to extend it."""
         return self._check_writable().add_labels(names)
 
     @_writes
@@ -558,21 +573,20 @@ class ImageStore:
             return thread_map(self._decode, rows.tolist())
         if out.shape[0] != len(rows) or not out.flags.c_contiguous:
             raise InvalidInputError(f"out must be C-contiguous with {len(rows)} images along axis 0")
-        index = self._index
-
-        def decode_into(k: int) -> None:
-            row = int(rows[k])
-            stack = self._stacks[index.stacks[row]]
-            shape, dtype = stack.shape, stack.key.dtype
-            if out.shape[1:] != shape or out.dtype != np.dtype(dtype):
-                raise InvalidInputError(
-                    f"image {int(index.column('id')[row])} is {shape} {dtype}; "
-                    f"out holds {out.shape[1:]} {out.dtype}"
-                )
-            stack.codec.decode_into(self._payload(row), out[k])
-
-        thread_map(decode_into, range(len(rows)))
+        row_list = rows.tolist()
+        thread_map(lambda k: self._decode_into(row_list[k], out[k]), range(len(rows)))
         return out
+
+    def _decode_into(self, row: int, target: np.ndarray) -> None:
+        """Decode the image of ``row`` into ``target`` (one image of a get_batch ``out``)."""
+        stack = self._stacks[self._index.stacks[row]]
+        shape, dtype = stack.shape, stack.key.dtype
+        if target.shape != shape or target.dtype != np.dtype(dtype):
+            raise InvalidInputError(
+                f"image {int(self._index.column('id')[row])} is {shape} {dtype}; "
+                f"out holds {target.shape} {target.dtype}"
+            )
+        stack.codec.decode_into(self._payload(row), target)
 
     def get_encoded(self, image_id: int) -> bytes:
         """The stored payload of one image: the codec's stream (a JPEG file for 'jpeg')."""
@@ -661,11 +675,48 @@ class ImageStore:
         self._check_open()
         return self._index.take()
 
-    def to_pandas(self, *, include_deleted: bool = False):
-        """The index as a pandas DataFrame with label names resolved (requires pandas)."""
+    def _aligned_column(self, name: str, rows: np.ndarray) -> np.ndarray | None:
+        """/scores or /sources at index rows ``rows`` (rows past its end: NaN or None)."""
+        f = self._file
+        if name not in f:
+            return None
+        ds = f[name]
+        inside = rows < ds.shape[0]
+        values = ds[...]  # one read: h5py's per-row selections cost far more
+        if name == fmt.SCORES:
+            out = np.full((len(rows), ds.shape[1]), np.nan, dtype=np.float32)
+            out[inside] = values[rows[inside]]
+            return out
+        out = np.full(len(rows), None, dtype=object)
+        out[inside] = [(v.decode("utf-8") if isinstance(v, bytes) else v) or None
+                       for v in values[rows[inside]]]
+        return out
+
+    @property
+    def scores(self) -> np.ndarray | None:
+        """The (N, K) score vectors of the live images, in the order of :meth:`ids`, columns
+        in the order of :attr:`labels` (rows of NaN for images stored without one); None when
+        the store holds no score vectors. Top-1 scores are in :meth:`to_pandas`/:attr:`index`."""
+        self._check_open()
+        return self._aligned_column(fmt.SCORES, np.flatnonzero(self._index.live_mask()))
+
+    @property
+    def sources(self) -> list[str | None]:
+        """Where each live image came from (None where not given), in the order of :meth:`ids`."""
+        self._check_open()
+        values = self._aligned_column(fmt.SOURCES, np.flatnonzero(self._index.live_mask()))
+        return [None] * len(self) if values is None else values.tolist()
+
+    def to_pandas(self, *, include_deleted: bool = False, scores: bool = False):
+        """The index as a pandas DataFrame with label names resolved and each image's source
+        (requires pandas). ``scores=True`` adds the score vectors, one ``score:<label>``
+        column per class."""
         import pandas as pd
 
-        rows = self._index.take(None if include_deleted else self._index.live_mask())
+        self._check_open()
+        mask = None if include_deleted else self._index.live_mask()
+        positions = np.arange(len(self._index)) if mask is None else np.flatnonzero(mask)
+        rows = self._index.take(mask)
         labels = np.array(self._labels + [None], dtype=object)
         truth = rows["true_label"].astype(np.int64)
         frame = pd.DataFrame(
@@ -683,9 +734,31 @@ class ImageStore:
                 "crc32": rows["crc32"],
             }
         )
+        sources = self._aligned_column(fmt.SOURCES, positions)
+        frame["source"] = sources if sources is not None else None
         if include_deleted:
             frame["deleted"] = rows["deleted"].astype(bool)
+        if scores:
+            vectors = self._aligned_column(fmt.SCORES, positions)
+            if vectors is not None:
+                for k, name in enumerate(self._labels[: vectors.shape[1]]):
+                    frame[f"score:{name}"] = vectors[:, k]
         return frame
+
+    def to_sql(self, url_or_engine: Any, *, table: str = "images", if_exists: str = "fail",
+               files: dict[int, str] | None = None, ids: Sequence[int] | None = None) -> int:
+        """Write the index to a SQL database (SQLAlchemy URL or Engine; a path means SQLite):
+        one row per live image in ``table`` (id, label, true_label, score, correct, geometry,
+        codec, bytes, crc32, the HDF5 dataset and position of its chunk, source, and ``files``'
+        exported path per id), and the score vectors in long form in ``<table>_scores``. One
+        transaction: all rows or none. ``if_exists``: "fail" (:class:`TargetExistsError`),
+        "replace" or "append". ``ids`` limits the rows to those images. Returns the number of
+        image rows. Needs the 'sql' extra."""
+        from .sql import to_sql
+
+        self._check_open()
+        return to_sql(self, url_or_engine, table=table, if_exists=if_exists, files=files,
+                      ids=ids)
 
     # ------------------------------------------------------------------ integrity
 
@@ -739,10 +812,13 @@ def _one_image_batch(label, score, true_label, image_id, source) -> dict[str, An
                 sources=None if source is None else [source])
 
 
-def open(path: str | os.PathLike, mode: str = "r", *, codec: str | Codec = "jpeg", quality: int = 90,
-         labels: Sequence[str] | None = None, locking: bool | str | None = None,
-         **codec_options: Any) -> ImageStore:
+def open(path: str | os.PathLike | Sequence[str | os.PathLike], mode: str = "r", *,
+         codec: str | Codec = "jpeg", quality: int = 90, labels: Sequence[str] | None = None,
+         locking: bool | str | None = None, **codec_options: Any) -> ImageStore:
     """Open or create an h5store file; use as a context manager.
+
+    A list of paths opens shards (files written by parallel writers) read-only as one store,
+    without copying them: a :class:`h5store.sharded.ShardedStore`.
 
     Modes as in h5py: ``r`` read only (default), ``r+`` read/write an existing store, ``a``
     read/write, creating it if missing, ``w`` create (truncating any existing file), ``x``
@@ -758,5 +834,14 @@ def open(path: str | os.PathLike, mode: str = "r", *, codec: str | Codec = "jpeg
     it with a warning where the file system has no ``flock``, False skips it (you guarantee a
     single writer).
     """
+    if isinstance(path, (list, tuple)):
+        if mode != "r":
+            raise InvalidInputError(
+                f"a list of shards opens read-only (mode 'r'), not {mode!r}; "
+                "h5store.merge makes one writable store of them"
+            )
+        from .sharded import ShardedStore
+
+        return ShardedStore(path)
     return ImageStore(path, mode, codec=codec, quality=quality, labels=labels, locking=locking,
                       **codec_options)

@@ -47,7 +47,7 @@ class ImageStoreDataset(Dataset):
 
     def __init__(
         self,
-        path: str | os.PathLike,
+        path: str | os.PathLike | Sequence[str | os.PathLike],
         ids: Sequence[int] | None = None,
         *,
         target: str | None = "label",
@@ -55,7 +55,8 @@ class ImageStoreDataset(Dataset):
     ):
         if target not in TARGETS:
             raise InvalidInputError(f"target must be one of {TARGETS}, got {target!r}")
-        self.path = os.fspath(path)
+        # A list of paths: shards read as one store (h5store.open([...])).
+        self.path = [os.fspath(p) for p in path] if isinstance(path, (list, tuple)) else os.fspath(path)
         self.transform = transform
         self.target = target
         with h5store.open(self.path) as store:

@@ -51,6 +51,7 @@ WRITER = textwrap.dedent(
             labels = [f"c{(i // 5) % 4}" for i in ids]
             if batch % 7 == 6:
                 labels = [f"new{batch}"] * n  # a new class: structure written mid-session
+                store.add_labels(labels[:1])
                 store.add_batch([image_of(i) for i in ids], labels=labels, ids=ids)
             else:
                 scores = np.full((n, len(store.labels)), 1 / len(store.labels), np.float32)
@@ -95,6 +96,7 @@ def check_recovers(path, committed):
             if i in store:
                 assert np.array_equal(store[i], image_of(i)), i
         start = 1_000_000
+        store.add_labels(["after"])
         store.add_batch([image_of(i) for i in range(start, start + 3)], labels=["after"] * 3,
                         ids=range(start, start + 3))
     with h5store.open(path) as store:

@@ -4,8 +4,12 @@
 from __future__ import annotations
 
 import argparse
+import importlib
 import json
+import os
 import sys
+
+from h5store import InvalidInputError
 
 from .recommend import PREFERENCES
 
@@ -35,6 +39,11 @@ def add_parser(sub: argparse._SubParsersAction) -> argparse.ArgumentParser:
     bench.add_argument("--min-psnr", type=float, default=None, help="floor on mean PSNR in dB")
     bench.add_argument("--min-agreement", type=float, default=None,
                        help="floor on the share (0-1) of classifier predictions unchanged")
+    bench.add_argument("--predict", metavar="MODULE:FUNCTION",
+                       help="your model: a function from a batch of images ((N, H, W[, C]) "
+                       "uint8 array) to labels, imported from MODULE (the current directory "
+                       "is on the path) and asked about the originals and every decoded "
+                       "setting; default: a small classifier trained on the originals")
     bench.add_argument("--prefer", choices=PREFERENCES, default="smallest",
                        help="recommend the smallest setting or the fastest to decode "
                        "(default: %(default)s)")
@@ -63,12 +72,13 @@ def cmd_bench(args: argparse.Namespace) -> int:
     from . import report
     from .runner import run
 
+    predict = load_predict(args.predict) if args.predict else None
     result = run(
         args.input, n=args.n, size=args.size, seed=args.seed,
         codecs=args.codecs.split(",") if args.codecs else None,
         min_ssim=args.min_ssim, min_psnr=args.min_psnr, min_agreement=args.min_agreement,
         prefer=args.prefer, repeats=args.repeats, ssim_images=args.ssim_images or None,
-        out=args.out, progress=not args.quiet,
+        out=args.out, progress=not args.quiet, predict=predict,
     )
     if args.json:
         print(json.dumps({**result.to_dict(), "files": result.files}, indent=2, allow_nan=False))
@@ -83,3 +93,24 @@ def cmd_bench(args: argparse.Namespace) -> int:
         print()
         print(result.recommendation.message)
     return 0 if result.recommendation.cell is not None else 1
+
+
+def load_predict(spec: str):
+    """The function ``module:function`` names (``package.module:object.method`` works too)."""
+    module_name, _, attr = spec.partition(":")
+    if not module_name or not attr:
+        raise InvalidInputError(f"--predict takes MODULE:FUNCTION, got {spec!r}")
+    if os.getcwd() not in sys.path:  # like `python -m`: the user's own module, where they are
+        sys.path.insert(0, os.getcwd())
+    try:
+        target = importlib.import_module(module_name)
+    except ImportError as exc:
+        raise InvalidInputError(f"--predict: cannot import {module_name!r}: {exc}") from None
+    for part in attr.split("."):
+        try:
+            target = getattr(target, part)
+        except AttributeError:
+            raise InvalidInputError(f"--predict: {module_name!r} has no {attr!r}") from None
+    if not callable(target):
+        raise InvalidInputError(f"--predict: {spec} is a {type(target).__name__}, not a function")
+    return target

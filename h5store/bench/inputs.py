@@ -20,6 +20,8 @@ from h5store import InvalidInputError
 
 #: File suffixes torchvision's ImageFolder accepts (``torchvision.datasets.folder``).
 IMAGE_SUFFIXES = (".jpg", ".jpeg", ".png", ".ppm", ".bmp", ".pgm", ".tif", ".tiff", ".webp")
+#: Suffixes of files that are always lossy (JPEG); WebP may be either and is not flagged.
+LOSSY_SUFFIXES = (".jpg", ".jpeg")
 #: Side of the built-in sample's crops unless the caller asks for another.
 DEFAULT_SAMPLE_SIZE = 224
 
@@ -31,6 +33,11 @@ class BenchInput:
     images: list[np.ndarray]
     labels: list[str] | None
     description: str
+    #: Set when the images were already compressed lossily (JPEG files, a JPEG store): then
+    #: fidelity is measured against decoded lossy images, not the originals, and says so.
+    lossy_origin: str | None = None
+    #: The h5store file the images came from (the recommendation's repack command uses it).
+    store_path: str | None = None
 
     def __len__(self) -> int:
         return len(self.images)
@@ -114,8 +121,18 @@ def _store_input(path: str, n: int, seed: int) -> BenchInput:
         ids = store.ids()
         chosen = ids[_draw(len(ids), n, seed)].tolist()
         images = [checked_image(im, f"image {i}") for i, im in zip(chosen, store.get_batch(chosen))]
-        labels = [store.record(i).label for i in chosen]
-    return BenchInput(images, labels, f"{len(images)} of {len(ids)} images of {path}")
+        records = [store.record(i) for i in chosen]
+        lossy = {r.label: store.codec_of(r.label) for r in records
+                 if not store.codec_of(r.label).lossless}
+    labels = [r.label for r in records]
+    origin = None
+    if lossy:
+        settings = sorted({" ".join([c.codec_id] + [f"{k}={v}" for k, v in c.get_config().items()
+                                                    if k == "quality"]) for c in lossy.values()})
+        count = sum(r.label in lossy for r in records)
+        origin = f"{count} of the {len(records)} images are stored as {', '.join(settings)}"
+    return BenchInput(images, labels, f"{len(images)} of {len(ids)} images of {path}",
+                      lossy_origin=origin, store_path=path)
 
 
 def _folder_input(path: str, n: int, seed: int) -> BenchInput:
@@ -131,8 +148,11 @@ def _folder_input(path: str, n: int, seed: int) -> BenchInput:
             raise InvalidInputError(f"cannot read image {file!r}: {exc}") from None
         images.append(checked_image(image, file))
     classes = len({label for _, label in files})
+    jpegs = sum(file.lower().endswith(LOSSY_SUFFIXES) for file, _ in picked)
+    origin = f"{jpegs} of the {len(picked)} images are JPEG files" if jpegs else None
     return BenchInput(images, [label for _, label in picked],
-                      f"{len(images)} of {len(files)} images in {classes} classes of {path}")
+                      f"{len(images)} of {len(files)} images in {classes} classes of {path}",
+                      lossy_origin=origin)
 
 
 def image_folder_files(path: str) -> list[tuple[str, str]]:

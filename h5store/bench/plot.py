@@ -42,6 +42,7 @@ def pareto_plot(result: BenchResult, path: str) -> None:
     ax.plot([c.bytes_per_image for c in front], [c.ssim_mean for c in front], "-",
             color="0.6", lw=6, alpha=0.35, solid_capstyle="round", zorder=1)
     handles = [Line2D([], [], color="0.6", lw=6, alpha=0.35, label="Pareto front")]
+    labels: list[tuple[CellResult, str, tuple]] = []
     for k, (codec, group) in enumerate(by_codec.items()):
         group.sort(key=lambda c: c.bytes_per_image)
         colour, marker = colours[k % len(colours)], MARKERS[k % len(MARKERS)]
@@ -55,11 +56,9 @@ def pareto_plot(result: BenchResult, path: str) -> None:
                               markeredgecolor="black", markeredgewidth=0.4, label=codec))
         for c in group:
             if c.violation:
-                ax.annotate("violation", (c.bytes_per_image, c.ssim_mean), color="red", fontsize=7)
+                labels.append((c, "violation", "red"))
             elif c.max_abs_error:  # lossless settings pile up at SSIM 1; label the lossy ones
-                ax.annotate(c.setting,
-                            (c.bytes_per_image, c.ssim_mean), xytext=(4, -9),
-                            textcoords="offset points", fontsize=6, color=colour)
+                labels.append((c, c.setting, colour))
     rec = result.recommendation
     if rec is not None and rec.floors.min_ssim is not None:
         ax.axhline(rec.floors.min_ssim, color="grey", ls="--", lw=0.8)
@@ -77,9 +76,39 @@ def pareto_plot(result: BenchResult, path: str) -> None:
     ax.set_xscale("log")
     ax.set_xlabel("bytes per image (log scale)")
     ax.set_ylabel("mean SSIM (1 = exact)")
-    ax.set_title(f"Size against fidelity: {result.meta['input']}", fontsize=10)
+    title = f"Size against fidelity: {result.meta['input']}"
+    if result.meta.get("lossy_input"):
+        title += (f"\nfidelity against already-lossy input, not originals "
+                  f"({result.meta['lossy_input']})")
+    ax.set_title(title, fontsize=10, color="black" if "\n" not in title else "darkred")
     ax.grid(True, which="both", alpha=0.25)
     ax.legend(handles=handles, fontsize=7, loc="lower right", ncol=2, framealpha=0.9)
     fig.tight_layout()
+    _place_labels(fig, ax, labels)  # after the layout: overlap is judged where they end up
     fig.savefig(path)
     plt.close(fig)
+
+
+# Offsets (points) tried in turn for a setting's label: right-below, right-above, left-below,
+# left-above. A label that fits nowhere without overlapping one already placed is left out
+# (the table and bench.csv name every setting).
+_OFFSETS = ((4, -9), (4, 3), (-4, -9), (-4, 3))
+_FONT = 6
+
+
+def _place_labels(fig, ax, labels) -> None:
+    ax.autoscale_view()
+    renderer = fig.canvas.get_renderer()
+    placed = []
+    # Settings on the Pareto front and the recommended one first: they matter most.
+    front = {id(c) for c in pareto_front([c for c, _, _ in labels])}
+    for cell, text, colour in sorted(labels, key=lambda item: id(item[0]) not in front):
+        for dx, dy in _OFFSETS:
+            note = ax.annotate(text, (cell.bytes_per_image, cell.ssim_mean), xytext=(dx, dy),
+                               textcoords="offset points", fontsize=_FONT, color=colour,
+                               ha="left" if dx > 0 else "right")
+            box = note.get_window_extent(renderer).expanded(1.05, 1.1)
+            if not any(box.overlaps(other) for other in placed):
+                placed.append(box)
+                break
+            note.remove()

@@ -70,12 +70,32 @@ class Recommendation:
     fastest: CellResult | None
     meeting: int  # settings that meet the floors
     measured: int
+    #: Why fidelity was measured against already-lossy images (None: against originals).
+    lossy_origin: str | None = None
+    #: The store the images came from: the repack command converts it.
+    store_path: str | None = None
+
+    @property
+    def caveat(self) -> str | None:
+        if self.lossy_origin is None:
+            return None
+        return (f"Caution: {self.lossy_origin}, so PSNR and SSIM compare each setting with "
+                "already-compressed images, not the originals: re-encoding a lossy image "
+                "adds generation loss, and settings near the stored one look better than "
+                "they would on originals.")
+
+    def repack_command(self) -> str | None:
+        """The ``h5store repack`` command that converts the store to the chosen setting."""
+        if self.cell is None:
+            return None
+        return repack_command(self.cell, self.store_path)
 
     @property
     def message(self) -> str:
         head = f"{self.meeting} of {self.measured} settings meet {self.floors.describe()}"
+        caveat = "" if self.caveat is None else f"\n{self.caveat}"
         if self.cell is None:
-            return f"No setting meets {self.floors.describe()}: lower the floors. ({head})"
+            return f"No setting meets {self.floors.describe()}: lower the floors. ({head}){caveat}"
         lines = [f"Recommended ({self.prefer} meeting {self.floors.describe()}): "
                  f"{describe_cell(self.cell)}"]
         other = self.fastest if self.prefer == "smallest" else self.smallest
@@ -83,6 +103,9 @@ class Recommendation:
             lines.append(f"  {'fastest' if self.prefer == 'smallest' else 'smallest'} "
                          f"instead: {describe_cell(other)}")
         lines.append(f"  ({head})")
+        if self.caveat:
+            lines.append(self.caveat)
+        lines.append(f"Apply it: {self.repack_command()}")
         return "\n".join(lines)
 
     def to_dict(self) -> dict[str, Any]:
@@ -92,7 +115,30 @@ class Recommendation:
 
         return {"floors": self.floors.describe(), "prefer": self.prefer, "choice": name(self.cell),
                 "smallest": name(self.smallest), "fastest": name(self.fastest),
-                "meeting": self.meeting, "measured": self.measured, "message": self.message}
+                "meeting": self.meeting, "measured": self.measured, "message": self.message,
+                "lossy_input": self.lossy_origin, "repack_command": self.repack_command()}
+
+
+def repack_command(cell: CellResult, store_path: str | None = None) -> str:
+    """``h5store repack SRC DST --codec ... --quality ... [--option k=v ...]``: the options
+    that differ from the codec's defaults, so the command stays short and exact."""
+    import json
+    import os
+    import shlex
+
+    import h5store
+
+    defaults = h5store.get_codec(cell.codec).get_config()
+    src = store_path or "YOUR_STORE.h5"
+    stem = os.path.splitext(src)[0]
+    parts = ["h5store", "repack", src, f"{stem}-{cell.codec}.h5", "--codec", cell.codec]
+    config = {k: v for k, v in cell.config.items() if k != "id"}
+    if "quality" in config:
+        parts += ["--quality", str(config.pop("quality"))]
+    for key, value in config.items():
+        if defaults.get(key) != value:
+            parts += ["--option", f"{key}={json.dumps(value)}"]
+    return shlex.join(parts)
 
 
 def describe_cell(cell: CellResult) -> str:

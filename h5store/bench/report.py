@@ -97,8 +97,11 @@ def _note(cell: CellResult, result: BenchResult, front: set[int]) -> str:
 
 def markdown_table(result: BenchResult) -> str:
     """One row a setting, codecs in registry order, each codec's settings by size."""
+    lossy = result.meta.get("lossy_input")
+    mark = "*" if lossy else ""  # fidelity against decoded lossy input: footnoted
     header = ["codec", "setting", "bytes/img", "bpp", "ratio", "enc MP/s 1t / 2t",
-              "dec MP/s 1t / 2t", "PSNR dB", "SSIM", "max err", "agree", "flips", "note"]
+              "dec MP/s 1t / 2t", f"PSNR dB{mark}", f"SSIM{mark}", f"max err{mark}", "agree",
+              "flips", "note"]
     front = {id(c) for c in pareto_front(result.cells)}
     order = {name: k for k, name in enumerate(dict.fromkeys(c.codec for c in result.cells))}
     rows = []
@@ -112,6 +115,9 @@ def markdown_table(result: BenchResult) -> str:
         ])
     lines = ["| " + " | ".join(header) + " |", "|" + "|".join("---" for _ in header) + "|"]
     lines += ["| " + " | ".join(row) + " |" for row in rows]
+    if lossy:
+        lines.append(f"\n{mark} against the input as decoded, which is not the originals: "
+                     f"{lossy}.")
     return "\n".join(lines)
 
 

@@ -194,6 +194,8 @@ def run(source: Any = None, *, n: int = 500, size: int | None = None, seed: int 
     meta["ssim_images"] = min(len(inp), ssim_images or len(inp))
     result = BenchResult(cells, skipped, classifier, meta)
     result.recommendation = recommend(cells, floors, prefer)
+    result.recommendation.lossy_origin = inp.lossy_origin
+    result.recommendation.store_path = inp.store_path
     if out is not None:
         result.save(out)
     return result
@@ -205,6 +207,7 @@ def _meta(inp: BenchInput, seed: int, repeats: int, started: float) -> dict[str,
     kinds = sorted(inp.kinds())
     return {
         "input": inp.description,
+        "lossy_input": inp.lossy_origin,
         "images": len(inp),
         "image_kinds": [f"{h}x{w}x{c} {d}" for h, w, c, d in kinds[:10]]
         + (["..."] if len(kinds) > 10 else []),

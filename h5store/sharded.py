@@ -1,0 +1,352 @@
+"""Several shard files read as one store, without copying them: ``h5store.open([a, b, ...])``.
+
+Shards are ordinary stores, each written by one writer (a DDP rank, a Dask worker, a Slurm
+task). The view opens one read-only :class:`~h5store.ImageStore` per shard and, once at open,
+unites the labels by name and maps every live id to its shard; a read is then one dict lookup
+plus the shard's own read path. :func:`h5store.merge` uses the same rules (:func:`unite`) to
+make one file of them.
+
+Iteration, ``ids()``, ``query`` and ``index`` run in shard order, then insertion order within
+each shard (the order a merge without ``renumber`` writes).
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import os
+from collections.abc import Iterator, Sequence
+from dataclasses import dataclass
+from typing import Any
+
+import numpy as np
+
+from . import format as fmt
+from ._parallel import thread_map
+from .errors import ClosedStoreError, DuplicateIdError, InvalidInputError, UnknownIdError
+from .index import Index
+from .store import ImageStore, Record, VerifyReport
+
+
+@dataclass
+class Union:
+    """How shards' labels and score vectors map into one store."""
+
+    labels: list[str]
+    #: per shard: its class id -> the united class id
+    label_maps: list[np.ndarray]
+    #: width of the united (N, K) score vectors (0: no shard has any)
+    k: int
+    #: per shard: the shard's score column of each united column, or None without vectors
+    score_columns: list[np.ndarray | None]
+
+
+def score_width(store: ImageStore) -> int:
+    """K of the store's (N, K) score vectors; 0 if it has none."""
+    f = store._file
+    return int(f[fmt.SCORES].shape[1]) if fmt.SCORES in f else 0
+
+
+def unite(stores: Sequence[ImageStore]) -> Union:
+    """Unite labels by name. Score vector column j belongs to class id j, so the classes the
+    vectors cover come first, in the first vector-holding shard's order; every shard with
+    vectors must cover the same classes (their columns are permuted), or InvalidInputError."""
+    widths = [score_width(s) for s in stores]
+    covered = [list(s.labels[:k]) for s, k in zip(stores, widths)]
+    first = next((k for k, w in enumerate(widths) if w), None)
+    labels: list[str] = [] if first is None else list(covered[first])
+    if first is not None:
+        for s, names in zip(stores, covered):
+            if names and set(names) != set(labels):
+                raise InvalidInputError(
+                    f"{stores[first].path} has score vectors over {labels} but {s.path} over "
+                    f"{names}; (N, K) scores merge only when the shards declare the same labels"
+                )
+    known = set(labels)
+    for s in stores:
+        for name in s.labels:
+            if name not in known:
+                known.add(name)
+                labels.append(name)
+    position = {name: k for k, name in enumerate(labels)}
+    label_maps = [np.array([position[n] for n in s.labels], dtype=np.int64) for s in stores]
+    k_united = widths[first] if first is not None else 0
+    score_columns: list[np.ndarray | None] = []
+    for names in covered:
+        if not names:
+            score_columns.append(None)
+            continue
+        local = {n: j for j, n in enumerate(names)}
+        score_columns.append(np.array([local[n] for n in labels[:k_united]], dtype=np.int64))
+    return Union(labels, label_maps, k_united, score_columns)
+
+
+def united_rows(store: ImageStore, label_map: np.ndarray, *, live_only: bool) -> np.ndarray:
+    """The shard's index rows with class ids translated to the united ones."""
+    rows = store.index
+    if live_only:
+        rows = rows[rows["deleted"] == 0]
+    if len(label_map):
+        rows["label"] = label_map[rows["label"].astype(np.int64)]
+        truth = rows["true_label"].astype(np.int64)
+        rows["true_label"] = np.where(truth < 0, truth, label_map[np.maximum(truth, 0)])
+    return rows
+
+
+def check_unique_ids(paths: Sequence[str], ids: Sequence[np.ndarray]) -> None:
+    """DuplicateIdError naming the first id found in two shards, and both files."""
+    if len(ids) < 2:
+        return
+    every = np.concatenate(ids)
+    owner = np.repeat(np.arange(len(ids)), [len(a) for a in ids])
+    order = np.argsort(every, kind="stable")
+    same = np.flatnonzero(every[order][1:] == every[order][:-1])
+    if len(same):
+        a, b = order[same[0]], order[same[0] + 1]
+        raise DuplicateIdError(
+            f"id {int(every[a])} is in both {paths[owner[a]]} and {paths[owner[b]]} "
+            "(shards need disjoint ids; merge with renumber=True to number them afresh)"
+        )
+
+
+def check_shard_paths(paths: Any) -> list[str]:
+    if isinstance(paths, (str, bytes, os.PathLike)) or not isinstance(paths, Sequence):
+        raise InvalidInputError("shards must be a list of paths")
+    paths = [os.fspath(p) for p in paths]
+    if not paths:
+        raise InvalidInputError("the list of shards is empty")
+    real = [os.path.realpath(p) for p in paths]
+    for k, p in enumerate(real):
+        if p in real[:k]:
+            raise InvalidInputError(f"{paths[k]} is listed twice")
+    return paths
+
+
+class ShardedStore:
+    """Read-only view of several shard files as one store. Create with ``h5store.open([...])``.
+
+    Answers as the file :func:`h5store.merge` would make of the shards (without
+    ``renumber``): same ids, labels, scores, sources and pixels. ``index`` holds each shard's
+    own stack, position and offset columns (deleted rows included, flagged).
+    """
+
+    mode = "r"
+    writable = False
+
+    def __init__(self, paths: Sequence[str | os.PathLike]):
+        self.paths = check_shard_paths(paths)
+        self._shards: list[ImageStore] = []
+        try:
+            for p in self.paths:
+                self._shards.append(ImageStore(p, "r"))
+            self._build()
+        except BaseException:
+            self.close()
+            raise
+
+    def _build(self) -> None:
+        shards = self._shards
+        self._union = unite(shards)
+        self._labels = self._union.labels
+        self._label_ids = {name: k for k, name in enumerate(self._labels)}
+        parts = [united_rows(s, m, live_only=False) for s, m in zip(shards, self._union.label_maps)]
+        live_ids = [p["id"][p["deleted"] == 0].astype(np.int64) for p in parts]
+        check_unique_ids(self.paths, live_ids)
+        self._index = Index(np.concatenate(parts) if parts else None)
+        owners = [s for s, ids in zip(shards, live_ids) for _ in range(len(ids))]
+        self._shard_of: dict[int, ImageStore] = dict(zip(np.concatenate(live_ids).tolist(), owners))
+
+    # ------------------------------------------------------------------ lifetime
+
+    def __enter__(self) -> ShardedStore:
+        return self
+
+    def __exit__(self, *exc_info) -> None:
+        self.close()
+
+    def close(self) -> None:
+        for s in self._shards:
+            s.close()
+        self._shard_of = {}
+
+    @property
+    def closed(self) -> bool:
+        return all(s.closed for s in self._shards)
+
+    def _check_open(self) -> None:
+        if self.closed:
+            raise ClosedStoreError(f"the shards {self.paths} are closed")
+
+    def __getstate__(self) -> dict[str, Any]:
+        return {"paths": self.paths}
+
+    def __setstate__(self, state: dict[str, Any]) -> None:
+        self.__init__(state["paths"])
+
+    def __repr__(self) -> str:
+        if self.closed:
+            return f"<h5store.ShardedStore of {len(self.paths)} shards (closed)>"
+        return (
+            f"<h5store.ShardedStore of {len(self.paths)} shards: {len(self)} images, "
+            f"{len(self._labels)} labels>"
+        )
+
+    @property
+    def shards(self) -> tuple[ImageStore, ...]:
+        """The read-only store of each shard, in the order given."""
+        return tuple(self._shards)
+
+    @property
+    def labels(self) -> tuple[str, ...]:
+        """Class names of all shards, united by name."""
+        return tuple(self._labels)
+
+    # ------------------------------------------------------------------ reading
+
+    def __len__(self) -> int:
+        return len(self._shard_of)
+
+    def __contains__(self, image_id: object) -> bool:
+        try:
+            return image_id in self._shard_of
+        except TypeError:  # unhashable
+            return False
+
+    def __iter__(self) -> Iterator[int]:
+        return iter(self.ids().tolist())
+
+    def ids(self) -> np.ndarray:
+        """Ids of the live images: shard by shard, each in insertion order."""
+        return self._index.live_ids()
+
+    def _owner(self, image_id: Any) -> ImageStore:
+        try:
+            return self._shard_of[image_id]
+        except (KeyError, TypeError):
+            self._check_open()
+            raise UnknownIdError(f"no image with id {image_id!r} in the shards") from None
+
+    def __getitem__(self, image_id: int) -> np.ndarray:
+        """The decoded image with this id."""
+        try:
+            shard = self._shard_of[image_id]
+        except (KeyError, TypeError):
+            shard = self._owner(image_id)  # raises the right error
+        return shard[image_id]
+
+    def get_batch(
+        self, ids: Sequence[int], *, out: np.ndarray | None = None
+    ) -> list[np.ndarray] | np.ndarray:
+        """Decoded images for many ids (decoded in parallel threads), in the order given.
+        ``out`` as in :meth:`ImageStore.get_batch`."""
+        self._check_open()
+        id_list = np.asarray(ids).tolist()
+        shard_of = self._shard_of
+        for image_id in id_list:  # every id checked before anything is decoded
+            if image_id not in shard_of:
+                self._owner(image_id)
+        if out is None:
+            return thread_map(lambda i: shard_of[i][i], id_list)
+        if out.shape[0] != len(id_list) or not out.flags.c_contiguous:
+            raise InvalidInputError(
+                f"out must be C-contiguous with {len(id_list)} images along axis 0"
+            )
+
+        def decode_into(k: int) -> None:
+            shard = shard_of[id_list[k]]
+            shard._decode_into(shard._index.row_of(id_list[k]), out[k])
+
+        thread_map(decode_into, range(len(id_list)))
+        return out
+
+    def get_encoded(self, image_id: int) -> bytes:
+        """The stored payload of one image, as :meth:`ImageStore.get_encoded`."""
+        return self._owner(image_id).get_encoded(image_id)
+
+    def record(self, image_id: int) -> Record:
+        """Metadata of one image; score vectors in the order of :attr:`labels`."""
+        shard = self._owner(image_id)
+        record = shard.record(image_id)
+        columns = self._union.score_columns[self._shards.index(shard)]
+        if record.scores is not None and columns is not None:
+            record = dataclasses.replace(record, scores=record.scores[columns])
+        return record
+
+    # ------------------------------------------------------------------ queries
+
+    def _label_id(self, label: str | int, what: str) -> int:
+        if isinstance(label, (int, np.integer)) and not isinstance(label, bool):
+            if 0 <= label < len(self._labels):
+                return int(label)
+        elif isinstance(label, str) and label in self._label_ids:
+            return self._label_ids[label]
+        raise InvalidInputError(f"{what} {label!r} is not a label of these shards")
+
+    def query(
+        self,
+        *,
+        label: str | int | Sequence[str | int] | None = None,
+        true_label: str | int | Sequence[str | int] | None = None,
+        min_score: float | None = None,
+        max_score: float | None = None,
+        correct: bool | None = None,
+    ) -> np.ndarray:
+        """Ids of live images matching every condition, as :meth:`ImageStore.query`."""
+        self._check_open()
+
+        def ids_of(value, what):
+            if value is None:
+                return None
+            values = [value] if isinstance(value, (str, int, np.integer)) else list(value)
+            return np.array([self._label_id(v, what) for v in values], dtype=np.int64)
+
+        return self._index.query(
+            label=ids_of(label, "label"),
+            true_label=ids_of(true_label, "true_label"),
+            min_score=min_score,
+            max_score=max_score,
+            correct=correct,
+        )
+
+    @property
+    def index(self) -> np.ndarray:
+        """The shards' index rows, concatenated, with class ids of :attr:`labels`."""
+        self._check_open()
+        return self._index.take()
+
+    def to_pandas(self, *, include_deleted: bool = False):
+        """The shards' index tables as one pandas DataFrame (requires pandas)."""
+        import pandas as pd
+
+        self._check_open()
+        frames = [s.to_pandas(include_deleted=include_deleted) for s in self._shards]
+        return pd.concat(frames, ignore_index=True)
+
+    def verify(self) -> VerifyReport:
+        """Every shard's :meth:`ImageStore.verify`, summed."""
+        self._check_open()
+        report = VerifyReport()
+        for s in self._shards:
+            part = s.verify()
+            report.checked += part.checked
+            report.damaged += part.damaged
+            report.misplaced += part.misplaced
+        return report
+
+    def stats(self) -> dict[str, Any]:
+        """Counts and sizes over all shards, as :meth:`ImageStore.stats`."""
+        self._check_open()
+        parts = [s.stats() for s in self._shards]
+        per_label: dict[str, int] = {}
+        for part in parts:
+            for name, count in part["images_per_label"].items():
+                per_label[name] = per_label.get(name, 0) + count
+        return {
+            "path": list(self.paths),
+            "images": sum(p["images"] for p in parts),
+            "deleted": sum(p["deleted"] for p in parts),
+            "labels": len(self._labels),
+            "images_per_label": {n: per_label[n] for n in self._labels if n in per_label},
+            "payload_bytes": sum(p["payload_bytes"] for p in parts),
+            "file_bytes": sum(p["file_bytes"] for p in parts),
+            "codecs": sorted({c for p in parts for c in p["codecs"]}),
+        }
