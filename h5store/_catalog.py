@@ -65,7 +65,12 @@ class Catalog:
     """
 
     def __init__(self, f: h5py.File, class_group: Callable[[str], h5py.Group | None]):
+        # /stacks before /labels, the reverse of the order a writer appends them: a stack
+        # read then names a label that is on disk by the time the labels are read.
+        #: the /stacks table as read (checked against the index rows by the store)
+        self.table = fmt.read_stacks(f)
         self.labels: list[str] = fmt.read_labels(f)
+        fmt.check_stacks(self.table, len(self.labels), f.filename)
         self.label_ids = {name: k for k, name in enumerate(self.labels)}
         self._class_group = class_group
         self._class_codecs: dict[str, Codec] = {}
@@ -73,7 +78,7 @@ class Catalog:
         self.stack_ids: dict[StackKey, int] = {}
         #: each stack's decode_payload, by stack id: the read path indexes this list directly.
         self.decoders: list[Callable[[Any], np.ndarray]] = []
-        for row in fmt.read_stacks(f):
+        for row in self.table:
             key = StackKey(int(row["label"]), int(row["height"]), int(row["width"]),
                            int(row["channels"]), row["dtype"].decode())
             codec = codec_from_config(json.loads(row["codec_config"].decode("utf-8")))

@@ -20,26 +20,43 @@ The write protocol, which the rest of h5store relies on:
 
 from __future__ import annotations
 
+import contextlib
 import errno
 import fcntl
 import mmap
 import os
+import re
 import time
-from collections.abc import Callable, Sequence
+import warnings
+from collections.abc import Callable, Iterator, Sequence
 
 import h5py
 import numpy as np
 
 from . import format as fmt
 from ._parallel import get_threads
-from ._superblock import SWMR_WRITE_FLAG, clear_writer_flags, writer_flags
+from ._superblock import (
+    SUPERBLOCK_BYTES,
+    SWMR_WRITE_FLAG,
+    clear_writer_flags,
+    extend_to_eoa,
+    stored_eoa,
+    superblock_intact,
+    writer_flags,
+)
 from .errors import (
     FormatError,
+    H5StoreError,
+    InvalidInputError,
     NotAStoreError,
     RecoveryNeededError,
+    StorageFullError,
     StoreExistsError,
     StoreLockedError,
     StoreNotFoundError,
+    StorePermissionError,
+    StoreVanishedError,
+    WriteFailedError,
 )
 
 MODES = {"r": "r", "r+": "r+", "a": "a", "w": "w", "x": "x", "w-": "x"}
@@ -50,8 +67,30 @@ _RDCC_NBYTES = 1 << 20
 _READER_RETRY_SECONDS = 2.0
 
 
-def _hdf5_open(path: str, mode: str, *, swmr: bool = False) -> h5py.File:
-    kwargs = dict(libver=fmt.LIBVER, locking=False, rdcc_nbytes=_RDCC_NBYTES)
+#: What ``h5store.open(..., locking=)`` accepts; see :func:`check_locking`.
+LOCKING_VALUES = (None, True, False, "best-effort")
+# HDF5 refuses a second open of a file with other file-locking settings than the first
+_LOCKING_MISMATCH = "flag values don't match"
+_HDF5_DEFAULT = "hdf5-default"  # h5py.File without locking=: HDF5's defaults (environment)
+# flock on a file system that does not support it (Lustre without -o flock, NFS with nolock
+# on some kernels, some FUSE file systems)
+_NO_LOCKS = {errno.ENOLCK, errno.ENOSYS, errno.EOPNOTSUPP}
+
+
+def check_locking(locking: object) -> None:
+    # (1 == True and 0 == False: the isinstance keeps integers out)
+    if locking not in LOCKING_VALUES or not isinstance(locking, (bool, str, type(None))):
+        raise InvalidInputError(
+            f"locking must be None, True, False or 'best-effort', got {locking!r}"
+        )
+
+
+def _hdf5_open(path: str, mode: str, *, swmr: bool = False, locking: object = False) -> h5py.File:
+    # HDF5's own file locking is off by default: the writer's flock (WriterLock) replaces it
+    # and, unlike HDF5's, lasts through SWMR epochs without blocking SWMR readers.
+    kwargs = dict(libver=fmt.LIBVER, rdcc_nbytes=_RDCC_NBYTES)
+    if locking != _HDF5_DEFAULT:
+        kwargs["locking"] = locking
     if mode == "w":
         # Free-space reuse off: every allocation comes from the end of the file, which is what
         # makes chunk offsets predictable (and the file append-only apart from metadata).
@@ -59,19 +98,84 @@ def _hdf5_open(path: str, mode: str, *, swmr: bool = False) -> h5py.File:
     return h5py.File(path, mode, swmr=swmr, **kwargs)
 
 
-def _describe_open_error(path: str, exc: OSError) -> FormatError:
+def _describe_open_error(path: str, exc: OSError) -> H5StoreError:
     msg = str(exc)
+    if "unable to lock file" in msg:
+        return StoreLockedError(
+            f"{path} is locked by a writer, and HDF5's own file lock (locking=True or "
+            "'best-effort') excludes readers while a writer has the file; open with the "
+            "default locking=None to read while it writes (SWMR)"
+        )
     if "truncated" in msg:
-        return FormatError(f"{path} is truncated (HDF5: {msg})")
+        return RecoveryNeededError(
+            f"{path} is truncated: shorter than HDF5 recorded (a writer ran out of space, or "
+            f"the file was cut short); open it once with mode 'a' to recover the committed "
+            f"images (HDF5: {msg})"
+        )
     if "signature" in msg:
         return NotAStoreError(f"{path} is not an HDF5 file")
     return FormatError(f"{path} cannot be opened as HDF5: {msg}")
 
 
+# --------------------------------------------------------------------------- system errors
+
+_FULL = {errno.ENOSPC, errno.EFBIG, errno.EDQUOT}
+_DENIED = {errno.EACCES, errno.EPERM, errno.EROFS}
+_ERRNO_IN_MESSAGE = re.compile(r"errno = (\d+)|\[Errno (\d+)\]")
+
+
+def system_errno(exc: BaseException) -> int | None:
+    """The errno behind an exception, including HDF5's, which h5py reports as a RuntimeError
+    or OSError whose message carries ``errno = N`` from the failed system call."""
+    code = getattr(exc, "errno", None)
+    if isinstance(code, int) and code:
+        return code
+    match = _ERRNO_IN_MESSAGE.search(str(exc))
+    return int(match.group(1) or match.group(2)) if match else None
+
+
+def write_error(exc: BaseException, path: str) -> WriteFailedError | StorePermissionError | None:
+    """The h5store error for a write the operating system refused (None if ``exc`` was not
+    one)."""
+    code = system_errno(exc)
+    if code is None:
+        return None
+    reason = os.strerror(code)
+    after = "the writer is closed; every committed image is intact: reopen with mode 'a' to recover"
+    if code in _FULL:
+        err: OSError = StorageFullError(
+            code, f"{path}: the file cannot grow ({reason}); {after} once there is space"
+        )
+    elif code in _DENIED:
+        err = StorePermissionError(code, f"{path}: write refused ({reason}); {after}")
+    else:
+        err = WriteFailedError(code, f"{path}: write failed ({reason}); {after}")
+    err.filename = path
+    return err
+
+
+def permission_error(path: str, exc: OSError, action: str) -> StorePermissionError:
+    where = os.path.dirname(os.path.abspath(path))
+    if exc.errno == errno.EROFS:
+        why = "the file system is mounted read-only"
+    elif os.path.exists(path):
+        why = "the file is not writable by this user" if not os.access(path, os.W_OK) else str(exc)
+    else:
+        why = f"the directory {where} is not writable by this user"
+    err = StorePermissionError(exc.errno, f"cannot {action} {path}: {why}; open it with mode 'r' "
+                               "to read, or copy it somewhere writable")
+    err.filename = path
+    return err
+
+
 class WriterLock:
     """An exclusive ``flock`` on the store file, held while a writer has it open."""
 
-    def __init__(self, path: str, *, create: bool, exclusive_create: bool = False):
+    def __init__(self, path: str, *, create: bool, exclusive_create: bool = False,
+                 locking: object = None):
+        """``locking``: None or True, the lock is required; 'best-effort', taken where the file
+        system supports ``flock`` and skipped (with a warning) where it does not; False, not
+        taken (the caller guarantees there is one writer)."""
         flags = os.O_RDWR | os.O_CLOEXEC
         if create:
             flags |= os.O_CREAT
@@ -82,17 +186,49 @@ class WriterLock:
         except FileExistsError:
             raise StoreExistsError(f"{path} already exists (mode 'x')") from None
         except FileNotFoundError:
-            raise StoreNotFoundError(f"{path} does not exist") from None
+            raise StoreNotFoundError(f"{path} does not exist (or its directory does not)") from None
+        except OSError as exc:
+            if exc.errno in _DENIED:
+                raise permission_error(path, exc, "write to") from None
+            raise
+        self.identity = _identity(os.fstat(self._fd))
+        self.held = False
+        if locking is False:
+            return
         try:
             fcntl.flock(self._fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+            self.held = True
         except OSError as exc:
+            if exc.errno in _NO_LOCKS and locking == "best-effort":
+                warnings.warn(
+                    f"h5store: {path}: the file system does not support flock ({exc.strerror}); "
+                    "writing without the writer lock (locking='best-effort'): make sure no "
+                    "other writer opens this file",
+                    RuntimeWarning, stacklevel=4,
+                )
+                return
             os.close(self._fd)
             if exc.errno in (errno.EWOULDBLOCK, errno.EAGAIN, errno.EACCES):
                 raise StoreLockedError(
-                    f"{path} is open for writing elsewhere (another h5store writer, or an "
-                    "HDF5 program holding its lock); close it first"
+                    f"{path} is open for writing elsewhere (another h5store writer), or an HDF5 "
+                    "program (h5py with file locking on, its default) has it open in this or "
+                    "another process; close it first"
+                ) from None
+            if exc.errno in _NO_LOCKS:
+                raise StoreLockedError(
+                    f"{path}: the file system does not support flock ({exc.strerror}), which "
+                    "h5store's writer lock needs; on NFS or Lustre see the README (open with "
+                    "locking='best-effort' or locking=False when one writer is guaranteed)"
                 ) from None
             raise
+
+    def still_names_file(self, path: str) -> bool:
+        """Whether ``path`` is still the file this lock was taken on (not deleted, renamed
+        away or replaced)."""
+        try:
+            return _identity(os.stat(path)) == self.identity
+        except OSError:
+            return False
 
     @staticmethod
     def is_held(path: str) -> bool:
@@ -117,6 +253,10 @@ class WriterLock:
 
 #: Readers map files up to this size with MAP_POPULATE (see MappedFile).
 POPULATE_MAX_BYTES = min(2 << 30, os.sysconf("SC_PAGE_SIZE") * os.sysconf("SC_PHYS_PAGES") // 8)
+
+
+def _identity(st: os.stat_result) -> tuple[int, int]:
+    return st.st_dev, st.st_ino
 
 
 class MappedFile:
@@ -172,29 +312,81 @@ class MappedFile:
 # --------------------------------------------------------------------------- reading
 
 
-def open_for_reading(path: str) -> h5py.File:
+def _open_matching(path: str, mode: str, *, swmr: bool = False,
+                   locking: object = None) -> h5py.File:
+    """Open with HDF5 file locking ``locking``; None means h5store's default (off), or the
+    setting this process already has the file open with (through h5py, say): HDF5 refuses a
+    second open with another setting."""
+    if locking is not None:
+        try:
+            return _hdf5_open(path, mode, swmr=swmr, locking=locking)
+        except OSError as exc:
+            if _LOCKING_MISMATCH not in str(exc):
+                raise
+            raise StoreLockedError(
+                f"{path} is already open in this process (through h5py?) with other HDF5 "
+                f"file-locking settings than locking={locking!r}; pass the same to both: "
+                "h5py.File(..., locking=False) with h5store's default, or "
+                "h5store.open(..., locking=None), which matches whatever is open"
+            ) from None
+    last: OSError | None = None
+    for candidate in (False, _HDF5_DEFAULT, True, "best-effort"):
+        try:
+            return _hdf5_open(path, mode, swmr=swmr, locking=candidate)
+        except OSError as exc:
+            if _LOCKING_MISMATCH not in str(exc):
+                raise
+            last = exc
+    raise last
+
+
+def reader_precheck(path: str) -> None:
+    """Raise what :func:`open_for_reading` would raise at once, without opening anything."""
+    if not os.path.exists(path):
+        raise StoreNotFoundError(f"{path} does not exist")
+    flags = writer_flags(path)
+    if flags and not flags & SWMR_WRITE_FLAG and not WriterLock.is_held(path):
+        raise RecoveryNeededError(
+            f"{path} was left open by a writer that is gone; open it once with mode 'a' "
+            "to recover it"
+        )
+
+
+def open_for_reading(path: str, locking: object = None) -> h5py.File:
     """Open a store for reading. A file no writer has open is opened normally (HDF5 then also
     checks it is complete); a file whose writer is in SWMR mode is opened with SWMR read, which
     sees only consistent states. A writer inside a short object-creating epoch (SWMR off)
-    is waited for briefly."""
+    is waited for briefly. ``locking`` is HDF5's file-locking switch (see
+    :func:`_open_matching`)."""
     if not os.path.exists(path):
         raise StoreNotFoundError(f"{path} does not exist")
+    if not os.access(path, os.R_OK):
+        err = StorePermissionError(errno.EACCES, f"cannot read {path}: the file is not readable "
+                                   "by this user")
+        err.filename = path
+        raise err
     if not h5py.is_hdf5(path):
         raise NotAStoreError(f"{path} is not an HDF5 file")
     deadline = time.monotonic() + _READER_RETRY_SECONDS
     delay = 0.005
     while True:
+        if not superblock_intact(path):
+            time.sleep(0.01)  # a writer may be rewriting it in this instant: look once more
+            if not superblock_intact(path):
+                raise FormatError(f"{path} is damaged: its HDF5 superblock fails its checksum")
         flags = writer_flags(path)
         try:
             if not flags:
-                return _hdf5_open(path, "r")
+                return _open_matching(path, "r", locking=locking)
             if flags & SWMR_WRITE_FLAG:
-                return _hdf5_open(path, "r", swmr=True)
+                return _open_matching(path, "r", swmr=True, locking=locking)
         except OSError as exc:
+            if isinstance(exc, H5StoreError):
+                raise
             msg = str(exc)
             if "SWMR read access flag not the same" in msg:
                 # This process already has the file open for writing: share that handle.
-                return _hdf5_open(path, "r")
+                return _open_matching(path, "r", locking=locking)
             if "already open for write" not in msg and "not already open for SWMR" not in msg:
                 raise _describe_open_error(path, exc) from None
             # a writer appeared or changed epoch between reading the flags and opening
@@ -213,7 +405,7 @@ def read_committed_rows(f: h5py.File, mapped: MappedFile | None = None) -> np.nd
     # Tail first: the writer only ever empties or overwrites tail rows after the rows it moves
     # have landed in /index, so a reader racing it sees every committed row at least once
     # (copies are dropped by id).
-    tail = f[fmt.INDEX_TAIL][()]
+    tail = fmt.read_tail_rows(f)
     read_bytes = None
     if mapped is not None:
         def read_bytes(offset: int, size: int) -> bytes:
@@ -228,7 +420,7 @@ def read_committed_rows(f: h5py.File, mapped: MappedFile | None = None) -> np.nd
 class WriterFile:
     """The writer's handle: SWMR epochs, chunk writes with offsets, the index row log."""
 
-    def __init__(self, path: str, mode: str):
+    def __init__(self, path: str, mode: str, locking: object = None):
         self.path = path
         exists = os.path.exists(path)
         if mode == "r+" and not exists:
@@ -237,41 +429,143 @@ class WriterFile:
             raise StoreExistsError(f"{path} already exists (mode 'x')")
         if exists and mode in ("r+", "a") and not h5py.is_hdf5(path):
             raise NotAStoreError(f"{path} is not an HDF5 file")
-        self._lock = WriterLock(path, create=not exists, exclusive_create=(mode == "x"))
+        self._abandoned = self._closing = False
+        self._lock = WriterLock(path, create=not exists, exclusive_create=(mode == "x"),
+                                locking=locking)
         self.created = mode in ("w", "x") or not exists
+        self.recovered = False
+        #: the file's size before recovery extended it to HDF5's end-of-allocation (or None)
+        self.extended_from: int | None = None
         try:
-            if self.created:
-                self.f = _hdf5_open(path, "w")
-                fmt.create_layout(self.f)
-                self.f.flush()
-            else:
-                self.f = self._open_existing()
-                fmt.check_root(self.f, path)
+            with self.guard():
+                if self.created:
+                    self.f = _hdf5_open(path, "w")
+                    fmt.create_layout(self.f)
+                    self.f.flush()
+                else:
+                    self.f = self._open_existing()
+                    fmt.check_root(self.f, path)
         except BaseException:
-            if getattr(self, "f", None) is not None:
-                self.f.close()
+            # (after a refused write, guard() has closed the file already)
+            if not self._abandoned and getattr(self, "f", None) is not None and self.f.id.valid:
+                with contextlib.suppress(Exception):
+                    self.f.close()
             self._lock.release()
             if self.created and mode in ("x", "a") and not exists:
-                os.unlink(path)
+                with contextlib.suppress(OSError):
+                    os.unlink(path)
             raise
         self.swmr = False
-        self.recovered = getattr(self, "recovered", False)
-        self._stack_handles: dict[int, h5py.Dataset] = {}
+        self._stack_handles: dict[int | str, h5py.Dataset] = {}
         self.offset_fallbacks = 0  # chunk offsets HDF5 had to be asked for
 
     def _open_existing(self) -> h5py.File:
+        with open(self.path, "rb") as fh:
+            self._original_head = fh.read(SUPERBLOCK_BYTES)
         try:
             return _hdf5_open(self.path, "r+")
         except OSError as exc:
-            if "already open for write" not in str(exc) or not writer_flags(self.path):
+            msg, flags = str(exc), writer_flags(self.path)
+            if "already open for read-only" in msg or _LOCKING_MISMATCH in msg:
+                raise StoreLockedError(
+                    f"{self.path} is open read-only in this process (through h5py?); HDF5 "
+                    "cannot open it for writing too: close that handle first"
+                ) from None
+            if flags and not self._lock.held:
+                raise StoreLockedError(
+                    f"{self.path} is marked open by a writer, and without the writer lock "
+                    "(locking=False, or no flock on this file system) h5store cannot tell "
+                    "whether that writer is alive; once sure it is not, run `h5clear -s "
+                    f"{self.path}` (hdf5-tools) and reopen"
+                ) from None
+            if flags and ("already open for write" in msg or "truncated file" in msg):
+                # We hold the writer lock, so the writer that set these flags is dead (killed,
+                # or stopped by a refused write); clearing them also extends a short file.
+                size, eoa = os.path.getsize(self.path), stored_eoa(self.path)
+                clear_writer_flags(self.path)
+                if eoa is not None and eoa > size:  # and it had run out of space
+                    self.extended_from = size
+            elif "truncated file" in msg:
+                # Closed cleanly but short: HDF5 recorded space it then failed to write (an
+                # older h5store on a full disk). Nothing committed lies there (see guard());
+                # the store checks that before trusting it.
+                self.extended_from = extend_to_eoa(self.path)
+                if self.extended_from is None:
+                    raise _describe_open_error(self.path, exc) from None
+            else:
                 raise _describe_open_error(self.path, exc) from None
-        # We hold the writer lock, so the writer that set these flags is dead.
-        clear_writer_flags(self.path)
         self.recovered = True
         try:
             return _hdf5_open(self.path, "r+")
         except OSError as exc:
             raise _describe_open_error(self.path, exc) from None
+
+    def undo_extension(self) -> None:
+        """Give the file back its size from before recovery (the store found committed images
+        beyond it: the file was cut short, and extending it would hide that)."""
+        if self.extended_from is not None:
+            self.abandon()
+            with open(self.path, "r+b") as fh:
+                fh.write(self._original_head)  # the superblock as it was (flags, end address)
+                fh.truncate(self.extended_from)
+
+    # ------------------------------------------------------------------ refused writes
+
+    @contextlib.contextmanager
+    def guard(self) -> Iterator[None]:
+        """Around every sequence of HDF5 writes: a write the system refuses (full disk, size
+        limit, I/O error, permission) becomes a :class:`WriteFailedError` (or
+        :class:`StorePermissionError`), and the writer stops on the spot (:meth:`abandon`).
+
+        Why the committed images survive: HDF5 reports the refused write, and nothing after it
+        reaches the file, so the file holds a prefix of the writer's writes, exactly what a
+        writer killed at that moment leaves, which recovery is built and tested for. The
+        commit record of a batch is written only after its chunks were flushed, so every
+        committed row points to bytes that were written before the failure.
+        """
+        if hasattr(self, "_lock") and not self._lock.still_names_file(self.path):
+            self.abandon()
+            raise StoreVanishedError(
+                errno.ENOENT,
+                f"{self.path} was deleted or replaced while open for writing; nothing more is "
+                "written (it would be lost with the deleted file)",
+            )
+        try:
+            yield
+        except (OSError, RuntimeError) as exc:
+            if isinstance(exc, H5StoreError):
+                raise
+            err = write_error(exc, self.path)
+            if err is None:
+                raise
+            self.abandon()
+            raise err from exc
+
+    def abandon(self) -> None:
+        """Stop writing without another byte reaching the file, close, and release the lock.
+
+        Closing an HDF5 file flushes; after a refused write that flush would write whatever
+        it still can (metadata in place) and break the prefix property :meth:`guard` relies on,
+        and so would HDF5's own cleanup at exit. So HDF5's file descriptor is first pointed at
+        an anonymous in-memory file: HDF5 closes and cleans up there, the store file keeps its
+        "open for write" flags, which tell the next writer to recover it. HDF5 gets one close
+        attempt only: closing a file whose close failed halfway crashes it.
+        """
+        f = getattr(self, "f", None)
+        if not self._abandoned and f is not None and f.id.valid:
+            with contextlib.suppress(Exception):
+                sink = os.open(os.devnull, os.O_RDWR | os.O_CLOEXEC)
+                try:
+                    os.dup2(sink, f.id.get_vfd_handle())
+                finally:
+                    os.close(sink)
+            if not self._closing:
+                with contextlib.suppress(Exception):
+                    f.close()
+        self._abandoned = True
+        self._stack_handles = {}
+        if hasattr(self, "_lock"):
+            self._lock.release()
 
     # ------------------------------------------------------------------ epochs
 
@@ -293,7 +587,9 @@ class WriterFile:
 
     def _reopen(self) -> None:
         # SWMR mode cannot be left without closing the file.
+        self._closing = True  # a close that fails halfway must not be retried (see abandon)
         self.f.close()
+        self._closing = False
         self._stack_handles.clear()
         self.f = _hdf5_open(self.path, "r+")
         self.swmr = False
@@ -303,12 +599,26 @@ class WriterFile:
 
     def close(self) -> None:
         try:
-            if getattr(self, "f", None) is not None and self.f.id.valid:
-                self.f.close()
+            f = getattr(self, "f", None)
+            if not self._abandoned and f is not None and f.id.valid:
+                self._closing = True
+                with self.guard():
+                    f.close()
         finally:
             self._lock.release()
 
     # ------------------------------------------------------------------ stacks and chunks
+
+    def dataset(self, name: str) -> h5py.Dataset:
+        """A handle on a dataset written through HDF5's chunk cache (/scores, /sources,
+        /labels, /stacks), kept open for the epoch: HDF5 writes cached chunks when the last
+        handle closes, and a write refused there would be lost without a word (h5py ignores
+        errors in destructors) and leave HDF5 unstable; kept open, they are written by the next
+        flush, whose errors reach :meth:`guard`."""
+        ds = self._stack_handles.get(name)
+        if ds is None:
+            ds = self._stack_handles[name] = self.f[name]
+        return ds
 
     def stack(self, stack_id: int, path: str) -> h5py.Dataset:
         ds = self._stack_handles.get(stack_id)
@@ -438,11 +748,12 @@ class WriterFile:
 
     def write_row(self, row_number: int, row: np.void) -> None:
         """Rewrite one committed row in place (deletion flags)."""
-        f = self.swmr_on()
+        self.swmr_on()
+        index, tail = self._row_log  # open handles: see dataset()
         if row_number < self._index_rows:
-            f[fmt.INDEX][row_number] = row
+            index[row_number] = row
         else:
-            f[fmt.INDEX_TAIL][row_number - self._index_rows] = row
+            tail[row_number - self._index_rows] = row
 
     def seal_row_log(self) -> None:
         """At close: move the tail into /index, so that a closed file has one complete index

@@ -23,6 +23,8 @@ SWMR_WRITE_FLAG = 0x04  # ... and H5F_SUPER_SWMR_WRITE_ACCESS)
 #: its dirty metadata; the unused part stays a hole in the file.
 EOA_MARGIN = 8 << 20
 _MASK = 0xFFFFFFFF
+#: A version 2/3 superblock with 8-byte addresses, checksum included.
+SUPERBLOCK_BYTES = 48
 
 
 def _rot(x: int, k: int) -> int:
@@ -68,6 +70,19 @@ def lookup3(data: bytes, initval: int = 0) -> int:
     return c
 
 
+def superblock_intact(path: str | os.PathLike) -> bool:
+    """False if a version 2/3 superblock's checksum fails (other versions: True). Checked
+    before HDF5 sees the file: in SWMR-read mode HDF5 retries a failing checksum for a long
+    time, and a flipped flag byte is what sends a reader into that mode."""
+    with open(path, "rb") as fh:
+        block = fh.read(SUPERBLOCK_BYTES)
+    if len(block) < SUPERBLOCK_BYTES or block[:8] != _SIGNATURE or block[8] not in (2, 3):
+        return True
+    if block[9] != 8:
+        return True
+    return struct.unpack_from("<I", block, 44)[0] == lookup3(block[:44])
+
+
 def writer_flags(path: str | os.PathLike) -> int:
     """The superblock's file-consistency flags (0 when closed cleanly or not a v2/v3
     superblock)."""
@@ -76,6 +91,34 @@ def writer_flags(path: str | os.PathLike) -> int:
     if len(head) < 12 or head[:8] != _SIGNATURE or head[8] not in (2, 3):
         return 0
     return head[11]
+
+
+def stored_eoa(path: str | os.PathLike) -> int | None:
+    """The end-of-allocation address a v2/v3 superblock at offset 0 records (None if the
+    superblock is not one this module understands or its checksum fails)."""
+    with open(path, "rb") as fh:
+        block = fh.read(48)
+    if len(block) < 48 or block[:8] != _SIGNATURE or block[8] not in (2, 3) or block[9] != 8:
+        return None
+    if struct.unpack_from("<I", block, 44)[0] != lookup3(block[:44]):
+        return None
+    base, _ext, eoa = struct.unpack_from("<QQQ", block, 12)
+    return eoa if base == 0 else None
+
+
+def extend_to_eoa(path: str | os.PathLike) -> int | None:
+    """Make a file that is shorter than its recorded end-of-allocation that long again (a
+    hole: no byte that exists changes), so that HDF5 opens it; returns the old size, or None
+    if the file was not short. A writer whose disk filled up leaves such a file: HDF5 moved
+    the end-of-allocation, then failed to write there."""
+    eoa = stored_eoa(path)
+    size = os.path.getsize(path)
+    if eoa is None or eoa <= size:
+        return None
+    with open(path, "r+b") as fh:
+        fh.truncate(eoa)
+        os.fsync(fh.fileno())
+    return size
 
 
 def clear_writer_flags(path: str | os.PathLike) -> bool:

@@ -26,6 +26,7 @@ from ._file import MappedFile, WriterFile, read_committed_rows
 from ._imaging import contact_sheet
 from .codecs import Codec, get_codec
 from .errors import (
+    FormatError,
     CodecError,
     DamagedImageError,
     DuplicateIdError,
@@ -250,19 +251,28 @@ def _codecs_for(batch: Batch, catalog: Catalog, default_codec: Codec) -> list[Co
 # --------------------------------------------------------------------------- the writer
 
 
-def open_writer_file(path: str, mode: str) -> tuple[WriterFile, list[str]]:
+def open_writer_file(path: str, mode: str, locking: object = None) -> tuple[WriterFile, list[str]]:
     """Open (or create) a store for writing; if a dead writer left it open, remove what it left
     half made. Returns the file and the paths removed."""
-    writer = WriterFile(path, mode)
+    writer = WriterFile(path, mode, locking)
     removed: list[str] = []
     if writer.recovered:
         f = writer.f
         try:
-            removed = fmt.remove_unreferenced_structure(
-                f, fmt.read_labels(f), read_committed_rows(f)
-            )
-        except (KeyError, RuntimeError, OSError) as exc:
+            committed = read_committed_rows(f)
+            _check_within_old_end(writer, committed)
+            removed = fmt.remove_unreferenced_structure(f, fmt.read_labels(f), committed)
+        except (FormatError, KeyError, RuntimeError, OSError) as exc:
+            if writer.extended_from is not None:  # the file was short: leave it as it was
+                writer.undo_extension()
+                writer.close()
+                raise FormatError(
+                    f"{path} is truncated (shorter than HDF5 recorded) and cannot be "
+                    f"recovered: {exc}"
+                ) from exc
             writer.close()
+            if isinstance(exc, FormatError):
+                raise
             # A writer killed while HDF5 flushed a new group or stack can leave group metadata
             # half written, which HDF5 can neither read nor unlink.
             raise UnrepairableError(
@@ -272,6 +282,22 @@ def open_writer_file(path: str, mode: str) -> tuple[WriterFile, list[str]]:
             ) from exc
         f.flush()
     return writer, removed
+
+
+def _check_within_old_end(writer: WriterFile, rows: np.ndarray) -> None:
+    """Recovery extended a short file to HDF5's recorded end: fine when only uncommitted
+    writes were lost (a full disk), not when committed images lay there (a file cut short by
+    a copy): then the file gets its size back and the error says so."""
+    old_end = writer.extended_from
+    if old_end is None or not len(rows):
+        return
+    ends = rows["offset"].astype(np.int64) + rows["nbytes"].astype(np.int64)
+    beyond = int(np.count_nonzero(ends > old_end))
+    if beyond:
+        raise FormatError(
+            f"{beyond} committed images lie past its end ({old_end} bytes): it was cut short; "
+            "restore it from the original (mode 'r' reads the rest)"
+        )
 
 
 class StoreWriter:
@@ -331,7 +357,7 @@ class StoreWriter:
         return [self.catalog.label_ids[n] for n in names]
 
     def _append_labels(self, f: h5py.File, names: list[str]) -> None:
-        ds = f[fmt.LABELS]
+        ds = self.file.dataset(fmt.LABELS)
         start = ds.shape[0]
         ds.resize(start + len(names), axis=0)
         ds[start:] = np.array([n.encode("utf-8") for n in names], dtype=fmt.LABEL_DTYPE)
@@ -489,11 +515,11 @@ class StoreWriter:
                               [payloads[k] for k in group.tolist()], predicted)
             offsets[group] = predicted
         if batch.vectors is not None:
-            ds = f[fmt.SCORES]
+            ds = w.dataset(fmt.SCORES)
             ds.resize(max(ds.shape[0], n0 + n), axis=0)
             ds[n0 : n0 + n] = batch.vectors
         if batch.sources is not None:
-            ds = f[fmt.SOURCES]
+            ds = w.dataset(fmt.SOURCES)
             ds.resize(max(ds.shape[0], n0 + n), axis=0)
             ds[n0 : n0 + n] = batch.sources
 
@@ -520,7 +546,7 @@ class StoreWriter:
         return batch.ids.copy()
 
     def _append_stack_rows(self, f: h5py.File, keys: list[StackKey]) -> None:
-        table = f[fmt.STACKS]
+        table = self.file.dataset(fmt.STACKS)
         rows = np.zeros(len(keys), dtype=fmt.STACKS_DTYPE)
         codecs = [self.codec_of(self.catalog.labels[key.label]) for key in keys]
         for row, key, codec in zip(rows, keys, codecs):

@@ -69,6 +69,27 @@ class StoreLockedError(H5StoreError, BlockingIOError):
     """Another writer has the file open."""
 
 
+class WriteFailedError(H5StoreError, OSError):
+    """The operating system refused a write (I/O error, file vanished, ...) while a writer was
+    committing. The writer is closed and its lock released; nothing it committed is lost, and
+    opening the file with mode 'a' recovers it. ``errno`` is the system's error number."""
+
+
+class StorageFullError(WriteFailedError):
+    """The file could not grow: the disk or quota is full (ENOSPC, EDQUOT) or the file hit a
+    size limit (EFBIG). As :class:`WriteFailedError`: free space, then reopen with mode 'a'."""
+
+
+class StoreVanishedError(WriteFailedError):
+    """The store's path was deleted or replaced by another file while a writer had it open:
+    what the writer would commit now would go into a file nobody can open again."""
+
+
+class StorePermissionError(H5StoreError, PermissionError):
+    """The file, its directory or its file system does not allow the access the mode needs
+    (read-only file or directory, read-only file system, permission denied)."""
+
+
 class InvalidInputError(H5StoreError, ValueError):
     """An image, label, score, id or argument is not acceptable; nothing was written."""
 

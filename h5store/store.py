@@ -9,8 +9,11 @@
 
 from __future__ import annotations
 
+import contextlib
+import functools
 import os
 import random
+import time
 import warnings
 from collections.abc import Iterator, Sequence
 from dataclasses import dataclass, field
@@ -22,7 +25,15 @@ import numpy as np
 from . import _inputs
 from . import format as fmt
 from ._catalog import Catalog, Geometry, Stack
-from ._file import MODES, MappedFile, open_for_reading, read_committed_rows
+from ._file import (
+    MODES,
+    MappedFile,
+    WriterLock,
+    check_locking,
+    open_for_reading,
+    read_committed_rows,
+    reader_precheck,
+)
 from ._parallel import thread_imap, thread_map
 from ._write import StoreWriter, chosen_codec, crc32, open_writer_file
 from .codecs import Codec, get_codec, image_shape
@@ -31,14 +42,36 @@ from .errors import (
     CodecError,
     DamagedImageError,
     FormatError,
+    H5StoreError,
     InvalidInputError,
     ReadOnlyError,
+    StorePermissionError,
     UnknownIdError,
+    WriteFailedError,
 )
 from .index import Index
 
 #: numpy's dtype.name is slow (~1 us); images are validated to be one of these.
 _DTYPE_NAMES = {np.dtype(name): name for name in fmt.PIXEL_DTYPES}
+
+
+def _writes(method):
+    """For the public methods that write: a write the system refuses (full disk, I/O error)
+    raises a WriteFailedError and closes the store, committed images intact (WriterFile.guard)."""
+
+    @functools.wraps(method)
+    def guarded(self, *args, **kwargs):
+        writer_file = getattr(self, "_writer_file", None)
+        if writer_file is None:
+            return method(self, *args, **kwargs)
+        try:
+            with writer_file.guard():
+                return method(self, *args, **kwargs)
+        except (WriteFailedError, StorePermissionError):
+            self._release()
+            raise
+
+    return guarded
 
 
 @dataclass(frozen=True)
@@ -113,10 +146,13 @@ class ImageStore:
         quality: int = 90,
         labels: Sequence[str] | None = None,
         verify_reads: bool = True,
+        locking: bool | str | None = None,
         **codec_options: Any,
     ):
         if mode not in MODES:
             raise InvalidInputError(f"mode must be one of {sorted(MODES)}, got {mode!r}")
+        check_locking(locking)
+        self._locking = locking
         self.path = os.fspath(path)
         self.mode = MODES[mode]
         self._verify_reads = bool(verify_reads)
@@ -125,15 +161,13 @@ class ImageStore:
         self._mapped: MappedFile | None = None
         self._writer: StoreWriter | None = None
         if self.mode == "r":
-            self._reader = open_for_reading(self.path)
             try:
-                fmt.check_root(self._reader, self.path)
-                self._load(self._reader)
+                self._open_reader()
             except BaseException:
                 self._release()
                 raise
             return
-        writer_file, removed = open_writer_file(self.path, self.mode)
+        writer_file, removed = open_writer_file(self.path, self.mode, locking)
         try:
             self._writer_file = writer_file
             self._load(writer_file.f)
@@ -151,14 +185,22 @@ class ImageStore:
     # ------------------------------------------------------------------ loading
 
     def _load(self, f: h5py.File) -> None:
-        self._catalog = catalog = Catalog(f, self._class_group)
+        with fmt.damage_reported(self.path):
+            self._load_checked(f)
+
+    def _load_checked(self, f: h5py.File) -> None:
+        # The index rows first, then the catalogue: the reverse of the order a writer writes
+        # them, so everything the rows read refer to is on disk when it is read.
         # A reader's first map is populated (no page fault per first read of a page); a
         # refresh or a writer, which remap as the file grows, would pay it again and again.
         populate = self.mode == "r" and self._mapped is None
         if self._mapped is not None:
             self._mapped.close()
         self._mapped = MappedFile(self.path, populate=populate)
-        self._index = Index(read_committed_rows(f, self._mapped), adopt=True)
+        rows = read_committed_rows(f, self._mapped)
+        self._catalog = catalog = Catalog(f, self._class_group)
+        fmt.check_rows(rows, catalog.table, len(catalog.labels), self.path)
+        self._index = Index(rows, adopt=True)
         catalog.set_lengths(self._index.column("stack"), self._index.column("position"))
         # The read path indexes this list for every image; the writer's new stacks append to it.
         self._decoders = catalog.decoders
@@ -258,7 +300,8 @@ class ImageStore:
             return
         try:
             if self._writer is not None and self._writer.has_pending_work:
-                self._writer.finish()
+                with self._writer_file.guard():
+                    self._writer.finish()
         finally:
             self._release()
 
@@ -276,6 +319,7 @@ class ImageStore:
             self._mapped.close()
             self._mapped = None
 
+    @_writes
     def rebuild_previews(self) -> None:
         """Redraw the contact sheet of every class (they are kept current when a writer
         closes; this repairs them after a writer was killed, or for files from elsewhere)."""
@@ -286,16 +330,46 @@ class ImageStore:
         if self._writer is not None:
             return
         self._check_open()
+        # A writer that died restructuring the file leaves it unopenable until recovered:
+        # say so while the current view still works, rather than after dropping it.
+        reader_precheck(self.path)
         self._reader.close()
-        self._reader = open_for_reading(self.path)
-        self._load(self._reader)
+        self._reader = None
+        try:
+            self._open_reader()
+        except H5StoreError:
+            # Keep the current view usable (its rows, labels and stacks are all still in the
+            # file): only a handle for /scores and /sources is needed.
+            with contextlib.suppress(H5StoreError, OSError):
+                self._reader = open_for_reading(self.path, self._locking)
+            raise
+
+    def _open_reader(self, attempts: int = 4) -> None:
+        """Open and load for reading. While a writer appends, a SWMR reader can meet a chunk the
+        writer placed past the end of file it read at open (HDF5: "addr overflow"); that is a
+        race, not damage, so with a live writer the open is retried."""
+        for attempt in range(attempts):
+            self._reader = reader = open_for_reading(self.path, self._locking)
+            try:
+                with fmt.damage_reported(self.path):
+                    fmt.check_root(reader, self.path)
+                self._load(reader)
+            except FormatError:
+                reader.close()
+                self._reader = None
+                if attempt == attempts - 1 or not WriterLock.is_held(self.path):
+                    raise
+                time.sleep(0.01 * 2**attempt)
+                continue
+            return
 
     def __getstate__(self) -> dict[str, Any]:
         # Worker processes (PyTorch DataLoader with spawn) reopen the file for reading.
-        return {"path": self.path, "verify_reads": self._verify_reads}
+        return {"path": self.path, "verify_reads": self._verify_reads, "locking": self._locking}
 
     def __setstate__(self, state: dict[str, Any]) -> None:
-        self.__init__(state["path"], "r", verify_reads=state.get("verify_reads", True))
+        self.__init__(state["path"], "r", verify_reads=state.get("verify_reads", True),
+                      locking=state.get("locking"))
 
     def __repr__(self) -> str:
         if self.closed:
@@ -322,6 +396,7 @@ class ImageStore:
         """Class names; a class id is a position in this tuple."""
         return tuple(self._labels)
 
+    @_writes
     def add_labels(self, names: Sequence[str]) -> list[int]:
         """Declare class names (in order) before storing images, so that integer labels and
         (N, K) score vectors map to them. Names already present keep their ids.
@@ -331,6 +406,7 @@ class ImageStore:
         one, not a new class; call ``add_labels`` again (or ``create_class``) to extend it."""
         return self._check_writable().add_labels(names)
 
+    @_writes
     def create_class(self, label: str, codec: str | Codec | None = None, *,
                      quality: int | None = None, **codec_options: Any) -> None:
         """Create the class ``label`` with its own codec (otherwise classes take the store's
@@ -353,6 +429,7 @@ class ImageStore:
         return int(self.add_batch([image], **_one_image_batch(label, score, true_label, id,
                                                                source))[0])
 
+    @_writes
     def add_batch(self, images: Any, *, labels: Sequence[str | int], scores: Any = None,
                   true_labels: Sequence[str | int | None] | None = None,
                   ids: Sequence[int] | None = None,
@@ -392,6 +469,7 @@ class ImageStore:
         return int(self.add_encoded_batch([data], **_one_image_batch(label, score, true_label,
                                                                      id, source))[0])
 
+    @_writes
     def add_encoded_batch(self, data: Sequence[bytes], *, labels: Sequence[str | int],
                           scores: Any = None,
                           true_labels: Sequence[str | int | None] | None = None,
@@ -438,6 +516,7 @@ class ImageStore:
 
     # ------------------------------------------------------------------ deleting
 
+    @_writes
     def delete(self, ids: int | Sequence[int]) -> None:
         """Mark images deleted: they vanish from lookups, queries and iteration. Their bytes
         stay in the file (HDF5 never shrinks a file in place)."""
@@ -567,6 +646,9 @@ class ImageStore:
         true = int(r["true_label"])
         score = float(r["score"])
         stack = self._stacks[int(r["stack"])]
+        vector = self._row_of_optional(fmt.SCORES, row)
+        if vector is not None:
+            fmt.check_score_vector(vector, int(r["label"]), r["score"], int(r["id"]), self.path)
         return Record(
             id=int(r["id"]),
             label=self._labels[int(r["label"])],
@@ -578,7 +660,7 @@ class ImageStore:
             nbytes=int(r["nbytes"]),
             crc32=int(r["crc32"]),
             source=self._row_of_optional(fmt.SOURCES, row),
-            scores=self._row_of_optional(fmt.SCORES, row),
+            scores=vector,
             stack=stack.path,
             position=int(r["position"]),
         )
@@ -586,10 +668,17 @@ class ImageStore:
     def _row_of_optional(self, name: str, row: int) -> Any:
         """Row ``row`` of /sources or /scores; None where the store has no such dataset or
         the image none."""
-        f = self._file
-        if name not in f or row >= f[name].shape[0]:
-            return None
-        value = f[name][row]
+        with fmt.damage_reported(self.path):
+            f = self._file
+            if name not in f:
+                return None
+            fmt.check_aligned(f[name], self.path)
+            if row >= f[name].shape[0]:
+                return None
+            if name == fmt.SOURCES:
+                value = fmt.read_source(f[name], row, os.path.getsize(self.path))
+            else:
+                value = f[name][row]
         if name == fmt.SOURCES:
             value = value.decode("utf-8") if isinstance(value, bytes) else value
             return value or None
@@ -770,7 +859,7 @@ def _one_image_batch(label, score, true_label, image_id, source) -> dict[str, An
 
 def open(path: str | os.PathLike | Sequence[str | os.PathLike], mode: str = "r", *,
          codec: str | Codec = "jpeg", quality: int = 90, labels: Sequence[str] | None = None,
-         verify_reads: bool = True,
+         verify_reads: bool = True, locking: bool | str | None = None,
          **codec_options: Any) -> ImageStore:
     """Open or create an h5store file; use as a context manager.
 
@@ -789,6 +878,13 @@ def open(path: str | os.PathLike | Sequence[str | os.PathLike], mode: str = "r",
     bytes changed since they were written (for a list of shards, in each shard). False skips
     the check (0.10 us per 1 kB image, 0.36 us per 14 kB) for callers who accept decoding
     damaged bytes without an error.
+
+    ``locking`` (see the README on NFS and Lustre): for readers, HDF5's file-locking switch as
+    in ``h5py.File``; None (default) opens without HDF5's lock, or with whatever setting this
+    process already has the file open with through h5py. For writers, the writer lock
+    (``flock``) h5store takes instead of HDF5's: None or True require it, 'best-effort' skips
+    it with a warning where the file system has no ``flock``, False skips it (you guarantee a
+    single writer).
     """
     if isinstance(path, (list, tuple)):
         if mode != "r":
@@ -800,4 +896,4 @@ def open(path: str | os.PathLike | Sequence[str | os.PathLike], mode: str = "r",
 
         return ShardedStore(path, verify_reads=verify_reads)
     return ImageStore(path, mode, codec=codec, quality=quality, labels=labels,
-                      verify_reads=verify_reads, **codec_options)
+                      verify_reads=verify_reads, locking=locking, **codec_options)
