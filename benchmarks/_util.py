@@ -83,8 +83,9 @@ CPU = time.process_time
 WALL = time.perf_counter
 
 
-def rate(one_pass: Callable[[], int], min_seconds: float,
-         clock: Callable[[], float] = WALL) -> float:
+def rate(
+    one_pass: Callable[[], int], min_seconds: float, clock: Callable[[], float] = WALL
+) -> float:
     """Operations per second: run ``one_pass`` (returns its operation count) until at least
     ``min_seconds`` have elapsed. Whatever a pass returns is dropped only after it is timed."""
     done = 0
@@ -96,8 +97,12 @@ def rate(one_pass: Callable[[], int], min_seconds: float,
             return done / elapsed
 
 
-def paired_rates(pass_a: Callable[[], int], pass_b: Callable[[], int], min_seconds: float,
-                 clock: Callable[[], float] = WALL) -> tuple[float, float]:
+def paired_rates(
+    pass_a: Callable[[], int],
+    pass_b: Callable[[], int],
+    min_seconds: float,
+    clock: Callable[[], float] = WALL,
+) -> tuple[float, float]:
     """Rates of two passes run alternately until each has had ``min_seconds``. On a shared
     machine the load changes over seconds; alternating pass by pass puts both under the same
     load, so their ratio holds even when the absolute rates drift."""
@@ -174,8 +179,9 @@ def machine() -> dict:
 
     def git(*args):
         try:
-            return subprocess.run(["git", "-C", repo, *args], capture_output=True, text=True,
-                                  check=True).stdout.strip()
+            return subprocess.run(
+                ["git", "-C", repo, *args], capture_output=True, text=True, check=True
+            ).stdout.strip()
         except (OSError, subprocess.CalledProcessError):
             return None
 

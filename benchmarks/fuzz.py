@@ -85,12 +85,23 @@ def build_stores(folder: str) -> dict[str, dict]:
                     scores = rng.dirichlet(np.ones(3), n).astype(np.float32)
                 else:
                     scores = rng.random(n).astype(np.float32)
-                ids = store.add_batch(images, labels=labels, scores=scores, true_labels=truths,
-                                      sources=[f"{name}/{batch}/{k}.png" for k in range(n)])
+                ids = store.add_batch(
+                    images,
+                    labels=labels,
+                    scores=scores,
+                    true_labels=truths,
+                    sources=[f"{name}/{batch}/{k}.png" for k in range(n)],
+                )
                 for k, i in enumerate(ids.tolist()):
                     record = store.record(i)
-                    truth[i] = (store[i], labels[k], truths[k], record.score, record.scores,
-                                record.source)
+                    truth[i] = (
+                        store[i],
+                        labels[k],
+                        truths[k],
+                        record.score,
+                        record.scores,
+                        record.source,
+                    )
             deleted = [int(i) for i in rng.choice(sorted(truth), 3, replace=False)]
             store.delete(deleted)
             for i in deleted:
@@ -161,8 +172,15 @@ def plan(stores: dict[str, dict], trials: int, seed: int) -> list[dict]:
         kind = rng.choice(KINDS)
         span = max(1, min(length, rng.choice([1, 4, 16, 64, length])))
         at = start + rng.randrange(max(1, length - span + 1))
-        trial = {"trial": t, "store": name, "part": part, "kind": kind, "offset": at,
-                 "length": span, "seed": rng.randrange(1 << 30)}
+        trial = {
+            "trial": t,
+            "store": name,
+            "part": part,
+            "kind": kind,
+            "offset": at,
+            "length": span,
+            "seed": rng.randrange(1 << 30),
+        }
         if kind == "duplicate":
             sources = [r for r in parts[name][part] if r[0] != start] or parts[name][part]
             src_start, src_len = rng.choice(sources)
@@ -204,13 +222,13 @@ def read_back(path: str, truth: dict[int, tuple]) -> tuple[str, str]:
         store = h5store.open(path)
     except h5store.H5StoreError as exc:
         return "error", f"open: {type(exc).__name__}: {exc}"[:300]
-    except Exception as exc:  # noqa: BLE001 - the point is to find these
+    except Exception as exc:
         return "other", f"open: {type(exc).__name__}: {exc}"[:300]
     errors, wrong = [], []
     with store:
         try:
             live = set(store.ids().tolist())
-        except Exception as exc:  # noqa: BLE001
+        except Exception as exc:
             return "other", f"ids: {type(exc).__name__}: {exc}"[:300]
         missing = sorted(set(truth) - live)
         extra = sorted(live - set(truth))
@@ -225,7 +243,7 @@ def read_back(path: str, truth: dict[int, tuple]) -> tuple[str, str]:
             except h5store.H5StoreError as exc:
                 errors.append(f"{image_id}: {type(exc).__name__}: {exc}")
                 continue
-            except Exception as exc:  # noqa: BLE001
+            except Exception as exc:
                 return "other", f"read {image_id}: {type(exc).__name__}: {exc}"[:300]
             if got.dtype != pixels.dtype or not np.array_equal(got, pixels):
                 wrong.append(f"{image_id}: pixels differ")
@@ -257,7 +275,7 @@ def run_trial(trial: dict, data: bytes, truth: dict, folder: str, timeout: float
         os.close(read_end)
         try:
             outcome, detail = read_back(path, truth)
-        except BaseException:  # noqa: BLE001
+        except BaseException:
             outcome, detail = "other", traceback.format_exc(limit=3)[-300:]
         os.write(write_end, json.dumps([outcome, detail]).encode())
         os._exit(0)
@@ -305,12 +323,19 @@ def _init_worker(stores: dict, folder: str, timeout: float) -> None:
 
 def _work(trial: dict) -> dict:
     name = trial["store"]
-    return run_trial(trial, _WORKER["data"][name], _WORKER["truth"][name], _WORKER["folder"],
-                     _WORKER["timeout"])
+    return run_trial(
+        trial, _WORKER["data"][name], _WORKER["truth"][name], _WORKER["folder"], _WORKER["timeout"]
+    )
 
 
-def fuzz(trials: int = 2000, seed: int = 0, processes: int = 2, timeout: float = 20.0,
-         replay: list[int] | None = None, progress: bool = False) -> dict:
+def fuzz(
+    trials: int = 2000,
+    seed: int = 0,
+    processes: int = 2,
+    timeout: float = 20.0,
+    replay: list[int] | None = None,
+    progress: bool = False,
+) -> dict:
     folder = tempfile.mkdtemp(prefix="h5store-fuzz-")
     try:
         stores = build_stores(folder)
@@ -325,9 +350,14 @@ def fuzz(trials: int = 2000, seed: int = 0, processes: int = 2, timeout: float =
                 if progress and (k + 1) % 100 == 0:
                     print(f"  {k + 1}/{len(todo)}", file=sys.stderr, flush=True)
         results.sort(key=lambda r: r["trial"])
-        return {"seed": seed, "trials": len(results), "results": results,
-                "h5store": h5store.__version__, "h5py": h5py.__version__,
-                "hdf5": h5py.version.hdf5_version}
+        return {
+            "seed": seed,
+            "trials": len(results),
+            "results": results,
+            "h5store": h5store.__version__,
+            "h5py": h5py.__version__,
+            "hdf5": h5py.version.hdf5_version,
+        }
     finally:
         shutil.rmtree(folder, ignore_errors=True)
 
@@ -338,14 +368,19 @@ def table(report: dict) -> str:
     for r in report["results"]:
         by_part[r["part"]][r["outcome"]] += 1
         total[r["outcome"]] += 1
-    lines = ["| damaged part | trials | " + " | ".join(OUTCOMES) + " |",
-             "|---|---:|" + "---:|" * len(OUTCOMES)]
+    lines = [
+        "| damaged part | trials | " + " | ".join(OUTCOMES) + " |",
+        "|---|---:|" + "---:|" * len(OUTCOMES),
+    ]
     for part in sorted(by_part):
         c = by_part[part]
         counts = " | ".join(str(c[o]) for o in OUTCOMES)
         lines.append(f"| {part} | {sum(c.values())} | {counts} |")
-    lines.append(f"| **all** | **{sum(total.values())}** | "
-                 + " | ".join(f"**{total[o]}**" for o in OUTCOMES) + " |")
+    lines.append(
+        f"| **all** | **{sum(total.values())}** | "
+        + " | ".join(f"**{total[o]}**" for o in OUTCOMES)
+        + " |"
+    )
     return "\n".join(lines)
 
 
@@ -354,8 +389,10 @@ def notable(report: dict, limit: int = 40) -> list[str]:
     for r in report["results"]:
         if r["outcome"] in ("exact", "error"):
             continue
-        out.append(f"trial {r['trial']} {r['outcome']}: {r['store']} {r['part']} {r['kind']} "
-                   f"at {r['offset']}+{r['length']}: {r['detail']}")
+        out.append(
+            f"trial {r['trial']} {r['outcome']}: {r['store']} {r['part']} {r['kind']} "
+            f"at {r['offset']}+{r['length']}: {r['detail']}"
+        )
     return out[:limit] + ([f"... {len(out) - limit} more"] if len(out) > limit else [])
 
 
@@ -372,9 +409,11 @@ def main(argv: list[str] | None = None) -> int:
     report = fuzz(args.trials, args.seed, args.processes, args.timeout, args.replay, progress=True)
     report["seconds"] = round(time.monotonic() - started, 1)
     report["load"] = os.getloadavg()
-    print(f"h5store fuzz: {report['trials']} trials, seed {args.seed}, "
-          f"{report['seconds']} s on {args.processes} processes, load {report['load'][0]:.1f} "
-          f"(h5py {report['h5py']}, HDF5 {report['hdf5']})\n")
+    print(
+        f"h5store fuzz: {report['trials']} trials, seed {args.seed}, "
+        f"{report['seconds']} s on {args.processes} processes, load {report['load'][0]:.1f} "
+        f"(h5py {report['h5py']}, HDF5 {report['hdf5']})\n"
+    )
     print(table(report))
     for line in notable(report):
         print(line)

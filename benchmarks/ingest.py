@@ -46,7 +46,8 @@ def measure(size: int, n: int, tmp: str, pool, args) -> dict:
     if size == 224:
         print(f"{size} px: ingest with encoding", file=sys.stderr)
         out["encoding_ingest"] = peers.measure_encoding_ingest(
-            data, tmp, pool, args, batch=args.encode_batch)
+            data, tmp, pool, args, batch=args.encode_batch
+        )
     return out
 
 
@@ -71,14 +72,32 @@ def report(results: dict, args) -> str:
         row = [name]
         for size in ("224", "32"):
             rates = results[size]["ingest"]
-            row += [fmt(rates[name]), fmt(rates[name] / rates[peers.H5pyBareLoop.name]),
-                    fmt(rates[name] / rates[peers.LMDB.name]) if peers.LMDB.name in rates else "-"]
+            row += [
+                fmt(rates[name]),
+                fmt(rates[name] / rates[peers.H5pyBareLoop.name]),
+                fmt(rates[name] / rates[peers.LMDB.name]) if peers.LMDB.name in rates else "-",
+            ]
         rows.append(row)
-    lines.append(markdown_table(
-        ["store", f"224 px ({results['224']['n']} images)", "x bare loop", "x LMDB",
-         f"32 px ({results['32']['n']} images)", "x bare loop", "x LMDB"], rows))
-    lines += ["", "## Ingest with encoding (JPEG q90, 224 px)", "",
-              peers.encoding_table({"encoding_ingest": results["224"]["encoding_ingest"]})]
+    lines.append(
+        markdown_table(
+            [
+                "store",
+                f"224 px ({results['224']['n']} images)",
+                "x bare loop",
+                "x LMDB",
+                f"32 px ({results['32']['n']} images)",
+                "x bare loop",
+                "x LMDB",
+            ],
+            rows,
+        )
+    )
+    lines += [
+        "",
+        "## Ingest with encoding (JPEG q90, 224 px)",
+        "",
+        peers.encoding_table({"encoding_ingest": results["224"]["encoding_ingest"]}),
+    ]
     return "\n".join(lines) + "\n"
 
 

@@ -39,8 +39,6 @@ from concurrent.futures import ThreadPoolExecutor
 import h5py
 import imagecodecs
 import numpy as np
-
-import h5store
 from _util import (
     CPU,
     WALL,
@@ -60,6 +58,8 @@ from _util import (
     seconds,
     write_results,
 )
+
+import h5store
 
 decode = imagecodecs.jpeg8_decode
 QUERY = (3, 0.9)  # label id, min score
@@ -111,7 +111,9 @@ class H5Store:
         with h5store.open(path, "w", codec="jpeg", quality=90, labels=data.class_names) as store:
             for s in batches(len(data), batch):
                 store.add_encoded_batch(
-                    data.payloads[s], labels=data.labels[s], scores=data.scores[s],
+                    data.payloads[s],
+                    labels=data.labels[s],
+                    scores=data.scores[s],
                     true_labels=data.true_labels[s],
                 )
 
@@ -162,8 +164,9 @@ def write_folder(path, data, batch, on_batch=None):
             rel = f"{data.class_names[data.labels[i]]}/{i:08d}.jpg"
             with open(os.path.join(path, rel), "wb") as fh:
                 fh.write(data.payloads[i])
-            chunk.append((i, rel, int(data.labels[i]), int(data.true_labels[i]),
-                          float(data.scores[i])))
+            chunk.append(
+                (i, rel, int(data.labels[i]), int(data.true_labels[i]), float(data.scores[i]))
+            )
         if on_batch is not None:
             on_batch(chunk)
         rows += chunk
@@ -207,8 +210,7 @@ class FolderCSVReader:
         self.table = pd.read_csv(os.path.join(root, "index.csv"))
         # ids are 0..n-1 in file order, so a list is the id -> path lookup
         self.paths = [os.path.join(root, p) for p in self.table["path"]]
-        self.decode_file = (pillow_decode if decoder == "pillow"
-                            else lambda p: decode(read_file(p)))
+        self.decode_file = pillow_decode if decoder == "pillow" else lambda p: decode(read_file(p))
 
     def read(self, i):
         return self.decode_file(self.paths[i])
@@ -237,8 +239,10 @@ class FolderSQLite:
         db = sqlite3.connect(os.path.join(path, "index.sqlite"))
         db.execute("PRAGMA journal_mode=WAL")
         db.execute("PRAGMA synchronous=NORMAL")
-        db.execute("CREATE TABLE images (id INTEGER PRIMARY KEY, path TEXT, label INTEGER, "
-                   "true_label INTEGER, score REAL)")
+        db.execute(
+            "CREATE TABLE images (id INTEGER PRIMARY KEY, path TEXT, label INTEGER, "
+            "true_label INTEGER, score REAL)"
+        )
         db.execute("CREATE INDEX by_label_score ON images (label, score)")
 
         def commit(rows):  # one transaction per batch, like an h5store batch
@@ -279,8 +283,11 @@ class SQLiteReader:
         return (decode(read_file(os.path.join(self.root, r))) for (r,) in rels)
 
     def query(self, label, min_score):
-        rows = self.db().execute("SELECT id FROM images WHERE label = ? AND score >= ?",
-                                 (label, min_score)).fetchall()
+        rows = (
+            self.db()
+            .execute("SELECT id FROM images WHERE label = ? AND score >= ?", (label, min_score))
+            .fetchall()
+        )
         return np.array([r for (r,) in rows], dtype=np.int64)
 
     def close(self):
@@ -348,10 +355,14 @@ class LMDBReader:
 
     def query(self, label, min_score):
         with self.env.begin(db=self.meta) as txn:  # no secondary index: scan the metadata
-            return np.array([
-                struct.unpack(">Q", k)[0] for k, v in txn.cursor()
-                if (m := META.unpack(v))[0] == label and m[2] >= np.float32(min_score)
-            ], dtype=np.int64)
+            return np.array(
+                [
+                    struct.unpack(">Q", k)[0]
+                    for k, v in txn.cursor()
+                    if (m := META.unpack(v))[0] == label and m[2] >= np.float32(min_score)
+                ],
+                dtype=np.int64,
+            )
 
     def close(self):
         self.env.close()
@@ -371,16 +382,21 @@ class WebDataset:
         import webdataset as wds
 
         os.makedirs(path)
-        with wds.ShardWriter(os.path.join(path, "shard-%06d.tar"), maxcount=self.shard_size,
-                             verbose=0) as sink:
+        with wds.ShardWriter(
+            os.path.join(path, "shard-%06d.tar"), maxcount=self.shard_size, verbose=0
+        ) as sink:
             for i in range(len(data)):
-                sink.write({
-                    "__key__": f"{i:08d}",
-                    "jpg": data.payloads[i],
-                    "cls": int(data.labels[i]),
-                    "json": {"true_label": int(data.true_labels[i]),
-                             "score": float(data.scores[i])},
-                })
+                sink.write(
+                    {
+                        "__key__": f"{i:08d}",
+                        "jpg": data.payloads[i],
+                        "cls": int(data.labels[i]),
+                        "json": {
+                            "true_label": int(data.true_labels[i]),
+                            "score": float(data.scores[i]),
+                        },
+                    }
+                )
 
     def open(self, path, data):
         return WebDatasetReader(path)
@@ -419,10 +435,13 @@ class Zarr:
         # to keep pre-encoded JPEGs as they are
         warnings.filterwarnings("ignore", message=".*does not have a Zarr V3 specification")
         root = zarr.open_group(path, mode="w")
-        images = root.create_array("images", shape=(0,), chunks=(1,), dtype=VariableLengthBytes(),
-                                   compressors=None)
-        columns = {name: root.create_array(name, shape=(0,), chunks=(65536,), dtype=dtype)
-                   for name, dtype in (("label", "i4"), ("true_label", "i4"), ("score", "f4"))}
+        images = root.create_array(
+            "images", shape=(0,), chunks=(1,), dtype=VariableLengthBytes(), compressors=None
+        )
+        columns = {
+            name: root.create_array(name, shape=(0,), chunks=(65536,), dtype=dtype)
+            for name, dtype in (("label", "i4"), ("true_label", "i4"), ("score", "f4"))
+        }
         for s in batches(len(data), batch):
             block = np.empty(s.stop - s.start, dtype=object)
             block[:] = data.payloads[s]
@@ -470,8 +489,9 @@ def h5py_columns(f, data, s):
     columns = (("label", data.labels), ("true_label", data.true_labels), ("score", data.scores))
     for name, values in columns:
         if name not in f:
-            f.create_dataset(name, shape=(0,), maxshape=(None,), dtype=values.dtype,
-                             chunks=(65536,))
+            f.create_dataset(
+                name, shape=(0,), maxshape=(None,), dtype=values.dtype, chunks=(65536,)
+            )
         f[name].resize(s.stop, axis=0)
         f[name][s] = values[s]
 
@@ -498,8 +518,9 @@ class H5pyVlen:
 
     def write(self, path, data, batch):
         with h5py.File(path, "w") as f:
-            ds = f.create_dataset("images", shape=(0,), maxshape=(None,),
-                                  dtype=h5py.vlen_dtype(np.uint8), chunks=True)
+            ds = f.create_dataset(
+                "images", shape=(0,), maxshape=(None,), dtype=h5py.vlen_dtype(np.uint8), chunks=True
+            )
             for s in batches(len(data), batch):
                 ds.resize(s.stop, axis=0)
                 ds[s] = [np.frombuffer(p, np.uint8) for p in data.payloads[s]]
@@ -530,9 +551,16 @@ class H5pyChunks:
     def write(self, path, data, batch):
         n = data.size
         with h5py.File(path, "w", libver=("v110", "v110")) as f:
-            ds = f.create_dataset("images", shape=(0, n, n, 3), maxshape=(None, n, n, 3),
-                                  chunks=(1, n, n, 3), dtype="u1", compression=32019,
-                                  compression_opts=(90, n, n, 1), allow_unknown_filter=True)
+            ds = f.create_dataset(
+                "images",
+                shape=(0, n, n, 3),
+                maxshape=(None, n, n, 3),
+                chunks=(1, n, n, 3),
+                dtype="u1",
+                compression=32019,
+                compression_opts=(90, n, n, 1),
+                allow_unknown_filter=True,
+            )
             dsid = ds.id
             for s in batches(len(data), batch):
                 ds.resize(s.stop, axis=0)
@@ -561,8 +589,12 @@ class H5pyBareLoop:
                 for label in set(labels):
                     if label not in stacks:
                         stacks[label] = f.create_dataset(
-                            f"class{label}", shape=(0, n, n, 3), maxshape=(None, n, n, 3),
-                            chunks=(1, n, n, 3), dtype="u1")
+                            f"class{label}",
+                            shape=(0, n, n, 3),
+                            maxshape=(None, n, n, 3),
+                            chunks=(1, n, n, 3),
+                            dtype="u1",
+                        )
                         lengths[label] = 0
                     stacks[label].resize(lengths[label] + labels.count(label), axis=0)
                 writers = {label: ds.id.write_direct_chunk for label, ds in stacks.items()}
@@ -632,6 +664,7 @@ def passes(reader, ids, pool):
         def one_pass():
             futures = [pool.submit(lambda part: [fn(i) for i in part], h) for h in halves]
             return sum(len(f.result()) for f in futures)
+
         return one_pass
 
     out = {"scan": lambda: len(list(reader.scan()))}
@@ -649,9 +682,13 @@ def passes(reader, ids, pool):
 
 #: the reference pass each pass is timed against, alternately: decoding against the ceiling,
 #: raw fetch against LMDB's (the ceiling's fetch is a list index, no storage at all)
-PAIRED_WITH = {"read1": ("ceiling", "read1"), "read2": ("ceiling", "read2"),
-               "read_batch2": ("ceiling", "read2"), "scan": ("ceiling", "scan"),
-               "fetch": ("lmdb", "fetch")}
+PAIRED_WITH = {
+    "read1": ("ceiling", "read1"),
+    "read2": ("ceiling", "read2"),
+    "read_batch2": ("ceiling", "read2"),
+    "scan": ("ceiling", "scan"),
+    "fetch": ("lmdb", "fetch"),
+}
 #: passes on two threads, timed on the wall clock; the rest on CPU time (see _util.CPU)
 TWO_THREADS = {"read2", "read_batch2"}
 
@@ -690,7 +727,7 @@ def measure_ingest(contenders, data, tmp, args):
                 continue
             path = os.path.join(tmp, f"{contenders.index(c)}-{data.size}")
             remove(path)
-            times[c.name].append(seconds(lambda: c.write(path, data, args.batch)))
+            times[c.name].append(seconds(lambda c=c, path=path: c.write(path, data, args.batch)))
             paths[c.name] = path
     rates = {name: len(data) / median(t) for name, t in times.items() if t}
     return paths, rates
@@ -707,8 +744,12 @@ def measure_encoding_ingest(data, tmp, pool, args, batch=None):
         h5store.set_threads(threads)
         with h5store.open(path, "w", codec="jpeg", quality=90, labels=data.class_names) as store:
             for s in batches(len(data), batch or args.batch):
-                store.add_batch(data.images[s], labels=data.labels[s], scores=data.scores[s],
-                                true_labels=data.true_labels[s])
+                store.add_batch(
+                    data.images[s],
+                    labels=data.labels[s],
+                    scores=data.scores[s],
+                    true_labels=data.true_labels[s],
+                )
 
     steps = {
         "encode, 1 thread": lambda: [encode(im) for im in images],
@@ -734,8 +775,12 @@ def measure_set(data, tmp, pool, args):
     ingest_only = {}
     for c in INGEST_ONLY:
         files, apparent, allocated = disk.pop(c.name)
-        ingest_only[c.name] = {"ingest": ingest[c.name], "files": files, "apparent": apparent,
-                               "allocated": allocated}
+        ingest_only[c.name] = {
+            "ingest": ingest[c.name],
+            "files": files,
+            "apparent": apparent,
+            "allocated": allocated,
+        }
         remove(paths.pop(c.name))
     encoding = measure_encoding_ingest(data, tmp, pool, args)
 
@@ -774,8 +819,13 @@ def measure_set(data, tmp, pool, args):
         if c.name in disk:
             m["files"], m["apparent"], m["allocated"] = disk[c.name]
         results[c.name] = m
-    return {"n": len(data), "payload_bytes": data.payload_bytes, "stores": results,
-            "ingest_only": ingest_only, "encoding_ingest": encoding}
+    return {
+        "n": len(data),
+        "payload_bytes": data.payload_bytes,
+        "stores": results,
+        "ingest_only": ingest_only,
+        "encoding_ingest": encoding,
+    }
 
 
 def measure_query_at(data, rows, tmp, min_seconds, reps):
@@ -786,16 +836,32 @@ def measure_query_at(data, rows, tmp, min_seconds, reps):
     with h5store.open(h5_path, "w", labels=data.class_names) as store:
         for s in batches(rows, 1000):
             k = take[s]
-            store.add_encoded_batch([data.payloads[i] for i in k], labels=data.labels[k],
-                                    scores=data.scores[k], true_labels=data.true_labels[k])
+            store.add_encoded_batch(
+                [data.payloads[i] for i in k],
+                labels=data.labels[k],
+                scores=data.scores[k],
+                true_labels=data.true_labels[k],
+            )
     db = sqlite3.connect(db_path)
-    db.execute("CREATE TABLE images (id INTEGER PRIMARY KEY, path TEXT, label INTEGER, "
-               "true_label INTEGER, score REAL)")
+    db.execute(
+        "CREATE TABLE images (id INTEGER PRIMARY KEY, path TEXT, label INTEGER, "
+        "true_label INTEGER, score REAL)"
+    )
     db.execute("CREATE INDEX by_label_score ON images (label, score)")
     with db:
-        db.executemany("INSERT INTO images VALUES (?, ?, ?, ?, ?)", (
-            (r, f"{data.class_names[data.labels[i]]}/{r:08d}.jpg", int(data.labels[i]),
-             int(data.true_labels[i]), float(data.scores[i])) for r, i in enumerate(take.tolist())))
+        db.executemany(
+            "INSERT INTO images VALUES (?, ?, ?, ?, ?)",
+            (
+                (
+                    r,
+                    f"{data.class_names[data.labels[i]]}/{r:08d}.jpg",
+                    int(data.labels[i]),
+                    int(data.true_labels[i]),
+                    float(data.scores[i]),
+                )
+                for r, i in enumerate(take.tolist())
+            ),
+        )
     label, min_score = QUERY
     sql = "SELECT id FROM images WHERE label = ? AND score >= ?"
     with h5store.open(h5_path) as store:
@@ -807,7 +873,7 @@ def measure_query_at(data, rows, tmp, min_seconds, reps):
         times = {name: [] for name in runs}
         for rep in range(reps):
             for name in rotated(list(runs), rep):
-                times[name].append(1e3 / rate(lambda: (runs[name](), 1)[1], min_seconds))
+                times[name].append(1e3 / rate(lambda name=name: (runs[name](), 1)[1], min_seconds))
     db.close()
     remove(h5_path)
     remove(db_path)
@@ -831,18 +897,36 @@ def ratio(a, b):
 
 
 def read_table(r):
-    headers = ["store", "read+decode 1 thread (img/s)", "x ceiling", "2 threads (img/s)",
-               "x ceiling", "raw fetch (us)", "fetch time x LMDB's", "sequential scan (img/s)",
-               "x ceiling", "query (ms)", "open (ms)"]
+    headers = [
+        "store",
+        "read+decode 1 thread (img/s)",
+        "x ceiling",
+        "2 threads (img/s)",
+        "x ceiling",
+        "raw fetch (us)",
+        "fetch time x LMDB's",
+        "sequential scan (img/s)",
+        "x ceiling",
+        "query (ms)",
+        "open (ms)",
+    ]
     rows = []
     for name, m in r["stores"].items():
-        rows.append([
-            name, fmt(m.get("read1")), fmt(m.get("read1_x")), fmt(m.get("read2")),
-            fmt(m.get("read2_x")),
-            fmt(m.get("fetch_us")) if name != Ceiling.name else "(list index)",
-            fmt(m.get("fetch_x_lmdb")), fmt(m.get("scan")), fmt(m.get("scan_x")),
-            fmt(m.get("query_ms"), 3), fmt(m.get("open_ms")),
-        ])
+        rows.append(
+            [
+                name,
+                fmt(m.get("read1")),
+                fmt(m.get("read1_x")),
+                fmt(m.get("read2")),
+                fmt(m.get("read2_x")),
+                fmt(m.get("fetch_us")) if name != Ceiling.name else "(list index)",
+                fmt(m.get("fetch_x_lmdb")),
+                fmt(m.get("scan")),
+                fmt(m.get("scan_x")),
+                fmt(m.get("query_ms"), 3),
+                fmt(m.get("open_ms")),
+            ]
+        )
     return markdown_table(headers, rows)
 
 
@@ -852,8 +936,10 @@ def checksum_cost(r):
     off = r["stores"].get(H5StoreUnchecked.name)
     if off is None:
         return ""
-    parts = [f"{label} {fmt(on.get(key))} x the ceiling checked, {fmt(off.get(key))} unchecked"
-             for label, key in (("1 thread", "read1_x"), ("2 threads", "read2_x"))]
+    parts = [
+        f"{label} {fmt(on.get(key))} x the ceiling checked, {fmt(off.get(key))} unchecked"
+        for label, key in (("1 thread", "read1_x"), ("2 threads", "read2_x"))
+    ]
     return (
         "Checksummed reads (the default: each image's CRC-32 checked before it is decoded) "
         f"against `verify_reads=False`, read+decode: {'; '.join(parts)}; raw fetch "
@@ -866,15 +952,30 @@ def ingest_table(r):
     lmdb_rate = stores.get(LMDB.name, {}).get("ingest")
     bare_rate = stores.get(H5pyBareLoop.name, {}).get("ingest")
     payload = r["payload_bytes"]
-    headers = ["store", "ingest pre-encoded (img/s)", "x LMDB", "x bare h5py loop", "files",
-               "on disk / payload", "allocated / payload"]
+    headers = [
+        "store",
+        "ingest pre-encoded (img/s)",
+        "x LMDB",
+        "x bare h5py loop",
+        "files",
+        "on disk / payload",
+        "allocated / payload",
+    ]
     rows = []
     for name, m in stores.items():
         if m.get("ingest") is None:
             continue
-        rows.append([name, fmt(m["ingest"]), fmt(ratio(m["ingest"], lmdb_rate)),
-                     fmt(ratio(m["ingest"], bare_rate)), str(m["files"]),
-                     fmt(m["apparent"] / payload, 3), fmt(m["allocated"] / payload, 3)])
+        rows.append(
+            [
+                name,
+                fmt(m["ingest"]),
+                fmt(ratio(m["ingest"], lmdb_rate)),
+                fmt(ratio(m["ingest"], bare_rate)),
+                str(m["files"]),
+                fmt(m["apparent"] / payload, 3),
+                fmt(m["allocated"] / payload, 3),
+            ]
+        )
     return markdown_table(headers, rows)
 
 
@@ -883,12 +984,21 @@ def encoding_table(r):
     one = e["encode, 1 thread"]
     rows = []
     for threads in (1, 2):
-        enc, h5 = e[f"encode, {threads} thread" + "s" * (threads > 1)], \
-            e[f"h5store add_batch, {threads} thread" + "s" * (threads > 1)]
+        enc, h5 = (
+            e[f"encode, {threads} thread" + "s" * (threads > 1)],
+            e[f"h5store add_batch, {threads} thread" + "s" * (threads > 1)],
+        )
         rows.append([str(threads), fmt(enc), fmt(h5), fmt(h5 / enc), fmt(h5 / (threads * one))])
-    return markdown_table(["threads", "imagecodecs encode alone (img/s)",
-                           "h5store add_batch (img/s)",
-                           "h5store / encode alone", "h5store / (threads x 1-thread encode)"], rows)
+    return markdown_table(
+        [
+            "threads",
+            "imagecodecs encode alone (img/s)",
+            "h5store add_batch (img/s)",
+            "h5store / encode alone",
+            "h5store / (threads x 1-thread encode)",
+        ],
+        rows,
+    )
 
 
 def report(results, args):
@@ -951,8 +1061,10 @@ def report(results, args):
             "",
             f"## Query at {q['rows']:,} rows (32 px payloads reused)",
             "",
-            markdown_table(["store", "query (ms)", "hits"],
-                           [[k, fmt(v, 3), str(q["hits"][k])] for k, v in q["query_ms"].items()]),
+            markdown_table(
+                ["store", "query (ms)", "hits"],
+                [[k, fmt(v, 3), str(q["hits"][k])] for k, v in q["query_ms"].items()],
+            ),
         ]
     return "\n".join(out)
 

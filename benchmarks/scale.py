@@ -26,8 +26,6 @@ import time
 
 import imagecodecs
 import numpy as np
-
-import h5store
 from _util import (
     CPU,
     batches,
@@ -41,6 +39,8 @@ from _util import (
     seconds,
     write_results,
 )
+
+import h5store
 
 decode = imagecodecs.jpeg8_decode
 QUERY = (3, 0.9)
@@ -56,11 +56,15 @@ def build(path, pool, n, batch):
         for s in batches(n, batch):
             k = np.arange(s.start, s.stop) % P
             t = time.perf_counter()
-            store.add_encoded_batch([pool.payloads[i] for i in k], labels=pool.labels[k],
-                                    scores=pool.scores[k], true_labels=pool.true_labels[k])
+            store.add_encoded_batch(
+                [pool.payloads[i] for i in k],
+                labels=pool.labels[k],
+                scores=pool.scores[k],
+                true_labels=pool.true_labels[k],
+            )
             batch_times.append((s.stop - s.start, time.perf_counter() - t))
     total = time.perf_counter() - start
-    tail = batch_times[-max(1, len(batch_times) // 10):]
+    tail = batch_times[-max(1, len(batch_times) // 10) :]
     return n / total, sum(c for c, _ in tail) / sum(t for _, t in tail)
 
 
@@ -107,49 +111,77 @@ def measure(path, n, pool, reads, rng):
 def report(results, args):
     sizes = results["sizes"]
     base = results["stores"][str(sizes[0])]
-    headers = ["images", "ingest (img/s)", "ingest, last 10 % (img/s)", "open (s)",
-               "read+decode (us)", f"x at {sizes[0]:,}", "x ceiling", "2nd pass (us)",
-               "raw fetch (us)", f"x at {sizes[0]:,}", "page faults / read", "query (ms)",
-               "bytes / image", "file / payload"]
+    headers = [
+        "images",
+        "ingest (img/s)",
+        "ingest, last 10 % (img/s)",
+        "open (s)",
+        "read+decode (us)",
+        f"x at {sizes[0]:,}",
+        "x ceiling",
+        "2nd pass (us)",
+        "raw fetch (us)",
+        f"x at {sizes[0]:,}",
+        "page faults / read",
+        "query (ms)",
+        "bytes / image",
+        "file / payload",
+    ]
     rows = []
     for n in sizes:
         m = results["stores"][str(n)]
-        rows.append([
-            f"{n:,}", fmt(m["ingest"]), fmt(m["ingest_tail"]), fmt(m["open_s"], 3),
-            fmt(m["read_us"]), fmt(m["read_us"] / base["read_us"]),
-            fmt(m["ceiling_us"] / m["read_us"]), fmt(m["read_warm_us"]),
-            fmt(m["fetch_us"]), fmt(m["fetch_us"] / base["fetch_us"]),
-            fmt(m["read_faults"]), fmt(m["query_ms"], 3),
-            fmt(m["file_bytes"] / n, 0), fmt(m["file_bytes"] / m["payload_bytes"], 3),
-        ])
+        rows.append(
+            [
+                f"{n:,}",
+                fmt(m["ingest"]),
+                fmt(m["ingest_tail"]),
+                fmt(m["open_s"], 3),
+                fmt(m["read_us"]),
+                fmt(m["read_us"] / base["read_us"]),
+                fmt(m["ceiling_us"] / m["read_us"]),
+                fmt(m["read_warm_us"]),
+                fmt(m["fetch_us"]),
+                fmt(m["fetch_us"] / base["fetch_us"]),
+                fmt(m["read_faults"]),
+                fmt(m["query_ms"], 3),
+                fmt(m["file_bytes"] / n, 0),
+                fmt(m["file_bytes"] / m["payload_bytes"], 3),
+            ]
+        )
     machine_ = results["machine"]
-    return "\n".join([
-        "# h5store at scale: 32 px JPEG q90",
-        "",
-        f"Produced by `{results['command']}` on {machine_['date']} ({machine_['cpus']} cores, "
-        f"load average {machine_['load_average'][0]:.1f} at start; h5store "
-        f"{machine_['h5store_commit']}"
-        f"{' + uncommitted changes' if machine_['h5store_dirty'] else ''}, "
-        f"h5py {machine_['h5py']} / HDF5 {machine_['hdf5']}, "
-        f"imagecodecs {machine_['imagecodecs']}).",
-        "",
-        f"A pool of {args.pool:,} distinct payloads reused cyclically; ingest in batches of "
-        f"{args.batch:,}. Medians of {args.reps} repetitions, sizes rotated. Reads: {args.reads:,} "
-        "random ids over the whole store on a freshly opened store (warm page cache), timed in "
-        "CPU time of the process (other jobs' time slices on this shared machine left out); "
-        "'2nd pass' "
-        "repeats the same ids on the same handle. 'x ceiling' is imagecodecs decoding the same "
-        f"payloads from memory, over the read+decode time. Query: `label == {QUERY[0]} and "
-        f"score >= {QUERY[1]}`.",
-        "",
-        markdown_table(headers, rows),
-    ])
+    return "\n".join(
+        [
+            "# h5store at scale: 32 px JPEG q90",
+            "",
+            f"Produced by `{results['command']}` on {machine_['date']} ({machine_['cpus']} cores, "
+            f"load average {machine_['load_average'][0]:.1f} at start; h5store "
+            f"{machine_['h5store_commit']}"
+            f"{' + uncommitted changes' if machine_['h5store_dirty'] else ''}, "
+            f"h5py {machine_['h5py']} / HDF5 {machine_['hdf5']}, "
+            f"imagecodecs {machine_['imagecodecs']}).",
+            "",
+            f"A pool of {args.pool:,} distinct payloads reused cyclically; ingest in batches of "
+            f"{args.batch:,}. Medians of {args.reps} repetitions, sizes rotated. "
+            f"Reads: {args.reads:,} random ids over the whole store on a freshly opened store "
+            "(warm page cache), timed in "
+            "CPU time of the process (other jobs' time slices on this shared machine left out); "
+            "'2nd pass' "
+            "repeats the same ids on the same handle. 'x ceiling' is imagecodecs decoding the same "
+            f"payloads from memory, over the read+decode time. Query: `label == {QUERY[0]} and "
+            f"score >= {QUERY[1]}`.",
+            "",
+            markdown_table(headers, rows),
+        ]
+    )
 
 
 def main(argv=None):
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
-    parser.add_argument("--sizes", default="10000,100000,1000000",
-                        help="comma-separated store sizes, smallest first (the baseline)")
+    parser.add_argument(
+        "--sizes",
+        default="10000,100000,1000000",
+        help="comma-separated store sizes, smallest first (the baseline)",
+    )
     parser.add_argument("--large", action="store_true", help="also 10,000,000 images")
     parser.add_argument("--pool", type=int, default=2000, help="distinct payloads to cycle")
     parser.add_argument("--batch", type=int, default=1000, help="images per ingest batch")
@@ -172,8 +204,12 @@ def main(argv=None):
             paths[n] = os.path.join(tmp, f"{n}.h5")
             ingest, tail = build(paths[n], pool, n, args.batch)
             payload = int(lengths[np.arange(n) % len(pool)].sum())
-            stores[n] = {"ingest": ingest, "ingest_tail": tail, "payload_bytes": payload,
-                         "file_bytes": os.path.getsize(paths[n])}
+            stores[n] = {
+                "ingest": ingest,
+                "ingest_tail": tail,
+                "payload_bytes": payload,
+                "file_bytes": os.path.getsize(paths[n]),
+            }
             print(f"built {n:,}: {ingest:,.0f} img/s", file=sys.stderr)
         rng = np.random.default_rng(0)
         reps = {n: [] for n in sizes}

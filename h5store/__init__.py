@@ -1,11 +1,11 @@
 """h5store: images a CNN classified, with their labels and scores, in one HDF5 file.
 
-    import h5store
-    with h5store.open("run.h5", "w") as store:
-        ids = store.add_batch(images, labels=predicted, scores=probabilities, true_labels=truth)
-    with h5store.open("run.h5") as store:
-        for image_id in store.query(min_score=0.9, correct=False):
-            image = store[image_id]
+import h5store
+with h5store.open("run.h5", "w") as store:
+    ids = store.add_batch(images, labels=predicted, scores=probabilities, true_labels=truth)
+with h5store.open("run.h5") as store:
+    for image_id in store.query(min_score=0.9, correct=False):
+        image = store[image_id]
 """
 
 from importlib.metadata import PackageNotFoundError, version
@@ -30,12 +30,12 @@ from .errors import (
     NotAStoreError,
     ReadOnlyError,
     RecoveryNeededError,
+    StorageFullError,
     StoreExistsError,
     StoreLockedError,
     StoreNotFoundError,
     StorePermissionError,
     StoreVanishedError,
-    StorageFullError,
     TargetExistsError,
     UnknownIdError,
     UnrepairableError,

@@ -79,8 +79,13 @@ class Catalog:
         #: each stack's decode_payload, by stack id: the read path indexes this list directly.
         self.decoders: list[Callable[[Any], np.ndarray]] = []
         for row in self.table:
-            key = StackKey(int(row["label"]), int(row["height"]), int(row["width"]),
-                           int(row["channels"]), row["dtype"].decode())
+            key = StackKey(
+                int(row["label"]),
+                int(row["height"]),
+                int(row["width"]),
+                int(row["channels"]),
+                row["dtype"].decode(),
+            )
             codec = codec_from_config(json.loads(row["codec_config"].decode("utf-8")))
             self._add_stack(key, codec)
 
@@ -125,7 +130,9 @@ class Catalog:
     # ------------------------------------------------------------------ stacks
 
     def _add_stack(self, key: StackKey, codec: Codec) -> int:
-        path = fmt.stack_path(self.labels[key.label], key.height, key.width, key.channels, key.dtype)
+        path = fmt.stack_path(
+            self.labels[key.label], key.height, key.width, key.channels, key.dtype
+        )
         self.stacks.append(Stack(key, codec, path))
         self.decoders.append(self.stacks[-1].decode_payload)
         self.stack_ids[key] = len(self.stacks) - 1

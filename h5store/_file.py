@@ -162,8 +162,11 @@ def permission_error(path: str, exc: OSError, action: str) -> StorePermissionErr
         why = "the file is not writable by this user" if not os.access(path, os.W_OK) else str(exc)
     else:
         why = f"the directory {where} is not writable by this user"
-    err = StorePermissionError(exc.errno, f"cannot {action} {path}: {why}; open it with mode 'r' "
-                               "to read, or copy it somewhere writable")
+    err = StorePermissionError(
+        exc.errno,
+        f"cannot {action} {path}: {why}; open it with mode 'r' "
+        "to read, or copy it somewhere writable",
+    )
     err.filename = path
     return err
 
@@ -171,8 +174,9 @@ def permission_error(path: str, exc: OSError, action: str) -> StorePermissionErr
 class WriterLock:
     """An exclusive ``flock`` on the store file, held while a writer has it open."""
 
-    def __init__(self, path: str, *, create: bool, exclusive_create: bool = False,
-                 locking: object = None):
+    def __init__(
+        self, path: str, *, create: bool, exclusive_create: bool = False, locking: object = None
+    ):
         """``locking``: None or True, the lock is required; 'best-effort', taken where the file
         system supports ``flock`` and skipped (with a warning) where it does not; False, not
         taken (the caller guarantees there is one writer)."""
@@ -204,7 +208,8 @@ class WriterLock:
                     f"h5store: {path}: the file system does not support flock ({exc.strerror}); "
                     "writing without the writer lock (locking='best-effort'): make sure no "
                     "other writer opens this file",
-                    RuntimeWarning, stacklevel=4,
+                    RuntimeWarning,
+                    stacklevel=4,
                 )
                 return
             os.close(self._fd)
@@ -295,7 +300,9 @@ class MappedFile:
         if end > len(self.view):
             self._remap()
             if end > len(self.view):
-                raise FormatError(f"{self._path}: chunk at byte {end} lies past the end of the file")
+                raise FormatError(
+                    f"{self._path}: chunk at byte {end} lies past the end of the file"
+                )
         return self.view
 
     def close(self) -> None:
@@ -312,8 +319,9 @@ class MappedFile:
 # --------------------------------------------------------------------------- reading
 
 
-def _open_matching(path: str, mode: str, *, swmr: bool = False,
-                   locking: object = None) -> h5py.File:
+def _open_matching(
+    path: str, mode: str, *, swmr: bool = False, locking: object = None
+) -> h5py.File:
     """Open with HDF5 file locking ``locking``; None means h5store's default (off), or the
     setting this process already has the file open with (through h5py, say): HDF5 refuses a
     second open with another setting."""
@@ -361,8 +369,9 @@ def open_for_reading(path: str, locking: object = None) -> h5py.File:
     if not os.path.exists(path):
         raise StoreNotFoundError(f"{path} does not exist")
     if not os.access(path, os.R_OK):
-        err = StorePermissionError(errno.EACCES, f"cannot read {path}: the file is not readable "
-                                   "by this user")
+        err = StorePermissionError(
+            errno.EACCES, f"cannot read {path}: the file is not readable by this user"
+        )
         err.filename = path
         raise err
     if not h5py.is_hdf5(path):
@@ -408,8 +417,10 @@ def read_committed_rows(f: h5py.File, mapped: MappedFile | None = None) -> np.nd
     tail = fmt.read_tail_rows(f)
     read_bytes = None
     if mapped is not None:
+
         def read_bytes(offset: int, size: int) -> bytes:
             return mapped.ensure(offset + size)[offset : offset + size]
+
     index = fmt.read_index_rows(f, read_bytes, threads=get_threads())
     return fmt.committed_rows(index, tail)
 
@@ -430,8 +441,9 @@ class WriterFile:
         if exists and mode in ("r+", "a") and not h5py.is_hdf5(path):
             raise NotAStoreError(f"{path} is not an HDF5 file")
         self._abandoned = self._closing = False
-        self._lock = WriterLock(path, create=not exists, exclusive_create=(mode == "x"),
-                                locking=locking)
+        self._lock = WriterLock(
+            path, create=not exists, exclusive_create=(mode == "x"), locking=locking
+        )
         self.created = mode in ("w", "x") or not exists
         self.recovered = False
         #: the file's size before recovery extended it to HDF5's end-of-allocation (or None)
@@ -666,14 +678,17 @@ class WriterFile:
             view = mapped.view
         # bytes() then ==: a memcmp; comparing a memoryview to bytes goes element by element.
         wrong = [
-            k for k, (o, p) in enumerate(zip(offsets, payloads))
+            k
+            for k, (o, p) in enumerate(zip(offsets, payloads))
             if o + len(p) > len(view) or bytes(view[o : o + len(p)]) != p
         ]
         if not wrong:
             return
         self.offset_fallbacks += len(wrong)
         actual: dict[int, tuple[int, int]] = {}
-        stack.id.chunk_iter(lambda info: actual.__setitem__(info.chunk_offset[0], (info.byte_offset, info.size)))
+        stack.id.chunk_iter(
+            lambda info: actual.__setitem__(info.chunk_offset[0], (info.byte_offset, info.size))
+        )
         for k in wrong:
             offset, size = actual[positions[k]]
             if size != len(payloads[k]):
@@ -700,8 +715,10 @@ class WriterFile:
         on_disk_tail = tail[()]
         used = np.flatnonzero(on_disk_tail["nbytes"] == 0)
         used = int(used[0]) if len(used) else len(on_disk_tail)
-        in_form = index.shape[0] == full and used == len(rest) and (
-            not used or np.array_equal(on_disk_tail[:used], rest)
+        in_form = (
+            index.shape[0] == full
+            and used == len(rest)
+            and (not used or np.array_equal(on_disk_tail[:used], rest))
         )
         if not in_form:
             if index.shape[0] < full:

@@ -86,7 +86,9 @@ def check_label(label: Any, where: str = "label") -> str:
     if isinstance(label, np.str_):
         label = str(label)
     if not isinstance(label, str):
-        raise InvalidInputError(f"{where} must be a string or a class id, got {type(label).__name__}")
+        raise InvalidInputError(
+            f"{where} must be a string or a class id, got {type(label).__name__}"
+        )
     if not label:
         raise InvalidInputError(f"{where} is empty")
     if "\x00" in label:
@@ -96,7 +98,9 @@ def check_label(label: Any, where: str = "label") -> str:
     except UnicodeEncodeError:
         raise InvalidInputError(f"{where} {label!r} is not valid Unicode") from None
     if size > MAX_LABEL_BYTES:
-        raise InvalidInputError(f"{where} is {size} bytes in UTF-8; at most {MAX_LABEL_BYTES} allowed")
+        raise InvalidInputError(
+            f"{where} is {size} bytes in UTF-8; at most {MAX_LABEL_BYTES} allowed"
+        )
     return label
 
 
@@ -119,7 +123,9 @@ def as_scores(scores: Any, n: int) -> np.ndarray | None:
     try:
         arr = np.asarray(scores, dtype=np.float64)
     except (TypeError, ValueError):
-        raise InvalidInputError("scores must be numbers: (N,) confidences or (N, K) vectors") from None
+        raise InvalidInputError(
+            "scores must be numbers: (N,) confidences or (N, K) vectors"
+        ) from None
     if arr.ndim not in (1, 2) or arr.shape[0] != n:
         raise InvalidInputError(f"scores must have shape ({n},) or ({n}, K), got {arr.shape}")
     if arr.ndim == 2 and arr.shape[1] == 0:

@@ -26,10 +26,10 @@ from ._file import MappedFile, WriterFile, read_committed_rows
 from ._imaging import contact_sheet
 from .codecs import Codec, get_codec
 from .errors import (
-    FormatError,
     CodecError,
     DamagedImageError,
     DuplicateIdError,
+    FormatError,
     InvalidInputError,
     UnrepairableError,
 )
@@ -70,8 +70,9 @@ class Batch:
 # --------------------------------------------------------------------------- preparation
 
 
-def _label_resolver(catalog: Catalog, new: dict[str, int],
-                    closed: str | None = None) -> Callable[[Any, str], int]:
+def _label_resolver(
+    catalog: Catalog, new: dict[str, int], closed: str | None = None
+) -> Callable[[Any, str], int]:
     """Label names or ids -> class ids; unknown names get provisional ids in ``new``, unless
     the label set is ``closed`` (the reason why), when they are an error."""
     known = catalog.labels
@@ -100,13 +101,16 @@ def unknown_label_message(label: str, where: str, known: Sequence[str], closed: 
 
     near = difflib.get_close_matches(label, list(known), n=1, cutoff=0.5)
     hint = f"did you mean {near[0]!r}? " if near else ""
-    return (f"{where} is {label!r}, which is not one of the store's {len(known)} labels "
-            f"({closed}); {hint}to add a class, declare it first: "
-            f"store.add_labels([{label!r}])")
+    return (
+        f"{where} is {label!r}, which is not one of the store's {len(known)} labels "
+        f"({closed}); {hint}to add a class, declare it first: "
+        f"store.add_labels([{label!r}])"
+    )
 
 
-def _resolve_all(values: list, resolve: Callable[[Any, str], int], what: str,
-                 unknown: Any = ...) -> np.ndarray:
+def _resolve_all(
+    values: list, resolve: Callable[[Any, str], int], what: str, unknown: Any = ...
+) -> np.ndarray:
     """Class ids of a batch's labels (``unknown`` values give NO_TRUE_LABEL). A batch repeats a
     few labels many times: each distinct one is resolved once."""
     out = np.empty(len(values), dtype=np.int64)
@@ -124,8 +128,7 @@ def _resolve_all(values: list, resolve: Callable[[Any, str], int], what: str,
         out[:] = list(map(ids.__getitem__, values))
         return out
     for k, value in enumerate(values):
-        if value is None or (unknown is not ... and _inputs.is_integer(value)
-                             and value == unknown):
+        if value is None or (unknown is not ... and _inputs.is_integer(value) and value == unknown):
             if unknown is ...:
                 _inputs.check_label(value, f"{what} {k}")
             out[k] = fmt.NO_TRUE_LABEL
@@ -163,16 +166,25 @@ def prepare_batch(
     if n == 0:
         raise InvalidInputError("the batch is empty")
     new: dict[str, int] = {}
-    closed = ("declared with labels= or add_labels" if labels_declared
-              else "its score vectors cover exactly those" if stored_score_width is not None
-              else None)
+    closed = (
+        "declared with labels= or add_labels"
+        if labels_declared
+        else "its score vectors cover exactly those"
+        if stored_score_width is not None
+        else None
+    )
     resolve = _label_resolver(catalog, new, closed)
-    label_ids = _resolve_all(_inputs.as_sequence(labels, n, "labels"), resolve,
-                             "label of image").astype(np.uint32)
+    label_ids = _resolve_all(
+        _inputs.as_sequence(labels, n, "labels"), resolve, "label of image"
+    ).astype(np.uint32)
     true_ids = np.full(n, fmt.NO_TRUE_LABEL, dtype=np.int32)
     if true_labels is not None:
-        true_ids[:] = _resolve_all(_inputs.as_sequence(true_labels, n, "true_labels"), resolve,
-                                   "true label of image", unknown=-1)
+        true_ids[:] = _resolve_all(
+            _inputs.as_sequence(true_labels, n, "true_labels"),
+            resolve,
+            "true label of image",
+            unknown=-1,
+        )
     arr = _inputs.as_scores(scores, n)
     vectors = None
     top1 = np.full(n, np.nan, dtype=np.float32)
@@ -222,13 +234,24 @@ def prepare_batch(
     numbered = np.fromiter(
         (geometry_numbers.setdefault(g, len(geometry_numbers)) for g in geometries), np.int64, n
     )
-    pairs, key_of_image = np.unique(label_ids.astype(np.int64) * len(geometry_numbers) + numbered,
-                                    return_inverse=True)
+    pairs, key_of_image = np.unique(
+        label_ids.astype(np.int64) * len(geometry_numbers) + numbered, return_inverse=True
+    )
     distinct = list(geometry_numbers)
-    keys = [StackKey(int(p) // len(distinct), *distinct[int(p) % len(distinct)])
-            for p in pairs.tolist()]
-    batch = Batch(label_ids, true_ids, top1, vectors, id_arr, source_list, keys,
-                  key_of_image.reshape(-1), list(new))
+    keys = [
+        StackKey(int(p) // len(distinct), *distinct[int(p) % len(distinct)]) for p in pairs.tolist()
+    ]
+    batch = Batch(
+        label_ids,
+        true_ids,
+        top1,
+        vectors,
+        id_arr,
+        source_list,
+        keys,
+        key_of_image.reshape(-1),
+        list(new),
+    )
     batch.codecs = _codecs_for(batch, catalog, default_codec)
     return batch
 
@@ -333,13 +356,33 @@ class StoreWriter:
         f = self.file.f
         return f[fmt.SCORES].shape[1] if fmt.SCORES in f else None
 
-    def prepare(self, n: int, labels, scores, true_labels, ids, sources, *,
-                geometries: Sequence[Geometry], vectors_cover_first_labels: bool = False) -> Batch:
-        return prepare_batch(self.catalog, self.index, self.default_codec, n, labels, scores,
-                             true_labels, ids, sources, geometries=geometries,
-                             stored_score_width=self.stored_score_width(),
-                             vectors_cover_first_labels=vectors_cover_first_labels,
-                             labels_declared=self.labels_declared)
+    def prepare(
+        self,
+        n: int,
+        labels,
+        scores,
+        true_labels,
+        ids,
+        sources,
+        *,
+        geometries: Sequence[Geometry],
+        vectors_cover_first_labels: bool = False,
+    ) -> Batch:
+        return prepare_batch(
+            self.catalog,
+            self.index,
+            self.default_codec,
+            n,
+            labels,
+            scores,
+            true_labels,
+            ids,
+            sources,
+            geometries=geometries,
+            stored_score_width=self.stored_score_width(),
+            vectors_cover_first_labels=vectors_cover_first_labels,
+            labels_declared=self.labels_declared,
+        )
 
     def codec_of(self, label: str) -> Codec:
         return self.catalog.class_codec(label) or self.default_codec
@@ -400,8 +443,16 @@ class StoreWriter:
         codec and CRC-32 come from that store's index and are trusted only after checking that
         each class here uses the same codec and each payload still matches its CRC-32."""
         n = len(payloads)
-        batch = self.prepare(n, labels, scores, true_labels, ids, sources, geometries=geometries,
-                             vectors_cover_first_labels=True)
+        batch = self.prepare(
+            n,
+            labels,
+            scores,
+            true_labels,
+            ids,
+            sources,
+            geometries=geometries,
+            vectors_cover_first_labels=True,
+        )
         checked: set[tuple[int, int]] = set()
         for k, (number, theirs) in enumerate(zip(batch.key_of_image.tolist(), codecs)):
             if (number, id(theirs)) not in checked:
@@ -455,8 +506,16 @@ class StoreWriter:
                 group = groups.get(key.label)
                 if group is None:
                     group = f[fmt.CLASSES][fmt.safe_name(names[key.label])]
-                fmt.create_stack(f, group, key.height, key.width, key.channels, key.dtype,
-                                 self.codec_of(names[key.label]), links)
+                fmt.create_stack(
+                    f,
+                    group,
+                    key.height,
+                    key.width,
+                    key.channels,
+                    key.dtype,
+                    self.codec_of(names[key.label]),
+                    links,
+                )
             n_rows = len(self.index)
             if needs_scores:
                 fmt.ensure_scores(f, n_rows, batch.vectors.shape[1], links)
@@ -511,8 +570,13 @@ class StoreWriter:
             if not len(group):
                 continue
             predicted = offsets[group].tolist()
-            w.confirm_offsets(self.mapped, handle, positions[group].tolist(),
-                              [payloads[k] for k in group.tolist()], predicted)
+            w.confirm_offsets(
+                self.mapped,
+                handle,
+                positions[group].tolist(),
+                [payloads[k] for k in group.tolist()],
+                predicted,
+            )
             offsets[group] = predicted
         if batch.vectors is not None:
             ds = w.dataset(fmt.SCORES)
@@ -587,8 +651,9 @@ class StoreWriter:
                 ds.resize(stack.length, axis=0)
         if self.dirty_labels:
             live = self.index.live_mask()
-            counts = np.bincount(self.index.column("label")[live],
-                                 minlength=len(self.catalog.labels))
+            counts = np.bincount(
+                self.index.column("label")[live], minlength=len(self.catalog.labels)
+            )
             for label in sorted(self.dirty_labels):
                 group = f[fmt.CLASSES].get(fmt.safe_name(self.catalog.labels[label]))
                 if group is not None:
@@ -615,8 +680,9 @@ class StoreWriter:
         # Every preview image decoded in one parallel call: at close this is most of the time.
         images = iter(self._read_images(np.concatenate([np.zeros(0, np.int64), *changed.values()])))
         for name, shown in changed.items():
-            sheet = contact_sheet([next(images) for _ in shown], fmt.PREVIEW_SIDE,
-                                  fmt.PREVIEW_COLUMNS)
+            sheet = contact_sheet(
+                [next(images) for _ in shown], fmt.PREVIEW_SIDE, fmt.PREVIEW_COLUMNS
+            )
             fmt.write_preview(f, name, sheet, shown, links, previews_root)
         links.link_all(f)
 
@@ -628,8 +694,9 @@ class StoreWriter:
         f.flush()
 
 
-def chosen_codec(default: Codec, codec: str | Codec | None, quality: int | None,
-                 codec_options: dict[str, Any]) -> Codec:
+def chosen_codec(
+    default: Codec, codec: str | Codec | None, quality: int | None, codec_options: dict[str, Any]
+) -> Codec:
     """The codec ``create_class`` means: the store default unless anything is given."""
     if codec is None and quality is None and not codec_options:
         return default

@@ -115,4 +115,3 @@ class UnknownIdError(H5StoreError, KeyError):
 
 class ClosedStoreError(H5StoreError, ValueError):
     """The store was used after it was closed."""
-

@@ -45,8 +45,21 @@ FILE_EXTENSIONS = {
     "jpeg2k": ".jp2",
     "qoi": ".qoi",
 }
-IMAGE_SUFFIXES = {".jpg", ".jpeg", ".png", ".webp", ".avif", ".jxl", ".jp2", ".j2k", ".qoi",
-                  ".tif", ".tiff", ".bmp", ".gif"}
+IMAGE_SUFFIXES = {
+    ".jpg",
+    ".jpeg",
+    ".png",
+    ".webp",
+    ".avif",
+    ".jxl",
+    ".jp2",
+    ".j2k",
+    ".qoi",
+    ".tif",
+    ".tiff",
+    ".bmp",
+    ".gif",
+}
 #: The index file export writes beside the class folders (one of these names).
 INDEX_FILES = {"json": "h5store-index.json", "csv": "h5store-index.csv"}
 INDEX_FORMAT = "h5store-export"
@@ -64,9 +77,17 @@ def label_of_folder(name: str) -> str:
         return raw
 
 
-def export_folder(store: ImageStore, root: str | os.PathLike, *, ids: Iterable[int] | None = None,
-                  by: str = "label", embed_metadata: bool = False, index: str | None = "json",
-                  overwrite: bool = False, progress: bool = True) -> int:
+def export_folder(
+    store: ImageStore,
+    root: str | os.PathLike,
+    *,
+    ids: Iterable[int] | None = None,
+    by: str = "label",
+    embed_metadata: bool = False,
+    index: str | None = "json",
+    overwrite: bool = False,
+    progress: bool = True,
+) -> int:
     """Write images to ``root/<class>/<id><ext>``, grouped by predicted ``label`` or by
     ``true_label`` (images without one go to ``_unknown``), and the index beside them
     (``index``: "json", "csv" or None). With ``embed_metadata`` each JPEG, PNG and WebP file
@@ -77,7 +98,8 @@ def export_folder(store: ImageStore, root: str | os.PathLike, *, ids: Iterable[i
         raise InvalidInputError(f"by must be 'label' or 'true_label', got {by!r}")
     if index is not None and index not in INDEX_FILES:
         raise InvalidInputError(
-            f"index must be one of {sorted(INDEX_FILES)} or None, got {index!r}")
+            f"index must be one of {sorted(INDEX_FILES)} or None, got {index!r}"
+        )
     root = os.path.realpath(os.fspath(root))
     chosen = store.ids() if ids is None else np.asarray(list(ids))
     records = [store.record(i) for i in chosen.tolist()]
@@ -91,11 +113,15 @@ def export_folder(store: ImageStore, root: str | os.PathLike, *, ids: Iterable[i
             f"{os.path.relpath(existing[0], root)}); pass overwrite=True (--overwrite) to "
             "replace them, or export into an empty folder"
         )
-    without = sorted({r.codec for r, _ in plan if r.codec in FILE_EXTENSIONS
-                      and r.codec not in embed.EMBEDDABLE})
+    without = sorted(
+        {r.codec for r, _ in plan if r.codec in FILE_EXTENSIONS and r.codec not in embed.EMBEDDABLE}
+    )
     if embed_metadata and without:
-        warnings.warn(f"{', '.join(without)} files are exported without embedded metadata "
-                      "(the index file beside them has it)", stacklevel=2)
+        warnings.warn(
+            f"{', '.join(without)} files are exported without embedded metadata "
+            "(the index file beside them has it)",
+            stacklevel=2,
+        )
     store_name = os.path.basename(store.path)
     entries = []
     for record, path in tqdm(plan, desc="export", unit="img", disable=not progress):
@@ -110,16 +136,19 @@ def export_folder(store: ImageStore, root: str | os.PathLike, *, ids: Iterable[i
             fh.write(data)
         entries.append(_index_entry(record, os.path.relpath(path, root)))
     if index is not None:
-        _write_index(os.path.join(root, INDEX_FILES[index]), index, entries, store, by,
-                     embed_metadata)
+        _write_index(
+            os.path.join(root, INDEX_FILES[index]), index, entries, store, by, embed_metadata
+        )
     return len(entries)
 
 
 def _export_path(root: str, record: Any, by: str) -> str:
     label = getattr(record, by)
     folder = os.path.join(root, "_unknown" if label is None else safe_name(label))
-    if os.path.dirname(os.path.realpath(os.path.join(folder, "x"))) != os.path.realpath(folder) or \
-            os.path.commonpath([root, os.path.realpath(folder)]) != root:
+    if (
+        os.path.dirname(os.path.realpath(os.path.join(folder, "x"))) != os.path.realpath(folder)
+        or os.path.commonpath([root, os.path.realpath(folder)]) != root
+    ):
         # safe_name makes this unreachable
         raise H5StoreError(f"label {label!r} would leave {root}")
     return os.path.join(folder, f"{record.id}{FILE_EXTENSIONS.get(record.codec, '.png')}")
@@ -131,27 +160,45 @@ def _float32(value: Any) -> float | None:
 
 
 def _file_metadata(record: Any, store_name: str) -> dict[str, Any]:
-    return {"id": record.id, "label": record.label, "true_label": record.true_label,
-            "score": _float32(record.score), "source": record.source, "store": store_name}
+    return {
+        "id": record.id,
+        "label": record.label,
+        "true_label": record.true_label,
+        "score": _float32(record.score),
+        "source": record.source,
+        "store": store_name,
+    }
 
 
 def _index_entry(record: Any, file: str) -> dict[str, Any]:
     return {
-        "file": file.replace(os.sep, "/"), "id": record.id, "label": record.label,
-        "true_label": record.true_label, "score": _float32(record.score),
-        "source": record.source, "codec": record.codec, "crc32": record.crc32,
+        "file": file.replace(os.sep, "/"),
+        "id": record.id,
+        "label": record.label,
+        "true_label": record.true_label,
+        "score": _float32(record.score),
+        "source": record.source,
+        "codec": record.codec,
+        "crc32": record.crc32,
         "scores": None if record.scores is None else [_float32(x) for x in record.scores],
     }
 
 
-def _write_index(path: str, kind: str, entries: list[dict[str, Any]], store: ImageStore,
-                 by: str, embedded: bool) -> None:
+def _write_index(
+    path: str, kind: str, entries: list[dict[str, Any]], store: ImageStore, by: str, embedded: bool
+) -> None:
     labels = list(store.labels)
     tmp = path + ".tmp"
     if kind == "json":
-        document = {"format": INDEX_FORMAT, "version": 1, "store": os.path.basename(store.path),
-                    "grouped_by": by, "embedded_metadata": embedded, "labels": labels,
-                    "images": entries}
+        document = {
+            "format": INDEX_FORMAT,
+            "version": 1,
+            "store": os.path.basename(store.path),
+            "grouped_by": by,
+            "embedded_metadata": embedded,
+            "labels": labels,
+            "images": entries,
+        }
         with open(tmp, "w", encoding="utf-8") as fh:
             json.dump(document, fh, ensure_ascii=False, indent=1, allow_nan=False)
     else:
@@ -187,14 +234,14 @@ def read_index(root: str | os.PathLike) -> dict[str, Any] | None:
     header = rows[0] if rows else []
     if header[: len(CSV_COLUMNS)] != CSV_COLUMNS:
         raise InvalidInputError(f"{csv_path} is not an index h5store wrote (columns {header[:8]})")
-    labels = [c[len("score:"):] for c in header[len(CSV_COLUMNS):]]
+    labels = [c[len("score:") :] for c in header[len(CSV_COLUMNS) :]]
     images = []
     for row in rows[1:]:
         e: dict[str, Any] = dict(zip(CSV_COLUMNS, (v or None for v in row)))
         e["id"] = int(e["id"])
         e["crc32"] = None if e["crc32"] is None else int(e["crc32"])
         e["score"] = None if e["score"] is None else float(e["score"])
-        vector = row[len(CSV_COLUMNS):]
+        vector = row[len(CSV_COLUMNS) :]
         e["scores"] = [float(x) for x in vector] if vector and all(vector) else None
         images.append(e)
     return {"format": INDEX_FORMAT, "labels": labels, "images": images}
@@ -221,12 +268,19 @@ def list_folder(root: str | os.PathLike) -> list[tuple[str, str]]:
     files = _files_of_tree(root)
     if not files:
         raise InvalidInputError(
-            f"{root} has no class folders with images (expected root/<class>/<image>)")
+            f"{root} has no class folders with images (expected root/<class>/<image>)"
+        )
     return files
 
 
-def import_folder(store: ImageStore, root: str | os.PathLike, *, batch_size: int = 256,
-                  allow_duplicates: bool = False, progress: bool = True) -> np.ndarray:
+def import_folder(
+    store: ImageStore,
+    root: str | os.PathLike,
+    *,
+    batch_size: int = 256,
+    allow_duplicates: bool = False,
+    progress: bool = True,
+) -> np.ndarray:
     """Add the images of an ImageFolder tree ``root/<class>/<file>``; returns the new ids.
 
     A folder h5store exported (it has ``h5store-index.json`` or ``.csv``) comes back as it
@@ -244,7 +298,8 @@ def import_folder(store: ImageStore, root: str | os.PathLike, *, batch_size: int
     items = _items_from_index(root, index) if index else _items_from_tree(root)
     if not items:
         raise InvalidInputError(
-            f"{root} has no class folders with images (expected root/<class>/<image>)")
+            f"{root} has no class folders with images (expected root/<class>/<image>)"
+        )
     if index:
         _declare_vector_labels(store, index, items)
     _refuse_duplicates(store, root, items, allow_duplicates)
@@ -265,8 +320,10 @@ def import_folder(store: ImageStore, root: str | os.PathLike, *, batch_size: int
 
 
 def _items_from_tree(root: str) -> list[dict[str, Any]]:
-    return [{"path": path, "label": label, "true_label": label, "source": path}
-            for label, path in _files_of_tree(root)]
+    return [
+        {"path": path, "label": label, "true_label": label, "source": path}
+        for label, path in _files_of_tree(root)
+    ]
 
 
 def _items_from_index(root: str, index: dict[str, Any]) -> list[dict[str, Any]]:
@@ -275,12 +332,23 @@ def _items_from_index(root: str, index: dict[str, Any]) -> list[dict[str, Any]]:
         path = os.path.realpath(os.path.join(root, str(e.get("file", ""))))
         if os.path.commonpath([root, path]) != root:
             raise InvalidInputError(
-                f"entry {k} of the index points outside {root}: {e.get('file')!r}")
+                f"entry {k} of the index points outside {root}: {e.get('file')!r}"
+            )
         if not os.path.isfile(path):
             raise InvalidInputError(f"the index lists {e.get('file')!r}, which is not in {root}")
-        items.append({"path": path, "label": e["label"], "true_label": e.get("true_label"),
-                      "score": e.get("score"), "scores": e.get("scores"), "id": e.get("id"),
-                      "source": e.get("source"), "codec": e.get("codec"), "crc32": e.get("crc32")})
+        items.append(
+            {
+                "path": path,
+                "label": e["label"],
+                "true_label": e.get("true_label"),
+                "score": e.get("score"),
+                "scores": e.get("scores"),
+                "id": e.get("id"),
+                "source": e.get("source"),
+                "codec": e.get("codec"),
+                "crc32": e.get("crc32"),
+            }
+        )
     return items
 
 
@@ -345,36 +413,66 @@ def _import_chunk(store: ImageStore, chunk: list[dict[str, Any]]) -> list[np.nda
     groups: dict[tuple[bool, str], list[tuple[dict[str, Any], Any]]] = {}
     for encoded, group in ((True, as_is), (False, decoded)):
         for item, data in group:
-            kind = ("vector" if item.get("scores") is not None
-                    else "top1" if item.get("score") is not None else "none")
+            kind = (
+                "vector"
+                if item.get("scores") is not None
+                else "top1"
+                if item.get("score") is not None
+                else "none"
+            )
             groups.setdefault((encoded, kind), []).append((item, data))
     out = []
     for (encoded, kind), group in groups.items():
         items = [item for item, _ in group]
-        scores = None if kind == "none" else np.array(
-            [item["scores" if kind == "vector" else "score"] for item in items], dtype=np.float32)
+        scores = (
+            None
+            if kind == "none"
+            else np.array(
+                [item["scores" if kind == "vector" else "score"] for item in items],
+                dtype=np.float32,
+            )
+        )
         ids = [item.get("id") for item in items]
         add = store.add_encoded_batch if encoded else store.add_batch
-        out.append(add(
-            [data for _, data in group], labels=[item["label"] for item in items],
-            true_labels=[item.get("true_label") for item in items], scores=scores,
-            ids=ids if all(i is not None for i in ids) else None,
-            sources=[item.get("source") for item in items]))
+        out.append(
+            add(
+                [data for _, data in group],
+                labels=[item["label"] for item in items],
+                true_labels=[item.get("true_label") for item in items],
+                scores=scores,
+                ids=ids if all(i is not None for i in ids) else None,
+                sources=[item.get("source") for item in items],
+            )
+        )
     return out
 
 
-def add_files(store: ImageStore, paths: Sequence[str], labels: Sequence[str], *,
-              true_labels: Sequence[str | None] | None = None, scores: Sequence[float] | None = None,
-              ids: Sequence[int] | None = None, first_id: int | None = None,
-              sources: Sequence[str] | None = None, batch_size: int = 256,
-              progress: bool = True) -> np.ndarray:
+def add_files(
+    store: ImageStore,
+    paths: Sequence[str],
+    labels: Sequence[str],
+    *,
+    true_labels: Sequence[str | None] | None = None,
+    scores: Sequence[float] | None = None,
+    ids: Sequence[int] | None = None,
+    first_id: int | None = None,
+    sources: Sequence[str] | None = None,
+    batch_size: int = 256,
+    progress: bool = True,
+) -> np.ndarray:
     """Add image files, ``batch_size`` at a time: the ones the class's codec stores as they are
     (a JPEG file into a JPEG class) without decoding, the others decoded and encoded (in each
     batch the first kind first). ``ids``: one per file; else ``first_id``: ids count up from
     it in the order the images are added, as the store would number them from there. Returns
     the new ids in the order added."""
     n = len(paths)
-    columns = {"label": labels, "true_label": true_labels, "score": scores, "id": ids, "source": sources}
+    columns = {
+        "label": labels,
+        "true_label": true_labels,
+        "score": scores,
+        "id": ids,
+        "source": sources,
+    }
     columns = {name: list(values) for name, values in columns.items() if values is not None}
     new_ids = []
     next_id = first_id

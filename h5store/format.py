@@ -142,7 +142,9 @@ def stack_path(label: str, height: int, width: int, channels: int, dtype: str) -
 def codec_config_json(codec: Codec) -> str:
     text = json.dumps(codec.get_config(), sort_keys=True)
     if len(text.encode("utf-8")) > MAX_CODEC_CONFIG_BYTES:
-        raise FormatError(f"configuration of codec {codec.codec_id!r} exceeds {MAX_CODEC_CONFIG_BYTES} bytes")
+        raise FormatError(
+            f"configuration of codec {codec.codec_id!r} exceeds {MAX_CODEC_CONFIG_BYTES} bytes"
+        )
     return text
 
 
@@ -228,8 +230,13 @@ def create_layout(f: h5py.File) -> None:
         track_times=False,
     )
     f.create_dataset(
-        STACKS, shape=(0,), maxshape=(None,), chunks=(16,), dtype=STACKS_DTYPE,
-        compression="gzip", track_times=False,  # mostly padding of codec_config
+        STACKS,
+        shape=(0,),
+        maxshape=(None,),
+        chunks=(16,),
+        dtype=STACKS_DTYPE,
+        compression="gzip",
+        track_times=False,  # mostly padding of codec_config
     )
     f[CLASSES] = _new_group(f, CLASS_LINKS_RESERVED)
 
@@ -263,10 +270,12 @@ def _new_attrs(obj: h5py.HLObject, attrs: dict[str, Any]) -> None:
     for name, value in attrs.items():
         data = np.array(value, dtype=_STR) if isinstance(value, str) else np.asarray(value)
         file_type, memory_type = _attr_types(data.dtype)
-        space = h5py.h5s.create_simple(data.shape) if data.ndim else h5py.h5s.create(
-            h5py.h5s.SCALAR)
+        space = (
+            h5py.h5s.create_simple(data.shape) if data.ndim else h5py.h5s.create(h5py.h5s.SCALAR)
+        )
         h5py.h5a.create(obj.id, name.encode("utf-8"), file_type, space).write(
-            data, mtype=memory_type)
+            data, mtype=memory_type
+        )
 
 
 # Object-header space reserved for links, so that linking a new class (or a new stack into its
@@ -323,8 +332,9 @@ class PendingLinks:
     def __init__(self) -> None:
         self._links: list[tuple[h5py.Group, str, h5py.HLObject, bool]] = []
 
-    def add(self, parent: h5py.Group, name: str, obj: h5py.HLObject, *,
-            replace: bool = False) -> None:
+    def add(
+        self, parent: h5py.Group, name: str, obj: h5py.HLObject, *, replace: bool = False
+    ) -> None:
         self._links.append((parent, name, obj, replace))
 
     def link_all(self, f: h5py.File) -> None:
@@ -340,11 +350,19 @@ class PendingLinks:
         self._links.clear()
 
 
-def create_class(f: h5py.File, class_id: int, label: str, codec: Codec,
-                 links: PendingLinks) -> h5py.Group:
+def create_class(
+    f: h5py.File, class_id: int, label: str, codec: Codec, links: PendingLinks
+) -> h5py.Group:
     group = _new_group(f, STACK_LINKS_RESERVED)
-    _new_attrs(group, {"label": label, "class_id": np.uint32(class_id), "count": np.uint64(0),
-                       **_codec_attrs(codec)})
+    _new_attrs(
+        group,
+        {
+            "label": label,
+            "class_id": np.uint32(class_id),
+            "count": np.uint64(0),
+            **_codec_attrs(codec),
+        },
+    )
     # Previews live outside the class groups, so rewriting one never touches a group that
     # holds images; the link dangles until the writer first closes.
     group["preview"] = h5py.SoftLink(preview_path(label))
@@ -356,8 +374,14 @@ def preview_path(label: str) -> str:
     return f"/{PREVIEWS}/{safe_name(label)}/data"
 
 
-def write_preview(f: h5py.File, label: str, sheet: np.ndarray, ids: np.ndarray,
-                  links: PendingLinks, previews_root: list[h5py.Group]) -> None:
+def write_preview(
+    f: h5py.File,
+    label: str,
+    sheet: np.ndarray,
+    ids: np.ndarray,
+    links: PendingLinks,
+    previews_root: list[h5py.Group],
+) -> None:
     """(Re)write the contact sheet of ``label``: an HDF5 Image (HDFView, h5web) inside a NeXus
     NXdata group whose signal is an RGB image (silx)."""
     # ``previews_root`` carries /previews between the calls of one epoch, new or not.
@@ -370,20 +394,28 @@ def write_preview(f: h5py.File, label: str, sheet: np.ndarray, ids: np.ndarray,
     root = previews_root[0]
     name = safe_name(label)
     group = _new_group(f, 2)
-    _new_attrs(group, {"NX_class": _fixed_ascii("NXdata"), "signal": _fixed_ascii("data"),
-                       "label": label})
+    _new_attrs(
+        group, {"NX_class": _fixed_ascii("NXdata"), "signal": _fixed_ascii("data"), "label": label}
+    )
     ds = group.create_dataset(
-        "data", data=sheet, chunks=sheet.shape, compression="gzip", compression_opts=9,
+        "data",
+        data=sheet,
+        chunks=sheet.shape,
+        compression="gzip",
+        compression_opts=9,
         track_times=False,
     )
-    _new_attrs(ds, {
-        "CLASS": _fixed_ascii("IMAGE"),
-        "IMAGE_VERSION": _fixed_ascii("1.2"),
-        "IMAGE_SUBCLASS": _fixed_ascii("IMAGE_TRUECOLOR"),
-        "INTERLACE_MODE": _fixed_ascii("INTERLACE_PIXEL"),
-        "interpretation": _fixed_ascii("rgba-image"),
-        "ids": np.asarray(ids, dtype="<i8"),
-    })
+    _new_attrs(
+        ds,
+        {
+            "CLASS": _fixed_ascii("IMAGE"),
+            "IMAGE_VERSION": _fixed_ascii("1.2"),
+            "IMAGE_SUBCLASS": _fixed_ascii("IMAGE_TRUECOLOR"),
+            "INTERLACE_MODE": _fixed_ascii("INTERLACE_PIXEL"),
+            "interpretation": _fixed_ascii("rgba-image"),
+            "ids": np.asarray(ids, dtype="<i8"),
+        },
+    )
     links.add(root, name, group, replace=True)
 
 
@@ -432,19 +464,24 @@ def create_stack(
     htype = h5py.h5t.py_create(np.dtype(dtype).newbyteorder("<"))
     dsid = h5py.h5d.create(group.id, None, htype, space, dcpl=dcpl)
     stack = h5py.Dataset(dsid)
-    image_attrs: dict[str, Any] = {"CLASS": _fixed_ascii("IMAGE"),
-                                   "IMAGE_VERSION": _fixed_ascii("1.2")}
+    image_attrs: dict[str, Any] = {
+        "CLASS": _fixed_ascii("IMAGE"),
+        "IMAGE_VERSION": _fixed_ascii("1.2"),
+    }
     if channels == 1:
         image_attrs["IMAGE_SUBCLASS"] = _fixed_ascii("IMAGE_GRAYSCALE")
         image_attrs["IMAGE_WHITE_IS_ZERO"] = np.uint8(0)
     else:
         image_attrs["IMAGE_SUBCLASS"] = _fixed_ascii("IMAGE_TRUECOLOR")
         image_attrs["INTERLACE_MODE"] = _fixed_ascii("INTERLACE_PIXEL")
-    _new_attrs(stack, {
-        **image_attrs,
-        **_codec_attrs(codec),
-        "filter_registered": np.uint8(bool(hdf5_filter and hdf5_filter.registered)),
-    })
+    _new_attrs(
+        stack,
+        {
+            **image_attrs,
+            **_codec_attrs(codec),
+            "filter_registered": np.uint8(bool(hdf5_filter and hdf5_filter.registered)),
+        },
+    )
     links.add(group, name, stack)
     return stack
 
@@ -543,8 +580,9 @@ def check_aligned(ds: object, path: str) -> None:
         raise FormatError(f"{path}: /{name} is damaged (not the table h5store wrote)")
 
 
-def check_score_vector(vector: np.ndarray, label: int, top1: np.float32, image_id: int,
-                       path: str) -> None:
+def check_score_vector(
+    vector: np.ndarray, label: int, top1: np.float32, image_id: int, path: str
+) -> None:
     """/scores has no checksum, but each row's entry for the predicted class was also written
     to the index (which has one, in its compression): they must agree."""
     if label < len(vector):
@@ -580,8 +618,10 @@ def check_rows(rows: np.ndarray, stacks: np.ndarray, n_labels: int, path: str) -
     checks = [
         (rows["stack"] >= len(stacks), "stack id out of range"),
         (rows["label"] >= n_labels, "class id out of range"),
-        ((rows["true_label"] < NO_TRUE_LABEL) | (rows["true_label"] >= n_labels),
-         "true class id out of range"),
+        (
+            (rows["true_label"] < NO_TRUE_LABEL) | (rows["true_label"] >= n_labels),
+            "true class id out of range",
+        ),
         (rows["id"] < 0, "negative id"),
         (rows["deleted"] > 1, "deleted flag not 0 or 1"),
     ]
@@ -609,7 +649,6 @@ def _bad_row(rows: np.ndarray, row: int, what: str, path: str) -> None:
     )
 
 
-
 def read_labels(f: h5py.File) -> list[str]:
     ds = f[LABELS]
     if not isinstance(ds, h5py.Dataset) or ds.ndim != 1:
@@ -631,8 +670,9 @@ def read_tail_rows(f: h5py.File) -> np.ndarray:
     return ds[()]
 
 
-def read_index_rows(f: h5py.File, read_bytes: Callable[[int, int], bytes] | None = None,
-                    threads: int = 1) -> np.ndarray:
+def read_index_rows(
+    f: h5py.File, read_bytes: Callable[[int, int], bytes] | None = None, threads: int = 1
+) -> np.ndarray:
     """All rows stored in /index.
 
     With ``read_bytes(offset, size)`` (reading the file directly) the chunks are inflated and
@@ -651,7 +691,9 @@ def read_index_rows(f: h5py.File, read_bytes: Callable[[int, int], bytes] | None
     if pipeline != [h5py.h5z.FILTER_SHUFFLE, h5py.h5z.FILTER_DEFLATE]:
         return ds[()]
     chunks: list[tuple[int, int, int, int]] = []
-    ds.id.chunk_iter(lambda c: chunks.append((c.chunk_offset[0], c.byte_offset, c.size, c.filter_mask)))
+    ds.id.chunk_iter(
+        lambda c: chunks.append((c.chunk_offset[0], c.byte_offset, c.size, c.filter_mask))
+    )
     rows_per_chunk = ds.chunks[0]
     if any(mask for *_, mask in chunks) or len(chunks) != -(-n // rows_per_chunk):
         return ds[()]
@@ -731,8 +773,13 @@ def remove_unreferenced_structure(f: h5py.File, labels: list[str], rows: np.ndar
     if table.shape[0] > keep:
         table.resize(keep, axis=0)
     known = {
-        stack_path(labels[int(r["label"])], int(r["height"]), int(r["width"]), int(r["channels"]),
-                   r["dtype"].decode())
+        stack_path(
+            labels[int(r["label"])],
+            int(r["height"]),
+            int(r["width"]),
+            int(r["channels"]),
+            r["dtype"].decode(),
+        )
         for r in table[()]
     }
     committed_groups = {safe_name(labels[int(k)]) for k in np.unique(rows["label"])}

@@ -22,11 +22,13 @@ HOT_COLUMNS = ("offset", "nbytes", "stack", "deleted", "id", "label", "true_labe
 #: What one read needs of its row, packed into 24 bytes: a random read in a million-row store
 #: then costs one cache miss for its row instead of one per column (1.2 -> 0.5 us measured for
 #: the five lookups at 1M rows, against 0.3 us at 10k).
-LOCATION_DTYPE = np.dtype({
-    "names": ["offset", "nbytes", "crc32", "stack", "deleted"],
-    "formats": ["=u8", "=u4", "=u4", "=u4", "u1"],
-    "itemsize": 24,
-})
+LOCATION_DTYPE = np.dtype(
+    {
+        "names": ["offset", "nbytes", "crc32", "stack", "deleted"],
+        "formats": ["=u8", "=u4", "=u4", "=u4", "u1"],
+        "itemsize": 24,
+    }
+)
 
 
 def _native(dtype: np.dtype) -> np.dtype:
@@ -120,7 +122,11 @@ class Index:
             if start == 0:
                 self._dense_start = int(ids[0])
             first = self._dense_start + start
-            if not (ids[0] == first and ids[-1] == first + k - 1 and np.array_equal(ids, np.arange(first, first + k))):
+            if not (
+                ids[0] == first
+                and ids[-1] == first + k - 1
+                and np.array_equal(ids, np.arange(first, first + k))
+            ):
                 self._dense_start = None
         if self._dense_start is None and self._row_of_id is not None:
             self._row_of_id.update(zip(ids.tolist(), range(start, start + k)))

@@ -98,7 +98,9 @@ def _resize(image: np.ndarray, height: int, width: int) -> np.ndarray:
     return np.clip(np.rint(resize_area(image, height, width)), 0, 255).astype(np.uint8)
 
 
-def sample_set(n: int = 256, size: int = 224, *, seed: int = 0, accuracy: float = 0.85) -> SampleSet:
+def sample_set(
+    n: int = 256, size: int = 224, *, seed: int = 0, accuracy: float = 0.85
+) -> SampleSet:
     """``n`` crops of ``size`` x ``size`` px, balanced over the classes, with predictions."""
     if n < 1 or size < 8:
         raise ValueError("n must be >= 1 and size >= 8")

@@ -1,10 +1,10 @@
 """``ImageStore``: the public API, a thin layer over the format, the codecs and the file session.
 
-    >>> with h5store.open("run.h5", "w", codec="jpeg", quality=90) as store:
-    ...     ids = store.add_batch(images, labels=predicted, scores=probabilities)
-    >>> with h5store.open("run.h5") as store:
-    ...     wrong = store.query(min_score=0.9, correct=False)
-    ...     pictures = store.get_batch(wrong)
+>>> with h5store.open("run.h5", "w", codec="jpeg", quality=90) as store:
+...     ids = store.add_batch(images, labels=predicted, scores=probabilities)
+>>> with h5store.open("run.h5") as store:
+...     wrong = store.query(min_score=0.9, correct=False)
+...     pictures = store.get_batch(wrong)
 """
 
 from __future__ import annotations
@@ -101,12 +101,17 @@ class Record:
         # Scores are stored as float32: print them as float32 (0.9753115, not the float64
         # expansion 0.9753115177154541 of the same number).
         score = None if self.score is None else str(np.float32(self.score))
-        scores = None if self.scores is None else np.array2string(
-            self.scores, precision=4, separator=", ", threshold=8)
-        return (f"Record(id={self.id}, label={self.label!r}, true_label={self.true_label!r}, "
-                f"score={score}, shape={self.shape}, dtype={self.dtype!r}, codec={self.codec!r}, "
-                f"nbytes={self.nbytes}, crc32={self.crc32:#010x}, source={self.source!r}, "
-                f"scores={scores}, stack={self.stack!r}, position={self.position})")
+        scores = (
+            None
+            if self.scores is None
+            else np.array2string(self.scores, precision=4, separator=", ", threshold=8)
+        )
+        return (
+            f"Record(id={self.id}, label={self.label!r}, true_label={self.true_label!r}, "
+            f"score={score}, shape={self.shape}, dtype={self.dtype!r}, codec={self.codec!r}, "
+            f"nbytes={self.nbytes}, crc32={self.crc32:#010x}, source={self.source!r}, "
+            f"scores={scores}, stack={self.stack!r}, position={self.position})"
+        )
 
 
 @dataclass
@@ -171,8 +176,14 @@ class ImageStore:
         try:
             self._writer_file = writer_file
             self._load(writer_file.f)
-            self._writer = StoreWriter(writer_file, self._catalog, self._index, self._mapped,
-                                       self._default_codec, self._preview_images)
+            self._writer = StoreWriter(
+                writer_file,
+                self._catalog,
+                self._index,
+                self._mapped,
+                self._default_codec,
+                self._preview_images,
+            )
         except BaseException:
             writer_file.close()
             self._release()
@@ -271,8 +282,11 @@ class ImageStore:
     def __del__(self) -> None:
         # Like an unclosed file: finish the write session and release the lock, and say so.
         if getattr(self, "_mapped", None) is not None:
-            warnings.warn(f"h5store: {self.path} was not closed; closing it now",
-                          ResourceWarning, stacklevel=2)
+            warnings.warn(
+                f"h5store: {self.path} was not closed; closing it now",
+                ResourceWarning,
+                stacklevel=2,
+            )
             try:
                 self.close()
             except Exception:  # during interpreter shutdown h5py may already be gone
@@ -368,8 +382,12 @@ class ImageStore:
         return {"path": self.path, "verify_reads": self._verify_reads, "locking": self._locking}
 
     def __setstate__(self, state: dict[str, Any]) -> None:
-        self.__init__(state["path"], "r", verify_reads=state.get("verify_reads", True),
-                      locking=state.get("locking"))
+        self.__init__(
+            state["path"],
+            "r",
+            verify_reads=state.get("verify_reads", True),
+            locking=state.get("locking"),
+        )
 
     def __repr__(self) -> str:
         if self.closed:
@@ -407,8 +425,14 @@ class ImageStore:
         return self._check_writable().add_labels(names)
 
     @_writes
-    def create_class(self, label: str, codec: str | Codec | None = None, *,
-                     quality: int | None = None, **codec_options: Any) -> None:
+    def create_class(
+        self,
+        label: str,
+        codec: str | Codec | None = None,
+        *,
+        quality: int | None = None,
+        **codec_options: Any,
+    ) -> None:
         """Create the class ``label`` with its own codec (otherwise classes take the store's
         default codec when their first image arrives). Repeating the call is harmless."""
         writer = self._check_writable()
@@ -422,18 +446,32 @@ class ImageStore:
 
     # ------------------------------------------------------------------ adding
 
-    def add(self, image: Any, *, label: str | int, score: float | Sequence[float] | None = None,
-            true_label: str | int | None = None, id: int | None = None,
-            source: str | None = None) -> int:
+    def add(
+        self,
+        image: Any,
+        *,
+        label: str | int,
+        score: float | Sequence[float] | None = None,
+        true_label: str | int | None = None,
+        id: int | None = None,
+        source: str | None = None,
+    ) -> int:
         """Store one image; returns its id. See :meth:`add_batch`."""
-        return int(self.add_batch([image], **_one_image_batch(label, score, true_label, id,
-                                                               source))[0])
+        return int(
+            self.add_batch([image], **_one_image_batch(label, score, true_label, id, source))[0]
+        )
 
     @_writes
-    def add_batch(self, images: Any, *, labels: Sequence[str | int], scores: Any = None,
-                  true_labels: Sequence[str | int | None] | None = None,
-                  ids: Sequence[int] | None = None,
-                  sources: Sequence[str | None] | None = None) -> np.ndarray:
+    def add_batch(
+        self,
+        images: Any,
+        *,
+        labels: Sequence[str | int],
+        scores: Any = None,
+        true_labels: Sequence[str | int | None] | None = None,
+        ids: Sequence[int] | None = None,
+        sources: Sequence[str | None] | None = None,
+    ) -> np.ndarray:
         """Store a batch of images; returns their ids. All of it lands, or none of it.
 
         ``images``: a sequence of (H, W) or (H, W, C) uint8/uint16 arrays, PIL images or
@@ -446,12 +484,14 @@ class ImageStore:
         writer = self._check_writable()
         imgs = _inputs.as_images(images)
         geometries = [
-            Geometry(a.shape[0], a.shape[1], 1 if a.ndim == 2 else a.shape[2],
-                     _DTYPE_NAMES[a.dtype])
+            Geometry(
+                a.shape[0], a.shape[1], 1 if a.ndim == 2 else a.shape[2], _DTYPE_NAMES[a.dtype]
+            )
             for a in imgs
         ]
-        batch = writer.prepare(len(imgs), labels, scores, true_labels, ids, sources,
-                               geometries=geometries)
+        batch = writer.prepare(
+            len(imgs), labels, scores, true_labels, ids, sources, geometries=geometries
+        )
         codecs = [batch.codecs[number] for number in batch.key_of_image.tolist()]
 
         def encode(k: int) -> tuple[bytes, int]:
@@ -460,21 +500,35 @@ class ImageStore:
 
         return writer.commit(batch, thread_imap(encode, range(len(imgs))))
 
-    def add_encoded(self, data: bytes, *, label: str | int,
-                    score: float | Sequence[float] | None = None,
-                    true_label: str | int | None = None, id: int | None = None,
-                    source: str | None = None) -> int:
+    def add_encoded(
+        self,
+        data: bytes,
+        *,
+        label: str | int,
+        score: float | Sequence[float] | None = None,
+        true_label: str | int | None = None,
+        id: int | None = None,
+        source: str | None = None,
+    ) -> int:
         """Store one pre-encoded image (e.g. a JPEG file's bytes) as-is: no decode, no
         re-encode. The bytes must be a valid stream of the class's codec."""
-        return int(self.add_encoded_batch([data], **_one_image_batch(label, score, true_label,
-                                                                     id, source))[0])
+        return int(
+            self.add_encoded_batch(
+                [data], **_one_image_batch(label, score, true_label, id, source)
+            )[0]
+        )
 
     @_writes
-    def add_encoded_batch(self, data: Sequence[bytes], *, labels: Sequence[str | int],
-                          scores: Any = None,
-                          true_labels: Sequence[str | int | None] | None = None,
-                          ids: Sequence[int] | None = None,
-                          sources: Sequence[str | None] | None = None) -> np.ndarray:
+    def add_encoded_batch(
+        self,
+        data: Sequence[bytes],
+        *,
+        labels: Sequence[str | int],
+        scores: Any = None,
+        true_labels: Sequence[str | int | None] | None = None,
+        ids: Sequence[int] | None = None,
+        sources: Sequence[str | None] | None = None,
+    ) -> np.ndarray:
         """Store pre-encoded images as-is; the batch form of :meth:`add_encoded`."""
         writer = self._check_writable()
         if isinstance(data, (bytes, bytearray, memoryview)) or not isinstance(data, Sequence):
@@ -504,8 +558,9 @@ class ImageStore:
                 geometry = checked.get(key)
                 if geometry is None:
                     codec.check_image(info.height, info.width, info.channels, info.dtype)
-                    geometry = checked[key] = Geometry(info.height, info.width, info.channels,
-                                                       info.dtype.name)
+                    geometry = checked[key] = Geometry(
+                        info.height, info.width, info.channels, info.dtype.name
+                    )
             except CodecError as exc:
                 raise CodecError(f"encoded image {k}: {exc}") from None
             geometries.append(geometry)
@@ -605,7 +660,9 @@ class ImageStore:
                     images.append(np.zeros(self.record(image_id).shape, np.uint8))
             return images
 
-    def get_batch(self, ids: Sequence[int], *, out: np.ndarray | None = None) -> list[np.ndarray] | np.ndarray:
+    def get_batch(
+        self, ids: Sequence[int], *, out: np.ndarray | None = None
+    ) -> list[np.ndarray] | np.ndarray:
         """Decoded images for many ids (decoded in parallel threads), in the order given.
 
         With ``out``, an array of shape (len(ids), H, W[, C]) and the images' dtype, the
@@ -617,7 +674,9 @@ class ImageStore:
         if out is None:
             return thread_map(self._decode, rows.tolist())
         if out.shape[0] != len(rows) or not out.flags.c_contiguous:
-            raise InvalidInputError(f"out must be C-contiguous with {len(rows)} images along axis 0")
+            raise InvalidInputError(
+                f"out must be C-contiguous with {len(rows)} images along axis 0"
+            )
         row_list = rows.tolist()
         thread_map(lambda k: self._decode_into(row_list[k], out[k]), range(len(rows)))
         return out
@@ -686,10 +745,15 @@ class ImageStore:
 
     # ------------------------------------------------------------------ queries
 
-    def query(self, *, label: str | int | Sequence[str | int] | None = None,
-              true_label: str | int | Sequence[str | int] | None = None,
-              min_score: float | None = None, max_score: float | None = None,
-              correct: bool | None = None) -> np.ndarray:
+    def query(
+        self,
+        *,
+        label: str | int | Sequence[str | int] | None = None,
+        true_label: str | int | Sequence[str | int] | None = None,
+        min_score: float | None = None,
+        max_score: float | None = None,
+        correct: bool | None = None,
+    ) -> np.ndarray:
         """Ids of live images matching every condition given, in insertion order.
 
         ``label``/``true_label`` take one label or several (any of them match). Score bounds
@@ -733,8 +797,9 @@ class ImageStore:
             out[inside] = values[rows[inside]]
             return out
         out = np.full(len(rows), None, dtype=object)
-        out[inside] = [(v.decode("utf-8") if isinstance(v, bytes) else v) or None
-                       for v in values[rows[inside]]]
+        out[inside] = [
+            (v.decode("utf-8") if isinstance(v, bytes) else v) or None for v in values[rows[inside]]
+        ]
         return out
 
     @property
@@ -790,8 +855,15 @@ class ImageStore:
                     frame[f"score:{name}"] = vectors[:, k]
         return frame
 
-    def to_sql(self, url_or_engine: Any, *, table: str = "images", if_exists: str = "fail",
-               files: dict[int, str] | None = None, ids: Sequence[int] | None = None) -> int:
+    def to_sql(
+        self,
+        url_or_engine: Any,
+        *,
+        table: str = "images",
+        if_exists: str = "fail",
+        files: dict[int, str] | None = None,
+        ids: Sequence[int] | None = None,
+    ) -> int:
         """Write the index to a SQL database (SQLAlchemy URL or Engine; a path means SQLite):
         one row per live image in ``table`` (id, label, true_label, score, correct, geometry,
         codec, bytes, crc32, the HDF5 dataset and position of its chunk, source, and ``files``'
@@ -802,8 +874,7 @@ class ImageStore:
         from .sql import to_sql
 
         self._check_open()
-        return to_sql(self, url_or_engine, table=table, if_exists=if_exists, files=files,
-                      ids=ids)
+        return to_sql(self, url_or_engine, table=table, if_exists=if_exists, files=files, ids=ids)
 
     # ------------------------------------------------------------------ integrity
 
@@ -852,15 +923,26 @@ class ImageStore:
 
 def _one_image_batch(label, score, true_label, image_id, source) -> dict[str, Any]:
     """The batch arguments of ``add`` / ``add_encoded`` for their one image."""
-    return dict(labels=[label], scores=None if score is None else [score],
-                true_labels=[true_label], ids=None if image_id is None else [image_id],
-                sources=None if source is None else [source])
+    return dict(
+        labels=[label],
+        scores=None if score is None else [score],
+        true_labels=[true_label],
+        ids=None if image_id is None else [image_id],
+        sources=None if source is None else [source],
+    )
 
 
-def open(path: str | os.PathLike | Sequence[str | os.PathLike], mode: str = "r", *,
-         codec: str | Codec = "jpeg", quality: int = 90, labels: Sequence[str] | None = None,
-         verify_reads: bool = True, locking: bool | str | None = None,
-         **codec_options: Any) -> ImageStore:
+def open(
+    path: str | os.PathLike | Sequence[str | os.PathLike],
+    mode: str = "r",
+    *,
+    codec: str | Codec = "jpeg",
+    quality: int = 90,
+    labels: Sequence[str] | None = None,
+    verify_reads: bool = True,
+    locking: bool | str | None = None,
+    **codec_options: Any,
+) -> ImageStore:
     """Open or create an h5store file; use as a context manager.
 
     A list of paths opens shards (files written by parallel writers) read-only as one store,
@@ -895,5 +977,13 @@ def open(path: str | os.PathLike | Sequence[str | os.PathLike], mode: str = "r",
         from .sharded import ShardedStore
 
         return ShardedStore(path, verify_reads=verify_reads)
-    return ImageStore(path, mode, codec=codec, quality=quality, labels=labels,
-                      verify_reads=verify_reads, locking=locking, **codec_options)
+    return ImageStore(
+        path,
+        mode,
+        codec=codec,
+        quality=quality,
+        labels=labels,
+        verify_reads=verify_reads,
+        locking=locking,
+        **codec_options,
+    )

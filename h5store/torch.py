@@ -73,7 +73,9 @@ class ImageStoreDataset(Dataset):
         if target not in TARGETS:
             raise InvalidInputError(f"target must be one of {TARGETS}, got {target!r}")
         # A list of paths: shards read as one store (h5store.open([...])).
-        self.path = [os.fspath(p) for p in path] if isinstance(path, (list, tuple)) else os.fspath(path)
+        self.path = (
+            [os.fspath(p) for p in path] if isinstance(path, (list, tuple)) else os.fspath(path)
+        )
         self.transform = transform
         self.target = target
         self.verify_reads = verify_reads
@@ -89,8 +91,14 @@ class ImageStoreDataset(Dataset):
             raise h5store.UnknownIdError(f"no image with id {exc.args[0]} in {self.path}") from None
         self.targets = None if target in (None, "id") else live[target][rows].astype(np.int64)
         # Each sample's (shape, dtype), so a batch needs no metadata read to size its tensor.
-        geometry = list(zip(live["height"][rows].tolist(), live["width"][rows].tolist(),
-                            live["channels"][rows].tolist(), live["dtype"][rows].tolist()))
+        geometry = list(
+            zip(
+                live["height"][rows].tolist(),
+                live["width"][rows].tolist(),
+                live["channels"][rows].tolist(),
+                live["dtype"][rows].tolist(),
+            )
+        )
         kinds = {key: k for k, key in enumerate(dict.fromkeys(geometry))}
         self._geometries = [(image_shape(h, w, c), np.dtype(d.decode())) for h, w, c, d in kinds]
         self._geometry_of = np.array([kinds[key] for key in geometry], dtype=np.int32)
@@ -168,8 +176,15 @@ class ImageStoreDataset(Dataset):
         images = torch.stack([to_tensor(image) for image in self._handle().get_batch(self.ids[ks])])
         return self._finish_batch(images, ks)
 
-    def loader(self, batch_size: int = 64, *, shuffle: bool = False, drop_last: bool = False,
-               generator: torch.Generator | None = None, **kwargs: Any) -> DataLoader:
+    def loader(
+        self,
+        batch_size: int = 64,
+        *,
+        shuffle: bool = False,
+        drop_last: bool = False,
+        generator: torch.Generator | None = None,
+        **kwargs: Any,
+    ) -> DataLoader:
         """A DataLoader that fetches whole batches with :meth:`batch` (no per-sample collation);
         other keyword arguments (``num_workers``, ``pin_memory``, ...) go to DataLoader. Its
         workers reuse shared-memory blocks for the batches the main process has let go of."""
@@ -246,7 +261,8 @@ class _Slots:
             block = self._blocks.get(slot)
             if block is None or block.numel() != _HEADER + nbytes:
                 block = torch.empty(0, dtype=torch.uint8).set_(
-                    torch.UntypedStorage._new_shared(_HEADER + nbytes))
+                    torch.UntypedStorage._new_shared(_HEADER + nbytes)
+                )
                 header = self.token + slot.to_bytes(4, "little")
                 block[: len(header)] = torch.frombuffer(bytearray(header), dtype=torch.uint8)
                 self._blocks[slot] = block

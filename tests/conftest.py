@@ -56,12 +56,17 @@ def filled_store(store_path):
     rng = np.random.default_rng(0)
     predicted = [c if rng.random() < 0.7 else "cat" for c in classes]
     with h5store.open(store_path, "w") as store:
-        store.add_batch(images, labels=predicted, scores=rng.random(len(images)), true_labels=classes)
+        store.add_batch(
+            images, labels=predicted, scores=rng.random(len(images)), true_labels=classes
+        )
     return store_path
 
 
-h5dump_missing = pytest.mark.skipif(shutil.which("h5dump") is None, reason="h5dump (Debian hdf5-tools) not installed")
+h5dump_missing = pytest.mark.skipif(
+    shutil.which("h5dump") is None, reason="h5dump (Debian hdf5-tools) not installed"
+)
 
 
 def pytest_report_header(config):
-    return f"h5store {h5store.__version__}, codecs: {', '.join(h5store.available_codecs())}, cpus: {os.cpu_count()}"
+    codecs = ", ".join(h5store.available_codecs())
+    return f"h5store {h5store.__version__}, codecs: {codecs}, cpus: {os.cpu_count()}"

@@ -35,41 +35,123 @@ def check_rejected(path, call, error=H5StoreError, match=None):
 
 
 BAD_CALLS = {
-    "float image": (lambda s: s.add(GOOD.astype(np.float32), label="a"), InvalidInputError, "dtype float32"),
-    "int64 image": (lambda s: s.add(GOOD.astype(np.int64), label="a"), InvalidInputError, "dtype int64"),
+    "float image": (
+        lambda s: s.add(GOOD.astype(np.float32), label="a"),
+        InvalidInputError,
+        "dtype float32",
+    ),
+    "int64 image": (
+        lambda s: s.add(GOOD.astype(np.int64), label="a"),
+        InvalidInputError,
+        "dtype int64",
+    ),
     "bool image": (lambda s: s.add(GOOD > 0, label="a"), InvalidInputError, "dtype bool"),
-    "1-D image": (lambda s: s.add(np.zeros(5, np.uint8), label="a"), InvalidInputError, "1 dimensions"),
-    "4-D image": (lambda s: s.add(np.zeros((2, 2, 2, 2), np.uint8), label="a"), InvalidInputError, "4 dimensions"),
-    "2 channels": (lambda s: s.add(np.zeros((4, 4, 2), np.uint8), label="a"), InvalidInputError, "2 channels"),
-    "empty image": (lambda s: s.add(np.zeros((0, 4, 3), np.uint8), label="a"), InvalidInputError, "empty"),
+    "1-D image": (
+        lambda s: s.add(np.zeros(5, np.uint8), label="a"),
+        InvalidInputError,
+        "1 dimensions",
+    ),
+    "4-D image": (
+        lambda s: s.add(np.zeros((2, 2, 2, 2), np.uint8), label="a"),
+        InvalidInputError,
+        "4 dimensions",
+    ),
+    "2 channels": (
+        lambda s: s.add(np.zeros((4, 4, 2), np.uint8), label="a"),
+        InvalidInputError,
+        "2 channels",
+    ),
+    "empty image": (
+        lambda s: s.add(np.zeros((0, 4, 3), np.uint8), label="a"),
+        InvalidInputError,
+        "empty",
+    ),
     "empty batch": (lambda s: s.add_batch([], labels=[]), InvalidInputError, "empty"),
     "NaN score": (lambda s: s.add(GOOD, label="a", score=float("nan")), InvalidInputError, "NaN"),
-    "inf score": (lambda s: s.add(GOOD, label="a", score=float("inf")), InvalidInputError, "infinity"),
+    "inf score": (
+        lambda s: s.add(GOOD, label="a", score=float("inf")),
+        InvalidInputError,
+        "infinity",
+    ),
     "score > 1": (lambda s: s.add(GOOD, label="a", score=1.5), InvalidInputError, "outside"),
     "negative score": (lambda s: s.add(GOOD, label="a", score=-0.1), InvalidInputError, "outside"),
-    "score vector length": (lambda s: s.add_batch([GOOD], labels=["a"], scores=[[0.5, 0.2, 0.3]]),
-                            InvalidInputError, "3 entries"),
-    "scores count": (lambda s: s.add_batch([GOOD] * 2, labels=["a"] * 2, scores=[0.5]), InvalidInputError, r"shape \(2,\)"),
-    "labels count": (lambda s: s.add_batch([GOOD] * 2, labels=["a"]), InvalidInputError, "1 entries for 2"),
+    "score vector length": (
+        lambda s: s.add_batch([GOOD], labels=["a"], scores=[[0.5, 0.2, 0.3]]),
+        InvalidInputError,
+        "3 entries",
+    ),
+    "scores count": (
+        lambda s: s.add_batch([GOOD] * 2, labels=["a"] * 2, scores=[0.5]),
+        InvalidInputError,
+        r"shape \(2,\)",
+    ),
+    "labels count": (
+        lambda s: s.add_batch([GOOD] * 2, labels=["a"]),
+        InvalidInputError,
+        "1 entries for 2",
+    ),
     "empty label": (lambda s: s.add(GOOD, label=""), InvalidInputError, "empty"),
     "NUL label": (lambda s: s.add(GOOD, label="a\x00b"), InvalidInputError, "NUL"),
     "long label": (lambda s: s.add(GOOD, label="é" * 128), InvalidInputError, "256 bytes"),
     "label type": (lambda s: s.add(GOOD, label=3.5), InvalidInputError, "string or a class id"),
     "class id out of range": (lambda s: s.add(GOOD, label=99), InvalidInputError, "class id 99"),
-    "bad true label": (lambda s: s.add(GOOD, label="a", true_label=""), InvalidInputError, "true label"),
-    "duplicate id in batch": (lambda s: s.add_batch([GOOD] * 2, labels=["a"] * 2, ids=[7, 7]), DuplicateIdError, "twice"),
-    "duplicate id in store": (lambda s: s.add(GOOD, label="a", id=0), DuplicateIdError, "already used"),
+    "bad true label": (
+        lambda s: s.add(GOOD, label="a", true_label=""),
+        InvalidInputError,
+        "true label",
+    ),
+    "duplicate id in batch": (
+        lambda s: s.add_batch([GOOD] * 2, labels=["a"] * 2, ids=[7, 7]),
+        DuplicateIdError,
+        "twice",
+    ),
+    "duplicate id in store": (
+        lambda s: s.add(GOOD, label="a", id=0),
+        DuplicateIdError,
+        "already used",
+    ),
     "negative id": (lambda s: s.add(GOOD, label="a", id=-1), InvalidInputError, "non-negative"),
-    "corrupt pre-encoded": (lambda s: s.add_encoded(b"\xff\xd8 not a jpeg", label="a"), CodecError, "JPEG"),
-    "truncated pre-encoded": (lambda s: s.add_encoded(imagecodecs.jpeg8_encode(GOOD)[:-40], label="a"), CodecError, "truncated"),
-    "PNG into a JPEG class": (lambda s: s.add_encoded(imagecodecs.png_encode(GOOD), label="a"), CodecError, "not a JPEG"),
-    "uint16 into JPEG": (lambda s: s.add(GOOD.astype(np.uint16), label="a"), CodecError, "cannot hold uint16"),
-    "RGBA into JPEG": (lambda s: s.add(np.zeros((4, 4, 4), np.uint8), label="a"), CodecError, "4-channel"),
-    "bad image late in batch": (lambda s: s.add_batch([GOOD, GOOD, GOOD[:, :, 0].astype(np.float64)], labels=["new"] * 3),
-                                InvalidInputError, "image 2"),
-    "bad codec for new class": (lambda s: s.create_class("new", "jpeg", quality=101), CodecError, "quality"),
+    "corrupt pre-encoded": (
+        lambda s: s.add_encoded(b"\xff\xd8 not a jpeg", label="a"),
+        CodecError,
+        "JPEG",
+    ),
+    "truncated pre-encoded": (
+        lambda s: s.add_encoded(imagecodecs.jpeg8_encode(GOOD)[:-40], label="a"),
+        CodecError,
+        "truncated",
+    ),
+    "PNG into a JPEG class": (
+        lambda s: s.add_encoded(imagecodecs.png_encode(GOOD), label="a"),
+        CodecError,
+        "not a JPEG",
+    ),
+    "uint16 into JPEG": (
+        lambda s: s.add(GOOD.astype(np.uint16), label="a"),
+        CodecError,
+        "cannot hold uint16",
+    ),
+    "RGBA into JPEG": (
+        lambda s: s.add(np.zeros((4, 4, 4), np.uint8), label="a"),
+        CodecError,
+        "4-channel",
+    ),
+    "bad image late in batch": (
+        lambda s: s.add_batch([GOOD, GOOD, GOOD[:, :, 0].astype(np.float64)], labels=["new"] * 3),
+        InvalidInputError,
+        "image 2",
+    ),
+    "bad codec for new class": (
+        lambda s: s.create_class("new", "jpeg", quality=101),
+        CodecError,
+        "quality",
+    ),
     "unknown codec": (lambda s: s.create_class("new", "jpeg2077"), CodecError, "unknown codec"),
-    "unknown codec option": (lambda s: s.create_class("new", "jpeg", colour=3), CodecError, "colour"),
+    "unknown codec option": (
+        lambda s: s.create_class("new", "jpeg", colour=3),
+        CodecError,
+        "colour",
+    ),
     "not bytes": (lambda s: s.add_encoded("text", label="a"), InvalidInputError, "bytes"),
 }
 
@@ -93,9 +175,13 @@ def bad_batches(draw):
     scores = [0.5] * n
     ids = list(range(1000, 1000 + n))
     if kind == "dtype":
-        images[where] = GOOD.astype(draw(st.sampled_from([np.float32, np.int16, np.int32, np.float64])))
+        images[where] = GOOD.astype(
+            draw(st.sampled_from([np.float32, np.int16, np.int32, np.float64]))
+        )
     elif kind == "shape":
-        images[where] = np.zeros(draw(st.sampled_from([(3,), (2, 2, 2), (2, 2, 5), (1, 1, 1, 1)])), np.uint8)
+        images[where] = np.zeros(
+            draw(st.sampled_from([(3,), (2, 2, 2), (2, 2, 5), (1, 1, 1, 1)])), np.uint8
+        )
     elif kind == "empty":
         images[where] = np.zeros(draw(st.sampled_from([(0, 3), (3, 0), (0, 0, 3)])), np.uint8)
     elif kind == "label":
@@ -107,11 +193,15 @@ def bad_batches(draw):
     return images, labels, scores, ids
 
 
-@settings(max_examples=40, deadline=None, suppress_health_check=[HealthCheck.function_scoped_fixture])
+@settings(
+    max_examples=40, deadline=None, suppress_health_check=[HealthCheck.function_scoped_fixture]
+)
 @given(batch=bad_batches())
 def test_any_poisoned_batch_leaves_no_trace(filled_store, batch):
     images, labels, scores, ids = batch
-    check_rejected(filled_store, lambda s: s.add_batch(images, labels=labels, scores=scores, ids=ids))
+    check_rejected(
+        filled_store, lambda s: s.add_batch(images, labels=labels, scores=scores, ids=ids)
+    )
 
 
 def test_quality_out_of_range_fails_before_touching_the_file(filled_store):

@@ -46,8 +46,9 @@ def test_lossless_codecs_reproduce_every_pixel(small_run):
 
 def test_every_registered_codec_is_measured_or_skipped_for_a_stated_limit(small_run):
     """8-bit RGB photos: a codec may decline them only through check_image, never by failing."""
-    failed = [(s.codec, s.setting, s.reason) for s in small_run.skipped
-              if s.reason.startswith("failed")]
+    failed = [
+        (s.codec, s.setting, s.reason) for s in small_run.skipped if s.reason.startswith("failed")
+    ]
     assert not failed
     covered = {c.codec for c in small_run.cells} | {s.codec for s in small_run.skipped}
     assert covered == set(h5store.available_codecs())
@@ -89,37 +90,69 @@ def _jpegxl_name():
     return None
 
 
-@pytest.mark.skipif(_jpegxl_name() is None,
-                    reason="no JPEG XL codec registered yet (the codec issue adds it)")
+@pytest.mark.skipif(
+    _jpegxl_name() is None, reason="no JPEG XL codec registered yet (the codec issue adds it)"
+)
 def test_jpegxl_is_smaller_than_jpeg_at_the_same_ssim():
     jxl = _jpegxl_name()
     jpeg_grid = [{"quality": q} for q in range(10, 100, 5)]  # dense, to interpolate along
-    result = bench.run(n=24, seed=3, codecs=[], grid={"jpeg": jpeg_grid, jxl: type(
-        h5store.get_codec(jxl)).bench_grid}, progress=False)
+    result = bench.run(
+        n=24,
+        seed=3,
+        codecs=[],
+        grid={"jpeg": jpeg_grid, jxl: type(h5store.get_codec(jxl)).bench_grid},
+        progress=False,
+    )
     jpeg = sorted((c for c in result.cells if c.codec == "jpeg"), key=lambda c: c.ssim_mean)
-    assert all(a.bytes_per_image < b.bytes_per_image for a, b in zip(jpeg, jpeg[1:])), \
+    assert all(a.bytes_per_image < b.bytes_per_image for a, b in zip(jpeg, jpeg[1:])), (
         "JPEG's size must grow with its SSIM"
-    matched = [(c, size_at_ssim(result.cells, "jpeg", c.ssim_mean)) for c in result.cells
-               if c.codec == jxl and not c.lossless]
+    )
+    matched = [
+        (c, size_at_ssim(result.cells, "jpeg", c.ssim_mean))
+        for c in result.cells
+        if c.codec == jxl and not c.lossless
+    ]
     matched = [(c, jpeg_bytes) for c, jpeg_bytes in matched if jpeg_bytes is not None]
-    assert matched, ("no lossy JPEG XL setting inside JPEG's SSIM range", result.cells,
-                     result.skipped)
+    assert matched, (
+        "no lossy JPEG XL setting inside JPEG's SSIM range",
+        result.cells,
+        result.skipped,
+    )
     for cell, jpeg_bytes in matched:
         assert cell.bytes_per_image < jpeg_bytes, (cell.name, cell.bytes_per_image, jpeg_bytes)
 
 
 def _cell(codec, ssim, size, lossless=False):
     return bench.CellResult(
-        codec=codec, setting=f"s{ssim}", config={"id": codec}, lossless=lossless, images=1,
-        bytes_per_image=size, bits_per_pixel=1.0, ratio=1.0, encode_mpx_s=1.0,
-        encode_mpx_s_2t=1.0, decode_mpx_s=1.0, decode_mpx_s_2t=1.0, psnr_mean=30.0,
-        psnr_min=30.0, ssim_mean=ssim, ssim_min=ssim, ssim_images=1,
-        max_abs_error=0 if lossless else 9, exact_images=0)
+        codec=codec,
+        setting=f"s{ssim}",
+        config={"id": codec},
+        lossless=lossless,
+        images=1,
+        bytes_per_image=size,
+        bits_per_pixel=1.0,
+        ratio=1.0,
+        encode_mpx_s=1.0,
+        encode_mpx_s_2t=1.0,
+        decode_mpx_s=1.0,
+        decode_mpx_s_2t=1.0,
+        psnr_mean=30.0,
+        psnr_min=30.0,
+        ssim_mean=ssim,
+        ssim_min=ssim,
+        ssim_images=1,
+        max_abs_error=0 if lossless else 9,
+        exact_images=0,
+    )
 
 
 def test_size_at_ssim_interpolates_log_size_inside_the_measured_range_only():
-    cells = [_cell("a", 0.90, 1000.0), _cell("a", 0.95, 4000.0), _cell("a", 1.0, 9e9, True),
-             _cell("b", 0.93, 10.0)]
+    cells = [
+        _cell("a", 0.90, 1000.0),
+        _cell("a", 0.95, 4000.0),
+        _cell("a", 1.0, 9e9, True),
+        _cell("b", 0.93, 10.0),
+    ]
     assert size_at_ssim(cells, "a", 0.925) == pytest.approx(2000.0)  # geometric midpoint
     assert size_at_ssim(cells, "a", 0.90) == pytest.approx(1000.0)
     assert size_at_ssim(cells, "a", 0.96) is None  # lossless settings are not a curve point
@@ -143,8 +176,14 @@ def test_the_user_predict_sees_decoded_images_and_flips_are_counted():
         seen.append(np.asarray(images).shape)
         return [int(im.astype(np.int64).sum()) % 2 for im in images]
 
-    result = bench.run(n=12, size=48, codecs=["jpeg", "png"], predict=brightness_parity,
-                       min_ssim=None, progress=False)
+    result = bench.run(
+        n=12,
+        size=48,
+        codecs=["jpeg", "png"],
+        predict=brightness_parity,
+        min_ssim=None,
+        progress=False,
+    )
     assert result.classifier.kind == "user"
     assert seen[0] == (12, 48, 48, 3)
     jpeg = [c for c in result.cells if c.codec == "jpeg"]
@@ -157,11 +196,19 @@ def _meets(cell, floors):
     return not floors.failures(cell)
 
 
-@pytest.mark.parametrize("floors", [dict(min_ssim=0.9), dict(min_ssim=0.97),
-                                    dict(min_psnr=36.0), dict(min_ssim=0.95, min_agreement=1.0),
-                                    dict(min_ssim=0.999)])
+@pytest.mark.parametrize(
+    "floors",
+    [
+        dict(min_ssim=0.9),
+        dict(min_ssim=0.97),
+        dict(min_psnr=36.0),
+        dict(min_ssim=0.95, min_agreement=1.0),
+        dict(min_ssim=0.999),
+    ],
+)
 def test_the_recommendation_is_the_smallest_or_fastest_setting_meeting_the_floors(
-        small_run, floors):
+    small_run, floors
+):
     f = bench.Floors(**floors)
     ok = [c for c in small_run.cells if _meets(c, f)]
     assert ok, "every floor here is met by the lossless codecs"
@@ -175,8 +222,9 @@ def test_the_recommendation_is_the_smallest_or_fastest_setting_meeting_the_floor
 
 
 def test_no_recommendation_when_nothing_meets_the_floors(small_run):
-    rec = bench.recommend([c for c in small_run.cells if not c.lossless],
-                          bench.Floors(min_ssim=0.9999))
+    rec = bench.recommend(
+        [c for c in small_run.cells if not c.lossless], bench.Floors(min_ssim=0.9999)
+    )
     assert rec.cell is None and "No setting meets" in rec.message
 
 
@@ -189,8 +237,9 @@ def test_outputs_are_written_and_agree_with_the_result(small_run):
     assert data["recommendation"]["choice"]["codec"] == small_run.recommendation.cell.codec
     with open(files["csv"], newline="") as f:
         rows = list(csv.DictReader(f))
-    assert [(r["codec"], float(r["bytes_per_image"])) for r in rows] == \
-        [(c.codec, c.bytes_per_image) for c in small_run.cells]
+    assert [(r["codec"], float(r["bytes_per_image"])) for r in rows] == [
+        (c.codec, c.bytes_per_image) for c in small_run.cells
+    ]
     with open(files["markdown"]) as f:
         text = f.read()
     assert "| codec | setting | bytes/img" in text and "**recommended**" in text
@@ -203,7 +252,7 @@ def test_outputs_are_written_and_agree_with_the_result(small_run):
 
 def test_sizes_and_rates_are_consistent(small_run):
     for c in small_run.cells:
-        assert c.bits_per_pixel == pytest.approx(8 * c.bytes_per_image / 64 ** 2)
+        assert c.bits_per_pixel == pytest.approx(8 * c.bytes_per_image / 64**2)
         assert c.ratio == pytest.approx(64 * 64 * 3 / c.bytes_per_image)
         assert c.encode_mpx_s > 0 and c.encode_mpx_s_2t > 0
         assert c.decode_mpx_s > 0 and c.decode_mpx_s_2t > 0
@@ -253,17 +302,20 @@ def test_inputs_from_an_image_folder_and_an_h5store_file(tmp_path):
     assert all(im.shape == (32, 32, 3) for im in stored.images)
 
 
-@pytest.mark.parametrize("source, kwargs, error", [
-    ("/no/such/place", {}, h5store.InvalidInputError),
-    (np.zeros((2, 8, 8, 3), np.float32), {}, h5store.InvalidInputError),
-    (np.zeros((2, 8, 8, 2), np.uint8), {}, h5store.InvalidInputError),
-    (None, {"n": 0}, h5store.InvalidInputError),
-    (None, {"min_ssim": 1.5}, h5store.InvalidInputError),
-    (None, {"prefer": "cheapest"}, h5store.InvalidInputError),
-    (None, {"codecs": ["nosuchcodec"]}, h5store.CodecError),
-    (None, {"grid": {"jpeg": [{"quality": 500}]}}, h5store.CodecError),
-    (np.zeros((4, 8, 8), np.uint8), {"min_agreement": 0.9}, h5store.InvalidInputError),
-])
+@pytest.mark.parametrize(
+    "source, kwargs, error",
+    [
+        ("/no/such/place", {}, h5store.InvalidInputError),
+        (np.zeros((2, 8, 8, 3), np.float32), {}, h5store.InvalidInputError),
+        (np.zeros((2, 8, 8, 2), np.uint8), {}, h5store.InvalidInputError),
+        (None, {"n": 0}, h5store.InvalidInputError),
+        (None, {"min_ssim": 1.5}, h5store.InvalidInputError),
+        (None, {"prefer": "cheapest"}, h5store.InvalidInputError),
+        (None, {"codecs": ["nosuchcodec"]}, h5store.CodecError),
+        (None, {"grid": {"jpeg": [{"quality": 500}]}}, h5store.CodecError),
+        (np.zeros((4, 8, 8), np.uint8), {"min_agreement": 0.9}, h5store.InvalidInputError),
+    ],
+)
 def test_bad_input_raises_h5store_errors(source, kwargs, error, tmp_path):
     with pytest.raises(error):
         bench.run(source, **{"n": 4, "progress": False, **kwargs})
@@ -294,8 +346,10 @@ def test_cli_bench_prints_json_writes_files_and_exit_status(tmp_path, capsys):
 
 def test_lossless_input_with_gray_and_rgba_images():
     rng = np.random.default_rng(5)
-    images = [rng.integers(0, 256, (20, 30), dtype=np.uint8),
-              rng.integers(0, 256, (20, 30, 4), dtype=np.uint8)]
+    images = [
+        rng.integers(0, 256, (20, 30), dtype=np.uint8),
+        rng.integers(0, 256, (20, 30, 4), dtype=np.uint8),
+    ]
     inp = BenchInput(images, None, "mixed")
     with BlockTimer(repeats=1) as timer:
         cell = measure_cell(h5store.get_codec("png"), "default", inp, timer)
@@ -306,20 +360,23 @@ def test_the_notebook_runs(tmp_path):
     """notebooks/choosing-compression.ipynb executes top to bottom (CI must have the
     'notebooks' extra: there a missing kernel is a failure, not a skip)."""
     try:
+        import ipykernel  # noqa: F401
         import nbclient
         import nbformat
-        import ipykernel  # noqa: F401
     except ImportError as exc:
         if os.environ.get("CI"):
             raise
         pytest.skip(f"install h5store[notebooks] to run the notebook ({exc.name} missing)")
-    path = os.path.join(os.path.dirname(__file__), os.pardir, "notebooks",
-                        "choosing-compression.ipynb")
+    path = os.path.join(
+        os.path.dirname(__file__), os.pardir, "notebooks", "choosing-compression.ipynb"
+    )
     nb = nbformat.read(path, as_version=4)
-    nbclient.NotebookClient(nb, timeout=600, kernel_name="python3",
-                            resources={"metadata": {"path": str(tmp_path)}}).execute()
-    printed = "".join(o.get("text", "") for c in nb.cells if c.cell_type == "code"
-                      for o in c.outputs)
+    nbclient.NotebookClient(
+        nb, timeout=600, kernel_name="python3", resources={"metadata": {"path": str(tmp_path)}}
+    ).execute()
+    printed = "".join(
+        o.get("text", "") for c in nb.cells if c.cell_type == "code" for o in c.outputs
+    )
     assert "Recommended (smallest meeting SSIM >= 0.98)" in printed
     assert (tmp_path / "bench-results" / "bench.png").exists()
 
@@ -332,15 +389,18 @@ def test_ssim_is_scikit_images_over_the_first_ssim_images_and_the_rest_over_all(
     with BlockTimer(repeats=1) as timer:
         cell = measure_cell(codec, "quality=60", inp, timer, ssim_images=4)
     decoded = [codec.decode(codec.encode(im), im.shape, im.dtype) for im in inp.images]
-    ssim = [structural_similarity(a, b, channel_axis=-1, data_range=255)
-            for a, b in zip(inp.images[:4], decoded[:4])]
+    ssim = [
+        structural_similarity(a, b, channel_axis=-1, data_range=255)
+        for a, b in zip(inp.images[:4], decoded[:4])
+    ]
     psnr = [peak_signal_noise_ratio(a, b, data_range=255) for a, b in zip(inp.images, decoded)]
     assert cell.ssim_images == 4
     assert cell.ssim_mean == pytest.approx(np.mean(ssim), abs=1e-12)
     assert cell.ssim_min == pytest.approx(min(ssim), abs=1e-12)
     assert cell.psnr_mean == pytest.approx(np.mean(psnr), abs=1e-9)
-    assert cell.max_abs_error == max(int(np.abs(a.astype(int) - b).max())
-                                     for a, b in zip(inp.images, decoded))
+    assert cell.max_abs_error == max(
+        int(np.abs(a.astype(int) - b).max()) for a, b in zip(inp.images, decoded)
+    )
 
 
 class _BrokenCodec(_LyingCodec):
@@ -357,5 +417,11 @@ def test_a_codec_that_crashes_is_reported_as_failed_and_a_broken_predict_raises(
             measure_cell(_BrokenCodec(), "default", inp, timer)
         reference = np.zeros(4)
         with pytest.raises(h5store.InvalidInputError, match="one label per image"):
-            measure_cell(h5store.get_codec("jpeg"), "q", inp, timer,
-                         predict=lambda images: [0], reference=reference)
+            measure_cell(
+                h5store.get_codec("jpeg"),
+                "q",
+                inp,
+                timer,
+                predict=lambda images: [0],
+                reference=reference,
+            )

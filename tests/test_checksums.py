@@ -194,8 +194,7 @@ def test_a_writer_opens_appends_and_closes_a_store_with_a_damaged_image(damaged)
     with h5store.open(path, "a") as store:  # the offset check at open meets the damage
         new = store.add_batch(photo_crops()[0][:2], labels=["a"] * 2)
         # the victim's class loses an image: its preview is redrawn, damaged image included
-        store.delete([i for i in store.query(label=store.record(victim).label)
-                      if i != victim][:1])
+        store.delete([i for i in store.query(label=store.record(victim).label) if i != victim][:1])
     with h5store.open(path) as store:
         report = store.verify()
         assert report.damaged == [victim] and not report.misplaced

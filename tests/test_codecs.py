@@ -54,8 +54,12 @@ LOSSY = [
 ]
 PRE_ENCODABLE = ["png", "jpeg", "webp", "avif", "jpegxl", "jpeg2k", "htj2k", "jpegls", "qoi"]
 
-FEW = settings(max_examples=8, deadline=None, suppress_health_check=[HealthCheck.function_scoped_fixture])
-SOME = settings(max_examples=25, deadline=None, suppress_health_check=[HealthCheck.function_scoped_fixture])
+FEW = settings(
+    max_examples=8, deadline=None, suppress_health_check=[HealthCheck.function_scoped_fixture]
+)
+SOME = settings(
+    max_examples=25, deadline=None, suppress_health_check=[HealthCheck.function_scoped_fixture]
+)
 
 
 def case_id(case):
@@ -146,7 +150,9 @@ def test_lossy_codec_round_trips_within_its_psnr_bound(case, data):
     name, params, bound = case
     codec = get_codec(name, **params)
     assert not codec.lossless and codec.get_config()["quality"] == 90
-    image = data.draw(photo_images(("uint8",), sorted(set(codec.channels) & {1, 3}), min_side=32, max_side=64))
+    image = data.draw(
+        photo_images(("uint8",), sorted(set(codec.channels) & {1, 3}), min_side=32, max_side=64)
+    )
     out = codec.decode(codec.encode(image), image.shape, image.dtype)
     assert out.dtype == image.dtype and out.shape == image.shape
     assert psnr(image, out) >= bound
@@ -181,7 +187,9 @@ def test_store_round_trips_every_codec(tmp_path_factory, case, data):
     name, params = case
     codec = get_codec(name, **params)
     dtypes, channels = sorted(codec.dtypes), sorted(codec.channels)
-    batch = data.draw(st.lists(photo_images(dtypes, channels, min_side=16, max_side=40), min_size=1, max_size=4))
+    batch = data.draw(
+        st.lists(photo_images(dtypes, channels, min_side=16, max_side=40), min_size=1, max_size=4)
+    )
     path = tmp_path_factory.mktemp("store") / "s.h5"
     with h5store.open(path, "w", codec=name, **params) as store:
         ids = store.add_batch(batch, labels=["x"] * len(batch))
@@ -204,7 +212,10 @@ def test_two_classes_of_one_file_use_different_codecs(store_path):
         ids_a = store.add_batch(images[:2], labels=["a", "a"])
         ids_b = store.add_batch(images[2:], labels=["b", "b"])
     with h5py.File(store_path, "r") as f:
-        configs = {f[f"classes/{c}"].attrs["label"]: json.loads(f[f"classes/{c}"].attrs["codec_config"]) for c in f["classes"]}
+        configs = {
+            f[f"classes/{c}"].attrs["label"]: json.loads(f[f"classes/{c}"].attrs["codec_config"])
+            for c in f["classes"]
+        }
     assert codec_from_config(configs["a"]) == get_codec("png")
     assert codec_from_config(configs["b"]) == get_codec("webp", quality=80)
     with h5store.open(store_path) as store:
@@ -312,12 +323,16 @@ def test_config_is_plain_data_that_rebuilds_the_codec(case):
     config = json.loads(json.dumps(codec.get_config()))
     assert config["id"] == name
     rebuilt = codec_from_config(config)
-    assert rebuilt == codec and rebuilt.lossless == codec.lossless and rebuilt.dtypes == codec.dtypes
+    assert (
+        rebuilt == codec and rebuilt.lossless == codec.lossless and rebuilt.dtypes == codec.dtypes
+    )
 
 
 def test_quality_reaches_lossy_codecs_only_and_lossless_configs_ignore_it():
     assert get_codec("webp", quality=70).get_config()["quality"] == 70
-    assert get_codec("webp", quality=70, lossless=True) == get_codec("webp", quality=20, lossless=True)
+    assert get_codec("webp", quality=70, lossless=True) == get_codec(
+        "webp", quality=20, lossless=True
+    )
     assert "quality" not in get_codec("png", quality=70).get_config()
     for name in ("qoi", "jpeg2k", "htj2k"):  # lossless only: the switch is accepted, not needed
         assert get_codec(name, lossless=True) == get_codec(name) and get_codec(name).lossless
@@ -326,11 +341,14 @@ def test_quality_reaches_lossy_codecs_only_and_lossless_configs_ignore_it():
 def test_bench_grid_settings_are_valid_and_distinct():
     for name in h5store.available_codecs():
         grid = type(get_codec(name)).bench_grid
-        configs = [json.dumps(get_codec(name, **setting).get_config(), sort_keys=True) for setting in grid]
+        configs = [
+            json.dumps(get_codec(name, **setting).get_config(), sort_keys=True) for setting in grid
+        ]
         assert len(set(configs)) == len(grid), name
 
 
 # --------------------------------------------------------------------------- the quality scale
+
 
 @pytest.mark.parametrize("case", [c for c in LOSSY if c[0] != "jpeg"], ids=case_id)
 def test_equal_quality_means_psnr_close_to_jpeg(case):
@@ -339,7 +357,9 @@ def test_equal_quality_means_psnr_close_to_jpeg(case):
     images = sample_set(6, 224, seed=11).images
 
     def mean_psnr(codec):
-        return np.mean([psnr(im, codec.decode(codec.encode(im), im.shape, im.dtype)) for im in images])
+        return np.mean(
+            [psnr(im, codec.decode(codec.encode(im), im.shape, im.dtype)) for im in images]
+        )
 
     by_quality = {}
     for quality in (50, 90):
@@ -355,7 +375,9 @@ def test_optimized_jpeg_is_smaller_baseline_with_the_same_pixels():
     plain, optimized = get_codec("jpeg"), get_codec("jpeg", optimize=True)
     a, b = plain.encode(image), optimized.encode(image)
     assert len(b) < len(a)
-    assert np.array_equal(plain.decode(a, image.shape, image.dtype), optimized.decode(b, image.shape, image.dtype))
+    assert np.array_equal(
+        plain.decode(a, image.shape, image.dtype), optimized.decode(b, image.shape, image.dtype)
+    )
     assert b"\xff\xc0" in b and b"\xff\xc2" not in b  # baseline frame: filter 32019 decodes it
 
 
@@ -501,7 +523,9 @@ def test_byte_codecs_refuse_pre_encoded_input(store_path, name):
             store.add_encoded(payload, label="x")
 
 
-@pytest.mark.parametrize("case", [c for c in LOSSLESS if c[0] in ("zstd", "lz4", "deflate")], ids=case_id)
+@pytest.mark.parametrize(
+    "case", [c for c in LOSSLESS if c[0] in ("zstd", "lz4", "deflate")], ids=case_id
+)
 def test_byte_codecs_detect_a_payload_of_the_wrong_size(case):
     codec = get_codec(*case[:1], **case[1])
     image = sample_set(1, 16).images[0]
@@ -535,7 +559,9 @@ def test_known_jpeg_headers_decide_as_a_fresh_walk_does(data):
     payload = get_codec("jpeg").encode(sample_set(1, 24).images[0])
     damaged = bytearray(payload)
     for _ in range(data.draw(st.integers(1, 3))):
-        damaged[data.draw(st.integers(0, min(len(payload), 700) - 1))] = data.draw(st.integers(0, 255))
+        damaged[data.draw(st.integers(0, min(len(payload), 700) - 1))] = data.draw(
+            st.integers(0, 255)
+        )
     damaged = bytes(damaged[: data.draw(st.integers(4, len(damaged)))]) + b"\xff\xd9"
     jpeg._KNOWN_HEADERS.clear()
     fresh = _jpeg_header_outcome(damaged)

@@ -30,12 +30,15 @@ TRACED_WRITER = textwrap.dedent(
     import os, sys, numpy as np, h5store
     from h5store import format as fmt, _file
     path, classes, operation = sys.argv[1], int(sys.argv[2]), sys.argv[3]
+    N = STORED_PER_CLASS
     rng = np.random.default_rng(0)
     names = [f"c{k}" for k in range(classes)] + ["new class"]
     with h5store.open(path, "w", codec="png", labels=names) as store:
         for name in names[:-1]:
-            store.add_batch(rng.integers(0, 255, (%(n)d, 12, 12, 3), dtype=np.uint8), labels=[name] * %(n)d)
-    hooked_name = {"class": "create_class", "stack": "create_stack", "scores": "ensure_scores"}[operation]
+            images = rng.integers(0, 255, (N, 12, 12, 3), dtype=np.uint8)
+            store.add_batch(images, labels=[name] * N)
+    hooked_name = {"class": "create_class", "stack": "create_stack",
+                   "scores": "ensure_scores"}[operation]
     original = getattr(fmt, hooked_name)
     armed = []
 
@@ -59,23 +62,40 @@ TRACED_WRITER = textwrap.dedent(
     _file.WriterFile.flush = flush_then_die
     store = h5store.open(path, "a")
     if operation == "class":
-        store.add_batch(rng.integers(0, 255, (3, 12, 12, 3), dtype=np.uint8), labels=["new class"] * 3)
+        images = rng.integers(0, 255, (3, 12, 12, 3), dtype=np.uint8)
+        store.add_batch(images, labels=["new class"] * 3)
     elif operation == "stack":
         store.add_batch(rng.integers(0, 255, (3, 9, 7), dtype=np.uint8), labels=["c0"] * 3)
     else:
         store.add_batch(rng.integers(0, 255, (3, 12, 12, 3), dtype=np.uint8), labels=["c0"] * 3,
                         scores=rng.random((3, classes + 1)))
-    """
-    % {"n": STORED_PER_CLASS}
+    """.replace("STORED_PER_CLASS", str(STORED_PER_CLASS))
 )
 
 
 def writes_in_window(path: str, classes: int, operation: str) -> list[tuple[int, bytes]]:
     trace = path + ".trace"
     subprocess.run(
-        ["strace", "-f", "-qq", "-e", "trace=pwrite64,write", "-xx", "-s", "100000000", "-o", trace,
-         sys.executable, "-c", TRACED_WRITER, path, str(classes), operation],
-        check=True, timeout=120,
+        [
+            "strace",
+            "-f",
+            "-qq",
+            "-e",
+            "trace=pwrite64,write",
+            "-xx",
+            "-s",
+            "100000000",
+            "-o",
+            trace,
+            sys.executable,
+            "-c",
+            TRACED_WRITER,
+            path,
+            str(classes),
+            operation,
+        ],
+        check=True,
+        timeout=120,
     )
     text = Path(trace).read_text()
     start = text.index(_escaped("<window>"))
@@ -112,6 +132,8 @@ def test_a_writer_killed_while_creating_objects_loses_nothing(tmp_path, operatio
                 assert len(store) == committed, n
                 store.add(np.zeros((9, 7), np.uint8), label="c0")
                 store.add(np.zeros((12, 12, 3), np.uint8), label="new class")
-                store.add(np.zeros((12, 12, 3), np.uint8), label="c1", score=np.full(classes + 1, 0.5))
+                store.add(
+                    np.zeros((12, 12, 3), np.uint8), label="c1", score=np.full(classes + 1, 0.5)
+                )
             with h5store.open(crashed) as store:
                 assert store.verify().ok and len(store) == committed + 3, n

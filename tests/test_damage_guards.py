@@ -12,8 +12,11 @@ import h5store
 @pytest.fixture
 def sealed_store(store_path):
     with h5store.open(store_path, "w", codec="png") as store:
-        store.add_batch(np.arange(4 * 36, dtype=np.uint8).reshape(4, 6, 6),
-                        labels=["a", "b", "a", "b"], sources=["x", "y", "z", "w"])
+        store.add_batch(
+            np.arange(4 * 36, dtype=np.uint8).reshape(4, 6, 6),
+            labels=["a", "b", "a", "b"],
+            sources=["x", "y", "z", "w"],
+        )
     return store_path
 
 
@@ -91,8 +94,11 @@ def test_sources_replaced_by_another_table_is_named(sealed_store):
 
 def test_a_damaged_score_vector_is_caught_by_its_top1(store_path):
     with h5store.open(store_path, "w", codec="png", labels=["a", "b"]) as store:
-        store.add_batch(np.zeros((3, 4, 4), np.uint8), labels=["a", "b", "a"],
-                        scores=np.array([[0.9, 0.1], [0.3, 0.7], [0.6, 0.4]], np.float32))
+        store.add_batch(
+            np.zeros((3, 4, 4), np.uint8),
+            labels=["a", "b", "a"],
+            scores=np.array([[0.9, 0.1], [0.3, 0.7], [0.6, 0.4]], np.float32),
+        )
     with h5py.File(store_path, "r+", locking=False) as f:
         f["scores"][1] = [0.3, 0.2]  # the predicted class's entry changed
         f["scores"][2] = [0.6, 0.5]  # another entry: not caught (no checksum on /scores)

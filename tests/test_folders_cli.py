@@ -28,8 +28,12 @@ def test_export_stays_inside_the_folder_and_import_restores_labels(tmp_path):
         assert export_folder(store, root, index=None, progress=False) == 6
         with pytest.raises(FileExistsError):  # never overwrites
             export_folder(store, root, index=None, progress=False)
-    written = sorted(os.path.relpath(os.path.join(d, f), root) for d, _, fs in os.walk(root) for f in fs)
-    assert all(not p.startswith("..") and os.path.realpath(root / p).startswith(str(root)) for p in written)
+    written = sorted(
+        os.path.relpath(os.path.join(d, f), root) for d, _, fs in os.walk(root) for f in fs
+    )
+    assert all(
+        not p.startswith("..") and os.path.realpath(root / p).startswith(str(root)) for p in written
+    )
     assert sorted(os.listdir(root)) == sorted(safe_name(x) for x in [*AWKWARD, "depth"])
     assert os.path.exists(root / "depth" / f"{depth}.png")
     with h5store.open(tmp_path / "back.h5", "w", codec="png") as back, h5store.open(src) as store:
@@ -41,7 +45,9 @@ def test_export_stays_inside_the_folder_and_import_restores_labels(tmp_path):
             assert rec.label == rec.true_label == store.record(original).label
             if rec.label != "depth":  # JPEG files went into the PNG classes decoded
                 assert np.array_equal(back[i], store[original])
-        assert np.array_equal(back[new[[back.record(i).label for i in new].index("depth")]], store[depth])
+        assert np.array_equal(
+            back[new[[back.record(i).label for i in new].index("depth")]], store[depth]
+        )
     assert [label_of_folder(safe_name(x)) for x in AWKWARD] == AWKWARD
 
 
@@ -64,7 +70,9 @@ def test_import_rejects_an_empty_tree(tmp_path):
 
 
 def h5store_cli(*args, check=True):
-    result = subprocess.run([sys.executable, "-m", "h5store.cli", *args], capture_output=True, text=True, timeout=600)
+    result = subprocess.run(
+        [sys.executable, "-m", "h5store.cli", *args], capture_output=True, text=True, timeout=600
+    )
     if check:
         assert result.returncode == 0, result.stderr
     return result
@@ -72,7 +80,9 @@ def h5store_cli(*args, check=True):
 
 def test_demo_info_verify_index_on_the_command_line(tmp_path):
     out = tmp_path / "demo.h5"
-    demo = json.loads(h5store_cli("demo", "--out", str(out), "--n", "40", "--size", "64", "--json").stdout)
+    demo = json.loads(
+        h5store_cli("demo", "--out", str(out), "--n", "40", "--size", "64", "--json").stdout
+    )
     assert demo["images"] == 40 and demo["verify_ok"] and demo["source"] == "scikit-image photos"
     assert demo["file_bytes"] == os.path.getsize(out) and demo["misclassified"] > 0
     text = h5store_cli("demo", "--out", str(tmp_path / "d2.h5"), "--n", "16", "--size", "32").stdout
@@ -102,8 +112,14 @@ def test_verify_exit_code_names_damage(tmp_path):
 def test_export_writes_nothing_outside_the_export_folder(tmp_path):
     # Looks at the folders around the export folder, where an escaping label would write, and
     # names the expected folders literally rather than through safe_name.
-    escaping = {"..": "%2E.", "../x": "%2E.%2Fx", "a/../../y": "a%2F..%2F..%2Fy",
-                "/abs": "%2Fabs", ".hidden": "%2Ehidden", "cat": "cat"}
+    escaping = {
+        "..": "%2E.",
+        "../x": "%2E.%2Fx",
+        "a/../../y": "a%2F..%2F..%2Fy",
+        "/abs": "%2Fabs",
+        ".hidden": "%2Ehidden",
+        "cat": "cat",
+    }
     images, _ = photo_crops()
     src = tmp_path / "src.h5"
     with h5store.open(src, "w", codec="png") as store:

@@ -22,8 +22,13 @@ def mixed_store(store_path):
     with h5store.open(store_path, "w", labels=sorted(set(classes))) as store:
         store.create_class("depth", "blosc2")
         store.create_class("mask", "raw")
-        store.add_batch(images[:6], labels=classes[:6], true_labels=classes[:6], scores=rng.random(6),
-                        sources=[f"img{k}.png" for k in range(6)])
+        store.add_batch(
+            images[:6],
+            labels=classes[:6],
+            true_labels=classes[:6],
+            scores=rng.random(6),
+            sources=[f"img{k}.png" for k in range(6)],
+        )
         store.add(images[6].mean(axis=2).astype(np.uint8), label=classes[6])
         store.add_batch(rng.integers(0, 65535, (3, 20, 30), dtype=np.uint16), labels=["depth"] * 3)
         store.add_batch(rng.integers(0, 2, (2, 20, 30), dtype=np.uint8), labels=["mask"] * 2)
@@ -68,23 +73,43 @@ def test_index_labels_and_attributes_read_with_plain_h5py(mixed_store):
         for row in index:
             group = f["classes"][fmt.safe_name(labels[row["label"]])]
             assert group.attrs["label"] == labels[row["label"]]
-            stack = f[fmt.stack_path(labels[row["label"]], row["height"], row["width"], row["channels"],
-                                     row["dtype"].decode())]
+            stack = f[
+                fmt.stack_path(
+                    labels[row["label"]],
+                    row["height"],
+                    row["width"],
+                    row["channels"],
+                    row["dtype"].decode(),
+                )
+            ]
             assert stack.chunks == (1, *stack.shape[1:])
-            assert stack.id.get_chunk_info_by_coord((row["position"],) + (0,) * (stack.ndim - 1)).byte_offset == row["offset"]
+            assert (
+                stack.id.get_chunk_info_by_coord(
+                    (row["position"],) + (0,) * (stack.ndim - 1)
+                ).byte_offset
+                == row["offset"]
+            )
             attrs = stack.attrs
             assert attrs["CLASS"] == b"IMAGE" and isinstance(attrs["CLASS"], np.bytes_)
             assert attrs["codec"] == row["codec"].decode()
             assert json.loads(attrs["codec_config"])["id"] == attrs["codec"]
         rgb = f["classes"][fmt.safe_name(labels[index["label"][0]])]
-        assert any(s.attrs.get("INTERLACE_MODE") == b"INTERLACE_PIXEL" for k, s in rgb.items() if k != "preview")
+        assert any(
+            s.attrs.get("INTERLACE_MODE") == b"INTERLACE_PIXEL"
+            for k, s in rgb.items()
+            if k != "preview"
+        )
         assert f["sources"][0] == b"img0.png"
 
 
 def test_jpeg_stacks_declare_the_hdf_group_jpeg_filter(mixed_store):
     with h5py.File(mixed_store, "r") as f:
-        jpeg_stacks = [s for g in f["classes"].values() for k, s in g.items()
-                       if k != "preview" and s.attrs["codec"] == "jpeg"]
+        jpeg_stacks = [
+            s
+            for g in f["classes"].values()
+            for k, s in g.items()
+            if k != "preview" and s.attrs["codec"] == "jpeg"
+        ]
         assert {s.ndim for s in jpeg_stacks} == {3, 4}  # gray and RGB
         for stack in jpeg_stacks:
             plist = stack.id.get_create_plist()
@@ -96,7 +121,11 @@ def test_jpeg_stacks_declare_the_hdf_group_jpeg_filter(mixed_store):
             for position in range(stack.shape[0]):
                 _mask, payload = stack.id.read_direct_chunk((position,) + (0,) * (stack.ndim - 1))
                 info = h5store.get_codec("jpeg").probe(payload)
-                assert (info.height, info.width, info.channels) == (height, width, 3 if stack.ndim == 4 else 1)
+                assert (info.height, info.width, info.channels) == (
+                    height,
+                    width,
+                    3 if stack.ndim == 4 else 1,
+                )
 
 
 @h5dump_missing

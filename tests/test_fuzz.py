@@ -26,8 +26,16 @@ def report():
 def test_every_trial_ran(report):
     assert report["trials"] == TRIALS
     parts = {r["part"] for r in report["results"]}
-    assert {"superblock", "object header", "index", "index tail", "stacks", "labels",
-            "image chunk", "other metadata"} <= parts
+    assert {
+        "superblock",
+        "object header",
+        "index",
+        "index tail",
+        "stacks",
+        "labels",
+        "image chunk",
+        "other metadata",
+    } <= parts
 
 
 def test_no_crash_and_no_hang(report):
@@ -38,8 +46,11 @@ def test_no_crash_and_no_hang(report):
 def test_damaged_structure_gives_h5store_errors(report):
     # Decoders meeting a damaged image chunk raise their own errors until reads check the
     # CRC first; everywhere else only H5StoreError may escape.
-    bad = [r for r in report["results"] if r["outcome"] == "other"
-           and (CHECKSUMMED_READS or r["part"] != "image chunk")]
+    bad = [
+        r
+        for r in report["results"]
+        if r["outcome"] == "other" and (CHECKSUMMED_READS or r["part"] != "image chunk")
+    ]
     assert not bad, fuzz.notable(report)
 
 

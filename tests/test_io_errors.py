@@ -76,7 +76,10 @@ WRITER = textwrap.dedent(
 def start_writer(path, limit=0, prefix=()):
     return subprocess.Popen(
         [*prefix, sys.executable, "-c", WRITER, path, str(limit), os.path.dirname(__file__)],
-        stdin=subprocess.PIPE, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
+        stdin=subprocess.PIPE,
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
+        text=True,
     )
 
 
@@ -97,8 +100,11 @@ def check_recovers(path, committed):
                 assert np.array_equal(store[i], image_of(i)), i
         start = 1_000_000
         store.add_labels(["after"])
-        store.add_batch([image_of(i) for i in range(start, start + 3)], labels=["after"] * 3,
-                        ids=range(start, start + 3))
+        store.add_batch(
+            [image_of(i) for i in range(start, start + 3)],
+            labels=["after"] * 3,
+            ids=range(start, start + 3),
+        )
     with h5store.open(path) as store:
         assert store.verify().ok
         assert np.array_equal(store[start + 2], image_of(start + 2))
@@ -106,8 +112,9 @@ def check_recovers(path, committed):
 
 def seed_store(path):
     with h5store.open(path, "w", codec="png", labels=[f"c{k}" for k in range(4)]) as store:
-        store.add_batch([image_of(i) for i in range(10)], labels=[f"c{i % 4}" for i in range(10)],
-                        ids=range(10))
+        store.add_batch(
+            [image_of(i) for i in range(10)], labels=[f"c{i % 4}" for i in range(10)], ids=range(10)
+        )
 
 
 @pytest.mark.parametrize("extra_kb", [0, 3, 9, 17, 30, 46, 80, 131, 200, 333])
@@ -159,6 +166,7 @@ def test_short_file_closed_cleanly_is_extended_and_recovered(tmp_path):
     import struct
 
     from h5store._superblock import lookup3
+
     with open(path, "r+b") as fh:
         block = bytearray(fh.read(48))
         eoa = struct.unpack_from("<Q", block, 28)[0]
@@ -190,8 +198,14 @@ def test_file_cut_short_is_not_papered_over(tmp_path):
 def _can_mount_tmpfs(where) -> bool:
     if os.geteuid() != 0 or not shutil.which("mount"):
         return False
-    ok = subprocess.run(["mount", "-t", "tmpfs", "-o", "size=600k", "tmpfs", str(where)],
-                        capture_output=True, check=False).returncode == 0
+    ok = (
+        subprocess.run(
+            ["mount", "-t", "tmpfs", "-o", "size=600k", "tmpfs", str(where)],
+            capture_output=True,
+            check=False,
+        ).returncode
+        == 0
+    )
     return ok
 
 
@@ -216,15 +230,26 @@ def test_full_file_system_enospc(tmp_path):
         subprocess.run(["umount", "-l", str(mnt)], check=False)
 
 
-@pytest.mark.skipif(not shutil.which("strace"), reason="strace injects the I/O error (.ci/run installs it)")
+@pytest.mark.skipif(
+    not shutil.which("strace"), reason="strace injects the I/O error (.ci/run installs it)"
+)
 @pytest.mark.parametrize("nth_write", [40, 90, 150, 260])
 def test_io_error_mid_batch(tmp_path, nth_write):
     """EIO for real at the system-call boundary: strace makes the nth write (pwrite64) of the
     writer's process fail, and every later one, as a dying disk would."""
     path = str(tmp_path / "eio.h5")
     seed_store(path)
-    prefix = ["strace", "-f", "-qq", "-o", os.devnull, "-e", "trace=pwrite64",
-              "-e", f"inject=pwrite64:error=EIO:when={nth_write}+"]
+    prefix = [
+        "strace",
+        "-f",
+        "-qq",
+        "-o",
+        os.devnull,
+        "-e",
+        "trace=pwrite64",
+        "-e",
+        f"inject=pwrite64:error=EIO:when={nth_write}+",
+    ]
     proc = start_writer(path, prefix=prefix)
     try:
         result = writer_result(proc)
@@ -243,11 +268,15 @@ def _as_nobody(code: str, *args: str) -> subprocess.CompletedProcess:
 
     nobody = pwd.getpwnam("nobody")
     drop = (
-        "import h5store, numpy, h5py, os\n"
-        f"os.setgid({nobody.pw_gid}); os.setuid({nobody.pw_uid})\n"
+        f"import h5store, numpy, h5py, os\nos.setgid({nobody.pw_gid}); os.setuid({nobody.pw_uid})\n"
     )
-    return subprocess.run([sys.executable, "-c", drop + code, *args], capture_output=True, check=False,
-                          text=True, timeout=120)
+    return subprocess.run(
+        [sys.executable, "-c", drop + code, *args],
+        capture_output=True,
+        check=False,
+        text=True,
+        timeout=120,
+    )
 
 
 TRY_OPEN = textwrap.dedent(

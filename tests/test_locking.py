@@ -72,8 +72,13 @@ READER = textwrap.dedent(
 def test_readers_in_other_processes_while_a_writer_is_open(small_store, locking):
     with h5store.open(small_store, "a") as writer:
         writer.add(np.zeros((4, 4), np.uint8), label="c")
-        out = subprocess.run([sys.executable, "-c", READER.format(locking=locking), small_store],
-                             capture_output=True, text=True, timeout=60, check=False).stdout
+        out = subprocess.run(
+            [sys.executable, "-c", READER.format(locking=locking), small_store],
+            capture_output=True,
+            text=True,
+            timeout=60,
+            check=False,
+        ).stdout
     if locking in ("None", "False"):
         assert out.startswith("read 4"), out
     else:  # HDF5's own lock excludes readers while a writer has the file
@@ -117,8 +122,12 @@ def test_without_the_lock_a_dead_writer_is_not_assumed_dead(small_store):
         sys.stdin.read()
         """
     )
-    with subprocess.Popen([sys.executable, "-c", code, small_store], stdin=subprocess.PIPE,
-                          stdout=subprocess.PIPE, text=True) as proc:
+    with subprocess.Popen(
+        [sys.executable, "-c", code, small_store],
+        stdin=subprocess.PIPE,
+        stdout=subprocess.PIPE,
+        text=True,
+    ) as proc:
         assert proc.stdout.readline().strip() == "ready"
         proc.send_signal(signal.SIGKILL)
         proc.wait(timeout=30)

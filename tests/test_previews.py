@@ -19,7 +19,10 @@ def test_each_class_has_a_plain_gzip_rgb_preview(store_path):
     with h5store.open(store_path, "w", codec="jpeg") as store:
         store.create_class("depth", "png")
         store.add_batch(images, labels=classes)
-        store.add_batch(np.random.default_rng(0).integers(0, 4000, (3, 20, 10), dtype=np.uint16), labels=["depth"] * 3)
+        store.add_batch(
+            np.random.default_rng(0).integers(0, 4000, (3, 20, 10), dtype=np.uint16),
+            labels=["depth"] * 3,
+        )
     code = (
         "import sys, h5py\n"
         "with h5py.File(sys.argv[1], 'r') as f:\n"  # no hdf5plugin, no h5store
@@ -55,11 +58,15 @@ def test_preview_follows_deletions_and_can_be_rebuilt(store_path):
         store.delete([ids[0]])
     with h5py.File(store_path, "r") as f:
         assert list(f[fmt.preview_path("a")].attrs["ids"]) == list(ids[1 : fmt.PREVIEW_IMAGES + 1])
-        assert np.array_equal(f[fmt.preview_path("a")][()], sheet_of(images[1 : fmt.PREVIEW_IMAGES + 1]))
+        assert np.array_equal(
+            f[fmt.preview_path("a")][()], sheet_of(images[1 : fmt.PREVIEW_IMAGES + 1])
+        )
     with h5py.File(store_path, "r+") as f:
         del f["previews"]
     with h5store.open(store_path, "a") as store:
         store.rebuild_previews()
     with h5py.File(store_path, "r") as f:
         assert f[fmt.preview_path("a")].shape == (32, 128, 3)
-        assert np.array_equal(f[fmt.preview_path("a")][()], sheet_of(images[1 : fmt.PREVIEW_IMAGES + 1]))
+        assert np.array_equal(
+            f[fmt.preview_path("a")][()], sheet_of(images[1 : fmt.PREVIEW_IMAGES + 1])
+        )

@@ -32,7 +32,11 @@ def populations(draw):
 def conditions(draw):
     cond = {}
     if draw(st.booleans()):
-        cond["label"] = draw(st.one_of(st.sampled_from(LABELS), st.lists(st.sampled_from(LABELS), min_size=1, max_size=3)))
+        cond["label"] = draw(
+            st.one_of(
+                st.sampled_from(LABELS), st.lists(st.sampled_from(LABELS), min_size=1, max_size=3)
+            )
+        )
     if draw(st.booleans()):
         cond["true_label"] = draw(st.sampled_from(LABELS))
     if draw(st.booleans()):
@@ -61,7 +65,9 @@ def matches(row, cond) -> bool:
     return True
 
 
-@settings(max_examples=40, deadline=None, suppress_health_check=[HealthCheck.function_scoped_fixture])
+@settings(
+    max_examples=40, deadline=None, suppress_health_check=[HealthCheck.function_scoped_fixture]
+)
 @given(population=populations(), queries=st.lists(conditions(), min_size=1, max_size=6))
 def test_query_matches_brute_force(tmp_path, population, queries):
     rows, deleted = population
@@ -75,7 +81,11 @@ def test_query_matches_brute_force(tmp_path, population, queries):
         store.delete([ids[k] for k in deleted])
     with h5store.open(path) as store:
         for cond in queries:
-            expected = [i for k, (i, row) in enumerate(zip(ids, rows)) if k not in deleted and matches(row, cond)]
+            expected = [
+                i
+                for k, (i, row) in enumerate(zip(ids, rows))
+                if k not in deleted and matches(row, cond)
+            ]
             assert store.query(**cond).tolist() == expected, cond
 
 
@@ -83,8 +93,12 @@ def test_confident_but_wrong(tmp_path):
     path = tmp_path / "c.h5"
     img = np.zeros((2, 2), np.uint8)
     with h5store.open(path, "w", codec="raw") as store:
-        store.add_batch([img] * 4, labels=["cat", "cat", "dog", "dog"], scores=[0.95, 0.99, 0.4, 0.97],
-                        true_labels=["dog", "cat", "cat", None])
+        store.add_batch(
+            [img] * 4,
+            labels=["cat", "cat", "dog", "dog"],
+            scores=[0.95, 0.99, 0.4, 0.97],
+            true_labels=["dog", "cat", "cat", None],
+        )
         assert store.query(min_score=0.9, correct=False).tolist() == [0]
         assert store.query(label="dog", max_score=0.5).tolist() == [2]
         assert store.query(true_label="cat").tolist() == [1, 2]

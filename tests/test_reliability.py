@@ -57,11 +57,17 @@ def replay(seed: int, batches: int) -> dict[int, np.ndarray]:
 @pytest.mark.parametrize("trial", range(int(os.environ.get("H5STORE_CRASH_TRIALS", "6"))))
 def test_kill_9_during_ingest_loses_at_most_the_batch_in_flight(tmp_path, trial):
     path, log = str(tmp_path / "crash.h5"), str(tmp_path / "committed.log")
-    with subprocess.Popen([sys.executable, "-c", WRITER, path, log, str(trial)], stdout=subprocess.PIPE) as proc:
+    with subprocess.Popen(
+        [sys.executable, "-c", WRITER, path, log, str(trial)], stdout=subprocess.PIPE
+    ) as proc:
         assert proc.stdout.readline().strip() == b"ready"
         time.sleep(random.Random(trial).uniform(0.2, 2.0))
         proc.kill()
-    committed = [json.loads(line) for line in Path(log).read_text().splitlines()] if os.path.exists(log) else []
+    committed = (
+        [json.loads(line) for line in Path(log).read_text().splitlines()]
+        if os.path.exists(log)
+        else []
+    )
     expected = replay(trial, len(committed))
     in_flight = len(replay(trial, len(committed) + 1)) - len(expected)
     with h5store.open(path, "a") as store:  # recovers what the dead writer left
@@ -122,7 +128,9 @@ READER = textwrap.dedent(
 def test_reader_in_another_process_never_sees_half_written_batches(store_path):
     with h5store.open(store_path, "w", codec="png") as store:
         store.add(np.zeros((16, 16), np.uint8), label="c0")
-        reader = subprocess.Popen([sys.executable, "-c", READER, store_path, "3"], stdout=subprocess.PIPE, text=True)
+        reader = subprocess.Popen(
+            [sys.executable, "-c", READER, store_path, "3"], stdout=subprocess.PIPE, text=True
+        )
         deadline = time.monotonic() + 3
         batch, start = 0, 1
         while time.monotonic() < deadline:

@@ -10,7 +10,9 @@ from hypothesis import strategies as st
 import h5store
 
 LOSSLESS = ["png", "blosc2", "raw"]
-FAST = settings(max_examples=25, deadline=None, suppress_health_check=[HealthCheck.function_scoped_fixture])
+FAST = settings(
+    max_examples=25, deadline=None, suppress_health_check=[HealthCheck.function_scoped_fixture]
+)
 
 
 @st.composite
@@ -119,7 +121,10 @@ def test_metadata_round_trips(store_path):
     predicted = [names[k] for k in vectors.argmax(axis=1)]
     with h5store.open(store_path, "w", labels=names) as store:
         ids = store.add_batch(
-            images, labels=predicted, scores=vectors, true_labels=classes,
+            images,
+            labels=predicted,
+            scores=vectors,
+            true_labels=classes,
             sources=[f"/data/{k}.png" for k in range(len(images))],
         )
     with h5store.open(store_path) as store:

@@ -26,7 +26,9 @@ def dataset_file(store_path):
 def test_dataloader_workers_read_every_image(dataset_file, context):
     path, images, classes = dataset_file
     ds = ImageStoreDataset(path, ids=[i for i in range(len(images)) if i != 3], target="true_label")
-    loader = torch.utils.data.DataLoader(ds, batch_size=5, num_workers=2, multiprocessing_context=context)
+    loader = torch.utils.data.DataLoader(
+        ds, batch_size=5, num_workers=2, multiprocessing_context=context
+    )
     seen = []
     for batch, targets in loader:
         assert batch.shape[1:] == (3, 64, 64) and batch.dtype == torch.uint8
@@ -58,7 +60,9 @@ def test_batch_loader_decodes_straight_into_channels_last_batches(dataset_file, 
     ids = [i for i in range(len(images)) if i != 3]
     ds = ImageStoreDataset(path, ids=ids)
     seen = {}
-    for batch, targets in ds.loader(4, shuffle=True, num_workers=workers, generator=torch.Generator().manual_seed(1)):
+    for batch, targets in ds.loader(
+        4, shuffle=True, num_workers=workers, generator=torch.Generator().manual_seed(1)
+    ):
         assert batch.shape[1:] == (3, 64, 64) and batch.dtype == torch.uint8
         assert batch.is_contiguous(memory_format=torch.channels_last)
         for tensor, target in zip(batch, targets.tolist()):

@@ -122,15 +122,21 @@ def committed_log(log: str) -> tuple[int, set[int]]:
 def test_writer_two_readers_then_kill_9(tmp_path):
     path, log, stop = str(tmp_path / "t.h5"), str(tmp_path / "log"), str(tmp_path / "stop")
     with h5store.open(path, "w", codec="png") as store:
-        store.add_batch([image_of(i) for i in range(5)], labels=[label_of(i) for i in range(5)],
-                        ids=range(5))
+        store.add_batch(
+            [image_of(i) for i in range(5)], labels=[label_of(i) for i in range(5)], ids=range(5)
+        )
     with open(log, "w") as fh:
         fh.write("4 -1\n")
-    writer = subprocess.Popen([sys.executable, "-c", WRITER, path, log, HERE],
-                              stdout=subprocess.PIPE, text=True)
+    writer = subprocess.Popen(
+        [sys.executable, "-c", WRITER, path, log, HERE], stdout=subprocess.PIPE, text=True
+    )
     readers = [
-        subprocess.Popen([sys.executable, "-c", READER, path, stop, HERE, str(k)],
-                         stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+        subprocess.Popen(
+            [sys.executable, "-c", READER, path, stop, HERE, str(k)],
+            stdout=subprocess.PIPE,
+            stderr=subprocess.PIPE,
+            text=True,
+        )
         for k in range(2)
     ]
     try:
@@ -179,8 +185,9 @@ def test_writer_two_readers_then_kill_9(tmp_path):
 def test_refresh_after_a_writer_died_restructuring_keeps_the_current_view(tmp_path):
     path = str(tmp_path / "t.h5")
     with h5store.open(path, "w", codec="png") as store:
-        store.add_batch([image_of(i) for i in range(6)], labels=[label_of(i) for i in range(6)],
-                        ids=range(6))
+        store.add_batch(
+            [image_of(i) for i in range(6)], labels=[label_of(i) for i in range(6)], ids=range(6)
+        )
     reader = h5store.open(path)
     # A writer killed with SWMR off (creating a class): the file says "open for write" and
     # nobody holds the writer lock.

@@ -14,7 +14,9 @@ import h5store
 #: Debian's hdf5-filter-plugin installs under the machine's multiarch triplet
 #: (x86_64-linux-gnu, aarch64-linux-gnu, ...).
 DEBIAN_PLUGINS = next(
-    iter(sorted(os.path.dirname(p) for p in glob.glob("/usr/lib/*/hdf5/serial/plugins/libh5lz4.so"))),
+    iter(
+        sorted(os.path.dirname(p) for p in glob.glob("/usr/lib/*/hdf5/serial/plugins/libh5lz4.so"))
+    ),
     "/usr/lib/hdf5/serial/plugins (not found)",
 )
 
@@ -26,7 +28,7 @@ def every_codec(tmp_path_factory):
     path = str(tmp_path_factory.mktemp("viewers") / "every_codec.h5")
     images, _ = photo_crops()
     rgb = images[:2, :24, :32]
-    gray16 = (images[:2, :24, :32, 0].astype(np.uint16) * 257)
+    gray16 = images[:2, :24, :32, 0].astype(np.uint16) * 257
     expected = {}
     with h5store.open(path, "w") as store:
         for name in h5store.available_codecs():
@@ -85,8 +87,10 @@ def test_h5grove_serves_every_object(every_codec):
 
 
 @h5dump_missing
-@pytest.mark.skipif(not os.path.exists(os.path.join(DEBIAN_PLUGINS, "libh5lz4.so")),
-                    reason="Debian's hdf5-filter-plugin (LZ4 for HDF5 1.10) not installed")
+@pytest.mark.skipif(
+    not os.path.exists(os.path.join(DEBIAN_PLUGINS, "libh5lz4.so")),
+    reason="Debian's hdf5-filter-plugin (LZ4 for HDF5 1.10) not installed",
+)
 def test_debian_h5dump_with_its_lz4_plugin_decodes_lz4_and_deflate_stacks(every_codec, tmp_path):
     path, expected = every_codec
     env = {**os.environ, "HDF5_PLUGIN_PATH": DEBIAN_PLUGINS}
@@ -94,8 +98,12 @@ def test_debian_h5dump_with_its_lz4_plugin_decodes_lz4_and_deflate_stacks(every_
         for name in ("lz4", "deflate"):
             rec = store.record(int(store.query(label=name)[0]))
             out = tmp_path / f"{name}.bin"
-            done = subprocess.run(["h5dump", "-d", rec.stack, "-b", "LE", "-o", str(out), path],
-                                  capture_output=True, text=True, env=env)
+            done = subprocess.run(
+                ["h5dump", "-d", rec.stack, "-b", "LE", "-o", str(out), path],
+                capture_output=True,
+                text=True,
+                env=env,
+            )
             assert done.returncode == 0, done.stderr
             dumped = np.fromfile(out, dtype=expected[name][0].dtype.newbyteorder("<"))
             assert np.array_equal(dumped.reshape(2, *rec.shape), np.stack(expected[name]))
@@ -106,11 +114,17 @@ def test_h5dump_reads_previews_without_any_plugin(every_codec, tmp_path):
     path, _ = every_codec
     out = tmp_path / "sheet.bin"
     env = {k: v for k, v in os.environ.items() if k != "HDF5_PLUGIN_PATH"}
-    done = subprocess.run(["h5dump", "-d", "/previews/webp/data", "-b", "LE", "-o", str(out), path],
-                          capture_output=True, text=True, env=env)
+    done = subprocess.run(
+        ["h5dump", "-d", "/previews/webp/data", "-b", "LE", "-o", str(out), path],
+        capture_output=True,
+        text=True,
+        env=env,
+    )
     assert done.returncode == 0, done.stderr
     with h5py.File(path, "r") as f:
-        assert np.array_equal(np.fromfile(out, np.uint8).reshape(32, 128, 3), f["/previews/webp/data"][()])
+        assert np.array_equal(
+            np.fromfile(out, np.uint8).reshape(32, 128, 3), f["/previews/webp/data"][()]
+        )
 
 
 def test_jpeg_needs_the_plugin_and_says_so_rather_than_showing_garbage(every_codec):

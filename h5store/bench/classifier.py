@@ -86,13 +86,15 @@ def _batch_features(batch: np.ndarray) -> np.ndarray:
     for grad in (np.abs(np.diff(green, axis=1)), np.abs(np.diff(green, axis=2))):
         grad = grad.reshape(n, -1)
         texture.append(grad.sum(axis=1, keepdims=True) / (255.0 * grad.shape[1]))
-        texture += [np.count_nonzero(grad <= s, axis=1)[:, None] / grad.shape[1]
-                    for s in GRADIENT_STEPS]
+        texture += [
+            np.count_nonzero(grad <= s, axis=1)[:, None] / grad.shape[1] for s in GRADIENT_STEPS
+        ]
     return np.concatenate([thumb.reshape(n, -1), hist, *texture], axis=1)
 
 
-def train_default(images: Sequence[np.ndarray], labels: Sequence[str] | None,
-                  seed: int = 0) -> TrainedClassifier:
+def train_default(
+    images: Sequence[np.ndarray], labels: Sequence[str] | None, seed: int = 0
+) -> TrainedClassifier:
     """Fit on half of the originals (stratified by class), score on the other half."""
     from sklearn.linear_model import LogisticRegression
     from sklearn.model_selection import train_test_split

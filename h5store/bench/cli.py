@@ -17,43 +17,76 @@ from .recommend import PREFERENCES
 def add_parser(sub: argparse._SubParsersAction) -> argparse.ArgumentParser:
     """Register the ``bench`` subcommand on the ``h5store`` parser's subparsers."""
     bench = sub.add_parser(
-        "bench", help="choose a codec and quality for your images (size, speed, fidelity)",
+        "bench",
+        help="choose a codec and quality for your images (size, speed, fidelity)",
         description="Measure every registered codec setting on the same images: bytes per "
         "image, encode/decode megapixels per second (1 and 2 threads), PSNR, SSIM, max error and "
         "whether a classifier's predictions survive; write bench.json/.csv/.md and a Pareto plot "
         "(bench.png) and recommend the smallest (or fastest) setting meeting the floors. Exit "
         "status 1 when no setting meets them. Needs the 'bench' extra.",
     )
-    bench.add_argument("input", nargs="?", default=None,
-                       help="an h5store file or an ImageFolder directory (one subfolder per "
-                       "class); default: the built-in sample set")
+    bench.add_argument(
+        "input",
+        nargs="?",
+        default=None,
+        help="an h5store file or an ImageFolder directory (one subfolder per "
+        "class); default: the built-in sample set",
+    )
     bench.add_argument("--n", type=int, default=500, help="images drawn (default: %(default)s)")
-    bench.add_argument("--size", type=int, default=None,
-                       help="side in px: of the sample set's crops (default 224); for your "
-                       "images a centre crop resized to it (default: keep them as they are)")
+    bench.add_argument(
+        "--size",
+        type=int,
+        default=None,
+        help="side in px: of the sample set's crops (default 224); for your "
+        "images a centre crop resized to it (default: keep them as they are)",
+    )
     bench.add_argument("--seed", type=int, default=0, help="which images are drawn")
-    bench.add_argument("--codecs", default=None,
-                       help="comma-separated codecs to measure (default: all registered)")
-    bench.add_argument("--min-ssim", type=float, default=0.98,
-                       help="floor on mean SSIM (default: %(default)s; -1 for none)")
+    bench.add_argument(
+        "--codecs", default=None, help="comma-separated codecs to measure (default: all registered)"
+    )
+    bench.add_argument(
+        "--min-ssim",
+        type=float,
+        default=0.98,
+        help="floor on mean SSIM (default: %(default)s; -1 for none)",
+    )
     bench.add_argument("--min-psnr", type=float, default=None, help="floor on mean PSNR in dB")
-    bench.add_argument("--min-agreement", type=float, default=None,
-                       help="floor on the share (0-1) of classifier predictions unchanged")
-    bench.add_argument("--predict", metavar="MODULE:FUNCTION",
-                       help="your model: a function from a batch of images ((N, H, W[, C]) "
-                       "uint8 array) to labels, imported from MODULE (the current directory "
-                       "is on the path) and asked about the originals and every decoded "
-                       "setting; default: a small classifier trained on the originals")
-    bench.add_argument("--prefer", choices=PREFERENCES, default="smallest",
-                       help="recommend the smallest setting or the fastest to decode "
-                       "(default: %(default)s)")
-    bench.add_argument("--ssim-images", type=int, default=200,
-                       help="images SSIM is averaged over, the costliest measure "
-                       "(default: %(default)s; 0 for all)")
-    bench.add_argument("--repeats", type=int, default=3,
-                       help="timed blocks per thread count (default: %(default)s)")
-    bench.add_argument("--out", default="h5store-bench",
-                       help="folder for the results (default: %(default)s)")
+    bench.add_argument(
+        "--min-agreement",
+        type=float,
+        default=None,
+        help="floor on the share (0-1) of classifier predictions unchanged",
+    )
+    bench.add_argument(
+        "--predict",
+        metavar="MODULE:FUNCTION",
+        help="your model: a function from a batch of images ((N, H, W[, C]) "
+        "uint8 array) to labels, imported from MODULE (the current directory "
+        "is on the path) and asked about the originals and every decoded "
+        "setting; default: a small classifier trained on the originals",
+    )
+    bench.add_argument(
+        "--prefer",
+        choices=PREFERENCES,
+        default="smallest",
+        help="recommend the smallest setting or the fastest to decode (default: %(default)s)",
+    )
+    bench.add_argument(
+        "--ssim-images",
+        type=int,
+        default=200,
+        help="images SSIM is averaged over, the costliest measure "
+        "(default: %(default)s; 0 for all)",
+    )
+    bench.add_argument(
+        "--repeats",
+        type=int,
+        default=3,
+        help="timed blocks per thread count (default: %(default)s)",
+    )
+    bench.add_argument(
+        "--out", default="h5store-bench", help="folder for the results (default: %(default)s)"
+    )
     bench.add_argument("--json", action="store_true", help="print JSON instead of the table")
     bench.add_argument("--quiet", action="store_true", help="no progress bar")
     bench.set_defaults(func=cmd_bench)
@@ -66,19 +99,31 @@ def cmd_bench(args: argparse.Namespace) -> int:
         import skimage  # noqa: F401
         import sklearn  # noqa: F401
     except ImportError as exc:
-        print(f"h5store: error: bench needs the 'bench' extra ({exc.name} is missing): "
-              "pip install 'h5store[bench]'", file=sys.stderr)
+        print(
+            f"h5store: error: bench needs the 'bench' extra ({exc.name} is missing): "
+            "pip install 'h5store[bench]'",
+            file=sys.stderr,
+        )
         return 2
     from . import report
     from .runner import run
 
     predict = load_predict(args.predict) if args.predict else None
     result = run(
-        args.input, n=args.n, size=args.size, seed=args.seed,
+        args.input,
+        n=args.n,
+        size=args.size,
+        seed=args.seed,
         codecs=args.codecs.split(",") if args.codecs else None,
-        min_ssim=args.min_ssim, min_psnr=args.min_psnr, min_agreement=args.min_agreement,
-        prefer=args.prefer, repeats=args.repeats, ssim_images=args.ssim_images or None,
-        out=args.out, progress=not args.quiet, predict=predict,
+        min_ssim=args.min_ssim,
+        min_psnr=args.min_psnr,
+        min_agreement=args.min_agreement,
+        prefer=args.prefer,
+        repeats=args.repeats,
+        ssim_images=args.ssim_images or None,
+        out=args.out,
+        progress=not args.quiet,
+        predict=predict,
     )
     if args.json:
         print(json.dumps({**result.to_dict(), "files": result.files}, indent=2, allow_nan=False))

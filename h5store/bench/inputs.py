@@ -72,15 +72,22 @@ def channels_of(image: np.ndarray) -> int:
     return 1 if image.ndim == 2 else image.shape[2]
 
 
-def load_input(source: Any = None, *, n: int = 500, size: int | None = None, seed: int = 0,
-               labels: Sequence[Any] | None = None) -> BenchInput:
+def load_input(
+    source: Any = None,
+    *,
+    n: int = 500,
+    size: int | None = None,
+    seed: int = 0,
+    labels: Sequence[Any] | None = None,
+) -> BenchInput:
     """``n`` images from ``source``: None (the built-in sample set), a path to an h5store file
     or an ImageFolder directory, or an array (N, H, W[, C]) / a list of images with optional
     ``labels``. ``size`` makes the sample set's crops that many px a side (default 224) and
     centre-crops and resizes other sources' images to it (default: kept as they are)."""
     check_count("n", n)
-    if size is not None and (isinstance(size, bool) or not isinstance(size, (int, np.integer))
-                             or size < 8):
+    if size is not None and (
+        isinstance(size, bool) or not isinstance(size, (int, np.integer)) or size < 8
+    ):
         raise InvalidInputError(f"size must be an integer >= 8 px, got {size!r}")
     if source is None:
         return _sample_input(int(n), size or DEFAULT_SAMPLE_SIZE, seed)
@@ -122,17 +129,31 @@ def _store_input(path: str, n: int, seed: int) -> BenchInput:
         chosen = ids[_draw(len(ids), n, seed)].tolist()
         images = [checked_image(im, f"image {i}") for i, im in zip(chosen, store.get_batch(chosen))]
         records = [store.record(i) for i in chosen]
-        lossy = {r.label: store.codec_of(r.label) for r in records
-                 if not store.codec_of(r.label).lossless}
+        lossy = {
+            r.label: store.codec_of(r.label)
+            for r in records
+            if not store.codec_of(r.label).lossless
+        }
     labels = [r.label for r in records]
     origin = None
     if lossy:
-        settings = sorted({" ".join([c.codec_id] + [f"{k}={v}" for k, v in c.get_config().items()
-                                                    if k == "quality"]) for c in lossy.values()})
+        settings = sorted(
+            {
+                " ".join(
+                    [c.codec_id] + [f"{k}={v}" for k, v in c.get_config().items() if k == "quality"]
+                )
+                for c in lossy.values()
+            }
+        )
         count = sum(r.label in lossy for r in records)
         origin = f"{count} of the {len(records)} images are stored as {', '.join(settings)}"
-    return BenchInput(images, labels, f"{len(images)} of {len(ids)} images of {path}",
-                      lossy_origin=origin, store_path=path)
+    return BenchInput(
+        images,
+        labels,
+        f"{len(images)} of {len(ids)} images of {path}",
+        lossy_origin=origin,
+        store_path=path,
+    )
 
 
 def _folder_input(path: str, n: int, seed: int) -> BenchInput:
@@ -150,9 +171,12 @@ def _folder_input(path: str, n: int, seed: int) -> BenchInput:
     classes = len({label for _, label in files})
     jpegs = sum(file.lower().endswith(LOSSY_SUFFIXES) for file, _ in picked)
     origin = f"{jpegs} of the {len(picked)} images are JPEG files" if jpegs else None
-    return BenchInput(images, [label for _, label in picked],
-                      f"{len(images)} of {len(files)} images in {classes} classes of {path}",
-                      lossy_origin=origin)
+    return BenchInput(
+        images,
+        [label for _, label in picked],
+        f"{len(images)} of {len(files)} images in {classes} classes of {path}",
+        lossy_origin=origin,
+    )
 
 
 def image_folder_files(path: str) -> list[tuple[str, str]]:
@@ -162,8 +186,11 @@ def image_folder_files(path: str) -> list[tuple[str, str]]:
     files = []
     for label in classes:
         for root, _, names in sorted(os.walk(os.path.join(path, label), followlinks=True)):
-            files += [(os.path.join(root, name), label) for name in sorted(names)
-                      if name.lower().endswith(IMAGE_SUFFIXES)]
+            files += [
+                (os.path.join(root, name), label)
+                for name in sorted(names)
+                if name.lower().endswith(IMAGE_SUFFIXES)
+            ]
     if not files:
         raise InvalidInputError(
             f"{path!r} is not an ImageFolder directory: no class subfolders with image files "

@@ -31,8 +31,9 @@ def data_range(dtype: np.dtype) -> int:
     return int(np.iinfo(dtype).max - np.iinfo(dtype).min)
 
 
-def image_fidelity(original: np.ndarray, decoded: np.ndarray,
-                   ssim: bool = True) -> tuple[float, float | None, int]:
+def image_fidelity(
+    original: np.ndarray, decoded: np.ndarray, ssim: bool = True
+) -> tuple[float, float | None, int]:
     """(PSNR dB, SSIM or None if not asked for, max absolute error) of one decoded image."""
     from skimage.metrics import peak_signal_noise_ratio, structural_similarity
 
@@ -48,21 +49,31 @@ def image_fidelity(original: np.ndarray, decoded: np.ndarray,
     win = min(SSIM_WINDOW, side if side % 2 else side - 1)
     value = None
     if ssim and win >= 3:
-        value = float(structural_similarity(
-            original, decoded, data_range=rng, win_size=win,
-            channel_axis=-1 if original.ndim == 3 else None,
-        ))
+        value = float(
+            structural_similarity(
+                original,
+                decoded,
+                data_range=rng,
+                win_size=win,
+                channel_axis=-1 if original.ndim == 3 else None,
+            )
+        )
     return psnr, value, max_err
 
 
-def set_fidelity(originals: Sequence[np.ndarray], decoded: Sequence[np.ndarray],
-                 map_fn: Callable = map, ssim_images: int | None = None) -> Fidelity:
+def set_fidelity(
+    originals: Sequence[np.ndarray],
+    decoded: Sequence[np.ndarray],
+    map_fn: Callable = map,
+    ssim_images: int | None = None,
+) -> Fidelity:
     """Summarise :func:`image_fidelity` over a set; ``map_fn`` may spread it over threads
     (scikit-image's SSIM releases the GIL for much of its work). SSIM, which costs 20 times
     what PSNR does, is averaged over the first ``ssim_images`` images only (all if None)."""
     limit = len(originals) if ssim_images is None else ssim_images
-    per_image = list(map_fn(lambda k: image_fidelity(originals[k], decoded[k], k < limit),
-                            range(len(originals))))
+    per_image = list(
+        map_fn(lambda k: image_fidelity(originals[k], decoded[k], k < limit), range(len(originals)))
+    )
     psnr = np.array([p for p, _, _ in per_image])
     ssim = [s for _, s, _ in per_image if s is not None]
     finite = psnr[np.isfinite(psnr)]

@@ -39,21 +39,53 @@ def pareto_plot(result: BenchResult, path: str) -> None:
     tab20 = plt.get_cmap("tab20").colors
     colours = [*tab20[::2], *tab20[1::2]]  # the 10 strong hues first, then their light twins
     front = pareto_front(cells)
-    ax.plot([c.bytes_per_image for c in front], [c.ssim_mean for c in front], "-",
-            color="0.6", lw=6, alpha=0.35, solid_capstyle="round", zorder=1)
+    ax.plot(
+        [c.bytes_per_image for c in front],
+        [c.ssim_mean for c in front],
+        "-",
+        color="0.6",
+        lw=6,
+        alpha=0.35,
+        solid_capstyle="round",
+        zorder=1,
+    )
     handles = [Line2D([], [], color="0.6", lw=6, alpha=0.35, label="Pareto front")]
     labels: list[tuple[CellResult, str, tuple]] = []
     for k, (codec, group) in enumerate(by_codec.items()):
         group.sort(key=lambda c: c.bytes_per_image)
         colour, marker = colours[k % len(colours)], MARKERS[k % len(MARKERS)]
         curve = [c for c in group if c.max_abs_error]  # a quality curve joins lossy settings only
-        ax.plot([c.bytes_per_image for c in curve], [c.ssim_mean for c in curve], "-",
-                color=colour, alpha=0.7, lw=1.2, zorder=2)
-        ax.scatter([c.bytes_per_image for c in group], [c.ssim_mean for c in group],
-                   s=[_area(c.decode_mpx_s) for c in group], color=colour, marker=marker,
-                   edgecolor="black", linewidth=0.4, zorder=3)
-        handles.append(Line2D([], [], ls="-", marker=marker, color=colour,
-                              markeredgecolor="black", markeredgewidth=0.4, label=codec))
+        ax.plot(
+            [c.bytes_per_image for c in curve],
+            [c.ssim_mean for c in curve],
+            "-",
+            color=colour,
+            alpha=0.7,
+            lw=1.2,
+            zorder=2,
+        )
+        ax.scatter(
+            [c.bytes_per_image for c in group],
+            [c.ssim_mean for c in group],
+            s=[_area(c.decode_mpx_s) for c in group],
+            color=colour,
+            marker=marker,
+            edgecolor="black",
+            linewidth=0.4,
+            zorder=3,
+        )
+        handles.append(
+            Line2D(
+                [],
+                [],
+                ls="-",
+                marker=marker,
+                color=colour,
+                markeredgecolor="black",
+                markeredgewidth=0.4,
+                label=codec,
+            )
+        )
         for c in group:
             if c.violation:
                 labels.append((c, "violation", "red"))
@@ -62,24 +94,56 @@ def pareto_plot(result: BenchResult, path: str) -> None:
     rec = result.recommendation
     if rec is not None and rec.floors.min_ssim is not None:
         ax.axhline(rec.floors.min_ssim, color="grey", ls="--", lw=0.8)
-        handles.append(Line2D([], [], color="grey", ls="--", lw=0.8,
-                              label=f"floor: SSIM {rec.floors.min_ssim}"))
+        handles.append(
+            Line2D(
+                [], [], color="grey", ls="--", lw=0.8, label=f"floor: SSIM {rec.floors.min_ssim}"
+            )
+        )
     if rec is not None and rec.cell is not None and rec.cell.ssim_mean is not None:
-        ax.scatter([rec.cell.bytes_per_image], [rec.cell.ssim_mean], marker="*", s=320,
-                   facecolor="none", edgecolor="red", linewidth=1.5, zorder=4)
-        handles.append(Line2D([], [], ls="", marker="*", markersize=14, markerfacecolor="none",
-                              markeredgecolor="red", label=f"recommended: {rec.cell.name}"))
+        ax.scatter(
+            [rec.cell.bytes_per_image],
+            [rec.cell.ssim_mean],
+            marker="*",
+            s=320,
+            facecolor="none",
+            edgecolor="red",
+            linewidth=1.5,
+            zorder=4,
+        )
+        handles.append(
+            Line2D(
+                [],
+                [],
+                ls="",
+                marker="*",
+                markersize=14,
+                markerfacecolor="none",
+                markeredgecolor="red",
+                label=f"recommended: {rec.cell.name}",
+            )
+        )
     for speed in (10, 100, 1000):  # a key to the marker areas
-        handles.append(Line2D([], [], ls="", marker="o", markersize=math.sqrt(_area(speed)),
-                              color="lightgrey", markeredgecolor="black", markeredgewidth=0.4,
-                              label=f"decodes {speed} MP/s (1 thread)"))
+        handles.append(
+            Line2D(
+                [],
+                [],
+                ls="",
+                marker="o",
+                markersize=math.sqrt(_area(speed)),
+                color="lightgrey",
+                markeredgecolor="black",
+                markeredgewidth=0.4,
+                label=f"decodes {speed} MP/s (1 thread)",
+            )
+        )
     ax.set_xscale("log")
     ax.set_xlabel("bytes per image (log scale)")
     ax.set_ylabel("mean SSIM (1 = exact)")
     title = f"Size against fidelity: {result.meta['input']}"
     if result.meta.get("lossy_input"):
-        title += (f"\nfidelity against already-lossy input, not originals "
-                  f"({result.meta['lossy_input']})")
+        title += (
+            f"\nfidelity against already-lossy input, not originals ({result.meta['lossy_input']})"
+        )
     ax.set_title(title, fontsize=10, color="black" if "\n" not in title else "darkred")
     ax.grid(True, which="both", alpha=0.25)
     ax.legend(handles=handles, fontsize=7, loc="lower right", ncol=2, framealpha=0.9)
@@ -104,9 +168,15 @@ def _place_labels(fig, ax, labels) -> None:
     front = {id(c) for c in pareto_front([c for c, _, _ in labels])}
     for cell, text, colour in sorted(labels, key=lambda item: id(item[0]) not in front):
         for dx, dy in _OFFSETS:
-            note = ax.annotate(text, (cell.bytes_per_image, cell.ssim_mean), xytext=(dx, dy),
-                               textcoords="offset points", fontsize=_FONT, color=colour,
-                               ha="left" if dx > 0 else "right")
+            note = ax.annotate(
+                text,
+                (cell.bytes_per_image, cell.ssim_mean),
+                xytext=(dx, dy),
+                textcoords="offset points",
+                fontsize=_FONT,
+                color=colour,
+                ha="left" if dx > 0 else "right",
+            )
             box = note.get_window_extent(renderer).expanded(1.05, 1.1)
             if not any(box.overlaps(other) for other in placed):
                 placed.append(box)

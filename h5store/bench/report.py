@@ -48,10 +48,29 @@ def write_json(result: BenchResult, path: str) -> None:
 
 
 CSV_COLUMNS = [
-    "codec", "setting", "lossless", "images", "bytes_per_image", "bits_per_pixel", "ratio",
-    "encode_mpx_s", "encode_mpx_s_2t", "decode_mpx_s", "decode_mpx_s_2t", "psnr_mean",
-    "psnr_min", "ssim_mean", "ssim_min", "ssim_images", "max_abs_error", "exact_images",
-    "agreement", "flips", "violation", "seconds", "config",
+    "codec",
+    "setting",
+    "lossless",
+    "images",
+    "bytes_per_image",
+    "bits_per_pixel",
+    "ratio",
+    "encode_mpx_s",
+    "encode_mpx_s_2t",
+    "decode_mpx_s",
+    "decode_mpx_s_2t",
+    "psnr_mean",
+    "psnr_min",
+    "ssim_mean",
+    "ssim_min",
+    "ssim_images",
+    "max_abs_error",
+    "exact_images",
+    "agreement",
+    "flips",
+    "violation",
+    "seconds",
+    "config",
 ]
 
 
@@ -99,33 +118,57 @@ def markdown_table(result: BenchResult) -> str:
     """One row a setting, codecs in registry order, each codec's settings by size."""
     lossy = result.meta.get("lossy_input")
     mark = "*" if lossy else ""  # fidelity against decoded lossy input: footnoted
-    header = ["codec", "setting", "bytes/img", "bpp", "ratio", "enc MP/s 1t / 2t",
-              "dec MP/s 1t / 2t", f"PSNR dB{mark}", f"SSIM{mark}", f"max err{mark}", "agree",
-              "flips", "note"]
+    header = [
+        "codec",
+        "setting",
+        "bytes/img",
+        "bpp",
+        "ratio",
+        "enc MP/s 1t / 2t",
+        "dec MP/s 1t / 2t",
+        f"PSNR dB{mark}",
+        f"SSIM{mark}",
+        f"max err{mark}",
+        "agree",
+        "flips",
+        "note",
+    ]
     front = {id(c) for c in pareto_front(result.cells)}
     order = {name: k for k, name in enumerate(dict.fromkeys(c.codec for c in result.cells))}
     rows = []
     for c in sorted(result.cells, key=lambda c: (order[c.codec], c.bytes_per_image)):
-        rows.append([
-            c.codec, c.setting or "default", f"{c.bytes_per_image:,.0f}", f"{c.bits_per_pixel:.2f}",
-            f"{c.ratio:.1f}", _pair(c.encode_mpx_s, c.encode_mpx_s_2t),
-            _pair(c.decode_mpx_s, c.decode_mpx_s_2t), _num(".2f")(c.psnr_mean),
-            _num(".4f")(c.ssim_mean), str(c.max_abs_error), _num(".3f")(c.agreement),
-            _num("d")(c.flips), _note(c, result, front),
-        ])
+        rows.append(
+            [
+                c.codec,
+                c.setting or "default",
+                f"{c.bytes_per_image:,.0f}",
+                f"{c.bits_per_pixel:.2f}",
+                f"{c.ratio:.1f}",
+                _pair(c.encode_mpx_s, c.encode_mpx_s_2t),
+                _pair(c.decode_mpx_s, c.decode_mpx_s_2t),
+                _num(".2f")(c.psnr_mean),
+                _num(".4f")(c.ssim_mean),
+                str(c.max_abs_error),
+                _num(".3f")(c.agreement),
+                _num("d")(c.flips),
+                _note(c, result, front),
+            ]
+        )
     lines = ["| " + " | ".join(header) + " |", "|" + "|".join("---" for _ in header) + "|"]
     lines += ["| " + " | ".join(row) + " |" for row in rows]
     if lossy:
-        lines.append(f"\n{mark} against the input as decoded, which is not the originals: "
-                     f"{lossy}.")
+        lines.append(f"\n{mark} against the input as decoded, which is not the originals: {lossy}.")
     return "\n".join(lines)
 
 
 def equal_ssim_table(result: BenchResult, levels: int = 4) -> str:
     """Bytes per image of each lossy codec at a few common SSIM values, interpolated between
     its settings: the fair way to say which codec is smaller. Empty without two such codecs."""
-    lossy = [c for c in result.cells if not c.lossless and c.ssim_mean is not None
-             and c.max_abs_error and not c.violation]
+    lossy = [
+        c
+        for c in result.cells
+        if not c.lossless and c.ssim_mean is not None and c.max_abs_error and not c.violation
+    ]
     counts = Counter(c.codec for c in lossy)
     codecs = [codec for codec, count in counts.items() if count >= 2]  # one point: no curve
     if len(codecs) < 2:
@@ -144,31 +187,41 @@ def summary_lines(result: BenchResult) -> list[str]:
     """The facts around the table: input, timing, classifier, settings skipped."""
     meta, clf = result.meta, result.classifier
     load = meta.get("load_average")
-    lines = [f"Input: {meta['input']}; {len(result.cells)} settings measured in "
-             f"{meta['seconds']:.0f} s on {meta['cpus']} cores"
-             + ("" if load is None else f" (load average {load:.1f} at the end)") +
-             ". Size, speed, PSNR and max error "
-             f"over all {meta['images']} images, SSIM over the first {meta['ssim_images']} (the "
-             "same for every setting); MP/s = megapixels per second."]
+    lines = [
+        f"Input: {meta['input']}; {len(result.cells)} settings measured in "
+        f"{meta['seconds']:.0f} s on {meta['cpus']} cores"
+        + ("" if load is None else f" (load average {load:.1f} at the end)")
+        + ". Size, speed, PSNR and max error "
+        f"over all {meta['images']} images, SSIM over the first {meta['ssim_images']} (the "
+        "same for every setting); MP/s = megapixels per second."
+    ]
     if clf.kind == "default":
-        lines.append(f"Classifier: default scikit-learn model, accuracy {clf.accuracy:.3f} on "
-                     f"{clf.test_size} held-out originals (chance {clf.chance:.3f}); agree = "
-                     "share of its predictions unchanged by compression, flips = images changed.")
+        lines.append(
+            f"Classifier: default scikit-learn model, accuracy {clf.accuracy:.3f} on "
+            f"{clf.test_size} held-out originals (chance {clf.chance:.3f}); agree = "
+            "share of its predictions unchanged by compression, flips = images changed."
+        )
     elif clf.kind == "user":
-        lines.append("Classifier: the predict function given; agree = share of its predictions "
-                     "unchanged by compression, flips = images changed.")
+        lines.append(
+            "Classifier: the predict function given; agree = share of its predictions "
+            "unchanged by compression, flips = images changed."
+        )
     else:
         lines.append(f"Classifier: none ({clf.note}).")
     reasons: dict[tuple[str, str], list[str]] = {}
     for s in result.skipped:  # one line for all settings of a codec skipped for one reason
         reasons.setdefault((s.codec, s.reason), []).append(s.setting)
-    lines += [f"Skipped {codec} ({', '.join(settings)}): {reason}"
-              for (codec, reason), settings in reasons.items()]
+    lines += [
+        f"Skipped {codec} ({', '.join(settings)}): {reason}"
+        for (codec, reason), settings in reasons.items()
+    ]
     return lines
 
 
-EQUAL_SSIM_CAPTION = ("Bytes per image at equal SSIM (each lossy codec's size interpolated "
-                      "between its settings; - where its settings do not reach):")
+EQUAL_SSIM_CAPTION = (
+    "Bytes per image at equal SSIM (each lossy codec's size interpolated "
+    "between its settings; - where its settings do not reach):"
+)
 
 
 def markdown_report(result: BenchResult) -> str:

@@ -50,8 +50,10 @@ class CellResult:
 
     def to_dict(self) -> dict[str, Any]:
         """Plain data; infinite PSNR (exact images) becomes None, which JSON can hold."""
-        return {k: (None if isinstance(v, float) and math.isinf(v) else v)
-                for k, v in asdict(self).items()}
+        return {
+            k: (None if isinstance(v, float) and math.isinf(v) else v)
+            for k, v in asdict(self).items()
+        }
 
 
 @dataclass
@@ -91,8 +93,14 @@ class BenchResult:
             raise KeyError(f"{len(found)} results for {codec} {setting or ''}".strip())
         return found[0]
 
-    def recommend(self, *, min_ssim: float | None = None, min_psnr: float | None = None,
-                  min_agreement: float | None = None, prefer: str = "smallest") -> Recommendation:
+    def recommend(
+        self,
+        *,
+        min_ssim: float | None = None,
+        min_psnr: float | None = None,
+        min_agreement: float | None = None,
+        prefer: str = "smallest",
+    ) -> Recommendation:
         """Choose again under other floors, without measuring again."""
         return recommend(self.cells, Floors(min_ssim, min_psnr, min_agreement), prefer)
 
@@ -100,8 +108,9 @@ class BenchResult:
         return {
             "meta": self.meta,
             "classifier": asdict(self.classifier),
-            "recommendation": (None if self.recommendation is None
-                               else self.recommendation.to_dict()),
+            "recommendation": (
+                None if self.recommendation is None else self.recommendation.to_dict()
+            ),
             "cells": [c.to_dict() for c in self.cells],
             "skipped": [asdict(s) for s in self.skipped],
         }
@@ -115,5 +124,7 @@ class BenchResult:
         return self.files
 
     def __repr__(self) -> str:
-        return (f"<BenchResult {len(self.cells)} settings measured, {len(self.skipped)} skipped, "
-                f"{self.meta.get('input', '')}>")
+        return (
+            f"<BenchResult {len(self.cells)} settings measured, {len(self.skipped)} skipped, "
+            f"{self.meta.get('input', '')}>"
+        )

@@ -33,8 +33,9 @@ def setting_name(params: Mapping[str, Any]) -> str:
     return " ".join(f"{k}={v}" for k, v in params.items()) or "default"
 
 
-def plan_grid(inp: BenchInput, codecs: Sequence[str] | None = None,
-              grid: Grid | None = None) -> tuple[list[tuple[Codec, str]], list[Skipped]]:
+def plan_grid(
+    inp: BenchInput, codecs: Sequence[str] | None = None, grid: Grid | None = None
+) -> tuple[list[tuple[Codec, str]], list[Skipped]]:
     """The configured codecs to measure (with their setting names), and the settings skipped
     because the codec cannot hold these images. ``codecs`` restricts the registry; ``grid``
     replaces a codec's ``bench_grid``. Bad names or settings given here raise CodecError."""
@@ -72,9 +73,15 @@ def _cannot_hold(codec: Codec, kinds: Sequence[tuple[int, int, int, str]]) -> st
     return None
 
 
-def measure_cell(codec: Codec, setting: str, inp: BenchInput, timer: BlockTimer,
-                 predict: Predict | None = None, reference: np.ndarray | None = None,
-                 ssim_images: int | None = None) -> CellResult:
+def measure_cell(
+    codec: Codec,
+    setting: str,
+    inp: BenchInput,
+    timer: BlockTimer,
+    predict: Predict | None = None,
+    reference: np.ndarray | None = None,
+    ssim_images: int | None = None,
+) -> CellResult:
     """Encode and decode every image once (timed), then judge the decoded images (SSIM on the
     first ``ssim_images`` only, all if None)."""
     started = time.perf_counter()
@@ -84,7 +91,8 @@ def measure_cell(codec: Codec, setting: str, inp: BenchInput, timer: BlockTimer,
         payloads, enc = timer.map(codec.encode, images, pixels)
         decoded, dec = timer.map(
             lambda k: np.asarray(codec.decode(payloads[k], images[k].shape, images[k].dtype)),
-            range(len(images)), pixels,
+            range(len(images)),
+            pixels,
         )
     except Exception as exc:  # whatever a codec's own code raises
         raise CodecFailure(f"{type(exc).__name__}: {exc}") from exc
@@ -93,8 +101,10 @@ def measure_cell(codec: Codec, setting: str, inp: BenchInput, timer: BlockTimer,
     if violation is None:
         fid = set_fidelity(images, decoded, timer.parallel_map, ssim_images)
     if fid is not None and codec.lossless and fid.max_abs_error:
-        violation = (f"declared lossless but changed pixels by up to {fid.max_abs_error} "
-                     f"({len(images) - fid.exact_images} of {len(images)} images differ)")
+        violation = (
+            f"declared lossless but changed pixels by up to {fid.max_abs_error} "
+            f"({len(images) - fid.exact_images} of {len(images)} images differ)"
+        )
     agree = flips = None
     if predict is not None and fid is not None and fid.max_abs_error == 0:
         agree, flips = 1.0, 0  # the very same pixels: asking the model again would be wasted
@@ -102,18 +112,28 @@ def measure_cell(codec: Codec, setting: str, inp: BenchInput, timer: BlockTimer,
         agree, flips = agreement(reference, call_predict(predict, as_batch(decoded), len(images)))
     total = sum(len(p) for p in payloads)
     return CellResult(
-        codec=codec.codec_id, setting=setting, config=codec.get_config(),
-        lossless=codec.lossless, images=len(images),
-        bytes_per_image=total / len(images), bits_per_pixel=8 * total / sum(pixels),
+        codec=codec.codec_id,
+        setting=setting,
+        config=codec.get_config(),
+        lossless=codec.lossless,
+        images=len(images),
+        bytes_per_image=total / len(images),
+        bits_per_pixel=8 * total / sum(pixels),
         ratio=inp.raw_bytes / max(total, 1),
-        encode_mpx_s=enc.one_thread, encode_mpx_s_2t=enc.two_threads,
-        decode_mpx_s=dec.one_thread, decode_mpx_s_2t=dec.two_threads,
-        psnr_mean=fid.psnr_mean if fid else None, psnr_min=fid.psnr_min if fid else None,
-        ssim_mean=fid.ssim_mean if fid else None, ssim_min=fid.ssim_min if fid else None,
+        encode_mpx_s=enc.one_thread,
+        encode_mpx_s_2t=enc.two_threads,
+        decode_mpx_s=dec.one_thread,
+        decode_mpx_s_2t=dec.two_threads,
+        psnr_mean=fid.psnr_mean if fid else None,
+        psnr_min=fid.psnr_min if fid else None,
+        ssim_mean=fid.ssim_mean if fid else None,
+        ssim_min=fid.ssim_min if fid else None,
         ssim_images=fid.ssim_images if fid else 0,
         max_abs_error=fid.max_abs_error if fid else None,
         exact_images=fid.exact_images if fid else None,
-        agreement=agree, flips=flips, violation=violation,
+        agreement=agree,
+        flips=flips,
+        violation=violation,
         seconds=time.perf_counter() - started,
     )
 
@@ -125,8 +145,9 @@ def _shape_violation(images: Sequence[np.ndarray], decoded: Sequence[np.ndarray]
     return None
 
 
-def _judge(inp: BenchInput, predict: Predict | None, seed: int,
-           need: bool) -> tuple[Predict | None, ClassifierInfo]:
+def _judge(
+    inp: BenchInput, predict: Predict | None, seed: int, need: bool
+) -> tuple[Predict | None, ClassifierInfo]:
     """The predict function to compare with, and what to say about it. Without the user's, the
     default classifier is trained; an input it cannot learn from leaves no classifier, which
     is an error only when a floor on agreement needs one."""
@@ -141,18 +162,33 @@ def _judge(inp: BenchInput, predict: Predict | None, seed: int,
             raise InvalidInputError(f"min_agreement needs a classifier, but {exc}") from None
         return None, ClassifierInfo(kind="none", note=str(exc))
     return trained.predict, ClassifierInfo(
-        kind="default", accuracy=trained.accuracy, chance=trained.chance,
-        train_size=trained.train_size, test_size=trained.test_size,
+        kind="default",
+        accuracy=trained.accuracy,
+        chance=trained.chance,
+        train_size=trained.train_size,
+        test_size=trained.test_size,
     )
 
 
-def run(source: Any = None, *, n: int = 500, size: int | None = None, seed: int = 0,
-        labels: Sequence[Any] | None = None, codecs: Sequence[str] | None = None,
-        grid: Grid | None = None, predict: Predict | None = None,
-        min_ssim: float | None = 0.98, min_psnr: float | None = None,
-        min_agreement: float | None = None, prefer: str = "smallest", repeats: int = 3,
-        ssim_images: int | None = 200, out: str | os.PathLike | None = None,
-        progress: bool = True) -> BenchResult:
+def run(
+    source: Any = None,
+    *,
+    n: int = 500,
+    size: int | None = None,
+    seed: int = 0,
+    labels: Sequence[Any] | None = None,
+    codecs: Sequence[str] | None = None,
+    grid: Grid | None = None,
+    predict: Predict | None = None,
+    min_ssim: float | None = 0.98,
+    min_psnr: float | None = None,
+    min_agreement: float | None = None,
+    prefer: str = "smallest",
+    repeats: int = 3,
+    ssim_images: int | None = 200,
+    out: str | os.PathLike | None = None,
+    progress: bool = True,
+) -> BenchResult:
     """Benchmark every codec setting on ``n`` images and recommend one.
 
     ``source``: None for the built-in sample set, a path to an h5store file or an ImageFolder
@@ -186,8 +222,9 @@ def run(source: Any = None, *, n: int = 500, size: int | None = None, seed: int 
         for codec, setting in bar:
             bar.set_postfix_str(f"{codec.codec_id} {setting}")
             try:
-                cells.append(measure_cell(codec, setting, inp, timer, judge, reference,
-                                          ssim_images))
+                cells.append(
+                    measure_cell(codec, setting, inp, timer, judge, reference, ssim_images)
+                )
             except CodecFailure as exc:  # one broken codec must not end the run
                 skipped.append(Skipped(codec.codec_id, setting, f"failed: {exc}"))
     meta = _meta(inp, seed, repeats, started)
@@ -220,6 +257,10 @@ def _meta(inp: BenchInput, seed: int, repeats: int, started: float) -> dict[str,
         # Other processes' load is why speeds on a shared machine vary from run to run.
         "load_average": os.getloadavg()[0] if hasattr(os, "getloadavg") else None,
         "machine": f"{platform.machine()} {platform.system()} {platform.release()}",
-        "versions": {"h5store": h5store.__version__, "imagecodecs": imagecodecs.__version__,
-                     "numpy": np.__version__, "python": platform.python_version()},
+        "versions": {
+            "h5store": h5store.__version__,
+            "imagecodecs": imagecodecs.__version__,
+            "numpy": np.__version__,
+            "python": platform.python_version(),
+        },
     }

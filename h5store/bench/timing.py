@@ -76,8 +76,9 @@ class BlockTimer:
     def __exit__(self, *exc_info) -> None:
         self.close()
 
-    def map(self, fn: Callable[[T], R], items: Sequence[T],
-            pixels: Sequence[int]) -> tuple[list[R], Throughput]:
+    def map(
+        self, fn: Callable[[T], R], items: Sequence[T], pixels: Sequence[int]
+    ) -> tuple[list[R], Throughput]:
         """``[fn(x) for x in items]`` and the throughput in megapixels (``pixels[k]`` of item k)
         per second, with one and with two threads."""
         results: list[R] = [None] * len(items)  # type: ignore[list-item]
@@ -91,11 +92,13 @@ class BlockTimer:
             for k, out in zip(block, outputs):
                 results[k] = out
             rates[threads].append(passes * sum(pixels[k] for k in block) / 1e6 / seconds)
-        return results, Throughput(*(float(np.median(rates[t])) if rates[t] else None
-                                     for t in (1, 2)))
+        return results, Throughput(
+            *(float(np.median(rates[t])) if rates[t] else None for t in (1, 2))
+        )
 
-    def _run_block(self, fn: Callable[[T], R], items: Sequence[T], block: np.ndarray,
-                   threads: int, passes: int) -> tuple[list[R], float]:
+    def _run_block(
+        self, fn: Callable[[T], R], items: Sequence[T], block: np.ndarray, threads: int, passes: int
+    ) -> tuple[list[R], float]:
         """Outputs of ``fn`` over the block and the seconds ``passes`` runs of it took. Each
         thread repeats its own half, so that waking it is paid once, not once a pass."""
 

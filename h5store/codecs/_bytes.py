@@ -43,7 +43,9 @@ class ByteCodec(Codec):
         try:
             raw = self._decompress(data)
         except Exception as exc:
-            raise CodecError(f"codec {self.codec_id!r}: the stored payload does not decompress ({exc})") from None
+            raise CodecError(
+                f"codec {self.codec_id!r}: the stored payload does not decompress ({exc})"
+            ) from None
         expected = int(np.prod(shape)) * little.itemsize
         if len(raw) != expected:
             raise CodecError(

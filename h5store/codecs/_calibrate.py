@@ -46,13 +46,21 @@ def _sweep(codec: ImageCodec, steps: int) -> np.ndarray:
     return knobs
 
 
-def calibrate(codec: ImageCodec, images: np.ndarray, targets: list[float], steps: int) -> tuple[float, ...]:
+def calibrate(
+    codec: ImageCodec, images: np.ndarray, targets: list[float], steps: int
+) -> tuple[float, ...]:
     """Knob values whose mean PSNR equals each target (clamped to the knob's range)."""
     knobs = _sweep(codec, steps)
-    curve = np.array([
-        _mean_psnr(images, lambda im, k=k: codec._encode_lossy(im, k), lambda p, im: codec._decode(p, None))
-        for k in knobs
-    ])
+    curve = np.array(
+        [
+            _mean_psnr(
+                images,
+                lambda im, k=k: codec._encode_lossy(im, k),
+                lambda p, im: codec._decode(p, None),
+            )
+            for k in knobs
+        ]
+    )
     curve = np.maximum.accumulate(curve)  # PSNR rises along the sweep; flatten noise
     out = []
     for target in targets:
@@ -73,7 +81,9 @@ def main(argv: list[str] | None = None) -> None:
     parser.add_argument("-n", type=int, default=64, help="number of sample images (default 64)")
     parser.add_argument("--size", type=int, default=224, help="image side in px (default 224)")
     parser.add_argument("--steps", type=int, default=24, help="knob values swept per codec")
-    parser.add_argument("--codecs", nargs="*", help="codecs to calibrate (default: every lossy one)")
+    parser.add_argument(
+        "--codecs", nargs="*", help="codecs to calibrate (default: every lossy one)"
+    )
     parser.add_argument("--check", action="store_true", help="only check the tables in the modules")
     args = parser.parse_args(argv)
     images = sample_set(args.n, args.size).images
@@ -82,7 +92,9 @@ def main(argv: list[str] | None = None) -> None:
         jpeg = get_codec("jpeg", quality=q)
         anchors.append(_mean_psnr(images, jpeg.encode, functools.partial(_decode_like, jpeg)))
     print("ANCHOR_PSNR = (" + ", ".join(f"{p:.2f}" for p in anchors) + ")")
-    names = args.codecs or [n for n, c in sorted(_REGISTRY.items()) if issubclass(c, ImageCodec) and c.takes_quality]
+    names = args.codecs or [
+        n for n, c in sorted(_REGISTRY.items()) if issubclass(c, ImageCodec) and c.takes_quality
+    ]
     for name in [] if args.check else names:
         codec = _REGISTRY[name](lossless=False)
         knobs = calibrate(codec, images, anchors, args.steps)
@@ -103,7 +115,9 @@ def main(argv: list[str] | None = None) -> None:
                 sizes.append(len(payload))
                 values.append(psnr(image, back))
                 ssims.append(structural_similarity(image, back, channel_axis=2))
-            row.append(f"q{q}: {np.mean(sizes):.0f} B {np.mean(values):.2f} dB {np.mean(ssims):.3f}")
+            row.append(
+                f"q{q}: {np.mean(sizes):.0f} B {np.mean(values):.2f} dB {np.mean(ssims):.3f}"
+            )
         print(f"{name:8s} " + " | ".join(row))
 
 

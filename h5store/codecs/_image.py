@@ -108,14 +108,18 @@ class ImageCodec(Codec):
         except CodecError:
             raise
         except Exception as exc:  # the library refused the image
-            raise CodecError(f"codec {self.codec_id!r} cannot encode a {image.shape} {image.dtype} image: {exc}") from None
+            raise CodecError(
+                f"codec {self.codec_id!r} cannot encode a {image.shape} {image.dtype} image: {exc}"
+            ) from None
 
     def decode(self, data: Any, shape: tuple[int, ...], dtype: np.dtype) -> np.ndarray:
         channels = 1 if len(shape) == 2 else shape[2]
         try:
             image = self._decode(data, channels)
         except Exception as exc:
-            raise CodecError(f"codec {self.codec_id!r}: the stored stream does not decode ({exc})") from None
+            raise CodecError(
+                f"codec {self.codec_id!r}: the stored stream does not decode ({exc})"
+            ) from None
         return decoded_image(image, shape, dtype, self.codec_id)
 
     def probe(self, data: bytes) -> ImageInfo:
@@ -180,7 +184,9 @@ def check_boxes(data: bytes, start: int, what: str) -> list[bytes]:
         elif size == 0:  # the last box runs to the end of the stream
             size = n - pos
         if size < header or pos + size > n:
-            raise CodecError(f"{what} stream is truncated or corrupt: box at byte {pos} claims {size} bytes")
+            raise CodecError(
+                f"{what} stream is truncated or corrupt: box at byte {pos} claims {size} bytes"
+            )
         kinds.append(data[pos + 4 : pos + 8])
         pos += size
     return kinds

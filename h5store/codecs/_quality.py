@@ -22,7 +22,21 @@ import numpy as np
 ANCHOR_QUALITIES = (1, 10, 20, 30, 40, 50, 60, 70, 80, 85, 90, 95, 100)
 
 #: Mean PSNR (dB) of the default JPEG codec at each anchor quality on sample_set(64, 224).
-ANCHOR_PSNR = (21.92, 27.64, 30.14, 31.46, 32.30, 32.97, 33.57, 34.38, 35.50, 36.32, 37.47, 39.28, 42.17)
+ANCHOR_PSNR = (
+    21.92,
+    27.64,
+    30.14,
+    31.46,
+    32.30,
+    32.97,
+    33.57,
+    34.38,
+    35.50,
+    36.32,
+    37.47,
+    39.28,
+    42.17,
+)
 
 
 def knob_for_quality(quality: int, knobs: tuple[float, ...], scale: str = "linear") -> float:

@@ -39,7 +39,21 @@ class AvifCodec(ImageCodec):
     effort_range = (0, 10, 2)
     bench_grid = ({"quality": 50}, {"quality": 80}, {"quality": 90})
     # libavif quality (0-99 lossy) at each anchor quality (python -m h5store.codecs._calibrate).
-    quality_knobs = (0.0, 7.18, 23.43, 33.68, 38.51, 43.56, 46.08, 49.96, 55.9, 61.69, 67.98, 80.21, 91.06)
+    quality_knobs = (
+        0.0,
+        7.18,
+        23.43,
+        33.68,
+        38.51,
+        43.56,
+        46.08,
+        49.96,
+        55.9,
+        61.69,
+        67.98,
+        80.21,
+        91.06,
+    )
     knob_range = (0.0, 99.0)
 
     def _encode(self, image: np.ndarray, level: int) -> bytes:

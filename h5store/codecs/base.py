@@ -71,7 +71,9 @@ def check_level(level: Any, low: int, high: int, what: str = "level") -> int:
     return int(level)
 
 
-def check_setting(value: Any, value_range: tuple[int, int, int] | None, what: str, codec_id: str) -> int | None:
+def check_setting(
+    value: Any, value_range: tuple[int, int, int] | None, what: str, codec_id: str
+) -> int | None:
     """An optional integer setting (level, effort): the default when ``value`` is None, checked
     against ``value_range`` = (lowest, highest, default); refused by codecs without one."""
     if value_range is None:
@@ -180,7 +182,9 @@ class Codec(ABC):
         return f"{type(self).__name__}({params})"
 
 
-def decoded_image(image: np.ndarray, shape: tuple[int, ...], dtype: np.dtype, codec_id: str) -> np.ndarray:
+def decoded_image(
+    image: np.ndarray, shape: tuple[int, ...], dtype: np.dtype, codec_id: str
+) -> np.ndarray:
     """``image`` if it has the stack's shape and dtype; a payload that decodes to anything else
     is damaged or was stored under the wrong geometry."""
     if image.shape != tuple(shape) or image.dtype != np.dtype(dtype):

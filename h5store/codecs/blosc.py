@@ -57,7 +57,10 @@ class Blosc2Codec(Codec):
     def _cparams(self, typesize: int) -> dict[str, Any]:
         filters = [blosc2.Filter.NOFILTER] * 5 + [_FILTERS[self.filter][1]]
         if self.filter == "bytedelta":  # bytedelta works on shuffled bytes
-            filters = [blosc2.Filter.NOFILTER] * 4 + [blosc2.Filter.SHUFFLE, blosc2.Filter.BYTEDELTA]
+            filters = [blosc2.Filter.NOFILTER] * 4 + [
+                blosc2.Filter.SHUFFLE,
+                blosc2.Filter.BYTEDELTA,
+            ]
         return {
             "codec": blosc2.Codec[self.cname.upper()],
             "clevel": self.clevel,
@@ -84,4 +87,9 @@ class Blosc2Codec(Codec):
         return HDF5Filter(BLOSC2_FILTER_ID, (0, 0, 0, 0, self.clevel, shuffle, _CNAMES[self.cname]))
 
     def get_config(self) -> dict[str, Any]:
-        return {"id": self.codec_id, "cname": self.cname, "clevel": self.clevel, "filter": self.filter}
+        return {
+            "id": self.codec_id,
+            "cname": self.cname,
+            "clevel": self.clevel,
+            "filter": self.filter,
+        }

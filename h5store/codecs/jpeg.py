@@ -51,7 +51,9 @@ def parse_jpeg_header(data: bytes) -> ImageInfo:
     if n < 4 or data[0] != 0xFF or data[1] != 0xD8:
         raise CodecError("not a JPEG stream (no SOI marker)")
     if data[-2] != 0xFF or data[-1] != 0xD9:
-        raise CodecError("JPEG stream is truncated or has trailing bytes (no EOI marker at its end)")
+        raise CodecError(
+            "JPEG stream is truncated or has trailing bytes (no EOI marker at its end)"
+        )
     scan = data.find(b"\xff\xda", 2)
     key = data[: scan + 4] if 0 < scan and scan + 4 <= min(n, _KNOWN_HEADER_MAX_BYTES) else None
     info = _KNOWN_HEADERS.get(key) if key is not None else None
@@ -106,7 +108,9 @@ def _walk_jpeg_header(data: bytes) -> tuple[ImageInfo, int]:
                 raise CodecError(f"JPEG stream has {components} components; 1 or 3 are stored")
             info = ImageInfo(height, width, components, _UINT8)
         elif marker in _OTHER_SOF:
-            raise CodecError(f"JPEG coding process 0xFF{marker:02X} is not decodable by filter 32019")
+            raise CodecError(
+                f"JPEG coding process 0xFF{marker:02X} is not decodable by filter 32019"
+            )
         pos += 2 + length
 
 
@@ -121,7 +125,10 @@ class JpegCodec(Codec):
     channels = frozenset({1, 3})
     takes_quality = True
     max_side = 65535
-    bench_grid = (*({"quality": q} for q in (50, 70, 80, 90, 95, 98)), {"quality": 90, "optimize": True})
+    bench_grid = (
+        *({"quality": q} for q in (50, 70, 80, 90, 95, 98)),
+        {"quality": 90, "optimize": True},
+    )
 
     def __init__(self, quality: int = 90, subsampling: str = "420", optimize: bool = False):
         self.quality = check_quality(quality)

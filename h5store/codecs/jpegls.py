@@ -60,6 +60,6 @@ class JpegLsCodec(ImageCodec):
 
     def _check_stream(self, data: bytes) -> None:
         # CharLS spends seconds on some truncated streams before failing; refuse them first.
-        if not data.startswith(_SOI) or _SOF55 not in data[: 4096]:
+        if not data.startswith(_SOI) or _SOF55 not in data[:4096]:
             raise CodecError("not a JPEG-LS stream (no SOI marker and JPEG-LS frame header)")
         check_end(data, _EOI, "JPEG-LS")

@@ -38,9 +38,28 @@ class JpegXlCodec(ImageCodec):
     max_side = 2**18  # libjxl's limit for level 5 codestreams
     takes_quality = True
     effort_range = (1, 9, 7)
-    bench_grid = ({"quality": 50}, {"quality": 80}, {"quality": 90}, {"lossless": True, "effort": 3})
+    bench_grid = (
+        {"quality": 50},
+        {"quality": 80},
+        {"quality": 90},
+        {"lossless": True, "effort": 3},
+    )
     # libjxl distance at each anchor quality (python -m h5store.codecs._calibrate).
-    quality_knobs = (25.0, 17.08, 8.944, 6.219, 4.811, 4.007, 3.418, 2.777, 2.05, 1.666, 1.22, 0.7708, 0.3669)
+    quality_knobs = (
+        25.0,
+        17.08,
+        8.944,
+        6.219,
+        4.811,
+        4.007,
+        3.418,
+        2.777,
+        2.05,
+        1.666,
+        1.22,
+        0.7708,
+        0.3669,
+    )
     knob_scale = "log"
     knob_range = (25.0, 0.05)
 

@@ -31,15 +31,36 @@ class WebpCodec(ImageCodec):
     max_side = 16383
     takes_quality = True
     effort_range = (0, 6, 4)
-    bench_grid = ({"quality": 50}, {"quality": 80}, {"quality": 90}, {"lossless": True, "effort": 1})
+    bench_grid = (
+        {"quality": 50},
+        {"quality": 80},
+        {"quality": 90},
+        {"lossless": True, "effort": 1},
+    )
     # libwebp quality at each anchor quality (python -m h5store.codecs._calibrate).
-    quality_knobs = (0.0, 1.655, 11.09, 23.98, 33.72, 42.47, 52.03, 65.73, 77.7, 81.84, 86.83, 93.18, 100.0)
+    quality_knobs = (
+        0.0,
+        1.655,
+        11.09,
+        23.98,
+        33.72,
+        42.47,
+        52.03,
+        65.73,
+        77.7,
+        81.84,
+        86.83,
+        93.18,
+        100.0,
+    )
 
     def _encode_lossless(self, image: np.ndarray) -> bytes:
         return imagecodecs.webp_encode(image, lossless=True, method=self.effort, numthreads=1)
 
     def _encode_lossy(self, image: np.ndarray, knob: float) -> bytes:
-        return imagecodecs.webp_encode(image, level=knob, lossless=False, method=self.effort, numthreads=1)
+        return imagecodecs.webp_encode(
+            image, level=knob, lossless=False, method=self.effort, numthreads=1
+        )
 
     def _decode(self, data: Any, channels: int | None) -> np.ndarray:
         # Encoders drop an all-opaque alpha channel; ask for it back when the stack has one.
