@@ -12,7 +12,6 @@ from __future__ import annotations
 import contextlib
 import functools
 import os
-import random
 import time
 import warnings
 from collections.abc import Iterator, Sequence
@@ -22,7 +21,7 @@ from typing import Any
 import h5py
 import numpy as np
 
-from . import _inputs
+from . import _inputs, _offsets
 from . import format as fmt
 from ._catalog import Catalog, Geometry, Stack
 from ._file import (
@@ -215,7 +214,7 @@ class ImageStore:
         catalog.set_lengths(self._index.column("stack"), self._index.column("position"))
         # The read path indexes this list for every image; the writer's new stacks append to it.
         self._decoders = catalog.decoders
-        self._offset_cache_check()
+        _offsets.check_and_rebuild(self._file, self._index, self._mapped, self._stacks)
 
     def _class_group(self, label: str) -> h5py.Group | None:
         return self._file[fmt.CLASSES].get(fmt.safe_name(label))
@@ -227,43 +226,6 @@ class ImageStore:
     @property
     def _stacks(self) -> list[Stack]:
         return self._catalog.stacks
-
-    def _offset_cache_check(self, samples: int = 8) -> None:
-        """Chunk offsets are a cache; a tool that rewrote the file (h5repack) moves chunks.
-        Check a few against their CRCs and rebuild them all from HDF5 if any is stale."""
-        n = len(self._index)
-        if not n:
-            return
-        rows = {0, n - 1, *random.Random(n).sample(range(n), min(samples, n))}
-        if all(self._row_intact(r) for r in rows):
-            return
-        self._rebuild_offsets()
-
-    def _row_intact(self, row: int) -> bool:
-        offset, nbytes = self._index.offsets[row], self._index.nbytes[row]
-        try:
-            view = self._mapped.ensure(offset + nbytes)
-        except FormatError:
-            return False
-        return crc32(view[offset : offset + nbytes]) == int(self._index.column("crc32")[row])
-
-    def _chunk_locations(self, stack: Stack) -> dict[int, tuple[int, int]]:
-        found: dict[int, tuple[int, int]] = {}
-        self._file[stack.path].id.chunk_iter(
-            lambda info: found.__setitem__(info.chunk_offset[0], (info.byte_offset, info.size))
-        )
-        return found
-
-    def _rebuild_offsets(self) -> None:
-        stacks, positions = self._index.column("stack"), self._index.column("position")
-        for k, stack in enumerate(self._stacks):
-            where = np.flatnonzero(stacks == k)
-            if not len(where):
-                continue
-            found = self._chunk_locations(stack)
-            offsets = [found.get(int(p), (-1, 0))[0] for p in positions[where]]
-            keep = np.array(offsets) >= 0
-            self._index.set_offsets(where[keep], np.array(offsets)[keep])
 
     @property
     def _file(self) -> h5py.File:
@@ -885,19 +847,10 @@ class ImageStore:
         self._check_open()
         report = VerifyReport()
         rows = self._index.take()
-        for k, stack in enumerate(self._stacks):
-            where = np.flatnonzero(rows["stack"] == k)
-            if not len(where):
-                continue
-            found = self._chunk_locations(stack)
-            for r in where.tolist():
-                row = rows[r]
-                location = found.get(int(row["position"]))
-                if location is None or location != (int(row["offset"]), int(row["nbytes"])):
-                    report.misplaced.append(int(row["id"]))
+        report.misplaced = _offsets.misplaced_ids(self._file, rows, self._stacks)
         for r in range(len(rows)):
             report.checked += 1
-            if not self._row_intact(r):
+            if not _offsets.row_intact(self._index, self._mapped, r):
                 report.damaged.append(int(rows["id"][r]))
         return report
 

@@ -1,0 +1,75 @@
+"""The chunk-offset cache: every index row keeps the file offset of its image's chunk, so reads
+slice the memory map without asking HDF5. It is a cache, not the truth: a tool that rewrote
+the file (h5repack) moves chunks, so it is checked at open and rebuilt from HDF5's own chunk
+index when stale, and ``verify`` compares all of it with HDF5.
+"""
+
+from __future__ import annotations
+
+import random
+from collections.abc import Sequence
+
+import h5py
+import numpy as np
+
+from ._catalog import Stack
+from ._file import MappedFile
+from ._write import crc32
+from .errors import FormatError
+from .index import Index
+
+
+def row_intact(index: Index, mapped: MappedFile, row: int) -> bool:
+    """Whether the bytes at row ``row``'s cached offset match its CRC-32."""
+    offset, nbytes = index.offsets[row], index.nbytes[row]
+    try:
+        view = mapped.ensure(offset + nbytes)
+    except FormatError:
+        return False
+    return crc32(view[offset : offset + nbytes]) == int(index.column("crc32")[row])
+
+
+def chunk_locations(f: h5py.File, stack: Stack) -> dict[int, tuple[int, int]]:
+    """Position -> (file offset, size) of every chunk of ``stack``, from HDF5."""
+    found: dict[int, tuple[int, int]] = {}
+    f[stack.path].id.chunk_iter(
+        lambda info: found.__setitem__(info.chunk_offset[0], (info.byte_offset, info.size))
+    )
+    return found
+
+
+def check_and_rebuild(
+    f: h5py.File, index: Index, mapped: MappedFile, stacks: Sequence[Stack], samples: int = 8
+) -> None:
+    """Check the first, the last and a few random rows; if any is stale, rebuild every cached
+    offset from HDF5's chunk index."""
+    n = len(index)
+    if not n:
+        return
+    rows = {0, n - 1, *random.Random(n).sample(range(n), min(samples, n))}
+    if all(row_intact(index, mapped, r) for r in rows):
+        return
+    stack_column, positions = index.column("stack"), index.column("position")
+    for k, stack in enumerate(stacks):
+        where = np.flatnonzero(stack_column == k)
+        if not len(where):
+            continue
+        found = chunk_locations(f, stack)
+        offsets = np.array([found.get(int(p), (-1, 0))[0] for p in positions[where]])
+        keep = offsets >= 0
+        index.set_offsets(where[keep], offsets[keep])
+
+
+def misplaced_ids(f: h5py.File, rows: np.ndarray, stacks: Sequence[Stack]) -> list[int]:
+    """Ids of ``rows`` whose cached offset or size disagrees with HDF5's chunk index."""
+    misplaced = []
+    for k, stack in enumerate(stacks):
+        where = np.flatnonzero(rows["stack"] == k)
+        if not len(where):
+            continue
+        found = chunk_locations(f, stack)
+        for row in rows[where]:
+            location = found.get(int(row["position"]))
+            if location is None or location != (int(row["offset"]), int(row["nbytes"])):
+                misplaced.append(int(row["id"]))
+    return misplaced
