@@ -55,7 +55,8 @@ class PillowFolder(Dataset):
     decoded with Pillow, converted to RGB."""
 
     def __init__(self, root: str):
-        self.classes = sorted(os.listdir(root))
+        # class folders only: an h5store export also writes its index file beside them
+        self.classes = sorted(e.name for e in os.scandir(root) if e.is_dir())
         self.items = [
             (os.path.join(root, c, f), k)
             for k, c in enumerate(self.classes)
