@@ -910,6 +910,9 @@ def main(argv: list[str] | None = None) -> int:
     except H5StoreError as exc:
         print(f"h5store: error: {exc}", file=sys.stderr)
         return 2
+    except ImportError as exc:  # an optional extra the command needs is not installed
+        print(f"h5store: error: {exc}", file=sys.stderr)
+        return 2
 
 
 if __name__ == "__main__":

@@ -218,3 +218,20 @@ def test_scores_sources_and_record_printing(tmp_path):
         assert "score=0.9753115," in text and "0.9753115177" not in text
         out = np.empty((3, *images[0].shape), np.uint8)
         assert store.get_batch([0, 2, 3], out=out) is out
+
+
+def test_a_command_whose_extra_is_missing_says_which_to_install(demo, tmp_path):
+    # matplotlib made unimportable, as on an install without the 'report' extra
+    code = (
+        "import sys; sys.modules['matplotlib'] = None; from h5store.cli import main; "
+        "sys.exit(main(sys.argv[1:]))"
+    )
+    run = subprocess.run(
+        [sys.executable, "-c", code, "report", demo, "-o", str(tmp_path / "r.html"), "--quiet"],
+        capture_output=True,
+        text=True,
+        timeout=120,
+    )
+    assert run.returncode == 2
+    assert "h5store[report]" in run.stderr and "Traceback" not in run.stderr
+    assert not (tmp_path / "r.html").exists()
