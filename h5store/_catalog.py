@@ -57,6 +57,28 @@ class Stack:
         return image_shape(self.key.height, self.key.width, self.key.channels)
 
 
+def existing_label_id(
+    value: Any, labels: list[str], label_ids: dict[str, int], what: str, owner: str
+) -> int:
+    """The id of a label ``labels`` has, given by name or id; InvalidInputError otherwise."""
+    if _inputs.is_integer(value):
+        if 0 <= value < len(labels):
+            return int(value)
+    elif isinstance(value, str) and value in label_ids:
+        return label_ids[value]
+    raise InvalidInputError(f"{what} {value!r} is not a label of {owner}")
+
+
+def query_label_ids(
+    value: Any, label_id: Callable[[Any, str], int], what: str
+) -> np.ndarray | None:
+    """A query's label condition (one label or several, by name or id) as class ids."""
+    if value is None:
+        return None
+    values = [value] if isinstance(value, (str, int, np.integer)) else list(value)
+    return np.array([label_id(v, what) for v in values], dtype=np.int64)
+
+
 class Catalog:
     """Labels, class codecs and stacks of one open store.
 
@@ -93,12 +115,7 @@ class Catalog:
 
     def label_id(self, value: Any, what: str) -> int:
         """The id of an existing label given by name or id; InvalidInputError otherwise."""
-        if _inputs.is_integer(value):
-            if 0 <= value < len(self.labels):
-                return int(value)
-        elif isinstance(value, str) and value in self.label_ids:
-            return self.label_ids[value]
-        raise InvalidInputError(f"{what} {value!r} is not a label of this store")
+        return existing_label_id(value, self.labels, self.label_ids, what, "this store")
 
     def name_of(self, value: Any) -> str | None:
         """The label name ``value`` stands for (a name, or the id of a known label); None for

@@ -21,6 +21,7 @@ from typing import Any
 import numpy as np
 
 from . import format as fmt
+from ._catalog import existing_label_id, query_label_ids
 from ._parallel import thread_map
 from .errors import ClosedStoreError, DuplicateIdError, InvalidInputError, UnknownIdError
 from .index import Index
@@ -275,12 +276,7 @@ class ShardedStore:
     # ------------------------------------------------------------------ queries
 
     def _label_id(self, label: str | int, what: str) -> int:
-        if isinstance(label, (int, np.integer)) and not isinstance(label, bool):
-            if 0 <= label < len(self._labels):
-                return int(label)
-        elif isinstance(label, str) and label in self._label_ids:
-            return self._label_ids[label]
-        raise InvalidInputError(f"{what} {label!r} is not a label of these shards")
+        return existing_label_id(label, self._labels, self._label_ids, what, "these shards")
 
     def query(
         self,
@@ -294,15 +290,9 @@ class ShardedStore:
         """Ids of live images matching every condition, as :meth:`ImageStore.query`."""
         self._check_open()
 
-        def ids_of(value, what):
-            if value is None:
-                return None
-            values = [value] if isinstance(value, (str, int, np.integer)) else list(value)
-            return np.array([self._label_id(v, what) for v in values], dtype=np.int64)
-
         return self._index.query(
-            label=ids_of(label, "label"),
-            true_label=ids_of(true_label, "true_label"),
+            label=query_label_ids(label, self._label_id, "label"),
+            true_label=query_label_ids(true_label, self._label_id, "true_label"),
             min_score=min_score,
             max_score=max_score,
             correct=correct,

@@ -23,7 +23,7 @@ import numpy as np
 
 from . import _inputs, _offsets
 from . import format as fmt
-from ._catalog import Catalog, Geometry, Stack
+from ._catalog import Catalog, Geometry, Stack, query_label_ids
 from ._file import (
     MODES,
     MappedFile,
@@ -726,15 +726,9 @@ class ImageStore:
         """
         self._check_open()
 
-        def ids_of(value, what):
-            if value is None:
-                return None
-            values = [value] if isinstance(value, (str, int, np.integer)) else list(value)
-            return np.array([self._catalog.label_id(v, what) for v in values], dtype=np.int64)
-
         return self._index.query(
-            label=ids_of(label, "label"),
-            true_label=ids_of(true_label, "true_label"),
+            label=query_label_ids(label, self._catalog.label_id, "label"),
+            true_label=query_label_ids(true_label, self._catalog.label_id, "true_label"),
             min_score=min_score,
             max_score=max_score,
             correct=correct,

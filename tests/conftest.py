@@ -44,6 +44,20 @@ def run_python(code: str, *args: str, timeout: float = 120) -> subprocess.Comple
     )
 
 
+def h5store_cli(*args, check=True, cwd=None) -> subprocess.CompletedProcess:
+    """The ``h5store`` command line in a fresh interpreter; with ``check``, exit status 0."""
+    result = subprocess.run(
+        [sys.executable, "-m", "h5store.cli", *args],
+        capture_output=True,
+        text=True,
+        timeout=600,
+        cwd=cwd,
+    )
+    if check:
+        assert result.returncode == 0, result.stderr
+    return result
+
+
 @pytest.fixture
 def store_path(tmp_path):
     return str(tmp_path / "store.h5")

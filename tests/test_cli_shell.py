@@ -11,22 +11,10 @@ import sys
 import imagecodecs
 import numpy as np
 import pytest
+from conftest import h5store_cli as cli
 from conftest import photo_crops
 
 import h5store
-
-
-def cli(*args, check=True, cwd=None):
-    result = subprocess.run(
-        [sys.executable, "-m", "h5store.cli", *args],
-        capture_output=True,
-        text=True,
-        timeout=600,
-        cwd=cwd,
-    )
-    if check:
-        assert result.returncode == 0, result.stderr
-    return result
 
 
 @pytest.fixture(scope="module")

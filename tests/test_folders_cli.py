@@ -2,12 +2,10 @@
 
 import json
 import os
-import subprocess
-import sys
 
 import numpy as np
 import pytest
-from conftest import photo_crops
+from conftest import h5store_cli, photo_crops
 
 import h5store
 from h5store.folders import export_folder, import_folder, label_of_folder
@@ -67,15 +65,6 @@ def test_import_rejects_an_empty_tree(tmp_path):
     (tmp_path / "empty" / "cls").mkdir(parents=True)
     with h5store.open(tmp_path / "s.h5", "w") as store, pytest.raises(h5store.InvalidInputError):
         import_folder(store, tmp_path / "empty", progress=False)
-
-
-def h5store_cli(*args, check=True):
-    result = subprocess.run(
-        [sys.executable, "-m", "h5store.cli", *args], capture_output=True, text=True, timeout=600
-    )
-    if check:
-        assert result.returncode == 0, result.stderr
-    return result
 
 
 def test_demo_info_verify_index_on_the_command_line(tmp_path):

@@ -5,13 +5,11 @@ anything is written."""
 import json
 import os
 import shlex
-import subprocess
-import sys
 import warnings
 
 import numpy as np
 import pytest
-from conftest import file_digest, photo_crops, psnr
+from conftest import file_digest, h5store_cli, photo_crops, psnr
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
@@ -213,19 +211,6 @@ def test_repack_keeps_every_live_record(tmp_path_factory, deleted, codecs, vecto
     for i in a:
         keep = a[i].split(", codec=")[0], a[i].split(", source=")[1]
         assert (b[i].split(", codec=")[0], b[i].split(", source=")[1]) == keep
-
-
-def h5store_cli(*args, check=True, cwd=None):
-    result = subprocess.run(
-        [sys.executable, "-m", "h5store.cli", *args],
-        capture_output=True,
-        text=True,
-        timeout=600,
-        cwd=cwd,
-    )
-    if check:
-        assert result.returncode == 0, result.stderr
-    return result
 
 
 def test_cli_repack_and_the_command_bench_recommends(tmp_path):
