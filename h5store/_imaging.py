@@ -74,11 +74,12 @@ def thumbnail(image: np.ndarray, side: int) -> np.ndarray:
     return tile
 
 
-def contact_sheet(images: list[np.ndarray], side: int, columns: int) -> np.ndarray:
-    """Thumbnails in rows of ``columns``, one (rows*side, columns*side, 3) uint8 image."""
-    rows = max(1, -(-len(images) // columns))
+def contact_sheet(tiles: list[np.ndarray], side: int, columns: int) -> np.ndarray:
+    """``side`` x ``side`` thumbnails (see :func:`thumbnail`) in rows of ``columns``, one
+    (rows*side, columns*side, 3) uint8 image."""
+    rows = max(1, -(-len(tiles) // columns))
     sheet = np.zeros((rows * side, columns * side, 3), np.uint8)
-    for k, image in enumerate(images):
+    for k, tile in enumerate(tiles):
         r, c = divmod(k, columns)
-        sheet[r * side : (r + 1) * side, c * side : (c + 1) * side] = thumbnail(image, side)
+        sheet[r * side : (r + 1) * side, c * side : (c + 1) * side] = tile
     return sheet

@@ -1,4 +1,5 @@
-"""The one place h5store runs work on threads: encoding on ingest, decoding in get_batch.
+"""The one place h5store runs work on threads: encoding on ingest, decoding in get_batch, and
+one background thread for side work a writer overlaps with its writes (preview thumbnails).
 
 imagecodecs, blosc2 and zlib release the GIL, so plain threads scale across cores. Work is cut
 into one contiguous slice per thread rather than one task per image, so that tiny images do not
@@ -10,7 +11,7 @@ from __future__ import annotations
 import os
 import threading
 from collections.abc import Callable, Iterator, Sequence
-from concurrent.futures import ThreadPoolExecutor
+from concurrent.futures import Future, ThreadPoolExecutor
 from typing import TypeVar
 
 T = TypeVar("T")
@@ -19,6 +20,7 @@ R = TypeVar("R")
 _lock = threading.Lock()
 _pool: ThreadPoolExecutor | None = None
 _threads = max(1, os.cpu_count() or 1)
+_background: ThreadPoolExecutor | None = None
 
 
 def set_threads(n: int) -> None:
@@ -47,12 +49,23 @@ def _get_pool() -> ThreadPoolExecutor:
 
 def _forget_pool_after_fork() -> None:
     # A forked child (DataLoader worker) inherits the executor object but not its threads.
-    global _pool, _lock
+    global _pool, _lock, _background
     _pool = None
+    _background = None
     _lock = threading.Lock()
 
 
 os.register_at_fork(after_in_child=_forget_pool_after_fork)
+
+
+def in_background(fn: Callable[..., R], *args: object) -> Future[R]:
+    """Run ``fn(*args)`` on h5store's one background thread: apart from the codec pool, so
+    that side work neither waits behind a batch's encoding nor holds it up."""
+    global _background
+    with _lock:
+        if _background is None:
+            _background = ThreadPoolExecutor(max_workers=1, thread_name_prefix="h5store-side")
+        return _background.submit(fn, *args)
 
 
 def thread_map(fn: Callable[[T], R], items: Sequence[T]) -> list[R]:

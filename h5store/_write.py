@@ -22,9 +22,11 @@ from isal import isal_zlib
 from . import _inputs
 from . import format as fmt
 from ._catalog import Catalog, Geometry, StackKey
-from ._file import MappedFile, WriterFile, read_committed_rows
-from ._imaging import contact_sheet
-from .codecs import Codec, get_codec
+from ._file import WriterFile, read_committed_rows
+from ._imaging import contact_sheet, thumbnail
+from ._parallel import thread_map
+from ._previews import PreviewTiles
+from .codecs import Codec, get_codec, image_shape
 from .errors import (
     CodecError,
     DamagedImageError,
@@ -332,25 +334,30 @@ class StoreWriter:
         file: WriterFile,
         catalog: Catalog,
         index: Index,
-        mapped: MappedFile,
         default_codec: Codec,
         read_images: Callable[[np.ndarray], list[np.ndarray]],
     ):
         self.file = file
         self.catalog = catalog
         self.index = index
-        self.mapped = mapped
         self.default_codec = default_codec
         self._read_images = read_images  # for previews
+        self.preview_tiles = PreviewTiles(self._live_counts)
         self._log_ready = False
         #: classes whose count and preview change when the session finishes
         self.dirty_labels: set[int] = set()
+        #: declared with add_labels, in the catalogue, not yet in /labels
+        self.unwritten_labels: list[str] = []
         #: labels were declared in this session: the set is closed (add_labels extends it)
         self.labels_declared = False
 
+    def _live_counts(self) -> np.ndarray:
+        live = self.index.live_mask()
+        return np.bincount(self.index.column("label")[live], minlength=len(self.catalog.labels))
+
     @property
     def has_pending_work(self) -> bool:
-        return self._log_ready or bool(self.dirty_labels)
+        return self._log_ready or bool(self.dirty_labels) or bool(self.unwritten_labels)
 
     def stored_score_width(self) -> int | None:
         f = self.file.f
@@ -395,17 +402,27 @@ class StoreWriter:
         new = [n for n in dict.fromkeys(names) if n not in self.catalog.label_ids]
         if new:
             self._ensure_log_ready()
-            self._append_labels(self.file.swmr_on(), new)
-            self.file.flush()
+            # Written with the next batch (or at close): a store opened with labels= would
+            # otherwise enter SWMR mode for them, only to reopen the file to leave it again for
+            # the first batch's classes. Labels mean nothing to a reader before an image has one.
+            for name in new:
+                self.catalog.add_label(name)
+            self.unwritten_labels.extend(new)
         return [self.catalog.label_ids[n] for n in names]
 
-    def _append_labels(self, f: h5py.File, names: list[str]) -> None:
+    def _append_labels(self, names: list[str]) -> None:
+        """Write the labels declared but not written yet, then ``names`` (new to the catalogue)."""
+        for name in names:
+            self.catalog.add_label(name)
+        names = [*self.unwritten_labels, *names]
+        if not names:
+            return
+        self.file.swmr_on()
         ds = self.file.dataset(fmt.LABELS)
         start = ds.shape[0]
         ds.resize(start + len(names), axis=0)
         ds[start:] = np.array([n.encode("utf-8") for n in names], dtype=fmt.LABEL_DTYPE)
-        for name in names:
-            self.catalog.add_label(name)
+        self.unwritten_labels.clear()
 
     def create_class(self, label: str, codec: Codec) -> None:
         existing = self.catalog.class_codec(label)
@@ -420,8 +437,7 @@ class StoreWriter:
         fmt.create_class(f, lid, label, codec, links)
         links.link_all(f)
         self.catalog.set_class_codec(label, codec)
-        if label not in self.catalog.label_ids:
-            self._append_labels(self.file.swmr_on(), [label])
+        self._append_labels([] if label in self.catalog.label_ids else [label])
         self.file.flush()
 
     # ------------------------------------------------------------------ adding
@@ -471,18 +487,29 @@ class StoreWriter:
                     f"image {k} (id {int(batch.ids[k])}) does not match its CRC-32: its source "
                     "is damaged"
                 )
-        return self.commit(batch, zip(payloads, actual))
+        return self.commit(batch, zip(payloads, actual), payloads)
 
     def _ensure_log_ready(self) -> None:
         if not self._log_ready:
             self.file.load_row_log(self.index.take())
             self._log_ready = True
 
-    def commit(self, batch: Batch, encoded: Iterable[tuple[bytes, int]]) -> np.ndarray:
-        """Write a prepared batch whose (payload, crc32) pairs ``encoded`` yields in order."""
+    def commit(
+        self,
+        batch: Batch,
+        encoded: Iterable[tuple[bytes, int]],
+        originals: Sequence[Any] | None = None,
+    ) -> np.ndarray:
+        """Write a prepared batch whose (payload, crc32) pairs ``encoded`` yields in order.
+        ``originals``: each image's pixels or payload, for the class previews' thumbnails."""
         w = self.file
         catalog = self.catalog
         self._ensure_log_ready()
+        preview_job = None
+        if originals is not None:
+            preview_job = self.preview_tiles.start(
+                batch.label_ids, batch.ids, _pixels_of(batch, originals)
+            )
         f = w.f
         new_keys = list(dict.fromkeys(k for k in batch.keys if k not in catalog.stack_ids))
         names = {k.label: batch.label_name(k.label, catalog.labels) for k in new_keys}
@@ -525,8 +552,7 @@ class StoreWriter:
             w.flush()
 
         f = w.swmr_on()
-        if batch.new_labels:
-            self._append_labels(f, batch.new_labels)
+        self._append_labels(batch.new_labels)
         if new_keys:
             self._append_stack_rows(f, new_keys)
         n0, n = len(self.index), len(batch)
@@ -544,15 +570,9 @@ class StoreWriter:
             positions[members[number]] = np.arange(start, start + len(members[number]))
             w.extend_stack(handles[number], start + len(members[number]))
         # Chunks are written as the encoder threads deliver them, in image order.
-        key_writers = [w.chunk_writer(handle) for handle in handles]
-        image_writers = [key_writers[number] for number in key_of_image.tolist()]
-        offsets = []
-        payloads: list[bytes] = []
-        crcs: list[int] = []
-        for write, position, (payload, crc) in zip(image_writers, positions.tolist(), encoded):
-            offsets.append(write(position, payload))
-            payloads.append(payload)
-            crcs.append(crc)
+        offsets, payloads, crcs = w.write_chunks(
+            handles, key_of_image.tolist(), positions.tolist(), encoded
+        )
         if len(payloads) != n:
             raise InvalidInputError(f"{len(payloads)} payloads for a batch of {n} images")
         offsets = np.array(offsets, dtype=np.int64)
@@ -565,18 +585,11 @@ class StoreWriter:
         following = np.append(offsets[1:], w.file_end())
         doubtful = np.flatnonzero(following - offsets != nbytes)
         w.flush()
-        for number, handle in enumerate(handles):
-            group = np.intersect1d(members[number], doubtful)
-            if not len(group):
-                continue
+        for number in np.unique(key_of_image[doubtful]).tolist():
+            handle = handles[number]
+            group = doubtful[key_of_image[doubtful] == number]
             predicted = offsets[group].tolist()
-            w.confirm_offsets(
-                self.mapped,
-                handle,
-                positions[group].tolist(),
-                [payloads[k] for k in group.tolist()],
-                predicted,
-            )
+            w.confirm_offsets(handle, positions[group].tolist(), nbytes[group].tolist(), predicted)
             offsets[group] = predicted
         if batch.vectors is not None:
             ds = w.dataset(fmt.SCORES)
@@ -607,6 +620,7 @@ class StoreWriter:
         for number, sid in enumerate(key_stacks):
             catalog.stacks[sid].length += len(members[number])
         self.dirty_labels.update(np.unique(batch.label_ids).tolist())
+        self.preview_tiles.keep(preview_job)
         return batch.ids.copy()
 
     def _append_stack_rows(self, f: h5py.File, keys: list[StackKey]) -> None:
@@ -643,6 +657,9 @@ class StoreWriter:
         """At close: one complete index table, stacks trimmed to what was committed, class
         counts and previews brought up to date."""
         w = self.file
+        if self.unwritten_labels:
+            self._append_labels([])
+            w.flush()
         f = w.swmr_off()
         w.seal_row_log()
         for stack in self.catalog.stacks:
@@ -677,11 +694,18 @@ class StoreWriter:
             current = fmt.preview_ids(f, name)
             if current is None or not np.array_equal(current, shown):
                 changed[name] = shown
-        # Every preview image decoded in one parallel call: at close this is most of the time.
-        images = iter(self._read_images(np.concatenate([np.zeros(0, np.int64), *changed.values()])))
+        # Thumbnails drawn while their batches were written; the rest read back and drawn in
+        # one parallel call.
+        wanted = np.concatenate([np.zeros(0, np.int64), *changed.values()]).tolist()
+        tiles = {i: self.preview_tiles.get(i) for i in wanted}
+        missing = np.array([i for i, tile in tiles.items() if tile is None], dtype=np.int64)
+        if len(missing):
+            images = self._read_images(missing)
+            drawn = thread_map(lambda image: thumbnail(image, fmt.PREVIEW_SIDE), images)
+            tiles.update(zip(missing.tolist(), drawn))
         for name, shown in changed.items():
             sheet = contact_sheet(
-                [next(images) for _ in shown], fmt.PREVIEW_SIDE, fmt.PREVIEW_COLUMNS
+                [tiles[i] for i in shown.tolist()], fmt.PREVIEW_SIDE, fmt.PREVIEW_COLUMNS
             )
             fmt.write_preview(f, name, sheet, shown, links, previews_root)
         links.link_all(f)
@@ -692,6 +716,24 @@ class StoreWriter:
             del f[fmt.PREVIEWS]
         self.draw_previews(f, list(range(len(self.catalog.labels))))
         f.flush()
+
+
+def _pixels_of(batch: Batch, originals: Sequence[Any]) -> Callable[[int], np.ndarray]:
+    """Image k's pixels, decoding it with its stack's codec where ``originals`` holds payloads."""
+    decoders: dict[int, Callable[[Any], np.ndarray]] = {}
+
+    def pixels(k: int) -> np.ndarray:
+        item = originals[k]
+        if isinstance(item, np.ndarray):
+            return item
+        number = int(batch.key_of_image[k])
+        if number not in decoders:
+            key = batch.keys[number]
+            shape = image_shape(key.height, key.width, key.channels)
+            decoders[number] = batch.codecs[number].decoder(shape, np.dtype(key.dtype))
+        return decoders[number](item)
+
+    return pixels
 
 
 def chosen_codec(

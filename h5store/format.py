@@ -402,7 +402,8 @@ def write_preview(
         data=sheet,
         chunks=sheet.shape,
         compression="gzip",
-        compression_opts=9,
+        # Level 1: photo thumbnails come out 0.6 % larger than at 9, in a quarter of the time.
+        compression_opts=1,
         track_times=False,
     )
     _new_attrs(

@@ -179,7 +179,6 @@ class ImageStore:
                 writer_file,
                 self._catalog,
                 self._index,
-                self._mapped,
                 self._default_codec,
                 self._preview_images,
             )
@@ -460,7 +459,7 @@ class ImageStore:
             payload = codecs[k].encode(imgs[k])
             return payload, crc32(payload)
 
-        return writer.commit(batch, thread_imap(encode, range(len(imgs))))
+        return writer.commit(batch, thread_imap(encode, range(len(imgs))), imgs)
 
     def add_encoded(
         self,
@@ -495,41 +494,63 @@ class ImageStore:
         writer = self._check_writable()
         if isinstance(data, (bytes, bytearray, memoryview)) or not isinstance(data, Sequence):
             raise InvalidInputError("data must be a sequence of encoded images (bytes)")
-        payloads = []
-        for k, item in enumerate(data):
-            if not isinstance(item, (bytes, bytearray, memoryview)):
-                raise InvalidInputError(f"encoded image {k} is {type(item).__name__}, not bytes")
-            payloads.append(bytes(item))
+        payloads = [
+            item if type(item) is bytes else _as_payload(k, item) for k, item in enumerate(data)
+        ]
         n = len(payloads)
         label_list = _inputs.as_sequence(labels, n, "labels")
-        # The stream's geometry decides the stack, so read it with the class's codec first.
-        geometries = []
+        # The stream's geometry decides the stack, so read it with the class's codec first:
+        # one probe_many per codec (a store with one codec: one call for the whole batch).
         codec_of_label: dict[Any, Codec] = {}
+
+        def codec_for(label: Any) -> Codec:
+            name = self._catalog.name_of(label)
+            codec = self.codec_of(name) if name is not None else self._default_codec
+            with contextlib.suppress(TypeError):  # unhashable: prepare() refuses it later
+                codec_of_label[label] = codec
+            return codec
+
+        try:
+            image_codecs = [codec_of_label.get(label) or codec_for(label) for label in label_list]
+        except TypeError:  # an unhashable label, which prepare() refuses below
+            image_codecs = [codec_for(label) for label in label_list]
+        first = image_codecs[0] if n else None
+        if all(codec is first for codec in image_codecs):
+            by_codec = {id(first): (first, range(n))}
+        else:
+            by_codec = {}  # by id(): codecs hash slowly
+            for k, codec in enumerate(image_codecs):
+                by_codec.setdefault(id(codec), (codec, []))[1].append(k)
+        geometries: list[Geometry | None] = [None] * n
         checked: dict[tuple, Geometry] = {}  # each geometry checked once
-        for k, payload in enumerate(payloads):
-            label = label_list[k]
-            codec = codec_of_label.get(label) if isinstance(label, (str, int)) else None
-            if codec is None:
-                name = self._catalog.name_of(label)
-                codec = self.codec_of(name) if name is not None else self._default_codec
-                if isinstance(label, (str, int)):
-                    codec_of_label[label] = codec
+        for codec, members in by_codec.values():
             try:
-                info = codec.probe(payload)
-                key = (codec.codec_id, info.height, info.width, info.channels, info.dtype)
+                infos = codec.probe_many(
+                    payloads if len(members) == n else [payloads[k] for k in members]
+                )
+            except CodecError:
+                for k in members:  # which one, numbered in the whole batch
+                    try:
+                        codec.probe(payloads[k])
+                    except CodecError as exc:
+                        raise CodecError(f"encoded image {k}: {exc}") from None
+                raise
+            for k, info in zip(members, infos):
+                key = (codec.codec_id, *info)
                 geometry = checked.get(key)
                 if geometry is None:
-                    codec.check_image(info.height, info.width, info.channels, info.dtype)
+                    try:
+                        codec.check_image(info.height, info.width, info.channels, info.dtype)
+                    except CodecError as exc:
+                        raise CodecError(f"encoded image {k}: {exc}") from None
                     geometry = checked[key] = Geometry(
                         info.height, info.width, info.channels, info.dtype.name
                     )
-            except CodecError as exc:
-                raise CodecError(f"encoded image {k}: {exc}") from None
-            geometries.append(geometry)
+                geometries[k] = geometry
         batch = writer.prepare(n, labels, scores, true_labels, ids, sources, geometries=geometries)
         # Inline, not on the thread pool: 1 us per 14 kB image, less than handing work to a
         # thread costs on a busy machine.
-        return writer.commit(batch, zip(payloads, map(crc32, payloads)))
+        return writer.commit(batch, zip(payloads, map(crc32, payloads)), payloads)
 
     # ------------------------------------------------------------------ deleting
 
@@ -866,6 +887,12 @@ class ImageStore:
             "file_bytes": os.path.getsize(self.path),
             "codecs": sorted({s.codec.codec_id for s in self._stacks}),
         }
+
+
+def _as_payload(k: int, item: object) -> bytes:
+    if not isinstance(item, (bytes, bytearray, memoryview)):
+        raise InvalidInputError(f"encoded image {k} is {type(item).__name__}, not bytes")
+    return bytes(item)
 
 
 def _one_image_batch(label, score, true_label, image_id, source) -> dict[str, Any]:

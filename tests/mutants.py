@@ -207,8 +207,8 @@ MUTANTS = [
         (
             (
                 "h5store/_write.py",
-                "            sheet = contact_sheet(self._read_images(shown), ",
-                "            sheet = contact_sheet(self._read_images(shown[::-1]), ",
+                "                [tiles[i] for i in shown.tolist()], fmt.PREVIEW_SIDE",
+                "                [tiles[i] for i in shown.tolist()[::-1]], fmt.PREVIEW_SIDE",
             ),
         ),
         ("test_previews.py", "test_golden.py"),

@@ -6,12 +6,13 @@ from conftest import photo_crops, run_python
 
 import h5store
 from h5store import format as fmt
-from h5store._imaging import contact_sheet
+from h5store._imaging import contact_sheet, thumbnail
 
 
 def sheet_of(images) -> np.ndarray:
     """The contact sheet the original images make (the store's own decode is not the reference)."""
-    return contact_sheet(list(images), fmt.PREVIEW_SIDE, fmt.PREVIEW_COLUMNS)
+    tiles = [thumbnail(image, fmt.PREVIEW_SIDE) for image in images]
+    return contact_sheet(tiles, fmt.PREVIEW_SIDE, fmt.PREVIEW_COLUMNS)
 
 
 def test_each_class_has_a_plain_gzip_rgb_preview(store_path):
@@ -70,3 +71,28 @@ def test_preview_follows_deletions_and_can_be_rebuilt(store_path):
         assert np.array_equal(
             f[fmt.preview_path("a")][()], sheet_of(images[1 : fmt.PREVIEW_IMAGES + 1])
         )
+
+
+def test_thumbnails_drawn_while_writing_match_the_stored_images(store_path):
+    """Previews of pre-encoded batches come from thumbnails drawn while each batch was
+    written; where a preview image has none (it replaced a deleted one), it is read back.
+    Either way the sheet is the stored images' sheet, in the order of their ids."""
+    import imagecodecs
+
+    images, _ = photo_crops()
+    payloads = [imagecodecs.jpeg8_encode(image, level=90) for image in images[:8]]
+    with h5store.open(store_path, "w", codec="jpeg") as store:
+        first = store.add_encoded_batch(payloads[:2], labels=["a", "b"])
+        second = store.add_encoded_batch(payloads[2:], labels=["a", "a", "b", "a", "a", "a"])
+        store.delete([first[0]])  # "a" now shows its 2nd to 5th images
+        shown = {
+            label: [i for i in [*first, *second] if i in store and store.record(i).label == label][
+                : fmt.PREVIEW_IMAGES
+            ]
+            for label in ("a", "b")
+        }
+        expected = {label: sheet_of([store[i] for i in ids]) for label, ids in shown.items()}
+    with h5py.File(store_path, "r") as f:
+        for label, ids in shown.items():
+            assert list(f[fmt.preview_path(label)].attrs["ids"]) == ids
+            assert np.array_equal(f[fmt.preview_path(label)][()], expected[label])

@@ -12,7 +12,7 @@ from __future__ import annotations
 
 import functools
 from abc import ABC, abstractmethod
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from typing import Any, ClassVar, NamedTuple
 
@@ -151,6 +151,17 @@ class Codec(ABC):
         this codec. Codecs whose streams do not carry the image geometry cannot take
         pre-encoded input."""
         raise CodecError(f"codec {self.codec_id!r} cannot store pre-encoded bytes")
+
+    def probe_many(self, payloads: Sequence[bytes]) -> list[ImageInfo]:
+        """:meth:`probe` of each payload (a codec may share work between the streams of one
+        batch); a CodecError names the position of the first bad stream."""
+        infos = []
+        for k, payload in enumerate(payloads):
+            try:
+                infos.append(self.probe(payload))
+            except CodecError as exc:
+                raise CodecError(f"encoded image {k}: {exc}") from None
+        return infos
 
     def check_image(self, height: int, width: int, channels: int, dtype: np.dtype) -> None:
         """Raise CodecError unless this codec can hold such an image."""
