@@ -709,6 +709,9 @@ class WriterFile:
         index, tail = f[fmt.INDEX], f[fmt.INDEX_TAIL]
         # The file's own geometry, not this version's default: the tail holds one /index chunk.
         self._capacity = capacity = tail.shape[0]
+        if self.created:  # this session made the layout: both tables are empty
+            self._tail_used = self._index_rows = 0
+            return
         n = len(committed)
         full = (n // capacity) * capacity
         rest = committed[full:]

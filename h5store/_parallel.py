@@ -90,10 +90,11 @@ def thread_map(fn: Callable[[T], R], items: Sequence[T]) -> list[R]:
 def _guided_slices(n: int, workers: int, largest: int) -> list[tuple[int, int]]:
     """Slices of ``range(n)`` that shrink towards the end (guided scheduling): large ones
     while there is plenty left, so task overhead stays small, then smaller and smaller, so
-    the threads finish together and none idles through the last slice of a batch."""
+    the threads finish together and none idles through the last slice of a batch. The first
+    ones grow from 2, so that the consumer has results to write almost at once."""
     slices, start = [], 0
     while start < n:
-        size = max(1, min(largest, (n - start) // (2 * workers)))
+        size = max(1, min(largest, (n - start) // (2 * workers), 2 << len(slices)))
         slices.append((start, start + size))
         start += size
     return slices
@@ -101,9 +102,10 @@ def _guided_slices(n: int, workers: int, largest: int) -> list[tuple[int, int]]:
 
 def thread_imap(fn: Callable[[T], R], items: Sequence[T], chunk: int = 16) -> Iterator[R]:
     """``fn`` over ``items`` on the pool, yielded in order as they complete, so the caller can
-    consume early results (write them to the file) while the pool computes the rest."""
+    consume early results (write them to the file) while the pool computes the rest. With one
+    thread too: the pool's one thread computes while the caller consumes."""
     n = len(items)
-    if _threads <= 1 or n <= chunk:
+    if n <= chunk:
         yield from map(fn, items)
         return
     pool = _get_pool()

@@ -174,7 +174,7 @@ class ImageStore:
         writer_file, removed = open_writer_file(self.path, self.mode, locking)
         try:
             self._writer_file = writer_file
-            self._load(writer_file.f)
+            self._load(writer_file.f, new_file=writer_file.created)
             self._writer = StoreWriter(
                 writer_file,
                 self._catalog,
@@ -193,11 +193,12 @@ class ImageStore:
 
     # ------------------------------------------------------------------ loading
 
-    def _load(self, f: h5py.File) -> None:
+    def _load(self, f: h5py.File, *, new_file: bool = False) -> None:
+        """Read the index and the catalogue (``new_file``: the layout was just made, no rows)."""
         with fmt.damage_reported(self.path):
-            self._load_checked(f)
+            self._load_checked(f, new_file)
 
-    def _load_checked(self, f: h5py.File) -> None:
+    def _load_checked(self, f: h5py.File, new_file: bool = False) -> None:
         # The index rows first, then the catalogue: the reverse of the order a writer writes
         # them, so everything the rows read refer to is on disk when it is read.
         # A reader's first map is populated (no page fault per first read of a page); a
@@ -206,7 +207,7 @@ class ImageStore:
         if self._mapped is not None:
             self._mapped.close()
         self._mapped = MappedFile(self.path, populate=populate)
-        rows = read_committed_rows(f, self._mapped)
+        rows = np.zeros(0, fmt.INDEX_DTYPE) if new_file else read_committed_rows(f, self._mapped)
         self._catalog = catalog = Catalog(f, self._class_group)
         fmt.check_rows(rows, catalog.table, len(catalog.labels), self.path)
         self._index = Index(rows, adopt=True)
