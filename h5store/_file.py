@@ -679,21 +679,22 @@ class WriterFile:
         self,
         stack: h5py.Dataset,
         positions: Sequence[int],
-        sizes: Sequence[int],
+        payloads: Sequence[bytes],
         offsets: list[int],
     ) -> None:
-        """Replace predicted offsets with where HDF5 says the chunks lie (after a flush). One
-        lookup in the stack's chunk index each: cheaper than mapping the grown file to
-        compare bytes, for the few chunks per thousand whose prediction is in doubt."""
+        """Replace predicted offsets that do not hold their payload (after a flush) with where
+        HDF5 says the chunk lies. The bytes are read back through HDF5's own descriptor: a
+        few microseconds a chunk, where asking HDF5's chunk index costs up to 150 us."""
+        fd = self.f.id.get_vfd_handle()
         rest = (0,) * (stack.ndim - 1)
-        chunk_info = stack.id.get_chunk_info_by_coord
-        for k, position in enumerate(positions):
-            info = chunk_info((position, *rest))
-            if info.byte_offset is None or info.size != sizes[k]:
+        for k, (position, payload) in enumerate(zip(positions, payloads)):
+            if os.pread(fd, len(payload), offsets[k]) == payload:
+                continue
+            info = stack.id.get_chunk_info_by_coord((position, *rest))
+            if info.byte_offset is None or info.size != len(payload):
                 raise FormatError(f"chunk {position} of {stack.name} was not stored intact")
-            if info.byte_offset != offsets[k]:
-                self.offset_fallbacks += 1
-                offsets[k] = info.byte_offset
+            self.offset_fallbacks += 1
+            offsets[k] = info.byte_offset
 
     # ------------------------------------------------------------------ the index row log
 

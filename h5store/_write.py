@@ -589,7 +589,9 @@ class StoreWriter:
             handle = handles[number]
             group = doubtful[key_of_image[doubtful] == number]
             predicted = offsets[group].tolist()
-            w.confirm_offsets(handle, positions[group].tolist(), nbytes[group].tolist(), predicted)
+            w.confirm_offsets(
+                handle, positions[group].tolist(), [payloads[k] for k in group.tolist()], predicted
+            )
             offsets[group] = predicted
         if batch.vectors is not None:
             ds = w.dataset(fmt.SCORES)

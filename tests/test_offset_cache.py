@@ -89,3 +89,32 @@ def test_a_wrong_offset_in_the_index_is_reported_as_misplaced(tmp_path):
         assert report.misplaced == [second], str(report)
         assert report.damaged == []
         assert not report.ok
+
+
+def test_a_wrong_offset_prediction_is_corrected_from_hdf5s_chunk_index(tmp_path):
+    """The writer predicts each chunk's offset and reads back only doubtful ones: a payload not
+    found where predicted gets HDF5's answer; a chunk of another size is an error."""
+    from h5store._file import WriterFile
+    from h5store.errors import FormatError
+
+    path = str(tmp_path / "plain.h5")
+    payloads = [bytes([k]) * (40 + k) for k in range(4)]
+    writer = WriterFile(path, "w")
+    try:
+        # A filter (never run: the chunks are written direct) makes HDF5 record chunk sizes.
+        ds = writer.f.create_dataset(
+            "s", shape=(4, 100), chunks=(1, 100), dtype="u1", compression="gzip"
+        )
+        for k, payload in enumerate(payloads):
+            ds.id.write_direct_chunk((k, 0), payload)
+        writer.flush()
+        truth = {}
+        ds.id.chunk_iter(lambda info: truth.__setitem__(info.chunk_offset[0], info.byte_offset))
+        offsets = [truth[0], truth[1] + 1, 0, truth[3]]  # two predictions wrong
+        writer.confirm_offsets(ds, [0, 1, 2, 3], payloads, offsets)
+        assert offsets == [truth[k] for k in range(4)]
+        assert writer.offset_fallbacks == 2
+        with pytest.raises(FormatError, match="not stored intact"):
+            writer.confirm_offsets(ds, [1], [payloads[1] + b"x"], [0])
+    finally:
+        writer.close()
