@@ -428,6 +428,16 @@ def read_committed_rows(f: h5py.File, mapped: MappedFile | None = None) -> np.nd
 # --------------------------------------------------------------------------- writing
 
 
+def _spend_truncate_flush(path: str) -> None:
+    """ext4 (auto_da_alloc, on by default) writes back a file that was truncated to zero at the
+    next close of any descriptor of it: a guard for programs that rewrite a file in place.
+    HDF5's create truncates the empty file the writer lock made, so that close would come at
+    the first SWMR reopen and write back every image stored by then (50 ms for 75 MB).
+    Closing a descriptor now spends it on a file of a few kilobytes."""
+    with contextlib.suppress(OSError):
+        os.close(os.open(path, os.O_RDONLY | os.O_CLOEXEC))
+
+
 class WriterFile:
     """The writer's handle: SWMR epochs, chunk writes with offsets, the index row log."""
 
@@ -452,6 +462,7 @@ class WriterFile:
             with self.guard():
                 if self.created:
                     self.f = _hdf5_open(path, "w")
+                    _spend_truncate_flush(path)
                     fmt.create_layout(self.f)
                     self.f.flush()
                 else:
