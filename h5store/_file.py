@@ -651,8 +651,12 @@ class WriterFile:
 
     @staticmethod
     def extend_stack(stack: h5py.Dataset, length: int) -> None:
-        if stack.shape[0] < length:
-            stack.resize(length, axis=0)
+        """Make room for ``length`` images. Stacks grow by half again at least, so a writer
+        resizes each about log(N) times, not once a batch; close trims them to their images
+        (the format allows a stack longer than its class while a writer is active)."""
+        current = stack.shape[0]
+        if current < length:
+            stack.resize(max(length, current + current // 2), axis=0)
 
     def write_chunks(
         self,
