@@ -85,16 +85,32 @@ def check_locking(locking: object) -> None:
         )
 
 
+def _hdf5_create(path: str) -> h5py.File:
+    """A new, empty HDF5 file opened for writing, made with the calls h5py's mode 'w' makes
+    plus room for every root link of the layout in the root group (h5py.File takes no file
+    creation list)."""
+    fcpl = h5py.h5p.create(h5py.h5p.FILE_CREATE)
+    fcpl.set_obj_track_times(False)
+    # Free-space reuse off: every allocation comes from the end of the file, which is what
+    # makes chunk offsets predictable (and the file append-only apart from metadata).
+    fcpl.set_file_space_strategy(h5py.h5f.FSPACE_STRATEGY_NONE, False, 1)
+    fmt.reserve_links(fcpl, fmt.ROOT_LINKS_RESERVED)
+    fapl = h5py.h5p.create(h5py.h5p.FILE_ACCESS)
+    fapl.set_libver_bounds(*(_LIBVER[v] for v in fmt.LIBVER))
+    fapl.set_file_locking(False, True)  # the writer lock replaces it, as in _hdf5_open
+    h5py.h5f.create(os.fsencode(path), h5py.h5f.ACC_TRUNC, fapl=fapl, fcpl=fcpl).close()
+    return _hdf5_open(path, "r+")
+
+
+_LIBVER = {"v110": h5py.h5f.LIBVER_V110}
+
+
 def _hdf5_open(path: str, mode: str, *, swmr: bool = False, locking: object = False) -> h5py.File:
     # HDF5's own file locking is off by default: the writer's flock (WriterLock) replaces it
     # and, unlike HDF5's, lasts through SWMR epochs without blocking SWMR readers.
     kwargs = dict(libver=fmt.LIBVER, rdcc_nbytes=_RDCC_NBYTES)
     if locking != _HDF5_DEFAULT:
         kwargs["locking"] = locking
-    if mode == "w":
-        # Free-space reuse off: every allocation comes from the end of the file, which is what
-        # makes chunk offsets predictable (and the file append-only apart from metadata).
-        kwargs["fs_strategy"] = "none"
     return h5py.File(path, mode, swmr=swmr, **kwargs)
 
 
@@ -451,7 +467,7 @@ class WriterFile:
         try:
             with self.guard():
                 if self.created:
-                    self.f = _hdf5_open(path, "w")
+                    self.f = _hdf5_create(path)
                     fmt.create_layout(self.f)
                     self.f.flush()
                 else:
