@@ -247,6 +247,74 @@ MUTANTS = [
         ("test_format.py", "test_golden.py"),
     ),
     Mutant(
+        "source-check-skipped",
+        "sources: reads ignore /source_crc32 (a zeroed /sources chunk reads as no source)",
+        (
+            (
+                "h5store/format.py",
+                "    bad = np.flatnonzero((want != 0) & (got != want))",
+                "    bad = np.flatnonzero(want != want)",
+            ),
+        ),
+        ("test_damage_guards.py",),
+    ),
+    Mutant(
+        "sources-inherited",
+        "sources: a batch without sources takes those a dead writer's batch left in its rows",
+        (
+            (
+                "h5store/_write.py",
+                "        with_scores = batch.vectors is not None or fmt.SCORES in f\n"
+                "        with_sources = batch.sources is not None or fmt.SOURCES in f\n",
+                "        with_scores = batch.vectors is not None\n"
+                "        with_sources = batch.sources is not None\n",
+            ),
+        ),
+        ("test_commit_replay.py",),
+    ),
+    Mutant(
+        "sources-after-rows",
+        "sources: written in the index rows' flush, so a kill can commit rows before them",
+        (
+            (
+                "h5store/_write.py",
+                "        if with_scores or with_sources:\n            # On disk",
+                "        if False:\n            # On disk",
+            ),
+        ),
+        ("test_commit_replay.py",),
+    ),
+    Mutant(
+        "stale-source-references",
+        "sources: references a dead writer left are overwritten through HDF5, which follows them",
+        (
+            (
+                "h5store/format.py",
+                "        if raw is not None and any(raw[lo:hi]):",
+                "        if False:",
+            ),
+        ),
+        ("test_commit_replay.py",),
+    ),
+    Mutant(
+        "earlier-rows-unchecked",
+        "sources: rows stored before /sources existed get no check",
+        (
+            (
+                "h5store/_write.py",
+                "                if first_sources and n0:",
+                "                if False:",
+            ),
+        ),
+        ("test_roundtrip.py",),
+    ),
+    Mutant(
+        "root-links-default",
+        "format: a new file's root group has HDF5's default room (8 compact links, not 9)",
+        (("h5store/_file.py", "    fmt.reserve_links(fcpl, fmt.ROOT_LINKS_RESERVED)\n", ""),),
+        ("test_format.py", "test_io_errors.py"),
+    ),
+    Mutant(
         "plugin-codecs-ignored",
         "codec plugins: entry points are never consulted",
         (
