@@ -259,6 +259,18 @@ MUTANTS = [
         ("test_damage_guards.py",),
     ),
     Mutant(
+        "sources-header-damage-hidden",
+        "sources: a /sources whose header cannot be read is taken for no /sources (h5py's get)",
+        (
+            (
+                "h5store/format.py",
+                "    if SOURCES not in f:\n        return None\n    ds = f[SOURCES]\n",
+                "    ds = f.get(SOURCES)\n    if ds is None:\n        return None\n",
+            ),
+        ),
+        ("test_damage_guards.py",),
+    ),
+    Mutant(
         "sources-inherited",
         "sources: a batch without sources takes those a dead writer's batch left in its rows",
         (

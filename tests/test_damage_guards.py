@@ -197,6 +197,17 @@ def test_a_source_reference_past_the_end_is_refused_before_hdf5_follows_it(sourc
         assert store.record(0).source == "cam/0.png"
 
 
+@pytest.mark.parametrize("name", ["sources", "source_crc32"])
+def test_a_damaged_header_of_the_sources_or_their_checks_is_an_error(sourced_store, name):
+    with h5py.File(sourced_store, "r", locking=False) as f:
+        header = h5py.h5o.get_info(f[name].id).addr
+    _write_at(sourced_store, header + 6, b"\xff")  # fails the header's checksum
+    with h5store.open(sourced_store) as store:
+        for read in (lambda: store.sources, lambda: store.record(0)):
+            with pytest.raises(h5store.FormatError, match="damaged"):
+                read()
+
+
 def test_source_checks_replaced_by_another_table_are_named(sourced_store):
     with h5py.File(sourced_store, "r+", locking=False) as f:
         del f["source_crc32"]
