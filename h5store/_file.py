@@ -111,10 +111,15 @@ def _hdf5_open(path: str, mode: str, *, swmr: bool = False, locking: object = Fa
     kwargs = dict(libver=fmt.LIBVER, rdcc_nbytes=_RDCC_NBYTES)
     if locking != _HDF5_DEFAULT:
         kwargs["locking"] = locking
-    return h5py.File(path, mode, swmr=swmr, **kwargs)
+    try:
+        return h5py.File(path, mode, swmr=swmr, **kwargs)
+    except RuntimeError as exc:
+        # HDF5 failing to decode the superblock (found by the fuzzer: a damaged size of
+        # addresses); lock and open-mode conflicts, which callers tell apart, are OSErrors.
+        raise _describe_open_error(path, exc) from None
 
 
-def _describe_open_error(path: str, exc: OSError) -> H5StoreError:
+def _describe_open_error(path: str, exc: Exception) -> H5StoreError:
     msg = str(exc)
     if "unable to lock file" in msg:
         return StoreLockedError(
@@ -321,6 +326,10 @@ class MappedFile:
                 )
         return self.view
 
+    def read(self, offset: int, size: int) -> memoryview:
+        """Bytes ``offset`` to ``offset + size`` of the file."""
+        return self.ensure(offset + size)[offset : offset + size]
+
     def close(self) -> None:
         self.view = memoryview(b"")
         self._map = None  # unmapped once the last slice is gone
@@ -431,12 +440,7 @@ def read_committed_rows(f: h5py.File, mapped: MappedFile | None = None) -> np.nd
     # have landed in /index, so a reader racing it sees every committed row at least once
     # (copies are dropped by id).
     tail = fmt.read_tail_rows(f)
-    read_bytes = None
-    if mapped is not None:
-
-        def read_bytes(offset: int, size: int) -> bytes:
-            return mapped.ensure(offset + size)[offset : offset + size]
-
+    read_bytes = None if mapped is None else mapped.read
     index = fmt.read_index_rows(f, read_bytes, threads=get_threads())
     return fmt.committed_rows(index, tail)
 

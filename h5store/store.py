@@ -164,6 +164,8 @@ class ImageStore:
         self._default_codec = get_codec(codec, quality=quality, **codec_options)
         self._reader: h5py.File | None = None
         self._mapped: MappedFile | None = None
+        #: heap collections of /sources found intact, by address: the CRC-32 of their bytes
+        self._checked_heaps: dict[int, int] = {}
         self._writer: StoreWriter | None = None
         if self.mode == "r":
             try:
@@ -745,7 +747,10 @@ class ImageStore:
             f = self._file
             if name == fmt.SOURCES:
                 ids = self._index.column("id")[rows]
-                sources = fmt.read_sources(f, rows, ids, os.path.getsize(self.path), self.path)
+                size = os.path.getsize(self.path)
+                sources = fmt.read_sources(
+                    f, rows, ids, self._mapped.read, size, self.path, self._checked_heaps
+                )
                 if sources is None:
                     return None
                 out = np.empty(len(sources), dtype=object)

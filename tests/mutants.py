@@ -271,6 +271,43 @@ MUTANTS = [
         ("test_damage_guards.py",),
     ),
     Mutant(
+        "heap-walk-skipped",
+        "sources: heap collections are handed to HDF5 unchecked (a zeroed object header hangs)",
+        (
+            (
+                "h5store/format.py",
+                "    for address in heaps:\n"
+                "        _check_heap_collection(read_bytes, address, file_size, path)\n",
+                "",
+            ),
+        ),
+        ("test_damage_guards.py",),
+    ),
+    Mutant(
+        "index-of-fixed-size",
+        "(d) /index with /index_tail's header (same type, fixed size) reads as an empty store",
+        (
+            (
+                "h5store/format.py",
+                "    if ds.maxshape != (None,):\n        # /index_tail's header",
+                "    if False:\n        # /index_tail's header",
+            ),
+        ),
+        ("test_damage_guards.py",),
+    ),
+    Mutant(
+        "open-runtime-error",
+        "(d) HDF5 failing to decode the superblock escapes as a RuntimeError",
+        (
+            (
+                "h5store/_file.py",
+                "    except RuntimeError as exc:\n        # HDF5 failing to decode",
+                "    except ZeroDivisionError as exc:\n        # HDF5 failing to decode",
+            ),
+        ),
+        ("test_damage_guards.py",),
+    ),
+    Mutant(
         "sources-inherited",
         "sources: a batch without sources takes those a dead writer's batch left in its rows",
         (

@@ -7,6 +7,7 @@ from pathlib import Path
 import h5py
 import numpy as np
 import pytest
+from conftest import run_python
 
 import h5store
 from h5store import format as fmt
@@ -65,6 +66,25 @@ def test_a_table_replaced_by_a_group_is_named(sealed_store):
         f.create_group("stacks")
     with pytest.raises(h5store.FormatError, match="/stacks is damaged"):
         h5store.open(sealed_store)
+
+
+def test_the_tails_header_copied_over_the_index_is_named(sealed_store):
+    with h5py.File(sealed_store, "r", locking=False) as f:
+        index, tail = (h5py.h5o.get_info(f[name].id).addr for name in ("index", "index_tail"))
+        size = h5py.h5o.get_info(f["index_tail"].id).hdr.space.total
+    data = Path(sealed_store).read_bytes()
+    _write_at(sealed_store, index, data[tail : tail + size])  # a valid header, the wrong one
+    with pytest.raises(h5store.FormatError, match="/index is damaged"):
+        h5store.open(sealed_store)
+
+
+def test_an_undecodable_superblock_is_a_format_error(sealed_store):
+    # sizes of addresses and lengths, flags (HDF5 raises RuntimeError, not OSError, here)
+    _write_at(sealed_store, 9, b"\xc5\x2d\xde\xe3")
+    with pytest.raises(h5store.FormatError, match="cannot be opened as HDF5"):
+        h5store.open(sealed_store)
+    with pytest.raises(h5store.FormatError, match="cannot be opened as HDF5"):
+        h5store.open(sealed_store, "a")
 
 
 def test_damaged_superblock_is_refused_before_hdf5_retries(sealed_store):
@@ -164,6 +184,29 @@ def test_a_changed_byte_of_a_source_string_is_an_error(sourced_store):
         with pytest.raises(h5store.FormatError, match="/source_crc32"):
             store.sources  # noqa: B018 - reading the column is the check
         assert store.record(4).source == "cam/4.png"
+
+
+HEAP_READER = """
+import sys
+import h5store
+with h5store.open(sys.argv[1]) as store:
+    for read in (lambda: store.record(4), lambda: store.sources):
+        try:
+            read()
+        except h5store.FormatError as exc:
+            print(exc)
+"""
+
+
+def test_a_zeroed_object_header_in_the_heap_is_an_error_not_a_hang(sourced_store):
+    # HDF5 walks every object of a heap collection when it loads it; a zeroed object header
+    # (index 0, size 0) made that walk stand still (found by the fuzzer). In a child process,
+    # so that a regression fails the test instead of hanging it.
+    _write_at(sourced_store, _heap_offset(sourced_store, "cam/4.png") - 16, bytes(16))
+    done = run_python(HEAP_READER, sourced_store, timeout=60)
+    assert done.returncode == 0, done.stderr
+    assert done.stdout.count("heap collection at byte") == 2, done.stdout
+    assert "object at byte" in done.stdout
 
 
 def test_a_zeroed_check_chunk_loses_the_check_not_the_answer(sourced_store):
