@@ -277,7 +277,8 @@ MUTANTS = [
             (
                 "h5store/format.py",
                 "    for address in heaps:\n"
-                "        _check_heap_collection(read_bytes, address, file_size, path)\n",
+                "        _check_heap_collection("
+                "read_bytes, address, file_size, path, checked_heaps)\n",
                 "",
             ),
         ),
