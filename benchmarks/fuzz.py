@@ -3,10 +3,11 @@
 Builds a few small stores with h5store's public API (JPEG, PNG grey and 16-bit, Blosc2 and
 Zstandard, deleted rows, (N, K) score vectors, true labels, sources), locates their parts with
 h5py's low-level API (superblock, object headers, /index chunks, /index_tail, /stacks, /labels,
-/scores, image chunks, the rest of the metadata), then damages one part per trial: flips bits,
-overwrites bytes, zeroes a range, truncates the file inside it, or copies another block of the
-same kind over it. Each damaged file is opened read-only and every image read back (pixels,
-label, true label, score) in a forked child with a time limit. Each trial's outcome is one of
+/scores, /sources, /source_crc32, image chunks, the rest of the metadata), then damages one part
+per trial: flips bits, overwrites bytes, zeroes a range, truncates the file inside it, or copies
+another block of the same kind over it. Each damaged file is opened read-only and every image
+read back (pixels, label, true label, score, score vector, source; then the sources as one
+column) in a forked child with a time limit. Each trial's outcome is one of
 
     exact   every image and record as written
     error   some reads raised an h5store error (H5StoreError), the rest were exact
@@ -122,6 +123,26 @@ def _chunks(ds: h5py.Dataset) -> list[tuple[int, int]]:
     return found
 
 
+def _heap_collections(path: str, ds: h5py.Dataset) -> list[tuple[int, int]]:
+    """The global-heap collections holding the strings of /sources (whose chunks hold only
+    references: length, collection address, object index)."""
+    reference = np.dtype([("length", "<u4"), ("heap", "<u8"), ("index", "<u4")])
+    addresses: set[int] = set()
+    for start, size in _chunks(ds):
+        with open(path, "rb") as fh:
+            fh.seek(start)
+            refs = np.frombuffer(fh.read(size), reference)
+        addresses.update(refs["heap"][refs["length"] > 0].tolist())
+    out = []
+    with open(path, "rb") as fh:
+        for address in sorted(addresses):
+            fh.seek(address)
+            header = fh.read(16)  # "GCOL", version, 3 reserved, collection size
+            if header[:4] == b"GCOL":
+                out.append((address, int.from_bytes(header[8:16], "little")))
+    return out
+
+
 def parts_of(path: str) -> dict[str, list[tuple[int, int]]]:
     """Byte ranges (start, length) of each part of the file."""
     parts: dict[str, list[tuple[int, int]]] = collections.defaultdict(list)
@@ -135,8 +156,13 @@ def parts_of(path: str) -> dict[str, list[tuple[int, int]]]:
             if not isinstance(obj, h5py.Dataset):
                 continue
             name = obj.name.lstrip("/")
-            if name in ("index", "index_tail", "stacks", "labels", "scores", "sources"):
+            if name in ("index", "index_tail", "stacks", "labels", "scores"):
                 key = name.replace("_", " ")
+            elif name == "source_crc32":
+                key = "source checks"
+            elif name == "sources":
+                key = "sources"
+                parts["source strings"].extend(_heap_collections(path, obj))
             elif name.startswith("classes/"):
                 key = "image chunk"
             else:
@@ -257,6 +283,17 @@ def read_back(path: str, truth: dict[int, tuple]) -> tuple[str, str]:
                 wrong.append(f"{image_id}: score vector differs")
             elif record.source != source:
                 wrong.append(f"{image_id}: source {record.source!r}")
+        # The sources again, as one column (the vectorised read path of to_pandas and export).
+        try:
+            column = dict(zip(store.ids().tolist(), store.sources))
+        except h5store.H5StoreError as exc:
+            errors.append(f"sources: {type(exc).__name__}: {exc}")
+        except Exception as exc:
+            return "other", f"sources: {type(exc).__name__}: {exc}"[:300]
+        else:
+            bad = [i for i in sorted(set(truth) & set(column)) if column[i] != truth[i][5]]
+            if bad:
+                wrong.append(f"sources column: {len(bad)} differ (e.g. {bad[0]})")
     if wrong:
         return "wrong", "; ".join(wrong[:3])[:300]
     if errors:

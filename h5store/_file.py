@@ -85,20 +85,45 @@ def check_locking(locking: object) -> None:
         )
 
 
+def _hdf5_create(path: str) -> h5py.File:
+    """A new, empty HDF5 file opened for writing, made with the calls h5py's mode 'w' makes
+    plus room for every root link of the layout in the root group (h5py.File takes no file
+    creation list)."""
+    fcpl = h5py.h5p.create(h5py.h5p.FILE_CREATE)
+    fcpl.set_obj_track_times(False)
+    # Free-space reuse off: every allocation comes from the end of the file, which is what
+    # makes chunk offsets predictable (and the file append-only apart from metadata).
+    fcpl.set_file_space_strategy(h5py.h5f.FSPACE_STRATEGY_NONE, False, 1)
+    fmt.reserve_links(fcpl, fmt.ROOT_LINKS_RESERVED)
+    fapl = h5py.h5p.create(h5py.h5p.FILE_ACCESS)
+    fapl.set_libver_bounds(*(_LIBVER[v] for v in fmt.LIBVER))
+    fapl.set_file_locking(False, True)  # the writer lock replaces it, as in _hdf5_open
+    # Closed at once, while the file is empty: ext4 (auto_da_alloc, on by default) writes back
+    # a file truncated to zero at the next close of any descriptor of it, and the create
+    # truncates the empty file the writer lock made. Left for later, that close came at the
+    # first SWMR reopen and wrote back every image stored by then (50 ms for 75 MB).
+    h5py.h5f.create(os.fsencode(path), h5py.h5f.ACC_TRUNC, fapl=fapl, fcpl=fcpl).close()
+    return _hdf5_open(path, "r+")
+
+
+_LIBVER = {"v110": h5py.h5f.LIBVER_V110}
+
+
 def _hdf5_open(path: str, mode: str, *, swmr: bool = False, locking: object = False) -> h5py.File:
     # HDF5's own file locking is off by default: the writer's flock (WriterLock) replaces it
     # and, unlike HDF5's, lasts through SWMR epochs without blocking SWMR readers.
     kwargs = dict(libver=fmt.LIBVER, rdcc_nbytes=_RDCC_NBYTES)
     if locking != _HDF5_DEFAULT:
         kwargs["locking"] = locking
-    if mode == "w":
-        # Free-space reuse off: every allocation comes from the end of the file, which is what
-        # makes chunk offsets predictable (and the file append-only apart from metadata).
-        kwargs["fs_strategy"] = "none"
-    return h5py.File(path, mode, swmr=swmr, **kwargs)
+    try:
+        return h5py.File(path, mode, swmr=swmr, **kwargs)
+    except RuntimeError as exc:
+        # HDF5 failing to decode the superblock (found by the fuzzer: a damaged size of
+        # addresses); lock and open-mode conflicts, which callers tell apart, are OSErrors.
+        raise _describe_open_error(path, exc) from None
 
 
-def _describe_open_error(path: str, exc: OSError) -> H5StoreError:
+def _describe_open_error(path: str, exc: Exception) -> H5StoreError:
     msg = str(exc)
     if "unable to lock file" in msg:
         return StoreLockedError(
@@ -305,6 +330,10 @@ class MappedFile:
                 )
         return self.view
 
+    def read(self, offset: int, size: int) -> memoryview:
+        """Bytes ``offset`` to ``offset + size`` of the file."""
+        return self.ensure(offset + size)[offset : offset + size]
+
     def close(self) -> None:
         self.view = memoryview(b"")
         self._map = None  # unmapped once the last slice is gone
@@ -415,27 +444,12 @@ def read_committed_rows(f: h5py.File, mapped: MappedFile | None = None) -> np.nd
     # have landed in /index, so a reader racing it sees every committed row at least once
     # (copies are dropped by id).
     tail = fmt.read_tail_rows(f)
-    read_bytes = None
-    if mapped is not None:
-
-        def read_bytes(offset: int, size: int) -> bytes:
-            return mapped.ensure(offset + size)[offset : offset + size]
-
+    read_bytes = None if mapped is None else mapped.read
     index = fmt.read_index_rows(f, read_bytes, threads=get_threads())
     return fmt.committed_rows(index, tail)
 
 
 # --------------------------------------------------------------------------- writing
-
-
-def _spend_truncate_flush(path: str) -> None:
-    """ext4 (auto_da_alloc, on by default) writes back a file that was truncated to zero at the
-    next close of any descriptor of it: a guard for programs that rewrite a file in place.
-    HDF5's create truncates the empty file the writer lock made, so that close would come at
-    the first SWMR reopen and write back every image stored by then (50 ms for 75 MB).
-    Closing a descriptor now spends it on a file of a few kilobytes."""
-    with contextlib.suppress(OSError):
-        os.close(os.open(path, os.O_RDONLY | os.O_CLOEXEC))
 
 
 class WriterFile:
@@ -461,8 +475,7 @@ class WriterFile:
         try:
             with self.guard():
                 if self.created:
-                    self.f = _hdf5_open(path, "w")
-                    _spend_truncate_flush(path)
+                    self.f = _hdf5_create(path)
                     fmt.create_layout(self.f)
                     self.f.flush()
                 else:

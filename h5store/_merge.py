@@ -214,18 +214,9 @@ def _vectors(
 
 
 def _sources(store: ImageStore, index_rows: np.ndarray) -> list[str | None] | None:
-    f = store._file
-    if fmt.SOURCES not in f:
-        return None
-    ds = f[fmt.SOURCES]
-    lo, hi = int(index_rows[0]), min(int(index_rows[-1]) + 1, ds.shape[0])
-    block = ds[lo:hi] if hi > lo else []
-    out: list[str | None] = []
-    for r in index_rows.tolist():
-        value = block[r - lo] if r - lo < len(block) else b""
-        value = value.decode("utf-8") if isinstance(value, bytes) else value
-        out.append(value or None)
-    return out
+    # The store's checked read: a damaged source is an error here, not a copied wrong value.
+    values = store._aligned_column(fmt.SOURCES, index_rows)
+    return None if values is None else values.tolist()
 
 
 def _publish(temp: str, out: str) -> None:

@@ -14,8 +14,8 @@ import numpy as np
 
 from ._catalog import Stack
 from ._file import MappedFile
-from ._write import crc32
 from .errors import FormatError
+from .format import crc32
 from .index import Index
 
 

@@ -17,7 +17,6 @@ from typing import Any
 
 import h5py
 import numpy as np
-from isal import isal_zlib
 
 from . import _inputs
 from . import format as fmt
@@ -35,13 +34,8 @@ from .errors import (
     InvalidInputError,
     UnrepairableError,
 )
+from .format import crc32
 from .index import Index
-
-# The index's CRC-32 (zlib's polynomial), on every image written, read and verified. ISA-L's
-# carry-less-multiply loop behind a thin binding: for a 1.1 kB payload 0.10 us against zlib's
-# 0.47 and libdeflate's (imagecodecs) 0.79, whose wrapper costs more than its loop; for 14 kB
-# 0.36 us against 3.8 and 0.94 (CPU time, medians, side by side in one run).
-crc32 = isal_zlib.crc32
 
 
 @dataclass
@@ -516,8 +510,14 @@ class StoreWriter:
         needs_groups = sorted(
             {lid for lid, name in names.items() if catalog.class_codec(name) is None}
         )
+        # Once a store has /scores or /sources, every batch writes its rows there (NaN and ""
+        # where it gives none): rows an uncommitted batch of a dead writer left in them must
+        # not become this batch's. /source_crc32 goes wherever /sources goes.
+        with_scores = batch.vectors is not None or fmt.SCORES in f
+        with_sources = batch.sources is not None or fmt.SOURCES in f
         needs_scores = batch.vectors is not None and fmt.SCORES not in f
-        needs_sources = batch.sources is not None and fmt.SOURCES not in f
+        needs_sources = with_sources and fmt.needs_sources(f)
+        first_sources = with_sources and fmt.SOURCES not in f
         # Objects can only be created with SWMR off, and a writer killed then can leave them
         # half written; so this epoch creates objects only, and everything that makes them
         # part of the store (labels, /stacks rows, index rows) is written afterwards with
@@ -584,6 +584,27 @@ class StoreWriter:
         # confirming does not read back every payload.
         following = np.append(offsets[1:], w.file_end())
         doubtful = np.flatnonzero(following - offsets != nbytes)
+        if with_scores:
+            ds = w.dataset(fmt.SCORES)
+            ds.resize(max(ds.shape[0], n0 + n), axis=0)
+            ds[n0 : n0 + n] = np.nan if batch.vectors is None else batch.vectors
+        if with_sources:
+            sources = [""] * n if batch.sources is None else batch.sources
+            ds = w.dataset(fmt.SOURCES)
+            ds.resize(max(ds.shape[0], n0 + n), axis=0)
+            fmt.null_source_references(ds, n0, n0 + n)
+            ds[n0 : n0 + n] = sources
+            if fmt.SOURCE_CRC32 in f:  # (not in a format-1.0 file)
+                checks = w.dataset(fmt.SOURCE_CRC32)
+                checks.resize(max(checks.shape[0], n0 + n), axis=0)
+                checks[n0 : n0 + n] = [fmt.source_check(s.encode("utf-8")) for s in sources]
+                if first_sources and n0:
+                    # The rows before have no source: checked as such, a damaged reference
+                    # that reads another row's source there is caught too.
+                    checks[:n0] = fmt.source_check(b"")
+        # Chunks, score vectors and sources reach the disk in this flush, before the index
+        # rows that commit them in the next: written in one flush, HDF5 could order the rows
+        # first (a kill in between committed images whose sources read as none).
         w.flush()
         for number in np.unique(key_of_image[doubtful]).tolist():
             handle = handles[number]
@@ -593,14 +614,6 @@ class StoreWriter:
                 handle, positions[group].tolist(), [payloads[k] for k in group.tolist()], predicted
             )
             offsets[group] = predicted
-        if batch.vectors is not None:
-            ds = w.dataset(fmt.SCORES)
-            ds.resize(max(ds.shape[0], n0 + n), axis=0)
-            ds[n0 : n0 + n] = batch.vectors
-        if batch.sources is not None:
-            ds = w.dataset(fmt.SOURCES)
-            ds.resize(max(ds.shape[0], n0 + n), axis=0)
-            ds[n0 : n0 + n] = batch.sources
 
         rows = np.zeros(n, dtype=fmt.INDEX_DTYPE)
         rows["id"] = batch.ids

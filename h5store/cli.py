@@ -152,7 +152,6 @@ def _table(header: list[str], rows: list[list[str]], right: set[int]) -> list[st
 def cmd_info(args: argparse.Namespace) -> int:
     with h5store.open(args.path) as store:
         stats = store.stats()
-        stats["format_version"] = list(h5store.FORMAT_VERSION)
         stats["classes"] = class_table(store)
         vectors = store.scores is not None
     accuracy_known = sum(c["with_true_label"] for c in stats["classes"])

@@ -340,4 +340,5 @@ class ShardedStore:
             "payload_bytes": sum(p["payload_bytes"] for p in parts),
             "file_bytes": sum(p["file_bytes"] for p in parts),
             "codecs": sorted({c for p in parts for c in p["codecs"]}),
+            "format_version": min(p["format_version"] for p in parts),  # the oldest shard's
         }

@@ -34,7 +34,7 @@ from ._file import (
     reader_precheck,
 )
 from ._parallel import thread_imap, thread_map
-from ._write import StoreWriter, chosen_codec, crc32, open_writer_file
+from ._write import StoreWriter, chosen_codec, open_writer_file
 from .codecs import Codec, get_codec, image_shape
 from .errors import (
     ClosedStoreError,
@@ -48,6 +48,7 @@ from .errors import (
     UnknownIdError,
     WriteFailedError,
 )
+from .format import crc32
 from .index import Index
 
 #: numpy's dtype.name is slow (~1 us); images are validated to be one of these.
@@ -163,6 +164,8 @@ class ImageStore:
         self._default_codec = get_codec(codec, quality=quality, **codec_options)
         self._reader: h5py.File | None = None
         self._mapped: MappedFile | None = None
+        #: heap collections of /sources found intact, by address: the CRC-32 of their bytes
+        self._checked_heaps: dict[int, int] = {}
         self._writer: StoreWriter | None = None
         if self.mode == "r":
             try:
@@ -711,6 +714,9 @@ class ImageStore:
     def _row_of_optional(self, name: str, row: int) -> Any:
         """Row ``row`` of /sources or /scores; None where the store has no such dataset or
         the image none."""
+        if name == fmt.SOURCES:
+            values = self._aligned_column(name, np.array([row]))
+            return None if values is None else values[0]
         with fmt.damage_reported(self.path):
             f = self._file
             if name not in f:
@@ -718,13 +724,7 @@ class ImageStore:
             fmt.check_aligned(f[name], self.path)
             if row >= f[name].shape[0]:
                 return None
-            if name == fmt.SOURCES:
-                value = fmt.read_source(f[name], row, os.path.getsize(self.path))
-            else:
-                value = f[name][row]
-        if name == fmt.SOURCES:
-            value = value.decode("utf-8") if isinstance(value, bytes) else value
-            return value or None
+            value = f[name][row]
         return None if np.isnan(value).all() else value
 
     # ------------------------------------------------------------------ queries
@@ -763,21 +763,29 @@ class ImageStore:
         return self._index.take()
 
     def _aligned_column(self, name: str, rows: np.ndarray) -> np.ndarray | None:
-        """/scores or /sources at index rows ``rows`` (rows past its end: NaN or None)."""
-        f = self._file
-        if name not in f:
-            return None
-        ds = f[name]
-        inside = rows < ds.shape[0]
-        values = ds[...]  # one read: h5py's per-row selections cost far more
-        if name == fmt.SCORES:
-            out = np.full((len(rows), ds.shape[1]), np.nan, dtype=np.float32)
-            out[inside] = values[rows[inside]]
-            return out
-        out = np.full(len(rows), None, dtype=object)
-        out[inside] = [
-            (v.decode("utf-8") if isinstance(v, bytes) else v) or None for v in values[rows[inside]]
-        ]
+        """/scores or /sources at index rows ``rows`` (rows past its end: NaN or None); each
+        source checked against /source_crc32."""
+        with fmt.damage_reported(self.path):
+            f = self._file
+            if name == fmt.SOURCES:
+                ids = self._index.column("id")[rows]
+                size = os.path.getsize(self.path)
+                sources = fmt.read_sources(
+                    f, rows, ids, self._mapped.read, size, self.path, self._checked_heaps
+                )
+                if sources is None:
+                    return None
+                out = np.empty(len(sources), dtype=object)
+                out[:] = sources
+                return out
+            if name not in f:
+                return None
+            ds = f[name]
+            fmt.check_aligned(ds, self.path)
+            values = ds[...]  # one read: h5py's per-row selections cost far more
+        inside = rows < len(values)
+        out = np.full((len(rows), ds.shape[1]), np.nan, dtype=np.float32)
+        out[inside] = values[rows[inside]]
         return out
 
     @property
@@ -873,7 +881,7 @@ class ImageStore:
     # ------------------------------------------------------------------ summary
 
     def stats(self) -> dict[str, Any]:
-        """Counts and sizes: images, classes, payload bytes, file bytes."""
+        """Counts and sizes: images, classes, payload bytes, file bytes, format version."""
         self._check_open()
         live = self._index.live_mask()
         payload = int(self._index.column("nbytes").astype(np.int64).sum())
@@ -887,6 +895,8 @@ class ImageStore:
             "payload_bytes": payload,
             "file_bytes": os.path.getsize(self.path),
             "codecs": sorted({s.codec.codec_id for s in self._stacks}),
+            # the file's own version (checked at open), which may be older than FORMAT_VERSION
+            "format_version": [int(v) for v in self._file.attrs[fmt.ATTR_VERSION]],
         }
 
 

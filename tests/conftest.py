@@ -5,11 +5,13 @@ import subprocess
 import sys
 from functools import cache
 
+import h5py
 import numpy as np
 import pytest
 from hypothesis import settings
 
 import h5store
+from h5store import format as fmt
 from h5store.sample import sample_set
 
 # CI runs the same examples every time (a red CI should mean a regression, not a new random
@@ -29,6 +31,15 @@ def photo_crops(n: int = 16, size: int = 64) -> tuple[np.ndarray, list[str]]:
 def file_digest(path) -> str:
     with open(path, "rb") as fh:
         return hashlib.sha256(fh.read()).hexdigest()
+
+
+def assert_every_source_checked(path) -> None:
+    """Every row of /sources has its check in /source_crc32, none left unchecked (0)."""
+    with h5py.File(path, "r", locking=False) as f:
+        sources, checks = f[fmt.SOURCES][()], f[fmt.SOURCE_CRC32][()]
+    assert len(sources) and len(checks) == len(sources)
+    assert checks.tolist() == [fmt.source_check(raw) for raw in sources.tolist()]
+    assert checks.all()
 
 
 def psnr(a: np.ndarray, b: np.ndarray) -> float:

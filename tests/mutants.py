@@ -247,6 +247,125 @@ MUTANTS = [
         ("test_format.py", "test_golden.py"),
     ),
     Mutant(
+        "source-check-skipped",
+        "sources: reads ignore /source_crc32 (a zeroed /sources chunk reads as no source)",
+        (
+            (
+                "h5store/format.py",
+                "    bad = np.flatnonzero((want != 0) & (got != want))",
+                "    bad = np.flatnonzero(want != want)",
+            ),
+        ),
+        ("test_damage_guards.py",),
+    ),
+    Mutant(
+        "sources-header-damage-hidden",
+        "sources: a /sources whose header cannot be read is taken for no /sources (h5py's get)",
+        (
+            (
+                "h5store/format.py",
+                "    if SOURCES not in f:\n        return None\n    ds = f[SOURCES]\n",
+                "    ds = f.get(SOURCES)\n    if ds is None:\n        return None\n",
+            ),
+        ),
+        ("test_damage_guards.py",),
+    ),
+    Mutant(
+        "heap-walk-skipped",
+        "sources: heap collections are handed to HDF5 unchecked (a zeroed object header hangs)",
+        (
+            (
+                "h5store/format.py",
+                "    for address in heaps:\n"
+                "        _check_heap_collection("
+                "read_bytes, address, file_size, path, checked_heaps)\n",
+                "",
+            ),
+        ),
+        ("test_damage_guards.py",),
+    ),
+    Mutant(
+        "index-of-fixed-size",
+        "(d) /index with /index_tail's header (same type, fixed size) reads as an empty store",
+        (
+            (
+                "h5store/format.py",
+                "    if ds.maxshape != (None,):\n        # /index_tail's header",
+                "    if False:\n        # /index_tail's header",
+            ),
+        ),
+        ("test_damage_guards.py",),
+    ),
+    Mutant(
+        "open-runtime-error",
+        "(d) HDF5 failing to decode the superblock escapes as a RuntimeError",
+        (
+            (
+                "h5store/_file.py",
+                "    except RuntimeError as exc:\n        # HDF5 failing to decode",
+                "    except ZeroDivisionError as exc:\n        # HDF5 failing to decode",
+            ),
+        ),
+        ("test_damage_guards.py",),
+    ),
+    Mutant(
+        "sources-inherited",
+        "sources: a batch without sources takes those a dead writer's batch left in its rows",
+        (
+            (
+                "h5store/_write.py",
+                "        with_scores = batch.vectors is not None or fmt.SCORES in f\n"
+                "        with_sources = batch.sources is not None or fmt.SOURCES in f\n",
+                "        with_scores = batch.vectors is not None\n"
+                "        with_sources = batch.sources is not None\n",
+            ),
+        ),
+        ("test_commit_replay.py",),
+    ),
+    Mutant(
+        "sources-after-rows",
+        "sources: written in the index rows' flush, so a kill can commit rows before them",
+        (
+            (
+                "h5store/_write.py",
+                "        # first (a kill in between committed images whose sources read as none).\n"
+                "        w.flush()\n",
+                "        # first (a kill in between committed images whose sources read as none).\n",
+            ),
+        ),
+        ("test_commit_replay.py",),
+    ),
+    Mutant(
+        "stale-source-references",
+        "sources: references a dead writer left are overwritten through HDF5, which follows them",
+        (
+            (
+                "h5store/format.py",
+                "        if raw is not None and any(raw[lo:hi]):",
+                "        if False:",
+            ),
+        ),
+        ("test_commit_replay.py",),
+    ),
+    Mutant(
+        "earlier-rows-unchecked",
+        "sources: rows stored before /sources existed get no check",
+        (
+            (
+                "h5store/_write.py",
+                "                if first_sources and n0:",
+                "                if False:",
+            ),
+        ),
+        ("test_roundtrip.py",),
+    ),
+    Mutant(
+        "root-links-default",
+        "format: a new file's root group has HDF5's default room (8 compact links, not 9)",
+        (("h5store/_file.py", "    fmt.reserve_links(fcpl, fmt.ROOT_LINKS_RESERVED)\n", ""),),
+        ("test_format.py", "test_io_errors.py"),
+    ),
+    Mutant(
         "plugin-codecs-ignored",
         "codec plugins: entry points are never consulted",
         (

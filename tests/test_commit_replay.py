@@ -18,6 +18,7 @@ from pathlib import Path
 
 import numpy as np
 import pytest
+from conftest import run_python
 
 import h5store
 from h5store import format as fmt
@@ -25,12 +26,24 @@ from h5store import format as fmt
 BATCH = 5
 
 
-#: Rows committed before the traced batch: few, or enough that the batch overflows the tail.
-BEFORE = {"existing-stack": 7, "tail-overflow": fmt.INDEX_CHUNK_ROWS - 2}
+#: Rows committed before the traced batch (few, or enough that the batch overflows the tail),
+#: and whether every batch has sources (/sources and /source_crc32 written with the rows).
+SCENARIOS = {
+    "existing-stack": (7, False),
+    "tail-overflow": (fmt.INDEX_CHUNK_ROWS - 2, False),
+    "sources": (7, True),
+}
 
 
 def images(n: int, seed: int) -> np.ndarray:
     return np.random.default_rng(seed).integers(0, 255, (n, 6, 7, 3), dtype=np.uint8)
+
+
+def sources(start: int, n: int, with_sources: bool) -> list[str | None] | None:
+    """The sources of rows start..start+n: None every third row (stored as no source)."""
+    if not with_sources:
+        return None
+    return [None if k % 3 == 2 else f"img/{k}.png" for k in range(start, start + n)]
 
 
 WRITER = textwrap.dedent(
@@ -39,17 +52,22 @@ WRITER = textwrap.dedent(
     import numpy as np
     import h5store
     sys.path.insert(0, sys.argv[3])
-    from test_commit_replay import BATCH, images
-    path, before = sys.argv[1], int(sys.argv[2])
+    from test_commit_replay import BATCH, images, sources
+    path, before, with_sources = sys.argv[1], int(sys.argv[2]), sys.argv[4] == "1"
     with h5store.open(path, "w", codec="png") as store:
         old = images(before, 1)
         for start in range(0, before, 64):
-            store.add_batch(old[start : start + 64], labels=["c"] * len(old[start : start + 64]))
+            n = len(old[start : start + 64])
+            store.add_batch(
+                old[start : start + 64], labels=["c"] * n, sources=sources(start, n, with_sources)
+            )
     store = h5store.open(path, "a")
     store._file.flush()
     shutil.copy(path, path + ".before")
     os.write(2, b"<window>")
-    store.add_batch(images(BATCH, 2), labels=["c"] * BATCH)
+    store.add_batch(
+        images(BATCH, 2), labels=["c"] * BATCH, sources=sources(before, BATCH, with_sources)
+    )
     os.write(2, b"</window>")
     os._exit(0)  # no close: the window is the batch and nothing after it
     """
@@ -60,7 +78,7 @@ def _escaped(marker: str) -> str:
     return "".join(f"\\x{b:02x}" for b in marker.encode())
 
 
-def traced_writes(path: str, before: int) -> list[tuple[int, bytes]]:
+def traced_writes(path: str, before: int, with_sources: bool) -> list[tuple[int, bytes]]:
     trace = path + ".trace"
     subprocess.run(
         [
@@ -80,6 +98,7 @@ def traced_writes(path: str, before: int) -> list[tuple[int, bytes]]:
             path,
             str(before),
             str(Path(__file__).parent),
+            "1" if with_sources else "0",
         ],
         check=True,
         timeout=300,
@@ -93,11 +112,11 @@ def traced_writes(path: str, before: int) -> list[tuple[int, bytes]]:
 
 
 @pytest.mark.skipif(shutil.which("strace") is None, reason="needs strace")
-@pytest.mark.parametrize("scenario", sorted(BEFORE))
+@pytest.mark.parametrize("scenario", sorted(SCENARIOS))
 def test_every_prefix_of_a_commit_recovers_to_before_or_after_the_batch(tmp_path, scenario):
-    committed = BEFORE[scenario]
+    committed, with_sources = SCENARIOS[scenario]
     path = str(tmp_path / "store.h5")
-    writes = traced_writes(path, committed)
+    writes = traced_writes(path, committed, with_sources)
     assert len(writes) >= 3, writes
     before = Path(path + ".before").read_bytes()
     old, new = images(committed, 1), images(BATCH, 2)
@@ -126,6 +145,9 @@ def test_every_prefix_of_a_commit_recovers_to_before_or_after_the_batch(tmp_path
             assert store.verify().ok, n
             assert np.array_equal(store[extra], old[0]), n
             assert len(store) == (committed + BATCH if landed else committed) + 1, n
+            if with_sources:  # each checked against /source_crc32; none inherited
+                rows = committed + BATCH if landed else committed
+                assert store.sources == [*sources(0, rows, True), None], n
         outcomes.append(landed)
     # the batch is absent until one write commits it, and present from then on
     assert outcomes[0] is False and outcomes[-1] is True
@@ -181,3 +203,44 @@ def test_a_batch_whose_commit_flag_never_landed_is_dropped_on_reopen(tmp_path):
         assert store.record(8).position == 8  # its chunks were removed, not skipped
         for k in range(7):
             assert np.array_equal(store[k], images(7, 1)[k])
+
+
+DEAD_BEFORE_ITS_ROWS = textwrap.dedent(
+    """
+    import os, sys
+    import numpy as np
+    import h5store
+    from h5store import _file
+    sys.path.insert(0, sys.argv[2])
+    from test_commit_replay import images
+    path = sys.argv[1]
+    with h5store.open(path, "w", codec="png", labels=["c", "d"]) as store:
+        store.add_batch(images(3, 1), labels=["c"] * 3, scores=np.full((3, 2), 0.5, np.float32),
+                        sources=["a", "b", "c"])
+
+    def die(self, rows):
+        self.flush()  # its score vectors and sources are on disk, its rows never will be
+        os._exit(0)
+
+    _file.WriterFile.append_rows = die
+    store = h5store.open(path, "a")
+    store.add_batch(images(4, 2), labels=["d"] * 4, scores=np.full((4, 2), 0.25, np.float32),
+                    sources=["dead/0", "dead/1", "dead/2", "dead/3"])
+    """
+)
+
+
+def test_a_dead_batchs_score_vectors_and_sources_are_not_inherited(tmp_path):
+    path = tmp_path / "store.h5"
+    done = run_python(DEAD_BEFORE_ITS_ROWS, str(path), str(Path(__file__).parent))
+    assert done.returncode == 0, done.stderr
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore", ResourceWarning)
+        with h5store.open(path, "a") as store:
+            assert len(store) == 3
+            store.add_batch(images(2, 3), labels=["c", "d"])  # no scores, no sources
+            store.add_batch(images(1, 4), labels=["d"], sources=["new"])
+    with h5store.open(path) as store:
+        assert store.sources == ["a", "b", "c", None, None, "new"]
+        assert np.isnan(store.scores[3:]).all()
+        assert store.record(4).source is None and store.record(4).scores is None

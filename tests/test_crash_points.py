@@ -38,7 +38,7 @@ TRACED_WRITER = textwrap.dedent(
             images = rng.integers(0, 255, (N, 12, 12, 3), dtype=np.uint8)
             store.add_batch(images, labels=[name] * N)
     hooked_name = {"class": "create_class", "stack": "create_stack",
-                   "scores": "ensure_scores"}[operation]
+                   "scores": "ensure_scores", "sources": "ensure_sources"}[operation]
     original = getattr(fmt, hooked_name)
     armed = []
 
@@ -66,9 +66,12 @@ TRACED_WRITER = textwrap.dedent(
         store.add_batch(images, labels=["new class"] * 3)
     elif operation == "stack":
         store.add_batch(rng.integers(0, 255, (3, 9, 7), dtype=np.uint8), labels=["c0"] * 3)
-    else:
+    elif operation == "scores":
         store.add_batch(rng.integers(0, 255, (3, 12, 12, 3), dtype=np.uint8), labels=["c0"] * 3,
                         scores=rng.random((3, classes + 1)))
+    else:  # /sources and /source_crc32
+        store.add_batch(rng.integers(0, 255, (3, 12, 12, 3), dtype=np.uint8), labels=["c0"] * 3,
+                        sources=["a", None, "c"])
     """.replace("STORED_PER_CLASS", str(STORED_PER_CLASS))
 )
 
@@ -110,7 +113,7 @@ def _escaped(marker: str) -> str:
     return "".join(f"\\x{b:02x}" for b in marker.encode())
 
 
-@pytest.mark.parametrize("operation", ["class", "stack", "scores"])
+@pytest.mark.parametrize("operation", ["class", "stack", "scores", "sources"])
 @pytest.mark.parametrize("classes", [2, 9])
 def test_a_writer_killed_while_creating_objects_loses_nothing(tmp_path, operation, classes):
     path = str(tmp_path / "store.h5")
@@ -135,5 +138,7 @@ def test_a_writer_killed_while_creating_objects_loses_nothing(tmp_path, operatio
                 store.add(
                     np.zeros((12, 12, 3), np.uint8), label="c1", score=np.full(classes + 1, 0.5)
                 )
+                store.add(np.zeros((12, 12, 3), np.uint8), label="c1", source="s")
             with h5store.open(crashed) as store:
-                assert store.verify().ok and len(store) == committed + 3, n
+                assert store.verify().ok and len(store) == committed + 4, n
+                assert store.sources == [None] * (committed + 3) + ["s"], n

@@ -2,11 +2,16 @@
 fuzzer, benchmarks/fuzz.py, called for): a damaged file gives a FormatError naming the
 problem, never a wrong image, an IndexError or a hang inside HDF5."""
 
+from pathlib import Path
+
 import h5py
 import numpy as np
 import pytest
+from conftest import run_python
 
 import h5store
+from h5store import format as fmt
+from h5store.folders import export_folder
 
 
 @pytest.fixture
@@ -63,6 +68,25 @@ def test_a_table_replaced_by_a_group_is_named(sealed_store):
         h5store.open(sealed_store)
 
 
+def test_the_tails_header_copied_over_the_index_is_named(sealed_store):
+    with h5py.File(sealed_store, "r", locking=False) as f:
+        index, tail = (h5py.h5o.get_info(f[name].id).addr for name in ("index", "index_tail"))
+        size = h5py.h5o.get_info(f["index_tail"].id).hdr.space.total
+    data = Path(sealed_store).read_bytes()
+    _write_at(sealed_store, index, data[tail : tail + size])  # a valid header, the wrong one
+    with pytest.raises(h5store.FormatError, match="/index is damaged"):
+        h5store.open(sealed_store)
+
+
+def test_an_undecodable_superblock_is_a_format_error(sealed_store):
+    # sizes of addresses and lengths, flags (HDF5 raises RuntimeError, not OSError, here)
+    _write_at(sealed_store, 9, b"\xc5\x2d\xde\xe3")
+    with pytest.raises(h5store.FormatError, match="cannot be opened as HDF5"):
+        h5store.open(sealed_store)
+    with pytest.raises(h5store.FormatError, match="cannot be opened as HDF5"):
+        h5store.open(sealed_store, "a")
+
+
 def test_damaged_superblock_is_refused_before_hdf5_retries(sealed_store):
     with open(sealed_store, "r+b") as fh:
         fh.seek(11)
@@ -107,3 +131,147 @@ def test_a_damaged_score_vector_is_caught_by_its_top1(store_path):
         with pytest.raises(h5store.FormatError, match="score vector of image 1"):
             store.record(1)
         assert store.record(2).scores[1] == pytest.approx(0.5)
+
+
+# --------------------------------------------------------------------------- sources
+
+SOURCES = ["cam/0.png", None, "", "café/☕.jpg", "cam/4.png"]
+
+
+@pytest.fixture
+def sourced_store(store_path):
+    with h5store.open(store_path, "w", codec="png") as store:
+        store.add_batch(np.zeros((5, 4, 4), np.uint8), labels=["a"] * 5, sources=SOURCES)
+    return store_path
+
+
+def _zero_chunk(path, name):
+    with h5py.File(path, "r", locking=False) as f:
+        info = f[name].id.get_chunk_info(0)
+    _write_at(path, info.byte_offset, bytes(info.size))
+
+
+def _write_at(path, offset, data):
+    with open(path, "r+b") as fh:
+        fh.seek(offset)
+        fh.write(data)
+
+
+def _heap_offset(path, text):
+    """Where the bytes of a stored source lie: in HDF5's global heap."""
+    return Path(path).read_bytes().index(text.encode())
+
+
+def test_a_zeroed_sources_chunk_is_an_error_not_no_source(sourced_store):
+    # A zeroed string reference reads as "" (no source): only its check tells them apart.
+    _zero_chunk(sourced_store, "sources")
+    with h5store.open(sourced_store) as store:
+        for read in (lambda: store.sources, lambda: store.to_pandas(), lambda: store.record(0)):
+            with pytest.raises(h5store.FormatError, match=r"/sources row 0 \(image 0\) is damaged"):
+                read()
+        with pytest.raises(h5store.FormatError, match=r"/sources row 3 \(image 3\)"):
+            store.record(3)
+        # rows stored without a source read as they were: their check is that of ""
+        assert store.record(1).source is None and store.record(2).source is None
+        assert np.array_equal(store[0], np.zeros((4, 4), np.uint8))  # the images are intact
+
+
+def test_a_changed_byte_of_a_source_string_is_an_error(sourced_store):
+    _write_at(sourced_store, _heap_offset(sourced_store, "café") + 1, b"b")
+    with h5store.open(sourced_store) as store:
+        with pytest.raises(h5store.FormatError, match=r"/sources row 3 \(image 3\) is damaged"):
+            store.record(3)
+        with pytest.raises(h5store.FormatError, match="/source_crc32"):
+            store.sources  # noqa: B018 - reading the column is the check
+        assert store.record(4).source == "cam/4.png"
+
+
+HEAP_READER = """
+import sys
+import h5store
+with h5store.open(sys.argv[1]) as store:
+    for read in (lambda: store.record(4), lambda: store.sources):
+        try:
+            read()
+        except h5store.FormatError as exc:
+            print(exc)
+"""
+
+
+def test_a_zeroed_object_header_in_the_heap_is_an_error_not_a_hang(sourced_store):
+    # HDF5 walks every object of a heap collection when it loads it; a zeroed object header
+    # (index 0, size 0) made that walk stand still (found by the fuzzer). In a child process,
+    # so that a regression fails the test instead of hanging it.
+    _write_at(sourced_store, _heap_offset(sourced_store, "cam/4.png") - 16, bytes(16))
+    done = run_python(HEAP_READER, sourced_store, timeout=60)
+    assert done.returncode == 0, done.stderr
+    assert done.stdout.count("heap collection at byte") == 2, done.stdout
+    assert "object at byte" in done.stdout
+
+
+def test_a_zeroed_check_chunk_loses_the_check_not_the_answer(sourced_store):
+    _zero_chunk(sourced_store, "source_crc32")
+    with h5store.open(sourced_store) as store:
+        assert store.sources == [s or None for s in SOURCES]
+
+
+def test_a_source_without_a_check_that_is_not_utf8_is_named(sourced_store):
+    with h5py.File(sourced_store, "r+", locking=False) as f:
+        del f["source_crc32"]  # as in a format-1.0 file
+    _write_at(sourced_store, _heap_offset(sourced_store, "café") + 3, b"\xff")
+    with h5store.open(sourced_store) as store:
+        with pytest.raises(h5store.FormatError, match="/sources row 3 .* not UTF-8"):
+            store.record(3)
+        assert store.record(0).source == "cam/0.png"  # unchecked, and intact
+
+
+def test_a_source_reference_past_the_end_is_refused_before_hdf5_follows_it(sourced_store):
+    with h5py.File(sourced_store, "r+", locking=False) as f:
+        ds = f["sources"]
+        refs = np.frombuffer(ds.id.read_direct_chunk((0,))[1], fmt._VLEN_REFERENCE).copy()
+        refs["length"][4] = 2**31  # HDF5 would allocate 2 GB, then fail
+        ds.id.write_direct_chunk((0,), refs.tobytes())
+    with h5store.open(sourced_store) as store:
+        for read in (lambda: store.sources, lambda: store.record(4)):
+            with pytest.raises(
+                h5store.FormatError, match="/sources row 4 is damaged.*past the end"
+            ):
+                read()
+        assert store.record(0).source == "cam/0.png"
+
+
+@pytest.mark.parametrize("name", ["sources", "source_crc32"])
+def test_a_damaged_header_of_the_sources_or_their_checks_is_an_error(sourced_store, name):
+    with h5py.File(sourced_store, "r", locking=False) as f:
+        header = h5py.h5o.get_info(f[name].id).addr
+    _write_at(sourced_store, header + 6, b"\xff")  # fails the header's checksum
+    with h5store.open(sourced_store) as store:
+        for read in (lambda: store.sources, lambda: store.record(0)):
+            with pytest.raises(h5store.FormatError, match="damaged"):
+                read()
+
+
+def test_source_checks_replaced_by_another_table_are_named(sourced_store):
+    with h5py.File(sourced_store, "r+", locking=False) as f:
+        del f["source_crc32"]
+        f["source_crc32"] = np.zeros(5, np.float32)
+    with h5store.open(sourced_store) as store:
+        with pytest.raises(h5store.FormatError, match="/source_crc32 is damaged"):
+            store.record(0)
+
+
+def test_the_sharded_view_and_export_get_checked_sources(sourced_store, tmp_path):
+    other = tmp_path / "other.h5"
+    with h5store.open(other, "w", codec="png") as store:
+        store.add_batch(
+            np.ones((2, 4, 4), np.uint8), labels=["b"] * 2, ids=[10, 11], sources=["o"] * 2
+        )
+    _zero_chunk(sourced_store, "sources")
+    with h5store.open([sourced_store, other]) as view:
+        assert view.record(10).source == "o"
+        for read in (lambda: view.record(0), lambda: view.to_pandas()):
+            with pytest.raises(h5store.FormatError, match=r"store\.h5: /sources row 0"):
+                read()
+    with h5store.open(sourced_store) as store:
+        with pytest.raises(h5store.FormatError, match=r"/sources row 0 \(image 0\)"):
+            export_folder(store, tmp_path / "out", progress=False)

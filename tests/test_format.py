@@ -4,6 +4,8 @@ import json
 import re
 import subprocess
 import textwrap
+import zlib
+from pathlib import Path
 
 import h5py
 import numpy as np
@@ -12,6 +14,8 @@ from conftest import h5dump_missing, photo_crops, run_python
 
 import h5store
 from h5store import format as fmt
+
+GOLDEN = Path(__file__).parent / "data" / "golden-1.0.h5"
 
 
 @pytest.fixture
@@ -102,6 +106,28 @@ def test_index_labels_and_attributes_read_with_plain_h5py(mixed_store):
         assert f["sources"][0] == b"img0.png"
 
 
+def test_source_checks_are_the_documented_crc32(mixed_store):
+    # docs/FORMAT.md: CRC-32 (zlib) of b"h5store source\n" + the UTF-8 source, 0 -> 1;
+    # computed here with zlib, not h5store's CRC-32.
+    with h5py.File(mixed_store, "r") as f:
+        sources, checks = f["sources"][()], f["source_crc32"][()]
+    assert checks.dtype == np.dtype("<u4") and len(checks) == len(sources) == 12
+    want = [zlib.crc32(b"h5store source\n" + s) or 1 for s in sources.tolist()]
+    assert checks.tolist() == want
+    assert sources[11] == b"" and checks[11] == zlib.crc32(b"h5store source\n")  # no source
+
+
+def test_a_new_files_root_group_keeps_every_link_compact(mixed_store):
+    # A root group that outgrows compact link storage is rewritten in several writes that a
+    # killed writer can leave torn (then no one can open the file): new files have room for
+    # all nine root links; format-1.0 files (eight at most) are never given a ninth.
+    with h5py.File(mixed_store, "r") as f:
+        assert set(f) <= set(fmt.ROOT_LINKS) and fmt.SOURCE_CRC32 in f
+        assert fmt.root_holds_every_link(f)
+    with h5py.File(GOLDEN, "r", locking=False) as f:
+        assert len(f) == 8 and not fmt.root_holds_every_link(f)
+
+
 def test_jpeg_stacks_declare_the_hdf_group_jpeg_filter(mixed_store):
     with h5py.File(mixed_store, "r") as f:
         jpeg_stacks = [
@@ -137,6 +163,8 @@ def test_hdf5_1_10_tools_read_structure_attributes_and_index(mixed_store):
     index = subprocess.run(["h5dump", "-d", "/index", mixed_store], capture_output=True, text=True)
     assert index.returncode == 0, index.stderr
     assert '"crc32"' in index.stdout and "H5T_COMPOUND" in index.stdout
+    checks = subprocess.run(["h5dump", "-d", "/source_crc32", mixed_store], capture_output=True)
+    assert checks.returncode == 0 and b"H5T_STD_U32LE" in checks.stdout, checks.stderr
     listing = subprocess.run(["h5ls", "-r", mixed_store], capture_output=True, text=True)
     assert listing.returncode == 0 and "/classes/depth/20x30x1_uint16" in listing.stdout
     # Debian's tools are HDF5 1.10: the oldest library the format promises to open in

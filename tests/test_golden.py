@@ -13,7 +13,7 @@ from pathlib import Path
 import h5py
 import numpy as np
 import pytest
-from conftest import file_digest, psnr
+from conftest import assert_every_source_checked, file_digest, psnr
 
 import h5store
 from h5store import format as fmt
@@ -229,4 +229,17 @@ def test_golden_file_takes_new_images(tmp_path):
         assert store.query(label="dog").tolist()[-1] == dog_id
     with h5py.File(copy, "r", locking=False) as f:
         assert f.attrs[fmt.ATTR_VERSION].tolist() == [1, 0]
+        # A ninth root link would move a 1.0 root group's links to dense storage (not
+        # crash-safe): the file keeps unchecked sources, which read as before.
+        assert fmt.SOURCE_CRC32 not in f
         assert LIVE[0] not in fmt.preview_ids(f, "cat").tolist()
+
+
+def test_repack_gives_a_format_1_0_file_its_source_checks(tmp_path):
+    out = tmp_path / "repacked.h5"
+    h5store.repack(GOLDEN, out, progress=False)
+    assert_every_source_checked(out)
+    with h5store.open(GOLDEN) as old, h5store.open(out) as new:
+        assert new.stats()["format_version"] == list(h5store.FORMAT_VERSION)
+        assert old.stats()["format_version"] == [1, 0]
+        assert new.sources == old.sources and any(new.sources)

@@ -5,9 +5,10 @@ import signal
 import subprocess
 import sys
 
+import h5py
 import numpy as np
 import pytest
-from conftest import file_digest
+from conftest import assert_every_source_checked, file_digest
 from shards_util import assert_same_images, write_shards, write_single
 
 import h5store
@@ -32,6 +33,7 @@ def test_merge_of_three_shards_equals_one_store_written_with_the_same_calls(tmp_
             and merged.codec_of("coffee").codec_id == "jpeg"
         )
         assert merged.verify().ok
+    assert_every_source_checked(out)
     assert sorted(os.listdir(tmp_path)) == [
         "merged.h5",
         "shard0.h5",
@@ -110,6 +112,17 @@ def test_damaged_shard_fails_and_leaves_no_out(tmp_path, shards):
     with pytest.raises(
         h5store.DamagedImageError, match=r"shard0\.h5: image 0 \(id 0\) does not match its CRC-32"
     ):
+        h5store.merge(shards, tmp_path / "merged.h5")
+    assert sorted(os.listdir(tmp_path)) == ["shard0.h5", "shard1.h5", "shard2.h5"]
+
+
+def test_a_damaged_source_in_a_shard_fails_and_leaves_no_out(tmp_path, shards):
+    with h5py.File(shards[1], "r", locking=False) as f:
+        where = f["sources"].id.get_chunk_info(0).byte_offset
+    with open(shards[1], "r+b") as fh:
+        fh.seek(where)
+        fh.write(bytes(16))  # row 0's string reference: it would read as "no source"
+    with pytest.raises(h5store.FormatError, match=r"shard1\.h5: /sources row 0 \(image 1\)"):
         h5store.merge(shards, tmp_path / "merged.h5")
     assert sorted(os.listdir(tmp_path)) == ["shard0.h5", "shard1.h5", "shard2.h5"]
 

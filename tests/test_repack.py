@@ -9,7 +9,7 @@ import warnings
 
 import numpy as np
 import pytest
-from conftest import file_digest, h5store_cli, photo_crops, psnr
+from conftest import assert_every_source_checked, file_digest, h5store_cli, photo_crops, psnr
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
@@ -82,6 +82,7 @@ def test_deleted_images_are_dropped_and_the_size_matches_a_store_of_the_live_one
     assert abs(dst_size - ref_size) <= 0.01 * ref_size, (dst_size, ref_size)
     assert dst_size < 0.75 * os.path.getsize(src)
     assert records(tmp_path / "dst.h5") == records(tmp_path / "ref.h5")
+    assert_every_source_checked(tmp_path / "dst.h5")
 
 
 def test_only_converted_classes_are_reencoded_and_everything_else_is_kept(tmp_path):

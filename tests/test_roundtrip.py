@@ -3,7 +3,7 @@
 import imagecodecs
 import numpy as np
 import pytest
-from conftest import photo_crops, psnr
+from conftest import assert_every_source_checked, photo_crops, psnr
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
@@ -137,6 +137,38 @@ def test_metadata_round_trips(store_path):
             assert rec.source == f"/data/{k}.png"
             assert rec.shape == images[k].shape and rec.codec == "jpeg"
             assert rec.correct == (predicted[k] == classes[k])
+
+
+SOURCE_TEXT = st.text(st.characters(blacklist_characters="\x00"), max_size=40)
+
+
+@FAST
+@given(
+    batches=st.lists(
+        st.one_of(st.none(), st.lists(st.one_of(st.none(), SOURCE_TEXT), min_size=1, max_size=5)),
+        min_size=1,
+        max_size=4,
+    )
+)
+def test_any_unicode_sources_round_trip_checked(tmp_path, batches):
+    # Batches with sources (None and "" among them: both "no source") and batches without;
+    # every row is checked against /source_crc32 as it is read, and none is left unchecked.
+    path = tmp_path / "sources.h5"
+    want = []
+    with h5store.open(path, "w", codec="raw") as store:
+        for sources in batches:
+            n = 2 if sources is None else len(sources)
+            store.add_batch(np.zeros((n, 2, 2), np.uint8), labels=["a"] * n, sources=sources)
+            want += [None] * n if sources is None else [s or None for s in sources]
+    with h5store.open(path) as store:
+        assert store.sources == (
+            want if any(s is not None for s in batches) else [None] * len(want)
+        )
+        assert [store.record(i).source for i in store.ids().tolist()] == store.sources
+        frame = store.to_pandas()  # (pandas shows a missing source as NaN)
+        assert [s if isinstance(s, str) else None for s in frame["source"]] == store.sources
+    if any(s is not None for s in batches):
+        assert_every_source_checked(path)  # rows written before /sources existed included
 
 
 def test_ids_given_auto_and_lookups(store_path):
