@@ -32,6 +32,7 @@ from collections.abc import Iterable, Iterator, Sequence
 
 import h5py
 import numpy as np
+from isal import isal_zlib
 
 from . import format as fmt
 from ._parallel import get_threads
@@ -452,6 +453,37 @@ def read_committed_rows(f: h5py.File, mapped: MappedFile | None = None) -> np.nd
 # --------------------------------------------------------------------------- writing
 
 
+def _write_rows(ds: h5py.Dataset, start: int, rows: np.ndarray) -> None:
+    """``ds[start:start + len(rows)] = rows`` for index rows, through HDF5's own call: h5py's
+    item assignment spends about 0.3 ms working out a compound type it is given already."""
+    file_space = ds.id.get_space()
+    file_space.select_hyperslab((start,), (len(rows),))
+    ds.id.write(h5py.h5s.create_simple((len(rows),)), file_space, np.ascontiguousarray(rows))
+
+
+def _index_chunk_encoder(index: h5py.Dataset, rows_per_chunk: int):
+    """A function turning ``rows_per_chunk`` index rows into the bytes of one /index chunk (the
+    shuffle then deflate filters HDF5 would apply), or None where the file's /index has another
+    pipeline or row type (written by some other version): HDF5's filters run through zlib at
+    level 4 and cost 0.15 ms a chunk, ISA-L's deflate at level 1 a quarter of that, for 1 %
+    more bytes, and readers decode either."""
+    plist = index.id.get_create_plist()
+    pipeline = [plist.get_filter(k)[0] for k in range(plist.get_nfilters())]
+    if (
+        pipeline != [h5py.h5z.FILTER_SHUFFLE, h5py.h5z.FILTER_DEFLATE]
+        or index.dtype != fmt.INDEX_DTYPE
+        or index.chunks != (rows_per_chunk,)
+    ):
+        return None
+    width = fmt.INDEX_DTYPE.itemsize
+
+    def encode(rows: np.ndarray) -> bytes:
+        planes = np.ascontiguousarray(rows).view(np.uint8).reshape(len(rows), width).T
+        return isal_zlib.compress(planes.tobytes(), 1)
+
+    return encode
+
+
 class WriterFile:
     """The writer's handle: SWMR epochs, chunk writes with offsets, the index row log."""
 
@@ -738,6 +770,9 @@ class WriterFile:
         index, tail = f[fmt.INDEX], f[fmt.INDEX_TAIL]
         # The file's own geometry, not this version's default: the tail holds one /index chunk.
         self._capacity = capacity = tail.shape[0]
+        self._encode_index_chunk = _index_chunk_encoder(index, capacity)
+        # The tail's rows as written, so that moving them to /index reads nothing back.
+        self._tail_rows = np.zeros(capacity, dtype=fmt.INDEX_DTYPE)
         if self.created:  # this session made the layout: both tables are empty
             self._tail_used = self._index_rows = 0
             return
@@ -766,6 +801,7 @@ class WriterFile:
                 index.resize(full, axis=0)
                 f.flush()
         self._tail_used = len(rest)
+        self._tail_rows[: len(rest)] = rest
         self._index_rows = full
 
     def append_rows(self, rows: np.ndarray) -> None:
@@ -773,27 +809,34 @@ class WriterFile:
         f = self.swmr_on()
         index, tail = self._row_log
         capacity = self._capacity
-        if self._tail_used + len(rows) <= capacity:
-            tail[self._tail_used : self._tail_used + len(rows)] = rows
+        used = self._tail_used
+        if used + len(rows) <= capacity:
+            _write_rows(tail, used, rows)
+            self._tail_rows[used : used + len(rows)] = rows
             self._tail_used += len(rows)
             f.flush()
             return
         # The tail overflows: whole chunks (old tail rows first) go to /index, the remainder
         # becomes the new tail. Until the remainder with its batch_end lands, the rows copied
         # to /index end without a batch_end, so a crash in between commits nothing.
-        pending = np.concatenate([tail[: self._tail_used], rows]) if self._tail_used else rows
+        pending = np.concatenate([self._tail_rows[:used], rows]) if used else rows
         full = (len(pending) // capacity) * capacity
         start = self._index_rows
         index.resize(start + full, axis=0)
-        index[start : start + full] = pending[:full]
+        if self._encode_index_chunk is None:
+            _write_rows(index, start, pending[:full])
+        else:
+            for k in range(0, full, capacity):
+                chunk = self._encode_index_chunk(pending[k : k + capacity])
+                index.id.write_direct_chunk((start + k,), chunk)
         f.flush()
         remainder = pending[full:]
         # An empty tail that stays empty is already all zeros: a batch of whole chunks (1,024
         # rows, say) commits with one write and one flush.
-        if self._tail_used or len(remainder):
-            new_tail = np.zeros(capacity, dtype=fmt.INDEX_DTYPE)
-            new_tail[: len(remainder)] = remainder
-            tail[...] = new_tail
+        if used or len(remainder):
+            self._tail_rows[...] = 0
+            self._tail_rows[: len(remainder)] = remainder
+            _write_rows(tail, 0, self._tail_rows)
             f.flush()
         self._index_rows = start + full
         self._tail_used = len(remainder)
@@ -806,6 +849,7 @@ class WriterFile:
             index[row_number] = row
         else:
             tail[row_number - self._index_rows] = row
+            self._tail_rows[row_number - self._index_rows] = row
 
     def seal_row_log(self) -> None:
         """At close: move the tail into /index, so that a closed file has one complete index
@@ -815,12 +859,13 @@ class WriterFile:
             return
         f = self.swmr_off()
         index, tail = f[fmt.INDEX], f[fmt.INDEX_TAIL]
-        rows = tail[: self._tail_used]
+        rows = self._tail_rows[: self._tail_used]
         start = self._index_rows
         index.resize(start + len(rows), axis=0)
-        index[start:] = rows
+        _write_rows(index, start, rows)
         f.flush()
-        tail[...] = np.zeros(self._capacity, dtype=fmt.INDEX_DTYPE)
+        self._tail_rows[...] = 0
+        _write_rows(tail, 0, self._tail_rows)
         f.flush()
         self._index_rows += len(rows)
         self._tail_used = 0
