@@ -1,20 +1,28 @@
-"""Write the format-1.0 golden file and what a reader must find in it.
+"""Write a golden file of the format version this h5store writes, and what a reader must find
+in it.
 
     PYTHONPATH=. python tests/data/make_golden.py
 
-The committed output was written by h5store at commit a3b28f7 (format 1.0). Do not regenerate
-it to make tests/test_golden.py pass: a failure there means today's code no longer reads what
-an earlier release wrote. A new format version gets a new golden file next to this one.
+The names carry the version (``golden-<major>.<minor>*``), and an existing golden file is never
+overwritten: run at a later commit, the script adds the files of a new format version and
+leaves the older ones as they are. The committed files were written by h5store at
 
-Files written next to this script:
-  golden-1.0.h5             the store
-  golden-1.0-expected.npz   per id: the original pixels (``original_<id>``; the "tiny" class
-                            as ``tiny_ids`` and ``tiny_originals``) and, for the lossy
-                            class, the pixels the writing release decoded (``decoded_<id>``);
-                            the class previews (``preview_<class>``); ``index`` (what
-                            ``store.index`` returned), ``scores`` and ``sources`` as stored
-  golden-1.0-expected.json  root attributes, labels, /stacks, records of all but the middle
-                            "tiny" images, stats, preview ids
+  a3b28f7 (format 1.0): golden-1.0.*
+  7dc4f43 (format 1.1, adds /source_crc32): golden-1.1.*
+
+from the same images, labels, scores and sources. Do not regenerate them to make
+tests/test_golden.py pass: a failure there means today's code no longer reads what an earlier
+release wrote. A new format version gets a new golden file next to these.
+
+Files written next to this script (V is the format version):
+  golden-V.h5             the store
+  golden-V-expected.npz   per id: the original pixels (``original_<id>``; the "tiny" class
+                          as ``tiny_ids`` and ``tiny_originals``) and, for the lossy
+                          class, the pixels the writing release decoded (``decoded_<id>``);
+                          the class previews (``preview_<class>``); ``index`` (what
+                          ``store.index`` returned), ``scores`` and ``sources`` as stored
+  golden-V-expected.json  root attributes, labels, /stacks, records of all but the middle
+                          "tiny" images, stats, preview ids
 """
 
 from __future__ import annotations
@@ -32,9 +40,10 @@ import h5store
 from h5store import format as fmt
 
 HERE = Path(__file__).resolve().parent
-STORE = HERE / "golden-1.0.h5"
-ARRAYS = HERE / "golden-1.0-expected.npz"
-EXPECTED = HERE / "golden-1.0-expected.json"
+VERSION = "{}.{}".format(*fmt.FORMAT_VERSION)
+STORE = HERE / f"golden-{VERSION}.h5"
+ARRAYS = HERE / f"golden-{VERSION}-expected.npz"
+EXPECTED = HERE / f"golden-{VERSION}-expected.json"
 
 #: K = 6: "unused" is declared and never predicted, so score vectors cover a label with no class.
 LABELS = ["cat", "dog", "mask", "blob", "tiny", "unused"]
@@ -215,6 +224,11 @@ def _commit() -> str:
 
 
 def main() -> int:
+    written = [path.name for path in (STORE, ARRAYS, EXPECTED) if path.exists()]
+    if written:
+        # They are what an earlier commit wrote; rewriting them would hide a format change.
+        print(f"not overwriting {', '.join(written)}", file=sys.stderr)
+        return 1
     originals, deleted = build()
     expected, arrays = expected_state(originals, deleted)
     np.savez_compressed(ARRAYS, **arrays)
