@@ -256,7 +256,7 @@ MUTANTS = [
                 "    bad = np.flatnonzero(want != want)",
             ),
         ),
-        ("test_damage_guards.py",),
+        ("test_damage_guards.py", "test_golden.py"),
     ),
     Mutant(
         "sources-header-damage-hidden",
