@@ -330,7 +330,8 @@ MUTANTS = [
                 "h5store/_write.py",
                 "        # first (a kill in between committed images whose sources read as none).\n"
                 "        w.flush()\n",
-                "        # first (a kill in between committed images whose sources read as none).\n",
+                "        # first (a kill in between committed images whose sources read as "
+                "none).\n",
             ),
         ),
         ("test_commit_replay.py",),

@@ -186,7 +186,7 @@ def test_index_chunks_written_direct_read_back_through_hdf5s_filters(tmp_path):
     path = tmp_path / "many.h5"
     rng = np.random.default_rng(3)
     with h5store.open(path, "w", codec="raw") as store:
-        for k in range(3):  # 1,800 rows: three whole chunks and a tail, twice
+        for _ in range(3):  # 1,800 rows: three whole chunks and a tail, twice
             store.add_batch(
                 rng.integers(0, 255, (600, 4, 4), dtype=np.uint8),
                 labels=rng.choice(["a", "b", "c"], 600).tolist(),
