@@ -100,22 +100,34 @@ def _guided_slices(n: int, workers: int, largest: int) -> list[tuple[int, int]]:
     return slices
 
 
-def thread_imap(fn: Callable[[T], R], items: Sequence[T], chunk: int = 16) -> Iterator[R]:
-    """``fn`` over ``items`` on the pool, yielded in order as they complete, so the caller can
-    consume early results (write them to the file) while the pool computes the rest. With one
-    thread too: the pool's one thread computes while the caller consumes."""
-    n = len(items)
-    if n <= chunk:
-        yield from map(fn, items)
-        return
-    pool = _get_pool()
-    futures = [
-        pool.submit(lambda start=start, stop=stop: [fn(x) for x in items[start:stop]])
-        for start, stop in _guided_slices(n, _threads, chunk)
-    ]
-    try:
-        for fut in futures:
-            yield from fut.result()
-    finally:
-        for fut in futures:
+class InOrder(Iterator[R]):
+    """Results of ``fn`` over ``items``, computed on the pool from the moment this is made and
+    yielded in order as they complete, so that the caller does other work while the pool
+    starts and consumes early results (writes them) while the pool computes the rest. Leaving
+    the ``with`` block cancels what has not started."""
+
+    def __init__(self, fn: Callable[[T], R], items: Sequence[T], chunk: int = 16):
+        n = len(items)
+        self._futures: list[Future[list[R]]] = []
+        if n <= chunk:  # not worth a thread
+            self._results: Iterator[R] = map(fn, items)
+            return
+        pool = _get_pool()
+        self._futures = [
+            pool.submit(lambda start=start, stop=stop: [fn(x) for x in items[start:stop]])
+            for start, stop in _guided_slices(n, _threads, chunk)
+        ]
+        self._results = (result for fut in self._futures for result in fut.result())
+
+    def __next__(self) -> R:
+        return next(self._results)
+
+    def close(self) -> None:
+        for fut in self._futures:
             fut.cancel()
+
+    def __enter__(self) -> InOrder[R]:
+        return self
+
+    def __exit__(self, *exc_info: object) -> None:
+        self.close()

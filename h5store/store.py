@@ -33,7 +33,7 @@ from ._file import (
     read_committed_rows,
     reader_precheck,
 )
-from ._parallel import thread_imap, thread_map
+from ._parallel import InOrder, thread_map
 from ._write import StoreWriter, chosen_codec, open_writer_file
 from .codecs import Codec, get_codec, image_shape
 from .errors import (
@@ -426,6 +426,23 @@ class ImageStore:
             self.add_batch([image], **_one_image_batch(label, score, true_label, id, source))[0]
         )
 
+    def _image_codecs(self, labels: Sequence[Any]) -> list[Codec]:
+        """The codec each image of a batch goes to: its class's, the default for a new class
+        (an invalid label gets the default too: prepare() refuses it)."""
+        codec_of_label: dict[Any, Codec] = {}
+
+        def codec_for(label: Any) -> Codec:
+            name = self._catalog.name_of(label)
+            codec = self.codec_of(name) if name is not None else self._default_codec
+            with contextlib.suppress(TypeError):  # unhashable: prepare() refuses it later
+                codec_of_label[label] = codec
+            return codec
+
+        try:
+            return [codec_of_label.get(label) or codec_for(label) for label in labels]
+        except TypeError:  # an unhashable label
+            return [codec_for(label) for label in labels]
+
     @_writes
     def add_batch(
         self,
@@ -448,22 +465,25 @@ class ImageStore:
         """
         writer = self._check_writable()
         imgs = _inputs.as_images(images)
-        geometries = [
-            Geometry(
-                a.shape[0], a.shape[1], 1 if a.ndim == 2 else a.shape[2], _DTYPE_NAMES[a.dtype]
-            )
-            for a in imgs
-        ]
-        batch = writer.prepare(
-            len(imgs), labels, scores, true_labels, ids, sources, geometries=geometries
-        )
-        codecs = [batch.codecs[number] for number in batch.key_of_image.tolist()]
+        codecs = self._image_codecs(_inputs.as_sequence(labels, len(imgs), "labels"))
 
         def encode(k: int) -> tuple[bytes, int]:
             payload = codecs[k].encode(imgs[k])
             return payload, crc32(payload)
 
-        return writer.commit(batch, thread_imap(encode, range(len(imgs))), imgs)
+        # The pool starts encoding while this thread validates the batch (a batch refused
+        # there leaves the block: what has not started is cancelled, the rest discarded).
+        with InOrder(encode, range(len(imgs))) as encoded:
+            geometries = [
+                Geometry(
+                    a.shape[0], a.shape[1], 1 if a.ndim == 2 else a.shape[2], _DTYPE_NAMES[a.dtype]
+                )
+                for a in imgs
+            ]
+            batch = writer.prepare(
+                len(imgs), labels, scores, true_labels, ids, sources, geometries=geometries
+            )
+            return writer.commit(batch, encoded, imgs)
 
     def add_encoded(
         self,
@@ -505,19 +525,7 @@ class ImageStore:
         label_list = _inputs.as_sequence(labels, n, "labels")
         # The stream's geometry decides the stack, so read it with the class's codec first:
         # one probe_many per codec (a store with one codec: one call for the whole batch).
-        codec_of_label: dict[Any, Codec] = {}
-
-        def codec_for(label: Any) -> Codec:
-            name = self._catalog.name_of(label)
-            codec = self.codec_of(name) if name is not None else self._default_codec
-            with contextlib.suppress(TypeError):  # unhashable: prepare() refuses it later
-                codec_of_label[label] = codec
-            return codec
-
-        try:
-            image_codecs = [codec_of_label.get(label) or codec_for(label) for label in label_list]
-        except TypeError:  # an unhashable label, which prepare() refuses below
-            image_codecs = [codec_for(label) for label in label_list]
+        image_codecs = self._image_codecs(label_list)
         first = image_codecs[0] if n else None
         if all(codec is first for codec in image_codecs):
             by_codec = {id(first): (first, range(n))}
