@@ -24,7 +24,9 @@ _background: ThreadPoolExecutor | None = None
 
 
 def set_threads(n: int) -> None:
-    """Number of threads h5store encodes and decodes with (default: one per core)."""
+    """Number of threads h5store encodes and decodes with (default: one per core). The
+    thread calling ``add_batch`` writes what they encode, at the same time; class previews'
+    thumbnails are drawn on one more background thread."""
     global _threads, _pool
     if n < 1:
         raise ValueError("threads must be >= 1")
