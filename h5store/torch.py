@@ -20,7 +20,6 @@ from __future__ import annotations
 
 import copy
 import os
-import secrets
 from collections.abc import Callable, Iterator, Sequence
 from typing import Any
 
@@ -35,11 +34,6 @@ from .codecs import image_shape
 from .errors import InvalidInputError
 
 TARGETS = ("label", "true_label", "id", None)
-
-#: Bytes ahead of the pixels in a reused shared-memory block: a token naming the loader and
-#: the block's slot, which the main process reads to hand the slot back (64 keeps alignment).
-_HEADER = 64
-_TOKEN = 8
 
 
 def to_tensor(image: np.ndarray) -> torch.Tensor:
@@ -161,8 +155,16 @@ class ImageStoreDataset(Dataset):
                 self._slots.give_back(slot)
             raise
         channels = 1 if len(shape) == 2 else shape[2]
-        images = flat.view(len(ids), shape[0], shape[1], channels).permute(0, 3, 1, 2)
+        batch_shape = (len(ids), shape[0], shape[1], channels)
+        if slot is not None:
+            return self._slots.reference(slot, batch_shape, self._targets_of(ks))
+        images = flat.view(*batch_shape).permute(0, 3, 1, 2)
         return self._finish_batch(images, ks)
+
+    def _targets_of(self, ks: list[int]) -> np.ndarray | None:
+        if self.target is None:
+            return None
+        return np.ascontiguousarray(self.ids[ks] if self.target == "id" else self.targets[ks])
 
     def _finish_batch(self, images: torch.Tensor, ks: list[int]) -> Any:
         if self.transform is not None:
@@ -231,77 +233,109 @@ class _Slots:
     for a batch; only the main process clears it, once no tensor there refers to the block any
     more (it watches a weak reference to each batch's storage, see :class:`_SlotLoader`). A
     worker with no free slot decodes into a fresh block, so a caller keeping batches alive
-    never sees them overwritten. Each block starts with a header naming its slot and this
-    loader's random token, which is how the main process recognises the blocks it receives.
+    never sees them overwritten. A worker sends a slot's block to the main process once, and
+    then only the slot's number (:meth:`reference`).
     """
 
     def __init__(self, workers: int, per_worker: int):
         self.per_worker = per_worker
         self.busy = torch.zeros(workers * per_worker, dtype=torch.uint8).share_memory_()
-        self.token = secrets.token_bytes(_TOKEN)
         self._blocks: dict[int, torch.Tensor] = {}  # this worker's blocks (per process)
+        self._sent: set[int] = set()  # slots whose current block the main process has
         self._pid = os.getpid()
 
     def __getstate__(self) -> dict[str, Any]:
-        return {"per_worker": self.per_worker, "busy": self.busy, "token": self.token}
+        return {"per_worker": self.per_worker, "busy": self.busy}
 
     def __setstate__(self, state: dict[str, Any]) -> None:
-        self.__dict__.update(state, _blocks={}, _pid=os.getpid())
+        self.__dict__.update(state, _blocks={}, _sent=set(), _pid=os.getpid())
+
+    def reference(
+        self, slot: int, shape: tuple[int, ...], targets: np.ndarray | None
+    ) -> _SlotBatch:
+        """What a worker sends for a batch decoded into ``slot``: the block itself the first
+        time (the main process keeps it mapped), then only the slot number. Sending a
+        shared-memory tensor passes its file descriptor through a socket handshake, about
+        1.5 ms of the main process's time a batch; a slot number costs nothing."""
+        block = None if slot in self._sent else self._blocks[slot]
+        self._sent.add(slot)
+        return _SlotBatch(slot, shape, targets, block)
 
     def take(self, worker: int, nbytes: int) -> tuple[int | None, torch.Tensor]:
         """(slot, a flat uint8 tensor of ``nbytes`` in shared memory) for one batch; slot is
         None when every slot of this worker is in use (the tensor is then a fresh block)."""
         if self._pid != os.getpid():  # forked: the parent's blocks are not ours to reuse
-            self._blocks, self._pid = {}, os.getpid()
+            self._blocks, self._sent, self._pid = {}, set(), os.getpid()
         busy = self.busy.numpy()
         first = worker * self.per_worker
         for slot in range(first, first + self.per_worker):
             if busy[slot]:
                 continue
             block = self._blocks.get(slot)
-            if block is None or block.numel() != _HEADER + nbytes:
+            if block is None or block.numel() != nbytes:
                 block = torch.empty(0, dtype=torch.uint8).set_(
-                    torch.UntypedStorage._new_shared(_HEADER + nbytes)
+                    torch.UntypedStorage._new_shared(nbytes)
                 )
-                header = self.token + slot.to_bytes(4, "little")
-                block[: len(header)] = torch.frombuffer(bytearray(header), dtype=torch.uint8)
+                self._sent.discard(slot)  # a new block: the main process has not seen it
                 self._blocks[slot] = block
             busy[slot] = 1
-            return slot, block[_HEADER:]
+            return slot, block
         fresh = torch.UntypedStorage._new_shared(nbytes)
         return None, torch.empty(0, dtype=torch.uint8).set_(fresh)
 
     def give_back(self, slot: int) -> None:
         self.busy.numpy()[slot] = 0
 
-    def slot_of(self, storage: torch.UntypedStorage) -> int | None:
-        """The slot of a block received from a worker, or None if it is not one of ours."""
-        if storage.nbytes() <= _HEADER:
-            return None
-        header = bytes(storage[: _TOKEN + 4].tolist())
-        if header[:_TOKEN] != self.token:
-            return None
-        slot = int.from_bytes(header[_TOKEN:], "little")
-        return slot if slot < len(self.busy) else None
+
+class _SlotBatch:
+    """A batch a ``ds.loader()`` worker decoded into a slot: the slot, the batch's (B, H, W, C)
+    shape and targets, and the slot's block the first time it is sent."""
+
+    __slots__ = ("block", "shape", "slot", "targets")
+
+    def __init__(
+        self,
+        slot: int,
+        shape: tuple[int, ...],
+        targets: np.ndarray | None,
+        block: torch.Tensor | None,
+    ):
+        self.slot, self.shape, self.targets, self.block = slot, shape, targets, block
 
 
 class _SlotLoader(DataLoader):
-    """DataLoader whose iterator hands a batch's shared-memory slot back to its worker once
-    the main process no longer holds any tensor on it (checked at each batch)."""
+    """DataLoader whose iterator turns slot references into batches on the blocks it keeps
+    mapped, and hands a slot back to its worker once the main process no longer holds any
+    tensor on it (checked at each batch)."""
 
     def __iter__(self) -> Iterator[Any]:
         slots = self.dataset._slots
-        # Kept across epochs: the last batch of one epoch is let go of during the next.
+        # Kept across epochs: the last batch of one epoch is let go of during the next, and
+        # persistent workers keep sending references to the blocks of the first.
         held: dict[int, StorageWeakRef] = self.__dict__.setdefault("_held_slots", {})
+        mapped: dict[int, np.ndarray] = self.__dict__.setdefault("_mapped_slots", {})
         busy = slots.busy.numpy()
         for batch in super().__iter__():
             for slot in [s for s, ref in held.items() if ref.expired()]:
                 del held[slot]
                 busy[slot] = 0
-            images = batch[0] if isinstance(batch, (tuple, list)) else batch
-            storage = images.untyped_storage()
-            slot = slots.slot_of(storage)
-            if slot is not None:
-                held[slot] = StorageWeakRef(storage)
-            del images, storage
-            yield batch
+            if not isinstance(batch, _SlotBatch):
+                yield batch
+                continue
+            if batch.block is not None:
+                mapped[batch.slot] = batch.block.numpy()
+            # A tensor of its own storage over the block, so that a weak reference tells when
+            # the caller has let go of every tensor on it.
+            size = int(np.prod(batch.shape))
+            images = torch.frombuffer(mapped[batch.slot][:size], dtype=torch.uint8)
+            images = images.view(*batch.shape).permute(0, 3, 1, 2)
+            if self.pin_memory:  # the pinning thread passed the reference through as it was
+                images = images.pin_memory()  # a copy: the block is free again at once
+                busy[batch.slot] = 0
+            else:
+                held[batch.slot] = StorageWeakRef(images.untyped_storage())
+            if batch.targets is None:
+                yield images
+            else:
+                yield images, torch.from_numpy(batch.targets)
+            del images
