@@ -315,6 +315,11 @@ class _SlotLoader(DataLoader):
         held: dict[int, StorageWeakRef] = self.__dict__.setdefault("_held_slots", {})
         mapped: dict[int, np.ndarray] = self.__dict__.setdefault("_mapped_slots", {})
         busy = slots.busy.numpy()
+        # As DataLoader decides: pinning needs an accelerator (it warns and skips otherwise).
+        accelerator = getattr(torch, "accelerator", None)
+        pin = self.pin_memory and (
+            accelerator.is_available() if accelerator is not None else torch.cuda.is_available()
+        )
         for batch in super().__iter__():
             for slot in [s for s, ref in held.items() if ref.expired()]:
                 del held[slot]
@@ -329,7 +334,7 @@ class _SlotLoader(DataLoader):
             size = int(np.prod(batch.shape))
             images = torch.frombuffer(mapped[batch.slot][:size], dtype=torch.uint8)
             images = images.view(*batch.shape).permute(0, 3, 1, 2)
-            if self.pin_memory:  # the pinning thread passed the reference through as it was
+            if pin:  # the pinning thread passed the reference through as it was
                 images = images.pin_memory()  # a copy: the block is free again at once
                 busy[batch.slot] = 0
             else:

@@ -1,5 +1,7 @@
 """The PyTorch Dataset: every DataLoader worker (fork and spawn) reads correctly."""
 
+import warnings
+
 import numpy as np
 import pytest
 from conftest import photo_crops
@@ -104,3 +106,20 @@ def test_loader_workers_reuse_blocks_only_once_let_go(dataset_file, keep):
     else:  # the prefetch depth plus a few: far fewer blocks than batches
         assert len(blocks) <= 5 < batches
     del loader
+
+
+def test_loader_with_pin_memory_gives_the_same_batches(dataset_file):
+    """pin_memory=True: pinned copies where an accelerator exists, the slot's own tensors (and
+    DataLoader's warning) where none does; either way the same images."""
+    path, images, _ = dataset_file
+    ids = [i for i in range(len(images)) if i != 3]
+    ds = ImageStoreDataset(path, ids=ids, target="id")
+    seen = {}
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")  # "no accelerator is found" on a CPU-only machine
+        for batch, batch_ids in ds.loader(2, num_workers=1, pin_memory=True):
+            for tensor, image_id in zip(batch, batch_ids.tolist()):
+                seen[image_id] = tensor.permute(1, 2, 0).numpy().copy()
+    assert sorted(seen) == ids
+    for image_id in ids:
+        assert np.array_equal(seen[image_id], images[image_id])
