@@ -682,10 +682,7 @@ class StoreWriter:
             if ds.shape[0] > stack.length:  # chunks of a batch that failed after writing them
                 ds.resize(stack.length, axis=0)
         if self.dirty_labels:
-            live = self.index.live_mask()
-            counts = np.bincount(
-                self.index.column("label")[live], minlength=len(self.catalog.labels)
-            )
+            counts = self._live_counts()
             for label in sorted(self.dirty_labels):
                 group = f[fmt.CLASSES].get(fmt.safe_name(self.catalog.labels[label]))
                 if group is not None:
