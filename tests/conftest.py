@@ -1,9 +1,11 @@
 import hashlib
 import os
+import re
 import shutil
 import subprocess
 import sys
 from functools import cache
+from pathlib import Path
 
 import h5py
 import numpy as np
@@ -53,6 +55,37 @@ def run_python(code: str, *args: str, timeout: float = 120) -> subprocess.Comple
     return subprocess.run(
         [sys.executable, "-c", code, *args], capture_output=True, text=True, timeout=timeout
     )
+
+
+def _strace_escaped(marker: str) -> str:
+    return "".join(f"\\x{b:02x}" for b in marker.encode())
+
+
+def pwrites_in_window(script: str, args: list[str], trace: str, timeout: float):
+    """Run ``script`` with ``args`` under strace and return the (offset, bytes) of each pwrite
+    it made between writing "<window>" and "</window>" to stderr, in order."""
+    subprocess.run(
+        ["strace", "-f", "-qq", "-e", "trace=pwrite64,write", "-xx", "-s", "100000000"]
+        + ["-o", trace, sys.executable, "-c", script, *args],
+        check=True,
+        timeout=timeout,
+    )
+    text = Path(trace).read_text()
+    start = text.index(_strace_escaped("<window>"))
+    window = text[start : text.index(_strace_escaped("</window>"))]
+    return [
+        (int(m.group(2)), bytes.fromhex(m.group(1).replace("\\x", "")))
+        for m in re.finditer(r'pwrite64\(\d+, "((?:\\x[0-9a-f]{2})*)", \d+, (\d+)\)', window)
+    ]
+
+
+def file_after(before: bytes, writes) -> bytes:
+    """The file ``before`` becomes once ``writes`` (offset, bytes) land, in order."""
+    image = bytearray(before)
+    for offset, data in writes:
+        image.extend(bytes(max(0, offset + len(data) - len(image))))
+        image[offset : offset + len(data)] = data
+    return bytes(image)
 
 
 def h5store_cli(*args, check=True, cwd=None) -> subprocess.CompletedProcess:

@@ -8,7 +8,6 @@ result must recover with every committed image intact and the batch either whole
 (test_reliability kills at random moments, which rarely land on a given write.)
 """
 
-import re
 import shutil
 import subprocess
 import sys
@@ -18,7 +17,7 @@ from pathlib import Path
 
 import numpy as np
 import pytest
-from conftest import run_python
+from conftest import file_after, pwrites_in_window, run_python
 
 import h5store
 from h5store import format as fmt
@@ -74,41 +73,9 @@ WRITER = textwrap.dedent(
 )
 
 
-def _escaped(marker: str) -> str:
-    return "".join(f"\\x{b:02x}" for b in marker.encode())
-
-
 def traced_writes(path: str, before: int, with_sources: bool) -> list[tuple[int, bytes]]:
-    trace = path + ".trace"
-    subprocess.run(
-        [
-            "strace",
-            "-f",
-            "-qq",
-            "-e",
-            "trace=pwrite64,write",
-            "-xx",
-            "-s",
-            "100000000",
-            "-o",
-            trace,
-            sys.executable,
-            "-c",
-            WRITER,
-            path,
-            str(before),
-            str(Path(__file__).parent),
-            "1" if with_sources else "0",
-        ],
-        check=True,
-        timeout=300,
-    )
-    text = Path(trace).read_text()
-    window = text[text.index(_escaped("<window>")) : text.index(_escaped("</window>"))]
-    return [
-        (int(m.group(2)), bytes.fromhex(m.group(1).replace("\\x", "")))
-        for m in re.finditer(r'pwrite64\(\d+, "((?:\\x[0-9a-f]{2})*)", \d+, (\d+)\)', window)
-    ]
+    args = [path, str(before), str(Path(__file__).parent), "1" if with_sources else "0"]
+    return pwrites_in_window(WRITER, args, path + ".trace", timeout=300)
 
 
 @pytest.mark.skipif(shutil.which("strace") is None, reason="needs strace")
@@ -123,11 +90,7 @@ def test_every_prefix_of_a_commit_recovers_to_before_or_after_the_batch(tmp_path
     crashed = tmp_path / "crashed.h5"
     outcomes = []
     for n in range(len(writes) + 1):
-        image = bytearray(before)
-        for offset, data in writes[:n]:
-            image.extend(bytes(max(0, offset + len(data) - len(image))))
-            image[offset : offset + len(data)] = data
-        crashed.write_bytes(image)
+        crashed.write_bytes(file_after(before, writes[:n]))
         with warnings.catch_warnings():
             warnings.simplefilter("ignore", ResourceWarning)
             with h5store.open(crashed, "a") as store:  # recovers

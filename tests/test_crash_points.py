@@ -8,16 +8,14 @@ without losing a committed image. (Random kill times, in test_reliability, rarel
 these few milliseconds.)
 """
 
-import re
 import shutil
-import subprocess
-import sys
 import textwrap
 import warnings
 from pathlib import Path
 
 import numpy as np
 import pytest
+from conftest import file_after, pwrites_in_window
 
 import h5store
 
@@ -77,40 +75,8 @@ TRACED_WRITER = textwrap.dedent(
 
 
 def writes_in_window(path: str, classes: int, operation: str) -> list[tuple[int, bytes]]:
-    trace = path + ".trace"
-    subprocess.run(
-        [
-            "strace",
-            "-f",
-            "-qq",
-            "-e",
-            "trace=pwrite64,write",
-            "-xx",
-            "-s",
-            "100000000",
-            "-o",
-            trace,
-            sys.executable,
-            "-c",
-            TRACED_WRITER,
-            path,
-            str(classes),
-            operation,
-        ],
-        check=True,
-        timeout=120,
-    )
-    text = Path(trace).read_text()
-    start = text.index(_escaped("<window>"))
-    end = text.index(_escaped("</window>"))
-    writes = []
-    for m in re.finditer(r'pwrite64\(\d+, "((?:\\x[0-9a-f]{2})*)", \d+, (\d+)\)', text[start:end]):
-        writes.append((int(m.group(2)), bytes.fromhex(m.group(1).replace("\\x", ""))))
-    return writes
-
-
-def _escaped(marker: str) -> str:
-    return "".join(f"\\x{b:02x}" for b in marker.encode())
+    args = [path, str(classes), operation]
+    return pwrites_in_window(TRACED_WRITER, args, path + ".trace", timeout=120)
 
 
 @pytest.mark.parametrize("operation", ["class", "stack", "scores", "sources"])
@@ -123,11 +89,7 @@ def test_a_writer_killed_while_creating_objects_loses_nothing(tmp_path, operatio
     committed = classes * STORED_PER_CLASS
     crashed = str(tmp_path / "crashed.h5")
     for n in range(len(writes) + 1):
-        image = bytearray(before)
-        for offset, data in writes[:n]:
-            image.extend(bytes(max(0, offset + len(data) - len(image))))
-            image[offset : offset + len(data)] = data
-        Path(crashed).write_bytes(image)
+        Path(crashed).write_bytes(file_after(before, writes[:n]))
         with warnings.catch_warnings():
             warnings.simplefilter("ignore", ResourceWarning)
             with h5store.open(crashed, "a") as store:  # recovers
