@@ -169,10 +169,8 @@ class ImageStoreDataset(Dataset):
     def _finish_batch(self, images: torch.Tensor, ks: list[int]) -> Any:
         if self.transform is not None:
             images = self.transform(images)
-        if self.target is None:
-            return images
-        targets = self.ids[ks] if self.target == "id" else self.targets[ks]
-        return images, torch.from_numpy(np.ascontiguousarray(targets))
+        targets = self._targets_of(ks)
+        return images if targets is None else (images, torch.from_numpy(targets))
 
     def _widened_batch(self, ks: list[int]) -> Any:
         images = torch.stack([to_tensor(image) for image in self._handle().get_batch(self.ids[ks])])
