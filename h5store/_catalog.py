@@ -28,6 +28,11 @@ class StackKey(NamedTuple):
     channels: int
     dtype: str
 
+    def decoder(self, codec: Codec) -> Callable[[Any], np.ndarray]:
+        """``codec``'s payload -> pixels function for this stack's images."""
+        shape = image_shape(self.height, self.width, self.channels)
+        return codec.decoder(shape, np.dtype(self.dtype))
+
 
 class Geometry(NamedTuple):
     """An image's shape and pixel type, before a class is known."""
@@ -48,9 +53,7 @@ class Stack:
     decode_payload: Callable[[Any], np.ndarray] = field(init=False, repr=False)
 
     def __post_init__(self) -> None:
-        key = self.key
-        shape = image_shape(key.height, key.width, key.channels)
-        self.decode_payload = self.codec.decoder(shape, np.dtype(key.dtype))
+        self.decode_payload = self.key.decoder(self.codec)
 
     @property
     def shape(self) -> tuple[int, ...]:

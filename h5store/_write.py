@@ -25,7 +25,7 @@ from ._file import WriterFile, read_committed_rows
 from ._imaging import contact_sheet, thumbnail
 from ._parallel import thread_map
 from ._previews import PreviewTiles
-from .codecs import Codec, get_codec, image_shape
+from .codecs import Codec, get_codec
 from .errors import (
     CodecError,
     DamagedImageError,
@@ -740,9 +740,7 @@ def _pixels_of(batch: Batch, originals: Sequence[Any]) -> Callable[[int], np.nda
             return item
         number = int(batch.key_of_image[k])
         if number not in decoders:
-            key = batch.keys[number]
-            shape = image_shape(key.height, key.width, key.channels)
-            decoders[number] = batch.codecs[number].decoder(shape, np.dtype(key.dtype))
+            decoders[number] = batch.keys[number].decoder(batch.codecs[number])
         return decoders[number](item)
 
     return pixels
