@@ -227,9 +227,15 @@ def prepare_batch(
     # Images of one geometry usually share one Geometry object: number the distinct ones, then
     # the distinct (label, geometry) pairs, without a Python object per image.
     geometry_numbers: dict[Geometry, int] = {}
-    numbered = np.fromiter(
-        (geometry_numbers.setdefault(g, len(geometry_numbers)) for g in geometries), np.int64, n
-    )
+    if geometries.count(geometries[0]) == n:  # one object for all: an identity count, in C
+        geometry_numbers[geometries[0]] = 0
+        numbered = np.zeros(n, dtype=np.int64)
+    else:
+        numbered = np.fromiter(
+            (geometry_numbers.setdefault(g, len(geometry_numbers)) for g in geometries),
+            np.int64,
+            n,
+        )
     pairs, key_of_image = np.unique(
         label_ids.astype(np.int64) * len(geometry_numbers) + numbered, return_inverse=True
     )
