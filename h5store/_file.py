@@ -65,6 +65,10 @@ MODES = {"r": "r", "r+": "r+", "a": "a", "w": "w", "x": "x", "w-": "x"}
 # Chunk cache per dataset: the stacks are never read through HDF5 on the hot path, and the
 # index and tail chunks (< 300 kB) fit.
 _RDCC_NBYTES = 1 << 20
+#: Images written between two readings of the file's end: each reading costs 1 us, and a
+#: sample where HDF5 grew its chunk index (one in fifty to a hundred images) costs a read-back
+#: of each of its payloads, 1-2 us apiece; eight balances the two.
+OFFSET_SAMPLE = 8
 _READER_RETRY_SECONDS = 2.0
 
 
@@ -526,6 +530,10 @@ class WriterFile:
         self.swmr = False
         self._stack_handles: dict[int | str, h5py.Dataset] = {}
         self.offset_fallbacks = 0  # chunk offsets HDF5 had to be asked for
+        # Per stack, how far chunks may have been written: the stack's length when this
+        # session first extended it (a dead writer's chunks lie below), then every position a
+        # batch was given (a batch that failed left its chunks).
+        self._written_extent: dict[str, int] = {}
 
     def _open_existing(self) -> h5py.File:
         with open(self.path, "rb") as fh:
@@ -694,14 +702,18 @@ class WriterFile:
             ds = self._stack_handles[stack_id] = self.f[path]
         return ds
 
-    @staticmethod
-    def extend_stack(stack: h5py.Dataset, length: int) -> None:
-        """Make room for ``length`` images. Stacks grow by half again at least, so a writer
-        resizes each about log(N) times, not once a batch; close trims them to their images
-        (the format allows a stack longer than its class while a writer is active)."""
+    def extend_stack(self, stack: h5py.Dataset, length: int) -> int:
+        """Make room for ``length`` images. Returns how many positions of the stack may hold
+        a chunk already, which a write there replaces in place rather than at the file's end.
+        Stacks grow by half again at least, so a writer resizes each about log(N) times, not
+        once a batch; close trims them to their images (the format allows a stack longer than
+        its class while a writer is active)."""
         current = stack.shape[0]
+        written = self._written_extent.setdefault(stack.name, current)
         if current < length:
             stack.resize(max(length, current + current // 2), axis=0)
+        self._written_extent[stack.name] = max(written, length)
+        return written
 
     def write_chunks(
         self,
@@ -711,50 +723,91 @@ class WriterFile:
         encoded: Iterable[tuple[bytes, int]],
     ) -> tuple[list[int], list[bytes], list[int]]:
         """Direct-write each (payload, crc32) ``encoded`` yields at its position of its stack,
-        in order. Returns each chunk's predicted file offset (to be confirmed with
-        :meth:`confirm_offsets` after a flush), the payloads and their CRCs. The loop holds
-        only the two HDF5 calls made per image: at 32 px they cost about 6 us, so every
-        Python step more is felt."""
+        in order. Returns where the file ended before every ``OFFSET_SAMPLE``-th image and
+        after the last (for :meth:`locate_chunks`), the payloads and their CRCs. The loop
+        holds only HDF5's chunk write: at 32 px it costs about 5 us, so every Python step more
+        is felt, and asking for the file's end costs 1 us."""
         get_filesize = self.f.id.get_filesize
         writes = [stack.id.write_direct_chunk for stack in stacks]
         rests = [(0,) * (stack.ndim - 1) for stack in stacks]
-        image_writes = [writes[s] for s in stack_of_image]
-        chunks = [(p, *rests[s]) for p, s in zip(positions, stack_of_image)]
-        offsets: list[int] = []
+        jobs = [(writes[s], (p, *rests[s])) for p, s in zip(positions, stack_of_image)]
+        marks: list[int] = []
         payloads: list[bytes] = []
         crcs: list[int] = []
-        add_offset, add_payload, add_crc = offsets.append, payloads.append, crcs.append
-        for write, chunk, (payload, crc) in zip(image_writes, chunks, encoded):
-            add_offset(get_filesize())
-            write(chunk, payload)
-            add_payload(payload)
-            add_crc(crc)
-        return offsets, payloads, crcs
+        add_payload, add_crc = payloads.append, crcs.append
+        encoded = iter(encoded)
+        for start in range(0, len(jobs), OFFSET_SAMPLE):
+            marks.append(get_filesize())
+            for (write, chunk), (payload, crc) in zip(jobs[start : start + OFFSET_SAMPLE], encoded):
+                write(chunk, payload)
+                add_payload(payload)
+                add_crc(crc)
+        marks.append(get_filesize())
+        return marks, payloads, crcs
 
-    def file_end(self) -> int:
-        """Where the next chunk written will start, as HDF5 allocates (free-space reuse off)."""
-        return self.f.id.get_filesize()
-
-    def confirm_offsets(
+    def locate_chunks(
         self,
-        stack: h5py.Dataset,
+        stacks: Sequence[h5py.Dataset],
+        stack_of_image: Sequence[int],
         positions: Sequence[int],
         payloads: Sequence[bytes],
-        offsets: list[int],
-    ) -> None:
-        """Replace predicted offsets that do not hold their payload (after a flush) with where
-        HDF5 says the chunk lies. The bytes are read back through HDF5's own descriptor: a
-        few microseconds a chunk, where asking HDF5's chunk index costs up to 150 us."""
-        fd = self.f.id.get_vfd_handle()
-        rest = (0,) * (stack.ndim - 1)
-        for k, (position, payload) in enumerate(zip(positions, payloads)):
-            if os.pread(fd, len(payload), offsets[k]) == payload:
-                continue
-            info = stack.id.get_chunk_info_by_coord((position, *rest))
-            if info.byte_offset is None or info.size != len(payload):
-                raise FormatError(f"chunk {position} of {stack.name} was not stored intact")
-            self.offset_fallbacks += 1
-            offsets[k] = info.byte_offset
+        nbytes: np.ndarray,
+        marks: Sequence[int],
+        rewritten: np.ndarray,
+    ) -> np.ndarray:
+        """Where each chunk :meth:`write_chunks` wrote lies in the file (call after a flush).
+
+        Free-space reuse is off, so HDF5 allocates at the file's end, in order: where the file
+        grew between two marks by exactly the payloads written in between, each of them lies
+        at its mark plus the bytes written before it, with nothing to read. Elsewhere (HDF5
+        grew its chunk index in between, one sample in fifty to a hundred) each payload is
+        read back where it would lie after the gaps found so far or after the whole gap, or
+        found in the bytes between; only a payload found nowhere there is looked up in HDF5's
+        chunk index, which costs up to 1 ms. Samples holding an image ``rewritten`` (its
+        position may hold a chunk already, which HDF5 can replace in place) are read back
+        whatever the marks say."""
+        n = len(payloads)
+        sample_of = np.arange(n) // OFFSET_SAMPLE
+        before = np.cumsum(nbytes) - nbytes  # bytes written in this batch before each image
+        sample_starts = np.arange(0, n, OFFSET_SAMPLE)
+        marks_arr = np.asarray(marks, dtype=np.int64)
+        offsets = marks_arr[sample_of] + before - before[sample_starts][sample_of]
+        gaps = np.diff(marks_arr) - np.add.reduceat(nbytes, sample_starts)
+        doubtful = (gaps != 0) | np.add.reduceat(rewritten, sample_starts).astype(bool)
+        fd = self.f.id.get_vfd_handle() if doubtful.any() else None
+        for sample in np.flatnonzero(doubtful).tolist():
+            shift, gap = 0, int(gaps[sample])
+            for k in range(sample * OFFSET_SAMPLE, min(n, (sample + 1) * OFFSET_SAMPLE)):
+                payload, predicted = payloads[k], int(offsets[k])
+                for candidate in (shift, gap):
+                    at = predicted + candidate
+                    if at >= 0 and os.pread(fd, len(payload), at) == payload:
+                        shift = candidate
+                        break
+                else:
+                    # More than one gap in the sample (a new stack's first chunks): this one
+                    # lies between the shift so far and the whole gap. (A chunk a dead writer
+                    # left at this position can be rewritten in place: the file then grows
+                    # by less than the payloads, and HDF5's index answers.)
+                    window = b""
+                    if gap > shift and predicted + shift >= 0:
+                        window = os.pread(fd, gap - shift + len(payload), predicted + shift)
+                    found = window.find(payload)
+                    if found >= 0:
+                        shift += found
+                        offsets[k] = predicted + shift
+                        continue
+                    stack = stacks[stack_of_image[k]]
+                    rest = (0,) * (stack.ndim - 1)
+                    info = stack.id.get_chunk_info_by_coord((positions[k], *rest))
+                    if info.byte_offset is None or info.size != len(payload):
+                        raise FormatError(
+                            f"chunk {positions[k]} of {stack.name} was not stored intact"
+                        )
+                    self.offset_fallbacks += 1
+                    shift = info.byte_offset - predicted
+                offsets[k] = predicted + shift
+        return offsets
 
     # ------------------------------------------------------------------ the index row log
 

@@ -571,25 +571,17 @@ class StoreWriter:
         members = [order[bounds[i] : bounds[i + 1]] for i in range(len(batch.keys))]
         handles = [w.stack(sid, catalog.stacks[sid].path) for sid in key_stacks]
         positions = np.zeros(n, dtype=np.int64)
+        rewritten = np.zeros(n, dtype=bool)
         for number, sid in enumerate(key_stacks):
             start = catalog.stacks[sid].length
             positions[members[number]] = np.arange(start, start + len(members[number]))
-            w.extend_stack(handles[number], start + len(members[number]))
+            written = w.extend_stack(handles[number], start + len(members[number]))
+            rewritten[members[number][: max(0, written - start)]] = True
         # Chunks are written as the encoder threads deliver them, in image order.
-        offsets, payloads, crcs = w.write_chunks(
-            handles, key_of_image.tolist(), positions.tolist(), encoded
-        )
+        stack_of_image, position_list = key_of_image.tolist(), positions.tolist()
+        marks, payloads, crcs = w.write_chunks(handles, stack_of_image, position_list, encoded)
         if len(payloads) != n:
             raise InvalidInputError(f"{len(payloads)} payloads for a batch of {n} images")
-        offsets = np.array(offsets, dtype=np.int64)
-        nbytes = np.fromiter(map(len, payloads), np.int64, n)
-        # Each chunk was predicted to start where the file ended before its write. Where the
-        # next write's prediction is exactly one payload further, nothing else was allocated
-        # in between and the chunk lies at its prediction; only the others (where HDF5 placed
-        # index metadata, a few per thousand chunks) are compared byte for byte, so that
-        # confirming does not read back every payload.
-        following = np.append(offsets[1:], w.file_end())
-        doubtful = np.flatnonzero(following - offsets != nbytes)
         if with_scores:
             ds = w.dataset(fmt.SCORES)
             ds.resize(max(ds.shape[0], n0 + n), axis=0)
@@ -612,14 +604,10 @@ class StoreWriter:
         # rows that commit them in the next: written in one flush, HDF5 could order the rows
         # first (a kill in between committed images whose sources read as none).
         w.flush()
-        for number in np.unique(key_of_image[doubtful]).tolist():
-            handle = handles[number]
-            group = doubtful[key_of_image[doubtful] == number]
-            predicted = offsets[group].tolist()
-            w.confirm_offsets(
-                handle, positions[group].tolist(), [payloads[k] for k in group.tolist()], predicted
-            )
-            offsets[group] = predicted
+        nbytes = np.fromiter(map(len, payloads), np.int64, n)
+        offsets = w.locate_chunks(
+            handles, stack_of_image, position_list, payloads, nbytes, marks, rewritten
+        )
 
         rows = np.zeros(n, dtype=fmt.INDEX_DTYPE)
         rows["id"] = batch.ids

@@ -126,6 +126,32 @@ MUTANTS = [
         ("test_format.py", "test_offset_cache.py"),
     ),
     Mutant(
+        "rewritten-positions-trusted",
+        "(d) a chunk replaced in place (a failed batch's or a dead writer's position) gets the "
+        "offset the file-end marks predict",
+        (
+            (
+                "h5store/_file.py",
+                "        doubtful = (gaps != 0) | np.add.reduceat(rewritten, sample_starts)"
+                ".astype(bool)\n",
+                "        doubtful = gaps != 0\n",
+            ),
+        ),
+        ("test_offset_cache.py", "test_commit_replay.py"),
+    ),
+    Mutant(
+        "gap-window-not-searched",
+        "(d) a chunk between two gaps of one sample costs HDF5's index lookup (1 ms)",
+        (
+            (
+                "h5store/_file.py",
+                "                    found = window.find(payload)\n",
+                "                    found = -1\n",
+            ),
+        ),
+        ("test_offset_cache.py",),
+    ),
+    Mutant(
         "verify-ignores-offsets",
         "(d) verify() does not compare cached offsets with HDF5's chunk index",
         (

@@ -91,30 +91,74 @@ def test_a_wrong_offset_in_the_index_is_reported_as_misplaced(tmp_path):
         assert not report.ok
 
 
-def test_a_wrong_offset_prediction_is_corrected_from_hdf5s_chunk_index(tmp_path):
-    """The writer predicts each chunk's offset and reads back only doubtful ones: a payload not
-    found where predicted gets HDF5's answer; a chunk of another size is an error."""
-    from h5store._file import WriterFile
+def test_chunks_are_located_from_the_file_end_marks_reading_back_only_where_it_grew_more(
+    tmp_path,
+):
+    """The writer reads the file's end every OFFSET_SAMPLE images; where the file grew by more
+    than the payloads (HDF5 placed metadata in between), payloads are read back to find the
+    gap, and one found nowhere predicted gets HDF5's answer; a chunk of another size is an
+    error."""
+    from h5store._file import OFFSET_SAMPLE, WriterFile
     from h5store.errors import FormatError
 
     path = str(tmp_path / "plain.h5")
-    payloads = [bytes([k]) * (40 + k) for k in range(4)]
+    n = 3 * OFFSET_SAMPLE
+    payloads = [bytes([k]) * (40 + k) for k in range(n)]
+    nbytes = np.array([len(p) for p in payloads])
     writer = WriterFile(path, "w")
     try:
         # A filter (never run: the chunks are written direct) makes HDF5 record chunk sizes.
         ds = writer.f.create_dataset(
-            "s", shape=(4, 100), chunks=(1, 100), dtype="u1", compression="gzip"
+            "s", shape=(n, 100), chunks=(1, 100), dtype="u1", compression="gzip"
         )
-        for k, payload in enumerate(payloads):
-            ds.id.write_direct_chunk((k, 0), payload)
+        writer.flush()
+        marks, written, _ = writer.write_chunks(
+            [ds], [0] * n, list(range(n)), [(p, 0) for p in payloads]
+        )
+        assert written == payloads and len(marks) == n // OFFSET_SAMPLE + 1
         writer.flush()
         truth = {}
         ds.id.chunk_iter(lambda info: truth.__setitem__(info.chunk_offset[0], info.byte_offset))
-        offsets = [truth[0], truth[1] + 1, 0, truth[3]]  # two predictions wrong
-        writer.confirm_offsets(ds, [0, 1, 2, 3], payloads, offsets)
-        assert offsets == [truth[k] for k in range(4)]
-        assert writer.offset_fallbacks == 2
+        expected = [truth[k] for k in range(n)]
+        positions, stacks = list(range(n)), [0] * n
+
+        none_rewritten = np.zeros(n, dtype=bool)
+
+        def locate(marks, rewritten=none_rewritten):
+            return writer.locate_chunks(
+                [ds], stacks, positions, payloads, nbytes, marks, rewritten
+            ).tolist()
+
+        # The first sample of a new stack holds two gaps (HDF5 made the chunk index before
+        # the first chunk and grew it after); the bytes between are searched, not HDF5.
+        assert locate(marks) == expected
+        assert writer.offset_fallbacks == 0
+        # A gap of 5 bytes before image 3 of the second sample: the marks of a file that grew
+        # 5 bytes more there. Images 3.. of that sample lie 5 bytes further on in that file;
+        # in this one they do not, so they are found where they lie without the gap, and the
+        # third sample's predictions (moved by the gap) are read back and found, also without
+        # looking in HDF5's index.
+        moved = [marks[0], marks[1], marks[2] + 5, marks[3] + 5]
+        assert locate(moved)[: 2 * OFFSET_SAMPLE] == expected[: 2 * OFFSET_SAMPLE]
+        # Predictions past where the chunks lie (no gap explains them): HDF5's index answers.
+        wrong = [marks[0] + 100, *marks[1:]]
+        assert locate(wrong) == expected
+        assert writer.offset_fallbacks >= 1
+        # Marks that add up but are all 7 bytes off (as a chunk replaced in place can make
+        # them): trusted, unless the sample holds a position that may have had a chunk.
+        shifted = [m + 7 for m in marks]
+        assert locate(shifted)[OFFSET_SAMPLE + 1] == expected[OFFSET_SAMPLE + 1] + 7
+        maybe_there = np.arange(n) >= OFFSET_SAMPLE
+        assert locate(shifted, maybe_there)[OFFSET_SAMPLE:] == expected[OFFSET_SAMPLE:]
         with pytest.raises(FormatError, match="not stored intact"):
-            writer.confirm_offsets(ds, [1], [payloads[1] + b"x"], [0])
+            writer.locate_chunks(
+                [ds],
+                stacks,
+                positions,
+                [payloads[0] + b"x", *payloads[1:]],
+                nbytes + 1,
+                wrong,
+                np.zeros(n, dtype=bool),
+            )
     finally:
         writer.close()
