@@ -533,7 +533,7 @@ class WriterFile:
         # Per stack, how far chunks may have been written: the stack's length when this
         # session first extended it (a dead writer's chunks lie below), then every position a
         # batch was given (a batch that failed left its chunks).
-        self._written_extent: dict[str, int] = {}
+        self._written_extent: dict[int, int] = {}
 
     def _open_existing(self) -> h5py.File:
         with open(self.path, "rb") as fh:
@@ -702,17 +702,18 @@ class WriterFile:
             ds = self._stack_handles[stack_id] = self.f[path]
         return ds
 
-    def extend_stack(self, stack: h5py.Dataset, length: int) -> int:
-        """Make room for ``length`` images. Returns how many positions of the stack may hold
-        a chunk already, which a write there replaces in place rather than at the file's end.
-        Stacks grow by half again at least, so a writer resizes each about log(N) times, not
-        once a batch; close trims them to their images (the format allows a stack longer than
-        its class while a writer is active)."""
+    def extend_stack(self, stack_id: int, length: int) -> int:
+        """Make room for ``length`` images in a stack opened with :meth:`stack`. Returns how
+        many of its positions may hold a chunk already, which a write there replaces in place
+        rather than at the file's end. Stacks grow by half again at least, so a writer resizes
+        each about log(N) times, not once a batch; close trims them to their images (the
+        format allows a stack longer than its class while a writer is active)."""
+        stack = self._stack_handles[stack_id]
         current = stack.shape[0]
-        written = self._written_extent.setdefault(stack.name, current)
+        written = self._written_extent.setdefault(stack_id, current)
         if current < length:
             stack.resize(max(length, current + current // 2), axis=0)
-        self._written_extent[stack.name] = max(written, length)
+        self._written_extent[stack_id] = max(written, length)
         return written
 
     def write_chunks(

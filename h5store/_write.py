@@ -535,20 +535,28 @@ class StoreWriter:
             for lid in needs_groups:
                 groups[lid] = fmt.create_class(f, lid, names[lid], self.default_codec, links)
                 catalog.set_class_codec(names[lid], self.default_codec)
+            # A new class's stack is a copy of one made for another class this epoch where
+            # shape and codec agree: attributes are most of a stack's creation cost.
+            made: dict[tuple, h5py.Dataset] = {}
             for key in new_keys:
+                codec = self.codec_of(names[key.label])
                 group = groups.get(key.label)
+                alike = (key.height, key.width, key.channels, key.dtype, codec.get_config())
+                template = made.get(repr(alike)) if group is not None else None
                 if group is None:
                     group = f[fmt.CLASSES][fmt.safe_name(names[key.label])]
-                fmt.create_stack(
+                stack = fmt.create_stack(
                     f,
                     group,
                     key.height,
                     key.width,
                     key.channels,
                     key.dtype,
-                    self.codec_of(names[key.label]),
+                    codec,
                     links,
+                    template=template,
                 )
+                made.setdefault(repr(alike), stack)
             n_rows = len(self.index)
             if needs_scores:
                 fmt.ensure_scores(f, n_rows, batch.vectors.shape[1], links)
@@ -575,7 +583,7 @@ class StoreWriter:
         for number, sid in enumerate(key_stacks):
             start = catalog.stacks[sid].length
             positions[members[number]] = np.arange(start, start + len(members[number]))
-            written = w.extend_stack(handles[number], start + len(members[number]))
+            written = w.extend_stack(sid, start + len(members[number]))
             rewritten[members[number][: max(0, written - start)]] = True
         # Chunks are written as the encoder threads deliver them, in image order.
         stack_of_image, position_list = key_of_image.tolist(), positions.tolist()

@@ -509,9 +509,19 @@ def create_stack(
     dtype: str,
     codec: Codec,
     links: PendingLinks,
+    *,
+    template: h5py.Dataset | None = None,
 ) -> h5py.Dataset:
     """An empty stack for images of one shape: (0, H, W[, C]), one image per chunk, with the
-    codec's HDF5 filter declared and the HDF5 Image-spec attributes set."""
+    codec's HDF5 filter declared and the HDF5 Image-spec attributes set.
+
+    ``template``: an empty stack of the same shape, dtype and codec made in this epoch, which
+    is copied (H5Ocopy) with its attributes, at a fifth of the cost of making them one by one.
+    The copy is named in ``group`` at once, so ``group`` must be one nothing links to yet."""
+    name = stack_name(height, width, channels, dtype)
+    if template is not None:
+        h5py.h5o.copy(template.id, b".", group.id, name.encode())
+        return group[name]
     shape = image_shape(height, width, channels)
     dcpl = h5py.h5p.create(h5py.h5p.DATASET_CREATE)
     dcpl.set_chunk((1, *shape))
@@ -521,7 +531,6 @@ def create_stack(
     if hdf5_filter is not None:
         _declare_filter(dcpl, hdf5_filter)
     space = h5py.h5s.create_simple((0, *shape), (h5py.h5s.UNLIMITED, *shape))
-    name = stack_name(height, width, channels, dtype)
     htype = h5py.h5t.py_create(np.dtype(dtype).newbyteorder("<"))
     dsid = h5py.h5d.create(group.id, None, htype, space, dcpl=dcpl)
     stack = h5py.Dataset(dsid)

@@ -152,6 +152,20 @@ MUTANTS = [
         ("test_offset_cache.py",),
     ),
     Mutant(
+        "stack-copy-bare",
+        "(f) a stack copied for a class made in the same batch lacks the attributes and filter "
+        "of a stack made on its own",
+        (
+            (
+                "h5store/format.py",
+                '        h5py.h5o.copy(template.id, b".", group.id, name.encode())\n',
+                "        group.create_dataset(name, shape=template.shape, chunks=template.chunks,"
+                " maxshape=template.maxshape, dtype=template.dtype)\n",
+            ),
+        ),
+        ("test_format.py",),
+    ),
+    Mutant(
         "verify-ignores-offsets",
         "(d) verify() does not compare cached offsets with HDF5's chunk index",
         (

@@ -199,3 +199,42 @@ def test_index_chunks_written_direct_read_back_through_hdf5s_filters(tmp_path):
         assert index.compression == "gzip" and index.shuffle
         assert len(index) == len(expected) == 1800
         assert np.array_equal(index[()], expected)
+
+
+def _stack_description(stack: h5py.Dataset) -> dict:
+    plist = stack.id.get_create_plist()
+    filters = [plist.get_filter(k)[:3] for k in range(plist.get_nfilters())]
+    attrs = {k: (v.tolist() if hasattr(v, "tolist") else v) for k, v in stack.attrs.items()}
+    types = {k: stack.attrs.get_id(k).get_type().dtype.str for k in stack.attrs}
+    return dict(
+        attrs=attrs,
+        types=types,
+        filters=filters,
+        chunks=stack.chunks,
+        maxshape=stack.maxshape,
+        dtype=stack.dtype.str,
+        layout=plist.get_layout(),
+        alloc_time=plist.get_alloc_time(),
+    )
+
+
+def test_stacks_copied_for_classes_made_together_equal_stacks_made_one_by_one(tmp_path):
+    # A batch that makes several classes makes the first stack of a shape and codec and
+    # copies it for the others (H5Ocopy); classes made in separate batches make each.
+    images = photo_crops(6, 32)[0]
+    labels = ["a", "b", "c", "a", "b", "c"]
+    together, apart = str(tmp_path / "together.h5"), str(tmp_path / "apart.h5")
+    with h5store.open(together, "w", codec="jpeg") as store:
+        store.add_batch(images, labels=labels)
+    with h5store.open(apart, "w", codec="jpeg") as store:
+        for k in (0, 1, 2):
+            store.add_batch(images[k::3], labels=labels[k::3])
+    with h5py.File(together, "r") as f, h5py.File(apart, "r") as g:
+        for label in "abc":
+            path = f"/classes/{label}/32x32x3_uint8"
+            assert _stack_description(f[path]) == _stack_description(g[path])
+            assert f[path].shape == (2, 32, 32, 3)
+            assert f[f"/classes/{label}"].attrs["label"] == label
+    with h5store.open(together) as store:
+        assert store.verify().ok
+        assert [store.record(i).label for i in store] == labels
