@@ -528,7 +528,7 @@ class WriterFile:
                     os.unlink(path)
             raise
         self.swmr = False
-        self._stack_handles: dict[int | str, h5py.Dataset] = {}
+        self._forget_handles()
         self.offset_fallbacks = 0  # chunk offsets HDF5 had to be asked for
         # Per stack, how far chunks may have been written: the stack's length when this
         # session first extended it (a dead writer's chunks lie below), then every position a
@@ -639,7 +639,7 @@ class WriterFile:
                 with contextlib.suppress(Exception):
                     f.close()
         self._abandoned = True
-        self._stack_handles = {}
+        self._forget_handles()
         if hasattr(self, "_lock"):
             self._lock.release()
 
@@ -657,7 +657,7 @@ class WriterFile:
             self.f.flush()
             self.f.swmr_mode = True
             self.swmr = True
-            self._stack_handles.clear()
+            self._forget_handles()
             self._row_log = (self.f[fmt.INDEX], self.f[fmt.INDEX_TAIL])
         return self.f
 
@@ -666,7 +666,7 @@ class WriterFile:
         self._closing = True  # a close that fails halfway must not be retried (see abandon)
         self.f.close()
         self._closing = False
-        self._stack_handles.clear()
+        self._forget_handles()
         self.f = _hdf5_open(self.path, "r+")
         self.swmr = False
 
@@ -696,6 +696,10 @@ class WriterFile:
             ds = self._stack_handles[name] = self.f[name]
         return ds
 
+    def _forget_handles(self) -> None:
+        self._stack_handles: dict[int | str, h5py.Dataset] = {}
+        self._stack_extents: dict[int, int] = {}  # stack id: its length, as the handle saw it
+
     def stack(self, stack_id: int, path: str) -> h5py.Dataset:
         ds = self._stack_handles.get(stack_id)
         if ds is None:
@@ -709,10 +713,13 @@ class WriterFile:
         each about log(N) times, not once a batch; close trims them to their images (the
         format allows a stack longer than its class while a writer is active)."""
         stack = self._stack_handles[stack_id]
-        current = stack.shape[0]
+        current = self._stack_extents.get(stack_id)
+        if current is None:  # asked of HDF5 once per handle: 20 us, for each stack and batch
+            current = self._stack_extents[stack_id] = stack.shape[0]
         written = self._written_extent.setdefault(stack_id, current)
         if current < length:
-            stack.resize(max(length, current + current // 2), axis=0)
+            self._stack_extents[stack_id] = max(length, current + current // 2)
+            stack.resize(self._stack_extents[stack_id], axis=0)
         self._written_extent[stack_id] = max(written, length)
         return written
 
