@@ -30,11 +30,19 @@ def resize_area(image: np.ndarray, height: int, width: int) -> np.ndarray:
     if fy > 1 or fx > 1:
         fy, fx = max(fy, 1), max(fx, 1)
         h, w, c = image.shape[0] // fy * fy, image.shape[1] // fx * fx, image.shape[2]
-        # Rows of blocks first, then columns: two reductions over contiguous axes, several
-        # times faster than strided slices or one reduction over two reshaped axes.
-        rows = image[:h, :w].reshape(h // fy, fy, w * c).sum(axis=1, dtype=np.uint32)
-        blocks = rows.reshape(h // fy, w // fx, fx, c).sum(axis=2).astype(np.float32)
-        image = blocks / (fy * fx)
+        # Rows of blocks first, then columns, each as a few in-place adds of whole slices
+        # (narrow sums where uint8 allows): twice as fast as numpy's reduction over a middle
+        # axis, and a thumbnail is drawn for every class preview image.
+        narrow = image.dtype == np.uint8 and fy * fx <= 257
+        by_row = image[:h, :w].reshape(h // fy, fy, w * c)
+        rows = by_row[:, 0].astype(np.uint16 if narrow else np.uint32)
+        for k in range(1, fy):
+            rows += by_row[:, k]
+        by_column = rows.reshape(h // fy, w // fx, fx, c)
+        blocks = by_column[:, :, 0].copy()
+        for k in range(1, fx):
+            blocks += by_column[:, :, k]
+        image = blocks.astype(np.float32) / (fy * fx)
         if image.shape[:2] == (height, width):
             return image
     else:
