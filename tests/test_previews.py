@@ -3,10 +3,12 @@
 import h5py
 import numpy as np
 from conftest import photo_crops, run_python
+from hypothesis import given, settings
+from hypothesis import strategies as st
 
 import h5store
 from h5store import format as fmt
-from h5store._imaging import contact_sheet, thumbnail
+from h5store._imaging import contact_sheet, resize_area, thumbnail
 
 
 def sheet_of(images) -> np.ndarray:
@@ -96,3 +98,22 @@ def test_thumbnails_drawn_while_writing_match_the_stored_images(store_path):
         for label, ids in shown.items():
             assert list(f[fmt.preview_path(label)].attrs["ids"]) == ids
             assert np.array_equal(f[fmt.preview_path(label)][()], expected[label])
+
+
+@settings(max_examples=60, deadline=None)
+@given(
+    side=st.integers(1, 6),
+    fy=st.integers(1, 20),
+    fx=st.integers(1, 20),
+    channels=st.sampled_from([1, 3]),
+    wide=st.booleans(),
+    seed=st.integers(0, 2**32 - 1),
+)
+def test_shrinking_by_a_whole_factor_averages_each_block(side, fy, fx, channels, wide, seed):
+    dtype = np.uint16 if wide else np.uint8
+    high = np.iinfo(dtype).max
+    image = np.random.default_rng(seed).integers(
+        0, high, (side * fy, side * fx, channels), endpoint=True, dtype=dtype
+    )
+    want = image.reshape(side, fy, side, fx, channels).astype(np.float64).mean(axis=(1, 3))
+    np.testing.assert_allclose(resize_area(image, side, side), want, rtol=1e-5, atol=1e-3)
