@@ -3,7 +3,7 @@
 import h5py
 import numpy as np
 from conftest import photo_crops, run_python
-from hypothesis import given, settings
+from hypothesis import example, given, settings
 from hypothesis import strategies as st
 
 import h5store
@@ -107,13 +107,22 @@ def test_thumbnails_drawn_while_writing_match_the_stored_images(store_path):
     fx=st.integers(1, 20),
     channels=st.sampled_from([1, 3]),
     wide=st.booleans(),
+    bright=st.booleans(),
     seed=st.integers(0, 2**32 - 1),
 )
-def test_shrinking_by_a_whole_factor_averages_each_block(side, fy, fx, channels, wide, seed):
+@example(side=2, fy=20, fx=20, channels=3, wide=False, bright=True, seed=0)
+def test_shrinking_by_a_whole_factor_averages_each_block(
+    side, fy, fx, channels, wide, bright, seed
+):
+    # Bright images make the block sums as large as they get (where narrow sums overflow).
     dtype = np.uint16 if wide else np.uint8
     high = np.iinfo(dtype).max
     image = np.random.default_rng(seed).integers(
-        0, high, (side * fy, side * fx, channels), endpoint=True, dtype=dtype
+        high - 8 if bright else 0,
+        high,
+        (side * fy, side * fx, channels),
+        endpoint=True,
+        dtype=dtype,
     )
     want = image.reshape(side, fy, side, fx, channels).astype(np.float64).mean(axis=(1, 3))
     np.testing.assert_allclose(resize_area(image, side, side), want, rtol=1e-5, atol=1e-3)
