@@ -166,6 +166,32 @@ MUTANTS = [
         ("test_format.py",),
     ),
     Mutant(
+        "preview-copy-keeps-pixels",
+        "(f) a class preview copied from another class's shows that class's pictures",
+        (
+            (
+                "h5store/format.py",
+                "        data.id.write_direct_chunk((0,) * sheet.ndim, "
+                "isal_zlib.compress(sheet.tobytes(), 1))\n",
+                "",
+            ),
+        ),
+        ("test_format.py", "test_previews.py"),
+    ),
+    Mutant(
+        "class-copy-keeps-label",
+        "(f) a class group copied from another class's keeps that class's label and id",
+        (
+            (
+                "h5store/format.py",
+                '        _rewrite_attrs(group, {"label": label, "class_id": '
+                "np.uint32(class_id)})\n",
+                "",
+            ),
+        ),
+        ("test_format.py",),
+    ),
+    Mutant(
         "verify-ignores-offsets",
         "(d) verify() does not compare cached offsets with HDF5's chunk index",
         (

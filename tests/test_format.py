@@ -218,23 +218,40 @@ def _stack_description(stack: h5py.Dataset) -> dict:
     )
 
 
-def test_stacks_copied_for_classes_made_together_equal_stacks_made_one_by_one(tmp_path):
-    # A batch that makes several classes makes the first stack of a shape and codec and
-    # copies it for the others (H5Ocopy); classes made in separate batches make each.
+def _attributes(obj) -> dict:
+    return {
+        k: (v.tolist() if hasattr(v, "tolist") else v, obj.attrs.get_id(k).get_type().dtype.str)
+        for k, v in obj.attrs.items()
+    }
+
+
+def test_objects_copied_for_classes_made_together_equal_objects_made_one_by_one(tmp_path):
+    # A batch that makes several classes makes the first class group, stack and preview of a
+    # kind and copies them for the others (H5Ocopy); classes made in separate batches and
+    # closes make each.
     images = photo_crops(6, 32)[0]
     labels = ["a", "b", "c", "a", "b", "c"]
     together, apart = str(tmp_path / "together.h5"), str(tmp_path / "apart.h5")
     with h5store.open(together, "w", codec="jpeg") as store:
         store.add_batch(images, labels=labels)
-    with h5store.open(apart, "w", codec="jpeg") as store:
-        for k in (0, 1, 2):
+    for k in (0, 1, 2):
+        with h5store.open(apart, "w" if k == 0 else "a", codec="jpeg") as store:
             store.add_batch(images[k::3], labels=labels[k::3])
     with h5py.File(together, "r") as f, h5py.File(apart, "r") as g:
-        for label in "abc":
+        for class_id, label in enumerate("abc"):
             path = f"/classes/{label}/32x32x3_uint8"
             assert _stack_description(f[path]) == _stack_description(g[path])
             assert f[path].shape == (2, 32, 32, 3)
-            assert f[f"/classes/{label}"].attrs["label"] == label
+            group = f[f"/classes/{label}"]
+            assert _attributes(group) == _attributes(g[f"/classes/{label}"])
+            assert group.attrs["label"] == label and group.attrs["class_id"] == class_id
+            assert group.get("preview", getlink=True).path == f"/previews/{label}/data"
+            preview, made = f[f"/previews/{label}"], g[f"/previews/{label}"]
+            assert _attributes(preview) == _attributes(made)
+            assert _attributes(preview["data"]).keys() == _attributes(made["data"]).keys()
+            assert preview["data"].compression == made["data"].compression == "gzip"
+            np.testing.assert_array_equal(preview["data"][()], made["data"][()])
+            assert preview["data"].attrs["ids"].tolist() == [class_id, class_id + 3]
     with h5store.open(together) as store:
         assert store.verify().ok
         assert [store.record(i).label for i in store] == labels
