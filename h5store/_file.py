@@ -13,9 +13,10 @@ The write protocol, which the rest of h5store relies on:
   chunks they point to are durable before them. A writer killed at any moment leaves a file
   whose committed rows all point to intact chunks; the next writer trims what was in flight.
 * The file offset of every chunk is kept in its index row, so reads slice the bytes straight
-  out of a memory map: no HDF5 call, no global lock. The offset is predicted from the file's
-  end before each direct chunk write (free-space reuse is off), then checked against the bytes
-  on disk; a miss falls back to HDF5's chunk iterator for that stack.
+  out of a memory map: no HDF5 call, no global lock. Free-space reuse is off, so chunks are
+  allocated at the file's end in the order written: the file's end is read every few images,
+  and where it grew by more than the payloads in between, the payloads are found in the bytes
+  on disk; one found nowhere falls back to HDF5's chunk index for that chunk.
 """
 
 from __future__ import annotations
