@@ -235,8 +235,11 @@ def test_full_file_system_enospc(tmp_path):
 )
 @pytest.mark.parametrize("nth_write", [40, 90, 150, 260])
 def test_io_error_mid_batch(tmp_path, nth_write):
-    """EIO for real at the system-call boundary: strace makes the nth write (pwrite64) of the
-    writer's process fail, and every later one, as a dying disk would."""
+    """EIO for real at the system-call boundary: strace makes the nth write (pwrite64) to the
+    store file fail, and every later one, as a dying disk would. Only writes to that file: the
+    writer, stopping, points HDF5's descriptor at /dev/null so that HDF5's close writes
+    nowhere, and a disk that fails does not make /dev/null fail (injected there too, HDF5's
+    close failed halfway and the process crashed later)."""
     path = str(tmp_path / "eio.h5")
     seed_store(path)
     prefix = [
@@ -245,6 +248,8 @@ def test_io_error_mid_batch(tmp_path, nth_write):
         "-qq",
         "-o",
         os.devnull,
+        "-P",
+        path,
         "-e",
         "trace=pwrite64",
         "-e",
@@ -259,6 +264,7 @@ def test_io_error_mid_batch(tmp_path, nth_write):
         check_recovers(path, list(range(10)) + result["committed"])
     finally:
         proc.communicate(timeout=60)
+    assert proc.returncode == 0, "the writer's process did not survive its disk failing"
 
 
 def _as_nobody(code: str, *args: str) -> subprocess.CompletedProcess:
