@@ -535,28 +535,20 @@ class StoreWriter:
             for lid in needs_groups:
                 groups[lid] = fmt.create_class(f, lid, names[lid], self.default_codec, links)
                 catalog.set_class_codec(names[lid], self.default_codec)
-            # A new class's stack is a copy of one made for another class this epoch where
-            # shape and codec agree: attributes are most of a stack's creation cost.
-            made: dict[tuple, h5py.Dataset] = {}
             for key in new_keys:
-                codec = self.codec_of(names[key.label])
                 group = groups.get(key.label)
-                alike = (key.height, key.width, key.channels, key.dtype, codec.get_config())
-                template = made.get(repr(alike)) if group is not None else None
                 if group is None:
                     group = f[fmt.CLASSES][fmt.safe_name(names[key.label])]
-                stack = fmt.create_stack(
+                fmt.create_stack(
                     f,
                     group,
                     key.height,
                     key.width,
                     key.channels,
                     key.dtype,
-                    codec,
+                    self.codec_of(names[key.label]),
                     links,
-                    template=template,
                 )
-                made.setdefault(repr(alike), stack)
             n_rows = len(self.index)
             if needs_scores:
                 fmt.ensure_scores(f, n_rows, batch.vectors.shape[1], links)

@@ -311,7 +311,7 @@ def _new_attrs(obj: h5py.HLObject, attrs: dict[str, Any]) -> None:
 
 def _rewrite_attrs(obj: h5py.HLObject, attrs: dict[str, Any]) -> None:
     """Overwrite attributes the object has already, with values of the same type and shape
-    (the ones a copy made by :meth:`PendingLinks.copy_group` must change)."""
+    (the ones a copy made by :meth:`PendingLinks.copy` must change)."""
     for name, value in attrs.items():
         data = np.array(value, dtype=_STR) if isinstance(value, str) else np.asarray(value)
         h5py.h5a.open(obj.id, name.encode("utf-8")).write(data, mtype=_attr_types(data.dtype)[1])
@@ -402,10 +402,10 @@ class PendingLinks:
         self._staging: h5py.h5g.GroupID | None = None
         self._copies = 0
         #: Objects made by hand in this epoch, by what makes them alike, for :meth:`copy`.
-        self.templates: dict[tuple, h5py.Group] = {}
+        self.templates: dict[tuple, h5py.HLObject] = {}
 
-    def copy_group(self, f: h5py.File, template: h5py.Group) -> h5py.Group:
-        """A copy of a group of this epoch, with its attributes and members (H5Ocopy: a
+    def copy(self, f: h5py.File, template: h5py.HLObject) -> h5py.HLObject:
+        """A copy of an object of this epoch, with its attributes and members (H5Ocopy: a
         fraction of the cost of making them one by one, attributes being most of it). HDF5
         names a copy at once, so copies are named in a group nothing links to: like every
         object of the epoch, one is reachable only once :meth:`add` has linked it."""
@@ -414,7 +414,10 @@ class PendingLinks:
         name = str(self._copies).encode()
         self._copies += 1
         h5py.h5o.copy(template.id, b".", self._staging, name)
-        return h5py.Group(h5py.h5g.open(self._staging, name))
+        copied = h5py.h5o.open(self._staging, name)
+        if isinstance(copied, h5py.h5d.DatasetID):
+            return h5py.Dataset(copied)
+        return h5py.Group(copied)
 
     def add(
         self, parent: h5py.Group, name: str, obj: h5py.HLObject, *, replace: bool = False
@@ -441,7 +444,7 @@ def create_class(
     alike = ("class", codec_config_json(codec))
     template = links.templates.get(alike)
     if template is not None:
-        group = links.copy_group(f, template)
+        group = links.copy(f, template)
         _rewrite_attrs(group, {"label": label, "class_id": np.uint32(class_id)})
         del group["preview"]
     else:
@@ -491,7 +494,7 @@ def write_preview(
     alike = ("preview", sheet.shape, sheet.dtype.str, ids.shape)
     template = links.templates.get(alike)
     if template is not None:
-        group = links.copy_group(f, template)
+        group = links.copy(f, template)
         _rewrite_attrs(group, {"label": label})
         data = h5py.Dataset(h5py.h5d.open(group.id, b"data"))  # (group["data"]: 80 us more)
         _rewrite_attrs(data, {"ids": ids})
@@ -556,19 +559,17 @@ def create_stack(
     dtype: str,
     codec: Codec,
     links: PendingLinks,
-    *,
-    template: h5py.Dataset | None = None,
 ) -> h5py.Dataset:
     """An empty stack for images of one shape: (0, H, W[, C]), one image per chunk, with the
-    codec's HDF5 filter declared and the HDF5 Image-spec attributes set.
-
-    ``template``: an empty stack of the same shape, dtype and codec made in this epoch, which
-    is copied (H5Ocopy) with its attributes, at a fifth of the cost of making them one by one.
-    The copy is named in ``group`` at once, so ``group`` must be one nothing links to yet."""
+    codec's HDF5 filter declared and the HDF5 Image-spec attributes set."""
     name = stack_name(height, width, channels, dtype)
+    # Stacks of one shape, dtype and codec made in one epoch are alike in everything.
+    alike = ("stack", height, width, channels, dtype, codec_config_json(codec))
+    template = links.templates.get(alike)
     if template is not None:
-        h5py.h5o.copy(template.id, b".", group.id, name.encode())
-        return group[name]
+        stack = links.copy(f, template)
+        links.add(group, name, stack)
+        return stack
     shape = image_shape(height, width, channels)
     dcpl = h5py.h5p.create(h5py.h5p.DATASET_CREATE)
     dcpl.set_chunk((1, *shape))
@@ -599,6 +600,7 @@ def create_stack(
             "filter_registered": np.uint8(bool(hdf5_filter and hdf5_filter.registered)),
         },
     )
+    links.templates[alike] = stack
     links.add(group, name, stack)
     return stack
 

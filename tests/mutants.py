@@ -158,9 +158,9 @@ MUTANTS = [
         (
             (
                 "h5store/format.py",
-                '        h5py.h5o.copy(template.id, b".", group.id, name.encode())\n',
-                "        group.create_dataset(name, shape=template.shape, chunks=template.chunks,"
-                " maxshape=template.maxshape, dtype=template.dtype)\n",
+                "        stack = links.copy(f, template)\n",
+                "        stack = group.create_dataset(None, shape=template.shape, chunks="
+                "template.chunks, maxshape=template.maxshape, dtype=template.dtype)\n",
             ),
         ),
         ("test_format.py",),
