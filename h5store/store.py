@@ -439,8 +439,8 @@ class ImageStore:
         except TypeError:  # an unhashable label
             return [codec_for(label) for label in labels]
         codecs = list(distinct.values())
-        if codecs.count(codecs[0]) == len(codecs) if codecs else True:
-            return [codecs[0]] * len(labels) if codecs else []
+        if codecs and codecs.count(codecs[0]) == len(codecs):
+            return [codecs[0]] * len(labels)  # one codec: no lookup per image
         return list(map(distinct.__getitem__, labels))
 
     @_writes
