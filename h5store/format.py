@@ -294,12 +294,16 @@ def _attr_types(dtype: np.dtype) -> tuple[h5py.h5t.TypeID, h5py.h5t.TypeID]:
     return h5py.h5t.py_create(dtype, logical=True), h5py.h5t.py_create(dtype)
 
 
+def _attr_data(value: Any) -> np.ndarray:
+    return np.array(value, dtype=_STR) if isinstance(value, str) else np.asarray(value)
+
+
 def _new_attrs(obj: h5py.HLObject, attrs: dict[str, Any]) -> None:
     """Attributes of an object just created, written with the calls h5py's ``attrs[name] =``
     makes, minus its checks: the same types on disk, at half the cost (a store creates about
     twenty attributes per class, and that counts in a small store's cost)."""
     for name, value in attrs.items():
-        data = np.array(value, dtype=_STR) if isinstance(value, str) else np.asarray(value)
+        data = _attr_data(value)
         file_type, memory_type = _attr_types(data.dtype)
         space = (
             h5py.h5s.create_simple(data.shape) if data.ndim else h5py.h5s.create(h5py.h5s.SCALAR)
@@ -313,7 +317,7 @@ def _rewrite_attrs(obj: h5py.HLObject, attrs: dict[str, Any]) -> None:
     """Overwrite attributes the object has already, with values of the same type and shape
     (the ones a copy made by :meth:`PendingLinks.copy` must change)."""
     for name, value in attrs.items():
-        data = np.array(value, dtype=_STR) if isinstance(value, str) else np.asarray(value)
+        data = _attr_data(value)
         h5py.h5a.open(obj.id, name.encode("utf-8")).write(data, mtype=_attr_types(data.dtype)[1])
 
 
