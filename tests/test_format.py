@@ -201,14 +201,19 @@ def test_index_chunks_written_direct_read_back_through_hdf5s_filters(tmp_path):
         assert np.array_equal(index[()], expected)
 
 
+def _attributes(obj) -> dict:
+    """Each attribute's value and stored type."""
+    return {
+        k: (v.tolist() if hasattr(v, "tolist") else v, obj.attrs.get_id(k).get_type().dtype.str)
+        for k, v in obj.attrs.items()
+    }
+
+
 def _stack_description(stack: h5py.Dataset) -> dict:
     plist = stack.id.get_create_plist()
     filters = [plist.get_filter(k)[:3] for k in range(plist.get_nfilters())]
-    attrs = {k: (v.tolist() if hasattr(v, "tolist") else v) for k, v in stack.attrs.items()}
-    types = {k: stack.attrs.get_id(k).get_type().dtype.str for k in stack.attrs}
     return dict(
-        attrs=attrs,
-        types=types,
+        attrs=_attributes(stack),
         filters=filters,
         chunks=stack.chunks,
         maxshape=stack.maxshape,
@@ -216,13 +221,6 @@ def _stack_description(stack: h5py.Dataset) -> dict:
         layout=plist.get_layout(),
         alloc_time=plist.get_alloc_time(),
     )
-
-
-def _attributes(obj) -> dict:
-    return {
-        k: (v.tolist() if hasattr(v, "tolist") else v, obj.attrs.get_id(k).get_type().dtype.str)
-        for k, v in obj.attrs.items()
-    }
 
 
 def test_objects_copied_for_classes_made_together_equal_objects_made_one_by_one(tmp_path):
