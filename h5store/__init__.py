@@ -14,6 +14,7 @@ from importlib.metadata import PackageNotFoundError, version
 # can be created with them (and plain h5py reads work in the same interpreter).
 import hdf5plugin  # noqa: F401
 
+from ._ingest import GroupCommit
 from ._merge import merge
 from ._parallel import get_threads, set_threads
 from .codecs import Codec, available_codecs, get_codec, register_codec
@@ -64,6 +65,7 @@ __all__ = [
     "DuplicateIdError",
     "FormatError",
     "GenerationLossWarning",
+    "GroupCommit",
     "H5StoreError",
     "ImageStore",
     "InvalidInputError",

@@ -618,6 +618,10 @@ class WriterFile:
             self.abandon()
             raise err from exc
 
+    @property
+    def abandoned(self) -> bool:
+        return self._abandoned
+
     def abandon(self) -> None:
         """Stop writing without another byte reaching the file, close, and release the lock.
 

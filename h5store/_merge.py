@@ -1,7 +1,7 @@
 """``h5store.merge``: shard files -> one new store, copying the stored chunks as they are.
 
 Nothing is decoded or re-encoded: every payload is read from its shard and committed through
-the write path's entry for stored payloads (``StoreWriter.add_stored``: the commit protocol
+the write path's entry for stored payloads (``Ingest.add_stored``: the commit protocol
 ``add_batch`` uses, after checking each payload against the CRC-32 in the shard's index),
 with labels united by name (:func:`h5store.sharded.unite`). Every check that can fail
 (labels, score vectors, ids, codecs, the output name) runs before anything is written, and
@@ -196,7 +196,7 @@ def _copy_batch(
 
 def add_stored(target: ImageStore, *args, **kwargs) -> None:
     """The write path's one entry for trusted stored payloads (a seam the kill test cuts)."""
-    target._writer.add_stored(*args, **kwargs)
+    target._check_writable_ingest().add_stored(*args, **kwargs)
 
 
 def _vectors(

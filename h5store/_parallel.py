@@ -133,3 +133,8 @@ class InOrder(Iterator[R]):
 
     def __exit__(self, *exc_info: object) -> None:
         self.close()
+
+
+def submit(fn: Callable[..., R], *args: object) -> Future[R]:
+    """Run ``fn(*args)`` on the codec pool (one image's encoding, for one-image calls)."""
+    return _get_pool().submit(fn, *args)

@@ -1,12 +1,11 @@
-"""The write path: batch preparation, the commit protocol, class and stack creation, labels,
-deletion and previews. Every way images enter a store (``add_batch``, ``add_encoded_batch``,
-import, merge, repack) goes through :meth:`StoreWriter.commit`; there is no second one.
+"""The commit protocol and the objects it makes: class and stack creation, labels, deletion and
+previews. Every way images enter a store (``add*``, import, merge, repack) reaches the file
+through :meth:`StoreWriter.commit`; there is no second one.
 
-A batch is first *prepared*: validated against the catalogue and the index, with every image's
-class, stack and codec decided, writing nothing (a bad batch leaves the file byte-for-byte as it
-was). Then it is *committed* by the protocol described in ``_file.py``: new objects are created
-in a short SWMR-off epoch, chunks are written and flushed, then the index rows whose last one
-carries the commit flag.
+A batch arrives here validated (``_ingest.py``: every image's class, stack and codec decided,
+nothing written, so a bad batch leaves the file byte-for-byte as it was). It is *committed* by
+the protocol described in ``_file.py``: new objects are created in a short SWMR-off epoch,
+chunks are written and flushed, then the index rows whose last one carries the commit flag.
 """
 
 from __future__ import annotations
@@ -20,21 +19,17 @@ import numpy as np
 
 from . import _inputs
 from . import format as fmt
-from ._catalog import Catalog, Geometry, StackKey
+from ._catalog import Catalog, StackKey
 from ._file import WriterFile, read_committed_rows
 from ._imaging import contact_sheet, thumbnail
 from ._parallel import thread_map
 from ._previews import PreviewTiles
 from .codecs import Codec, get_codec
 from .errors import (
-    CodecError,
-    DamagedImageError,
-    DuplicateIdError,
     FormatError,
     InvalidInputError,
     UnrepairableError,
 )
-from .format import crc32
 from .index import Index
 
 
@@ -61,216 +56,6 @@ class Batch:
 
     def label_name(self, label_id: int, known: list[str]) -> str:
         return known[label_id] if label_id < len(known) else self.new_labels[label_id - len(known)]
-
-
-# --------------------------------------------------------------------------- preparation
-
-
-def _label_resolver(
-    catalog: Catalog, new: dict[str, int], closed: str | None = None
-) -> Callable[[Any, str], int]:
-    """Label names or ids -> class ids; unknown names get provisional ids in ``new``, unless
-    the label set is ``closed`` (the reason why), when they are an error."""
-    known = catalog.labels
-
-    def resolve(value: Any, where: str) -> int:
-        if _inputs.is_integer(value):
-            if 0 <= value < len(known):
-                return int(value)
-            raise InvalidInputError(
-                f"{where} is class id {value}, but the store has {len(known)} labels "
-                "(declare names with add_labels)"
-            )
-        label = _inputs.check_label(value, where)
-        lid = catalog.label_ids.get(label)
-        if lid is None:
-            if closed is not None:
-                raise InvalidInputError(unknown_label_message(label, where, known, closed))
-            lid = new.setdefault(label, len(known) + len(new))
-        return lid
-
-    return resolve
-
-
-def unknown_label_message(label: str, where: str, known: Sequence[str], closed: str) -> str:
-    import difflib
-
-    near = difflib.get_close_matches(label, list(known), n=1, cutoff=0.5)
-    hint = f"did you mean {near[0]!r}? " if near else ""
-    return (
-        f"{where} is {label!r}, which is not one of the store's {len(known)} labels "
-        f"({closed}); {hint}to add a class, declare it first: "
-        f"store.add_labels([{label!r}])"
-    )
-
-
-def _resolve_all(
-    values: list, resolve: Callable[[Any, str], int], what: str, unknown: Any = ...
-) -> np.ndarray:
-    """Class ids of a batch's labels (``unknown`` values give NO_TRUE_LABEL). A batch repeats a
-    few labels many times: each distinct one is resolved once."""
-    out = np.empty(len(values), dtype=np.int64)
-    kinds = set(map(type, values))
-    if kinds <= {str, int, type(None)}:
-        # No bools or floats, so dict keys cannot confuse 1 with True or 1.0.
-        ids = {}
-        for value in dict.fromkeys(values):
-            if value is None or (unknown is not ... and value == unknown):
-                if unknown is ...:
-                    _inputs.check_label(value, f"{what} {values.index(value)}")
-                ids[value] = fmt.NO_TRUE_LABEL
-            else:
-                ids[value] = resolve(value, f"{what} {values.index(value)}")
-        out[:] = list(map(ids.__getitem__, values))
-        return out
-    for k, value in enumerate(values):
-        if value is None or (unknown is not ... and _inputs.is_integer(value) and value == unknown):
-            if unknown is ...:
-                _inputs.check_label(value, f"{what} {k}")
-            out[k] = fmt.NO_TRUE_LABEL
-        else:
-            out[k] = resolve(value, f"{what} {k}")
-    return out
-
-
-def prepare_batch(
-    catalog: Catalog,
-    index: Index,
-    default_codec: Codec,
-    n: int,
-    labels: Any,
-    scores: Any,
-    true_labels: Any,
-    ids: Any,
-    sources: Any,
-    *,
-    geometries: Sequence[Geometry],
-    stored_score_width: int | None,
-    vectors_cover_first_labels: bool = False,
-    labels_declared: bool = False,
-) -> Batch:
-    """Validate a batch against the store's catalogue and index and decide every image's
-    class, stack and codec. Touches no file: a rejected batch leaves the store as it was.
-
-    ``stored_score_width``: K of the store's (rows, K) score vectors, None if it has none.
-    ``vectors_cover_first_labels``: (N, K) vectors may cover only the first K labels (merge:
-    a shard may have declared labels after its vectors); each image's label must be one of them.
-    The label set is closed (an unknown label is an error, not a new class) when the labels
-    were declared in this session (``labels_declared``) or the store holds score vectors,
-    whose columns are the labels.
-    """
-    if n == 0:
-        raise InvalidInputError("the batch is empty")
-    new: dict[str, int] = {}
-    closed = (
-        "declared with labels= or add_labels"
-        if labels_declared
-        else "its score vectors cover exactly those"
-        if stored_score_width is not None
-        else None
-    )
-    resolve = _label_resolver(catalog, new, closed)
-    label_ids = _resolve_all(
-        _inputs.as_sequence(labels, n, "labels"), resolve, "label of image"
-    ).astype(np.uint32)
-    true_ids = np.full(n, fmt.NO_TRUE_LABEL, dtype=np.int32)
-    if true_labels is not None:
-        true_ids[:] = _resolve_all(
-            _inputs.as_sequence(true_labels, n, "true_labels"),
-            resolve,
-            "true label of image",
-            unknown=-1,
-        )
-    arr = _inputs.as_scores(scores, n)
-    vectors = None
-    top1 = np.full(n, np.nan, dtype=np.float32)
-    if arr is not None and arr.ndim == 2:
-        k_classes = arr.shape[1]
-        if new and k_classes == len(catalog.labels):
-            raise InvalidInputError(
-                f"score vectors have {k_classes} entries, one per label of the store, but the "
-                f"batch also names labels the store does not have: {sorted(new)}; vectors "
-                "cannot cover a class added by the batch (declare every class first with "
-                "add_labels, or open(..., labels=names))"
-            )
-        if vectors_cover_first_labels:
-            beyond = np.flatnonzero(label_ids >= k_classes)
-            if len(beyond):
-                raise InvalidInputError(
-                    f"image {int(beyond[0])}'s label has no entry in the {k_classes} scores"
-                )
-        elif k_classes != len(catalog.labels) or new:
-            raise InvalidInputError(
-                f"score vectors have {k_classes} entries but the store has "
-                f"{len(catalog.labels) + len(new)} labels; declare the class names first "
-                "(add_labels, or open(..., labels=names))"
-            )
-        if stored_score_width is not None and stored_score_width != k_classes:
-            raise InvalidInputError(
-                f"the store holds score vectors of length {stored_score_width}, not {k_classes}"
-            )
-        vectors = arr
-        top1 = arr[np.arange(n), label_ids]
-    elif arr is not None:
-        top1 = arr
-    id_arr = _inputs.as_ids(ids, n)
-    if id_arr is None:
-        start = index.next_id()
-        id_arr = np.arange(start, start + n, dtype=np.int64)
-    else:
-        taken = index.duplicates_of(id_arr)
-        if len(taken):
-            raise DuplicateIdError(
-                f"id {int(taken[0])} is already used in the store (ids are never reused)"
-            )
-    source_list = _inputs.as_sources(sources, n)
-    # Images of one geometry usually share one Geometry object: number the distinct ones, then
-    # the distinct (label, geometry) pairs, without a Python object per image.
-    geometry_numbers: dict[Geometry, int] = {}
-    if geometries.count(geometries[0]) == n:  # one object for all: an identity count, in C
-        geometry_numbers[geometries[0]] = 0
-        numbered = np.zeros(n, dtype=np.int64)
-    else:
-        numbered = np.fromiter(
-            (geometry_numbers.setdefault(g, len(geometry_numbers)) for g in geometries),
-            np.int64,
-            n,
-        )
-    pairs, key_of_image = np.unique(
-        label_ids.astype(np.int64) * len(geometry_numbers) + numbered, return_inverse=True
-    )
-    distinct = list(geometry_numbers)
-    keys = [
-        StackKey(int(p) // len(distinct), *distinct[int(p) % len(distinct)]) for p in pairs.tolist()
-    ]
-    batch = Batch(
-        label_ids,
-        true_ids,
-        top1,
-        vectors,
-        id_arr,
-        source_list,
-        keys,
-        key_of_image.reshape(-1),
-        list(new),
-    )
-    batch.codecs = _codecs_for(batch, catalog, default_codec)
-    return batch
-
-
-def _codecs_for(batch: Batch, catalog: Catalog, default_codec: Codec) -> list[Codec]:
-    """The codec of every stack of the batch: can that class's codec hold such images?"""
-    codecs = []
-    for number, key in enumerate(batch.keys):
-        label = batch.label_name(key.label, catalog.labels)
-        codec = catalog.class_codec(label) or default_codec
-        try:
-            codec.check_image(key.height, key.width, key.channels, np.dtype(key.dtype))
-        except CodecError as exc:
-            k = int(np.flatnonzero(batch.key_of_image == number)[0])
-            raise CodecError(f"image {k} (class {label!r}): {exc}") from None
-        codecs.append(codec)
-    return codecs
 
 
 # --------------------------------------------------------------------------- the writer
@@ -363,34 +148,6 @@ class StoreWriter:
         f = self.file.f
         return f[fmt.SCORES].shape[1] if fmt.SCORES in f else None
 
-    def prepare(
-        self,
-        n: int,
-        labels,
-        scores,
-        true_labels,
-        ids,
-        sources,
-        *,
-        geometries: Sequence[Geometry],
-        vectors_cover_first_labels: bool = False,
-    ) -> Batch:
-        return prepare_batch(
-            self.catalog,
-            self.index,
-            self.default_codec,
-            n,
-            labels,
-            scores,
-            true_labels,
-            ids,
-            sources,
-            geometries=geometries,
-            stored_score_width=self.stored_score_width(),
-            vectors_cover_first_labels=vectors_cover_first_labels,
-            labels_declared=self.labels_declared,
-        )
-
     def codec_of(self, label: str) -> Codec:
         return self.catalog.class_codec(label) or self.default_codec
 
@@ -442,52 +199,12 @@ class StoreWriter:
 
     # ------------------------------------------------------------------ adding
 
-    def add_stored(
-        self,
-        payloads: Sequence[bytes],
-        geometries: Sequence[Geometry],
-        codecs: Sequence[Codec],
-        *,
-        crcs: Sequence[int],
-        labels: Any,
-        scores: Any = None,
-        true_labels: Any = None,
-        ids: Any = None,
-        sources: Any = None,
-    ) -> np.ndarray:
-        """Commit payloads taken from another store as they are (merge, repack): their geometry,
-        codec and CRC-32 come from that store's index and are trusted only after checking that
-        each class here uses the same codec and each payload still matches its CRC-32."""
-        n = len(payloads)
-        batch = self.prepare(
-            n,
-            labels,
-            scores,
-            true_labels,
-            ids,
-            sources,
-            geometries=geometries,
-            vectors_cover_first_labels=True,
-        )
-        checked: set[tuple[int, int]] = set()
-        for k, (number, theirs) in enumerate(zip(batch.key_of_image.tolist(), codecs)):
-            if (number, id(theirs)) not in checked:
-                mine = batch.codecs[number]
-                if mine != theirs:
-                    label = batch.label_name(batch.keys[number].label, self.catalog.labels)
-                    raise CodecError(
-                        f"image {k}: class {label!r} stores {mine!r} here but the payload is "
-                        f"{theirs!r}; stored bytes can only be copied between equal codecs"
-                    )
-                checked.add((number, id(theirs)))
-        actual = [crc32(p) for p in payloads]
-        for k, (got, want) in enumerate(zip(actual, crcs)):
-            if got != want:
-                raise DamagedImageError(
-                    f"image {k} (id {int(batch.ids[k])}) does not match its CRC-32: its source "
-                    "is damaged"
-                )
-        return self.commit(batch, zip(payloads, actual), payloads)
+    def adopt_labels(self, names: list[str]) -> None:
+        """Labels a validated batch introduced: in the catalogue now, so that the next call
+        sees them; in /labels with the next commit."""
+        for name in names:
+            self.catalog.add_label(name)
+        self.unwritten_labels.extend(names)
 
     def _ensure_log_ready(self) -> None:
         if not self._log_ready:

@@ -4,7 +4,7 @@ classes to another codec (the codec ``h5store bench`` recommends).
 Classes whose codec stays the same are copied chunk by chunk as stored (no decode, no
 re-encode, CRC-32 checked); only the classes that change are decoded and encoded again. Both
 kinds of payload enter the new file through the one commit protocol
-(:meth:`h5store._write.StoreWriter.add_stored`). Ids, labels, true labels, scores, score
+(:meth:`h5store._ingest.Ingest.add_stored`). Ids, labels, true labels, scores, score
 vectors and sources are kept, in the order the images were added. The new store is written
 under a temporary name beside ``dst`` and renamed at the end: ``dst`` is either the complete
 new store or untouched.
@@ -24,9 +24,9 @@ from tqdm import tqdm  # text on stderr: tqdm.auto wants ipywidgets in notebooks
 
 from ._catalog import Geometry
 from ._parallel import thread_map
-from ._write import crc32
 from .codecs import Codec, get_codec
 from .errors import CodecError, InvalidInputError, TargetExistsError
+from .format import crc32
 from .store import ImageStore
 from .store import open as open_store
 
@@ -243,7 +243,7 @@ def _copy(
     sources = source.sources
     copied = reencoded = 0
     with open_store(tmp, "x") as out:
-        writer = out._check_writable()
+        writer = out._check_writable_ingest()
         created: set[str] = set()
         bar = tqdm(total=len(live), desc="repack", unit="img", disable=not progress)
         for start in range(0, len(live), batch_size):

@@ -3,7 +3,8 @@
 kill -9 stops a process between two system calls, so what a killed writer leaves is the file
 before the batch plus a prefix of the writes made while committing it. A writer is traced with
 strace while it adds one batch (into an existing stack; and one that makes /index_tail spill
-into /index); every prefix of its writes is replayed onto the file as it was before, and each
+into /index; and, with group commit, a group of several add calls made durable by commit());
+every prefix of its writes is replayed onto the file as it was before, and each
 result must recover with every committed image intact and the batch either whole or absent.
 (test_reliability kills at random moments, which rarely land on a given write.)
 """
@@ -26,11 +27,14 @@ BATCH = 5
 
 
 #: Rows committed before the traced batch (few, or enough that the batch overflows the tail),
-#: and whether every batch has sources (/sources and /source_crc32 written with the rows).
+#: whether every batch has sources (/sources and /source_crc32 written with the rows), and
+#: whether the batch is one call committed in it (durability "call") or a group of calls
+#: committed by commit() (durability "group": the group lands whole or not at all).
 SCENARIOS = {
-    "existing-stack": (7, False),
-    "tail-overflow": (fmt.INDEX_CHUNK_ROWS - 2, False),
-    "sources": (7, True),
+    "existing-stack": (7, False, "call"),
+    "tail-overflow": (fmt.INDEX_CHUNK_ROWS - 2, False, "call"),
+    "sources": (7, True, "call"),
+    "group-of-calls": (7, True, "group"),
 }
 
 
@@ -53,6 +57,7 @@ WRITER = textwrap.dedent(
     sys.path.insert(0, sys.argv[3])
     from test_commit_replay import BATCH, images, sources
     path, before, with_sources = sys.argv[1], int(sys.argv[2]), sys.argv[4] == "1"
+    durability = sys.argv[5]
     with h5store.open(path, "w", codec="png") as store:
         old = images(before, 1)
         for start in range(0, before, 64):
@@ -60,30 +65,39 @@ WRITER = textwrap.dedent(
             store.add_batch(
                 old[start : start + 64], labels=["c"] * n, sources=sources(start, n, with_sources)
             )
-    store = h5store.open(path, "a")
+    store = h5store.open(path, "a", durability=durability)
     store._file.flush()
     shutil.copy(path, path + ".before")
-    os.write(2, b"<window>")
-    store.add_batch(
-        images(BATCH, 2), labels=["c"] * BATCH, sources=sources(before, BATCH, with_sources)
-    )
+    new, new_sources = images(BATCH, 2), sources(before, BATCH, with_sources)
+    if durability == "call":
+        os.write(2, b"<window>")
+        store.add_batch(new, labels=["c"] * BATCH, sources=new_sources)
+    else:  # the calls write nothing; commit() writes the group
+        store.add_batch(new[:2], labels=["c"] * 2, sources=new_sources and new_sources[:2])
+        for k in range(2, BATCH):
+            store.add(new[k], label="c", source=new_sources and new_sources[k])
+        os.write(2, b"<window>")
+        store.commit()
     os.write(2, b"</window>")
     os._exit(0)  # no close: the window is the batch and nothing after it
     """
 )
 
 
-def traced_writes(path: str, before: int, with_sources: bool) -> list[tuple[int, bytes]]:
+def traced_writes(
+    path: str, before: int, with_sources: bool, durability: str
+) -> list[tuple[int, bytes]]:
     args = [path, str(before), str(Path(__file__).parent), "1" if with_sources else "0"]
+    args.append(durability)
     return pwrites_in_window(WRITER, args, path + ".trace", timeout=300)
 
 
 @pytest.mark.skipif(shutil.which("strace") is None, reason="needs strace")
 @pytest.mark.parametrize("scenario", sorted(SCENARIOS))
 def test_every_prefix_of_a_commit_recovers_to_before_or_after_the_batch(tmp_path, scenario):
-    committed, with_sources = SCENARIOS[scenario]
+    committed, with_sources, durability = SCENARIOS[scenario]
     path = str(tmp_path / "store.h5")
-    writes = traced_writes(path, committed, with_sources)
+    writes = traced_writes(path, committed, with_sources, durability)
     assert len(writes) >= 3, writes
     before = Path(path + ".before").read_bytes()
     old, new = images(committed, 1), images(BATCH, 2)

@@ -70,6 +70,7 @@ TRACED_WRITER = textwrap.dedent(
     else:  # /sources and /source_crc32
         store.add_batch(rng.integers(0, 255, (3, 12, 12, 3), dtype=np.uint8), labels=["c0"] * 3,
                         sources=["a", None, "c"])
+    store.commit()
     """.replace("STORED_PER_CLASS", str(STORED_PER_CLASS))
 )
 

@@ -72,6 +72,7 @@ READER = textwrap.dedent(
 def test_readers_in_other_processes_while_a_writer_is_open(small_store, locking):
     with h5store.open(small_store, "a") as writer:
         writer.add(np.zeros((4, 4), np.uint8), label="c")
+        writer.commit()  # readers see commits
         out = subprocess.run(
             [sys.executable, "-c", READER.format(locking=locking), small_store],
             capture_output=True,
@@ -118,6 +119,7 @@ def test_without_the_lock_a_dead_writer_is_not_assumed_dead(small_store):
         import sys, numpy as np, h5store
         s = h5store.open(sys.argv[1], "a")
         s.add(np.zeros((4, 4), np.uint8), label="c")
+        s.commit()
         print("ready", flush=True)
         sys.stdin.read()
         """
