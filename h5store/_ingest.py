@@ -506,12 +506,15 @@ class Ingest:
         )
 
     def _codec_of_label(self, label_id: int) -> Codec:
+        # Cached until the next commit, which may create the class (a class's codec never
+        # changes once it exists; create_class commits first). Looking a class group up in
+        # the file costs ~50 us, far more than the image's own write.
         codec = self._label_codecs.get(label_id)
         if codec is None:
             name = self.catalog.labels[label_id]
-            codec = self.catalog.class_codec(name) or self.default_codec
-            if self.catalog.class_codec(name) is not None:  # classes never change codec
-                self._label_codecs[label_id] = codec
+            codec = self._label_codecs[label_id] = (
+                self.catalog.class_codec(name) or self.default_codec
+            )
         return codec
 
     def _image_codecs(self, labels: Sequence[Any]) -> list[Codec]:
@@ -914,6 +917,7 @@ class Ingest:
         ids = self._pending_ids
         self._pending_ids, self._pending_n, self._pending_bytes = set(), 0, 0
         self._score_width = None
+        self._label_codecs.clear()
         try:
             batch = _concat([p.batch for p in parts])
             encoded: Iterator[tuple[bytes, int]] = itertools.chain.from_iterable(
