@@ -64,9 +64,9 @@ MUTANTS = [
         "(b) add/add_batch record the CRC of other bytes than they store",
         (
             (
-                "h5store/store.py",
-                "            return payload, crc32(payload)",
-                "            return payload, crc32(payload[:-1])",
+                "h5store/_ingest.py",
+                "    return payload, crc32(payload)",
+                "    return payload, crc32(payload[:-1])",
             ),
         ),
         ("test_roundtrip.py", "test_ingest_crc.py"),
@@ -76,12 +76,49 @@ MUTANTS = [
         "(b) add_encoded/add_encoded_batch/import record the CRC of other bytes",
         (
             (
-                "h5store/store.py",
+                "h5store/_ingest.py",
                 "zip(payloads, map(crc32, payloads))",
                 "zip(payloads, (crc32(p[1:]) for p in payloads))",
             ),
         ),
         ("test_roundtrip.py", "test_folders_cli.py", "test_ingest_crc.py"),
+    ),
+    Mutant(
+        "crc-encoded-one",
+        "(b) add_encoded (one image per call, the group commit's fast path) records the CRC of "
+        "other bytes",
+        (
+            (
+                "h5store/_ingest.py",
+                "self._singles.encoded.append((data, crc32(data)))",
+                "self._singles.encoded.append((data, crc32(data[1:])))",
+            ),
+        ),
+        ("test_roundtrip.py", "test_folders_cli.py", "test_ingest_crc.py"),
+    ),
+    Mutant(
+        "pending-id-reused",
+        "(c) an id already pending in the group is accepted again",
+        (
+            (
+                "h5store/_ingest.py",
+                "self.index.find(image_id) >= 0 or image_id in self._pending_ids",
+                "self.index.find(image_id) >= 0",
+            ),
+        ),
+        ("test_group_commit.py",),
+    ),
+    Mutant(
+        "group-bound-ignored",
+        "(c) pending images are never committed by the group bound, only at commit or close",
+        (
+            (
+                "h5store/_ingest.py",
+                "        return self._pending_n > 0 and (",
+                "        return False and (",
+            ),
+        ),
+        ("test_group_commit.py",),
     ),
     Mutant(
         "uncommitted-batch-kept",
