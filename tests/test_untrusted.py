@@ -19,6 +19,7 @@ from conftest import file_digest, files_opened, needs_strace, photo_crops
 import h5store
 from h5store import format as fmt
 from h5store._containment import NOWHERE, access_list
+from h5store._file import WriterLock
 from h5store.cli import main as cli
 from h5store.errors import FormatError
 
@@ -129,10 +130,11 @@ def test_every_kind_on_every_path_is_refused_naming_it(crafted, capsys):
                 h5store.open(path, mode)
             message = str(info.value)
             assert f"{target} is " in message and feature in message, (kind, target, message)
+            assert not WriterLock.is_held(path)
         assert cli(["info", str(path)]) == 2
         err = capsys.readouterr().err
         assert target in err and "Traceback" not in err and "TOPSECRET" not in err
-        # refused and unchanged, and not locked: the next writer gets the same answer
+        # refused and unchanged
         assert file_digest(path) == before, (kind, target)
 
 
