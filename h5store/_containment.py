@@ -4,9 +4,10 @@ HDF5 can make a file read others: an external link names an object in another fi
 dataset's raw data can live in external files (any file: ``/etc/passwd`` reads as labels) and
 a virtual dataset maps other files' datasets into it. h5store writes none of these. At every
 open, before a byte of data is read, :func:`check_contained` walks the objects h5store reads
-(the root tables, every class group and stack, every preview) and refuses any such object, and
-any soft link among them, with a :class:`FormatError` naming the path and the feature. The walk
-reads object headers only (no data), about 20 us an object.
+(the root tables, every class group and stack, and for a writer every preview: readers never
+read them) and refuses any such object, and any soft link among them, with a
+:class:`FormatError` naming the path and the feature. The walk reads object headers only (no
+data), about 20 us an object.
 
 The second line, for an object the walk does not know: the files h5store opens are
 :class:`ContainedFile`, whose path lookups use :func:`access_list`: external-link traversal
@@ -70,77 +71,72 @@ def access_list() -> h5p.PropDAID:
 
 
 class ContainedFile(h5py.File):
-    """An ``h5py.File`` whose path lookups (``f[name]``, ``name in f``) use :func:`access_list`.
-    Objects opened from it are plain h5py objects."""
+    """An ``h5py.File`` whose path lookups (``f[name]``, ``name in f``) use :func:`access_list`,
+    through h5py's own (private) hook for a link access list; tests/test_untrusted.py checks
+    that it still takes effect. Objects opened from it are plain h5py objects."""
 
     @property
     def _lapl(self):
         return access_list()
 
 
-def check_contained(f: h5py.File, path: str) -> None:
+def check_contained(f: h5py.File, path: str, *, previews: bool = True) -> None:
     """Refuse (FormatError) a file where an object h5store reads is a soft or external link, a
-    virtual dataset or a dataset with external raw storage. Reads object headers, no data."""
+    virtual dataset or a dataset with external raw storage. Reads object headers, no data.
+    ``previews``: walk the contact sheets too; only a writer reads them (their attributes)."""
     with fmt.damage_reported(path):
-        root = h5g.open(f.id, b"/")
-        for name in fmt.ROOT_LINKS:
-            raw = name.encode()
-            if not root.links.exists(raw):
-                continue
-            obj = _open_hard(root, raw, root.links.get_info(raw).type, f"/{name}", path)
-            if not isinstance(obj, h5g.GroupID):
-                continue
+        known = {name.encode(): name for name in fmt.ROOT_LINKS}
+        for name, obj in _members(h5g.open(f.id, b"/"), "", path, only=known):
             if name == fmt.CLASSES:
                 for class_name, class_group in _members(obj, f"/{name}", path):
-                    _members(class_group, f"/{name}/{class_name}", path, allowed_soft="preview")
-            elif name == fmt.PREVIEWS:
+                    _members(class_group, f"/{name}/{class_name}", path, allowed_soft=b"preview")
+            elif name == fmt.PREVIEWS and previews:
                 for preview_name, preview in _members(obj, f"/{name}", path):
                     _members(preview, f"/{name}/{preview_name}", path)
 
 
 def _members(
-    group: h5g.GroupID, where: str, path: str, allowed_soft: str | None = None
+    group: h5g.GroupID,
+    where: str,
+    path: str,
+    *,
+    only: dict[bytes, str] | None = None,
+    allowed_soft: bytes | None = None,
 ) -> list[tuple[str, h5g.GroupID]]:
-    """Check every member of ``group``; return its subgroups. A soft link named
-    ``allowed_soft`` is the one h5store writes itself: a class's link to its preview, for
-    viewers; h5store never follows it (and a soft link cannot leave the file)."""
+    """Check the members of ``group`` (``where`` in the file), or those named in ``only``;
+    return the subgroups. A soft link named ``allowed_soft`` is the one h5store writes itself:
+    a class's link to its preview, for viewers; h5store never follows it (and a soft link
+    cannot leave the file). A member whose header HDF5 cannot read is left to the read that
+    needs it, which reports the damage (HDF5 cannot read through it either; a damaged /sources
+    must not stop the images being read)."""
     links: list[tuple[bytes, int]] = []
     group.links.iterate(lambda raw, info: links.append((raw, info.type)), info=True)
     groups = []
     for raw, kind in links:
-        name = raw.decode("utf-8", "replace")
-        if kind == h5l.TYPE_SOFT and name == allowed_soft:
+        if only is not None and raw not in only:
+            continue  # not read by h5store
+        if kind != h5l.TYPE_HARD:
+            if kind == h5l.TYPE_SOFT and raw == allowed_soft:
+                continue
+            _refuse(path, where, raw, _LINK_KINDS.get(kind, "a user-defined link"))
+        try:
+            obj = h5o.open(group, raw, lapl=access_list())
+        except fmt.DAMAGE_ERRORS:
             continue
-        obj = _open_hard(group, raw, kind, f"{where}/{name}", path)
         if isinstance(obj, h5g.GroupID):
-            groups.append((name, obj))
+            groups.append((raw.decode("utf-8", "replace"), obj))
+        elif isinstance(obj, h5d.DatasetID):
+            plist = obj.get_create_plist()
+            if plist.get_layout() == h5d.VIRTUAL:
+                _refuse(path, where, raw, "a virtual dataset (its data lies in other files)")
+            if plist.get_external_count():
+                _refuse(path, where, raw, "a dataset stored in external files")
     return groups
 
 
-def _open_hard(
-    group: h5g.GroupID, raw: bytes, kind: int, where: str, path: str
-) -> h5o.ObjectID | None:
-    """The object the link ``raw`` of ``group`` (of link type ``kind``) names, its header
-    checked; None if HDF5 cannot open it."""
-    if kind != h5l.TYPE_HARD:
-        _refuse(path, where, _LINK_KINDS.get(kind, "a user-defined link"))
-    try:
-        obj = h5o.open(group, raw, lapl=access_list())
-    except fmt.DAMAGE_ERRORS:
-        # A damaged header: HDF5 cannot read through it either, and the read that needs the
-        # object reports the damage (a damaged /sources must not stop the images being read).
-        return None
-    if isinstance(obj, h5d.DatasetID):
-        plist = obj.get_create_plist()
-        if plist.get_layout() == h5d.VIRTUAL:
-            _refuse(path, where, "a virtual dataset (its data lies in other files)")
-        if plist.get_external_count():
-            _refuse(path, where, "a dataset stored in external files")
-    return obj
-
-
-def _refuse(path: str, where: str, feature: str) -> None:
+def _refuse(path: str, where: str, raw: bytes, feature: str) -> None:
     raise FormatError(
-        f"{path}: {where} is {feature}; h5store reads nothing outside the store file, so it "
-        "refuses to open it (h5store never writes one: the file was made or changed elsewhere)"
+        f"{path}: {where}/{raw.decode('utf-8', 'replace')} is {feature}; h5store reads "
+        "nothing outside the store file, so it refuses to open it (h5store never writes one: "
+        "the file was made or changed elsewhere)"
     )

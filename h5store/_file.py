@@ -406,10 +406,18 @@ def open_for_reading(path: str, locking: object = None) -> h5py.File:
     before any data is read (see _containment)."""
     f = _open_hdf5_for_reading(path, locking)
     try:
-        check_contained(f, path)
+        check_contained(f, path, previews=False)
     except BaseException:
         f.close()
         raise
+    if f.swmr_mode:
+        # The walk loaded object headers into HDF5's cache, and a reader racing a writer must
+        # read /index_tail, /index, /stacks and /labels each with its header fresh, in that
+        # order (see ImageStore._load_checked; the torture test found a stale /stacks).
+        # HDF5 drops the cache with the file's last handle: open again. (The file has no
+        # other handle here unless this process writes it, whose cache is then current.)
+        f.close()
+        f = _open_hdf5_for_reading(path, locking)
     return f
 
 
