@@ -36,6 +36,7 @@ import numpy as np
 from isal import isal_zlib
 
 from . import format as fmt
+from ._containment import ContainedFile, check_contained
 from ._parallel import get_threads
 from ._superblock import (
     SUPERBLOCK_BYTES,
@@ -122,7 +123,8 @@ def _hdf5_open(path: str, mode: str, *, swmr: bool = False, locking: object = Fa
     if locking != _HDF5_DEFAULT:
         kwargs["locking"] = locking
     try:
-        return h5py.File(path, mode, swmr=swmr, **kwargs)
+        # HDF5 told to follow nothing out of the file (see _containment)
+        return ContainedFile(path, mode, swmr=swmr, **kwargs)
     except RuntimeError as exc:
         # HDF5 failing to decode the superblock (found by the fuzzer: a damaged size of
         # addresses); lock and open-mode conflicts, which callers tell apart, are OSErrors.
@@ -400,7 +402,26 @@ def open_for_reading(path: str, locking: object = None) -> h5py.File:
     checks it is complete); a file whose writer is in SWMR mode is opened with SWMR read, which
     sees only consistent states. A writer inside a short object-creating epoch (SWMR off)
     is waited for briefly. ``locking`` is HDF5's file-locking switch (see
-    :func:`_open_matching`)."""
+    :func:`_open_matching`). A file that would make h5store read outside it is refused
+    before any data is read (see _containment)."""
+    f = _open_hdf5_for_reading(path, locking)
+    try:
+        check_contained(f, path, previews=False)
+    except BaseException:
+        f.close()
+        raise
+    if f.swmr_mode:
+        # The walk loaded object headers into HDF5's cache, and a reader racing a writer must
+        # read /index_tail, /index, /stacks and /labels each with its header fresh, in that
+        # order (see ImageStore._load_checked; the torture test found a stale /stacks).
+        # HDF5 drops the cache with the file's last handle: open again. (The file has no
+        # other handle here unless this process writes it, whose cache is then current.)
+        f.close()
+        f = _open_hdf5_for_reading(path, locking)
+    return f
+
+
+def _open_hdf5_for_reading(path: str, locking: object) -> h5py.File:
     if not os.path.exists(path):
         raise StoreNotFoundError(f"{path} does not exist")
     if not os.access(path, os.R_OK):
@@ -517,6 +538,8 @@ class WriterFile:
                     self.f.flush()
                 else:
                     self.f = self._open_existing()
+                    # before recovery or check_root read anything (see _containment)
+                    check_contained(self.f, path)
                     fmt.check_root(self.f, path)
         except BaseException:
             # (after a refused write, guard() has closed the file already)

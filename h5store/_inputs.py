@@ -104,6 +104,15 @@ def check_label(label: Any, where: str = "label") -> str:
     return label
 
 
+def as_label_names(labels: Any, what: str = "labels") -> list[str]:
+    """A list of class names, each checked (a string would otherwise be read as its letters)."""
+    if isinstance(labels, (str, bytes)) or not isinstance(labels, (Sequence, np.ndarray)):
+        raise InvalidInputError(
+            f"{what} must be a sequence of class names, got {type(labels).__name__}"
+        )
+    return [check_label(name, f"label {k}") for k, name in enumerate(labels)]
+
+
 def as_sequence(values: Any, n: int, what: str) -> list:
     if _is_torch(values):
         values = values.detach().cpu().numpy()

@@ -404,7 +404,11 @@ def cmd_import(args: argparse.Namespace) -> int:
 
     with h5store.open(args.path, "a", codec=args.codec, quality=args.quality) as store:
         ids = import_folder(
-            store, args.folder, allow_duplicates=args.allow_duplicates, progress=not args.quiet
+            store,
+            args.folder,
+            allow_duplicates=args.allow_duplicates,
+            follow_links=args.follow_links,
+            progress=not args.quiet,
         )
         stats = store.stats()
     _print(
@@ -449,6 +453,7 @@ def _import_on_dask(args: argparse.Namespace) -> int:
             workers=args.workers,
             codec=args.codec,
             quality=args.quality,
+            follow_links=args.follow_links,
             progress=not args.quiet,
         )
     finally:
@@ -771,6 +776,12 @@ def build_parser() -> argparse.ArgumentParser:
         action="store_true",
         help="import images the store holds already (same ids or same files) "
         "again, under new ids (default: refuse)",
+    )
+    imp.add_argument(
+        "--follow-links",
+        action="store_true",
+        help="follow symbolic links that lead out of FOLDER (default: refuse them; "
+        "links to files and folders inside it are followed)",
     )
     imp.add_argument("--quiet", action="store_true", help="no progress bar")
     imp.add_argument("--json", action="store_true")

@@ -47,6 +47,7 @@ def ingest(
     keep_shards: bool = False,
     partition_size: int | None = None,
     retries: int = 2,
+    follow_links: bool = False,
     progress: bool = False,
     **codec_options: Any,
 ) -> list[str]:
@@ -64,11 +65,13 @@ def ingest(
     them with ``h5store.open(paths)``). Returns ``[out]``, or the shard paths.
     ``partition_size``: files per shard (default: about two shards per worker, in multiples of
     256, which gives the ids a single-process ``h5store import`` gives).
+    ``follow_links``: as for :func:`h5store.folders.import_folder` (links leading out of a
+    folder are refused without it).
     """
     import distributed
 
     out = os.fspath(out)
-    rows = _table(source)
+    rows = _table(source, follow_links)
     if os.path.exists(out):
         raise StoreExistsError(f"{out} already exists; ingest writes a new store")
     get_codec(codec, quality=quality, **codec_options)  # a bad codec fails here, not on a worker
@@ -145,11 +148,11 @@ def write_shard(path: str, rows: dict[str, list], first_id: int, options: dict[s
     return path
 
 
-def _table(source: Any) -> dict[str, list]:
+def _table(source: Any, follow_links: bool = False) -> dict[str, list]:
     """Columns path, label, source and the optional true_label, score, id, as lists."""
     if isinstance(source, (str, os.PathLike)) and os.path.isdir(source):
         root = os.fspath(source)
-        files = list_folder(root)
+        files = list_folder(root, follow_links=follow_links)
         labels = [label for label, _ in files]
         return {
             "path": [p for _, p in files],

@@ -214,58 +214,102 @@ def _write_index(
     os.replace(tmp, path)
 
 
-def read_index(root: str | os.PathLike) -> dict[str, Any] | None:
-    """The index an export wrote into ``root`` (labels and one entry per file), or None."""
+def read_index(root: str | os.PathLike, *, follow_links: bool = False) -> dict[str, Any] | None:
+    """The index an export wrote into ``root`` (labels and one entry per file), or None.
+    Errors name the file, never its content (the file may be anything, see
+    :func:`import_folder`)."""
     root = os.fspath(root)
     json_path, csv_path = (os.path.join(root, INDEX_FILES[k]) for k in ("json", "csv"))
     if os.path.exists(json_path):
+        _check_link(root, json_path, follow_links)
         try:
             with open(json_path, encoding="utf-8") as fh:
                 document = json.load(fh)
         except (OSError, ValueError) as exc:
-            raise InvalidInputError(f"cannot read {json_path}: {exc}") from None
+            raise InvalidInputError(
+                f"cannot read {json_path}: not the JSON index h5store writes ({type(exc).__name__})"
+            ) from None
         if not isinstance(document, dict) or document.get("format") != INDEX_FORMAT:
             raise InvalidInputError(f"{json_path} is not an index h5store wrote")
         return document
     if not os.path.exists(csv_path):
         return None
-    with open(csv_path, encoding="utf-8", newline="") as fh:
-        rows = list(csv.reader(fh))
+    _check_link(root, csv_path, follow_links)
+    not_ours = InvalidInputError(f"{csv_path} is not an index h5store wrote")
+    try:
+        with open(csv_path, encoding="utf-8", newline="") as fh:
+            rows = list(csv.reader(fh))
+    except (OSError, ValueError, csv.Error):
+        raise not_ours from None
     header = rows[0] if rows else []
     if header[: len(CSV_COLUMNS)] != CSV_COLUMNS:
-        raise InvalidInputError(f"{csv_path} is not an index h5store wrote (columns {header[:8]})")
+        raise not_ours
     labels = [c[len("score:") :] for c in header[len(CSV_COLUMNS) :]]
     images = []
     for row in rows[1:]:
         e: dict[str, Any] = dict(zip(CSV_COLUMNS, (v or None for v in row)))
-        e["id"] = int(e["id"])
-        e["crc32"] = None if e["crc32"] is None else int(e["crc32"])
-        e["score"] = None if e["score"] is None else float(e["score"])
-        vector = row[len(CSV_COLUMNS) :]
-        e["scores"] = [float(x) for x in vector] if vector and all(vector) else None
+        try:  # (int() and float() would quote the text they refuse)
+            e["id"] = int(e["id"])
+            e["crc32"] = None if e["crc32"] is None else int(e["crc32"])
+            e["score"] = None if e["score"] is None else float(e["score"])
+            vector = row[len(CSV_COLUMNS) :]
+            e["scores"] = [float(x) for x in vector] if vector and all(vector) else None
+        except (TypeError, ValueError):
+            raise not_ours from None
         images.append(e)
     return {"format": INDEX_FORMAT, "labels": labels, "images": images}
 
 
-def _files_of_tree(root: str) -> list[tuple[str, str]]:
+def _inside(root: str, path: str) -> bool:
+    """Whether ``path``, its links resolved, lies in ``root`` (itself resolved)."""
+    return os.path.commonpath([root, os.path.realpath(path)]) == root
+
+
+def _check_link(root: str, path: str, follow_links: bool) -> None:
+    """Refuse a link (at ``path`` or above it, below ``root``) that leads out of ``root``."""
+    if not follow_links and not _inside(root, path):
+        raise InvalidInputError(
+            f"{path} is a symbolic link (or lies below one) leading out of {root}; an import "
+            "reads only the folder's own files: pass follow_links=True (--follow-links) to "
+            "follow links out of it"
+        )
+
+
+def _files_of_tree(root: str, follow_links: bool = False) -> list[tuple[str, str]]:
+    """(label, path) of the image files below ``root/<class>/``. Links are followed, files and
+    folders alike, when they lead to something inside ``root``, as copies of their targets
+    would be read (within a class each folder is walked once, so a link loop ends); a link
+    leading out of it is an error unless ``follow_links``."""
     files = []
     for entry in sorted(os.scandir(root), key=lambda e: e.name):
         if not entry.is_dir() or entry.name.startswith("."):
             continue
+        _check_link(root, entry.path, follow_links)
         label = label_of_folder(entry.name)
-        for dirpath, dirnames, filenames in os.walk(entry.path):
+        seen: set[str] = set()
+        for dirpath, dirnames, filenames in os.walk(entry.path, followlinks=True):
+            real = os.path.realpath(dirpath)
+            if real in seen:  # reached again through a link: a loop, or walked already
+                dirnames.clear()
+                continue
+            seen.add(real)
             dirnames.sort()
+            for name in dirnames:
+                _check_link(root, os.path.join(dirpath, name), follow_links)
             for filename in sorted(filenames):
                 if os.path.splitext(filename)[1].lower() in IMAGE_SUFFIXES:
-                    files.append((label, os.path.join(dirpath, filename)))
+                    path = os.path.join(dirpath, filename)
+                    _check_link(root, path, follow_links)
+                    files.append((label, path))
     return files
 
 
-def list_folder(root: str | os.PathLike) -> list[tuple[str, str]]:
+def list_folder(root: str | os.PathLike, *, follow_links: bool = False) -> list[tuple[str, str]]:
     """(label, path) of every image file under ``root/<class>/``, in a fixed (sorted) order;
-    the absolute path, as :func:`import_folder` records it as the source."""
+    the absolute path, as :func:`import_folder` records it as the source. Links leading out of
+    ``root`` are refused unless ``follow_links`` (see :func:`import_folder`)."""
     root = os.path.realpath(os.fspath(root))
-    files = _files_of_tree(root)
+    files = _files_of_tree(root, follow_links)
     if not files:
         raise InvalidInputError(
             f"{root} has no class folders with images (expected root/<class>/<image>)"
@@ -279,9 +323,15 @@ def import_folder(
     *,
     batch_size: int = 256,
     allow_duplicates: bool = False,
+    follow_links: bool = False,
     progress: bool = True,
 ) -> np.ndarray:
     """Add the images of an ImageFolder tree ``root/<class>/<file>``; returns the new ids.
+
+    Only the folder's own files are read: a symbolic link (to a file or a folder, the index
+    file included) is followed when it leads to something inside ``root``, and one leading
+    out of it is refused with :class:`InvalidInputError` naming the link, before anything is
+    written, unless ``follow_links``. No error quotes a file's content.
 
     A folder h5store exported (it has ``h5store-index.json`` or ``.csv``) comes back as it
     was: ids, labels, true labels, scores, score vectors and sources from the index, and the
@@ -294,8 +344,12 @@ def import_folder(
     :class:`AlreadyImportedError` before anything is written, unless ``allow_duplicates``,
     which adds them again under new ids."""
     root = os.path.realpath(os.fspath(root))
-    index = read_index(root)
-    items = _items_from_index(root, index) if index else _items_from_tree(root)
+    index = read_index(root, follow_links=follow_links)
+    items = (
+        _items_from_index(root, index, follow_links)
+        if index
+        else _items_from_tree(root, follow_links)
+    )
     if not items:
         raise InvalidInputError(
             f"{root} has no class folders with images (expected root/<class>/<image>)"
@@ -319,21 +373,22 @@ def import_folder(
     return np.concatenate(new_ids)
 
 
-def _items_from_tree(root: str) -> list[dict[str, Any]]:
+def _items_from_tree(root: str, follow_links: bool) -> list[dict[str, Any]]:
     return [
         {"path": path, "label": label, "true_label": label, "source": path}
-        for label, path in _files_of_tree(root)
+        for label, path in _files_of_tree(root, follow_links)
     ]
 
 
-def _items_from_index(root: str, index: dict[str, Any]) -> list[dict[str, Any]]:
+def _items_from_index(root: str, index: dict[str, Any], follow_links: bool) -> list[dict[str, Any]]:
     items = []
     for k, e in enumerate(index.get("images", [])):
-        path = os.path.realpath(os.path.join(root, str(e.get("file", ""))))
-        if os.path.commonpath([root, path]) != root:
+        path = os.path.normpath(os.path.join(root, str(e.get("file", ""))))
+        if os.path.commonpath([root, path]) != root:  # the name itself climbs out ("../x")
             raise InvalidInputError(
                 f"entry {k} of the index points outside {root}: {e.get('file')!r}"
             )
+        _check_link(root, path, follow_links)
         if not os.path.isfile(path):
             raise InvalidInputError(f"the index lists {e.get('file')!r}, which is not in {root}")
         items.append(
@@ -407,8 +462,8 @@ def _import_chunk(store: ImageStore, chunk: list[dict[str, Any]]) -> list[np.nda
         except CodecError:
             try:
                 decoded.append((item, imagecodecs.imread(data)))
-            except Exception as exc:  # imagecodecs raises per-format error types
-                raise InvalidInputError(f"cannot read {item['path']}: {exc}") from None
+            except Exception:  # imagecodecs raises per-format error types
+                raise _not_an_image(item["path"]) from None
     # One add call per (stored as is or decoded, kind of score): a batch has one kind.
     groups: dict[tuple[bool, str], list[tuple[dict[str, Any], Any]]] = {}
     for encoded, group in ((True, as_is), (False, decoded)):
@@ -445,6 +500,12 @@ def _import_chunk(store: ImageStore, chunk: list[dict[str, Any]]) -> list[np.nda
             )
         )
     return out
+
+
+def _not_an_image(path: str) -> InvalidInputError:
+    # Not the decoder's message: some quote the first bytes of what they could not read, and
+    # the file may be anything a link in the folder pointed at.
+    return InvalidInputError(f"cannot read {path}: not an image file h5store can decode")
 
 
 def add_files(
@@ -488,8 +549,8 @@ def add_files(
                 except CodecError:
                     try:
                         decoded.append((k, imagecodecs.imread(data)))
-                    except Exception as exc:  # imagecodecs raises per-format error types
-                        raise InvalidInputError(f"cannot read {paths[k]}: {exc}") from None
+                    except Exception:  # imagecodecs raises per-format error types
+                        raise _not_an_image(paths[k]) from None
             for group, add in ((as_is, store.add_encoded_batch), (decoded, store.add_batch)):
                 if not group:
                     continue

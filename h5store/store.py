@@ -37,8 +37,10 @@ from ._ingest import GroupCommit, Ingest, check_durability
 from ._parallel import thread_map
 from ._write import StoreWriter, chosen_codec, open_writer_file
 from .codecs import Codec, get_codec, image_shape
+from .codecs.base import check_quality
 from .errors import (
     ClosedStoreError,
+    CodecError,
     DamagedImageError,
     FormatError,
     H5StoreError,
@@ -140,6 +142,78 @@ class VerifyReport:
         return "; ".join(parts)
 
 
+@dataclass(frozen=True)
+class OpenArguments:
+    """The arguments of :func:`open` once checked. Every one is validated here, before a file
+    is opened, created or truncated: a refused argument changes nothing and holds no lock."""
+
+    path: str | list[str]
+    mode: str
+    codec: Codec
+    labels: list[str] | None
+    verify_reads: bool
+    locking: bool | str | None
+    durability: str = "group"
+    group_commit: GroupCommit | None = None
+
+    @classmethod
+    def checked(
+        cls,
+        path: Any,
+        mode: Any,
+        codec: Any,
+        quality: Any,
+        labels: Any,
+        verify_reads: Any,
+        locking: Any,
+        codec_options: dict[str, Any],
+        durability: Any = "group",
+        group_commit: Any = None,
+    ) -> OpenArguments:
+        if not isinstance(mode, str) or mode not in MODES:
+            raise InvalidInputError(f"mode must be one of {sorted(MODES)}, got {mode!r}")
+        check_locking(locking)
+        check_durability(durability)
+        if group_commit is not None and not isinstance(group_commit, GroupCommit):
+            raise InvalidInputError(
+                f"group_commit must be an h5store.GroupCommit, got {type(group_commit).__name__}"
+            )
+        if not isinstance(verify_reads, (bool, np.bool_)):
+            raise InvalidInputError(f"verify_reads must be True or False, got {verify_reads!r}")
+        check_quality(quality)  # documented as 1-100 for every codec, used by the lossy ones
+        default_codec = get_codec(codec, quality=quality, **codec_options)
+        try:
+            fmt.codec_config_json(default_codec)  # what creating its first class would refuse
+        except FormatError as exc:
+            raise CodecError(str(exc)) from None
+        names = None if labels is None else _inputs.as_label_names(labels)
+        paths = (
+            [_checked_path(p) for p in path]
+            if isinstance(path, (list, tuple))
+            else _checked_path(path)
+        )
+        return cls(
+            paths,
+            MODES[mode],
+            default_codec,
+            names,
+            bool(verify_reads),
+            locking,
+            durability,
+            group_commit,
+        )
+
+
+def _checked_path(path: Any) -> str:
+    try:
+        text = os.fsdecode(os.fspath(path))
+    except TypeError:
+        raise InvalidInputError(f"path must be a file name, got {type(path).__name__}") from None
+    if not text or "\x00" in text:
+        raise InvalidInputError(f"path {text!r} is not a usable file name")
+    return text
+
+
 class ImageStore:
     """Images a model classified, in one HDF5 file. Create with :func:`h5store.open`."""
 
@@ -157,17 +231,25 @@ class ImageStore:
         group_commit: GroupCommit | None = None,
         **codec_options: Any,
     ):
-        if mode not in MODES:
-            raise InvalidInputError(f"mode must be one of {sorted(MODES)}, got {mode!r}")
-        check_locking(locking)
-        check_durability(durability)
-        if group_commit is not None and not isinstance(group_commit, GroupCommit):
-            raise InvalidInputError("group_commit must be an h5store.GroupCommit")
-        self._locking = locking
-        self.path = os.fspath(path)
-        self.mode = MODES[mode]
-        self._verify_reads = bool(verify_reads)
-        self._default_codec = get_codec(codec, quality=quality, **codec_options)
+        # Validate all, then create: a refused argument must leave an existing file as it was
+        # (mode 'w' truncates it) and hold no lock.
+        args = OpenArguments.checked(
+            path,
+            mode,
+            codec,
+            quality,
+            labels,
+            verify_reads,
+            locking,
+            codec_options,
+            durability,
+            group_commit,
+        )
+        self._locking = args.locking
+        self.path = args.path
+        self.mode = args.mode
+        self._verify_reads = args.verify_reads
+        self._default_codec = args.codec
         self._reader: h5py.File | None = None
         self._mapped: MappedFile | None = None
         #: heap collections of /sources found intact, by address: the CRC-32 of their bytes
@@ -192,18 +274,19 @@ class ImageStore:
                 self._default_codec,
                 self._preview_images,
             )
-            self._ingest = Ingest(self._writer, durability, group_commit)
+            self._ingest = Ingest(self._writer, args.durability, args.group_commit)
             # A commit an add call triggers (bound reached, durability="call") runs guarded,
             # like commit() itself: a refused write closes the store and names the ids.
             self._ingest.commit_now = self.commit
+            if f"/{fmt.PREVIEWS}" in removed:  # torn by the dead writer: redraw them all
+                self._writer.dirty_labels.update(range(len(self._catalog.labels)))
+            if args.labels is not None:
+                self.add_labels(args.labels)
         except BaseException:
+            # The lock goes now, not when the garbage collector finds this object.
             writer_file.close()
             self._release()
             raise
-        if f"/{fmt.PREVIEWS}" in removed:  # torn by the dead writer: redraw them all
-            self._writer.dirty_labels.update(range(len(self._catalog.labels)))
-        if labels is not None:
-            self.add_labels(labels)
 
     # ------------------------------------------------------------------ loading
 
@@ -967,7 +1050,10 @@ def open(
             )
         from .sharded import ShardedStore
 
-        return ShardedStore(path, verify_reads=verify_reads)
+        args = OpenArguments.checked(
+            path, mode, codec, quality, labels, verify_reads, locking, codec_options
+        )
+        return ShardedStore(args.path, verify_reads=args.verify_reads)
     return ImageStore(
         path,
         mode,

@@ -4,6 +4,7 @@ import re
 import shutil
 import subprocess
 import sys
+import tempfile
 from functools import cache
 from pathlib import Path
 
@@ -128,3 +129,27 @@ h5dump_missing = pytest.mark.skipif(
 def pytest_report_header(config):
     codecs = ", ".join(h5store.available_codecs())
     return f"h5store {h5store.__version__}, codecs: {codecs}, cpus: {os.cpu_count()}"
+
+
+_OPENAT = re.compile(r'\bopen(?:at)?\((?:AT_FDCWD|\d+), "((?:[^"\\]|\\.)*)"')
+
+
+def files_opened(code: str, *args: str, timeout: float = 300) -> tuple[list[str], str]:
+    """Run ``code`` in a fresh interpreter under strace; return every path it (or a child)
+    asked the system to open, successfully or not, and the whole trace. Needs strace (.ci/run
+    installs it); callers skip without it."""
+    with tempfile.TemporaryDirectory() as tmp:
+        trace = os.path.join(tmp, "trace")
+        subprocess.run(
+            ["strace", "-f", "-qq", "-e", "trace=open,openat,openat2", "-o", trace]
+            + [sys.executable, "-c", code, *args],
+            check=True,
+            timeout=timeout,
+        )
+        text = Path(trace).read_text()
+    return _OPENAT.findall(text), text
+
+
+needs_strace = pytest.mark.skipif(
+    shutil.which("strace") is None, reason="needs strace (.ci/run installs it)"
+)

@@ -210,3 +210,12 @@ def test_group_and_call_stores_accept_refuse_and_store_alike(tmp_path_factory, o
     call, group = outcomes["call"], outcomes["group"]
     assert group[0] == call[0]  # same ids returned, same errors
     assert group[1:] == call[1:]
+
+
+@pytest.mark.parametrize(
+    "bounds",
+    [dict(images=0), dict(nbytes=-1), dict(seconds=0), dict(images=1.5), dict(seconds="1")],
+)
+def test_group_commit_bounds_are_checked(bounds):
+    with pytest.raises(h5store.InvalidInputError, match="group commit"):
+        GroupCommit(**bounds)
