@@ -292,10 +292,10 @@ def prepare_batch(
         start = max(index.next_id(), next_id)
         id_arr = np.arange(start, start + n, dtype=np.int64)
     else:
-        taken = index.duplicates_of(id_arr)
-        if not len(taken) and pending_ids:
+        taken = index.duplicates_of(id_arr).tolist()
+        if not taken and pending_ids:
             taken = [i for i in id_arr.tolist() if i in pending_ids]
-        if len(taken):
+        if taken:
             raise DuplicateIdError(
                 f"id {int(taken[0])} is already used in the store (ids are never reused)"
             )
@@ -404,7 +404,9 @@ class _Singles:
             for f in futures:
                 f.cancel()
 
-        results = (f.result() if type(f) is Future else f for f in self.encoded)
+        results: Iterator[tuple[bytes, int]] = (
+            f.result() if isinstance(f, Future) else f for f in self.encoded
+        )
         return _Part(batch, results, self.originals, cancel)
 
 
@@ -659,12 +661,14 @@ class Ingest:
         """Each stream's geometry, read with its class's codec: one probe_many per codec (a
         store with one codec: one call for the whole batch)."""
         n = len(payloads)
+        by_codec: dict[int, tuple[Codec, Sequence[int]]]
         if image_codecs.count(image_codecs[0]) == n:
             by_codec = {id(image_codecs[0]): (image_codecs[0], range(n))}
         else:
             by_codec = {}  # by id(): codecs hash slowly
             for k, codec in enumerate(image_codecs):
-                by_codec.setdefault(id(codec), (codec, []))[1].append(k)
+                members = by_codec.setdefault(id(codec), (codec, []))[1]
+                members.append(k)  # type: ignore[attr-defined]
         geometries: list[Geometry] = [None] * n  # type: ignore[list-item]
         for codec, members in by_codec.values():
             try:
@@ -754,9 +758,11 @@ class Ingest:
             true_id = fmt.NO_TRUE_LABEL
             true_new = None
         else:
-            true_id = self.catalog.label_ids.get(true_label) if type(true_label) is str else None
+            known = self.catalog.label_ids.get(true_label) if type(true_label) is str else None
             true_new = None
-            if true_id is None:
+            if known is not None:
+                true_id = known
+            else:
                 new_names = {new: lid} if new is not None else {}
                 closed = _closed_reason(self.writer.labels_declared, self._score_width_now())
                 true_id = _resolve_all(
@@ -775,12 +781,13 @@ class Ingest:
             top1 = score
         else:
             arr = _inputs.as_scores([score], 1)
+            assert arr is not None  # (None only for scores=None)
             if arr.ndim == 2:
-                new_names = [n for n in (new, true_new) if n is not None]
+                introduced = [n for n in (new, true_new) if n is not None]
                 _check_vectors(
                     arr.shape[1],
                     len(self.catalog.labels),
-                    dict.fromkeys(new_names, 0),
+                    dict.fromkeys(introduced, 0),
                     np.array([lid]),
                     self._score_width_now(),
                     False,
@@ -804,7 +811,9 @@ class Ingest:
                 )
         # source
         if source is not None and not (type(source) is str and "\x00" not in source):
-            source = _inputs.as_sources([source], 1)[0]
+            checked = _inputs.as_sources([source], 1)
+            assert checked is not None
+            source = checked[0]
         return true_id, true_new, top1, vector, image_id, source
 
     def _append_one(
