@@ -515,9 +515,11 @@ class WriterFile:
                     self.f = _hdf5_create(path)
                     fmt.create_layout(self.f)
                     self.f.flush()
+                    self.version = fmt.FORMAT_VERSION
                 else:
                     self.f = self._open_existing()
-                    fmt.check_root(self.f, path)
+                    #: the format version the file was created with, which it keeps
+                    self.version = fmt.check_root(self.f, path)
         except BaseException:
             # (after a refused write, guard() has closed the file already)
             if not self._abandoned and getattr(self, "f", None) is not None and self.f.id.valid:
@@ -831,7 +833,12 @@ class WriterFile:
         f = self.swmr_off()
         index, tail = f[fmt.INDEX], f[fmt.INDEX_TAIL]
         # The file's own geometry, not this version's default: the tail holds one /index chunk.
-        self._capacity = capacity = tail.shape[0]
+        self._capacity = capacity = tail.maxshape[0] or tail.shape[0]
+        if tail.shape[0] < capacity:
+            # A closed 1.2 file's tail has no rows: given them back, they read as fill (rows
+            # without payload), which commits nothing.
+            tail.resize(capacity, axis=0)
+            f.flush()
         self._encode_index_chunk = _index_chunk_encoder(index, capacity)
         # The tail's rows as written, so that moving them to /index reads nothing back.
         self._tail_rows = np.zeros(capacity, dtype=fmt.INDEX_DTYPE)
@@ -916,18 +923,27 @@ class WriterFile:
     def seal_row_log(self) -> None:
         """At close: move the tail into /index, so that a closed file has one complete index
         table for viewers. Copy first, empty the tail second; a crash between leaves duplicate
-        rows that readers drop by id."""
-        if not self._tail_used:
+        rows that readers drop by id. A 1.2 file's tail is emptied by giving it 0 rows (one
+        header write), so viewers see no rows of zeros; older files keep a full-size tail,
+        which writers of their versions expect."""
+        if not hasattr(self, "_tail_used"):
+            return  # the row log was never loaded: its rows stand as they were found
+        trim = fmt.has_checks(self.version)
+        if not self._tail_used and not (trim and self.f[fmt.INDEX_TAIL].shape[0]):
             return
         f = self.swmr_off()
         index, tail = f[fmt.INDEX], f[fmt.INDEX_TAIL]
-        rows = self._tail_rows[: self._tail_used]
-        start = self._index_rows
-        index.resize(start + len(rows), axis=0)
-        _write_rows(index, start, rows)
+        if self._tail_used:
+            rows = self._tail_rows[: self._tail_used]
+            start = self._index_rows
+            index.resize(start + len(rows), axis=0)
+            _write_rows(index, start, rows)
+            f.flush()
+            self._tail_rows[...] = 0
+            self._index_rows += len(rows)
+            self._tail_used = 0
+        if trim:
+            tail.resize(0, axis=0)
+        else:
+            _write_rows(tail, 0, self._tail_rows)
         f.flush()
-        self._tail_rows[...] = 0
-        _write_rows(tail, 0, self._tail_rows)
-        f.flush()
-        self._index_rows += len(rows)
-        self._tail_used = 0
