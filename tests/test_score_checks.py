@@ -205,6 +205,18 @@ def test_a_class_attribute_that_disagrees_is_a_format_error_at_open(
         h5store.open(copy)
 
 
+@pytest.mark.parametrize("attr", ["class_id", "label", "codec"])
+def test_a_class_attribute_of_many_values_is_not_read_into_one(scored, tmp_path, attr):
+    """The check reads attributes below h5py, into a buffer of one value: HDF5 would write
+    every value of a longer attribute into it. Such a group is left unchecked (to verify())."""
+    copy = tmp_path / "array.h5"
+    shutil.copy(scored, copy)
+    value = np.arange(64, dtype=np.uint32) if attr == "class_id" else ["cat"] * 64
+    _set_attr(copy, "cat", attr, value)
+    with h5store.open(copy) as store:
+        assert store.record(0).label == "cat"
+
+
 def test_a_class_declared_but_not_yet_in_labels_is_not_an_error(tmp_path):
     """A writer links a new class group before it appends its label (a reader may see that):
     a group whose class id /labels does not reach yet is not checked."""
