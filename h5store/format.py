@@ -83,10 +83,15 @@ PREVIEW_IMAGES = 4
 PREVIEW_SIDE = 32
 PREVIEW_COLUMNS = 4
 
-#: Rows per compressed /index chunk, and the capacity of /index_tail (allocated in full, so
-#: kept small: 40 kB); a million rows open in about two thousand chunk reads, inflated in
-#: parallel.
+#: Rows per compressed /index chunk, and the capacity of /index_tail (kept small: 40 kB); a
+#: million rows open in about two thousand chunk reads, inflated in parallel.
 INDEX_CHUNK_ROWS = 512
+
+#: Rows per chunk of /index_tail (1.2). The tail is emptied at close by giving it 0 rows, which
+#: frees its chunks, and with free-space reuse off, freed space stays in the file: a session
+#: allocates the chunks it writes rows into again, 1.2 kB each, where one 512-row chunk cost
+#: every session that appended an image 40 kB.
+TAIL_CHUNK_ROWS = 16
 
 #: Rows per chunk of /sources and of /source_crc32 (chunked alike, so a row's string reference
 #: and its check share a chunk number).
@@ -296,7 +301,7 @@ def create_layout(f: h5py.File) -> None:
         INDEX_TAIL,
         shape=(0,),
         maxshape=(INDEX_CHUNK_ROWS,),
-        chunks=(INDEX_CHUNK_ROWS,),
+        chunks=(TAIL_CHUNK_ROWS,),
         dtype=INDEX_DTYPE,
         track_times=False,
     )
