@@ -4,7 +4,7 @@ Every other test writes with today's code before reading, so a change that write
 share (a dtype or path in format.py) goes unnoticed there. tests/data/golden-1.0.h5 was written
 by h5store a3b28f7 (format 1.0: sources without checks), tests/data/golden-1.1.h5 by h5store
 7dc4f43 (format 1.1: every source checked in /source_crc32) and tests/data/golden-1.2.h5 by
-h5store 56d40d5 (format 1.2: every score row checked in /score_crc32, class groups checked
+h5store 9be4a32 (format 1.2: every score row checked in /score_crc32, class groups checked
 against /labels and /stacks at open, NUL-terminated /labels, no tail rows after close), all by
 tests/data/make_golden.py from the same images; the expected values beside each were read back
 then. Every test runs on every file. If one fails, today's code changed that format version:
