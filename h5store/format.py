@@ -1111,7 +1111,9 @@ def check_classes(f: h5py.File, labels: list[str], stacks: np.ndarray, path: str
 
     Groups whose ``class_id`` is not in /labels yet are a live writer's new classes (it links
     a group before it writes its label); groups that cannot be read are left to the writer's
-    recovery and to verify(). Three attribute reads a class (30 us); /stacks is grouped once."""
+    recovery and to verify(). Three attribute reads a class: 30 us measured over 100 classes,
+    0.25 ms over 1,000 under a load of 13 on 2 cores (benchmarks/format12.py); /stacks is
+    grouped once."""
     stack_codecs: dict[int, set[bytes]] = {}
     for label, codec in zip(stacks["label"].tolist(), stacks["codec"].tolist()):
         stack_codecs.setdefault(label, set()).add(codec)
