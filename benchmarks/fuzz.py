@@ -160,6 +160,8 @@ def parts_of(path: str) -> dict[str, list[tuple[int, int]]]:
                 key = name.replace("_", " ")
             elif name == "source_crc32":
                 key = "source checks"
+            elif name == "score_crc32":
+                key = "score checks"
             elif name == "sources":
                 key = "sources"
                 parts["source strings"].extend(_heap_collections(path, obj))

@@ -89,13 +89,21 @@ class Catalog:
     reopens the file when it leaves SWMR mode, so the catalogue holds no h5py object).
     """
 
-    def __init__(self, f: h5py.File, class_group: Callable[[str], h5py.Group | None]):
+    def __init__(
+        self,
+        f: h5py.File,
+        class_group: Callable[[str], h5py.Group | None],
+        *,
+        checked: bool = False,
+    ):
         # /stacks before /labels, the reverse of the order a writer appends them: a stack
         # read then names a label that is on disk by the time the labels are read.
         #: the /stacks table as read (checked against the index rows by the store)
         self.table = fmt.read_stacks(f)
         self.labels: list[str] = fmt.read_labels(f)
         fmt.check_stacks(self.table, len(self.labels), f.filename)
+        if checked:  # a format-1.2 file: class groups against /labels and /stacks
+            fmt.check_classes(f, self.labels, self.table, f.filename)
         self.label_ids = {name: k for k, name in enumerate(self.labels)}
         self._class_group = class_group
         self._class_codecs: dict[str, Codec] = {}

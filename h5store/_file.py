@@ -536,11 +536,13 @@ class WriterFile:
                     self.f = _hdf5_create(path)
                     fmt.create_layout(self.f)
                     self.f.flush()
+                    self.version = fmt.FORMAT_VERSION
                 else:
                     self.f = self._open_existing()
                     # before recovery or check_root read anything (see _containment)
                     check_contained(self.f, path)
-                    fmt.check_root(self.f, path)
+                    #: the format version the file was created with, which it keeps
+                    self.version = fmt.check_root(self.f, path)
         except BaseException:
             # (after a refused write, guard() has closed the file already)
             if not self._abandoned and getattr(self, "f", None) is not None and self.f.id.valid:
@@ -849,19 +851,33 @@ class WriterFile:
 
     def rows_on_disk(self) -> tuple[int, int]:
         """(rows in /index, used rows of /index_tail) as the committed state stands."""
-        return self.f[fmt.INDEX].shape[0], self._tail_used
+        return self.f[fmt.INDEX].shape[0], self._tail_used - self._tail_start
 
     def load_row_log(self, committed: np.ndarray) -> None:
-        """Bring /index and /index_tail to the normal form for appending: /index holds the
-        committed rows in whole chunks, the tail holds the rest. Trims what a dead writer left
-        in flight. Does nothing (writes nothing) when the file is already in that form."""
+        """Bring /index and /index_tail to a normal form for appending: /index holds the
+        committed rows in whole chunks and the tail the rest, or (a closed file) /index holds
+        them all and the tail none. Trims what a dead writer left in flight. Does nothing
+        (writes nothing) when the file is already in such a form.
+
+        In memory, ``_tail_rows[:_tail_used]`` are the rows after /index's whole chunks; the
+        first ``_tail_start`` of them stand in /index's last, partial chunk (a closed file's),
+        the others in the tail from its row 0. The next overflow writes them all to /index as
+        whole chunks. Leaving a closed file's last rows in /index, rather than moving them back
+        into the tail, spares a 1.2 file's emptied tail the chunks that would hold them (freed
+        space is not reused: up to 40 kB a session)."""
         f = self.swmr_off()
         index, tail = f[fmt.INDEX], f[fmt.INDEX_TAIL]
         # The file's own geometry, not this version's default: the tail holds one /index chunk.
-        self._capacity = capacity = tail.shape[0]
+        self._capacity = capacity = tail.maxshape[0] or tail.shape[0]
+        if tail.shape[0] < capacity:
+            # A closed 1.2 file's tail has no rows: given them back, they read as fill (rows
+            # without payload), which commits nothing.
+            tail.resize(capacity, axis=0)
+            f.flush()
         self._encode_index_chunk = _index_chunk_encoder(index, capacity)
         # The tail's rows as written, so that moving them to /index reads nothing back.
         self._tail_rows = np.zeros(capacity, dtype=fmt.INDEX_DTYPE)
+        self._tail_start = 0
         if self.created:  # this session made the layout: both tables are empty
             self._tail_used = self._index_rows = 0
             return
@@ -876,7 +892,9 @@ class WriterFile:
             and used == len(rest)
             and (not used or np.array_equal(on_disk_tail[:used], rest))
         )
-        if not in_form:
+        if index.shape[0] == n and not used:  # closed: every row in /index, none in the tail
+            self._tail_start = len(rest)
+        elif not in_form:
             if index.shape[0] < full:
                 # Only a full tail can be missing from /index: copy it over, then empty it.
                 index.resize(full, axis=0)
@@ -884,7 +902,11 @@ class WriterFile:
                 f.flush()
             new_tail = np.zeros(capacity, dtype=fmt.INDEX_DTYPE)
             new_tail[: len(rest)] = rest
-            tail[...] = new_tail
+            # Rows past the rest and past every row written on disk are fill already: written
+            # again, they would allocate the chunks of a trimmed (1.2) tail for nothing.
+            written = np.flatnonzero(on_disk_tail != new_tail[-1:])
+            stop = max(len(rest), int(written[-1]) + 1 if len(written) else 0)
+            tail[:stop] = new_tail[:stop]
             f.flush()
             if index.shape[0] > full:
                 index.resize(full, axis=0)
@@ -898,9 +920,9 @@ class WriterFile:
         f = self.swmr_on()
         index, tail = self._row_log
         capacity = self._capacity
-        used = self._tail_used
+        used, in_index = self._tail_used, self._tail_start
         if used + len(rows) <= capacity:
-            _write_rows(tail, used, rows)
+            _write_rows(tail, used - in_index, rows)
             self._tail_rows[used : used + len(rows)] = rows
             self._tail_used += len(rows)
             f.flush()
@@ -921,40 +943,53 @@ class WriterFile:
         f.flush()
         remainder = pending[full:]
         # An empty tail that stays empty is already all zeros: a batch of whole chunks (1,024
-        # rows, say) commits with one write and one flush.
-        if used or len(remainder):
+        # rows, say) commits with one write and one flush. Tail rows past both the old and
+        # the new rows are zeros already, and not written (in a 1.2 file, unwritten ones have
+        # no chunk yet).
+        stop = max(used - in_index, len(remainder))
+        if stop:
             self._tail_rows[...] = 0
             self._tail_rows[: len(remainder)] = remainder
-            _write_rows(tail, 0, self._tail_rows)
+            _write_rows(tail, 0, self._tail_rows[:stop])
             f.flush()
         self._index_rows = start + full
         self._tail_used = len(remainder)
+        self._tail_start = 0
 
     def write_row(self, row_number: int, row: np.void) -> None:
         """Rewrite one committed row in place (deletion flags)."""
         self.swmr_on()
         index, tail = self._row_log  # open handles: see dataset()
-        if row_number < self._index_rows:
+        k = row_number - self._index_rows  # (its place in _tail_rows, if not negative)
+        if k < self._tail_start:
             index[row_number] = row
         else:
-            tail[row_number - self._index_rows] = row
-            self._tail_rows[row_number - self._index_rows] = row
+            tail[k - self._tail_start] = row
+        if k >= 0:
+            self._tail_rows[k] = row
 
     def seal_row_log(self) -> None:
         """At close: move the tail into /index, so that a closed file has one complete index
         table for viewers. Copy first, empty the tail second; a crash between leaves duplicate
-        rows that readers drop by id."""
-        if not self._tail_used:
+        rows that readers drop by id. A 1.2 file's tail is emptied by giving it 0 rows (one
+        header write), so viewers see no rows of zeros; older files keep a full-size tail,
+        which writers of their versions expect."""
+        if not hasattr(self, "_tail_used"):
+            return  # the row log was never loaded: its rows stand as they were found
+        trim = fmt.has_checks(self.version)
+        on_disk = self._tail_used - self._tail_start
+        if not on_disk and not (trim and self.f[fmt.INDEX_TAIL].shape[0]):
             return
         f = self.swmr_off()
         index, tail = f[fmt.INDEX], f[fmt.INDEX_TAIL]
-        rows = self._tail_rows[: self._tail_used]
-        start = self._index_rows
-        index.resize(start + len(rows), axis=0)
-        _write_rows(index, start, rows)
+        if on_disk:
+            start = self._index_rows + self._tail_start
+            index.resize(start + on_disk, axis=0)
+            _write_rows(index, start, self._tail_rows[self._tail_start : self._tail_used])
+            f.flush()
+            self._tail_start = self._tail_used  # all of them in /index now
+        if trim:
+            tail.resize(0, axis=0)
+        else:
+            _write_rows(tail, 0, np.zeros(on_disk, dtype=fmt.INDEX_DTYPE))
         f.flush()
-        self._tail_rows[...] = 0
-        _write_rows(tail, 0, self._tail_rows)
-        f.flush()
-        self._index_rows += len(rows)
-        self._tail_used = 0

@@ -204,13 +204,8 @@ def _vectors(
 ) -> np.ndarray | None:
     if columns is None or not score_width(store):
         return None
-    ds = store._file[fmt.SCORES]
-    lo, hi = int(index_rows[0]), int(index_rows[-1]) + 1
-    block = np.full((hi - lo, ds.shape[1]), np.nan, dtype=np.float32)
-    stored = max(0, min(hi, ds.shape[0]) - lo)
-    if stored:
-        block[:stored] = ds[lo : lo + stored]
-    return block[index_rows - lo][:, columns]
+    # The store's checked read: a damaged vector is an error here, not a copied wrong value.
+    return store._aligned_column(fmt.SCORES, index_rows)[:, columns]
 
 
 def _sources(store: ImageStore, index_rows: np.ndarray) -> list[str | None] | None:

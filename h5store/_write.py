@@ -268,7 +268,10 @@ class StoreWriter:
                 )
             n_rows = len(self.index)
             if needs_scores:
-                fmt.ensure_scores(f, n_rows, batch.vectors.shape[1], links)
+                k = batch.vectors.shape[1]
+                columns = [batch.label_name(j, catalog.labels) for j in range(k)]
+                checked = fmt.has_checks(w.version)
+                fmt.ensure_scores(f, n_rows, k, links, columns if checked else None)
             if needs_sources:
                 fmt.ensure_sources(f, n_rows, links)
             links.link_all(f)
@@ -300,9 +303,10 @@ class StoreWriter:
         if len(payloads) != n:
             raise InvalidInputError(f"{len(payloads)} payloads for a batch of {n} images")
         if with_scores:
-            ds = w.dataset(fmt.SCORES)
-            ds.resize(max(ds.shape[0], n0 + n), axis=0)
-            ds[n0 : n0 + n] = np.nan if batch.vectors is None else batch.vectors
+            checks = w.dataset(fmt.SCORE_CRC32) if fmt.SCORE_CRC32 in f else None  # (1.2)
+            fmt.write_scores(
+                w.dataset(fmt.SCORES), checks, n0, n, batch.vectors, created=needs_scores
+            )
         if with_sources:
             sources = [""] * n if batch.sources is None else batch.sources
             ds = w.dataset(fmt.SOURCES)

@@ -113,6 +113,9 @@ def report(
         with bar:
             bar.set_postfix_str("index")
             stats = store.stats()
+            # The page shows the index's top-1 scores; the vectors they came from are checked
+            # too, so that a damaged /scores is an error here as on every other read.
+            store._check_score_vectors()
             rows = store.index
             rows = rows[rows["deleted"] == 0]
             data = _analyse(rows, list(store.labels), max_classes)

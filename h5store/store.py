@@ -305,7 +305,9 @@ class ImageStore:
             self._mapped.close()
         self._mapped = MappedFile(self.path, populate=populate)
         rows = np.zeros(0, fmt.INDEX_DTYPE) if new_file else read_committed_rows(f, self._mapped)
-        self._catalog = catalog = Catalog(f, self._class_group)
+        #: the file carries the checks of format 1.2 (/score_crc32, class cross-checks)
+        self._checked = fmt.has_checks(fmt.file_version(f))
+        self._catalog = catalog = Catalog(f, self._class_group, checked=self._checked)
         fmt.check_rows(rows, catalog.table, len(catalog.labels), self.path)
         self._index = Index(rows, adopt=True)
         catalog.set_lengths(self._index.column("stack"), self._index.column("position"))
@@ -781,9 +783,8 @@ class ImageStore:
         true = int(r["true_label"])
         score = float(r["score"])
         stack = self._stacks[int(r["stack"])]
-        vector = self._row_of_optional(fmt.SCORES, row)
-        if vector is not None:
-            fmt.check_score_vector(vector, int(r["label"]), r["score"], int(r["id"]), self.path)
+        vector = self._aligned_column(fmt.SCORES, np.array([row]))
+        vector = None if vector is None or np.isnan(vector[0]).all() else vector[0]
         return Record(
             id=int(r["id"]),
             label=self._labels[int(r["label"])],
@@ -794,27 +795,16 @@ class ImageStore:
             codec=r["codec"].decode(),
             nbytes=int(r["nbytes"]),
             crc32=int(r["crc32"]),
-            source=self._row_of_optional(fmt.SOURCES, row),
+            source=self._source_of(row),
             scores=vector,
             stack=stack.path,
             position=int(r["position"]),
         )
 
-    def _row_of_optional(self, name: str, row: int) -> Any:
-        """Row ``row`` of /sources or /scores; None where the store has no such dataset or
-        the image none."""
-        if name == fmt.SOURCES:
-            values = self._aligned_column(name, np.array([row]))
-            return None if values is None else values[0]
-        with fmt.damage_reported(self.path):
-            f = self._file
-            if name not in f:
-                return None
-            fmt.check_aligned(f[name], self.path)
-            if row >= f[name].shape[0]:
-                return None
-            value = f[name][row]
-        return None if np.isnan(value).all() else value
+    def _source_of(self, row: int) -> str | None:
+        """The checked source of index row ``row``; None where the store or the image has none."""
+        values = self._aligned_column(fmt.SOURCES, np.array([row]))
+        return None if values is None else values[0]
 
     # ------------------------------------------------------------------ queries
 
@@ -855,7 +845,8 @@ class ImageStore:
 
     def _aligned_column(self, name: str, rows: np.ndarray) -> np.ndarray | None:
         """/scores or /sources at index rows ``rows`` (rows past its end: NaN or None); each
-        source checked against /source_crc32."""
+        source checked against /source_crc32, each score vector against the index's top-1
+        score and (1.2) against /score_crc32."""
         with fmt.damage_reported(self.path):
             f = self._file
             if name == fmt.SOURCES:
@@ -869,15 +860,9 @@ class ImageStore:
                 out = np.empty(len(sources), dtype=object)
                 out[:] = sources
                 return out
-            if name not in f:
-                return None
-            ds = f[name]
-            fmt.check_aligned(ds, self.path)
-            values = ds[...]  # one read: h5py's per-row selections cost far more
-        inside = rows < len(values)
-        out = np.full((len(rows), ds.shape[1]), np.nan, dtype=np.float32)
-        out[inside] = values[rows[inside]]
-        return out
+            rows = np.asarray(rows, dtype=np.int64)
+            index_rows = {c: self._index.column(c)[rows] for c in fmt.SCORE_CROSS_CHECKED}
+            return fmt.read_scores(f, rows, index_rows, self.path, self._checked)
 
     @property
     def scores(self) -> np.ndarray | None:
@@ -887,6 +872,15 @@ class ImageStore:
         self._sync()
         self._check_open()
         return self._aligned_column(fmt.SCORES, np.flatnonzero(self._index.live_mask()))
+
+    def _check_score_vectors(self, block: int = 1 << 16) -> None:
+        """Put every live score vector through the checks of :meth:`scores`, ``block`` rows
+        at a time, keeping none: for readers that show only the index's top-1 scores (the
+        report), in memory bounded by the block whatever K is."""
+        live = np.flatnonzero(self._index.live_mask())
+        for start in range(0, len(live), block):
+            if self._aligned_column(fmt.SCORES, live[start : start + block]) is None:
+                return
 
     @property
     def sources(self) -> list[str | None]:

@@ -117,6 +117,9 @@ def test_sources_replaced_by_another_table_is_named(sealed_store):
 
 
 def test_a_damaged_score_vector_is_caught_by_its_top1(store_path):
+    """The predicted class's entry is also the index's top-1 score: a change there is caught
+    by that cross-check on every read, even with its /score_crc32 check rewritten to match
+    (the per-row checks themselves: tests/test_score_checks.py)."""
     with h5store.open(store_path, "w", codec="png", labels=["a", "b"]) as store:
         store.add_batch(
             np.zeros((3, 4, 4), np.uint8),
@@ -125,12 +128,16 @@ def test_a_damaged_score_vector_is_caught_by_its_top1(store_path):
         )
     with h5py.File(store_path, "r+", locking=False) as f:
         f["scores"][1] = [0.3, 0.2]  # the predicted class's entry changed
-        f["scores"][2] = [0.6, 0.5]  # another entry: not caught (no checksum on /scores)
+        f["score_crc32"][1] = fmt.score_checks(f["scores"][1:2])[0]
     with h5store.open(store_path) as store:
         assert store.record(0).scores.tolist() == pytest.approx([0.9, 0.1])
         with pytest.raises(h5store.FormatError, match="score vector of image 1"):
             store.record(1)
-        assert store.record(2).scores[1] == pytest.approx(0.5)
+        with pytest.raises(h5store.FormatError, match="score vector of image 1"):
+            _ = store.scores
+        with pytest.raises(h5store.FormatError, match="score vector of image 1"):
+            store.to_pandas(scores=True)
+        assert store.record(2).scores[1] == pytest.approx(0.4)
 
 
 # --------------------------------------------------------------------------- sources

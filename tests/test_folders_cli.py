@@ -77,7 +77,7 @@ def test_demo_info_verify_index_on_the_command_line(tmp_path):
     text = h5store_cli("demo", "--out", str(tmp_path / "d2.h5"), "--n", "16", "--size", "32").stdout
     assert "h5store demo: 16 crops" in text and "verify: ok" in text
     info = json.loads(h5store_cli("info", str(out), "--json").stdout)
-    assert info["images"] == 40 and info["format_version"] == [1, 1]
+    assert info["images"] == 40 and info["format_version"] == list(h5store.FORMAT_VERSION)
     h5store_cli("index", str(out), "--csv", str(tmp_path / "index.csv"))
     lines = (tmp_path / "index.csv").read_text().splitlines()
     assert lines[0].startswith("id,label,true_label,score") and len(lines) == 41

@@ -2,10 +2,13 @@
 
 Every other test writes with today's code before reading, so a change that writer and reader
 share (a dtype or path in format.py) goes unnoticed there. tests/data/golden-1.0.h5 was written
-by h5store a3b28f7 (format 1.0: sources without checks) and tests/data/golden-1.1.h5 by h5store
-7dc4f43 (format 1.1: every source checked in /source_crc32), both by tests/data/make_golden.py
-from the same images; the expected values beside each were read back then. Every test runs on
-both files. If one fails, today's code changed that format version: make a new version instead.
+by h5store a3b28f7 (format 1.0: sources without checks), tests/data/golden-1.1.h5 by h5store
+7dc4f43 (format 1.1: every source checked in /source_crc32) and tests/data/golden-1.2.h5 by
+h5store 9be4a32 (format 1.2: every score row checked in /score_crc32, class groups checked
+against /labels and /stacks at open, NUL-terminated /labels, no tail rows after close), all by
+tests/data/make_golden.py from the same images; the expected values beside each were read back
+then. Every test runs on every file. If one fails, today's code changed that format version:
+make a new version instead.
 """
 
 import json
@@ -23,7 +26,7 @@ import h5store
 from h5store import format as fmt
 
 DATA = Path(__file__).parent / "data"
-VERSIONS = ("1.0", "1.1")
+VERSIONS = ("1.0", "1.1", "1.2")
 
 
 @dataclass(frozen=True)
@@ -44,6 +47,11 @@ class GoldenFile:
     @property
     def version_attr(self) -> list[int]:
         return [int(part) for part in self.version.split(".")]
+
+    @property
+    def checked(self) -> bool:
+        """Whether the file carries the checks of format 1.2."""
+        return tuple(self.version_attr) >= (1, 2)
 
     @property
     def index(self) -> np.ndarray:
@@ -136,6 +144,65 @@ def test_golden_changed_source_is_damage_from_format_1_1_on(gold, tmp_path, give
                 store.record(image_id)
             with pytest.raises(h5store.FormatError, match="/source_crc32"):
                 _ = store.sources
+
+
+def test_golden_scores_are_checked_from_format_1_2_on(gold, tmp_path):
+    """A score entry of a class the image was not predicted as, changed behind the file's
+    back: a 1.2 reader compares the row with its check and refuses it; older files have no
+    check to compare (the predicted class's entry is cross-checked in every version)."""
+    row = int(np.flatnonzero(~np.isnan(gold.arrays["scores"]).all(axis=1))[-1])
+    image_id = int(gold.index["id"][row])
+    other = (int(gold.index["label"][row]) + 1) % len(gold.labels)
+    copy = tmp_path / "golden.h5"
+    shutil.copy(gold.path, copy)
+    with h5py.File(copy, "r+", locking=False) as f:
+        assert (fmt.SCORE_CRC32 in f) == gold.checked
+        f[fmt.SCORES][row, other] = 0.5
+    with h5store.open(copy) as store:
+        if not gold.checked:
+            assert store.record(image_id).scores[other] == 0.5
+            assert store.scores[-1][other] == 0.5
+        else:
+            message = rf"/scores row {row} \(image {image_id}\)"
+            with pytest.raises(h5store.FormatError, match=message):
+                store.record(image_id)
+            with pytest.raises(h5store.FormatError, match=message):
+                _ = store.scores
+            with pytest.raises(h5store.FormatError, match=message):
+                store.to_pandas(scores=True)
+
+
+def test_golden_labels_are_checked_against_class_groups_from_format_1_2_on(gold, tmp_path):
+    copy = tmp_path / "golden.h5"
+    shutil.copy(gold.path, copy)
+    with h5py.File(copy, "r+", locking=False) as f:
+        labels = f[fmt.LABELS][()]
+        labels[gold.labels.index("dog")] = b"wolf"
+        f[fmt.LABELS][...] = labels
+    if gold.checked:
+        with pytest.raises(h5store.FormatError, match=r"class 'wolf' \(/classes/dog\)"):
+            h5store.open(copy)
+    else:
+        with h5store.open(copy) as store:  # as before 1.2: the label reads as changed
+            assert store.record(1000).label == "wolf"
+
+
+def test_golden_file_without_h5store(gold):
+    """What plain HDF5 sees: 1.2 stores /labels NUL-terminated (h5dump prints the text),
+    names the columns of /scores and leaves no rows in /index_tail; older files as before."""
+    with h5py.File(gold.path, "r", locking=False) as f:
+        labels = f[fmt.LABELS]
+        assert [s.decode() for s in labels[()]] == gold.labels
+        pad = labels.id.get_type().get_strpad()
+        tail = f[fmt.INDEX_TAIL]
+        if gold.checked:
+            assert pad == h5py.h5t.STR_NULLTERM and labels.dtype.itemsize == 256
+            assert f[fmt.SCORES].attrs["columns"].tolist() == gold.labels
+            assert tail.shape == (0,) and tail.maxshape == (fmt.INDEX_CHUNK_ROWS,)
+        else:
+            assert pad == h5py.h5t.STR_NULLPAD and labels.dtype.itemsize == 255
+            assert "columns" not in f[fmt.SCORES].attrs
+            assert tail.shape == (fmt.INDEX_CHUNK_ROWS,) and not tail["nbytes"].any()
 
 
 def test_golden_labels_ids_and_index(gold, golden):
@@ -321,11 +388,19 @@ def test_golden_file_takes_new_images(gold, tmp_path):
         # crash-safe): the file keeps unchecked sources, which read as before.
         unchecked = gold.version == "1.0"
         assert (fmt.SOURCE_CRC32 not in f) == unchecked
+        # an older file keeps its layout: no score checks, a full-size tail
+        assert (fmt.SCORE_CRC32 in f) == gold.checked
+        assert (f[fmt.INDEX_TAIL].shape[0] == 0) == gold.checked
+        if gold.checked:  # the rows added are checked too
+            checks = f[fmt.SCORE_CRC32][()]
+            assert checks.tolist() == fmt.score_checks(f[fmt.SCORES][()]).tolist()
     if not unchecked:
         assert_every_source_checked(copy)  # the rows added too
 
 
-def test_repack_gives_a_golden_file_todays_format_with_every_source_checked(gold, tmp_path):
+def test_repack_gives_a_golden_file_todays_format_with_every_source_and_score_checked(
+    gold, tmp_path
+):
     out = tmp_path / "repacked.h5"
     h5store.repack(gold.path, out, progress=False)
     assert_every_source_checked(out)
@@ -333,3 +408,10 @@ def test_repack_gives_a_golden_file_todays_format_with_every_source_checked(gold
         assert new.stats()["format_version"] == list(h5store.FORMAT_VERSION)
         assert old.stats()["format_version"] == gold.version_attr
         assert new.sources == old.sources and any(new.sources)
+        assert np.array_equal(new.scores, old.scores, equal_nan=True)
+    with h5py.File(out, "r") as f:  # every score row of the copy is checked
+        checks = f[fmt.SCORE_CRC32][()]
+        assert len(checks) == len(f[fmt.SCORES]) and checks.all()
+        assert checks.tolist() == fmt.score_checks(f[fmt.SCORES][()]).tolist()
+        assert f[fmt.SCORES].attrs["columns"].tolist() == gold.labels
+        assert f[fmt.INDEX_TAIL].shape == (0,)

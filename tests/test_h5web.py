@@ -73,12 +73,13 @@ def awkward_store(tmp_path_factory):
     path = tmp_path_factory.mktemp("h5wasm") / "awkward.h5"
     images, _ = photo_crops()
     rgb, gray16 = images[:, :24, :32], images[:, :24, :32, 0].astype(np.uint16) * 257
-    with h5store.open(path, "w") as store:
+    vectors = np.random.default_rng(2).random((10, len(AWKWARD))).astype(np.float32)
+    with h5store.open(path, "w", labels=AWKWARD) as store:
         store.add_batch(
             images[:10],
             labels=AWKWARD * 2,
             true_labels=AWKWARD[::-1] * 2,
-            scores=np.linspace(0.05, 0.95, 10),
+            scores=vectors,
         )
         for name in h5store.available_codecs():
             codec = h5store.get_codec(name)
@@ -93,6 +94,12 @@ def test_h5wasm_reads_what_h5py_reads(awkward_store):
     seen = h5wasm_read(awkward_store)
     with h5py.File(awkward_store, "r") as f:
         assert seen["root"] == {k: plain(v) for k, v in f.attrs.items()}
+        # /labels and the columns of /scores as text (NUL-terminated and variable-length
+        # strings), and no tail rows after close
+        assert seen["labels"] == [s.decode() for s in f["labels"][()]]
+        assert seen["labels"][: len(AWKWARD)] == AWKWARD
+        assert seen["scoreColumns"] == AWKWARD == f["scores"].attrs["columns"].tolist()
+        assert seen["tailShape"] == [0]
         index = f["index"][()]
         assert seen["index"]["columns"] == list(index.dtype.names)
         assert seen["index"]["shape"] == list(index.shape)

@@ -147,3 +147,33 @@ def test_silx_recognises_each_preview_as_an_rgb_image(every_codec):
             view = nxdata.NXdata(group)
             assert view.interpretation == "rgba-image" and view.is_image
             assert view.signal.shape[-1] == 3
+
+
+def _h5dump(*args: str) -> str:
+    done = subprocess.run(["h5dump", *args], capture_output=True, text=True)
+    assert done.returncode == 0, done.stderr
+    return done.stdout
+
+
+@h5dump_missing
+def test_h5dump_prints_labels_and_score_columns_as_plain_text(tmp_path):
+    """Format 1.2 (issue 23 item 6): /labels NUL-terminated, so HDF5 1.10's h5dump prints each
+    label and not its padding (format 1.1 printed "cat" and 252 "\\000"); /scores names its
+    columns; a closed store's /index_tail has no rows."""
+    path = str(tmp_path / "labels.h5")
+    labels = ["cat", "dog", "a much longer label, with spaces", "x" * 255]
+    vectors = np.eye(len(labels), dtype=np.float32)
+    with h5store.open(path, "w", codec="png", labels=labels) as store:
+        store.add_batch(np.zeros((4, 4, 4), np.uint8), labels=labels, scores=vectors)
+    text = _h5dump("-d", "/labels", path)
+    assert "H5T_STR_NULLTERM" in text and "\\000" not in text
+    for label in labels:
+        assert f'"{label}"' in text, label
+    assert '(0): "cat", "dog",' in text
+    columns = _h5dump("-a", "/scores/columns", path)
+    assert "H5T_VARIABLE" in columns and '(0): "cat", "dog",' in columns
+    tail = _h5dump("-d", "/index_tail", path)
+    assert "SIMPLE { ( 0 ) / ( 512 ) }" in tail
+    with h5py.File(path, "r") as f:  # and in h5py, as bytes or (asstr) as text
+        assert f["labels"].asstr()[()].tolist() == labels
+        assert f["scores"].attrs["columns"].tolist() == labels

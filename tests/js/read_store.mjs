@@ -1,5 +1,6 @@
 // Read an h5store file with h5wasm (the HDF5 build h5web's VS Code and standalone viewers use)
-// and print what it sees as JSON: root attributes, every class group's attributes, the rows of
+// and print what it sees as JSON: root attributes, /labels, the columns of /scores, the shape of
+// /index_tail, every class group's attributes, the rows of
 // /index, each class preview's shape and pixels, and the first image of every image stack as
 // decoded by the HDF5 filter plugins h5web's viewers load (h5wasm-plugins), or the error HDF5
 // gave. tests/test_h5web.py compares it with h5py and h5store.
@@ -67,8 +68,12 @@ for (const name of classes.keys()) {
     }
   }
 }
+const scores = file.get("scores");
 const result = {
   root: attributes(file),
+  labels: file.get("labels").value,
+  scoreColumns: scores ? scores.attrs.columns?.value ?? null : null,
+  tailShape: file.get("index_tail").shape,
   index: {
     shape: index.shape,
     columns: index.metadata.compound_type.members.map((m) => m.name),
