@@ -293,16 +293,17 @@ ROW_EDITS = {
         "height": ("x2", "half", 65000, 0),
         "width": ("x2", "half", 65000, 0),
         "channels": (1, 3, 4, 0),
-        "dtype": (b"uint8", b"uint16", b"float64"),
+        "dtype": ("uint8", "uint16", "float64"),
     },
     "stacks": {
         "height": ("x2", "half", 65000, 0),
         "width": ("x2", "half", 65000, 0),
         "channels": (1, 3, 4, 0),
-        "dtype": (b"uint8", b"uint16", b"float64"),
-        "codec": (b"jpeg", b"png", b"raw", b"zstd", b"nonexistent"),
+        "dtype": ("uint8", "uint16", "float64"),
+        "codec": ("jpeg", "png", "raw", "zstd", "nonexistent"),
     },
 }
+ROW_TEXT = {v for table in ROW_EDITS.values() for f in ("dtype", "codec") for v in table.get(f, ())}
 _CONFIGS = (
     '{"id": "png", "level": 6}',
     '{"id": "jpeg", "optimize": false, "quality": 1000, "subsampling": "420"}',
@@ -591,7 +592,8 @@ def mutate(path: str, trial: dict, data: bytes) -> None:
             k = _row_number(ds, trial["id"]) if target == "/index" else int(index_row["stack"])
             row = ds[k]
             field = trial["field"]
-            row[field] = variant if isinstance(variant, bytes) else _scaled(row[field], variant)
+            # (text values are the byte-string fields: dtype, codec; kept as text for --json)
+            row[field] = variant.encode() if variant in ROW_TEXT else _scaled(row[field], variant)
             ds[k] = row
     if kind == "header dims":
         with open(path, "r+b") as fh:
@@ -816,7 +818,7 @@ def run_trial(
     truth: dict,
     folder: str,
     timeout: float,
-    memory_mib: int = 1024,
+    memory_mib: int = 256,
     allowed: tuple[str, ...] | None = None,
     reader=read_back,
 ) -> dict:
@@ -919,7 +921,7 @@ def fuzz(
     replay: list[int] | None = None,
     progress: bool = False,
     structural: int = 0,
-    memory_mib: int = 1024,
+    memory_mib: int = 256,
     trace: bool = True,
 ) -> dict:
     """Run ``trials`` byte trials then ``structural`` structural ones (numbered after them)."""
@@ -1012,7 +1014,7 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--processes", type=int, default=2)
     parser.add_argument("--timeout", type=float, default=20.0, help="seconds per trial")
     parser.add_argument(
-        "--memory", type=int, default=1024, help="MiB the reads may add to the address space"
+        "--memory", type=int, default=256, help="MiB the reads may add to the address space"
     )
     parser.add_argument("--no-trace", action="store_true", help="do not run strace")
     parser.add_argument("--replay", type=int, nargs="*", help="run only these trial numbers")

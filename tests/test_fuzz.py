@@ -24,7 +24,7 @@ pytestmark = pytest.mark.skipif(shutil.which("strace") is None, reason="needs st
 
 BYTE_TRIALS = int(os.environ.get("H5STORE_FUZZ_TRIALS", "120"))
 STRUCTURAL_TRIALS = int(os.environ.get("H5STORE_FUZZ_STRUCTURAL", "120"))
-MEMORY_MIB = 512
+MEMORY_MIB = 256
 
 
 @pytest.fixture(scope="module")
