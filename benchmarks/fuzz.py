@@ -400,7 +400,7 @@ def plan_structural(stores: dict[str, dict], trials: int, seed: int, first: int)
                 trial["target"] = "/"
             elif where == "class":
                 trial["target"] = rng.choice(
-                    [p for p in objs if objs[p]["group"] and p.count("/") == 2 and "classes" in p]
+                    [p for p in objs if objs[p]["group"] and re.fullmatch("/classes/[^/]+", p)]
                 )
             else:
                 trial["target"] = rng.choice([p for p in datasets if objs[p]["stack"]])
@@ -418,7 +418,6 @@ def plan_structural(stores: dict[str, dict], trials: int, seed: int, first: int)
             trial["field"] = field
             trial["variant"] = rng.choice(ROW_EDITS[table][field])
             trial["id"] = rng.choice(sorted(stores[name]["truth"]))
-        trial["part"] = kind
         out.append(trial)
     return out
 
@@ -949,6 +948,7 @@ def fuzz(
             "memory_bound_mib": memory_mib,
             "results": results,
             "h5store": h5store.__version__,
+            "h5store_path": os.path.dirname(h5store.__file__),
             "h5py": h5py.__version__,
             "hdf5": h5py.version.hdf5_version,
         }
@@ -1038,7 +1038,7 @@ def main(argv: list[str] | None = None) -> int:
     print(
         f"h5store fuzz: {report['trials']} trials, seed {args.seed}, "
         f"{report['seconds']} s on {args.processes} processes, load {report['load'][0]:.1f} "
-        f"(h5py {report['h5py']}, HDF5 {report['hdf5']}); "
+        f"(h5store from {report['h5store_path']}, h5py {report['h5py']}, HDF5 {report['hdf5']}); "
         + ("opens traced with strace" if report["traced"] else "not traced")
         + f"; address space bound +{args.memory} MiB per read\n"
     )
