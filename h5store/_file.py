@@ -71,7 +71,9 @@ _RDCC_NBYTES = 1 << 20
 #: sample where HDF5 grew its chunk index (one in fifty to a hundred images) costs a read-back
 #: of each of its payloads, 1-2 us apiece; eight balances the two.
 OFFSET_SAMPLE = 8
-_READER_RETRY_SECONDS = 2.0
+#: How long a reader waits out a live writer's restructuring (open_for_reading) or retries
+#: an open that met it (ImageStore._open_reader).
+READER_RETRY_SECONDS = 2.0
 
 
 #: What ``h5store.open(..., locking=)`` accepts; see :func:`check_locking`.
@@ -432,7 +434,7 @@ def _open_hdf5_for_reading(path: str, locking: object) -> h5py.File:
         raise err
     if not h5py.is_hdf5(path):
         raise NotAStoreError(f"{path} is not an HDF5 file")
-    deadline = time.monotonic() + _READER_RETRY_SECONDS
+    deadline = time.monotonic() + READER_RETRY_SECONDS
     delay = 0.005
     while True:
         if not superblock_intact(path):

@@ -829,6 +829,8 @@ def read_sources(
         check_aligned(checks_ds, path)
     rows = np.asarray(rows, dtype=np.int64)
     out: list[str | None] = [None] * len(rows)
+    if checks_ds is not None:
+        _check_rows_past_sources(rows, ids, ds.shape[0], checks_ds, path)
     inside = np.flatnonzero(rows < ds.shape[0])
     if not len(inside):
         return out
@@ -861,6 +863,25 @@ def read_sources(
                 f"{path}: /{SOURCES} row {int(rows[k])} (image {int(ids[k])}) is damaged: not UTF-8"
             ) from None
     return out
+
+
+def _check_rows_past_sources(
+    rows: np.ndarray, ids: np.ndarray, n_sources: int, checks_ds: h5py.Dataset, path: str
+) -> None:
+    """Rows past the end of /sources read as no source: refuse one whose check in
+    /source_crc32 says a source was recorded (a /sources cut short; found by the fuzzer)."""
+    past = np.flatnonzero((rows >= n_sources) & (rows < checks_ds.shape[0]))
+    if not len(past):
+        return
+    lo, hi = int(rows[past].min()), int(rows[past].max()) + 1
+    checks = checks_ds[lo:hi][rows[past] - lo]
+    lost = np.flatnonzero((checks != 0) & (checks != source_check(b"")))
+    if len(lost):
+        k = int(past[lost[0]])
+        raise FormatError(
+            f"{path}: /{SOURCES} is damaged: it ends before row {int(rows[k])} (image "
+            f"{int(ids[k])}), whose source /{SOURCE_CRC32} records"
+        )
 
 
 # How HDF5 stores one variable-length string in a dataset: its length, and the address and

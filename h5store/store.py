@@ -26,6 +26,7 @@ from . import format as fmt
 from ._catalog import Catalog, Stack, query_label_ids
 from ._file import (
     MODES,
+    READER_RETRY_SECONDS,
     MappedFile,
     WriterLock,
     check_locking,
@@ -471,11 +472,16 @@ class ImageStore:
                 self._reader = open_for_reading(self.path, self._locking)
             raise
 
-    def _open_reader(self, attempts: int = 4) -> None:
+    def _open_reader(self) -> None:
         """Open and load for reading. While a writer appends, a SWMR reader can meet a chunk the
-        writer placed past the end of file it read at open (HDF5: "addr overflow"); that is a
-        race, not damage, so with a live writer the open is retried."""
-        for attempt in range(attempts):
+        writer placed past the end of file it read at open (HDF5: "addr overflow"), or tail
+        rows a recovering writer is restructuring; that is a race, not damage, so with a live
+        writer the open is retried for as long as open_for_reading waits for a writer (a
+        bound in time, not in attempts: four attempts, 70 ms of sleep, were too few for a
+        writer recovering under load)."""
+        deadline = time.monotonic() + READER_RETRY_SECONDS
+        delay = 0.01
+        while True:
             self._reader = reader = open_for_reading(self.path, self._locking)
             try:
                 with fmt.damage_reported(self.path):
@@ -484,9 +490,10 @@ class ImageStore:
             except FormatError:
                 reader.close()
                 self._reader = None
-                if attempt == attempts - 1 or not WriterLock.is_held(self.path):
+                if time.monotonic() >= deadline or not WriterLock.is_held(self.path):
                     raise
-                time.sleep(0.01 * 2**attempt)
+                time.sleep(delay)
+                delay = min(2 * delay, 0.1)
                 continue
             return
 

@@ -183,6 +183,23 @@ def test_a_zeroed_sources_chunk_is_an_error_not_no_source(sourced_store):
         assert np.array_equal(store[0], np.zeros((4, 4), np.uint8))  # the images are intact
 
 
+@pytest.mark.parametrize("length", [0, 3])
+def test_sources_cut_short_are_an_error_not_no_source(sourced_store, length):
+    # Rows past the end of /sources read as no source, unless their check says otherwise.
+    with h5py.File(sourced_store, "r+", locking=False) as f:
+        f["sources"].resize((length,))
+    with h5store.open(sourced_store) as store:
+        first = 0 if length == 0 else 3  # the first row whose recorded source is gone
+        for read in (lambda: store.sources, lambda: store.to_pandas()):
+            with pytest.raises(h5store.FormatError, match=rf"ends before row {first} "):
+                read()
+        with pytest.raises(h5store.FormatError, match=r"ends before row 3 \(image 3\)"):
+            store.record(3)
+        assert store.record(2).source is None  # stored without one: its check is that of ""
+        if length:
+            assert store.record(0).source == SOURCES[0]
+
+
 def test_a_changed_byte_of_a_source_string_is_an_error(sourced_store):
     _write_at(sourced_store, _heap_offset(sourced_store, "café") + 1, b"b")
     with h5store.open(sourced_store) as store:

@@ -123,3 +123,32 @@ def test_loader_with_pin_memory_gives_the_same_batches(dataset_file):
     assert sorted(seen) == ids
     for image_id in ids:
         assert np.array_equal(seen[image_id], images[image_id])
+
+
+def test_targets_follow_ids_given_out_of_order(dataset_file):
+    path, images, classes = dataset_file
+    ids = [5, 0, 2]
+    for target, expected in (("label", classes), ("true_label", classes[::-1])):
+        ds = ImageStoreDataset(path, ids=ids, target=target)
+        assert ds.ids.tolist() == ids
+        for k, image_id in enumerate(ids):
+            image, label = ds[k]
+            assert np.array_equal(image.permute(1, 2, 0).numpy(), images[image_id])
+            assert ds.classes[label] == expected[image_id]
+        batch, labels = ds.batch([0, 1, 2])
+        assert [ds.classes[t] for t in labels.tolist()] == [expected[i] for i in ids]
+        assert np.array_equal(batch[2].permute(1, 2, 0).numpy(), images[2])
+
+
+def test_shuffled_loader_order_follows_the_generator_seed(dataset_file):
+    path, images, _ = dataset_file
+    ds = ImageStoreDataset(path, ids=[i for i in range(len(images)) if i != 3], target="id")
+
+    def order(seed):
+        loader = ds.loader(4, shuffle=True, generator=torch.Generator().manual_seed(seed))
+        return [i for _, batch_ids in loader for i in batch_ids.tolist()]
+
+    first = order(7)
+    assert sorted(first) == ds.ids.tolist() and first != ds.ids.tolist()
+    assert order(7) == first
+    assert order(8) != first
