@@ -156,7 +156,7 @@ ONE_MORE_BATCH_THEN_KILLED = textwrap.dedent(
     store = h5store.open(sys.argv[1], "a", codec="png")  # recovers the killed writer's file
     print(len(store))
     store.add_batch(images(1, 3), labels=["c"])
-    getattr(store, "commit", lambda: None)()  # (a writer that commits later than add_batch)
+    store.commit()
     os._exit(0)  # no close: the file stays as the batch's commit left it, unsealed
     """
 )
@@ -220,6 +220,7 @@ SEAL = textwrap.dedent(
     store = h5store.open(path, "w", codec="png")
     store.add_batch(images(3, 1), labels=["a"] * 3)
     store.add_batch(images(2, 2), labels=["b"] * 2)
+    store.commit()
     rows = store._writer.file
     rows.swmr_off().flush()  # as close() does first: the window is the seal alone
     shutil.copy(path, path + ".before")
