@@ -15,7 +15,7 @@ import numpy as np
 
 from . import _inputs
 from . import format as fmt
-from .codecs import Codec, codec_from_config, image_shape
+from .codecs import Codec, ImageInfo, codec_from_config, image_shape
 from .errors import InvalidInputError
 
 
@@ -58,6 +58,12 @@ class Stack:
     @property
     def shape(self) -> tuple[int, ...]:
         return image_shape(self.key.height, self.key.width, self.key.channels)
+
+    @property
+    def geometry(self) -> ImageInfo:
+        """What every payload of the stack must declare (see Codec.header_problem)."""
+        key = self.key
+        return ImageInfo(key.height, key.width, key.channels, np.dtype(key.dtype))
 
 
 def existing_label_id(
