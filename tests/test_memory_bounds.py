@@ -8,7 +8,7 @@ import zlib
 import h5py
 import numpy as np
 import pytest
-from conftest import run_python
+from conftest import h5store_cli, run_python
 
 import h5store
 from h5store import format as fmt
@@ -177,3 +177,68 @@ def test_the_codec_refuses_a_payload_of_another_geometry_before_decoding(codec):
             c.decoder(shape, RGB.dtype)(payload)
         with pytest.raises(DamagedImageError, match="damaged"):
             c.decoder(shape, RGB.dtype)(payload, np.empty(shape[:1] and (1, 1, 3), np.uint8))
+
+
+# --------------------------------------------------------------------------- claimed sizes
+
+
+@pytest.fixture
+def small_store(store_path):
+    with h5store.open(store_path, "w", codec="png", labels=["a", "b"]) as store:
+        store.add_batch(
+            np.zeros((4, 8, 8), np.uint8),
+            labels=["a", "b", "a", "b"],
+            scores=np.full((4, 2), 0.5, np.float32),
+            sources=["w", "x", "y", "z"],
+        )
+    return store_path
+
+
+def _resize(path, name, rows):
+    with h5py.File(path, "r+", locking=False) as f:
+        f[name].resize(rows, axis=0)
+
+
+@pytest.mark.parametrize("name", [fmt.INDEX, fmt.LABELS, fmt.STACKS])
+def test_a_table_resized_past_what_the_file_holds_is_refused_at_open(small_store, name):
+    _resize(small_store, name, 10**12)
+    with pytest.raises(h5store.FormatError, match=rf"/{name} is damaged: its shape \(10+,\)"):
+        h5store.open(small_store)
+
+
+@pytest.mark.parametrize(
+    ("name", "read"),
+    [
+        (fmt.SCORES, lambda store: store.scores),
+        (fmt.SCORES, lambda store: store.record(0)),
+        (fmt.SOURCES, lambda store: store.sources),
+        (fmt.SOURCE_CRC32, lambda store: store.record(0)),
+    ],
+)
+def test_an_aligned_column_resized_past_what_the_file_holds_is_refused(small_store, name, read):
+    _resize(small_store, name, 10**12)
+    with h5store.open(small_store) as store:
+        with pytest.raises(h5store.FormatError, match=rf"/{name} is damaged: its shape"):
+            read(store)
+
+
+def test_h5store_info_on_an_index_of_10_12_rows_exits_2_without_traceback(small_store):
+    _resize(small_store, fmt.INDEX, 10**12)
+    done = h5store_cli("info", small_store, check=False)
+    assert done.returncode == 2
+    assert "Traceback" not in done.stderr and "MemoryError" not in done.stderr
+    assert "/index is damaged" in done.stderr and len(done.stderr.strip().splitlines()) == 1
+
+
+@pytest.mark.parametrize(
+    "dtype", ["S300000000", h5py.string_dtype()], ids=["300MB-fixed", "variable-length"]
+)
+def test_labels_longer_than_the_format_allows_are_refused_before_they_are_read(small_store, dtype):
+    with h5py.File(small_store, "r+", locking=False) as f:
+        del f[fmt.LABELS]
+        if dtype == "S300000000":  # compressed, so the file stays small: its fill is zeros
+            f.create_dataset(fmt.LABELS, shape=(2,), dtype=dtype, chunks=(1,), compression="gzip")
+        else:
+            f.create_dataset(fmt.LABELS, data=["a" * 10**6, "b"], dtype=dtype)
+    with pytest.raises(h5store.FormatError, match="labels of at most 255 bytes"):
+        h5store.open(small_store)
