@@ -99,6 +99,7 @@ class Catalog:
         # /stacks before /labels, the reverse of the order a writer appends them: a stack
         # read then names a label that is on disk by the time the labels are read.
         #: the /stacks table as read (checked against the index rows by the store)
+        self.filename = f.filename
         self.table = fmt.read_stacks(f)
         self.labels: list[str] = fmt.read_labels(f)
         fmt.check_stacks(self.table, len(self.labels), f.filename)
@@ -144,10 +145,12 @@ class Catalog:
         """The codec class ``label`` stores its images with; None if the class has no group."""
         codec = self._class_codecs.get(label)
         if codec is None:
-            group = self._class_group(label)
-            if group is None:
-                return None
-            codec = self._class_codecs[label] = fmt.class_codec(group)
+            # (a crafted file's class group can be a link loop, or have no codec attribute)
+            with fmt.damage_reported(self.filename):
+                group = self._class_group(label)
+                if group is None:
+                    return None
+                codec = self._class_codecs[label] = fmt.class_codec(group)
         return codec
 
     def set_class_codec(self, label: str, codec: Codec) -> None:
