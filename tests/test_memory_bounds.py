@@ -163,7 +163,13 @@ def test_an_index_claiming_100000_square_for_a_32_px_image_is_damage(tmp_path, c
     assert grew_mb < PEAK_BOUND_MB
 
 
-@pytest.mark.parametrize("codec", ["raw", "zstd", "lz4", "deflate", "blosc2", "png", "jpeg", "qoi"])
+#: Codecs whose payload geometry is read from the header before decoding; AVIF and JPEG XL
+#: are decoded, then checked.
+HEADER_READ = ["raw", "zstd", "lz4", "deflate", "blosc2", "png", "jpeg", "qoi", "webp", "jpegls"]
+HEADER_READ += ["jpeg2k", "htj2k"]
+
+
+@pytest.mark.parametrize("codec", [*HEADER_READ, "avif", "jpegxl"])
 def test_the_codec_refuses_a_payload_of_another_geometry_before_decoding(codec):
     """The codec layer alone: the read path's decoder of a stack refuses a payload whose
     header (or recorded size) disagrees with the stack, and decodes a matching one."""
@@ -172,6 +178,8 @@ def test_the_codec_refuses_a_payload_of_another_geometry_before_decoding(codec):
     out = c.decoder(RGB.shape, RGB.dtype)(memoryview(payload))
     assert out.shape == RGB.shape and (not c.lossless or np.array_equal(out, RGB))
     assert c.header_problem(payload, ImageInfo(32, 32, 3, RGB.dtype)) is None
+    huge = c.header_problem(memoryview(payload), ImageInfo(100_000, 100_000, 3, RGB.dtype))
+    assert (huge is not None) == (codec in HEADER_READ)
     for shape in [(100_000, 100_000, 3), (32, 33, 3), (64, 32, 3)]:
         with pytest.raises(DamagedImageError, match="damaged"):
             c.decoder(shape, RGB.dtype)(payload)
