@@ -51,9 +51,12 @@ class Stack:
     length: int = 0  # committed images (positions 0 .. length-1)
     #: payload -> pixels, built once per stack: the read path calls it for every image.
     decode_payload: Callable[[Any], np.ndarray] = field(init=False, repr=False)
+    #: payload -> why its header cannot be one of this stack's images (None: it can)
+    header_problem: Callable[[Any], str | None] = field(init=False, repr=False)
 
     def __post_init__(self) -> None:
         self.decode_payload = self.key.decoder(self.codec)
+        self.header_problem = self.codec.header_checker(self.geometry)
 
     @property
     def shape(self) -> tuple[int, ...]:

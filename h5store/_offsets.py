@@ -35,7 +35,7 @@ def header_intact(index: Index, mapped: MappedFile, row: int, stack: Stack) -> b
     its header: a crafted file can carry a right CRC for a wrong header."""
     offset, nbytes = index.offsets[row], index.nbytes[row]
     payload = mapped.ensure(offset + nbytes)[offset : offset + nbytes]
-    return stack.codec.header_problem(payload, stack.geometry) is None
+    return stack.header_problem(payload) is None
 
 
 def chunk_locations(f: h5py.File, stack: Stack) -> dict[int, tuple[int, int]]:

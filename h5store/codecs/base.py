@@ -141,6 +141,12 @@ class Codec(ABC):
             )
         return None
 
+    def header_checker(self, expected: ImageInfo) -> Callable[[Any], str | None]:
+        """:meth:`header_problem` for the payloads of one stack, built once per stack (a codec
+        whose streams repeat one header can remember a header it checked)."""
+        header_problem = self.header_problem
+        return lambda data: header_problem(data, expected)
+
     def decode_bounded(
         self, data: Any, shape: tuple[int, ...], dtype: np.dtype, out: np.ndarray | None
     ) -> np.ndarray:
@@ -165,11 +171,11 @@ class Codec(ABC):
         crafted) that way."""
         shape, dtype = tuple(shape), np.dtype(dtype)
         expected = geometry(shape, dtype)
-        header_problem, decode_bounded = self.header_problem, self.decode_bounded
+        header_problem, decode_bounded = self.header_checker(expected), self.decode_bounded
         codec_id = self.codec_id
 
         def decode(data: Any, out: np.ndarray | None = None) -> np.ndarray:
-            problem = header_problem(data, expected)
+            problem = header_problem(data)
             if problem is not None:
                 raise damaged_payload(codec_id, problem)
             try:

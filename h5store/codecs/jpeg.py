@@ -181,27 +181,37 @@ class JpegCodec(Codec):
         # libjpeg-turbo compares its frame header with out's shape before it decodes a byte
         return imagecodecs.jpeg8_decode(data, out=np.empty(shape, _UINT8) if out is None else out)
 
-    def decoder(self, shape: tuple[int, ...], dtype: np.dtype):
-        # The hot path of every JPEG store, so the base class's checks in one function: the
-        # streams of one stack repeat the bytes up to the end of their frame header (the
+    def header_checker(self, expected: ImageInfo):
+        # The streams of one stack repeat the bytes up to the end of their frame header (the
         # Huffman tables, which optimize=True makes per image, come after it), so a stream
         # that starts with the bytes of one walked already needs a comparison, not a walk.
+        header_problem = self.header_problem
+        walked = [b""]  # (replacing its item is atomic between threads)
+
+        def check(data: Any) -> str | None:
+            prefix = walked[0]
+            if prefix and bytes(data[: len(prefix)]) == prefix:
+                return None
+            problem = header_problem(data, expected)
+            if problem is None:
+                walked[0] = bytes(data[: _jpeg_frame(data)[1]])
+            return problem
+
+        return check
+
+    def decoder(self, shape: tuple[int, ...], dtype: np.dtype):
+        # The hot path of every JPEG store: the base class's steps in one function.
         shape = tuple(shape)
-        expected = geometry(shape, dtype)
-        header_problem, decode, codec_id = self.header_problem, imagecodecs.jpeg8_decode, "jpeg"
-        walked = [b""]  # (one list per stack; replacing its item is atomic between threads)
+        check, decode = self.header_checker(geometry(shape, dtype)), imagecodecs.jpeg8_decode
 
         def decode_checked(data: Any, out: np.ndarray | None = None) -> np.ndarray:
-            prefix = walked[0]
-            if not prefix or bytes(data[: len(prefix)]) != prefix:
-                problem = header_problem(data, expected)
-                if problem is not None:
-                    raise damaged_payload(codec_id, problem)
-                walked[0] = bytes(data[: _jpeg_frame(data)[1]])
+            problem = check(data)
+            if problem is not None:
+                raise damaged_payload("jpeg", problem)
             try:
                 return decode(data, out=np.empty(shape, _UINT8) if out is None else out)
             except Exception as exc:  # a stream damaged after its frame header
-                raise damaged_payload(codec_id, f"it does not decode ({exc})") from None
+                raise damaged_payload("jpeg", f"it does not decode ({exc})") from None
 
         return decode_checked
 
