@@ -9,6 +9,8 @@ import h5py
 import numpy as np
 import pytest
 from conftest import h5store_cli, run_python
+from hypothesis import given, settings
+from hypothesis import strategies as st
 
 import h5store
 from h5store import format as fmt
@@ -250,3 +252,33 @@ def test_labels_longer_than_the_format_allows_are_refused_before_they_are_read(s
             f.create_dataset(fmt.LABELS, data=["a" * 10**6, "b"], dtype=dtype)
     with pytest.raises(h5store.FormatError, match="labels of at most 255 bytes"):
         h5store.open(small_store)
+
+
+@settings(max_examples=60, deadline=None)
+@given(
+    codec=st.sampled_from([*HEADER_READ, "avif", "jpegxl"]),
+    height=st.integers(1, 2**17),
+    width=st.integers(1, 2**17),
+    channels=st.sampled_from([1, 3, 4]),
+    dtype=st.sampled_from(["uint8", "uint16"]),
+    flips=st.lists(st.tuples(st.integers(0, 63), st.integers(1, 255)), max_size=3),
+)
+def test_a_decoder_returns_its_stacks_geometry_or_refuses(
+    codec, height, width, channels, dtype, flips
+):
+    """Whatever geometry a stack claims and whatever its payload's first bytes say (a valid
+    32 x 32 payload, with up to three bytes of its header changed where the codec reads the
+    header before decoding), the stack's decoder returns
+    an image of the stack's shape and dtype or raises DamagedImageError: no other exception,
+    and no allocation of a claimed 2^17 x 2^17 image (the test would run out of memory)."""
+    c = get_codec(codec)
+    payload = bytearray(c.encode(RGB))
+    if codec in HEADER_READ:  # (AVIF and JPEG XL decoders size their output by the stream)
+        for at, delta in flips:
+            payload[at % len(payload)] ^= delta
+    shape = (height, width) if channels == 1 else (height, width, channels)
+    try:
+        image = c.decoder(shape, np.dtype(dtype))(memoryview(payload))
+    except DamagedImageError:
+        return
+    assert image.shape == shape and image.dtype == np.dtype(dtype)
