@@ -15,7 +15,7 @@ import numpy as np
 
 from . import _inputs
 from . import format as fmt
-from .codecs import Codec, codec_from_config, image_shape
+from .codecs import Codec, ImageInfo, codec_from_config, image_shape
 from .errors import InvalidInputError
 
 
@@ -51,13 +51,22 @@ class Stack:
     length: int = 0  # committed images (positions 0 .. length-1)
     #: payload -> pixels, built once per stack: the read path calls it for every image.
     decode_payload: Callable[[Any], np.ndarray] = field(init=False, repr=False)
+    #: payload -> why its header cannot be one of this stack's images (None: it can)
+    header_problem: Callable[[Any], str | None] = field(init=False, repr=False)
 
     def __post_init__(self) -> None:
         self.decode_payload = self.key.decoder(self.codec)
+        self.header_problem = self.codec.header_checker(self.geometry)
 
     @property
     def shape(self) -> tuple[int, ...]:
         return image_shape(self.key.height, self.key.width, self.key.channels)
+
+    @property
+    def geometry(self) -> ImageInfo:
+        """What every payload of the stack must declare (see Codec.header_problem)."""
+        key = self.key
+        return ImageInfo(key.height, key.width, key.channels, np.dtype(key.dtype))
 
 
 def existing_label_id(
@@ -99,6 +108,7 @@ class Catalog:
         # /stacks before /labels, the reverse of the order a writer appends them: a stack
         # read then names a label that is on disk by the time the labels are read.
         #: the /stacks table as read (checked against the index rows by the store)
+        self.filename = f.filename
         self.table = fmt.read_stacks(f)
         self.labels: list[str] = fmt.read_labels(f)
         fmt.check_stacks(self.table, len(self.labels), f.filename)
@@ -146,10 +156,12 @@ class Catalog:
         """The codec class ``label`` stores its images with; None if the class has no group."""
         codec = self._class_codecs.get(label)
         if codec is None:
-            group = self._class_group(label)
-            if group is None:
-                return None
-            codec = self._class_codecs[label] = fmt.class_codec(group)
+            # (a crafted file's class group can be a link loop, or have no codec attribute)
+            with fmt.damage_reported(self.filename):
+                group = self._class_group(label)
+                if group is None:
+                    return None
+                codec = self._class_codecs[label] = fmt.class_codec(group)
         return codec
 
     def set_class_codec(self, label: str, codec: Codec) -> None:

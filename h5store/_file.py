@@ -480,6 +480,22 @@ def read_committed_rows(f: h5py.File, mapped: MappedFile | None = None) -> np.nd
 
 # --------------------------------------------------------------------------- writing
 
+#: Bytes of a payload that decide whether it can be found by content (see _distinctive).
+_DISTINCTIVE_BYTES = 64
+_DISTINCTIVE_VALUES = 8
+
+
+def _distinctive(payload: bytes) -> bool:
+    """Whether finding ``payload``'s bytes in the file can only mean its chunk. HDF5's metadata
+    holds runs of 0xFF (undefined addresses) and of zeros, and short fields of every value: a
+    raw 1 x 1 image of 255 matched them (verify() then saw a stale offset on a healthy file).
+    A payload of at least 64 bytes whose first 64 hold at least 8 values matches no metadata
+    by chance."""
+    return (
+        len(payload) >= _DISTINCTIVE_BYTES
+        and len(set(payload[:_DISTINCTIVE_BYTES])) >= _DISTINCTIVE_VALUES
+    )
+
 
 def _write_rows(ds: h5py.Dataset, start: int, rows: np.ndarray) -> None:
     """``ds[start:start + len(rows)] = rows`` for index rows, through HDF5's own call: h5py's
@@ -819,7 +835,10 @@ class WriterFile:
             shift, gap = 0, int(gaps[sample])
             for k in range(sample * OFFSET_SAMPLE, min(n, (sample + 1) * OFFSET_SAMPLE)):
                 payload, predicted = payloads[k], int(offsets[k])
-                for candidate in (shift, gap):
+                # A payload HDF5's metadata can hold by chance is not searched for: only
+                # HDF5's chunk index says where it is.
+                searchable = _distinctive(payload)
+                for candidate in (shift, gap) if searchable else ():
                     at = predicted + candidate
                     if at >= 0 and os.pread(fd, len(payload), at) == payload:
                         shift = candidate
@@ -830,7 +849,7 @@ class WriterFile:
                     # left at this position can be rewritten in place: the file then grows
                     # by less than the payloads, and HDF5's index answers.)
                     window = b""
-                    if gap > shift and predicted + shift >= 0:
+                    if searchable and gap > shift and predicted + shift >= 0:
                         window = os.pread(fd, gap - shift + len(payload), predicted + shift)
                     found = window.find(payload)
                     if found >= 0:

@@ -12,6 +12,7 @@ from collections.abc import Sequence
 import h5py
 import numpy as np
 
+from . import format as fmt
 from ._catalog import Stack
 from ._file import MappedFile
 from .errors import FormatError
@@ -29,12 +30,30 @@ def row_intact(index: Index, mapped: MappedFile, row: int) -> bool:
     return crc32(view[offset : offset + nbytes]) == int(index.column("crc32")[row])
 
 
+def header_intact(index: Index, mapped: MappedFile, row: int, stack: Stack) -> bool:
+    """Whether row ``row``'s payload (intact by its CRC-32) declares its stack's geometry in
+    its header: a crafted file can carry a right CRC for a wrong header."""
+    offset, nbytes = index.offsets[row], index.nbytes[row]
+    payload = mapped.ensure(offset + nbytes)[offset : offset + nbytes]
+    return stack.header_problem(payload) is None
+
+
 def chunk_locations(f: h5py.File, stack: Stack) -> dict[int, tuple[int, int]]:
-    """Position -> (file offset, size) of every chunk of ``stack``, from HDF5."""
+    """Position -> (file offset, size) of every chunk of ``stack``, from HDF5; FormatError
+    naming the stack where it is not a chunked dataset HDF5 can list (a crafted file's link,
+    loop or virtual dataset)."""
     found: dict[int, tuple[int, int]] = {}
-    f[stack.path].id.chunk_iter(
-        lambda info: found.__setitem__(info.chunk_offset[0], (info.byte_offset, info.size))
-    )
+    try:
+        ds = f[stack.path]
+        if not isinstance(ds, h5py.Dataset) or ds.chunks is None or ds.is_virtual:
+            raise TypeError("not a chunked dataset")
+        ds.id.chunk_iter(
+            lambda info: found.__setitem__(info.chunk_offset[0], (info.byte_offset, info.size))
+        )
+    except fmt.DAMAGE_ERRORS + (TypeError,) as exc:
+        raise FormatError(
+            f"{f.filename}: the stack {stack.path} cannot be read ({type(exc).__name__}: {exc})"
+        ) from None
     return found
 
 

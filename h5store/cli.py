@@ -9,6 +9,7 @@ import argparse
 import csv
 import json
 import os
+import signal
 import sys
 import time
 from typing import Any
@@ -913,10 +914,22 @@ def build_parser() -> argparse.ArgumentParser:
     return parser
 
 
+#: Exit status of a command whose reader closed the pipe (``h5store info FILE | head -2``):
+#: what the shell reports for a process SIGPIPE ended, as for other command-line tools.
+EXIT_BROKEN_PIPE = 128 + signal.SIGPIPE
+
+
 def main(argv: list[str] | None = None) -> int:
     args = build_parser().parse_args(argv)
     try:
-        return args.func(args)
+        status = args.func(args)
+        sys.stdout.flush()  # here, so a closed pipe is met inside this handler
+        return status
+    except BrokenPipeError:
+        # Nobody reads the rest: stop quietly. stdout goes to /dev/null, so the interpreter's
+        # own flush at exit does not fail a second time.
+        os.dup2(os.open(os.devnull, os.O_WRONLY), sys.stdout.fileno())
+        return EXIT_BROKEN_PIPE
     except H5StoreError as exc:
         print(f"h5store: error: {exc}", file=sys.stderr)
         return 2

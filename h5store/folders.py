@@ -3,7 +3,8 @@
 Export writes each image's stored bytes as they are when they already form an image file
 (JPEG, PNG, WebP, ...), so nothing is re-encoded; other codecs are written as PNG. Class
 folder names are :func:`h5store.format.safe_name` of the label: one path component that can
-never climb out of the target folder, whatever the label says.
+never climb out of the target folder, whatever the label says (shortened with a hash of the label
+where that would be longer than a file name may be: :func:`folder_name`).
 
 Beside the class folders, export writes the index (``h5store-index.json``, or ``.csv``): ids,
 labels, true labels, scores, score vectors and sources. Import reads it back, so a round trip
@@ -13,6 +14,7 @@ through a folder loses nothing; folders without one are read as plain ImageFolde
 from __future__ import annotations
 
 import csv
+import hashlib
 import json
 import os
 import re
@@ -66,6 +68,31 @@ INDEX_FORMAT = "h5store-export"
 #: CSV columns of the index; score vectors follow as one ``score:<label>`` column per class.
 CSV_COLUMNS = ["file", "id", "label", "true_label", "score", "source", "codec", "crc32"]
 _ESCAPE = re.compile(r"%([0-9A-F]{2})")
+
+
+#: Longest file name (bytes) the common file systems take (ext4, XFS, btrfs, APFS, NTFS).
+MAX_NAME_BYTES = 255
+#: Marks a shortened folder name; safe_name never writes '%' but as '%XX' (two hex digits),
+#: so no label's own folder name contains it.
+_SHORTENED = "%~"
+_DIGEST_CHARS = 16
+
+
+def folder_name(label: str) -> str:
+    """The class folder of ``label``: :func:`safe_name`, shortened when that is longer than
+    a file name can be. A shortened name is the longest prefix of the escaped name (never cut
+    inside a character or an escape) that leaves room for ``%~`` and 16 hex digits of the
+    label's SHA-256: distinct labels keep distinct folders, and no label's own name has that
+    form. The export's index keeps the full label."""
+    name = safe_name(label)
+    if len(name.encode("utf-8")) <= MAX_NAME_BYTES:
+        return name
+    digest = hashlib.sha256(label.encode("utf-8", "surrogatepass")).hexdigest()[:_DIGEST_CHARS]
+    room = MAX_NAME_BYTES - len(_SHORTENED) - _DIGEST_CHARS
+    cut = len(name.encode("utf-8")[:room].decode("utf-8", "ignore"))
+    if "%" in name[max(0, cut - 2) : cut]:  # a cut escape: end before it
+        cut = name.rindex("%", 0, cut)
+    return f"{name[:cut]}{_SHORTENED}{digest}"
 
 
 def label_of_folder(name: str) -> str:
@@ -144,12 +171,12 @@ def export_folder(
 
 def _export_path(root: str, record: Any, by: str) -> str:
     label = getattr(record, by)
-    folder = os.path.join(root, "_unknown" if label is None else safe_name(label))
+    folder = os.path.join(root, "_unknown" if label is None else folder_name(label))
     if (
         os.path.dirname(os.path.realpath(os.path.join(folder, "x"))) != os.path.realpath(folder)
         or os.path.commonpath([root, os.path.realpath(folder)]) != root
     ):
-        # safe_name makes this unreachable
+        # folder_name makes this unreachable
         raise H5StoreError(f"label {label!r} would leave {root}")
     return os.path.join(folder, f"{record.id}{FILE_EXTENSIONS.get(record.codec, '.png')}")
 

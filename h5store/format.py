@@ -1002,6 +1002,27 @@ def _source_chunk(ds: h5py.Dataset, first: int) -> bytes | None:
     return raw
 
 
+#: deflate's largest compression ratio (1032:1); the other filters h5store declares on its
+#: tables compress less. A dataset cannot hold more bytes than this many times the file's.
+MAX_EXPANSION = 1032
+
+
+def check_claimed_size(ds: h5py.Dataset, path: str) -> None:
+    """Refuse a dataset whose shape claims more bytes than the file could hold, before
+    anything is allocated for it: a crafted /index resized to 10^12 rows in a 1 MB file ended
+    in a MemoryError at open. The bound is the file's size times the best compression ratio,
+    not the dataset's allocated storage: chunks never written read as the fill value and
+    cost nothing on disk, and h5store's files have such datasets (a fresh /index_tail, the
+    rows of /scores before the first score vector)."""
+    claimed = int(np.prod(ds.shape, dtype=object)) * ds.id.get_type().get_size()
+    file_size = ds.file.id.get_filesize()
+    if claimed > MAX_EXPANSION * file_size:
+        raise FormatError(
+            f"{path}: {ds.name} is damaged: its shape {ds.shape} claims {claimed} bytes, more "
+            f"than a file of {file_size} bytes can hold"
+        )
+
+
 def check_aligned(ds: object, path: str) -> None:
     """/scores must be (rows, K) floats, /sources (rows,) variable-length strings (not, say,
     the fixed-length /labels a damaged header points to) and /source_crc32 and /score_crc32
@@ -1018,6 +1039,7 @@ def check_aligned(ds: object, path: str) -> None:
         ok = ds.ndim == 1 and info is not None and info.length is None  # variable-length
     if not ok:
         raise FormatError(f"{path}: /{name} is damaged (not the table h5store wrote)")
+    check_claimed_size(ds, path)
 
 
 #: The index columns read_scores needs of each row (the cross-check, and messages).
@@ -1219,6 +1241,14 @@ def read_labels(f: h5py.File) -> list[str]:
     ds = f[LABELS]
     if not isinstance(ds, h5py.Dataset) or ds.ndim != 1:
         raise FormatError(f"{f.filename}: /{LABELS} is damaged (not a list of labels)")
+    # Labels are at most MAX_LABEL_BYTES (plus a terminating NUL): a /labels of longer, or
+    # variable-length, strings is not one h5store wrote (one 300 MB label took 2.5 GB to read)
+    info = h5py.check_string_dtype(ds.dtype)
+    if info is None or info.length is None or info.length > MAX_LABEL_BYTES + 1:
+        raise FormatError(
+            f"{f.filename}: /{LABELS} is damaged (not labels of at most {MAX_LABEL_BYTES} bytes)"
+        )
+    check_claimed_size(ds, f.filename)
     return [s.decode("utf-8") for s in ds[()]]
 
 
@@ -1226,6 +1256,7 @@ def read_stacks(f: h5py.File) -> np.ndarray:
     ds = f[STACKS]
     if not _is_table_of(ds, STACKS_DTYPE):
         raise FormatError(f"{f.filename}: /{STACKS} is damaged (not a table of stacks)")
+    check_claimed_size(ds, f.filename)
     return ds[()]
 
 
@@ -1233,6 +1264,7 @@ def read_tail_rows(f: h5py.File) -> np.ndarray:
     ds = f[INDEX_TAIL]
     if not _is_table_of(ds, INDEX_DTYPE):
         raise FormatError(f"{f.filename}: /{INDEX_TAIL} is damaged (not a table of index rows)")
+    check_claimed_size(ds, f.filename)
     return ds[()]
 
 
@@ -1253,6 +1285,7 @@ def read_index_rows(
         # /index_tail's header has /index's type but a fixed size: copied over /index's, it
         # made every image vanish without an error (found by the fuzzer).
         raise FormatError(f"{f.filename}: /{INDEX} is damaged (a table of fixed size)")
+    check_claimed_size(ds, f.filename)
     n = ds.shape[0]
     if not n or read_bytes is None:
         return ds[()]

@@ -692,8 +692,14 @@ class ImageStore:
             raise self._damaged(row)
         return payload
 
-    def _damaged(self, row: int) -> DamagedImageError:
+    def _damaged(self, row: int, refused: DamagedImageError | None = None) -> DamagedImageError:
+        """The error naming row ``row``'s image: its CRC-32 failed, or its decoder refused the
+        payload (``refused``: a header or a decoded shape that disagrees with the index)."""
         image_id = int(self._index.column("id")[row])
+        if refused is not None and refused.image_id is None:
+            return DamagedImageError(f"image {image_id} in {self.path}: {refused}", image_id)
+        if refused is not None:
+            return refused
         return DamagedImageError(
             f"image {image_id} in {self.path} is damaged: its stored bytes do not match the "
             "CRC-32 recorded when it was written (the store's other images are unaffected; "
@@ -702,7 +708,10 @@ class ImageStore:
         )
 
     def _decode(self, row: int) -> np.ndarray:
-        return self._decoders[self._index.stacks[row]](self._payload(row))
+        try:
+            return self._decoders[self._index.stacks[row]](self._payload(row))
+        except DamagedImageError as exc:
+            raise self._damaged(row, exc) from None
 
     def __getitem__(self, image_id: int) -> np.ndarray:
         """The decoded image with this id."""
@@ -726,7 +735,10 @@ class ImageStore:
         payload = view[offset:end]
         if self._verify_reads and crc32(payload) != index.crcs[row]:
             raise self._damaged(row)
-        return self._decoders[index.stacks[row]](payload)
+        try:
+            return self._decoders[index.stacks[row]](payload)
+        except DamagedImageError as exc:  # a header or shape that disagrees with the index
+            raise self._damaged(row, exc) from None
 
     def _preview_images(self, ids: np.ndarray) -> list[np.ndarray]:
         """Pixels for the class contact sheets: a damaged image shows as a black tile instead
@@ -773,7 +785,10 @@ class ImageStore:
                 f"image {int(self._index.column('id')[row])} is {shape} {dtype}; "
                 f"out holds {target.shape} {target.dtype}"
             )
-        stack.codec.decode_into(self._payload(row), target)
+        try:
+            self._decoders[self._index.stacks[row]](self._payload(row), target)
+        except DamagedImageError as exc:
+            raise self._damaged(row, exc) from None
 
     def get_encoded(self, image_id: int) -> bytes:
         """The stored payload of one image: the codec's stream (a JPEG file for 'jpeg')."""
@@ -961,17 +976,22 @@ class ImageStore:
     # ------------------------------------------------------------------ integrity
 
     def verify(self) -> VerifyReport:
-        """Recompute the CRC-32 of every stored image (deleted ones too) and check every cached
-        chunk offset against HDF5's chunk index. Damaged images are named; the rest stay
-        readable."""
+        """Recompute the CRC-32 of every stored image (deleted ones too), compare each payload's
+        header with the image's geometry in the index, and check every cached chunk offset
+        against HDF5's chunk index. Damaged images are named; the rest stay readable."""
         self._sync()
         self._check_open()
         report = VerifyReport()
         rows = self._index.take()
         report.misplaced = _offsets.misplaced_ids(self._file, rows, self._stacks)
+        index, mapped, stacks = self._index, self._mapped, self._stacks
         for r in range(len(rows)):
             report.checked += 1
-            if not _offsets.row_intact(self._index, self._mapped, r):
+            stack = stacks[index.stacks[r]]
+            if not (
+                _offsets.row_intact(index, mapped, r)
+                and _offsets.header_intact(index, mapped, r, stack)
+            ):
                 report.damaged.append(int(rows["id"][r]))
         return report
 

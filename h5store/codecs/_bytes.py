@@ -9,7 +9,10 @@ from typing import Any, ClassVar
 import numpy as np
 
 from ..errors import CodecError
-from .base import Codec, HDF5Filter, check_setting
+from .base import Codec, HDF5Filter, ImageInfo, check_setting, describe_geometry
+
+#: deflate's largest compression ratio (1032:1, of long runs); LZ4 and zstd record their size.
+_MAX_RATIO = 1032
 
 
 class ByteCodec(Codec):
@@ -32,21 +35,35 @@ class ByteCodec(Codec):
     def _compress(self, data: bytes) -> bytes:
         raise NotImplementedError
 
-    def _decompress(self, data: Any) -> bytes:
+    def _decompress(self, data: Any, size: int) -> bytes:
+        """The payload decompressed: ``size`` bytes are expected, and the decompressor is given
+        no room for more (a crafted payload cannot make it allocate what it declares)."""
         raise NotImplementedError
+
+    def _declared_size(self, data: Any) -> int | None:
+        """The decompressed size the payload's own header records (None where it records none;
+        ``data`` may be a memoryview)."""
+        return None
+
+    def header_problem(self, data: Any, expected: ImageInfo) -> str | None:
+        try:
+            declared = self._declared_size(data)
+        except Exception as exc:
+            return f"its header is unreadable ({exc})"
+        return size_problem(declared, len(data), expected)
 
     def encode(self, image: np.ndarray) -> bytes:
         return self._compress(image.astype(image.dtype.newbyteorder("<"), copy=False).tobytes())
 
     def decode(self, data: Any, shape: tuple[int, ...], dtype: np.dtype) -> np.ndarray:
         little = np.dtype(dtype).newbyteorder("<")
+        expected = int(np.prod(shape)) * little.itemsize
         try:
-            raw = self._decompress(data)
+            raw = self._decompress(data, expected)
         except Exception as exc:
             raise CodecError(
                 f"codec {self.codec_id!r}: the stored payload does not decompress ({exc})"
             ) from None
-        expected = int(np.prod(shape)) * little.itemsize
         if len(raw) != expected:
             raise CodecError(
                 f"codec {self.codec_id!r}: the stored payload holds {len(raw)} bytes, not the "
@@ -66,3 +83,21 @@ class ByteCodec(Codec):
         if self.level is not None:
             config["level"] = self.level
         return config
+
+
+def size_problem(declared: int | None, stored: int, expected: ImageInfo) -> str | None:
+    """Why a payload of ``stored`` bytes whose header records ``declared`` decompressed bytes
+    (None: records none) cannot hold an image of ``expected`` geometry. Checked before a
+    buffer of the index's size is allocated: a crafted index claiming 100000 x 100000 must
+    not make a read allocate 30 GB for a 1 kB payload."""
+    want = expected.height * expected.width * expected.channels * expected.dtype.itemsize
+    if declared is None:
+        if want <= _MAX_RATIO * (stored + 1):
+            return None
+        declared = f"at most {_MAX_RATIO * (stored + 1)}"
+    elif declared == want:
+        return None
+    return (
+        f"it holds {declared} bytes, not the {want} of the stack's "
+        f"{describe_geometry(expected)} images"
+    )

@@ -10,7 +10,6 @@ A codec instance is immutable configuration plus pure functions; it is shared be
 
 from __future__ import annotations
 
-import functools
 from abc import ABC, abstractmethod
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
@@ -18,7 +17,7 @@ from typing import Any, ClassVar, NamedTuple
 
 import numpy as np
 
-from ..errors import CodecError
+from ..errors import CodecError, DamagedImageError
 
 #: Quality is one scale for every lossy codec; each codec maps it onto its own knobs.
 QUALITY_RANGE = (1, 100)
@@ -122,15 +121,83 @@ class Codec(ABC):
     def decode(self, data: Any, shape: tuple[int, ...], dtype: np.dtype) -> np.ndarray:
         """Decode one payload (any bytes-like object) into an array of ``shape`` and ``dtype``."""
 
-    def decoder(self, shape: tuple[int, ...], dtype: np.dtype) -> Callable[[Any], np.ndarray]:
-        """A one-argument function decoding payloads of one stack; the read path calls it once
-        per image, so codecs whose streams describe themselves return their bare decoder."""
-        return functools.partial(self.decode, shape=shape, dtype=dtype)
+    def header(self, data: Any) -> ImageInfo | None:
+        """The geometry a stored payload's header declares, read from its first bytes without
+        decoding anything (``data`` may be a memoryview); None where the stream declares none
+        or this codec does not read it. CodecError if the header is unreadable."""
+        return None
+
+    def header_problem(self, data: Any, expected: ImageInfo) -> str | None:
+        """Why a stored payload cannot hold an image of ``expected`` geometry, judged by its
+        header alone (None: it can, as far as the header tells)."""
+        try:
+            declared = self.header(data)
+        except Exception as exc:  # CodecError, or a parse running off a crafted header
+            return f"its header is unreadable ({exc})"
+        if declared is not None and declared != expected:
+            return (
+                f"its header declares a {describe_geometry(declared)} image, "
+                f"not the stack's {describe_geometry(expected)}"
+            )
+        return None
+
+    def header_checker(self, expected: ImageInfo) -> Callable[[Any], str | None]:
+        """:meth:`header_problem` for the payloads of one stack, built once per stack (a codec
+        whose streams repeat one header can remember a header it checked)."""
+        header_problem = self.header_problem
+        return lambda data: header_problem(data, expected)
+
+    def decode_bounded(
+        self, data: Any, shape: tuple[int, ...], dtype: np.dtype, out: np.ndarray | None
+    ) -> np.ndarray:
+        """Decode one payload into an array of ``shape`` and ``dtype`` (``out`` when given),
+        allocating no more than that whatever the stream declares: codecs whose decoder takes
+        an output buffer override this; the default decodes then copies."""
+        image = self.decode(data, shape, dtype)
+        if out is None:
+            return image
+        if image.shape != out.shape or image.dtype != out.dtype:
+            return image  # the caller's shape check reports it
+        out[...] = image
+        return out
+
+    def decoder(self, shape: tuple[int, ...], dtype: np.dtype) -> Callable[..., np.ndarray]:
+        """The read path's function ``decode(payload, out=None)`` for the images of one stack
+        (built once per stack, called once per image). A payload whose header declares another
+        geometry than the stack's is refused before anything is allocated for it; the rest
+        decode into the stack's shape (into ``out``, a C-contiguous array of it, when given),
+        never into what the stream declares, and what comes out is checked. Every refusal is a
+        :class:`DamagedImageError`: the payload passed its CRC-32, so it was written (or
+        crafted) that way."""
+        shape, dtype = tuple(shape), np.dtype(dtype)
+        expected = geometry(shape, dtype)
+        header_problem, decode_bounded = self.header_checker(expected), self.decode_bounded
+        codec_id = self.codec_id
+
+        def decode(data: Any, out: np.ndarray | None = None) -> np.ndarray:
+            problem = header_problem(data)
+            if problem is not None:
+                raise damaged_payload(codec_id, problem)
+            try:
+                image = decode_bounded(data, shape, dtype, out)
+            except DamagedImageError:
+                raise
+            except Exception as exc:  # CodecError, or the library's own on a crafted stream
+                raise damaged_payload(codec_id, f"it does not decode ({exc})") from None
+            if image.shape != shape or image.dtype != dtype:
+                raise damaged_payload(
+                    codec_id,
+                    f"it decodes to a {image.shape} {image.dtype} image, "
+                    f"not the stack's {shape} {dtype}",
+                )
+            return image
+
+        return decode
 
     def decode_into(self, data: Any, out: np.ndarray) -> None:
         """Decode one payload into ``out`` (a C-contiguous array of the image's shape and
-        dtype); codecs that can write into a caller's buffer override this and skip a copy."""
-        out[...] = self.decode(data, out.shape, out.dtype)
+        dtype), checked as :meth:`decoder` checks it."""
+        self.decoder(out.shape, out.dtype)(data, out)
 
     @abstractmethod
     def get_config(self) -> dict[str, Any]:
@@ -205,6 +272,20 @@ def decoded_image(
             f"not the stack's {tuple(shape)} {np.dtype(dtype)}: the payload is damaged"
         )
     return image
+
+
+def geometry(shape: tuple[int, ...], dtype: np.dtype) -> ImageInfo:
+    """The ImageInfo of an array shape (H, W) or (H, W, C) and dtype."""
+    return ImageInfo(shape[0], shape[1], 1 if len(shape) == 2 else shape[2], np.dtype(dtype))
+
+
+def describe_geometry(info: ImageInfo) -> str:
+    return f"{info.height}x{info.width}x{info.channels} {np.dtype(info.dtype).name}"
+
+
+def damaged_payload(codec_id: str, problem: str) -> DamagedImageError:
+    """The read path's refusal of a stored payload (the store names the image)."""
+    return DamagedImageError(f"codec {codec_id!r}: the stored payload is damaged: {problem}")
 
 
 def image_info(image: np.ndarray) -> ImageInfo:

@@ -12,12 +12,14 @@ import blosc2
 import numpy as np
 
 from ..errors import CodecError
-from .base import Codec, HDF5Filter, check_level
+from ._bytes import size_problem
+from .base import Codec, HDF5Filter, ImageInfo, check_level
 from .registry import register_codec
 
 BLOSC2_FILTER_ID = 32026
 # hdf5plugin.Blosc2's numbering of the compressors and of the pre-filter, which the HDF5
 # filter's cd_values carry.
+_FRAME_MAGIC = b"b2frame\x00"
 _CNAMES = {"blosclz": 0, "lz4": 1, "lz4hc": 2, "zlib": 4, "zstd": 5}
 _FILTERS = {
     "noshuffle": (0, blosc2.Filter.NOFILTER),
@@ -76,9 +78,28 @@ class Blosc2Codec(Codec):
         return schunk.to_cframe()
 
     def decode(self, data: Any, shape: tuple[int, ...], dtype: np.dtype) -> np.ndarray:
+        little = np.dtype(dtype).newbyteorder("<")
         schunk = blosc2.schunk_from_cframe(bytes(data), copy=False)
-        raw = schunk.decompress_chunk(0)
-        return np.frombuffer(raw, dtype=np.dtype(dtype).newbyteorder("<")).reshape(shape)
+        # Decompressed into a buffer of the stack's size, never of the size the frame declares
+        expected = int(np.prod(shape)) * little.itemsize
+        if schunk.nchunks != 1 or schunk.nbytes != expected:
+            raise CodecError(
+                f"codec {self.codec_id!r}: the stored frame holds {schunk.nbytes} bytes in "
+                f"{schunk.nchunks} chunks, not the {expected} of a {tuple(shape)} "
+                f"{np.dtype(dtype)} image: the payload is damaged"
+            )
+        raw = bytearray(expected)
+        schunk.decompress_chunk(0, dst=raw)
+        return np.frombuffer(raw, dtype=little).reshape(shape)
+
+    def header_problem(self, data: Any, expected: ImageInfo) -> str | None:
+        # The contiguous frame's header (a msgpack array): "b2frame\0" at byte 2, then its
+        # header size, frame size and flags, then the uncompressed size as a big-endian int64
+        # at byte 30 (parsing the frame costs 15 us; this, 0.2)
+        head = bytes(data[:38])
+        if len(head) < 38 or head[2:10] != _FRAME_MAGIC or head[29] != 0xD3:
+            return "its header is unreadable (not a blosc2 contiguous frame)"
+        return size_problem(int.from_bytes(head[30:38], "big"), len(data), expected)
 
     def hdf5_filter(self, shape: tuple[int, ...], dtype: np.dtype) -> HDF5Filter:
         # hdf5plugin's layout; its set_local callback fills in the leading zeros (filter and

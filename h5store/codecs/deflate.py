@@ -30,5 +30,5 @@ class DeflateCodec(ByteCodec):
     def _compress(self, data: bytes) -> bytes:
         return imagecodecs.zlib_encode(data, level=self.level)
 
-    def _decompress(self, data: Any) -> bytes:
-        return imagecodecs.zlib_decode(data)
+    def _decompress(self, data: Any, size: int) -> bytes:
+        return imagecodecs.zlib_decode(data, out=size)

@@ -25,8 +25,8 @@ import imagecodecs
 import numpy as np
 
 from ._image import LosslessImageCodec
-from .base import HDF5Filter
-from .jpeg2k import check_codestream_or_jp2
+from .base import HDF5Filter, ImageInfo
+from .jpeg2k import check_codestream_or_jp2, codestream_geometry
 from .registry import register_codec
 
 HTJ2K_FILTER_ID = 32033
@@ -51,6 +51,9 @@ class Htj2kCodec(LosslessImageCodec):
 
     def _check_stream(self, data: bytes) -> None:
         check_codestream_or_jp2(data, "HTJ2K", allow_jp2=False)
+
+    def header(self, data: Any) -> ImageInfo:
+        return codestream_geometry(data)
 
     def hdf5_filter(self, shape: tuple[int, ...], dtype: np.dtype) -> HDF5Filter:
         channels = 1 if len(shape) == 2 else shape[2]

@@ -23,7 +23,7 @@ import imagecodecs
 import numpy as np
 
 from ..errors import CodecError
-from .base import Codec, HDF5Filter, ImageInfo, check_quality
+from .base import Codec, HDF5Filter, ImageInfo, check_quality, damaged_payload, geometry
 from .registry import register_codec
 
 JPEG_FILTER_ID = 32019
@@ -87,8 +87,17 @@ def _parse_jpeg_header(data: bytes) -> tuple[ImageInfo, bytes | None, int]:
     return info, key, need
 
 
-def _walk_jpeg_header(data: bytes) -> tuple[ImageInfo, int]:
-    """The frame of a stream whose SOI and EOI were checked, and where its first scan starts."""
+def _jpeg_frame(data: Any) -> tuple[ImageInfo, int]:
+    """The frame header of a stored stream (bytes or a memoryview) and where it ends: libjpeg
+    sizes its output from the first frame header, and refuses a second one."""
+    if bytes(data[:2]) != b"\xff\xd8":
+        raise CodecError("not a JPEG stream (no SOI marker)")
+    return _walk_jpeg_header(data, frame_only=True)
+
+
+def _walk_jpeg_header(data: Any, frame_only: bool = False) -> tuple[ImageInfo, int]:
+    """The frame of a stream whose SOI and EOI were checked, and where its first scan starts
+    (``frame_only``: where the frame header ends, read no further)."""
     n = len(data)
     unpack = _SEGMENT.unpack_from
     pos = 2
@@ -126,6 +135,8 @@ def _walk_jpeg_header(data: bytes) -> tuple[ImageInfo, int]:
             if components not in (1, 3):
                 raise CodecError(f"JPEG stream has {components} components; 1 or 3 are stored")
             info = ImageInfo(height, width, components, _UINT8)
+            if frame_only:
+                return info, pos + 2 + length
         elif marker in _OTHER_SOF:
             raise CodecError(
                 f"JPEG coding process 0xFF{marker:02X} is not decodable by filter 32019"
@@ -168,13 +179,48 @@ class JpegCodec(Codec):
     def decode(self, data: Any, shape: tuple[int, ...], dtype: np.dtype) -> np.ndarray:
         return imagecodecs.jpeg8_decode(data)
 
-    def decoder(self, shape: tuple[int, ...], dtype: np.dtype):
-        # The hot path of every JPEG store: no wrapper between the caller and libjpeg-turbo.
-        # Every stored stream was checked against its stack's geometry when written.
-        return imagecodecs.jpeg8_decode
+    def header(self, data: Any) -> ImageInfo:
+        return _jpeg_frame(data)[0]
 
-    def decode_into(self, data: Any, out: np.ndarray) -> None:
-        imagecodecs.jpeg8_decode(data, out=out)
+    def decode_bounded(
+        self, data: Any, shape: tuple[int, ...], dtype: np.dtype, out: np.ndarray | None
+    ) -> np.ndarray:
+        # libjpeg-turbo compares its frame header with out's shape before it decodes a byte
+        return imagecodecs.jpeg8_decode(data, out=np.empty(shape, _UINT8) if out is None else out)
+
+    def header_checker(self, expected: ImageInfo):
+        # The streams of one stack repeat the bytes up to the end of their frame header (the
+        # Huffman tables, which optimize=True makes per image, come after it), so a stream
+        # that starts with the bytes of one walked already needs a comparison, not a walk.
+        header_problem = self.header_problem
+        walked = [b""]  # (replacing its item is atomic between threads)
+
+        def check(data: Any) -> str | None:
+            prefix = walked[0]
+            if prefix and bytes(data[: len(prefix)]) == prefix:
+                return None
+            problem = header_problem(data, expected)
+            if problem is None:
+                walked[0] = bytes(data[: _jpeg_frame(data)[1]])
+            return problem
+
+        return check
+
+    def decoder(self, shape: tuple[int, ...], dtype: np.dtype):
+        # The hot path of every JPEG store: the base class's steps in one function.
+        shape = tuple(shape)
+        check, decode = self.header_checker(geometry(shape, dtype)), imagecodecs.jpeg8_decode
+
+        def decode_checked(data: Any, out: np.ndarray | None = None) -> np.ndarray:
+            problem = check(data)
+            if problem is not None:
+                raise damaged_payload("jpeg", problem)
+            try:
+                return decode(data, out=np.empty(shape, _UINT8) if out is None else out)
+            except Exception as exc:  # a stream damaged after its frame header
+                raise damaged_payload("jpeg", f"it does not decode ({exc})") from None
+
+        return decode_checked
 
     def probe(self, data: bytes) -> ImageInfo:
         # One image per call (add_encoded in a loop) repeats the previous image's header just

@@ -17,6 +17,7 @@ viewer decode wrong pixels.
 
 from __future__ import annotations
 
+import struct
 from typing import Any
 
 import imagecodecs
@@ -24,11 +25,13 @@ import numpy as np
 
 from ..errors import CodecError
 from ._image import LosslessImageCodec, check_boxes, check_end
+from .base import ImageInfo
 from .registry import register_codec
 
 _JP2 = b"\x00\x00\x00\x0cjP  \r\n\x87\n"
 _CODESTREAM = b"\xff\x4f\xff\x51"  # SOC then SIZ
 _EOC = b"\xff\xd9"
+_UINT8, _UINT16 = np.dtype("uint8"), np.dtype("uint16")
 
 
 def check_codestream_or_jp2(data: bytes, what: str, allow_jp2: bool) -> None:
@@ -40,6 +43,36 @@ def check_codestream_or_jp2(data: bytes, what: str, allow_jp2: bool) -> None:
         jp2 = "JP2 signature or " if allow_jp2 else ""
         raise CodecError(f"not a {what} stream (no {jp2}SOC/SIZ codestream header)")
     check_end(data, _EOC, what)
+
+
+def codestream_geometry(data: Any) -> ImageInfo:
+    """The image size, components and sample depth of a JPEG 2000 family stream's SIZ marker
+    segment (``data``: bytes or a memoryview; a JP2 file's top-level boxes are walked to its
+    codestream box, which the decoders read; only headers are read)."""
+    start = 0
+    if bytes(data[: len(_JP2)]) == _JP2:
+        start, n = None, len(data)
+        pos = 0
+        for _ in range(64):  # a JP2 file h5store stores has four top-level boxes
+            if pos + 8 > n:
+                break
+            size = int.from_bytes(bytes(data[pos : pos + 4]), "big")
+            if bytes(data[pos + 4 : pos + 8]) == b"jp2c":
+                start = pos + 8
+                break
+            if size < 8:
+                break
+            pos += size
+        if start is None:
+            raise CodecError("JP2 file without a codestream box")
+    siz = bytes(data[start : start + 43])
+    if len(siz) < 43 or siz[:4] != _CODESTREAM:
+        raise CodecError("no SOC/SIZ codestream header")
+    width, height, x0, y0 = struct.unpack_from(">IIII", siz, 8)
+    components, depth = int.from_bytes(siz[40:42], "big"), (siz[42] & 0x7F) + 1
+    if width <= x0 or height <= y0:
+        raise CodecError("the SIZ marker declares an empty image")
+    return ImageInfo(height - y0, width - x0, components, _UINT8 if depth <= 8 else _UINT16)
 
 
 @register_codec
@@ -59,3 +92,6 @@ class Jpeg2kCodec(LosslessImageCodec):
 
     def _check_stream(self, data: bytes) -> None:
         check_codestream_or_jp2(data, "JPEG 2000", allow_jp2=True)
+
+    def header(self, data: Any) -> ImageInfo:
+        return codestream_geometry(data)

@@ -17,6 +17,7 @@ what pre-encoded input and other tools need, so h5store keeps it and leaves 3201
 
 from __future__ import annotations
 
+import struct
 from typing import Any
 
 import imagecodecs
@@ -24,11 +25,13 @@ import numpy as np
 
 from ..errors import CodecError
 from ._image import ImageCodec, check_end
+from .base import ImageInfo
 from .registry import register_codec
 
 _SOI = b"\xff\xd8"
 _EOI = b"\xff\xd9"
 _SOF55 = b"\xff\xf7"  # the JPEG-LS frame header
+_UINT8, _UINT16 = np.dtype("uint8"), np.dtype("uint16")
 
 
 @register_codec
@@ -57,6 +60,27 @@ class JpegLsCodec(ImageCodec):
 
     def _decode(self, data: Any, channels: int | None) -> np.ndarray:
         return imagecodecs.jpegls_decode(data)
+
+    def header(self, data: Any) -> ImageInfo:
+        # The marker segments before the frame header (SPIFF's APP8 ones) are walked, as
+        # CharLS walks them, to the first SOF55: precision, lines, columns, components.
+        n, pos = len(data), 2
+        if bytes(data[:2]) != _SOI:
+            raise CodecError("not a JPEG-LS stream (no SOI marker)")
+        for _ in range(64):
+            segment = bytes(data[pos : pos + 10])
+            if len(segment) < 4 or segment[0] != 0xFF:
+                break
+            if segment[:2] == _SOF55 and len(segment) == 10:
+                precision, height, width, components = struct.unpack_from(">BHHB", segment, 4)
+                if not height or not width:
+                    raise CodecError("the JPEG-LS frame header declares no size")
+                dtype = _UINT8 if precision <= 8 else _UINT16
+                return ImageInfo(height, width, components, dtype)
+            pos += 2 + int.from_bytes(segment[2:4], "big")
+            if pos >= n:
+                break
+        raise CodecError("no JPEG-LS frame header among the first marker segments")
 
     def _check_stream(self, data: bytes) -> None:
         # CharLS spends seconds on some truncated streams before failing; refuse them first.

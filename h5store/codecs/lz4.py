@@ -32,5 +32,8 @@ class Lz4Codec(ByteCodec):
     def _compress(self, data: bytes) -> bytes:
         return imagecodecs.lz4h5_encode(data)
 
-    def _decompress(self, data: Any) -> bytes:
-        return imagecodecs.lz4h5_decode(data)
+    def _decompress(self, data: Any, size: int) -> bytes:
+        return imagecodecs.lz4h5_decode(data, out=size)
+
+    def _declared_size(self, data: Any) -> int:
+        return int.from_bytes(bytes(data[:8]), "big")  # the filter's original-size field

@@ -18,20 +18,18 @@ _CHANNELS_OF_COLOR_TYPE = {0: 1, 2: 3, 6: 4}
 _IEND = b"\x00\x00\x00\x00IEND\xae\x42\x60\x82"
 
 
-def parse_png_header(data: bytes) -> ImageInfo:
-    """Read IHDR; raise CodecError unless the stream is a complete 8/16-bit gray, RGB or RGBA
-    PNG (palette and sub-byte images would decode to a different channel count or dtype)."""
-    if len(data) < 8 + 25 + 12 or data[:8] != _SIGNATURE:
+def _ihdr(data: Any) -> ImageInfo:
+    """The geometry IHDR declares (``data``: bytes or a memoryview; only its first 33 bytes
+    are read); CodecError unless it is one h5store stores as-is."""
+    head = bytes(data[:33])
+    if len(head) < 33 or head[:8] != _SIGNATURE:
         raise CodecError("not a PNG stream (bad signature)")
-    length, kind = struct.unpack(">I4s", data[8:16])
+    length, kind = struct.unpack(">I4s", head[8:16])
     if kind != b"IHDR" or length != 13:
         raise CodecError("corrupt PNG stream: first chunk is not IHDR")
-    ihdr = data[16:29]
-    if zlib.crc32(data[12:29]) != struct.unpack(">I", data[29:33])[0]:
+    if zlib.crc32(head[12:29]) != struct.unpack(">I", head[29:33])[0]:
         raise CodecError("corrupt PNG stream: IHDR checksum mismatch")
-    width, height, depth, color_type = struct.unpack(">IIBB", ihdr[:10])
-    if not data.endswith(_IEND):
-        raise CodecError("PNG stream is truncated or has trailing bytes (no IEND chunk at its end)")
+    width, height, depth, color_type = struct.unpack(">IIBB", head[16:26])
     if color_type not in _CHANNELS_OF_COLOR_TYPE:
         raise CodecError(f"PNG color type {color_type} (palette or gray+alpha) is not stored as-is")
     if depth not in (8, 16):
@@ -40,6 +38,17 @@ def parse_png_header(data: bytes) -> ImageInfo:
         raise CodecError("PNG stream declares an empty image")
     dtype = np.dtype("uint8" if depth == 8 else "uint16")
     return ImageInfo(height, width, _CHANNELS_OF_COLOR_TYPE[color_type], dtype)
+
+
+def parse_png_header(data: bytes) -> ImageInfo:
+    """Read IHDR; raise CodecError unless the stream is a complete 8/16-bit gray, RGB or RGBA
+    PNG (palette and sub-byte images would decode to a different channel count or dtype)."""
+    if len(data) < 8 + 25 + 12:
+        raise CodecError("not a PNG stream (bad signature)")
+    info = _ihdr(data)
+    if not data.endswith(_IEND):
+        raise CodecError("PNG stream is truncated or has trailing bytes (no IEND chunk at its end)")
+    return info
 
 
 @register_codec
@@ -64,6 +73,15 @@ class PngCodec(Codec):
 
     def decode(self, data: Any, shape: tuple[int, ...], dtype: np.dtype) -> np.ndarray:
         return imagecodecs.png_decode(data)
+
+    def header(self, data: Any) -> ImageInfo:
+        return _ihdr(data)
+
+    def decode_bounded(
+        self, data: Any, shape: tuple[int, ...], dtype: np.dtype, out: np.ndarray | None
+    ) -> np.ndarray:
+        # libpng's IHDR is compared with out's shape before anything is decoded
+        return imagecodecs.png_decode(data, out=np.empty(shape, dtype) if out is None else out)
 
     def probe(self, data: bytes) -> ImageInfo:
         return parse_png_header(data)

@@ -7,6 +7,7 @@ attributes name the codec; each chunk is one complete QOI file.
 
 from __future__ import annotations
 
+import struct
 from typing import Any
 
 import imagecodecs
@@ -14,10 +15,12 @@ import numpy as np
 
 from ..errors import CodecError
 from ._image import LosslessImageCodec, check_end
+from .base import ImageInfo
 from .registry import register_codec
 
 _MAGIC = b"qoif"
 _END = b"\x00" * 7 + b"\x01"
+_UINT8 = np.dtype("uint8")
 
 
 @register_codec
@@ -35,6 +38,13 @@ class QoiCodec(LosslessImageCodec):
 
     def _decode(self, data: Any, channels: int | None) -> np.ndarray:
         return imagecodecs.qoi_decode(data)
+
+    def header(self, data: Any) -> ImageInfo:
+        head = bytes(data[:14])
+        if len(head) < 14 or head[:4] != _MAGIC:
+            raise CodecError("not a QOI stream (no qoif header)")
+        width, height = struct.unpack(">II", head[4:12])
+        return ImageInfo(height, width, head[12], _UINT8)
 
     def _check_stream(self, data: bytes) -> None:
         # The decoder fills missing pixels silently, so truncation is caught by the end marker.

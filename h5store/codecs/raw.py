@@ -15,5 +15,8 @@ class RawCodec(ByteCodec):
     def _compress(self, data: bytes) -> bytes:
         return data
 
-    def _decompress(self, data: Any) -> Any:
+    def _decompress(self, data: Any, size: int) -> Any:
         return data
+
+    def _declared_size(self, data: Any) -> int:
+        return len(data)

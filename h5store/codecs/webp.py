@@ -16,7 +16,28 @@ import numpy as np
 
 from ..errors import CodecError
 from ._image import ImageCodec
+from .base import ImageInfo, describe_geometry
 from .registry import register_codec
+
+
+def _webp_size(data: Any) -> tuple[int, int]:
+    """(height, width) from a WebP file's first chunk: VP8X's canvas, or the VP8 (lossy) or
+    VP8L (lossless) bitstream header (only the first 30 bytes are read)."""
+    head = bytes(data[:30])
+    if len(head) < 30 or head[:4] != b"RIFF" or head[8:12] != b"WEBP":
+        raise CodecError("not a WebP stream (no RIFF/WEBP header)")
+    kind = head[12:16]
+    if kind == b"VP8X":
+        return 1 + int.from_bytes(head[27:30], "little"), 1 + int.from_bytes(head[24:27], "little")
+    if kind == b"VP8L" and head[20] == 0x2F:
+        bits = int.from_bytes(head[21:25], "little")
+        return 1 + ((bits >> 14) & 0x3FFF), 1 + (bits & 0x3FFF)
+    if kind == b"VP8 " and head[23:26] == b"\x9d\x01\x2a":
+        return (
+            int.from_bytes(head[28:30], "little") & 0x3FFF,
+            int.from_bytes(head[26:28], "little") & 0x3FFF,
+        )
+    raise CodecError(f"WebP stream with a first chunk {kind!r} that declares no size")
 
 
 @register_codec
@@ -65,6 +86,20 @@ class WebpCodec(ImageCodec):
     def _decode(self, data: Any, channels: int | None) -> np.ndarray:
         # Encoders drop an all-opaque alpha channel; ask for it back when the stack has one.
         return imagecodecs.webp_decode(data, hasalpha=True if channels == 4 else None)
+
+    def header_problem(self, data: Any, expected: ImageInfo) -> str | None:
+        # Only the size: whether a stream carries alpha does not decide the channels (encoders
+        # drop an all-opaque alpha, which the decoder restores for a 4-channel stack).
+        try:
+            height, width = _webp_size(data)
+        except Exception as exc:
+            return f"its header is unreadable ({exc})"
+        if (height, width) != (expected.height, expected.width):
+            return (
+                f"its header declares a {height}x{width} image, "
+                f"not the stack's {describe_geometry(expected)}"
+            )
+        return None
 
     def _check_stream(self, data: bytes) -> None:
         if len(data) < 20 or data[:4] != b"RIFF" or data[8:12] != b"WEBP":
