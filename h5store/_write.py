@@ -392,6 +392,7 @@ class StoreWriter:
             w.flush()
         f = w.swmr_off()
         w.seal_row_log()
+        fmt.record_committed_rows(f, len(self.index))
         for stack in self.catalog.stacks:
             ds = f[stack.path]
             if ds.shape[0] > stack.length:  # chunks of a batch that failed after writing them

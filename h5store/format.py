@@ -63,6 +63,9 @@ LIBVER = ("v110", "v110")
 
 ATTR_FORMAT = "h5store_format"
 ATTR_VERSION = "h5store_version"
+#: (1.2) rows /index held when a writer last closed the file: rows are only ever appended
+#: (deletion is a flag), so fewer rows than this at any later open means rows were lost.
+ATTR_COMMITTED_ROWS = "h5store_committed_rows"
 
 INDEX = "index"
 INDEX_TAIL = "index_tail"
@@ -230,6 +233,30 @@ def codec_config_json(codec: Codec) -> str:
 def write_root_attrs(f: h5py.File) -> None:
     f.attrs[ATTR_FORMAT] = FORMAT_NAME
     f.attrs[ATTR_VERSION] = np.array(FORMAT_VERSION, dtype="<i4")
+    # Made with the file, so that closing only overwrites it in place (one small write).
+    f.attrs[ATTR_COMMITTED_ROWS] = np.uint64(0)
+
+
+def check_committed_rows(f: h5py.File, n_rows: int, path: str) -> None:
+    """(1.2) Refuse an index with fewer rows than a writer left at its last close: /index
+    resized down (or cut short) would otherwise read as a smaller, healthy store."""
+    recorded = f.attrs.get(ATTR_COMMITTED_ROWS)
+    if recorded is None:  # format 1.0 / 1.1
+        return
+    try:
+        expected = int(recorded)
+    except (TypeError, ValueError):
+        raise FormatError(f"{path}: root attribute {ATTR_COMMITTED_ROWS} is damaged") from None
+    if n_rows < expected:
+        raise FormatError(
+            f"{path}: /{INDEX} has {n_rows} committed rows but held {expected} when the file "
+            "was last closed: rows were lost (the file is damaged)"
+        )
+
+
+def record_committed_rows(f: h5py.File, n_rows: int) -> None:
+    if ATTR_COMMITTED_ROWS in f.attrs:
+        f.attrs[ATTR_COMMITTED_ROWS] = np.uint64(n_rows)
 
 
 def file_version(f: h5py.File) -> tuple[int, int]:

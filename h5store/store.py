@@ -306,6 +306,7 @@ class ImageStore:
             self._mapped.close()
         self._mapped = MappedFile(self.path, populate=populate)
         rows = np.zeros(0, fmt.INDEX_DTYPE) if new_file else read_committed_rows(f, self._mapped)
+        fmt.check_committed_rows(f, len(rows), self.path)
         #: the file carries the checks of format 1.2 (/score_crc32, class cross-checks)
         self._checked = fmt.has_checks(fmt.file_version(f))
         self._catalog = catalog = Catalog(f, self._class_group, checked=self._checked)

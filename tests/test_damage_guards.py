@@ -299,3 +299,20 @@ def test_the_sharded_view_and_export_get_checked_sources(sourced_store, tmp_path
     with h5store.open(sourced_store) as store:
         with pytest.raises(h5store.FormatError, match=r"/sources row 0 \(image 0\)"):
             export_folder(store, tmp_path / "out", progress=False)
+
+
+@pytest.mark.parametrize("keep", [0, 3])
+def test_an_index_cut_short_is_refused_not_read_as_a_smaller_store(tmp_path, keep):
+    """(1.2) /index resized down after a close: its rows are gone, and the file says how many
+    it held, so the store is refused instead of reading as a healthy store of ``keep``."""
+    path = tmp_path / "s.h5"
+    with h5store.open(path, "w", codec="png") as store:
+        store.add_batch(np.zeros((5, 4, 4), np.uint8), labels=["a"] * 5)
+    with h5store.open(path, "a") as store:  # a second session appends; still counted
+        store.add(np.ones((4, 4), np.uint8), label="a")
+    with h5py.File(path, "a") as f:
+        f["index"].resize((keep,))
+    with pytest.raises(h5store.FormatError, match="rows were lost"):
+        h5store.open(path)
+    with pytest.raises(h5store.FormatError, match="rows were lost"):
+        h5store.open(path, "a")
