@@ -9,8 +9,8 @@ leaves the older ones as they are. The committed files were written by h5store a
 
   a3b28f7 (format 1.0): golden-1.0.*
   7dc4f43 (format 1.1, adds /source_crc32): golden-1.1.*
-  9be4a32 (format 1.2, adds /score_crc32 and /scores @columns, NUL-terminated /labels, an
-           empty /index_tail after close): golden-1.2.*
+  2096678 (format 1.2, adds /score_crc32 and /scores @columns, NUL-terminated /labels, an
+           empty /index_tail after close, the root's h5store_committed_rows): golden-1.2.*
 
 from the same images, labels, scores and sources. Do not regenerate them to make
 tests/test_golden.py pass: a failure there means today's code no longer reads what an earlier
