@@ -42,9 +42,12 @@ class Throughput:
     two_threads: float | None
 
 
-#: Shortest a timed block may last (CPU seconds): below this, timer resolution and waking a
-#: thread dominate (a 4-image block of JPEG decodes in half a millisecond), so it is run again.
-MIN_BLOCK_SECONDS = 0.02
+#: Shortest a timed block may last (CPU seconds): a shorter one (a 4-image block of JPEG
+#: decodes in half a millisecond) is run again until it lasts this long, so that the per-call
+#: overhead and the clock's resolution (about a microsecond) stay under 1 %. CPU time does not
+#: charge waking a thread, so this can be short; at 20 ms, re-running the fast codecs' blocks
+#: took 5 of the 17 CPU seconds of a ``--quick`` run.
+MIN_BLOCK_SECONDS = 0.005
 #: Images in each one-thread block: enough for a stable rate, few enough that a codec encoding
 #: 1 MP/s spends under a second a block.
 SINGLE_BLOCK = 16
