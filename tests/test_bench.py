@@ -405,13 +405,18 @@ def test_inputs_from_an_image_folder_and_an_h5store_file(tmp_path):
     assert len(folder) == 5 and set(folder.labels) <= set(sample.labels)
     originals = {im.tobytes() for im in sample.images}
     assert all(im.tobytes() in originals for im in folder.images)
+    # the decode floor's reference: the files' format, at h5store's defaults for it
+    assert folder.own_codec == h5store.get_codec("png").get_config()
+    assert folder.own_codec_origin.startswith("the files' format")
 
     path = str(tmp_path / "s.h5")
-    with h5store.open(path, "w", codec="png") as store:
+    with h5store.open(path, "w", codec="png", level=2) as store:
         store.add_batch(np.stack(sample.images), labels=sample.labels)
     stored = load_input(path, n=100, size=32)
     assert len(stored) == 8 and sorted(stored.labels) == sorted(sample.labels)
     assert all(im.shape == (32, 32, 3) for im in stored.images)
+    assert stored.own_codec == h5store.get_codec("png", level=2).get_config()  # resized: kept
+    assert load_input(None, n=2, size=16).own_codec is None  # arrays have no codec of their own
 
 
 @pytest.mark.parametrize(

@@ -17,8 +17,9 @@ if TYPE_CHECKING:  # results imports this module; the cell type is only named he
 
 PREFERENCES = ("smallest", "fastest")
 #: Default floor on decode speed, as a fraction of the reference's (see :func:`decode_floor`):
-#: "not slower to read than what you have now", less the few per cent by which repeated runs
-#: of one setting differ, so that the reference codec's other settings are not dropped by noise.
+#: "not slower to read than what you have now", less a margin for the 10-20 % by which repeated
+#: measurements of one setting differ on a loaded machine, so that the reference codec's other
+#: settings (or the reference itself, measured again) are not dropped by noise.
 MIN_DECODE_SPEED = 0.9
 
 
@@ -26,7 +27,7 @@ MIN_DECODE_SPEED = 0.9
 class DecodeFloor:
     """Decode speed (one thread, MP/s) a setting must reach: ``fraction`` of the reference
     setting's, measured in the same run. ``reference_mpx_s`` is None when the reference was not
-    measured (then there is no floor, and :meth:`describe` says why)."""
+    measured (then there is no floor, and :meth:`explain` says why)."""
 
     fraction: float
     reference: str  # the reference setting, e.g. "png level=6"
