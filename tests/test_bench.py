@@ -494,7 +494,7 @@ def test_the_notebook_runs(tmp_path):
     printed = "".join(
         o.get("text", "") for c in nb.cells if c.cell_type == "code" for o in c.outputs
     )
-    assert "Recommended (smallest meeting SSIM >= 0.98)" in printed
+    assert "Recommended (smallest meeting SSIM >= 0.98, decode >= " in printed
     assert (tmp_path / "bench-results" / "bench.png").exists()
 
 
