@@ -473,9 +473,15 @@ def test_lossless_input_with_gray_and_rgba_images():
     assert cell.max_abs_error == 0 and cell.bits_per_pixel > 0
 
 
-def test_the_notebook_runs(tmp_path):
+def test_the_notebook_runs(tmp_path, monkeypatch):
     """notebooks/choosing-compression.ipynb executes top to bottom (CI must have the
     'notebooks' extra: there a missing kernel is a failure, not a skip)."""
+    # The kernel runs in tmp_path: without this it would import the installed h5store, which
+    # need not be the checkout under test (a worktree, an editable install of another tree).
+    root = os.path.dirname(os.path.dirname(h5store.__file__))
+    monkeypatch.setenv(
+        "PYTHONPATH", os.pathsep.join(filter(None, [root, os.environ.get("PYTHONPATH")]))
+    )
     try:
         import ipykernel  # noqa: F401
         import nbclient

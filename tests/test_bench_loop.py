@@ -172,6 +172,7 @@ def test_quick_answers_with_a_reduced_grid_and_says_so(tmp_path, capsys):
     assert main([*args, "--json"]) in (0, 1)
     data = json.loads(capsys.readouterr().out)
     assert data["meta"]["quick"] is True and data["meta"]["images"] == QUICK_IMAGES
+    assert data["meta"]["clock"] == "time.thread_time"
     measured = {}
     for cell in data["cells"]:
         measured.setdefault(cell["codec"], []).append(cell["config"])
