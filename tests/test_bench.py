@@ -5,6 +5,8 @@ import csv
 import json
 import math
 import os
+import time
+from dataclasses import replace
 
 import imagecodecs
 import numpy as np
@@ -14,7 +16,7 @@ import h5store
 from h5store import bench
 from h5store.bench.classifier import train_default
 from h5store.bench.inputs import BenchInput, load_input
-from h5store.bench.recommend import size_at_ssim
+from h5store.bench.recommend import decode_floor, size_at_ssim
 from h5store.bench.runner import measure_cell
 from h5store.bench.timing import BlockTimer, block_plan
 from h5store.cli import main
@@ -122,20 +124,23 @@ def test_jpegxl_is_smaller_than_jpeg_at_the_same_ssim():
         assert cell.bytes_per_image < jpeg_bytes, (cell.name, cell.bytes_per_image, jpeg_bytes)
 
 
-def _cell(codec, ssim, size, lossless=False):
+def _cell(codec, ssim, size, lossless=False, decode=1.0, encode=1.0, config=None):
+    """A measured setting built by hand: recommendations are tested without timing anything.
+    ``config`` is the codec's constructor keywords (the setting's name is made of them)."""
+    config = config or {}
     return bench.CellResult(
         codec=codec,
-        setting=f"s{ssim}",
-        config={"id": codec},
+        setting=" ".join(f"{k}={v}" for k, v in config.items()) or f"s{ssim}",
+        config={"id": codec, **config},
         lossless=lossless,
         images=1,
         bytes_per_image=size,
-        bits_per_pixel=1.0,
+        bits_per_pixel=8 * size / 50_176,  # a 224 x 224 image
         ratio=1.0,
-        encode_mpx_s=1.0,
-        encode_mpx_s_2t=1.0,
-        decode_mpx_s=1.0,
-        decode_mpx_s_2t=1.0,
+        encode_mpx_s=encode,
+        encode_mpx_s_2t=2 * encode,
+        decode_mpx_s=decode,
+        decode_mpx_s_2t=2 * decode,
         psnr_mean=30.0,
         psnr_min=30.0,
         ssim_mean=ssim,
@@ -212,6 +217,7 @@ def test_the_recommendation_is_the_smallest_or_fastest_setting_meeting_the_floor
     f = bench.Floors(**floors)
     ok = [c for c in small_run.cells if _meets(c, f)]
     assert ok, "every floor here is met by the lossless codecs"
+    floors = {**floors, "min_decode_speed": 0}  # quality floors only: speed is tested below
     smallest = small_run.recommend(**floors)
     assert smallest.cell in ok
     assert smallest.cell.bytes_per_image == min(c.bytes_per_image for c in ok)
@@ -219,6 +225,112 @@ def test_the_recommendation_is_the_smallest_or_fastest_setting_meeting_the_floor
     assert fastest.cell.decode_mpx_s == max(c.decode_mpx_s for c in ok)
     below = [c for c in small_run.cells if c.bytes_per_image < smallest.cell.bytes_per_image]
     assert all(not _meets(c, f) for c in below)
+
+
+def _png_store_cells():
+    """A PNG store's benchmark as issue 23 met it: JPEG XL lossless is smallest but decodes at
+    a quarter of PNG's speed; WebP lossless is smaller than PNG and faster."""
+    return [
+        _cell("png", 1.0, 80_000, True, decode=40.0, encode=4.0, config=dict(level=6)),
+        _cell("png", 1.0, 84_000, True, decode=39.0, encode=13.0, config=dict(level=1)),
+        _cell(
+            "jpegxl",
+            1.0,
+            56_000,
+            True,
+            decode=10.0,
+            encode=5.0,
+            config=dict(lossless=True, effort=3),
+        ),
+        _cell(
+            "webp", 1.0, 61_000, True, decode=53.0, encode=5.0, config=dict(lossless=True, effort=1)
+        ),
+        _cell("zstd", 1.0, 112_000, True, decode=215.0, encode=16.0, config=dict(level=9)),
+        _cell("jpeg", 0.9814, 29_000, decode=167.0, encode=261.0, config=dict(quality=98)),
+        _cell("jpeg", 0.9715, 20_000, decode=205.0, encode=313.0, config=dict(quality=95)),
+        _cell("webp", 0.9850, 18_000, decode=80.0, encode=12.0, config=dict(quality=95)),
+    ]
+
+
+def _recommend(cells, min_ssim=0.98, fraction=0.9, own=None, prefer="smallest"):
+    floors = bench.Floors(min_ssim=min_ssim)
+    speed = decode_floor(cells, floors, fraction, own, "stored in the file")
+    return bench.recommend(cells, replace(floors, decode=speed), prefer)
+
+
+def test_the_decode_floor_excludes_settings_slower_than_the_inputs_own_codec():
+    cells = _png_store_cells()
+    png = {"id": "png", "level": 6}
+    without = _recommend(cells, fraction=0, own=png)
+    assert without.cell.name == "webp quality=95" and without.floors.decode is None
+    rec = _recommend(cells, own=png)
+    assert rec.floors.decode.reference == "png level=6"
+    assert rec.floors.decode.mpx_s == pytest.approx(0.9 * 40.0)
+    # webp quality=95 (18 kB, 80 MP/s) meets everything; the lossless floor shows the exclusion
+    lossless = _recommend(cells, min_ssim=1.0, own=png)
+    assert lossless.cell.name == "webp lossless=True effort=1"
+    assert lossless.too_slow.name == "jpegxl lossless=True effort=3"
+    assert "decodes 10 MP/s < 36 MP/s" in lossless.floors.failures(lossless.too_slow)
+    assert _recommend(cells, min_ssim=1.0, fraction=0, own=png).cell.codec == "jpegxl"
+    assert _recommend(cells, min_ssim=1.0, fraction=0.2, own=png).cell.codec == "jpegxl"
+    # A higher floor leaves only what decodes faster than PNG by that much.
+    assert _recommend(cells, min_ssim=1.0, fraction=2.0, own=png).cell.codec == "zstd"
+    # Every recommended setting decodes at or above the floor, whatever is preferred.
+    for prefer in ("smallest", "fastest"):
+        for fraction in (0.5, 0.9, 1.0, 1.5, 5.0):
+            chosen = _recommend(cells, min_ssim=1.0, fraction=fraction, own=png, prefer=prefer)
+            assert chosen.cell.decode_mpx_s >= fraction * 40.0
+
+
+def test_without_a_codec_of_its_own_the_floor_is_jpeg_at_the_same_quality():
+    cells = _png_store_cells()
+    rec = _recommend(cells)  # arrays or the sample set: JPEG would store them
+    assert rec.floors.decode.reference == "jpeg quality=98"  # the smallest JPEG with SSIM 0.98
+    assert rec.cell.name == "jpeg quality=98" and rec.too_slow.name == "webp quality=95"
+    # A floor no JPEG meets: its largest setting is the reference
+    assert _recommend(cells, min_ssim=1.0).floors.decode.reference == "jpeg quality=98"
+    # The reference not measured: no floor, and the message says so
+    unmeasured = _recommend(cells, own={"id": "qoi"})
+    assert unmeasured.floors.decode.mpx_s is None and unmeasured.cell.name == "webp quality=95"
+    assert "No decode floor: the reference, qoi default" in unmeasured.message
+
+
+def test_the_recommendation_names_decode_and_encode_speed_next_to_its_size():
+    rec = _recommend(_png_store_cells(), min_ssim=1.0, own={"id": "png", "level": 6})
+    first, *rest = rec.message.splitlines()
+    assert first.startswith("Recommended (smallest meeting SSIM >= 1.0, decode >= 36 MP/s): ")
+    # 53 MP/s of 224 x 224 images is 1,056 images a second
+    assert "webp lossless=True effort=1 -- 61.0 kB/image" in first
+    assert "decodes 53 MP/s = 1,056 img/s, encodes 5 MP/s = 100 img/s (one thread)" in first
+    text = "\n".join(rest)
+    assert "smaller but below the decode floor: jpegxl lossless=True effort=3 -- 56.0 kB" in text
+    assert "decodes 10 MP/s = 199 img/s" in text
+    assert "Decode floor: 0.9 x 40 MP/s of png level=6 (the input's own codec" in text
+    assert "--min-decode-speed" in text
+    assert rec.to_dict()["decode_floor_mpx_s"] == pytest.approx(36.0)
+
+
+@pytest.mark.parametrize("fraction", [-0.5, math.inf, math.nan, "1", True])
+def test_a_bad_decode_floor_raises(fraction):
+    with pytest.raises(h5store.InvalidInputError, match="min_decode_speed must be a number"):
+        decode_floor([], bench.Floors(), fraction)
+    with pytest.raises(h5store.InvalidInputError, match="min_decode_speed"):
+        bench.run(n=2, size=16, codecs=["raw"], min_decode_speed=fraction, progress=False)
+
+
+def test_timing_charges_cpu_time_not_waiting():
+    """A thread that waits (as one does for a core on a loaded machine) is not charged: 16
+    sleeps of 10 ms cost 160 ms of wall time and almost no CPU time, with one or two threads."""
+
+    def wait(_):
+        time.sleep(0.01)
+
+    with BlockTimer(repeats=1) as timer:
+        for threads in (1, 2):
+            started = time.perf_counter()
+            _, seconds = timer._run_block(wait, list(range(16)), np.arange(16), threads, 1)
+            assert time.perf_counter() - started >= 0.08
+            assert seconds < 0.03, (threads, seconds)
 
 
 def test_no_recommendation_when_nothing_meets_the_floors(small_run):
@@ -293,13 +405,18 @@ def test_inputs_from_an_image_folder_and_an_h5store_file(tmp_path):
     assert len(folder) == 5 and set(folder.labels) <= set(sample.labels)
     originals = {im.tobytes() for im in sample.images}
     assert all(im.tobytes() in originals for im in folder.images)
+    # the decode floor's reference: the files' format, at h5store's defaults for it
+    assert folder.own_codec == h5store.get_codec("png").get_config()
+    assert folder.own_codec_origin.startswith("the files' format")
 
     path = str(tmp_path / "s.h5")
-    with h5store.open(path, "w", codec="png") as store:
+    with h5store.open(path, "w", codec="png", level=2) as store:
         store.add_batch(np.stack(sample.images), labels=sample.labels)
     stored = load_input(path, n=100, size=32)
     assert len(stored) == 8 and sorted(stored.labels) == sorted(sample.labels)
     assert all(im.shape == (32, 32, 3) for im in stored.images)
+    assert stored.own_codec == h5store.get_codec("png", level=2).get_config()  # resized: kept
+    assert load_input(None, n=2, size=16).own_codec is None  # arrays have no codec of their own
 
 
 @pytest.mark.parametrize(
@@ -356,9 +473,15 @@ def test_lossless_input_with_gray_and_rgba_images():
     assert cell.max_abs_error == 0 and cell.bits_per_pixel > 0
 
 
-def test_the_notebook_runs(tmp_path):
+def test_the_notebook_runs(tmp_path, monkeypatch):
     """notebooks/choosing-compression.ipynb executes top to bottom (CI must have the
     'notebooks' extra: there a missing kernel is a failure, not a skip)."""
+    # The kernel runs in tmp_path: without this it would import the installed h5store, which
+    # need not be the checkout under test (a worktree, an editable install of another tree).
+    root = os.path.dirname(os.path.dirname(h5store.__file__))
+    monkeypatch.setenv(
+        "PYTHONPATH", os.pathsep.join(filter(None, [root, os.environ.get("PYTHONPATH")]))
+    )
     try:
         import ipykernel  # noqa: F401
         import nbclient
@@ -377,7 +500,7 @@ def test_the_notebook_runs(tmp_path):
     printed = "".join(
         o.get("text", "") for c in nb.cells if c.cell_type == "code" for o in c.outputs
     )
-    assert "Recommended (smallest meeting SSIM >= 0.98)" in printed
+    assert "Recommended (smallest meeting SSIM >= 0.98, decode >= " in printed
     assert (tmp_path / "bench-results" / "bench.png").exists()
 
 

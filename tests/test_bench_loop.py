@@ -9,6 +9,7 @@ import pytest
 import h5store
 from h5store.bench import run
 from h5store.bench.cli import load_predict
+from h5store.bench.runner import QUICK_IMAGES, quick_settings
 from h5store.cli import main
 from h5store.sample import sample_set
 
@@ -137,3 +138,59 @@ def test_plot_labels_do_not_overlap(tmp_path):
         for b in placed[k + 1 :]:
             assert not a.overlaps(b), (a, b)
     assert np.asarray(matplotlib.image.imread(tmp_path / "p.png")).size > 0
+
+
+@pytest.fixture(scope="module")
+def png_store(tmp_path_factory):
+    path = tmp_path_factory.mktemp("lossless") / "p.h5"
+    sample = sample_set(16, 64, seed=4)
+    with h5store.open(path, "w", codec="png", level=9) as store:
+        store.add_batch(sample.images, labels=sample.true_labels)
+    return path
+
+
+def test_a_png_store_is_recommended_a_setting_within_its_own_codecs_read_speed(png_store):
+    """Issue 23: on a PNG store the default floors picked JPEG XL lossless, which decodes at a
+    quarter of PNG's speed. The store's own setting (level=9, not in PNG's quick grid) is
+    measured and is the floor's reference."""
+    result = run(png_store, quick=True, codecs=["png", "jpegxl", "zstd"], progress=False)
+    assert result.meta["own_codec"] == h5store.get_codec("png", level=9).get_config()
+    assert {c.setting for c in result.cells if c.codec == "png"} >= {"level=9"}
+    rec = result.recommendation
+    assert rec.floors.decode.reference == "png level=9"
+    assert rec.floors.decode.why == "the input's own codec, stored in the file"
+    assert rec.cell is not None and rec.cell.decode_mpx_s >= rec.floors.decode.mpx_s
+    for cell in result.cells:  # nothing below the floor counts as meeting it
+        if cell.decode_mpx_s < rec.floors.decode.mpx_s:
+            assert rec.floors.speed_failures(cell)
+    assert "Decode floor: 0.9 x" in rec.message and "of png level=9" in rec.message
+
+
+def test_quick_answers_with_a_reduced_grid_and_says_so(tmp_path, capsys):
+    out = tmp_path / "quick"
+    args = ["bench", "--quick", "--size", "48", "--quiet", "--out", str(out)]
+    assert main([*args, "--json"]) in (0, 1)
+    data = json.loads(capsys.readouterr().out)
+    assert data["meta"]["quick"] is True and data["meta"]["images"] == QUICK_IMAGES
+    assert data["meta"]["clock"] == "time.thread_time"
+    measured = {}
+    for cell in data["cells"]:
+        measured.setdefault(cell["codec"], []).append(cell["config"])
+    for name in h5store.available_codecs():
+        grid = type(h5store.get_codec(name)).bench_grid
+        settings = quick_settings(name)
+        assert len(settings) <= 3 and all(s in grid for s in settings)
+        lossy = [s for s in grid if not h5store.get_codec(name, **s).lossless]
+        if lossy:  # the highest qualities are kept, the lowest dropped
+            top = max(s.get("quality", 0) for s in lossy)
+            assert any(s.get("quality", 0) == top for s in settings)
+        configs = [h5store.get_codec(name, **s).get_config() for s in settings]
+        assert name not in measured or measured[name] == configs
+    assert len(data["cells"]) < sum(
+        len(type(h5store.get_codec(n)).bench_grid) for n in h5store.available_codecs()
+    )
+    assert data["recommendation"]["choice"] is not None
+    assert "decodes" in data["recommendation"]["message"]
+    assert "encodes" in data["recommendation"]["message"]
+    text = (out / "bench.md").read_text()
+    assert "Quick run (--quick)" in text and "CPU time of the measuring thread" in text

@@ -32,7 +32,7 @@ def test_the_quickstart_notebook_runs_end_to_end(tmp_path):
         pytest.importorskip("torch")
     printed = execute(tmp_path)
     assert "held-out accuracy" in printed and "images the CNN got wrong" in printed
-    assert "Recommended (smallest meeting SSIM >= 0.95, agreement >= 0.99)" in printed
+    assert "Recommended (smallest meeting SSIM >= 0.95, agreement >= 0.99, decode >= " in printed
     assert "Apply it: h5store repack quickstart.h5" in printed
     assert "re-encoded" in printed and (tmp_path / "quickstart-small.h5").exists()
     assert "h5store id " in printed and "'store': 'quickstart-small.h5'" in printed

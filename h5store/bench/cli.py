@@ -11,7 +11,8 @@ import sys
 
 from h5store import InvalidInputError
 
-from .recommend import PREFERENCES
+from .recommend import MIN_DECODE_SPEED, PREFERENCES
+from .runner import QUICK_IMAGES
 
 
 def add_parser(sub: argparse._SubParsersAction) -> argparse.ArgumentParser:
@@ -20,10 +21,11 @@ def add_parser(sub: argparse._SubParsersAction) -> argparse.ArgumentParser:
         "bench",
         help="choose a codec and quality for your images (size, speed, fidelity)",
         description="Measure every registered codec setting on the same images: bytes per "
-        "image, encode/decode megapixels per second (1 and 2 threads), PSNR, SSIM, max error and "
-        "whether a classifier's predictions survive; write bench.json/.csv/.md and a Pareto plot "
-        "(bench.png) and recommend the smallest (or fastest) setting meeting the floors. Exit "
-        "status 1 when no setting meets them. Needs the 'bench' extra.",
+        "image, encode/decode megapixels per second (1 and 2 threads, in CPU time), PSNR, SSIM, "
+        "max error and whether a classifier's predictions survive; write bench.json/.csv/.md "
+        "and a Pareto plot (bench.png) and recommend the smallest (or fastest) setting meeting "
+        "the floors (quality, and decode speed against the input's own codec). Exit status 1 "
+        "when no setting meets them. Needs the 'bench' extra.",
     )
     bench.add_argument(
         "input",
@@ -32,7 +34,18 @@ def add_parser(sub: argparse._SubParsersAction) -> argparse.ArgumentParser:
         help="an h5store file or an ImageFolder directory (one subfolder per "
         "class); default: the built-in sample set",
     )
-    bench.add_argument("--n", type=int, default=500, help="images drawn (default: %(default)s)")
+    bench.add_argument(
+        "--n",
+        type=int,
+        default=None,
+        help=f"images drawn (default: 500; {QUICK_IMAGES} with --quick)",
+    )
+    bench.add_argument(
+        "--quick",
+        action="store_true",
+        help=f"a first look in under a minute: {QUICK_IMAGES} images and, of each codec's "
+        "settings, its first lossless one and its two lossy ones of highest quality",
+    )
     bench.add_argument(
         "--size",
         type=int,
@@ -56,6 +69,16 @@ def add_parser(sub: argparse._SubParsersAction) -> argparse.ArgumentParser:
         type=float,
         default=None,
         help="floor on the share (0-1) of classifier predictions unchanged",
+    )
+    bench.add_argument(
+        "--min-decode-speed",
+        type=float,
+        default=MIN_DECODE_SPEED,
+        metavar="FRACTION",
+        help="floor on one-thread decode speed, as a fraction of the input's own codec's "
+        "(the store's codec, the files' format) or, for input without one, of JPEG's at the "
+        "same quality floors: reads from the recommended setting are not much slower than "
+        "now (default: %(default)s; 0 for none)",
     )
     bench.add_argument(
         "--predict",
@@ -118,7 +141,9 @@ def cmd_bench(args: argparse.Namespace) -> int:
         min_ssim=args.min_ssim,
         min_psnr=args.min_psnr,
         min_agreement=args.min_agreement,
+        min_decode_speed=args.min_decode_speed or None,
         prefer=args.prefer,
+        quick=args.quick,
         repeats=args.repeats,
         ssim_images=args.ssim_images or None,
         out=args.out,

@@ -8,7 +8,9 @@ drawn at random with ``seed`` so that every codec setting sees exactly the same 
 
 from __future__ import annotations
 
+import json
 import os
+from collections import Counter
 from collections.abc import Sequence
 from dataclasses import dataclass
 from typing import Any
@@ -38,6 +40,11 @@ class BenchInput:
     lossy_origin: str | None = None
     #: The h5store file the images came from (the recommendation's repack command uses it).
     store_path: str | None = None
+    #: The codec the images are held in now (``get_config()`` of the store's codec, or the
+    #: files' format at h5store's defaults for it), and which of them: the decode-speed floor
+    #: is relative to it. None for arrays and the sample set, which have no codec of their own.
+    own_codec: dict[str, Any] | None = None
+    own_codec_origin: str | None = None
 
     def __len__(self) -> int:
         return len(self.images)
@@ -129,6 +136,9 @@ def _store_input(path: str, n: int, seed: int) -> BenchInput:
         chosen = ids[_draw(len(ids), n, seed)].tolist()
         images = [checked_image(im, f"image {i}") for i, im in zip(chosen, store.get_batch(chosen))]
         records = [store.record(i) for i in chosen]
+        configs = Counter(
+            json.dumps(store.codec_of(r.label).get_config(), sort_keys=True) for r in records
+        )
         lossy = {
             r.label: store.codec_of(r.label)
             for r in records
@@ -153,6 +163,7 @@ def _store_input(path: str, n: int, seed: int) -> BenchInput:
         f"{len(images)} of {len(ids)} images of {path}",
         lossy_origin=origin,
         store_path=path,
+        **_own_codec(configs, "stored in the file"),
     )
 
 
@@ -171,12 +182,37 @@ def _folder_input(path: str, n: int, seed: int) -> BenchInput:
     classes = len({label for _, label in files})
     jpegs = sum(file.lower().endswith(LOSSY_SUFFIXES) for file, _ in picked)
     origin = f"{jpegs} of the {len(picked)} images are JPEG files" if jpegs else None
+    formats = Counter(_file_codec(file) for file, _ in picked)
+    formats.pop(None, None)
     return BenchInput(
         images,
         [label for _, label in picked],
         f"{len(images)} of {len(files)} images in {classes} classes of {path}",
         lossy_origin=origin,
+        **_own_codec(formats, "the files' format, at h5store's default settings for it"),
     )
+
+
+def _file_codec(file: str) -> str | None:
+    """Config (JSON) of the registered codec whose stream a file is, at its default settings."""
+    from h5store.folders import FILE_EXTENSIONS
+
+    suffix = os.path.splitext(file)[1].lower()
+    suffix = {".jpeg": ".jpg", ".j2k": ".jp2"}.get(suffix, suffix)
+    for name, extension in FILE_EXTENSIONS.items():
+        if extension == suffix and name in h5store.available_codecs():
+            return json.dumps(h5store.get_codec(name).get_config(), sort_keys=True)
+    return None
+
+
+def _own_codec(configs: Counter, origin: str) -> dict[str, Any]:
+    """BenchInput's own_codec fields: the codec most of the drawn images are held in."""
+    if not configs:
+        return {}
+    config, count = configs.most_common(1)[0]
+    total = sum(configs.values())
+    share = "" if count == total else f" ({count} of {total} images)"
+    return {"own_codec": json.loads(config), "own_codec_origin": f"{origin}{share}"}
 
 
 def image_folder_files(path: str) -> list[tuple[str, str]]:
@@ -243,4 +279,12 @@ def _resized(found: BenchInput, size: int) -> BenchInput:
         crop = image[top : top + side, left : left + side]
         out = resize(crop, (size, size), preserve_range=True, anti_aliasing=side > size)
         images.append(np.ascontiguousarray(np.rint(out).astype(image.dtype)))
-    return BenchInput(images, found.labels, f"{found.description}, resized to {size}x{size} px")
+    # Resized images are no longer the input's stored ones, but the codec they are held in
+    # (the store's, the files') is still what reads would compare against.
+    return BenchInput(
+        images,
+        found.labels,
+        f"{found.description}, resized to {size}x{size} px",
+        own_codec=found.own_codec,
+        own_codec_origin=found.own_codec_origin,
+    )

@@ -193,8 +193,15 @@ def summary_lines(result: BenchResult) -> list[str]:
         + ("" if load is None else f" (load average {load:.1f} at the end)")
         + ". Size, speed, PSNR and max error "
         f"over all {meta['images']} images, SSIM over the first {meta['ssim_images']} (the "
-        "same for every setting); MP/s = megapixels per second."
+        "same for every setting).",
+        SPEED_CAPTION.format(repeats=meta.get("repeats", "?")),
     ]
+    if meta.get("quick"):
+        lines.append(
+            "Quick run (--quick): fewer images, and of each codec's settings only its first "
+            "lossless one and its two lossy ones of highest quality; run without --quick "
+            "for the whole grid."
+        )
     if clf.kind == "default":
         lines.append(
             f"Classifier: default scikit-learn model, accuracy {clf.accuracy:.3f} on "
@@ -217,6 +224,13 @@ def summary_lines(result: BenchResult) -> list[str]:
     ]
     return lines
 
+
+SPEED_CAPTION = (
+    "MP/s = megapixels per second in CPU time of the measuring thread (time.thread_time), "
+    "median of {repeats} blocks per thread count, so other processes' load does not lower "
+    "them; 2t = two threads, each block's pixels over the CPU time of its busier thread (what "
+    "two free cores give)."
+)
 
 EQUAL_SSIM_CAPTION = (
     "Bytes per image at equal SSIM (each lossy codec's size interpolated "

@@ -4,11 +4,11 @@ settings skipped and why, and the run as a whole (:class:`BenchResult`)."""
 from __future__ import annotations
 
 import math
-from dataclasses import asdict, dataclass, field
+from dataclasses import asdict, dataclass, field, replace
 from typing import Any
 
 from . import report
-from .recommend import Floors, Recommendation, recommend
+from .recommend import MIN_DECODE_SPEED, Floors, Recommendation, decode_floor, recommend
 
 
 @dataclass
@@ -99,10 +99,24 @@ class BenchResult:
         min_ssim: float | None = None,
         min_psnr: float | None = None,
         min_agreement: float | None = None,
+        min_decode_speed: float | None = MIN_DECODE_SPEED,
         prefer: str = "smallest",
     ) -> Recommendation:
-        """Choose again under other floors, without measuring again."""
-        return recommend(self.cells, Floors(min_ssim, min_psnr, min_agreement), prefer)
+        """Choose again under other floors, without measuring again (``min_decode_speed``: see
+        :func:`~h5store.bench.recommend.decode_floor`)."""
+        floors = Floors(min_ssim, min_psnr, min_agreement)
+        meta = self.meta
+        speed = decode_floor(
+            self.cells,
+            floors,
+            min_decode_speed,
+            meta.get("own_codec"),
+            meta.get("own_codec_origin"),
+        )
+        chosen = recommend(self.cells, replace(floors, decode=speed), prefer)
+        chosen.lossy_origin = meta.get("lossy_input")
+        chosen.store_path = meta.get("store_path")
+        return chosen
 
     def to_dict(self) -> dict[str, Any]:
         return {

@@ -13,11 +13,18 @@ import numpy as np
 
 import h5store
 from h5store import Codec, CodecError, InvalidInputError
+from h5store.codecs import codec_from_config
 
 from .classifier import Predict, agreement, call_predict, train_default
 from .inputs import BenchInput, as_batch, check_count, load_input
 from .metrics import set_fidelity
-from .recommend import Floors, check_prefer, recommend
+from .recommend import (
+    MIN_DECODE_SPEED,
+    Floors,
+    check_decode_speed,
+    check_prefer,
+    setting_name,
+)
 from .results import BenchResult, CellResult, ClassifierInfo, Skipped
 from .timing import BlockTimer
 
@@ -29,16 +36,37 @@ class CodecFailure(CodecError):
     benchmark records the setting as failed and goes on with the others."""
 
 
-def setting_name(params: Mapping[str, Any]) -> str:
-    return " ".join(f"{k}={v}" for k, v in params.items()) or "default"
+#: Images a ``quick`` run measures (unless ``n`` says otherwise): enough for sizes and speeds
+#: within a few per cent of a 500-image run's, and a first look at fidelity.
+QUICK_IMAGES = 32
+
+
+def quick_settings(name: str) -> list[dict[str, Any]]:
+    """A ``quick`` run's settings of a codec: the first lossless setting of its ``bench_grid``
+    and its two lossy ones of highest quality (where floors like SSIM 0.98 fall; the lower
+    qualities, which cost as much to judge, are left to the full grid)."""
+    lossless, lossy = [], []
+    for params in type(h5store.get_codec(name)).bench_grid:
+        try:
+            exact = h5store.get_codec(name, **params).lossless
+        except CodecError:  # plan_grid reports it as skipped
+            exact = True
+        (lossless if exact else lossy).append(params)
+    lossy.sort(key=lambda params: params.get("quality", 0))  # stable: grid order among equals
+    return lossless[:1] + lossy[-2:]
 
 
 def plan_grid(
-    inp: BenchInput, codecs: Sequence[str] | None = None, grid: Grid | None = None
+    inp: BenchInput,
+    codecs: Sequence[str] | None = None,
+    grid: Grid | None = None,
+    quick: bool = False,
 ) -> tuple[list[tuple[Codec, str]], list[Skipped]]:
     """The configured codecs to measure (with their setting names), and the settings skipped
     because the codec cannot hold these images. ``codecs`` restricts the registry; ``grid``
-    replaces a codec's ``bench_grid``. Bad names or settings given here raise CodecError."""
+    replaces a codec's ``bench_grid``; ``quick`` thins the others (:func:`quick_settings`).
+    The input's own codec setting, if it has one, is measured too: the decode floor's
+    reference. Bad names or settings given here raise CodecError."""
     names = list(codecs) if codecs is not None else h5store.available_codecs()
     if grid is not None:
         names += [name for name in grid if name not in names]
@@ -46,7 +74,12 @@ def plan_grid(
     planned, skipped = [], []
     for name in names:
         given = grid is not None and name in grid
-        settings = grid[name] if given else type(h5store.get_codec(name)).bench_grid
+        if given:
+            settings = grid[name]
+        elif quick:
+            settings = quick_settings(name)
+        else:
+            settings = type(h5store.get_codec(name)).bench_grid
         for params in settings:
             setting = setting_name(params)
             try:
@@ -61,7 +94,24 @@ def plan_grid(
                 skipped.append(Skipped(name, setting, reason))
             else:
                 planned.append((codec, setting))
+    own = _own_setting(inp, kinds)
+    if own is not None and all(c.get_config() != own[0].get_config() for c, _ in planned):
+        planned.append(own)
     return planned, skipped
+
+
+def _own_setting(inp: BenchInput, kinds: Sequence[tuple]) -> tuple[Codec, str] | None:
+    """The input's own codec setting, configured, if this installation has it and it can hold
+    the (possibly resized) images."""
+    if inp.own_codec is None:
+        return None
+    try:
+        codec = codec_from_config(dict(inp.own_codec))
+    except CodecError:  # a codec of a plugin not installed here: no reference to compare with
+        return None
+    if _cannot_hold(codec, kinds):
+        return None
+    return codec, setting_name({k: v for k, v in inp.own_codec.items() if k != "id"})
 
 
 def _cannot_hold(codec: Codec, kinds: Sequence[tuple[int, int, int, str]]) -> str | None:
@@ -173,7 +223,7 @@ def _judge(
 def run(
     source: Any = None,
     *,
-    n: int = 500,
+    n: int | None = None,
     size: int | None = None,
     seed: int = 0,
     labels: Sequence[Any] | None = None,
@@ -183,13 +233,16 @@ def run(
     min_ssim: float | None = 0.98,
     min_psnr: float | None = None,
     min_agreement: float | None = None,
+    min_decode_speed: float | None = MIN_DECODE_SPEED,
     prefer: str = "smallest",
+    quick: bool = False,
     repeats: int = 3,
     ssim_images: int | None = 200,
     out: str | os.PathLike | None = None,
     progress: bool = True,
 ) -> BenchResult:
-    """Benchmark every codec setting on ``n`` images and recommend one.
+    """Benchmark every codec setting on ``n`` images (default 500, or :data:`QUICK_IMAGES`
+    with ``quick``) and recommend one.
 
     ``source``: None for the built-in sample set, a path to an h5store file or an ImageFolder
     directory, or images (an (N, H, W[, C]) array or a list) with optional ``labels``; see
@@ -198,20 +251,28 @@ def run(
     ``bench_grid``. ``predict(images) -> labels`` is your model (it gets an (N, H, W[, C])
     array, or a list when shapes differ); without it a small classifier is trained on the
     originals. The floors and ``prefer`` ("smallest" or "fastest" to decode) choose the
-    recommendation; ``repeats`` blocks per thread count time each setting. SSIM, the costliest
-    measure, is averaged over the first ``ssim_images`` images (a random subset, the same for
-    every setting; None for all), everything else over all ``n``. ``out`` is a folder for
+    recommendation: besides the quality floors, it must decode at least ``min_decode_speed``
+    times as fast as the input's own codec, or as JPEG at the same quality floors when the
+    input has none (see :func:`~h5store.bench.recommend.decode_floor`; 0 or None for no such
+    floor). ``quick`` is a first look in under a minute: fewer images and, unless ``grid``
+    names a codec, each codec's settings thinned by :func:`quick_settings`. ``repeats``
+    blocks per thread count time each setting. SSIM, the costliest measure, is averaged over
+    the first ``ssim_images`` images (a random subset, the same for every setting; None for
+    all), everything else over all ``n``. ``out`` is a folder for
     bench.json/.csv/.md/.png. Settings a codec cannot hold are skipped with the reason.
     ``predict`` must be deterministic: settings that reproduce every pixel are not re-predicted.
     """
     started = time.perf_counter()
-    floors = Floors(min_ssim, min_psnr, min_agreement)
+    Floors(min_ssim, min_psnr, min_agreement)  # bad floors fail before the measuring
+    check_decode_speed(min_decode_speed)
     check_prefer(prefer)
     check_count("repeats", repeats)
     if ssim_images is not None:
         check_count("ssim_images", ssim_images)
+    if n is None:
+        n = QUICK_IMAGES if quick else 500
     inp = load_input(source, n=n, size=size, seed=seed, labels=labels)
-    planned, skipped = plan_grid(inp, codecs, grid)
+    planned, skipped = plan_grid(inp, codecs, grid, quick=bool(quick))
     judge, classifier = _judge(inp, predict, seed, need=min_agreement is not None)
     reference = None if judge is None else call_predict(judge, as_batch(inp.images), len(inp))
     cells = []
@@ -229,10 +290,15 @@ def run(
                 skipped.append(Skipped(codec.codec_id, setting, f"failed: {exc}"))
     meta = _meta(inp, seed, repeats, started)
     meta["ssim_images"] = min(len(inp), ssim_images or len(inp))
+    meta["quick"] = bool(quick)
     result = BenchResult(cells, skipped, classifier, meta)
-    result.recommendation = recommend(cells, floors, prefer)
-    result.recommendation.lossy_origin = inp.lossy_origin
-    result.recommendation.store_path = inp.store_path
+    result.recommendation = result.recommend(
+        min_ssim=min_ssim,
+        min_psnr=min_psnr,
+        min_agreement=min_agreement,
+        min_decode_speed=min_decode_speed,
+        prefer=prefer,
+    )
     if out is not None:
         result.save(out)
     return result
@@ -245,6 +311,9 @@ def _meta(inp: BenchInput, seed: int, repeats: int, started: float) -> dict[str,
     return {
         "input": inp.description,
         "lossy_input": inp.lossy_origin,
+        "store_path": inp.store_path,
+        "own_codec": inp.own_codec,
+        "own_codec_origin": inp.own_codec_origin,
         "images": len(inp),
         "image_kinds": [f"{h}x{w}x{c} {d}" for h, w, c, d in kinds[:10]]
         + (["..."] if len(kinds) > 10 else []),
@@ -252,6 +321,8 @@ def _meta(inp: BenchInput, seed: int, repeats: int, started: float) -> dict[str,
         "raw_bytes": inp.raw_bytes,
         "seed": seed,
         "repeats": repeats,
+        # Speeds are CPU time of the measuring thread (BlockTimer): comparable across loads.
+        "clock": "time.thread_time",
         "seconds": time.perf_counter() - started,
         "cpus": os.cpu_count(),
         # Other processes' load is why speeds on a shared machine vary from run to run.

@@ -1,6 +1,15 @@
 """Throughput with one and with two threads, from the one pass over the images that the
 benchmark needs anyway.
 
+Seconds are CPU seconds of the thread doing the work (:func:`time.thread_time`), not wall
+time: on a shared machine a thread waiting for a core accrues none, so other processes' load
+does not slow the numbers down (wall time on a loaded 2-core machine had made encoders look
+4-9 times slower than they are, and one thread faster than two). Every codec is called with
+one internal thread (``numthreads=1``), so the measuring thread's CPU time is all the codec
+spends. The two-thread rate is a block's pixels over the CPU seconds of the busier of its two
+threads: what two free cores give, counting contention for memory and caches but not time
+spent waiting for the other thread (imagecodecs releases the GIL while coding).
+
 A few small blocks of images run on one thread; the rest, in ``repeats`` large blocks, on two
 (each half of a block on its own thread). Every image is thus encoded and decoded once, mostly
 on both cores, which keeps slow codecs inside the time budget; each mode's number is the median
@@ -33,9 +42,12 @@ class Throughput:
     two_threads: float | None
 
 
-#: Shortest a timed block may last: below this, timer resolution and waking a thread dominate
-#: (a 4-image block of JPEG decodes in half a millisecond), so the block is run again.
-MIN_BLOCK_SECONDS = 0.02
+#: Shortest a timed block may last (CPU seconds): a shorter one (a 4-image block of JPEG
+#: decodes in half a millisecond) is run again until it lasts this long, so that the per-call
+#: overhead and the clock's resolution (about a microsecond) stay under 1 %. CPU time does not
+#: charge waking a thread, so this can be short; at 20 ms, re-running the fast codecs' blocks
+#: took 5 of the 17 CPU seconds of a ``--quick`` run.
+MIN_BLOCK_SECONDS = 0.005
 #: Images in each one-thread block: enough for a stable rate, few enough that a codec encoding
 #: 1 MP/s spends under a second a block.
 SINGLE_BLOCK = 16
@@ -99,21 +111,21 @@ class BlockTimer:
     def _run_block(
         self, fn: Callable[[T], R], items: Sequence[T], block: np.ndarray, threads: int, passes: int
     ) -> tuple[list[R], float]:
-        """Outputs of ``fn`` over the block and the seconds ``passes`` runs of it took. Each
-        thread repeats its own half, so that waking it is paid once, not once a pass."""
+        """Outputs of ``fn`` over the block and the CPU seconds ``passes`` runs of it took
+        (of the busier thread, with two). Each thread repeats its own half, so that waking it
+        is paid once, not once a pass."""
 
-        def work(part: np.ndarray) -> list[R]:
+        def work(part: np.ndarray) -> tuple[list[R], float]:
+            start = time.thread_time()
             for _ in range(passes):
                 out = [fn(items[k]) for k in part]
-            return out
+            return out, time.thread_time() - start
 
-        start = time.perf_counter()
         if threads == 1:
-            outputs = work(block)
-        else:
-            futures = [self._pool.submit(work, half) for half in np.array_split(block, 2)]
-            outputs = [x for future in futures for x in future.result()]
-        return outputs, time.perf_counter() - start
+            return work(block)
+        futures = [self._pool.submit(work, half) for half in np.array_split(block, 2)]
+        done = [future.result() for future in futures]
+        return [x for out, _ in done for x in out], max(seconds for _, seconds in done)
 
     def parallel_map(self, fn: Callable[[T], R], items: Sequence[T]) -> list[R]:
         """Untimed ``[fn(x) for x in items]`` over both threads (for the metrics)."""
