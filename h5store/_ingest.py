@@ -591,8 +591,12 @@ class Ingest:
 
     # ------------------------------------------------------------------ batches
 
-    def add_images(self, images, labels, scores, true_labels, ids, sources) -> np.ndarray:
+    def add_images(
+        self, images, labels, scores, true_labels, ids, sources, bgr: bool = False
+    ) -> np.ndarray:
         imgs = _inputs.as_images(images)
+        if bgr:  # stored RGB, so that viewers, exports and the report show true colours
+            imgs = [_inputs.swap_rb(a) for a in imgs]
         codecs = self._image_codecs(_inputs.as_sequence(labels, len(imgs), "labels"))
         # The pool starts encoding while this thread validates the batch (a batch refused
         # there cancels what has not started; the rest is discarded).
@@ -689,8 +693,12 @@ class Ingest:
 
     # ------------------------------------------------------------------ one image per call
 
-    def add_image(self, image, label, score, true_label, image_id, source) -> int:
+    def add_image(
+        self, image, label, score, true_label, image_id, source, bgr: bool = False
+    ) -> int:
         arr = _inputs.as_image(image)
+        if bgr:
+            arr = _inputs.swap_rb(arr)
         lid, new = self._label(label, "label of image 0")
         codec = self._codec_of_label(lid) if not new else self.default_codec
         shape = arr.shape

@@ -129,7 +129,8 @@ def export_folder(
         if record.codec in FILE_EXTENSIONS:
             data, kind = store.get_encoded(record.id), record.codec
         else:
-            data, kind = imagecodecs.png_encode(store[record.id]), "png"
+            pixels = store.get_batch([record.id], channel_order="rgb")[0]  # files hold RGB
+            data, kind = imagecodecs.png_encode(pixels), "png"
         if embed_metadata and kind in embed.EMBEDDABLE:
             data = embed.embed(kind, data, _file_metadata(record, store_name))
         with open(path, "wb" if overwrite else "xb") as fh:

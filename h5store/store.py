@@ -155,12 +155,15 @@ class ImageStore:
         locking: bool | str | None = None,
         durability: str = "group",
         group_commit: GroupCommit | None = None,
+        channel_order: str = "rgb",
         **codec_options: Any,
     ):
         if mode not in MODES:
             raise InvalidInputError(f"mode must be one of {sorted(MODES)}, got {mode!r}")
         check_locking(locking)
         check_durability(durability)
+        #: the default order of colour channels handed to add* and returned by reads
+        self._bgr = _inputs.check_channel_order(channel_order)
         if group_commit is not None and not isinstance(group_commit, GroupCommit):
             raise InvalidInputError("group_commit must be an h5store.GroupCommit")
         self._locking = locking
@@ -407,7 +410,12 @@ class ImageStore:
 
     def __getstate__(self) -> dict[str, Any]:
         # Worker processes (PyTorch DataLoader with spawn) reopen the file for reading.
-        return {"path": self.path, "verify_reads": self._verify_reads, "locking": self._locking}
+        return {
+            "path": self.path,
+            "verify_reads": self._verify_reads,
+            "locking": self._locking,
+            "channel_order": "bgr" if self._bgr else "rgb",
+        }
 
     def __setstate__(self, state: dict[str, Any]) -> None:
         self.__init__(
@@ -415,6 +423,7 @@ class ImageStore:
             "r",
             verify_reads=state.get("verify_reads", True),
             locking=state.get("locking"),
+            channel_order=state.get("channel_order", "rgb"),
         )
 
     def __repr__(self) -> str:
@@ -489,10 +498,14 @@ class ImageStore:
         true_label: str | int | None = None,
         id: int | None = None,
         source: str | None = None,
+        channel_order: str | None = None,
     ) -> int:
         """Store one image; returns its id. See :meth:`add_batch`; as fast per image as a
         batch, since images are committed in groups (:meth:`commit`)."""
-        return self._check_writable_ingest().add_image(image, label, score, true_label, id, source)
+        bgr = self._bgr if channel_order is None else _inputs.check_channel_order(channel_order)
+        return self._check_writable_ingest().add_image(
+            image, label, score, true_label, id, source, bgr
+        )
 
     def add_batch(
         self,
@@ -503,6 +516,7 @@ class ImageStore:
         true_labels: Sequence[str | int | None] | None = None,
         ids: Sequence[int] | None = None,
         sources: Sequence[str | None] | None = None,
+        channel_order: str | None = None,
     ) -> np.ndarray:
         """Store a batch of images; returns their ids. All of it lands, or none of it.
 
@@ -511,15 +525,19 @@ class ImageStore:
         names, or class ids into :attr:`labels`. ``scores``: (N,) top-1 confidences or (N, K)
         probability vectors over the K declared labels. ``true_labels``: ground truth (None or
         -1 where unknown). ``ids``: your own non-negative ids (default: consecutive).
-        ``sources``: where each image came from (a path, a URL).
+        ``sources``: where each image came from (a path, a URL). ``channel_order``: ``"bgr"``
+        for OpenCV's arrays (``cv2.imread``), ``"rgb"``; default: the store's (``open(...,
+        channel_order=)``, ``"rgb"`` unless set). Colour images are stored RGB(A) either way,
+        so viewers, exports and the report show true colours; grayscale is unaffected.
 
         Bad input raises here and leaves nothing behind. Accepted images are encoded on
         h5store's threads and are durable once :meth:`commit` returns (or the group bound is
         reached, or the store is flushed or closed); ``durability="call"`` at open commits in
         every call instead.
         """
+        bgr = self._bgr if channel_order is None else _inputs.check_channel_order(channel_order)
         return self._check_writable_ingest().add_images(
-            images, labels, scores, true_labels, ids, sources
+            images, labels, scores, true_labels, ids, sources, bgr
         )
 
     def add_encoded(
@@ -634,42 +652,54 @@ class ImageStore:
         payload = view[offset:end]
         if self._verify_reads and crc32(payload) != index.crcs[row]:
             raise self._damaged(row)
+        if self._bgr:
+            return _inputs.swap_rb(self._decoders[index.stacks[row]](payload))
         return self._decoders[index.stacks[row]](payload)
 
     def _preview_images(self, ids: np.ndarray) -> list[np.ndarray]:
         """Pixels for the class contact sheets: a damaged image shows as a black tile instead
         of failing the writer's close (verify() is where damage is reported)."""
         try:
-            return self.get_batch(ids)
+            return self.get_batch(ids, channel_order="rgb")
         except DamagedImageError:
             images = []
             for image_id in ids.tolist():
                 try:
-                    images.append(self[image_id])
+                    images.append(self.get_batch([image_id], channel_order="rgb")[0])
                 except DamagedImageError:
                     images.append(np.zeros(self.record(image_id).shape, np.uint8))
             return images
 
     def get_batch(
-        self, ids: Sequence[int], *, out: np.ndarray | None = None
+        self,
+        ids: Sequence[int],
+        *,
+        out: np.ndarray | None = None,
+        channel_order: str | None = None,
     ) -> list[np.ndarray] | np.ndarray:
         """Decoded images for many ids (decoded in parallel threads), in the order given.
 
         With ``out``, an array of shape (len(ids), H, W[, C]) and the images' dtype, the
         images are decoded straight into it (no per-image allocation; JPEG writes in place)
-        and ``out`` is returned; every image must have that shape.
+        and ``out`` is returned; every image must have that shape. ``channel_order``:
+        ``"rgb"`` or ``"bgr"`` (OpenCV's) for colour images; default: the store's
+        (``open(..., channel_order=)``, which ``store[id]`` follows).
         """
+        bgr = self._bgr if channel_order is None else _inputs.check_channel_order(channel_order)
         self._sync()
         self._check_open()
         rows = self._index.rows_of(ids)
         if out is None:
-            return thread_map(self._decode, rows.tolist())
+            images = thread_map(self._decode, rows.tolist())
+            return [_inputs.swap_rb(image) for image in images] if bgr else images
         if out.shape[0] != len(rows) or not out.flags.c_contiguous:
             raise InvalidInputError(
                 f"out must be C-contiguous with {len(rows)} images along axis 0"
             )
         row_list = rows.tolist()
         thread_map(lambda k: self._decode_into(row_list[k], out[k]), range(len(rows)))
+        if bgr:
+            _inputs.swap_rb_into(out)
         return out
 
     def _decode_into(self, row: int, target: np.ndarray) -> None:
@@ -925,6 +955,7 @@ def open(
     locking: bool | str | None = None,
     durability: str = "group",
     group_commit: GroupCommit | None = None,
+    channel_order: str = "rgb",
     **codec_options: Any,
 ) -> ImageStore:
     """Open or create an h5store file; use as a context manager.
@@ -958,7 +989,15 @@ def open(
     reaches ``group_commit``'s bound (an :class:`h5store.GroupCommit`: 1,024 images, 64 MiB
     or one second by default). ``"call"`` commits within every add call (about 650 us each).
     Either way a crash loses at most what was not committed, never part of a batch.
+
+    ``channel_order``: ``"rgb"`` (default) or ``"bgr"``, the order of colour channels in the
+    arrays this handle takes (``add``, ``add_batch``) and returns (``store[id]``,
+    ``get_batch``); each of those but ``store[id]`` can override it per call. Pass ``"bgr"``
+    in an OpenCV pipeline (``cv2.imread`` in, ``cv2.imwrite`` out) to round-trip without a
+    swap. Pixels are stored RGB whatever the order, so viewers, exports and the report show
+    true colours.
     """
+    _inputs.check_channel_order(channel_order)
     if isinstance(path, (list, tuple)):
         if mode != "r":
             raise InvalidInputError(
@@ -967,7 +1006,7 @@ def open(
             )
         from .sharded import ShardedStore
 
-        return ShardedStore(path, verify_reads=verify_reads)
+        return ShardedStore(path, verify_reads=verify_reads, channel_order=channel_order)
     return ImageStore(
         path,
         mode,
@@ -978,5 +1017,6 @@ def open(
         locking=locking,
         durability=durability,
         group_commit=group_commit,
+        channel_order=channel_order,
         **codec_options,
     )
