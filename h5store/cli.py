@@ -285,6 +285,8 @@ def cmd_query(args: argparse.Namespace) -> int:
 
 
 def cmd_show(args: argparse.Namespace) -> int:
+    if args.id is None:  # a reference, as the ref column of index --sql has it
+        args.path, args.id = h5store.parse_ref(args.path)
     with h5store.open(args.path) as store:
         record = store.record(args.id)
         if args.raw:
@@ -667,10 +669,11 @@ def build_parser() -> argparse.ArgumentParser:
         help="write one image to a file (decoded, or its stored bytes)",
         description="Write image ID decoded to -o (PNG, TIFF or JPEG by its "
         "suffix; default <id>.png), or with --raw its stored bytes as they "
-        "are (a .jpg for JPEG classes). -o - writes to stdout.",
+        "are (a .jpg for JPEG classes). -o - writes to stdout. Instead of PATH ID, a "
+        "reference PATH#ID (the ref column `index --sql` writes) names the image.",
     )
-    show.add_argument("path")
-    show.add_argument("id", type=int)
+    show.add_argument("path", help="the store, or a reference PATH#ID")
+    show.add_argument("id", type=int, nargs="?", help="the image's id (unless PATH#ID)")
     show.add_argument(
         "-o", "--output", help="file to write (default: <id>.png, or <id>.<ext> with --raw)"
     )
@@ -795,9 +798,14 @@ def build_parser() -> argparse.ArgumentParser:
     merge.set_defaults(func=cmd_merge)
 
     index = sub.add_parser(
-        "index", help="print the index table, or write it as CSV or to a SQL database"
+        "index",
+        help="print the index table, or write it as CSV or to a SQL database",
+        description="Print the store's index (one row per image: id, label, true label, "
+        "score, geometry, codec, bytes, CRC-32, source), or write it to a CSV file or a SQL "
+        "database. SQL rows name the store by its absolute path and carry a ref column "
+        "(PATH#ID) that `h5store show REF` and h5store.load(ref) turn back into the image.",
     )
-    index.add_argument("path")
+    index.add_argument("path", help="the store (.h5)")
     index.add_argument("--csv", help="write CSV to this file")
     index.add_argument(
         "--sql",

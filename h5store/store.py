@@ -892,9 +892,11 @@ class ImageStore:
         ids: Sequence[int] | None = None,
     ) -> int:
         """Write the index to a SQL database (SQLAlchemy URL or Engine; a path means SQLite):
-        one row per live image in ``table`` (id, label, true_label, score, correct, geometry,
-        codec, bytes, crc32, the HDF5 dataset and position of its chunk, source, and ``files``'
-        exported path per id), and the score vectors in long form in ``<table>_scores``. One
+        one row per live image in ``table`` (the store's absolute path, id, ``ref``, label,
+        true_label, score, correct, geometry, codec, bytes, crc32, the HDF5 dataset and
+        position of its chunk, source, and ``files``' exported path per id), and the score
+        vectors in long form in ``<table>_scores``. ``ref`` (``/abs/run.h5#17``) leads back to
+        the image: :func:`h5store.load` and ``h5store show REF`` take it. One
         transaction: all rows or none. ``if_exists``: "fail" (:class:`TargetExistsError`),
         "replace" or "append". ``ids`` limits the rows to those images. Returns the number of
         image rows. Needs the 'sql' extra."""
@@ -1020,3 +1022,35 @@ def open(
         channel_order=channel_order,
         **codec_options,
     )
+
+
+#: Between a store's path and an image id in a reference (``/data/run.h5#17``): the ``ref``
+#: column of :meth:`ImageStore.to_sql`, which :func:`load` and ``h5store show`` accept.
+REF_SEPARATOR = "#"
+
+
+def image_ref(path: str | os.PathLike, image_id: int) -> str:
+    """The reference of one image: the store's absolute path, ``#``, the id."""
+    return f"{os.path.abspath(os.fspath(path))}{REF_SEPARATOR}{int(image_id)}"
+
+
+def parse_ref(ref: str) -> tuple[str, int]:
+    """(store path, id) of a reference made by :func:`image_ref` (the last ``#`` splits it, so
+    paths may hold one)."""
+    path, sep, number = ref.rpartition(REF_SEPARATOR) if isinstance(ref, str) else ("", "", "")
+    if not sep or not path or not number.isdigit():
+        raise InvalidInputError(
+            f"{ref!r} is not an image reference: expected '<store path>#<id>', as in the ref "
+            "column to_sql and `h5store index --sql` write"
+        )
+    return path, int(number)
+
+
+def load(ref: str, *, channel_order: str = "rgb", verify_reads: bool = True) -> np.ndarray:
+    """The pixels of the image a reference names (``"/data/run.h5#17"``, a SQL row's ``ref``).
+
+    Opens the store read-only for this one image; for many rows of one store, open it once
+    (``h5store.open(row.store)[row.id]``)."""
+    path, image_id = parse_ref(ref)
+    with open(path, channel_order=channel_order, verify_reads=verify_reads) as store:
+        return store[image_id]
