@@ -636,8 +636,12 @@ def build_parser() -> argparse.ArgumentParser:
     info = sub.add_parser(
         "info",
         help="summarise a store: per class images, share, accuracy, codec and bytes per image",
+        description="Summarise the store at PATH (read-only): its images and classes, file "
+        "size against the encoded images, format version and the accuracy where true labels "
+        "are known; then per class its images, their share, accuracy, codec and mean bytes "
+        "per image.",
     )
-    info.add_argument("path")
+    info.add_argument("path", help="the store (.h5)")
     info.add_argument("--json", action="store_true", help="print JSON instead of the table")
     info.set_defaults(func=cmd_info)
 
@@ -682,9 +686,13 @@ def build_parser() -> argparse.ArgumentParser:
     show.set_defaults(func=cmd_show)
 
     verify = sub.add_parser(
-        "verify", help="check every image against its CRC-32 (exit 1 if damaged)"
+        "verify",
+        help="check every image against its CRC-32 (exit 1 if damaged)",
+        description="Recompute the CRC-32 of every stored image (deleted ones too) and check "
+        "every cached chunk offset against HDF5's chunk index. Names the damaged images "
+        "(the others stay readable); exit status 0 if all are intact, 1 otherwise.",
     )
-    verify.add_argument("path")
+    verify.add_argument("path", help="the store (.h5)")
     verify.add_argument("--json", action="store_true")
     verify.set_defaults(func=cmd_verify)
 
@@ -869,8 +877,15 @@ def build_parser() -> argparse.ArgumentParser:
     rep.add_argument("--json", action="store_true")
     rep.set_defaults(func=cmd_repack)
 
-    preview = sub.add_parser("preview", help="redraw the per-class contact sheets viewers show")
-    preview.add_argument("path")
+    preview = sub.add_parser(
+        "preview",
+        help="redraw the per-class contact sheets viewers show",
+        description="Redraw every class's contact sheet (/classes/<class>/preview and "
+        "/previews/<class>, the small RGB images HDF5 viewers show) from the stored images. "
+        "Writers keep them current as they close; this repairs them after a writer was killed, "
+        "or draws them for files written elsewhere. Opens PATH for writing.",
+    )
+    preview.add_argument("path", help="the store (.h5)")
     preview.add_argument("--json", action="store_true")
     preview.set_defaults(func=cmd_preview)
 

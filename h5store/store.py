@@ -156,6 +156,7 @@ class ImageStore:
         durability: str = "group",
         group_commit: GroupCommit | None = None,
         channel_order: str = "rgb",
+        argmax_labels: bool = True,
         **codec_options: Any,
     ):
         if mode not in MODES:
@@ -166,6 +167,8 @@ class ImageStore:
         self._bgr = _inputs.check_channel_order(channel_order)
         if group_commit is not None and not isinstance(group_commit, GroupCommit):
             raise InvalidInputError("group_commit must be an h5store.GroupCommit")
+        if not isinstance(argmax_labels, bool):
+            raise InvalidInputError(f"argmax_labels must be True or False, got {argmax_labels!r}")
         self._locking = locking
         self.path = os.fspath(path)
         self.mode = MODES[mode]
@@ -195,7 +198,7 @@ class ImageStore:
                 self._default_codec,
                 self._preview_images,
             )
-            self._ingest = Ingest(self._writer, durability, group_commit)
+            self._ingest = Ingest(self._writer, durability, group_commit, argmax_labels)
             # A commit an add call triggers (bound reached, durability="call") runs guarded,
             # like commit() itself: a refused write closes the store and names the ids.
             self._ingest.commit_now = self.commit
@@ -958,6 +961,7 @@ def open(
     durability: str = "group",
     group_commit: GroupCommit | None = None,
     channel_order: str = "rgb",
+    argmax_labels: bool = True,
     **codec_options: Any,
 ) -> ImageStore:
     """Open or create an h5store file; use as a context manager.
@@ -998,6 +1002,12 @@ def open(
     in an OpenCV pipeline (``cv2.imread`` in, ``cv2.imwrite`` out) to round-trip without a
     swap. Pixels are stored RGB whatever the order, so viewers, exports and the report show
     true colours.
+
+    ``argmax_labels`` (writers, default True): a label given with a score vector is the
+    model's prediction, so it must be the vector's highest entry (ties pass); otherwise the
+    add call raises :class:`InvalidInputError` naming the image (true-class vectors, rows out
+    of step, another model's labels). False accepts any label, for a decision rule that is
+    not the argmax (a threshold on a rare class). Merge and repack copy what stores hold.
     """
     _inputs.check_channel_order(channel_order)
     if isinstance(path, (list, tuple)):
@@ -1020,6 +1030,7 @@ def open(
         durability=durability,
         group_commit=group_commit,
         channel_order=channel_order,
+        argmax_labels=argmax_labels,
         **codec_options,
     )
 
@@ -1038,7 +1049,7 @@ def parse_ref(ref: str) -> tuple[str, int]:
     """(store path, id) of a reference made by :func:`image_ref` (the last ``#`` splits it, so
     paths may hold one)."""
     path, sep, number = ref.rpartition(REF_SEPARATOR) if isinstance(ref, str) else ("", "", "")
-    if not sep or not path or not number.isdigit():
+    if not sep or not path or not (number.isascii() and number.isdigit()):
         raise InvalidInputError(
             f"{ref!r} is not an image reference: expected '<store path>#<id>', as in the ref "
             "column to_sql and `h5store index --sql` write"

@@ -212,7 +212,9 @@ def test_a_reference_names_its_path_and_id_whatever_the_path_holds(path, image_i
     assert h5store.parse_ref(ref) == (os.path.abspath(path), image_id)
 
 
-@pytest.mark.parametrize("ref", ["run.h5", "run.h5#", "#12", "run.h5#-1", "run.h5#x1", 12, None])
+@pytest.mark.parametrize(
+    "ref", ["run.h5", "run.h5#", "#12", "run.h5#-1", "run.h5#x1", "run.h5#\u00b2", 12, None]
+)
 def test_a_malformed_reference_is_a_clear_error(ref):
     with pytest.raises(h5store.InvalidInputError, match="not an image reference"):
         h5store.load(ref)

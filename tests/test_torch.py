@@ -123,3 +123,24 @@ def test_loader_with_pin_memory_gives_the_same_batches(dataset_file):
     assert sorted(seen) == ids
     for image_id in ids:
         assert np.array_equal(seen[image_id], images[image_id])
+
+
+def test_transform_gets_a_sample_from_dataloader_and_a_batch_from_loader(dataset_file):
+    """What the docstring says, which changes what a torchvision transform must accept."""
+    seen = []
+
+    def transform(tensor):
+        seen.append(tuple(tensor.shape))
+        return tensor
+
+    ds = ImageStoreDataset(dataset_file[0], transform=transform)
+    next(iter(torch.utils.data.DataLoader(ds, batch_size=4)))
+    per_sample = list(seen)
+    seen.clear()
+    next(iter(ds.loader(4)))
+    assert {len(shape) for shape in per_sample} == {3} and len(per_sample) == 4
+    assert [len(shape) for shape in seen] == [4] and seen[0][0] == 4
+    doc = " ".join(ImageStoreDataset.__doc__.split())
+    assert "per sample, with one (C, H, W) tensor, under ``DataLoader(ds, ...)``" in doc
+    assert "per batch, with the whole (B, C, H, W) tensor, under ``ds.loader()``" in doc
+    ds.close()
