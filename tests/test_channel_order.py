@@ -1,7 +1,10 @@
 """channel_order: OpenCV's BGR arrays in and out without a swap, RGB in the file."""
 
+import base64
+import io
 import os
 import pickle
+import re
 
 import h5py
 import numpy as np
@@ -119,6 +122,17 @@ def test_a_bgr_store_shows_true_colours_in_previews_and_exports(tmp_path, codec)
         sheet = group["preview"][()]
     tiles = sheet[sheet.sum(axis=2) > 0].reshape(-1, 3).mean(axis=0)
     assert tiles[0] > 150 and tiles[2] < 80, tiles
+    # The report's thumbnails, drawn through a BGR handle: red too.
+    pytest.importorskip("jinja2")
+    with h5store.open(path, channel_order="bgr") as store:
+        h5store.report(store, tmp_path / "report.html", progress=False)
+    html = (tmp_path / "report.html").read_text()
+    thumbnails = re.findall(r"data:image/jpeg;base64,([A-Za-z0-9+/=]+)", html)
+    assert thumbnails
+    for encoded in thumbnails:
+        picture = Image.open(io.BytesIO(base64.b64decode(encoded))).convert("RGB")
+        means = np.asarray(picture).reshape(-1, 3).mean(axis=0)
+        assert means[0] > 150 and means[2] < 80, means
 
 
 @pytest.mark.parametrize("order", ["BGR", "brg", None, 3])
