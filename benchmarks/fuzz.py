@@ -113,6 +113,7 @@ def build_stores(folder: str) -> dict[str, dict]:
                 truths = [classes[int(k)] if k < 3 else None for k in rng.integers(0, 4, n)]
                 if spec["vectors"]:
                     scores = rng.dirichlet(np.ones(3), n).astype(np.float32)
+                    labels = [classes[k] for k in scores.argmax(1)]  # labels are predictions
                 else:
                     scores = rng.random(n).astype(np.float32)
                 ids = store.add_batch(

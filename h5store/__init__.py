@@ -47,7 +47,7 @@ from .format import FORMAT_VERSION
 from .repack import GenerationLossWarning, RepackReport, repack
 from .report import report
 from .sharded import ShardedStore
-from .store import ImageStore, Record, VerifyReport, open
+from .store import ImageStore, Record, VerifyReport, image_ref, load, open, parse_ref
 
 try:
     __version__ = version("h5store")
@@ -90,8 +90,11 @@ __all__ = [
     "available_codecs",
     "get_codec",
     "get_threads",
+    "image_ref",
+    "load",
     "merge",
     "open",
+    "parse_ref",
     "register_codec",
     "repack",
     "report",

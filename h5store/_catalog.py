@@ -6,7 +6,7 @@ writer grows it only after the objects it describes exist in the file.
 from __future__ import annotations
 
 import json
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 from typing import Any, NamedTuple
 
@@ -69,6 +69,16 @@ class Stack:
         return ImageInfo(key.height, key.width, key.channels, np.dtype(key.dtype))
 
 
+def did_you_mean(label: Any, known: Sequence[str]) -> str:
+    """ "did you mean 'cat'? " for a name close to one of ``known`` (a typo), else ""."""
+    import difflib
+
+    if not isinstance(label, str):
+        return ""
+    near = difflib.get_close_matches(label, list(known), n=1, cutoff=0.5)
+    return f"did you mean {near[0]!r}? " if near else ""
+
+
 def existing_label_id(
     value: Any, labels: list[str], label_ids: dict[str, int], what: str, owner: str
 ) -> int:
@@ -78,7 +88,10 @@ def existing_label_id(
             return int(value)
     elif isinstance(value, str) and value in label_ids:
         return label_ids[value]
-    raise InvalidInputError(f"{what} {value!r} is not a label of {owner}")
+    hint = did_you_mean(value, labels)
+    raise InvalidInputError(
+        f"{what} {value!r} is not a label of {owner}" + (f"; {hint.rstrip()}" if hint else "")
+    )
 
 
 def query_label_ids(

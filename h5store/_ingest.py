@@ -34,7 +34,7 @@ import numpy as np
 
 from . import _inputs
 from . import format as fmt
-from ._catalog import Catalog, Geometry, StackKey
+from ._catalog import Catalog, Geometry, StackKey, did_you_mean
 from ._parallel import InOrder, submit
 from ._write import Batch, StoreWriter
 from .codecs import Codec, ImageInfo
@@ -118,10 +118,7 @@ def _label_resolver(
 
 
 def unknown_label_message(label: str, where: str, known: Sequence[str], closed: str) -> str:
-    import difflib
-
-    near = difflib.get_close_matches(label, list(known), n=1, cutoff=0.5)
-    hint = f"did you mean {near[0]!r}? " if near else ""
+    hint = did_you_mean(label, known)
     return (
         f"{where} is {label!r}, which is not one of the store's {len(known)} labels "
         f"({closed}); {hint}to add a class, declare it first: "
@@ -200,6 +197,26 @@ def _check_vectors(
         )
 
 
+def _check_argmax(vectors: np.ndarray, label_ids: np.ndarray, labels: Sequence[str]) -> None:
+    """The label is the model's prediction and the vector its probabilities, so the label must
+    score highest (a tie is fine): a label that does not is almost always a bug (true-class
+    vectors, shuffled rows, a label of another model). (One rule for both add paths.)"""
+    rows = np.arange(len(label_ids))
+    best = vectors.argmax(axis=1)
+    wrong = np.flatnonzero(vectors[rows, label_ids] < vectors[rows, best])
+    if not len(wrong):
+        return
+    k = int(wrong[0])
+    mine, top = labels[int(label_ids[k])], labels[int(best[k])]
+    raise InvalidInputError(
+        f"image {k}'s label {mine!r} is not the highest of its score vector ({top!r} has "
+        f"{float(vectors[k, best[k]]):.4g}, {mine!r} {float(vectors[k, label_ids[k]]):.4g}); "
+        "the label is the prediction and the vector the model's probabilities: pass "
+        "labels=scores.argmax(1), or open(..., argmax_labels=False) if your decision rule "
+        "is not the argmax (a threshold)"
+    )
+
+
 def stack_keys(
     label_ids: np.ndarray, geometries: Sequence[Geometry]
 ) -> tuple[list[StackKey], np.ndarray]:
@@ -244,6 +261,7 @@ def prepare_batch(
     pending_ids: set[int] | frozenset[int] = frozenset(),
     next_id: int = 0,
     vectors_cover_first_labels: bool = False,
+    argmax_labels: bool = False,
 ) -> Batch:
     """Validate a batch against the store's catalogue, its index and the ids pending, and
     decide every image's class, stack and codec. Touches no file and no state: a rejected batch
@@ -255,6 +273,7 @@ def prepare_batch(
     of them. The label set is closed (an unknown label is an error, not a new class) when the
     labels were declared in this session (``labels_declared``) or the store holds score
     vectors, whose columns are the labels. ``next_id``: the first automatic id.
+    ``argmax_labels``: each label must score highest in its vector (:func:`_check_argmax`).
     """
     if n == 0:
         raise InvalidInputError("the batch is empty")
@@ -283,6 +302,8 @@ def prepare_batch(
             score_width,
             vectors_cover_first_labels,
         )
+        if argmax_labels:
+            _check_argmax(arr, label_ids, catalog.labels)
         vectors = arr
         top1 = arr[np.arange(n), label_ids]
     elif arr is not None:
@@ -467,8 +488,11 @@ class Ingest:
         writer: StoreWriter,
         durability: str = "group",
         bounds: GroupCommit | None = None,
+        argmax_labels: bool = True,
     ):
         check_durability(durability)
+        #: a label must score highest in its vector (merge and repack copy what was stored)
+        self.argmax_labels = argmax_labels
         self.writer = writer
         self.catalog = writer.catalog
         self.index = writer.index
@@ -554,6 +578,7 @@ class Ingest:
             labels_declared=self.writer.labels_declared,
             pending_ids=self._pending_ids,
             next_id=self._next_id,
+            argmax_labels=self.argmax_labels,
         )
 
     def _accept(self, batch: Batch, nbytes: int) -> None:
@@ -593,8 +618,12 @@ class Ingest:
 
     # ------------------------------------------------------------------ batches
 
-    def add_images(self, images, labels, scores, true_labels, ids, sources) -> np.ndarray:
+    def add_images(
+        self, images, labels, scores, true_labels, ids, sources, bgr: bool = False
+    ) -> np.ndarray:
         imgs = _inputs.as_images(images)
+        if bgr:  # stored RGB, so that viewers, exports and the report show true colours
+            imgs = [_inputs.swap_rb(a) for a in imgs]
         codecs = self._image_codecs(_inputs.as_sequence(labels, len(imgs), "labels"))
         # The pool starts encoding while this thread validates the batch (a batch refused
         # there cancels what has not started; the rest is discarded).
@@ -693,8 +722,12 @@ class Ingest:
 
     # ------------------------------------------------------------------ one image per call
 
-    def add_image(self, image, label, score, true_label, image_id, source) -> int:
+    def add_image(
+        self, image, label, score, true_label, image_id, source, bgr: bool = False
+    ) -> int:
         arr = _inputs.as_image(image)
+        if bgr:
+            arr = _inputs.swap_rb(arr)
         lid, new = self._label(label, "label of image 0")
         codec = self._codec_of_label(lid) if not new else self.default_codec
         shape = arr.shape
@@ -792,6 +825,8 @@ class Ingest:
                     self._score_width_now(),
                     False,
                 )
+                if self.argmax_labels:
+                    _check_argmax(arr, np.array([lid]), self.catalog.labels)
                 vector = arr[0]
                 top1 = float(vector[lid])
             else:

@@ -4,6 +4,7 @@ the file, so a rejected batch leaves it exactly as it was."""
 
 from __future__ import annotations
 
+import os
 from collections.abc import Sequence
 from typing import Any
 
@@ -11,6 +12,9 @@ import numpy as np
 
 from .errors import DuplicateIdError, InvalidInputError
 from .format import MAX_LABEL_BYTES, PIXEL_DTYPES
+
+#: How callers hand over and take back colour pixels; stores always hold RGB(A).
+CHANNEL_ORDERS = ("rgb", "bgr")
 
 _PIL_MODES = {"L": "uint8", "RGB": "uint8", "RGBA": "uint8", "I;16": "uint16", "I;16L": "uint16"}
 
@@ -36,6 +40,8 @@ def as_image(obj: Any, where: str = "image") -> np.ndarray:
         arr = obj.detach().cpu().numpy()
         if arr.ndim == 3:  # torchvision's (C, H, W)
             arr = arr.transpose(1, 2, 0)
+    elif isinstance(obj, (str, bytes, bytearray, memoryview, os.PathLike)):
+        raise InvalidInputError(_not_pixels(obj, where))
     else:
         arr = np.asarray(obj)
     if arr.dtype.kind not in "u" or arr.dtype.itemsize * 8 not in (8, 16):
@@ -62,6 +68,52 @@ def as_image(obj: Any, where: str = "image") -> np.ndarray:
     return np.ascontiguousarray(arr, dtype=native)
 
 
+def check_channel_order(order: Any) -> bool:
+    """True for "bgr" (OpenCV's order), False for "rgb"; anything else is an error."""
+    if order not in CHANNEL_ORDERS:
+        raise InvalidInputError(
+            f"channel_order must be one of {list(CHANNEL_ORDERS)}, got {order!r}"
+        )
+    return order == "bgr"
+
+
+def swap_rb(image: np.ndarray) -> np.ndarray:
+    """A new C-contiguous array with red and blue swapped (BGR(A) <-> RGB(A)); grayscale images
+    come back as they are. A copy: the caller's array (or a read-only decode) is never changed."""
+    if image.ndim != 3:
+        return image
+    # One plane copy per channel: 0.2 ms at 224 px, half of np.take's time (fancy indexing
+    # is faster still but returns a non-contiguous array, which OpenCV refuses).
+    out = np.empty_like(image)
+    out[:, :, 0], out[:, :, 1], out[:, :, 2] = image[:, :, 2], image[:, :, 1], image[:, :, 0]
+    if image.shape[2] == 4:
+        out[:, :, 3] = image[:, :, 3]
+    return out
+
+
+def swap_rb_into(out: np.ndarray) -> None:
+    """Swap red and blue of (N, H, W, C) images in place (a get_batch ``out``)."""
+    if out.ndim == 4:
+        red = out[..., 0].copy()
+        out[..., 0] = out[..., 2]
+        out[..., 2] = red
+
+
+def _not_pixels(obj: Any, where: str) -> str:
+    """Why a path or a file's bytes is not an image array, and what to call instead."""
+    if isinstance(obj, (str, os.PathLike)):
+        return (
+            f"{where} is a path ({os.fspath(obj)!r}), not an image: h5store does not read "
+            "files; pass the file's bytes to add_encoded (stored as they are, e.g. "
+            "add_encoded(open(path, 'rb').read(), ...)) or the pixels "
+            "(PIL.Image.open(path), cv2.imread(path) with channel_order='bgr')"
+        )
+    return (
+        f"{where} is {type(obj).__name__}, not an image: for an encoded file's bytes use "
+        "add_encoded / add_encoded_batch"
+    )
+
+
 def as_images(images: Any) -> list[np.ndarray]:
     """A batch: a sequence of images, or one (N, H, W[, C]) array (or (N, C, H, W) tensor)."""
     if _is_torch(images) and images.ndim == 4:
@@ -72,7 +124,9 @@ def as_images(images: Any) -> list[np.ndarray]:
                 f"a batch array must be (N, H, W) or (N, H, W, C), got shape {images.shape}"
             )
         images = list(images)
-    elif not isinstance(images, Sequence) or isinstance(images, (str, bytes)):
+    elif isinstance(images, (str, bytes, bytearray, memoryview, os.PathLike)):
+        raise InvalidInputError(_not_pixels(images, "images").replace("an image", "images"))
+    elif not isinstance(images, Sequence):
         raise InvalidInputError("images must be a sequence of images or an (N, H, W[, C]) array")
     return [as_image(img, f"image {k}") for k, img in enumerate(images)]
 

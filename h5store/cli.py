@@ -286,6 +286,8 @@ def cmd_query(args: argparse.Namespace) -> int:
 
 
 def cmd_show(args: argparse.Namespace) -> int:
+    if args.id is None:  # a reference, as the ref column of index --sql has it
+        args.path, args.id = h5store.parse_ref(args.path)
     with h5store.open(args.path) as store:
         record = store.record(args.id)
         if args.raw:
@@ -640,8 +642,12 @@ def build_parser() -> argparse.ArgumentParser:
     info = sub.add_parser(
         "info",
         help="summarise a store: per class images, share, accuracy, codec and bytes per image",
+        description="Summarise the store at PATH (read-only): its images and classes, file "
+        "size against the encoded images, format version and the accuracy where true labels "
+        "are known; then per class its images, their share, accuracy, codec and mean bytes "
+        "per image.",
     )
-    info.add_argument("path")
+    info.add_argument("path", help="the store (.h5)")
     info.add_argument("--json", action="store_true", help="print JSON instead of the table")
     info.set_defaults(func=cmd_info)
 
@@ -673,10 +679,11 @@ def build_parser() -> argparse.ArgumentParser:
         help="write one image to a file (decoded, or its stored bytes)",
         description="Write image ID decoded to -o (PNG, TIFF or JPEG by its "
         "suffix; default <id>.png), or with --raw its stored bytes as they "
-        "are (a .jpg for JPEG classes). -o - writes to stdout.",
+        "are (a .jpg for JPEG classes). -o - writes to stdout. Instead of PATH ID, a "
+        "reference PATH#ID (the ref column `index --sql` writes) names the image.",
     )
-    show.add_argument("path")
-    show.add_argument("id", type=int)
+    show.add_argument("path", help="the store, or a reference PATH#ID")
+    show.add_argument("id", type=int, nargs="?", help="the image's id (unless PATH#ID)")
     show.add_argument(
         "-o", "--output", help="file to write (default: <id>.png, or <id>.<ext> with --raw)"
     )
@@ -685,9 +692,13 @@ def build_parser() -> argparse.ArgumentParser:
     show.set_defaults(func=cmd_show)
 
     verify = sub.add_parser(
-        "verify", help="check every image against its CRC-32 (exit 1 if damaged)"
+        "verify",
+        help="check every image against its CRC-32 (exit 1 if damaged)",
+        description="Recompute the CRC-32 of every stored image (deleted ones too) and check "
+        "every cached chunk offset against HDF5's chunk index. Names the damaged images "
+        "(the others stay readable); exit status 0 if all are intact, 1 otherwise.",
     )
-    verify.add_argument("path")
+    verify.add_argument("path", help="the store (.h5)")
     verify.add_argument("--json", action="store_true")
     verify.set_defaults(func=cmd_verify)
 
@@ -807,9 +818,14 @@ def build_parser() -> argparse.ArgumentParser:
     merge.set_defaults(func=cmd_merge)
 
     index = sub.add_parser(
-        "index", help="print the index table, or write it as CSV or to a SQL database"
+        "index",
+        help="print the index table, or write it as CSV or to a SQL database",
+        description="Print the store's index (one row per image: id, label, true label, "
+        "score, geometry, codec, bytes, CRC-32, source), or write it to a CSV file or a SQL "
+        "database. SQL rows name the store by its absolute path and carry a ref column "
+        "(PATH#ID) that `h5store show REF` and h5store.load(ref) turn back into the image.",
     )
-    index.add_argument("path")
+    index.add_argument("path", help="the store (.h5)")
     index.add_argument("--csv", help="write CSV to this file")
     index.add_argument(
         "--sql",
@@ -873,8 +889,15 @@ def build_parser() -> argparse.ArgumentParser:
     rep.add_argument("--json", action="store_true")
     rep.set_defaults(func=cmd_repack)
 
-    preview = sub.add_parser("preview", help="redraw the per-class contact sheets viewers show")
-    preview.add_argument("path")
+    preview = sub.add_parser(
+        "preview",
+        help="redraw the per-class contact sheets viewers show",
+        description="Redraw every class's contact sheet (/classes/<class>/preview and "
+        "/previews/<class>, the small RGB images HDF5 viewers show) from the stored images. "
+        "Writers keep them current as they close; this repairs them after a writer was killed, "
+        "or draws them for files written elsewhere. Opens PATH for writing.",
+    )
+    preview.add_argument("path", help="the store (.h5)")
     preview.add_argument("--json", action="store_true")
     preview.set_defaults(func=cmd_preview)
 

@@ -156,9 +156,12 @@ def export_folder(
         if record.codec in FILE_EXTENSIONS:
             data, kind = store.get_encoded(record.id), record.codec
         else:
-            data, kind = imagecodecs.png_encode(store[record.id]), "png"
+            pixels = store.get_batch([record.id], channel_order="rgb")[0]  # files hold RGB
+            data, kind = imagecodecs.png_encode(pixels), "png"
         if embed_metadata and kind in embed.EMBEDDABLE:
-            data = embed.embed(kind, data, _file_metadata(record, store_name))
+            width_height = (record.shape[1], record.shape[0])
+            metadata = _file_metadata(record, store_name, store.labels)
+            data = embed.embed(kind, data, metadata, width_height)
         with open(path, "wb" if overwrite else "xb") as fh:
             fh.write(data)
         entries.append(_index_entry(record, os.path.relpath(path, root)))
@@ -186,12 +189,17 @@ def _float32(value: Any) -> float | None:
     return None if value is None else float(str(np.float32(value)))
 
 
-def _file_metadata(record: Any, store_name: str) -> dict[str, Any]:
+def _file_metadata(record: Any, store_name: str, labels: Sequence[str]) -> dict[str, Any]:
+    # The score vector by class name: the file alone says what each probability is for.
+    vector = None
+    if record.scores is not None:
+        vector = {name: _float32(x) for name, x in zip(labels, record.scores)}
     return {
         "id": record.id,
         "label": record.label,
         "true_label": record.true_label,
         "score": _float32(record.score),
+        "scores": vector,
         "source": record.source,
         "store": store_name,
     }

@@ -309,7 +309,7 @@ def _commit(source, writer, live, members, labels, plan, vectors, sources, kind)
             payloads[k] = source.get_encoded(int(ids[k]))
     again = [k for k, change in enumerate(convert) if change]
     if again:
-        images = source.get_batch(ids[again].tolist())
+        images = source.get_batch(ids[again].tolist(), channel_order="rgb")
         encoded = thread_map(lambda j: codecs[again[j]].encode(images[j]), range(len(again)))
         for k, payload in zip(again, encoded):
             payloads[k], crcs[k] = payload, crc32(payload)

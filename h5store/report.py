@@ -578,7 +578,8 @@ def _thumbnails(store, ids: np.ndarray, px: int) -> list[tuple[int, int, str]]:
 
     out = []
     for start in range(0, len(ids), DECODE_BATCH):
-        for image in store.get_batch(ids[start : start + DECODE_BATCH].tolist()):
+        batch = ids[start : start + DECODE_BATCH].tolist()
+        for image in store.get_batch(batch, channel_order="rgb"):
             picture = Image.fromarray(_as_8bit(image))
             picture.thumbnail((px, px), Image.Resampling.LANCZOS)
             buffer = io.BytesIO()

@@ -20,6 +20,7 @@ from typing import Any
 
 import numpy as np
 
+from . import _inputs
 from . import format as fmt
 from ._catalog import existing_label_id, query_label_ids
 from ._parallel import thread_map
@@ -133,13 +134,23 @@ class ShardedStore:
     mode = "r"
     writable = False
 
-    def __init__(self, paths: Sequence[str | os.PathLike], *, verify_reads: bool = True):
+    def __init__(
+        self,
+        paths: Sequence[str | os.PathLike],
+        *,
+        verify_reads: bool = True,
+        channel_order: str = "rgb",
+    ):
+        self._bgr = _inputs.check_channel_order(channel_order)
         self.paths = check_shard_paths(paths)
         self.verify_reads = verify_reads  # each shard checks its images' CRC-32 on reads
         self._shards: list[ImageStore] = []
         try:
             for p in self.paths:
-                self._shards.append(ImageStore(p, "r", verify_reads=verify_reads))
+                # store[id] goes to the shard, which follows the same channel order
+                self._shards.append(
+                    ImageStore(p, "r", verify_reads=verify_reads, channel_order=channel_order)
+                )
             self._build()
         except BaseException:
             self.close()
@@ -179,10 +190,18 @@ class ShardedStore:
             raise ClosedStoreError(f"the shards {self.paths} are closed")
 
     def __getstate__(self) -> dict[str, Any]:
-        return {"paths": self.paths, "verify_reads": self.verify_reads}
+        return {
+            "paths": self.paths,
+            "verify_reads": self.verify_reads,
+            "channel_order": "bgr" if self._bgr else "rgb",
+        }
 
     def __setstate__(self, state: dict[str, Any]) -> None:
-        self.__init__(state["paths"], verify_reads=state.get("verify_reads", True))
+        self.__init__(
+            state["paths"],
+            verify_reads=state.get("verify_reads", True),
+            channel_order=state.get("channel_order", "rgb"),
+        )
 
     def __repr__(self) -> str:
         if self.closed:
@@ -236,10 +255,15 @@ class ShardedStore:
         return shard[image_id]
 
     def get_batch(
-        self, ids: Sequence[int], *, out: np.ndarray | None = None
+        self,
+        ids: Sequence[int],
+        *,
+        out: np.ndarray | None = None,
+        channel_order: str | None = None,
     ) -> list[np.ndarray] | np.ndarray:
         """Decoded images for many ids (decoded in parallel threads), in the order given.
-        ``out`` as in :meth:`ImageStore.get_batch`."""
+        ``out`` and ``channel_order`` as in :meth:`ImageStore.get_batch`."""
+        bgr = self._bgr if channel_order is None else _inputs.check_channel_order(channel_order)
         self._check_open()
         id_list = np.asarray(ids).tolist()
         shard_of = self._shard_of
@@ -247,7 +271,10 @@ class ShardedStore:
             if image_id not in shard_of:
                 self._owner(image_id)
         if out is None:
-            return thread_map(lambda i: shard_of[i][i], id_list)
+            images = thread_map(
+                lambda i: shard_of[i]._decode(shard_of[i]._index.row_of(i)), id_list
+            )
+            return [_inputs.swap_rb(image) for image in images] if bgr else images
         if out.shape[0] != len(id_list) or not out.flags.c_contiguous:
             raise InvalidInputError(
                 f"out must be C-contiguous with {len(id_list)} images along axis 0"
@@ -258,6 +285,8 @@ class ShardedStore:
             shard._decode_into(shard._index.row_of(id_list[k]), out[k])
 
         thread_map(decode_into, range(len(id_list)))
+        if bgr:
+            _inputs.swap_rb_into(out)
         return out
 
     def get_encoded(self, image_id: int) -> bytes:

@@ -16,6 +16,7 @@ import numpy as np
 
 from .errors import DatabaseError, InvalidInputError, TargetExistsError
 from .format import stack_path
+from .store import image_ref
 
 if TYPE_CHECKING:
     from .store import ImageStore
@@ -65,6 +66,7 @@ def _tables(metadata, table: str, with_scores: bool):
         metadata,
         sa.Column("store", sa.String(1024), primary_key=True),
         sa.Column("id", sa.BigInteger, primary_key=True, autoincrement=False),
+        sa.Column("ref", sa.Text, nullable=False),
         sa.Column("label", sa.Text, nullable=False, index=True),
         sa.Column("true_label", sa.Text),
         sa.Column("score", sa.Float),
@@ -107,6 +109,7 @@ def _rows(
             {
                 "store": name,
                 "id": int(r.id),
+                "ref": image_ref(name, int(r.id)),
                 "label": r.label,
                 "true_label": true,
                 "score": None if np.isnan(r.score) else float(r.score),
@@ -149,7 +152,8 @@ def to_sql(
         raise InvalidInputError(f"if_exists must be one of {IF_EXISTS}, got {if_exists!r}")
     if not isinstance(table, str) or not table:
         raise InvalidInputError(f"table must be a non-empty name, got {table!r}")
-    name = os.path.basename(store.path)
+    # The store by its absolute path, so that a row leads back to the file from anywhere.
+    name = os.path.abspath(store.path)
     live = store.ids()
     keep = np.ones(len(live), bool) if ids is None else np.isin(live, np.asarray(list(ids)))
     rows = _rows(store, files, name, keep)

@@ -156,6 +156,8 @@ class OpenArguments:
     locking: bool | str | None
     durability: str = "group"
     group_commit: GroupCommit | None = None
+    bgr: bool = False
+    argmax_labels: bool = True
 
     @classmethod
     def checked(
@@ -170,6 +172,8 @@ class OpenArguments:
         codec_options: dict[str, Any],
         durability: Any = "group",
         group_commit: Any = None,
+        channel_order: Any = "rgb",
+        argmax_labels: Any = True,
     ) -> OpenArguments:
         if not isinstance(mode, str) or mode not in MODES:
             raise InvalidInputError(f"mode must be one of {sorted(MODES)}, got {mode!r}")
@@ -181,6 +185,9 @@ class OpenArguments:
             )
         if not isinstance(verify_reads, (bool, np.bool_)):
             raise InvalidInputError(f"verify_reads must be True or False, got {verify_reads!r}")
+        bgr = _inputs.check_channel_order(channel_order)
+        if not isinstance(argmax_labels, bool):
+            raise InvalidInputError(f"argmax_labels must be True or False, got {argmax_labels!r}")
         check_quality(quality)  # documented as 1-100 for every codec, used by the lossy ones
         default_codec = get_codec(codec, quality=quality, **codec_options)
         try:
@@ -202,6 +209,8 @@ class OpenArguments:
             locking,
             durability,
             group_commit,
+            bgr,
+            argmax_labels,
         )
 
 
@@ -230,6 +239,8 @@ class ImageStore:
         locking: bool | str | None = None,
         durability: str = "group",
         group_commit: GroupCommit | None = None,
+        channel_order: str = "rgb",
+        argmax_labels: bool = True,
         **codec_options: Any,
     ):
         # Validate all, then create: a refused argument must leave an existing file as it was
@@ -245,12 +256,16 @@ class ImageStore:
             codec_options,
             durability,
             group_commit,
+            channel_order,
+            argmax_labels,
         )
         self._locking = args.locking
         self.path = args.path
         self.mode = args.mode
         self._verify_reads = args.verify_reads
         self._default_codec = args.codec
+        #: the default order of colour channels handed to add* and returned by reads
+        self._bgr = args.bgr
         self._reader: h5py.File | None = None
         self._mapped: MappedFile | None = None
         #: heap collections of /sources found intact, by address: the CRC-32 of their bytes
@@ -275,7 +290,9 @@ class ImageStore:
                 self._default_codec,
                 self._preview_images,
             )
-            self._ingest = Ingest(self._writer, args.durability, args.group_commit)
+            self._ingest = Ingest(
+                self._writer, args.durability, args.group_commit, args.argmax_labels
+            )
             # A commit an add call triggers (bound reached, durability="call") runs guarded,
             # like commit() itself: a refused write closes the store and names the ids.
             self._ingest.commit_now = self.commit
@@ -500,7 +517,12 @@ class ImageStore:
 
     def __getstate__(self) -> dict[str, Any]:
         # Worker processes (PyTorch DataLoader with spawn) reopen the file for reading.
-        return {"path": self.path, "verify_reads": self._verify_reads, "locking": self._locking}
+        return {
+            "path": self.path,
+            "verify_reads": self._verify_reads,
+            "locking": self._locking,
+            "channel_order": "bgr" if self._bgr else "rgb",
+        }
 
     def __setstate__(self, state: dict[str, Any]) -> None:
         self.__init__(
@@ -508,6 +530,7 @@ class ImageStore:
             "r",
             verify_reads=state.get("verify_reads", True),
             locking=state.get("locking"),
+            channel_order=state.get("channel_order", "rgb"),
         )
 
     def __repr__(self) -> str:
@@ -582,10 +605,14 @@ class ImageStore:
         true_label: str | int | None = None,
         id: int | None = None,
         source: str | None = None,
+        channel_order: str | None = None,
     ) -> int:
         """Store one image; returns its id. See :meth:`add_batch`; as fast per image as a
         batch, since images are committed in groups (:meth:`commit`)."""
-        return self._check_writable_ingest().add_image(image, label, score, true_label, id, source)
+        bgr = self._bgr if channel_order is None else _inputs.check_channel_order(channel_order)
+        return self._check_writable_ingest().add_image(
+            image, label, score, true_label, id, source, bgr
+        )
 
     def add_batch(
         self,
@@ -596,6 +623,7 @@ class ImageStore:
         true_labels: Sequence[str | int | None] | None = None,
         ids: Sequence[int] | None = None,
         sources: Sequence[str | None] | None = None,
+        channel_order: str | None = None,
     ) -> np.ndarray:
         """Store a batch of images; returns their ids. All of it lands, or none of it.
 
@@ -604,15 +632,19 @@ class ImageStore:
         names, or class ids into :attr:`labels`. ``scores``: (N,) top-1 confidences or (N, K)
         probability vectors over the K declared labels. ``true_labels``: ground truth (None or
         -1 where unknown). ``ids``: your own non-negative ids (default: consecutive).
-        ``sources``: where each image came from (a path, a URL).
+        ``sources``: where each image came from (a path, a URL). ``channel_order``: ``"bgr"``
+        for OpenCV's arrays (``cv2.imread``), ``"rgb"``; default: the store's (``open(...,
+        channel_order=)``, ``"rgb"`` unless set). Colour images are stored RGB(A) either way,
+        so viewers, exports and the report show true colours; grayscale is unaffected.
 
         Bad input raises here and leaves nothing behind. Accepted images are encoded on
         h5store's threads and are durable once :meth:`commit` returns (or the group bound is
         reached, or the store is flushed or closed); ``durability="call"`` at open commits in
         every call instead.
         """
+        bgr = self._bgr if channel_order is None else _inputs.check_channel_order(channel_order)
         return self._check_writable_ingest().add_images(
-            images, labels, scores, true_labels, ids, sources
+            images, labels, scores, true_labels, ids, sources, bgr
         )
 
     def add_encoded(
@@ -737,44 +769,55 @@ class ImageStore:
         if self._verify_reads and crc32(payload) != index.crcs[row]:
             raise self._damaged(row)
         try:
-            return self._decoders[index.stacks[row]](payload)
+            image = self._decoders[index.stacks[row]](payload)
         except DamagedImageError as exc:  # a header or shape that disagrees with the index
             raise self._damaged(row, exc) from None
+        return _inputs.swap_rb(image) if self._bgr else image
 
     def _preview_images(self, ids: np.ndarray) -> list[np.ndarray]:
         """Pixels for the class contact sheets: a damaged image shows as a black tile instead
         of failing the writer's close (verify() is where damage is reported)."""
         try:
-            return self.get_batch(ids)
+            return self.get_batch(ids, channel_order="rgb")
         except DamagedImageError:
             images = []
             for image_id in ids.tolist():
                 try:
-                    images.append(self[image_id])
+                    images.append(self.get_batch([image_id], channel_order="rgb")[0])
                 except DamagedImageError:
                     images.append(np.zeros(self.record(image_id).shape, np.uint8))
             return images
 
     def get_batch(
-        self, ids: Sequence[int], *, out: np.ndarray | None = None
+        self,
+        ids: Sequence[int],
+        *,
+        out: np.ndarray | None = None,
+        channel_order: str | None = None,
     ) -> list[np.ndarray] | np.ndarray:
         """Decoded images for many ids (decoded in parallel threads), in the order given.
 
         With ``out``, an array of shape (len(ids), H, W[, C]) and the images' dtype, the
         images are decoded straight into it (no per-image allocation; JPEG writes in place)
-        and ``out`` is returned; every image must have that shape.
+        and ``out`` is returned; every image must have that shape. ``channel_order``:
+        ``"rgb"`` or ``"bgr"`` (OpenCV's) for colour images; default: the store's
+        (``open(..., channel_order=)``, which ``store[id]`` follows).
         """
+        bgr = self._bgr if channel_order is None else _inputs.check_channel_order(channel_order)
         self._sync()
         self._check_open()
         rows = self._index.rows_of(ids)
         if out is None:
-            return thread_map(self._decode, rows.tolist())
+            images = thread_map(self._decode, rows.tolist())
+            return [_inputs.swap_rb(image) for image in images] if bgr else images
         if out.shape[0] != len(rows) or not out.flags.c_contiguous:
             raise InvalidInputError(
                 f"out must be C-contiguous with {len(rows)} images along axis 0"
             )
         row_list = rows.tolist()
         thread_map(lambda k: self._decode_into(row_list[k], out[k]), range(len(rows)))
+        if bgr:
+            _inputs.swap_rb_into(out)
         return out
 
     def _decode_into(self, row: int, target: np.ndarray) -> None:
@@ -962,9 +1005,11 @@ class ImageStore:
         ids: Sequence[int] | None = None,
     ) -> int:
         """Write the index to a SQL database (SQLAlchemy URL or Engine; a path means SQLite):
-        one row per live image in ``table`` (id, label, true_label, score, correct, geometry,
-        codec, bytes, crc32, the HDF5 dataset and position of its chunk, source, and ``files``'
-        exported path per id), and the score vectors in long form in ``<table>_scores``. One
+        one row per live image in ``table`` (the store's absolute path, id, ``ref``, label,
+        true_label, score, correct, geometry, codec, bytes, crc32, the HDF5 dataset and
+        position of its chunk, source, and ``files``' exported path per id), and the score
+        vectors in long form in ``<table>_scores``. ``ref`` (``/abs/run.h5#17``) leads back to
+        the image: :func:`h5store.load` and ``h5store show REF`` take it. One
         transaction: all rows or none. ``if_exists``: "fail" (:class:`TargetExistsError`),
         "replace" or "append". ``ids`` limits the rows to those images. Returns the number of
         image rows. Needs the 'sql' extra."""
@@ -1030,6 +1075,8 @@ def open(
     locking: bool | str | None = None,
     durability: str = "group",
     group_commit: GroupCommit | None = None,
+    channel_order: str = "rgb",
+    argmax_labels: bool = True,
     **codec_options: Any,
 ) -> ImageStore:
     """Open or create an h5store file; use as a context manager.
@@ -1063,7 +1110,21 @@ def open(
     reaches ``group_commit``'s bound (an :class:`h5store.GroupCommit`: 1,024 images, 64 MiB
     or one second by default). ``"call"`` commits within every add call (about 650 us each).
     Either way a crash loses at most what was not committed, never part of a batch.
+
+    ``channel_order``: ``"rgb"`` (default) or ``"bgr"``, the order of colour channels in the
+    arrays this handle takes (``add``, ``add_batch``) and returns (``store[id]``,
+    ``get_batch``); each of those but ``store[id]`` can override it per call. Pass ``"bgr"``
+    in an OpenCV pipeline (``cv2.imread`` in, ``cv2.imwrite`` out) to round-trip without a
+    swap. Pixels are stored RGB whatever the order, so viewers, exports and the report show
+    true colours.
+
+    ``argmax_labels`` (writers, default True): a label given with a score vector is the
+    model's prediction, so it must be the vector's highest entry (ties pass); otherwise the
+    add call raises :class:`InvalidInputError` naming the image (true-class vectors, rows out
+    of step, another model's labels). False accepts any label, for a decision rule that is
+    not the argmax (a threshold on a rare class). Merge and repack copy what stores hold.
     """
+    _inputs.check_channel_order(channel_order)
     if isinstance(path, (list, tuple)):
         if mode != "r":
             raise InvalidInputError(
@@ -1075,7 +1136,7 @@ def open(
         args = OpenArguments.checked(
             path, mode, codec, quality, labels, verify_reads, locking, codec_options
         )
-        return ShardedStore(args.path, verify_reads=args.verify_reads)
+        return ShardedStore(args.path, verify_reads=args.verify_reads, channel_order=channel_order)
     return ImageStore(
         path,
         mode,
@@ -1086,5 +1147,39 @@ def open(
         locking=locking,
         durability=durability,
         group_commit=group_commit,
+        channel_order=channel_order,
+        argmax_labels=argmax_labels,
         **codec_options,
     )
+
+
+#: Between a store's path and an image id in a reference (``/data/run.h5#17``): the ``ref``
+#: column of :meth:`ImageStore.to_sql`, which :func:`load` and ``h5store show`` accept.
+REF_SEPARATOR = "#"
+
+
+def image_ref(path: str | os.PathLike, image_id: int) -> str:
+    """The reference of one image: the store's absolute path, ``#``, the id."""
+    return f"{os.path.abspath(os.fspath(path))}{REF_SEPARATOR}{int(image_id)}"
+
+
+def parse_ref(ref: str) -> tuple[str, int]:
+    """(store path, id) of a reference made by :func:`image_ref` (the last ``#`` splits it, so
+    paths may hold one)."""
+    path, sep, number = ref.rpartition(REF_SEPARATOR) if isinstance(ref, str) else ("", "", "")
+    if not sep or not path or not (number.isascii() and number.isdigit()):
+        raise InvalidInputError(
+            f"{ref!r} is not an image reference: expected '<store path>#<id>', as in the ref "
+            "column to_sql and `h5store index --sql` write"
+        )
+    return path, int(number)
+
+
+def load(ref: str, *, channel_order: str = "rgb", verify_reads: bool = True) -> np.ndarray:
+    """The pixels of the image a reference names (``"/data/run.h5#17"``, a SQL row's ``ref``).
+
+    Opens the store read-only for this one image; for many rows of one store, open it once
+    (``h5store.open(row.store)[row.id]``)."""
+    path, image_id = parse_ref(ref)
+    with open(path, channel_order=channel_order, verify_reads=verify_reads) as store:
+        return store[image_id]

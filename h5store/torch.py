@@ -30,6 +30,7 @@ from torch.utils.data import BatchSampler, DataLoader, Dataset, RandomSampler, S
 
 import h5store
 
+from ._inputs import check_channel_order
 from .codecs import image_shape
 from .errors import InvalidInputError
 
@@ -50,9 +51,16 @@ class ImageStoreDataset(Dataset):
 
     ``ids``: which images, in which order (default: all live images in insertion order).
     ``target``: ``"label"`` (predicted class id), ``"true_label"`` (ground-truth class id,
-    -1 if unknown), ``"id"``, or None for images only. ``transform`` is applied to the
-    (C, H, W) tensor. Class ids index :attr:`classes`. ``verify_reads`` is passed to
-    :func:`h5store.open` in every process (a damaged image raises ``DamagedImageError``).
+    -1 if unknown), ``"id"``, or None for images only. Class ids index :attr:`classes`.
+
+    ``transform`` is called with what the fetch produced, which depends on the loader:
+    per sample, with one (C, H, W) tensor, under ``DataLoader(ds, ...)`` and ``ds[k]``; per
+    batch, with the whole (B, C, H, W) tensor, under ``ds.loader()`` and ``ds.batch(ks)``
+    (so torchvision transforms written for one image must handle a batch dimension there).
+
+    ``verify_reads`` is passed to :func:`h5store.open` in every process (a damaged image
+    raises ``DamagedImageError``). ``channel_order``: ``"rgb"`` (default) or ``"bgr"``, the
+    channel order of colour tensors (a model trained on OpenCV's BGR arrays).
     """
 
     def __init__(
@@ -63,9 +71,12 @@ class ImageStoreDataset(Dataset):
         target: str | None = "label",
         transform: Callable[[torch.Tensor], Any] | None = None,
         verify_reads: bool = True,
+        channel_order: str = "rgb",
     ):
         if target not in TARGETS:
             raise InvalidInputError(f"target must be one of {TARGETS}, got {target!r}")
+        check_channel_order(channel_order)
+        self.channel_order = channel_order
         # A list of paths: shards read as one store (h5store.open([...])).
         self.path = (
             [os.fspath(p) for p in path] if isinstance(path, (list, tuple)) else os.fspath(path)
@@ -105,7 +116,11 @@ class ImageStoreDataset(Dataset):
         if self._store is None or self._pid != os.getpid():
             if torch.utils.data.get_worker_info() is not None:
                 h5store.set_threads(1)  # the DataLoader's workers already use every core
-            self._store = h5store.open(self.path, verify_reads=self.verify_reads)
+            self._store = h5store.open(
+                self.path,
+                verify_reads=self.verify_reads,
+                channel_order=self.channel_order,
+            )
             self._pid = os.getpid()
         return self._store
 

@@ -479,6 +479,62 @@ MUTANTS = [
         ),
         ("test_codec_plugin.py",),
     ),
+    Mutant(
+        "bgr-one-image",
+        "(issue 23) add(image, channel_order='bgr') stores the BGR array as if RGB",
+        (("h5store/_ingest.py", "        if bgr:\n            arr = _inputs.swap_rb(arr)\n", ""),),
+        ("test_channel_order.py",),
+    ),
+    Mutant(
+        "bgr-reads",
+        "(issue 23) a bgr handle's get_batch returns RGB",
+        (
+            (
+                "h5store/store.py",
+                "            return [_inputs.swap_rb(image) for image in images] if bgr else "
+                "images",
+                "            return images",
+            ),
+        ),
+        ("test_channel_order.py",),
+    ),
+    Mutant(
+        "argmax-one-image",
+        "(issue 23) add() accepts a label that is not its score vector's argmax",
+        (
+            (
+                "h5store/_ingest.py",
+                "                if self.argmax_labels:\n                    _check_argmax(",
+                "                if False:\n                    _check_argmax(",
+            ),
+        ),
+        ("test_bad_input.py", "test_group_commit.py"),
+    ),
+    Mutant(
+        "sql-store-name",
+        "(issue 23) SQL rows name the store without its directory",
+        (
+            (
+                "h5store/sql.py",
+                "    name = os.path.abspath(store.path)",
+                "    name = os.path.basename(store.path)",
+            ),
+        ),
+        ("test_sql.py",),
+    ),
+    Mutant(
+        "exif-comment-type",
+        "(issue 23) UserComment written as BYTE (int8u), as piexif and exiftool -validate refuse",
+        (
+            (
+                "h5store/embed.py",
+                "        (0x9286, _UNDEFINED, _USER_COMMENT_ASCII",
+                "        (0x9286, 1, _USER_COMMENT_ASCII",
+            ),
+            ("h5store/embed.py", "_TYPE_SIZE = {_ASCII: 1,", "_TYPE_SIZE = {1: 1, _ASCII: 1,"),
+        ),
+        ("test_export_metadata.py",),
+    ),
 ]
 
 

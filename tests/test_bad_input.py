@@ -153,6 +153,26 @@ BAD_CALLS = {
         "colour",
     ),
     "not bytes": (lambda s: s.add_encoded("text", label="a"), InvalidInputError, "bytes"),
+    "a path for an image": (
+        lambda s: s.add("/data/crops/img_0001.png", label="a"),
+        InvalidInputError,
+        r"image is a path \('/data/crops/img_0001.png'\), not an image.*add_encoded.*PIL",
+    ),
+    "a Path in a batch": (
+        lambda s: s.add_batch([GOOD, Path("/data/x.jpg")], labels=["a", "a"]),
+        InvalidInputError,
+        r"image 1 is a path \('/data/x.jpg'\)",
+    ),
+    "a path for a batch": (
+        lambda s: s.add_batch("/data/crops", labels=["a"]),
+        InvalidInputError,
+        "images is a path",
+    ),
+    "a file's bytes for an image": (
+        lambda s: s.add(imagecodecs.png_encode(GOOD), label="a"),
+        InvalidInputError,
+        "image is bytes, not an image: .*add_encoded",
+    ),
 }
 
 
@@ -287,3 +307,40 @@ def test_flipped_bytes_are_named_by_verify_and_the_rest_stays_readable(store_pat
         assert report.damaged == [int(ids[2])] and not report.ok
         for k in (0, 1, 3, 4, 5):
             assert np.array_equal(store[ids[k]], images[k])
+
+
+@pytest.mark.parametrize("path_kind", ["call", "batch"])
+def test_a_label_that_is_not_its_vectors_argmax_is_refused_naming_the_image(store_path, path_kind):
+    with h5store.open(store_path, "w", codec="png", labels=["cat", "dog"]) as store:
+        store.add(GOOD, label="cat", score=[0.5, 0.5])  # a tie is the label's to break
+    vector = [0.3, 0.7]  # the model said dog
+    if path_kind == "call":
+        call = lambda s: s.add(GOOD, label="cat", score=vector)  # noqa: E731
+        where = "image 0"
+    else:
+        call = lambda s: s.add_batch(  # noqa: E731
+            [GOOD] * 3, labels=["dog", "cat", "dog"], scores=[vector] * 3
+        )
+        where = "image 1"
+    message = (
+        f"{where}'s label 'cat' is not the highest of its score vector \\('dog' has 0.7, 'cat' "
+        "0.3\\).*argmax_labels=False"
+    )
+    check_rejected(store_path, call, InvalidInputError, message)
+    # A decision rule of one's own (a threshold) says so at open, and its stores still merge.
+    with h5store.open(store_path, "a", argmax_labels=False) as store:
+        (image_id,) = np.atleast_1d(call(store))[1:2] if path_kind == "batch" else [call(store)]
+    with h5store.open(store_path) as store:
+        assert store.record(int(image_id)).label == "cat"
+        assert store.record(int(image_id)).scores.tolist() == pytest.approx(vector)
+        n = len(store)
+    merged = Path(store_path).with_name("merged.h5")
+    h5store.merge([store_path], merged)  # copies what the store holds, as it is
+    with h5store.open(merged) as store:
+        assert len(store) == n and store.record(int(image_id)).label == "cat"
+
+
+def test_argmax_labels_must_be_a_bool(store_path):
+    with pytest.raises(InvalidInputError, match="argmax_labels"):
+        h5store.open(store_path, "w", argmax_labels="no")
+    assert not Path(store_path).exists()

@@ -60,6 +60,11 @@ def test_query_prints_the_apis_answer_as_text_json_and_csv(demo):
     assert len(text.strip().splitlines()) == 1 + 2 + 2  # count, header, rule, two rows
     bad = cli("query", str(demo), "--label", "cta", check=False)
     assert bad.returncode == 2 and "'cta' is not a label" in bad.stderr
+    assert "did you mean 'cat'?" in bad.stderr  # as the API says it
+    with h5store.open(demo) as store, pytest.raises(h5store.InvalidInputError, match="'cat'\\?"):
+        store.query(true_label=["cat", "cta"])
+    far = cli("query", str(demo), "--label", "zzzzzz", check=False)
+    assert far.returncode == 2 and "did you mean" not in far.stderr  # no wild guesses
 
 
 def test_show_writes_the_decoded_image_or_the_stored_bytes(demo, tmp_path):
@@ -223,3 +228,16 @@ def test_a_command_whose_extra_is_missing_says_which_to_install(demo, tmp_path):
     assert run.returncode == 2
     assert "h5store[report]" in run.stderr and "Traceback" not in run.stderr
     assert not (tmp_path / "r.html").exists()
+
+
+def test_every_command_says_what_it_does_in_its_help():
+    import argparse
+
+    from h5store.cli import build_parser
+
+    (commands,) = [a for a in build_parser()._actions if isinstance(a, argparse._SubParsersAction)]
+    for name, parser in commands.choices.items():
+        assert parser.description and len(parser.description) > 60, name
+    for name in ("info", "verify", "preview"):
+        text = " ".join(cli(name, "--help").stdout.split())
+        assert commands.choices[name].description.split(":")[0].split(" (")[0] in text

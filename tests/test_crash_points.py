@@ -66,7 +66,7 @@ TRACED_WRITER = textwrap.dedent(
         store.add_batch(rng.integers(0, 255, (3, 9, 7), dtype=np.uint8), labels=["c0"] * 3)
     elif operation == "scores":
         store.add_batch(rng.integers(0, 255, (3, 12, 12, 3), dtype=np.uint8), labels=["c0"] * 3,
-                        scores=rng.random((3, classes + 1)))
+                        scores=np.eye(3, classes + 1)[[0, 0, 0]])
     else:  # /sources and /source_crc32
         store.add_batch(rng.integers(0, 255, (3, 12, 12, 3), dtype=np.uint8), labels=["c0"] * 3,
                         sources=["a", None, "c"])

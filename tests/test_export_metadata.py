@@ -1,5 +1,6 @@
 """Export with metadata inside each file (EXIF, iTXt), the index beside the files, and import
-reading it back. Metadata is read back by readers we did not write: exiftool and Pillow."""
+reading it back. Metadata is read back by readers we did not write: exiftool, piexif and
+Pillow."""
 
 import io
 import json
@@ -156,6 +157,11 @@ def test_embedded_metadata_round_trips_for_any_label(label, score, image_id):
     assert embed.strip("jpeg", out) == jpeg
     exif = Image.open(io.BytesIO(out)).getexif()
     assert json.loads(exif.get_ifd(0x8769)[0x9286][8:].decode("ascii")) == meta
+    helper = pytest.importorskip("piexif.helper")
+    import piexif
+
+    comment = piexif.load(out)["Exif"][piexif.ExifIFD.UserComment]
+    assert json.loads(helper.UserComment.load(comment)) == meta
     png = imagecodecs.png_encode(image)
     out = embed.embed("png", png, meta)
     assert embed.strip("png", out) == png
@@ -246,3 +252,66 @@ def test_export_into_existing_files_is_refused_unless_overwrite(tmp_path):
         assert export_folder(store, root, embed_metadata=True, overwrite=True, progress=False) == 6
     changed = [p for p, data in listing.items() if p.read_bytes() != data]
     assert len(changed) == 7  # every image now carries EXIF, and the index says so
+
+
+def exiftool_validate(path) -> list[str]:
+    """exiftool's own check of the file against the EXIF and container specifications: the
+    warnings it has (none for a valid file)."""
+    exiftool(path)  # skips (or fails under CI) without exiftool
+    out = subprocess.run(
+        ["exiftool", "-validate", "-warning", "-a", "-j", str(path)],
+        capture_output=True,
+        text=True,
+        check=True,
+    ).stdout
+    (tags,) = json.loads(out)
+    assert tags["Validate"], tags
+    warnings = tags.get("Warning", [])
+    return [warnings] if isinstance(warnings, str) else list(warnings)
+
+
+@pytest.mark.parametrize("codec, options", [("jpeg", {}), ("webp", {}), ("png", {})])
+def test_exif_is_valid_and_read_by_exiftool_piexif_and_pillow_with_the_score_vector(
+    tmp_path, codec, options
+):
+    helper = pytest.importorskip("piexif.helper")
+    import piexif
+
+    root = tmp_path / "out"
+    with h5store.open(make_store(tmp_path / "s.h5", codec, **options)) as store:
+        export_folder(store, root, embed_metadata=True, progress=False)
+        records = {i: store.record(i) for i in store.ids().tolist()}
+        labels = store.labels
+    for image_id, record in records.items():
+        (path,) = root.glob(f"*/{image_id}.*")
+        assert exiftool_validate(path) == []
+        want = {name: pytest.approx(float(x)) for name, x in zip(labels, record.scores)}
+        tags = exiftool(path)
+        data = path.read_bytes()
+        if codec == "png":  # iTXt: PNG's own text chunks
+            comment = json.loads(Image.open(io.BytesIO(data)).text["h5store"])
+            assert comment["scores"] == want
+            continue
+        comment = json.loads(tags["ExifIFD:UserComment"])
+        assert comment["id"] == image_id and comment["label"] == record.label
+        assert comment["scores"] == want  # the vector travels inside the file
+        assert tags["ExifIFD:ExifImageWidth"] == record.shape[1]
+        assert tags["ExifIFD:ExifImageHeight"] == record.shape[0]
+        exif = piexif.load(data) if codec == "jpeg" else piexif.load(_webp_exif(data))
+        raw = exif["Exif"][piexif.ExifIFD.UserComment]
+        assert isinstance(raw, bytes) and raw.startswith(b"ASCII\x00\x00\x00")  # UNDEFINED
+        assert json.loads(helper.UserComment.load(raw)) == comment
+        pillow = Image.open(io.BytesIO(data)).getexif()
+        assert json.loads(pillow.get_ifd(0x8769)[0x9286][8:]) == comment
+        assert f"h5store id {image_id}" in pillow[0x010E]
+
+
+def _webp_exif(data: bytes) -> bytes:
+    """The TIFF block of a WebP file's EXIF chunk (piexif.load takes it with the Exif prefix)."""
+    at = 12
+    while at + 8 <= len(data):
+        kind, size = data[at : at + 4], struct.unpack("<I", data[at + 4 : at + 8])[0]
+        if kind == b"EXIF":
+            return b"Exif\x00\x00" + data[at + 8 : at + 8 + size]
+        at += 8 + size + (size & 1)
+    raise AssertionError("no EXIF chunk")

@@ -359,6 +359,7 @@ def test_golden_file_takes_new_images(gold, tmp_path):
     cats = np.stack([gold.original(0)[::-1], gold.original(2)[:, ::-1]])  # the existing stack
     new_size = rng.integers(0, 256, (1, 30, 14, 3), dtype=np.uint8)  # a new png stack
     vectors = rng.random((2, len(gold.labels))).astype(np.float32)
+    vectors[:, gold.labels.index("cat")] = 1.0  # the label is the vector's argmax
     with h5store.open(copy, "a") as store:
         cat_ids = store.add_batch(
             cats, labels=["cat", "cat"], scores=vectors, sources=["new/a.jpg", "new/b.jpg"]

@@ -154,6 +154,8 @@ operation = st.tuples(
         st.floats(-0.5, 1.5),
         st.just(float("nan")),
         st.lists(st.floats(0, 1), min_size=2, max_size=3),
+        # vectors whose argmax is "cat" or "dog" (an argmax other than the label is refused)
+        st.sampled_from([[0.9, 0.1], [0.2, 0.8], [0.5, 0.5], [0.6, 0.3, 0.1]]),
     ),
     st.sampled_from([None, "cat", "dog", -1, 7, "other"]),
     st.one_of(st.none(), st.integers(-1, 6)),

@@ -4,11 +4,15 @@
 import os
 import subprocess
 import sys
+from pathlib import Path
 
+import imagecodecs
 import numpy as np
 import pytest
 import sqlalchemy as sa
 from conftest import photo_crops
+from hypothesis import given
+from hypothesis import strategies as st
 
 import h5store
 
@@ -104,7 +108,7 @@ def test_every_live_image_is_one_row_and_vectors_are_long_form(scored_store, url
             rec.position,
             rec.source,
         )
-        assert r[15] == "run.h5"
+        assert r[15] == str(scored_store) and os.path.isabs(r[15])
     long = select(url, "SELECT id, label, score FROM images_scores ORDER BY id, label")
     with_vectors = [i for i, rec in records.items() if rec.scores is not None]
     assert len(long) == 3 * len(with_vectors)
@@ -161,3 +165,56 @@ def test_index_on_the_command_line(scored_store, url):
     again = subprocess.run(run, capture_output=True, text=True, timeout=120)
     assert again.returncode == 2 and "exists" in again.stderr and "Traceback" not in again.stderr
     assert select(url, "SELECT count(*) FROM images") == [(12,)]
+
+
+def test_a_row_leads_back_to_its_pixels_from_anywhere(scored_store, url, tmp_path, monkeypatch):
+    monkeypatch.chdir(scored_store.parent)
+    with h5store.open("run.h5") as store:  # opened by a relative path
+        store.to_sql(url)
+        pixels = {i: store[i] for i in store.ids().tolist()}
+    elsewhere = tmp_path / "elsewhere"
+    elsewhere.mkdir()
+    monkeypatch.chdir(elsewhere)
+    # The README's example: from a query to the pixels.
+    rows = select(url, "SELECT ref, store, id FROM images WHERE NOT correct ORDER BY id")
+    assert rows
+    for ref, store_path, image_id in rows:
+        assert store_path == str(scored_store) and ref == f"{store_path}#{image_id}"
+        np.testing.assert_array_equal(h5store.load(ref), pixels[image_id])
+        with h5store.open(store_path) as store:
+            np.testing.assert_array_equal(store[image_id], pixels[image_id])
+    ref, _, image_id = rows[0]
+    shown = subprocess.run(
+        [sys.executable, "-m", "h5store.cli", "show", ref, "-o", "seen.png"],
+        capture_output=True,
+        text=True,
+        timeout=120,
+        env={**os.environ, "PYTHONPATH": str(Path(h5store.__file__).parents[1])},
+    )
+    assert shown.returncode == 0, shown.stderr
+    np.testing.assert_array_equal(
+        imagecodecs.png_decode(Path("seen.png").read_bytes()), pixels[image_id]
+    )
+    # The BGR handle of an OpenCV user, through the same reference.
+    np.testing.assert_array_equal(
+        h5store.load(ref, channel_order="bgr"), pixels[image_id][..., ::-1]
+    )
+
+
+@given(
+    path=st.text(
+        st.characters(blacklist_categories=["Cs"], blacklist_characters="\x00"), min_size=1
+    ),
+    image_id=st.integers(0, 2**63 - 1),
+)
+def test_a_reference_names_its_path_and_id_whatever_the_path_holds(path, image_id):
+    ref = h5store.image_ref(path, image_id)
+    assert h5store.parse_ref(ref) == (os.path.abspath(path), image_id)
+
+
+@pytest.mark.parametrize(
+    "ref", ["run.h5", "run.h5#", "#12", "run.h5#-1", "run.h5#x1", "run.h5#\u00b2", 12, None]
+)
+def test_a_malformed_reference_is_a_clear_error(ref):
+    with pytest.raises(h5store.InvalidInputError, match="not an image reference"):
+        h5store.load(ref)

@@ -152,3 +152,24 @@ def test_shuffled_loader_order_follows_the_generator_seed(dataset_file):
     assert sorted(first) == ds.ids.tolist() and first != ds.ids.tolist()
     assert order(7) == first
     assert order(8) != first
+
+
+def test_transform_gets_a_sample_from_dataloader_and_a_batch_from_loader(dataset_file):
+    """What the docstring says, which changes what a torchvision transform must accept."""
+    seen = []
+
+    def transform(tensor):
+        seen.append(tuple(tensor.shape))
+        return tensor
+
+    ds = ImageStoreDataset(dataset_file[0], transform=transform)
+    next(iter(torch.utils.data.DataLoader(ds, batch_size=4)))
+    per_sample = list(seen)
+    seen.clear()
+    next(iter(ds.loader(4)))
+    assert {len(shape) for shape in per_sample} == {3} and len(per_sample) == 4
+    assert [len(shape) for shape in seen] == [4] and seen[0][0] == 4
+    doc = " ".join(ImageStoreDataset.__doc__.split())
+    assert "per sample, with one (C, H, W) tensor, under ``DataLoader(ds, ...)``" in doc
+    assert "per batch, with the whole (B, C, H, W) tensor, under ``ds.loader()``" in doc
+    ds.close()
