@@ -259,8 +259,8 @@ MUTANTS = [
         (
             (
                 "h5store/torch.py",
-                '        targets = self.ids[ks] if self.target == "id" else self.targets[ks]',
-                '        targets = np.asarray(ks) if self.target == "id" else self.targets[ks]',
+                'np.ascontiguousarray(self.ids[ks] if self.target == "id" else self.targets[ks])',
+                'np.ascontiguousarray(np.asarray(ks) if self.target == "id" else self.targets[ks])',
             ),
         ),
         ("test_torch.py", "test_torch_inputs.py"),
@@ -320,11 +320,13 @@ MUTANTS = [
         (
             (
                 "h5store/codecs/jpeg.py",
-                "    def decode_into(self, data: Any, out: np.ndarray) -> None:\n",
-                "    def decode_into(self, data: Any, out: np.ndarray) -> None:\n"
-                "        self._decode_into(data, out)\n"
-                "        out[...] = out[..., ::-1] if out.ndim == 3 else out\n\n"
-                "    def _decode_into(self, data: Any, out: np.ndarray) -> None:\n",
+                "                return decode(data, out=np.empty(shape, _UINT8) if out is None "
+                "else out)\n",
+                "                image = decode(data, out=np.empty(shape, _UINT8) if out is None "
+                "else out)\n"
+                "                if out is not None and out.ndim == 3:\n"
+                "                    out[...] = out[..., ::-1]\n"
+                "                return image\n",
             ),
         ),
         ("test_roundtrip.py", "test_golden.py"),
