@@ -311,7 +311,8 @@ class MappedFile:
     def __init__(self, path: str, *, populate: bool = False):
         self._path = path
         self._fd = os.open(path, os.O_RDONLY | os.O_CLOEXEC)
-        self._map: mmap.mmap | None = None
+        #: the map itself: slicing it gives bytes in one step (a copy; ``view`` slices without)
+        self.map: mmap.mmap | bytes = b""
         self.view = memoryview(b"")
         self._remap(populate)
 
@@ -323,8 +324,8 @@ class MappedFile:
         if populate and size <= POPULATE_MAX_BYTES:
             flags |= getattr(mmap, "MAP_POPULATE", 0)  # Linux only
         # The old map stays alive while slices of it are still referenced elsewhere.
-        self._map = mmap.mmap(self._fd, size, flags=flags, prot=mmap.PROT_READ)
-        self.view = memoryview(self._map)
+        self.map = mmap.mmap(self._fd, size, flags=flags, prot=mmap.PROT_READ)
+        self.view = memoryview(self.map)
 
     def ensure(self, end: int) -> memoryview:
         """A view covering at least bytes [0, end)."""
@@ -342,7 +343,7 @@ class MappedFile:
 
     def close(self) -> None:
         self.view = memoryview(b"")
-        self._map = None  # unmapped once the last slice is gone
+        self.map = b""  # unmapped once the last slice is gone
         if self._fd >= 0:
             os.close(self._fd)
             self._fd = -1

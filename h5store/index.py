@@ -145,14 +145,15 @@ class Index:
 
     def find(self, image_id: int) -> int:
         """Row of ``image_id`` (deleted or not), or -1."""
-        try:
-            key = operator.index(image_id)  # ints and numpy integers; not 1.0 or "1"
-        except TypeError:
-            return -1
+        if type(image_id) is not int:  # (the read path's usual case skips the conversion)
+            try:
+                image_id = operator.index(image_id)  # numpy integers; not 1.0 or "1"
+            except TypeError:
+                return -1
         if self._dense_start is not None:
-            row = key - self._dense_start
+            row = image_id - self._dense_start
             return row if 0 <= row < self._n else -1
-        return self._id_map().get(key, -1)
+        return self._id_map().get(image_id, -1)
 
     def row_of(self, image_id: int) -> int:
         """Row of a live image; UnknownIdError if the id is unknown or deleted."""

@@ -700,8 +700,23 @@ class ImageStore:
 
     def get_encoded(self, image_id: int) -> bytes:
         """The stored payload of one image: the codec's stream (a JPEG file for 'jpeg')."""
-        self._check_open()
-        return bytes(self._payload(self._index.row_of(image_id)))
+        # Inlined as in __getitem__: a raw fetch is nearly all per-call overhead (~2 us for
+        # 14 kB). Slicing the map itself makes the bytes in one step (no memoryview between),
+        # and the CRC-32 then reads the copy while it is still in the CPU's cache.
+        mapped, index = self._mapped, self._index
+        if mapped is None:
+            raise ClosedStoreError(f"{self.path} is closed")
+        row = index.find(image_id)
+        if row < 0 or index.deleted[row]:
+            raise UnknownIdError(f"no image with id {image_id!r} in the store")
+        offset = index.offsets[row]
+        end = offset + index.nbytes[row]
+        if end > len(mapped.view):
+            mapped.ensure(end)
+        payload = mapped.map[offset:end]
+        if self._verify_reads and crc32(payload) != index.crcs[row]:
+            raise self._damaged(row)
+        return payload
 
     def record(self, image_id: int) -> Record:
         """Metadata of one image."""
