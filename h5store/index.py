@@ -78,10 +78,11 @@ class Index:
     def live_count(self) -> int:
         return self._n - self._deleted
 
-    def column(self, name: str) -> np.ndarray:
-        """One column of all committed rows (a view: do not modify)."""
+    def column(self, name: str, stop: int | None = None) -> np.ndarray:
+        """One column of all committed rows (a view: do not modify); ``stop``: of the first
+        ``stop`` rows of the storage instead (while it is filled, see :meth:`reserve`)."""
         col = self._hot.get(name)
-        return (col if col is not None else self._rows[name])[: self._n]
+        return (col if col is not None else self._rows[name])[: self._n if stop is None else stop]
 
     def take(self, rows: np.ndarray | slice | None = None) -> np.ndarray:
         """A copy of rows (all rows when ``rows`` is None) as a structured array of the on-disk
@@ -89,6 +90,33 @@ class Index:
         if rows is None:
             return self._rows[: self._n].copy()
         return self._rows[: self._n][rows]
+
+    @classmethod
+    def reserve(cls, storage: np.ndarray) -> Index:
+        """An empty index taking ``storage`` (rows of the on-disk type, all of it capacity) as
+        its own, for rows that land in it afterwards: call :meth:`copy_columns` on each
+        block of rows as it lands (from any thread, on distinct blocks), then
+        :meth:`take_rows` for the rows that belong to the store."""
+        index = cls()
+        index._rows = storage
+        index._hot = {name: np.zeros(len(storage), col.dtype) for name, col in index._hot.items()}
+        index._locations = np.zeros(len(storage), LOCATION_DTYPE)
+        index._refresh_views()
+        return index
+
+    def copy_columns(self, start: int, stop: int) -> None:
+        """Copy rows ``start:stop`` of the storage into the hot columns and read records."""
+        rows = self._rows[start:stop]
+        for name, col in self._hot.items():
+            col[start:stop] = rows[name]
+        for name in LOCATION_DTYPE.names:
+            hot = self._hot.get(name)  # (from the cache-hot copy where there is one)
+            self._locations[name][start:stop] = rows[name] if hot is None else hot[start:stop]
+
+    def take_rows(self, n: int) -> None:
+        """Make the first ``n`` rows of the storage, their columns copied, the index's rows."""
+        self._n = 0
+        self._taken(n)
 
     def append(self, new_rows: np.ndarray) -> None:
         k = len(new_rows)
@@ -111,22 +139,23 @@ class Index:
             locations[:start] = self._locations[:start]
             self._locations = locations
             self._refresh_views()
-        for name, col in self._hot.items():
-            col[start : start + k] = new_rows[name]
-        for name in LOCATION_DTYPE.names:
-            self._locations[name][start : start + k] = new_rows[name]
+        self.copy_columns(start, start + k)
+        self._taken(k)
+
+    def _taken(self, k: int) -> None:
+        """Count the ``k`` rows after the current ones as the index's (columns copied)."""
+        if not k:
+            return
+        start = self._n
         self._n += k
-        self._deleted += int(np.count_nonzero(new_rows["deleted"]))
-        ids = new_rows["id"]
+        self._deleted += int(np.count_nonzero(self._hot["deleted"][start : start + k]))
+        ids = self._hot["id"][start : start + k]
         if self._dense_start is not None:
             if start == 0:
                 self._dense_start = int(ids[0])
             first = self._dense_start + start
-            if not (
-                ids[0] == first
-                and ids[-1] == first + k - 1
-                and np.array_equal(ids, np.arange(first, first + k))
-            ):
+            # Increasing integers from first to first + k - 1 are exactly those k.
+            if not (ids[0] == first and ids[-1] == first + k - 1 and (ids[1:] > ids[:-1]).all()):
                 self._dense_start = None
         if self._dense_start is None and self._row_of_id is not None:
             self._row_of_id.update(zip(ids.tolist(), range(start, start + k)))

@@ -30,10 +30,10 @@ from ._file import (
     WriterLock,
     check_locking,
     open_for_reading,
-    read_committed_rows,
+    read_committed_index,
     reader_precheck,
 )
-from ._parallel import InOrder, thread_map
+from ._parallel import InOrder, decode_threads, thread_map
 from ._write import StoreWriter, chosen_codec, open_writer_file
 from .codecs import Codec, ImageInfo, get_codec, image_shape
 from .errors import (
@@ -210,11 +210,21 @@ class ImageStore:
         if self._mapped is not None:
             self._mapped.close()
         self._mapped = MappedFile(self.path, populate=populate)
-        rows = np.zeros(0, fmt.INDEX_DTYPE) if new_file else read_committed_rows(f, self._mapped)
+        if new_file:
+            self._index, fit = Index(), True
+        else:
+            # Each block of rows is checked as it is decoded, against the /stacks and /labels
+            # read before the rows; rows that do not fit them (or name a stack a writer added
+            # since) are checked one by one against the catalogue read after.
+            fits = fmt.RowsFit(fmt.read_stacks(f), len(fmt.read_labels(f)))
+            self._index, fit = read_committed_index(f, self._mapped, fits)
         self._catalog = catalog = Catalog(f, self._class_group)
-        fmt.check_rows(rows, catalog.table, len(catalog.labels), self.path)
-        self._index = Index(rows, adopt=True)
-        catalog.set_lengths(self._index.column("stack"), self._index.column("position"))
+        if fit:
+            fmt.check_unique_ids(self._index.column("id"), self.path)
+        else:
+            fmt.check_rows(self._index.take(), catalog.table, len(catalog.labels), self.path)
+        if self.mode != "r":  # only a writer appends to the stacks
+            catalog.set_lengths(self._index.column("stack"), self._index.column("position"))
         # The read path indexes this list for every image; the writer's new stacks append to it.
         self._decoders = catalog.decoders
         _offsets.check_and_rebuild(self._file, self._index, self._mapped, self._stacks)
@@ -669,7 +679,8 @@ class ImageStore:
     def get_batch(
         self, ids: Sequence[int], *, out: np.ndarray | None = None
     ) -> list[np.ndarray] | np.ndarray:
-        """Decoded images for many ids (decoded in parallel threads), in the order given.
+        """Decoded images for many ids, in the order given (decoded on parallel threads
+        where the batch holds enough bytes to be worth it).
 
         With ``out``, an array of shape (len(ids), H, W[, C]) and the images' dtype, the
         images are decoded straight into it (no per-image allocation; JPEG writes in place)
@@ -677,14 +688,15 @@ class ImageStore:
         """
         self._check_open()
         rows = self._index.rows_of(ids)
+        threads = decode_threads(int(self._index.column("nbytes")[rows].sum(dtype=np.int64)))
+        row_list = rows.tolist()
         if out is None:
-            return thread_map(self._decode, rows.tolist())
+            return thread_map(self._decode, row_list, threads)
         if out.shape[0] != len(rows) or not out.flags.c_contiguous:
             raise InvalidInputError(
                 f"out must be C-contiguous with {len(rows)} images along axis 0"
             )
-        row_list = rows.tolist()
-        thread_map(lambda k: self._decode_into(row_list[k], out[k]), range(len(rows)))
+        thread_map(lambda k: self._decode_into(row_list[k], out[k]), range(len(rows)), threads)
         return out
 
     def _decode_into(self, row: int, target: np.ndarray) -> None:
