@@ -22,7 +22,7 @@ import numpy as np
 
 from . import format as fmt
 from ._catalog import existing_label_id, query_label_ids
-from ._parallel import thread_map
+from ._parallel import decode_threads, thread_map
 from .errors import ClosedStoreError, DuplicateIdError, InvalidInputError, UnknownIdError
 from .index import Index
 from .store import ImageStore, Record, VerifyReport
@@ -238,16 +238,19 @@ class ShardedStore:
     def get_batch(
         self, ids: Sequence[int], *, out: np.ndarray | None = None
     ) -> list[np.ndarray] | np.ndarray:
-        """Decoded images for many ids (decoded in parallel threads), in the order given.
-        ``out`` as in :meth:`ImageStore.get_batch`."""
+        """Decoded images for many ids, in the order given (on parallel threads where the
+        batch holds enough bytes). ``out`` as in :meth:`ImageStore.get_batch`."""
         self._check_open()
         id_list = np.asarray(ids).tolist()
         shard_of = self._shard_of
         for image_id in id_list:  # every id checked before anything is decoded
             if image_id not in shard_of:
                 self._owner(image_id)
+        threads = decode_threads(
+            sum(shard_of[i]._index.nbytes[shard_of[i]._index.find(i)] for i in id_list)
+        )
         if out is None:
-            return thread_map(lambda i: shard_of[i][i], id_list)
+            return thread_map(lambda i: shard_of[i][i], id_list, threads)
         if out.shape[0] != len(id_list) or not out.flags.c_contiguous:
             raise InvalidInputError(
                 f"out must be C-contiguous with {len(id_list)} images along axis 0"
@@ -257,7 +260,7 @@ class ShardedStore:
             shard = shard_of[id_list[k]]
             shard._decode_into(shard._index.row_of(id_list[k]), out[k])
 
-        thread_map(decode_into, range(len(id_list)))
+        thread_map(decode_into, range(len(id_list)), threads)
         return out
 
     def get_encoded(self, image_id: int) -> bytes:

@@ -225,3 +225,18 @@ def test_rows_naming_a_stack_newer_than_the_first_look_at_the_tables_open(big_st
     with h5store.open(big_store) as store:
         assert len(store) == ROWS - 3
     assert seen == [3]
+
+
+def test_a_sharded_view_decodes_the_same_inline_and_on_threads(tmp_path, threads):
+    from shards_util import write_shards
+
+    with h5store.open(write_shards(tmp_path)) as view:
+        ids = view.ids()[::-1]
+        one_by_one = [view[int(i)] for i in ids]
+        inline = view.get_batch(ids)
+        threads()
+        threaded = view.get_batch(ids)
+        into = view.get_batch(ids, out=np.zeros((len(ids), *one_by_one[0].shape), np.uint8))
+    for k, image in enumerate(one_by_one):
+        assert np.array_equal(inline[k], image) and np.array_equal(threaded[k], image)
+        assert np.array_equal(into[k], image)
