@@ -13,7 +13,7 @@ import operator
 import numpy as np
 
 from .errors import UnknownIdError
-from .format import INDEX_DTYPE
+from .format import INDEX_DTYPE, zeroed_array
 
 #: Columns kept as contiguous copies for queries and vectorised lookups (a strided scan of 1M
 #: packed rows costs 3x more). A row's location, size and stack are columns of the read
@@ -102,8 +102,9 @@ class Index:
         :meth:`take_rows` for the rows that belong to the store."""
         index = cls()
         index._rows = storage
-        index._hot = {name: np.zeros(len(storage), col.dtype) for name, col in index._hot.items()}
-        index._locations = np.zeros(len(storage), LOCATION_DTYPE)
+        n = len(storage)
+        index._hot = {name: zeroed_array(n, col.dtype) for name, col in index._hot.items()}
+        index._locations = zeroed_array(n, LOCATION_DTYPE)
         index._refresh_views()
         return index
 

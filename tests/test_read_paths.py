@@ -240,3 +240,12 @@ def test_a_sharded_view_decodes_the_same_inline_and_on_threads(tmp_path, threads
     for k, image in enumerate(one_by_one):
         assert np.array_equal(inline[k], image) and np.array_equal(threaded[k], image)
         assert np.array_equal(into[k], image)
+
+
+@pytest.mark.parametrize("n", [0, 1, 5000])
+def test_zeroed_arrays_are_zeroed_writable_and_their_own(n):
+    a, b = fmt.zeroed_array(n, fmt.INDEX_DTYPE), fmt.zeroed_array(n, fmt.INDEX_DTYPE)
+    assert a.shape == (n,) and a.dtype == fmt.INDEX_DTYPE and a.flags.writeable
+    assert not a.view(np.uint8).any()
+    a["id"] = 7
+    assert not b.view(np.uint8).any() and (a["id"] == 7).all()
