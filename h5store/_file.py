@@ -29,7 +29,7 @@ import os
 import re
 import time
 import warnings
-from collections.abc import Iterable, Iterator, Sequence
+from collections.abc import Callable, Iterable, Iterator, Sequence
 
 import h5py
 import numpy as np
@@ -61,6 +61,7 @@ from .errors import (
     StoreVanishedError,
     WriteFailedError,
 )
+from .index import Index
 
 MODES = {"r": "r", "r+": "r+", "a": "a", "w": "w", "x": "x", "w-": "x"}
 
@@ -315,7 +316,8 @@ class MappedFile:
     def __init__(self, path: str, *, populate: bool = False):
         self._path = path
         self._fd = os.open(path, os.O_RDONLY | os.O_CLOEXEC)
-        self._map: mmap.mmap | None = None
+        #: the map itself: slicing it gives bytes in one step (a copy; ``view`` slices without)
+        self.map: mmap.mmap | bytes = b""
         self.view = memoryview(b"")
         self._remap(populate)
 
@@ -327,8 +329,8 @@ class MappedFile:
         if populate and size <= POPULATE_MAX_BYTES:
             flags |= getattr(mmap, "MAP_POPULATE", 0)  # Linux only
         # The old map stays alive while slices of it are still referenced elsewhere.
-        self._map = mmap.mmap(self._fd, size, flags=flags, prot=mmap.PROT_READ)
-        self.view = memoryview(self._map)
+        self.map = mmap.mmap(self._fd, size, flags=flags, prot=mmap.PROT_READ)
+        self.view = memoryview(self.map)
 
     def ensure(self, end: int) -> memoryview:
         """A view covering at least bytes [0, end)."""
@@ -346,7 +348,7 @@ class MappedFile:
 
     def close(self) -> None:
         self.view = memoryview(b"")
-        self._map = None  # unmapped once the last slice is gone
+        self.map = b""  # unmapped once the last slice is gone
         if self._fd >= 0:
             os.close(self._fd)
             self._fd = -1
@@ -476,6 +478,43 @@ def read_committed_rows(f: h5py.File, mapped: MappedFile | None = None) -> np.nd
     read_bytes = None if mapped is None else mapped.read
     index = fmt.read_index_rows(f, read_bytes, threads=get_threads())
     return fmt.committed_rows(index, tail)
+
+
+def read_committed_index(
+    f: h5py.File, mapped: MappedFile, fits: Callable[[np.ndarray], bool]
+) -> tuple[Index, bool]:
+    """The committed rows (as :func:`read_committed_rows`) as an :class:`Index`, and whether
+    ``fits`` (a check of a run of rows) said yes to all of them. The rows are decoded on
+    h5store's threads, and each block's columns copied and checked there, while the block is
+    in the CPU's cache: at a million rows, copying and checking the whole array afterwards
+    took longer than decoding it."""
+    tail = fmt.read_tail_rows(f)  # tail first, as in read_committed_rows
+    reserved: list[Index] = []
+    fit = [True]
+
+    def on_blocks(storage: np.ndarray) -> Callable[[int, int], None]:
+        reserved.append(index := Index.reserve(storage))
+
+        def on_block(start: int, stop: int) -> None:
+            index.copy_columns(start, stop)
+            if not fits(storage[start:stop]):
+                fit[0] = False  # (every thread only ever clears it)
+
+        return on_block
+
+    stored = fmt.read_index_rows(
+        f, mapped.read, threads=get_threads(), spare=len(tail), on_blocks=on_blocks
+    )
+    index = reserved[0]
+    n, tail = fmt.committed_extent(
+        index.column("nbytes", len(stored)),
+        stored["batch_end"],
+        index.column("id", len(stored)),
+        tail,
+    )
+    index.take_rows(n)
+    index.append(tail)  # into the room left for it
+    return index, fit[0] and fits(tail)
 
 
 # --------------------------------------------------------------------------- writing

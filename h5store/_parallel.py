@@ -2,8 +2,8 @@
 one background thread for side work a writer overlaps with its writes (preview thumbnails).
 
 imagecodecs, blosc2 and zlib release the GIL, so plain threads scale across cores. Work is cut
-into one contiguous slice per thread rather than one task per image, so that tiny images do not
-drown in task overhead.
+into contiguous slices rather than one task per image, so that tiny images do not drown in task
+overhead, and a batch too small to pay for waking a thread is done inline.
 """
 
 from __future__ import annotations
@@ -70,22 +70,53 @@ def in_background(fn: Callable[..., R], *args: object) -> Future[R]:
         return _background.submit(fn, *args)
 
 
-def thread_map(fn: Callable[[T], R], items: Sequence[T]) -> list[R]:
-    """``[fn(x) for x in items]``, spread over the thread pool. Exceptions propagate."""
+#: Payload bytes a thread decoding part of a batch gets at least (``decode_threads``): about
+#: 2 ms of JPEG decoding, against tens of microseconds to wake a thread (far more on a busy
+#: machine). On 1 kB JPEGs, two threads decoding a batch of 64 had run at 0.70 x one.
+DECODE_BYTES_PER_THREAD = 256 << 10
+
+
+def decode_threads(payload_bytes: int) -> int:
+    """How many threads to decode a batch of ``payload_bytes`` stored bytes with."""
+    return max(1, min(_threads, payload_bytes // DECODE_BYTES_PER_THREAD))
+
+
+def thread_map(fn: Callable[[T], R], items: Sequence[T], threads: int | None = None) -> list[R]:
+    """``[fn(x) for x in items]``, spread over ``threads`` threads (default: all of the pool's)
+    with the calling thread among them. Exceptions propagate (the first item's, where
+    several fail)."""
     n = len(items)
-    workers = min(_threads, n)
+    workers = min(_threads if threads is None else threads, n)
     if workers <= 1:
         return [fn(x) for x in items]
-    bounds = [n * k // workers for k in range(workers + 1)]
+    # Slices (several per thread, not one task per item: tiny items would drown in task
+    # overhead) are claimed in order from one iterator, so that a thread the machine leaves
+    # without a core does not hold up the batch: the others take its share.
+    size = -(-n // (8 * workers))
+    starts = iter(range(0, n, size))  # next() runs under the GIL: each slice goes to one thread
+    out: list = [None] * n
+    failed: list[tuple[int, Exception]] = []
 
-    def run_slice(k: int) -> list[R]:
-        return [fn(x) for x in items[bounds[k] : bounds[k + 1]]]
+    def run() -> None:
+        # Slices are claimed in order and every claimed slice is finished, so the failure
+        # with the lowest start is that of the first failing item.
+        while not failed:
+            start = next(starts, None)
+            if start is None:
+                return
+            try:
+                out[start : start + size] = [fn(x) for x in items[start : start + size]]
+            except Exception as exc:
+                failed.append((start, exc))
 
     pool = _get_pool()
-    futures = [pool.submit(run_slice, k) for k in range(1, workers)]
-    out = run_slice(0)  # the calling thread takes a share instead of waiting idle
+    futures = [pool.submit(run) for _ in range(workers - 1)]
+    run()  # the calling thread takes slices too instead of waiting idle
     for fut in futures:
-        out.extend(fut.result())
+        if not fut.cancel():  # (one that never started had nothing left to do)
+            fut.result()
+    if failed:
+        raise min(failed, key=lambda failure: failure[0])[1]
     return out
 
 

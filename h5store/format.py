@@ -38,9 +38,10 @@ import contextlib
 import ctypes
 import functools
 import json
+import mmap
 import re
 import struct
-from collections.abc import Callable, Mapping
+from collections.abc import Callable, Iterator, Mapping
 from typing import Any
 
 import h5py
@@ -1222,44 +1223,109 @@ def _text(raw: bytes) -> str:
     return raw.decode("utf-8", "replace")
 
 
+def _value_checks(rows: np.ndarray, n_stacks: int, n_labels: int) -> Iterator[tuple[Any, str]]:
+    """check_rows' checks of values that must lie in a range: (which rows fail, the problem)."""
+    yield rows["stack"] >= n_stacks, "stack id out of range"
+    yield rows["label"] >= n_labels, "class id out of range"
+    true = rows["true_label"]
+    yield (true < NO_TRUE_LABEL) | (true >= n_labels), "true class id out of range"
+    yield rows["id"] < 0, "negative id"
+    yield rows["deleted"] > 1, "deleted flag not 0 or 1"
+
+
 def check_rows(rows: np.ndarray, stacks: np.ndarray, n_labels: int, path: str) -> None:
     """Refuse index rows whose values do not fit the rest of the file: each is later trusted
     as a list position (stack, label), a decoder's geometry or a dictionary key (id).
     Vectorised: about 10 ns a row."""
     if not len(rows):
         return
-    checks = [
-        (rows["stack"] >= len(stacks), "stack id out of range"),
-        (rows["label"] >= n_labels, "class id out of range"),
-        (
-            (rows["true_label"] < NO_TRUE_LABEL) | (rows["true_label"] >= n_labels),
-            "true class id out of range",
-        ),
-        (rows["id"] < 0, "negative id"),
-        (rows["deleted"] > 1, "deleted flag not 0 or 1"),
-    ]
     # Offsets are not checked here: they are a cache that a rewritten file (h5repack) leaves
     # stale and the store rebuilds from HDF5; a read past the end is refused, and a wrong
     # byte range fails the image's CRC-32.
-    for bad, what in checks:
+    for bad, what in _value_checks(rows, len(stacks), n_labels):
         if bad.any():
-            _bad_row(rows, int(np.argmax(bad)), what, path)
+            _bad_row(rows["id"], int(np.argmax(bad)), what, path)
     stack = np.minimum(rows["stack"], len(stacks) - 1)
     for column in ("label", "height", "width", "channels", "dtype", "codec"):
         bad = rows[column] != stacks[column][stack]
         if bad.any():
-            _bad_row(rows, int(np.argmax(bad)), f"{column} disagrees with its stack", path)
-    ids = np.ascontiguousarray(rows["id"])
+            _bad_row(rows["id"], int(np.argmax(bad)), f"{column} disagrees with its stack", path)
+    check_unique_ids(np.ascontiguousarray(rows["id"]), path)
+
+
+def check_unique_ids(ids: np.ndarray, path: str) -> None:
+    """Refuse a repeated id among ``ids`` (the ``id`` column of the index rows)."""
     # Ids a store assigns itself only ever increase: then they are distinct without a sort
     # (sorting a million ids cost most of the open).
     if not (ids[1:] > ids[:-1]).all() and len(np.unique(ids)) != len(ids):
         values, counts = np.unique(ids, return_counts=True)
-        _bad_row(rows, int(np.flatnonzero(ids == values[counts > 1][0])[0]), "id repeated", path)
+        _bad_row(ids, int(np.flatnonzero(ids == values[counts > 1][0])[0]), "id repeated", path)
 
 
-def _bad_row(rows: np.ndarray, row: int, what: str, path: str) -> None:
+#: The fields of an index row that must equal those of its stack (check_rows).
+_STACK_FIELDS = ("label", "height", "width", "channels", "dtype", "codec")
+
+
+def _signature_dtype(dtype: np.dtype, names: tuple[str, ...]) -> np.dtype:
+    """A view of records of ``dtype`` that sees the bytes of fields ``names`` as unsigned
+    integers, 8 bytes wide where they can be: comparing these fields of two records is then a
+    few integer comparisons (a string field compared as strings costs ten times more)."""
+    spans = sorted((dtype.fields[n][1], dtype.fields[n][1] + dtype[n].itemsize) for n in names)
+    runs = [list(spans[0])]
+    for start, stop in spans[1:]:  # adjacent fields make one run of bytes
+        if start == runs[-1][1]:
+            runs[-1][1] = stop
+        else:
+            runs.append([start, stop])
+    offsets, formats = [], []
+    for start, stop in runs:
+        while start < stop:
+            width = next(w for w in (8, 4, 2, 1) if w <= stop - start)
+            offsets.append(start)
+            formats.append(f"<u{width}")
+            start += width
+    return np.dtype(
+        {
+            "names": [f"b{k}" for k in range(len(offsets))],
+            "formats": formats,
+            "offsets": offsets,
+            "itemsize": dtype.itemsize,
+        }
+    )
+
+
+class RowsFit:
+    """check_rows' checks of single rows (all but the repeated id) as one yes or no for a run
+    of rows, cheap enough to run on each block of /index as it is decoded, while the block is
+    in the CPU's cache (about 8 ns a row). check_rows, run where this says no, names the row
+    and the problem."""
+
+    _SIGNATURE = _signature_dtype(INDEX_DTYPE, _STACK_FIELDS)
+
+    def __init__(self, stacks: np.ndarray, n_labels: int):
+        self._n_stacks, self._n_labels = len(stacks), n_labels
+        expected = np.zeros(len(stacks), INDEX_DTYPE)  # each stack as its rows must read
+        for name in _STACK_FIELDS:
+            expected[name] = stacks[name]
+        signature = expected.view(self._SIGNATURE)
+        self._expected = [np.ascontiguousarray(signature[n]) for n in self._SIGNATURE.names]
+
+    def __call__(self, rows: np.ndarray) -> bool:
+        if not len(rows):
+            return True
+        if any(bad.any() for bad, _ in _value_checks(rows, self._n_stacks, self._n_labels)):
+            return False
+        stack = rows["stack"].astype(np.intp)
+        signature = np.ascontiguousarray(rows).view(self._SIGNATURE)
+        return not any(
+            (signature[name] != expected.take(stack)).any()
+            for name, expected in zip(self._SIGNATURE.names, self._expected)
+        )
+
+
+def _bad_row(ids: np.ndarray, row: int, what: str, path: str) -> None:
     raise FormatError(
-        f"{path}: the index is damaged: row {row} (id {int(rows['id'][row])}): {what}; the "
+        f"{path}: the index is damaged: row {row} (id {int(ids[row])}): {what}; the "
         "images cannot be located safely (verify() and a backup are the way back)"
     )
 
@@ -1295,8 +1361,30 @@ def read_tail_rows(f: h5py.File) -> np.ndarray:
     return ds[()]
 
 
+def zeroed_array(n: int, dtype: np.dtype) -> np.ndarray:
+    """A zeroed array of ``n`` items in fresh memory of its own, in 4 kB pages. numpy asks the
+    kernel for huge pages for large arrays, and where it has to compact memory to find them
+    (transparent huge pages in "madvise" mode, as here) the first writes pay for it: opening a
+    million-row store spent 150-300 ms of system time there in half the opens, 40-60 ms
+    without."""
+    size = n * np.dtype(dtype).itemsize
+    if not size:
+        return np.zeros(n, dtype)
+    return np.frombuffer(mmap.mmap(-1, size, flags=mmap.MAP_PRIVATE | mmap.MAP_ANONYMOUS), dtype)
+
+
+#: /index chunks decoded per block: a block's rows (8,192 at 512 a chunk, 650 kB) stay in the
+#: CPU's cache for the work done on them as they are decoded (``read_index_rows(on_blocks)``).
+INDEX_BLOCK_CHUNKS = 16
+
+
 def read_index_rows(
-    f: h5py.File, read_bytes: Callable[[int, int], bytes] | None = None, threads: int = 1
+    f: h5py.File,
+    read_bytes: Callable[[int, int], bytes] | None = None,
+    threads: int = 1,
+    *,
+    spare: int = 0,
+    on_blocks: Callable[[np.ndarray], Callable[[int, int], None]] | None = None,
 ) -> np.ndarray:
     """All rows stored in /index.
 
@@ -1304,6 +1392,13 @@ def read_index_rows(
     unshuffled here, on ``threads`` threads: HDF5 would do it one chunk at a time under h5py's
     global lock, which makes opening a million-row store slow. Any chunk that is not plain
     shuffle + deflate falls back to HDF5.
+
+    ``spare``: rows of room to leave after the last one (the returned rows are a view of
+    that larger array). ``on_blocks(rows)`` is called once with that array before anything
+    is decoded into it, and returns a function that is then called with the bounds
+    ``(start, stop)`` of each block of rows as soon as it is decoded, on the thread that
+    decoded it: work on a block finds it still in the CPU's cache (copying columns out of a
+    million 79-byte rows afterwards cost more than decoding them).
     """
     ds = f[INDEX]
     if not _is_table_of(ds, INDEX_DTYPE):
@@ -1314,45 +1409,77 @@ def read_index_rows(
         raise FormatError(f"{f.filename}: /{INDEX} is damaged (a table of fixed size)")
     check_claimed_size(ds, f.filename)
     n = ds.shape[0]
-    if not n or read_bytes is None:
-        return ds[()]
+    chunks = _plain_index_chunks(ds) if n and read_bytes is not None else None
+    rows_per_chunk = ds.chunks[0] if ds.chunks else max(n, 1)
+    out = zeroed_array(max(len(chunks or ()) * rows_per_chunk, n) + spare, INDEX_DTYPE)
+    on_block = on_blocks(out) if on_blocks is not None else None
+    block_rows = INDEX_BLOCK_CHUNKS * rows_per_chunk
+    if chunks is None:
+        if n:
+            ds.read_direct(out, np.s_[:], np.s_[:n])
+        if on_block is not None:
+            for first in range(0, n, block_rows):
+                on_block(first, min(first + block_rows, n))
+        return out[:n]
+    itemsize = INDEX_DTYPE.itemsize
+    raw_out = out.view(np.uint8)
+
+    def inflate(block: int) -> None:
+        # libdeflate into a buffer of the known size: 4x faster than zlib growing its own.
+        plain = np.empty(rows_per_chunk * itemsize, np.uint8)
+        for start, offset, size in chunks[block : block + INDEX_BLOCK_CHUNKS]:
+            imagecodecs.deflate_decode(read_bytes(offset, size), out=plain)
+            # HDF5's shuffle stores byte k of every row together; undo that transposition.
+            raw_out[start * itemsize : (start + rows_per_chunk) * itemsize].reshape(
+                rows_per_chunk, itemsize
+            )[:] = plain.reshape(itemsize, rows_per_chunk).T
+        if on_block is not None:
+            first = chunks[block][0]
+            on_block(first, min(first + block_rows, n))
+
+    from ._parallel import thread_map
+
+    blocks = range(0, len(chunks), INDEX_BLOCK_CHUNKS)
+    if threads > 1:
+        thread_map(inflate, blocks)
+    else:
+        for block in blocks:
+            inflate(block)
+    return out[:n]
+
+
+def _plain_index_chunks(ds: h5py.Dataset) -> list[tuple[int, int, int]] | None:
+    """(first row, file offset, size) of every chunk of /index, in row order, where they are
+    all shuffle + deflate of rows of exactly INDEX_DTYPE, as h5store writes them, and cover
+    the rows; None otherwise (HDF5 then reads them, converting a later version's rows)."""
+    if ds.dtype != INDEX_DTYPE:
+        return None
     plist = ds.id.get_create_plist()
     pipeline = [plist.get_filter(k)[0] for k in range(plist.get_nfilters())]
     if pipeline != [h5py.h5z.FILTER_SHUFFLE, h5py.h5z.FILTER_DEFLATE]:
-        return ds[()]
+        return None
     chunks: list[tuple[int, int, int, int]] = []
     ds.id.chunk_iter(
         lambda c: chunks.append((c.chunk_offset[0], c.byte_offset, c.size, c.filter_mask))
     )
     rows_per_chunk = ds.chunks[0]
-    if any(mask for *_, mask in chunks) or len(chunks) != -(-n // rows_per_chunk):
-        return ds[()]
-    itemsize = INDEX_DTYPE.itemsize
-    out = np.empty(len(chunks) * rows_per_chunk, dtype=INDEX_DTYPE)
-    raw_out = out.view(np.uint8).reshape(-1, rows_per_chunk * itemsize)
-
-    def inflate(chunk: tuple[int, int, int, int]) -> None:
-        start, offset, size, _ = chunk
-        # libdeflate into a buffer of the known size: 4x faster than zlib growing its own.
-        plain = np.empty(rows_per_chunk * itemsize, np.uint8)
-        imagecodecs.deflate_decode(read_bytes(offset, size), out=plain)
-        # HDF5's shuffle stores byte k of every row together; undo that transposition.
-        raw_out[start // rows_per_chunk].reshape(rows_per_chunk, itemsize)[:] = plain.reshape(
-            itemsize, rows_per_chunk
-        ).T
-
-    if threads > 1:
-        from ._parallel import thread_map
-
-        thread_map(inflate, chunks)
-    else:
-        for chunk in chunks:
-            inflate(chunk)
-    return out[:n]
+    if any(mask for *_, mask in chunks) or len(chunks) != -(-ds.shape[0] // rows_per_chunk):
+        return None
+    chunks.sort()
+    if [start for start, *_ in chunks] != list(range(0, ds.shape[0], rows_per_chunk)):
+        return None
+    return [(start, offset, size) for start, offset, size, _ in chunks]
 
 
-def committed_rows(index_rows: np.ndarray, tail_rows: np.ndarray) -> np.ndarray:
-    """The rows that belong to the store, from the raw contents of /index and /index_tail.
+def committed_extent(
+    index_nbytes: np.ndarray,
+    index_batch_end: np.ndarray,
+    index_ids: np.ndarray,
+    tail_rows: np.ndarray,
+) -> tuple[int, np.ndarray]:
+    """Which rows belong to the store, from /index's ``nbytes``, ``batch_end`` and ``id``
+    columns and the raw contents of /index_tail: the first how many rows of /index, and the
+    tail rows that follow them.
 
     * A row without payload (``nbytes == 0``) is fill: a chunk of /index that a writer never
       finished flushing, or an unused tail slot. The rows end at the first one.
@@ -1360,17 +1487,40 @@ def committed_rows(index_rows: np.ndarray, tail_rows: np.ndarray) -> np.ndarray:
       moving the tail into /index and emptying it; copies are dropped.
     * Rows after the last ``batch_end`` belong to a batch that never finished.
     """
-    holes = np.flatnonzero(index_rows["nbytes"] == 0)
+    holes = np.flatnonzero(index_nbytes == 0)
     if len(holes):
-        rows = index_rows[: holes[0]]
+        n, tail = int(holes[0]), tail_rows[:0]
     else:
+        n = len(index_nbytes)
         empty = np.flatnonzero(tail_rows["nbytes"] == 0)
-        tail_rows = tail_rows[: empty[0]] if len(empty) else tail_rows
-        if len(tail_rows) and len(index_rows):
-            tail_rows = tail_rows[~np.isin(tail_rows["id"], index_rows["id"])]
-        rows = np.concatenate([index_rows, tail_rows]) if len(tail_rows) else index_rows
-    ends = np.flatnonzero(rows["batch_end"])
-    return rows[: int(ends[-1]) + 1] if len(ends) else rows[:0]
+        tail = tail_rows[: empty[0]] if len(empty) else tail_rows
+        if len(tail) and n:
+            tail = tail[~np.isin(tail["id"], index_ids)]
+    ends = np.flatnonzero(tail["batch_end"])
+    if len(ends):
+        return n, tail[: int(ends[-1]) + 1]
+    return _last_nonzero(index_batch_end[:n]) + 1, tail[:0]
+
+
+def _last_nonzero(values: np.ndarray) -> int:
+    """Position of the last nonzero value, or -1; looked for from the end in growing windows
+    (the last row of /index is nearly always a batch's end)."""
+    stop, window = len(values), 256
+    while stop > 0:
+        found = np.flatnonzero(values[max(0, stop - window) : stop])
+        if len(found):
+            return max(0, stop - window) + int(found[-1])
+        stop, window = stop - window, window * 8
+    return -1
+
+
+def committed_rows(index_rows: np.ndarray, tail_rows: np.ndarray) -> np.ndarray:
+    """The rows that belong to the store, from the raw contents of /index and /index_tail
+    (see :func:`committed_extent`)."""
+    n, tail = committed_extent(
+        index_rows["nbytes"], index_rows["batch_end"], index_rows["id"], tail_rows
+    )
+    return np.concatenate([index_rows[:n], tail]) if len(tail) else index_rows[:n]
 
 
 _STACK_NAME = re.compile(r"^\d+x\d+x\d+_[a-z0-9]+$")

@@ -23,7 +23,7 @@ import numpy as np
 from . import _inputs
 from . import format as fmt
 from ._catalog import existing_label_id, query_label_ids
-from ._parallel import thread_map
+from ._parallel import decode_threads, thread_map
 from .errors import ClosedStoreError, DuplicateIdError, InvalidInputError, UnknownIdError
 from .index import Index
 from .store import ImageStore, Record, VerifyReport
@@ -261,8 +261,9 @@ class ShardedStore:
         out: np.ndarray | None = None,
         channel_order: str | None = None,
     ) -> list[np.ndarray] | np.ndarray:
-        """Decoded images for many ids (decoded in parallel threads), in the order given.
-        ``out`` and ``channel_order`` as in :meth:`ImageStore.get_batch`."""
+        """Decoded images for many ids, in the order given (on parallel threads where the
+        batch holds enough bytes). ``out`` and ``channel_order`` as in
+        :meth:`ImageStore.get_batch`."""
         bgr = self._bgr if channel_order is None else _inputs.check_channel_order(channel_order)
         self._check_open()
         id_list = np.asarray(ids).tolist()
@@ -270,9 +271,12 @@ class ShardedStore:
         for image_id in id_list:  # every id checked before anything is decoded
             if image_id not in shard_of:
                 self._owner(image_id)
+        threads = decode_threads(
+            sum(shard_of[i]._index.nbytes[shard_of[i]._index.find(i)] for i in id_list)
+        )
         if out is None:
             images = thread_map(
-                lambda i: shard_of[i]._decode(shard_of[i]._index.row_of(i)), id_list
+                lambda i: shard_of[i]._decode(shard_of[i]._index.row_of(i)), id_list, threads
             )
             return [_inputs.swap_rb(image) for image in images] if bgr else images
         if out.shape[0] != len(id_list) or not out.flags.c_contiguous:
@@ -284,7 +288,7 @@ class ShardedStore:
             shard = shard_of[id_list[k]]
             shard._decode_into(shard._index.row_of(id_list[k]), out[k])
 
-        thread_map(decode_into, range(len(id_list)))
+        thread_map(decode_into, range(len(id_list)), threads)
         if bgr:
             _inputs.swap_rb_into(out)
         return out
