@@ -11,6 +11,12 @@ medians (the contenders are the ones of ``peers.py``, on the same JPEG q90 bytes
   SQLite; every store is created, filled and closed inside the timed span;
 * ingest with encoding (``add_batch`` of uint8 arrays, JPEG q90, 5,000 images of 224 px, batches
   of ``--encode-batch``) against imagecodecs encoding the same arrays alone, at 1 and 2 threads.
+
+Beside them, the way most users write (issue 20): a loop of ``add_encoded``, one image per call,
+in the pre-encoded runs, and a loop of ``add(array)`` in the encoding runs, each against its
+batch form on the same bytes and threads. With group commit (an h5store whose stores have
+``commit``) the loops run in the default durability, and ``add_encoded`` also with
+``durability="call"`` (a commit per call); without it every call commits, and the rows say so.
 """
 
 from __future__ import annotations
@@ -23,10 +29,49 @@ import tempfile
 from concurrent.futures import ThreadPoolExecutor
 
 import peers
-from _util import command_line, fmt, machine, make_payloads, markdown_table, write_results
+from _util import (
+    command_line,
+    fmt,
+    has_group_commit,
+    machine,
+    make_payloads,
+    markdown_table,
+    write_results,
+)
+
+import h5store
+
+
+class H5StorePerImage:
+    """``add_encoded`` in a loop, one image per call, as a user porting a per-file loop writes
+    it (metadata as Python values, which is what such a loop holds)."""
+
+    def __init__(self, name, durability=None):
+        self.name = name
+        self.durability = durability
+
+    def write(self, path, data, batch):
+        kwargs = {} if self.durability is None else {"durability": self.durability}
+        metadata = zip(data.labels.tolist(), data.scores.tolist(), data.true_labels.tolist())
+        with h5store.open(
+            path, "w", codec="jpeg", quality=90, labels=data.class_names, **kwargs
+        ) as store:
+            add = store.add_encoded
+            for payload, (label, score, true_label) in zip(data.payloads, metadata):
+                add(payload, label=label, score=score, true_label=true_label)
+
+
+GROUP_COMMIT = has_group_commit()
+#: the mode h5store's own rows ran in, for the table headings
+MODE = "group commit" if GROUP_COMMIT else "commit per call (no group commit in this h5store)"
+BATCH_NAME = peers.H5Store.name
+PER_IMAGE_NAME = "h5store add_encoded per image"
+PER_CALL_NAME = "h5store add_encoded per image, durability='call'"
 
 CONTENDERS = [
     peers.H5Store(),
+    H5StorePerImage(PER_IMAGE_NAME),
+    *([H5StorePerImage(PER_CALL_NAME, durability="call")] if GROUP_COMMIT else []),
     peers.H5pyBareLoop(),
     peers.LMDB(),
     peers.FolderCSV("imagecodecs"),
@@ -46,7 +91,7 @@ def measure(size: int, n: int, tmp: str, pool, args) -> dict:
     if size == 224:
         print(f"{size} px: ingest with encoding", file=sys.stderr)
         out["encoding_ingest"] = peers.measure_encoding_ingest(
-            data, tmp, pool, args, batch=args.encode_batch
+            data, tmp, pool, args, batch=args.encode_batch, per_image=True
         )
     return out
 
@@ -97,8 +142,61 @@ def report(results: dict, args) -> str:
         "## Ingest with encoding (JPEG q90, 224 px)",
         "",
         peers.encoding_table({"encoding_ingest": results["224"]["encoding_ingest"]}),
+        "",
+        f"## One image per call against the batch API (issue 20; h5store: {MODE})",
+        "",
+        targets_table(results),
     ]
     return "\n".join(lines) + "\n"
+
+
+def targets_table(results: dict) -> str:
+    """Issue 20's ratios, each from contenders timed side by side in this run."""
+    e = results["224"]["encoding_ingest"]
+    rows = []
+
+    def row(what, a, b, target, size="224 px"):
+        rows.append([what, size, fmt(a), fmt(b), fmt(a / b), target])
+
+    for size, target in (("224", ">= 0.8"), ("32", ">= 0.5")):
+        r = results[size]["ingest"]
+        row(
+            f"add_encoded loop / add_encoded_batch of {results['pre_encoded_batch']}",
+            r[PER_IMAGE_NAME],
+            r[BATCH_NAME],
+            target,
+            f"{size} px",
+        )
+        if PER_CALL_NAME in r:
+            row(
+                "add_encoded loop, durability='call' / add_encoded_batch",
+                r[PER_CALL_NAME],
+                r[BATCH_NAME],
+                "-",
+                f"{size} px",
+            )
+    for threads in ("1 thread", "2 threads"):
+        row(
+            f"add loop / add_batch of {results['encode_batch']}, {threads}",
+            e[f"h5store add per image, {threads}"],
+            e[f"h5store add_batch, {threads}"],
+            ">= 0.8" if threads == "1 thread" else "-",
+        )
+    for threads in ("1 thread", "2 threads"):
+        row(
+            f"add_batch / imagecodecs encode alone, {threads}",
+            e[f"h5store add_batch, {threads}"],
+            e[f"encode, {threads}"],
+            ">= 0.9",
+        )
+    for threads in ("1 thread", "2 threads"):
+        row(
+            f"add loop / imagecodecs encode alone, {threads}",
+            e[f"h5store add per image, {threads}"],
+            e[f"encode, {threads}"],
+            "-",
+        )
+    return markdown_table(["ratio", "images", "img/s", "against (img/s)", "ratio", "target"], rows)
 
 
 def main(argv=None):
@@ -113,8 +211,14 @@ def main(argv=None):
     args = parser.parse_args(argv)
     args.n224 = args.n224 or (1000 if args.quick else 5000)
     args.n32 = args.n32 or (4000 if args.quick else 20000)
-    args.ingest_reps = args.reps or (2 if args.quick else 5)
-    results = {"machine": machine(), "command": command_line()}
+    args.ingest_reps = args.reps or (3 if args.quick else 5)
+    results = {
+        "machine": machine(),
+        "command": command_line(),
+        "group_commit": GROUP_COMMIT,
+        "pre_encoded_batch": args.pre_encoded_batch,
+        "encode_batch": args.encode_batch,
+    }
     tmp = tempfile.mkdtemp(prefix="h5store-ingest-", dir="/tmp")
     pool = ThreadPoolExecutor(2)
     try:

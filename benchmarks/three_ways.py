@@ -45,6 +45,7 @@ import numpy as np
 from _util import (
     command_line,
     fmt,
+    has_group_commit,
     machine,
     markdown_table,
     median,
@@ -271,16 +272,6 @@ class H5Store:
             return store.query(label=label, min_score=MIN_SCORE, correct=False).tolist()
 
 
-def has_group_commit() -> bool:
-    """Whether this h5store defers commits (``store.commit`` exists); asked of a real store."""
-    tmp = tempfile.mkdtemp(prefix="h5store-probe-", dir="/tmp")
-    try:
-        with h5store.open(os.path.join(tmp, "probe.h5"), "w") as store:
-            return hasattr(store, "commit")
-    finally:
-        shutil.rmtree(tmp, ignore_errors=True)
-
-
 def h5store_approaches(group: bool, batch: int) -> list[H5Store]:
     threads = h5store.get_threads()
     if group:
@@ -325,14 +316,14 @@ def du(path: str) -> tuple[int, int]:
 
 def measure(approaches, data, label, tmp, reps) -> dict:
     expected = data.confident_wrong(label)
-    out = {a.name: {"seconds": [], "query_seconds": []} for a in approaches}
+    out = {a.name: {"seconds": [], "cpu_seconds": [], "query_seconds": []} for a in approaches}
     for rep in range(reps):
         for a in rotated(approaches, rep):
             root = os.path.join(tmp, "store")
             shutil.rmtree(root, ignore_errors=True)
-            start = time.perf_counter()
+            start, cpu = time.perf_counter(), time.process_time()
             a.write(root, data)
-            elapsed = time.perf_counter() - start
+            elapsed, cpu = time.perf_counter() - start, time.process_time() - cpu
             start = time.perf_counter()
             found = a.confident_wrong(root, label)
             query = time.perf_counter() - start
@@ -343,6 +334,7 @@ def measure(approaches, data, label, tmp, reps) -> dict:
                 )
             m = out[a.name]
             m["seconds"].append(elapsed)
+            m["cpu_seconds"].append(cpu)
             m["query_seconds"].append(query)
             m["files"], m["allocated"] = du(root)
             shutil.rmtree(root)
@@ -353,6 +345,7 @@ def measure(approaches, data, label, tmp, reps) -> dict:
             )
     for m in out.values():
         m["img_per_s"] = len(data) / median(m["seconds"])
+        m["cpu_us_per_image"] = 1e6 * median(m["cpu_seconds"]) / len(data)
         m["query_ms"] = 1e3 * median(m["query_seconds"])
     out["_hits"] = len(expected)
     return out
@@ -372,6 +365,7 @@ def report(results: dict) -> str:
                 name,
                 fmt(x["img_per_s"]),
                 fmt(x["img_per_s"] / r[fastest]["img_per_s"]) if fastest else "-",
+                fmt(x["cpu_us_per_image"], 0),
                 f"{x['allocated'] / 1e6:.1f}",
                 str(x["files"]),
                 fmt(x["query_ms"], 1),
@@ -395,6 +389,8 @@ def report(results: dict) -> str:
             "unless the row says batch; wall time from an empty directory to everything closed, "
             f"median of {results['reps']} interleaved repetitions (order rotated). "
             f"'x fastest Ex.': rate over the fastest of the three common ways ({fastest}). "
+            "CPU per image: the process's CPU time (all threads) over the images, which time "
+            "slices taken by other jobs on a shared machine do not inflate. "
             "On disk: allocated bytes of files and directories, as `du` counts. Query: ids "
             f"of images predicted {results['label']!r} with score >= {MIN_SCORE} whose true "
             f"label differs ({r['_hits']} hits), each approach its own way, opening included.",
@@ -404,6 +400,7 @@ def report(results: dict) -> str:
                     "approach",
                     "img/s",
                     "x fastest Ex.",
+                    "CPU per image (us)",
                     "on disk (MB)",
                     "files",
                     "confident but wrong (ms)",
