@@ -135,6 +135,26 @@ def rotated(items: Sequence, k: int) -> list:
     return list(items[k:]) + list(items[:k])
 
 
+# --------------------------------------------------------------------------- h5store modes
+
+
+def has_group_commit() -> bool:
+    """Whether this h5store defers commits (group commit: ``store.commit`` exists and
+    ``h5store.open`` takes ``durability=``); asked of a real store, so a benchmark runs against
+    an h5store with or without it and labels its rows accordingly."""
+    import shutil
+    import tempfile
+
+    import h5store
+
+    tmp = tempfile.mkdtemp(prefix="h5store-probe-", dir="/tmp")
+    try:
+        with h5store.open(os.path.join(tmp, "probe.h5"), "w") as store:
+            return hasattr(store, "commit")
+    finally:
+        shutil.rmtree(tmp, ignore_errors=True)
+
+
 # --------------------------------------------------------------------------- disk
 
 
@@ -170,12 +190,16 @@ def command_line() -> str:
 
 
 def machine() -> dict:
-    """What the numbers were measured on, including which h5store (the tree may be dirty)."""
+    """What the numbers were measured on, including which h5store (the tree may be dirty): the
+    one imported, which is not this checkout's when h5store is installed from another one."""
     import subprocess
 
     import h5py
 
-    repo = os.path.dirname(os.path.abspath(__file__))
+    import h5store
+
+    package = os.path.dirname(os.path.abspath(h5store.__file__))
+    repo = os.path.dirname(package)
 
     def git(*args):
         try:
@@ -187,7 +211,8 @@ def machine() -> dict:
 
     return {
         "h5store_commit": git("rev-parse", "--short", "HEAD"),
-        "h5store_dirty": bool(git("status", "--porcelain", "--", "../h5store")),
+        "h5store_dirty": bool(git("status", "--porcelain", "--", package)),
+        "h5store_path": package,
         "load_average": os.getloadavg(),
         "python": platform.python_version(),
         "cpus": os.cpu_count(),

@@ -733,8 +733,9 @@ def measure_ingest(contenders, data, tmp, args):
     return paths, rates
 
 
-def measure_encoding_ingest(data, tmp, pool, args, batch=None):
-    """Ingest with encoding: h5store's add_batch on 1 and 2 threads against imagecodecs alone."""
+def measure_encoding_ingest(data, tmp, pool, args, batch=None, per_image=False):
+    """Ingest with encoding: h5store's add_batch on 1 and 2 threads against imagecodecs alone;
+    with ``per_image``, also a loop of ``add`` (one image per call) on 1 and 2 threads."""
     images = list(data.images)
     halves = [images[0::2], images[1::2]]
     path = os.path.join(tmp, f"encode-{data.size}.h5")
@@ -751,6 +752,14 @@ def measure_encoding_ingest(data, tmp, pool, args, batch=None):
                     true_labels=data.true_labels[s],
                 )
 
+    def h5store_add_loop(threads):
+        h5store.set_threads(threads)
+        metadata = zip(data.labels.tolist(), data.scores.tolist(), data.true_labels.tolist())
+        with h5store.open(path, "w", codec="jpeg", quality=90, labels=data.class_names) as store:
+            add = store.add
+            for image, (label, score, true_label) in zip(images, metadata):
+                add(image, label=label, score=score, true_label=true_label)
+
     steps = {
         "encode, 1 thread": lambda: [encode(im) for im in images],
         "encode, 2 threads": lambda: [
@@ -759,6 +768,9 @@ def measure_encoding_ingest(data, tmp, pool, args, batch=None):
         "h5store add_batch, 1 thread": lambda: h5store_ingest(1),
         "h5store add_batch, 2 threads": lambda: h5store_ingest(2),
     }
+    if per_image:
+        steps["h5store add per image, 1 thread"] = lambda: h5store_add_loop(1)
+        steps["h5store add per image, 2 threads"] = lambda: h5store_add_loop(2)
     times = {name: [] for name in steps}
     for rep in range(args.ingest_reps):
         for name in rotated(list(steps), rep):
