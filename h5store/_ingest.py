@@ -507,6 +507,9 @@ class Ingest:
         self._failed_ids: set[int] = set()  # of a group whose commit failed
         self._oldest = 0.0  # monotonic time the oldest pending image arrived
         self._score_width: int | None = None  # K of pending vectors
+        #: K of the vectors in /scores (None: none yet); asked of HDF5 once, then kept as each
+        #: commit leaves it (a lookup in the file costs more than a one-image call may)
+        self._stored_width = writer.stored_score_width()
         #: per label id: its codec (None until first asked); per (codec, geometry): checked
         self._label_codecs: dict[int, Codec] = {}
         self._geometries: dict[tuple, Geometry] = {}
@@ -525,11 +528,7 @@ class Ingest:
     # ------------------------------------------------------------------ shared state
 
     def _score_width_now(self) -> int | None:
-        return (
-            self._score_width
-            if self._score_width is not None
-            else (self.writer.stored_score_width())
-        )
+        return self._score_width if self._score_width is not None else self._stored_width
 
     def _codec_of_label(self, label_id: int) -> Codec:
         # Cached until the next commit, which may create the class (a class's codec never
@@ -778,6 +777,8 @@ class Ingest:
             lid = self.catalog.label_ids.get(value)
             if lid is not None:
                 return lid, None
+        elif type(value) is int and 0 <= value < len(self.catalog.labels):
+            return value, None
         new: dict[str, int] = {}
         closed = _closed_reason(self.writer.labels_declared, self._score_width_now())
         lid = _label_resolver(self.catalog, new, closed)(value, where)
@@ -791,7 +792,12 @@ class Ingest:
             true_id = fmt.NO_TRUE_LABEL
             true_new = None
         else:
-            known = self.catalog.label_ids.get(true_label) if type(true_label) is str else None
+            if type(true_label) is str:
+                known = self.catalog.label_ids.get(true_label)
+            elif type(true_label) is int and 0 <= true_label < len(self.catalog.labels):
+                known = true_label
+            else:
+                known = None
             true_new = None
             if known is not None:
                 true_id = known
@@ -945,6 +951,7 @@ class Ingest:
                     "is damaged"
                 )
         stored = self.writer.commit(batch, zip(payloads, actual), payloads)
+        self._stored_width = self.writer.stored_score_width()
         self._next_id = max(self._next_id, self.index.next_id())
         return stored
 
@@ -973,6 +980,8 @@ class Ingest:
                 else list(itertools.chain.from_iterable(p.originals for p in parts))
             )
             self.writer.commit(batch, encoded, originals)
+            if batch.vectors is not None:
+                self._stored_width = batch.vectors.shape[1]
         except BaseException:
             for part in parts:
                 if part.cancel is not None:
