@@ -65,7 +65,9 @@ def test_top1_score_is_the_predicted_classs_entry_of_the_stored_vector(store_pat
         [[0.7, 0.2, 0.1], [0.7, 0.2, 0.1], [0.1, 0.3, 0.6], [0.25, 0.5, 0.25]], np.float32
     )
     labels = ["a", "b", "a", "c"]
-    with h5store.open(store_path, "w", codec="png", labels=["a", "b", "c"]) as store:
+    with h5store.open(
+        store_path, "w", codec="png", labels=["a", "b", "c"], argmax_labels=False
+    ) as store:
         ids = store.add_batch(images(4, 1), labels=labels, scores=vectors)
     with h5store.open(store_path) as store:
         frame = store.to_pandas(scores=True)

@@ -74,6 +74,7 @@ def awkward_store(tmp_path_factory):
     images, _ = photo_crops()
     rgb, gray16 = images[:, :24, :32], images[:, :24, :32, 0].astype(np.uint16) * 257
     vectors = np.random.default_rng(2).random((10, len(AWKWARD))).astype(np.float32)
+    vectors[np.arange(10), np.arange(10) % len(AWKWARD)] = 1.0  # each label is its argmax
     with h5store.open(path, "w", labels=AWKWARD) as store:
         store.add_batch(
             images[:10],
