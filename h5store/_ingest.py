@@ -851,7 +851,9 @@ class Ingest:
                     f"id {image_id} is already used in the store (ids are never reused)"
                 )
         # source
-        if source is not None and not (type(source) is str and "\x00" not in source):
+        if source is not None and not (
+            type(source) is str and source.isascii() and "\x00" not in source
+        ):
             checked = _inputs.as_sources([source], 1)
             assert checked is not None
             source = checked[0]

@@ -232,5 +232,12 @@ def as_sources(sources: Any, n: int) -> list[str] | None:
         value = str(value) if not isinstance(value, str) else value
         if "\x00" in value:
             raise InvalidInputError(f"source of image {k} contains a NUL character")
+        if not value.isascii():  # stored as UTF-8: a lone surrogate cannot be
+            try:
+                value.encode("utf-8")
+            except UnicodeEncodeError:
+                raise InvalidInputError(
+                    f"source of image {k} is not valid Unicode (it holds a lone surrogate)"
+                ) from None
         out.append(value)
     return out

@@ -126,8 +126,13 @@ MUTANTS = [
         (
             (
                 "h5store/format.py",
-                "    return rows[: int(ends[-1]) + 1] if len(ends) else rows[:0]",
-                "    return rows",
+                "        return n, tail[: int(ends[-1]) + 1]",
+                "        return n, tail",
+            ),
+            (
+                "h5store/format.py",
+                "    return _last_nonzero(index_batch_end[:n]) + 1, tail[:0]",
+                "    return n, tail",
             ),
         ),
         ("test_reliability.py", "test_crash_points.py", "test_commit_replay.py"),
@@ -138,7 +143,7 @@ MUTANTS = [
         (
             (
                 "h5store/format.py",
-                '            tail_rows = tail_rows[~np.isin(tail_rows["id"], index_rows["id"])]',
+                '            tail = tail[~np.isin(tail["id"], index_ids)]',
                 "            pass",
             ),
         ),

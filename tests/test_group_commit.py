@@ -117,6 +117,8 @@ def test_bad_input_raises_in_its_call_and_leaves_nothing_pending(tmp_path):
             lambda: store.add_batch([image(1), image(2)], labels=["cat"], ids=[6, 7]),
             lambda: store.add_batch([image(1), image(2)], labels=["cat", "dog"], ids=[6, 5]),
             lambda: store.add_encoded(b"not a png", label="cat"),
+            lambda: store.add(image(1), label="cat", source="x/\ud800.png"),  # not UTF-8
+            lambda: store.add_batch([image(1)], labels=["cat"], sources=["\ud800"]),
         ]
         for call in bad_calls:
             with pytest.raises(h5store.InvalidInputError):

@@ -51,9 +51,11 @@ WRITER = textwrap.dedent(
         store.add_batch([image_of(i) for i in ids], labels=[label_of(i) for i in ids], ids=ids,
                         scores=[(i % 100) / 100 for i in ids])
         if batch % 9 == 8:
-            store.delete(ids[:1])
-        with open(log, "a") as fh:  # after add_batch returned: committed
-            fh.write(f"{ids[-1]} {ids[0] if batch % 9 == 8 else -1}\\n")
+            store.delete(ids[:1])  # (commits what is pending first; durable when it returns)
+        if batch % 2 == 1 or batch % 9 == 8:  # group commit: two batches a commit
+            store.commit()
+            with open(log, "a") as fh:  # after commit() returned: durable
+                fh.write(f"{ids[-1]} {ids[0] if batch % 9 == 8 else -1}\\n")
         next_id += n
         batch += 1
     """
