@@ -561,7 +561,12 @@ class Ingest:
             return [codecs[0]] * len(labels)  # one codec: no lookup per image
         return list(map(distinct.__getitem__, labels))
 
-    def _prepare(self, n: int, labels, scores, true_labels, ids, sources, geometries) -> Batch:
+    def _prepare(
+        self, n: int, labels, scores, true_labels, ids, sources, geometries, stored: bool = False
+    ) -> Batch:
+        """prepare_batch against this store and what is pending. ``stored``: payloads copied
+        from another store (merge, repack), whose vectors may cover only the first labels and
+        whose labels were accepted there (no argmax rule)."""
         return prepare_batch(
             self.catalog,
             self.index,
@@ -577,7 +582,8 @@ class Ingest:
             labels_declared=self.writer.labels_declared,
             pending_ids=self._pending_ids,
             next_id=self._next_id,
-            argmax_labels=self.argmax_labels,
+            argmax_labels=self.argmax_labels and not stored,
+            vectors_cover_first_labels=stored,
         )
 
     def _accept(self, batch: Batch, nbytes: int) -> None:
@@ -918,21 +924,8 @@ class Ingest:
         codec and CRC-32 come from that store's index and are trusted only after checking that
         each class here uses the same codec and each payload still matches its CRC-32."""
         self.commit()
-        n = len(payloads)
-        batch = prepare_batch(
-            self.catalog,
-            self.index,
-            self.default_codec,
-            n,
-            labels,
-            scores,
-            true_labels,
-            ids,
-            sources,
-            geometries=geometries,
-            score_width=self._score_width_now(),
-            labels_declared=self.writer.labels_declared,
-            vectors_cover_first_labels=True,
+        batch = self._prepare(
+            len(payloads), labels, scores, true_labels, ids, sources, geometries, stored=True
         )
         checked: set[tuple[int, int]] = set()
         for k, (number, theirs) in enumerate(zip(batch.key_of_image.tolist(), codecs)):

@@ -712,6 +712,20 @@ def create_stack(
     return stack
 
 
+def _new_checks(f: h5py.File, rows: int) -> h5py.Dataset:
+    """An unnamed column of per-row CRC-32 checks (/score_crc32, /source_crc32). Uncompressed,
+    like /scores: partial chunks are rewritten in place on every batch."""
+    return f.create_dataset(
+        None,
+        shape=(rows,),
+        maxshape=(None,),
+        chunks=(SOURCE_CHUNK_ROWS,),
+        dtype="<u4",
+        fillvalue=0,
+        track_times=False,
+    )
+
+
 def ensure_scores(
     f: h5py.File, rows: int, k: int, links: PendingLinks, columns: list[str] | None = None
 ) -> h5py.Dataset:
@@ -737,16 +751,7 @@ def ensure_scores(
     if columns is not None:
         # For viewers (h5dump, h5py, HDFView): what each column is the score of.
         _new_attrs(ds, {SCORE_COLUMNS: np.array(columns, dtype=_STR)})
-        checks = f.create_dataset(
-            None,
-            shape=(rows,),
-            maxshape=(None,),
-            chunks=(SOURCE_CHUNK_ROWS,),
-            dtype="<u4",
-            fillvalue=0,
-            track_times=False,
-        )
-        links.add(f, SCORE_CRC32, checks)
+        links.add(f, SCORE_CRC32, _new_checks(f, rows))
     links.add(f, SCORES, ds)
     return ds
 
@@ -797,17 +802,7 @@ def ensure_sources(f: h5py.File, rows: int, links: PendingLinks) -> None:
         )
         links.add(f, SOURCES, ds)
     if SOURCE_CRC32 not in f and root_holds_every_link(f):
-        # Uncompressed, like /scores: partial chunks are rewritten in place on every batch.
-        ds = f.create_dataset(
-            None,
-            shape=(rows,),
-            maxshape=(None,),
-            chunks=(SOURCE_CHUNK_ROWS,),
-            dtype="<u4",
-            fillvalue=0,
-            track_times=False,
-        )
-        links.add(f, SOURCE_CRC32, ds)
+        links.add(f, SOURCE_CRC32, _new_checks(f, rows))
 
 
 # --------------------------------------------------------------------------- reading
