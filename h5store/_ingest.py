@@ -522,11 +522,6 @@ class Ingest:
         """Images accepted but not committed yet."""
         return self._pending_n
 
-    def pending_ids(self) -> np.ndarray:
-        return np.array(sorted(self._pending_ids), dtype=np.int64)
-
-    # ------------------------------------------------------------------ shared state
-
     def _score_width_now(self) -> int | None:
         return self._score_width if self._score_width is not None else self._stored_width
 
@@ -676,8 +671,9 @@ class Ingest:
             self.commit_now()
         return part.batch.ids.copy()
 
-    def _geometry(self, codec: Codec, info: ImageInfo | tuple, k: int) -> Geometry:
-        """The Geometry for an image of this codec, checked once per (codec, geometry)."""
+    def _geometry(self, codec: Codec, info: ImageInfo | tuple, where: str) -> Geometry:
+        """The Geometry of an image (height, width, channels, dtype) for this codec, checked
+        once per (codec, geometry); ``where`` names the image in the error."""
         key = (id(codec), *info)
         geometry = self._geometries.get(key)
         if geometry is None:
@@ -685,7 +681,7 @@ class Ingest:
             try:
                 codec.check_image(height, width, channels, dtype)
             except CodecError as exc:
-                raise CodecError(f"encoded image {k}: {exc}") from None
+                raise CodecError(f"{where}: {exc}") from None
             geometry = Geometry(height, width, channels, np.dtype(dtype).name)
             if len(self._geometries) < 4096:  # variable-sized images must not grow it forever
                 self._geometries[key] = geometry
@@ -719,10 +715,10 @@ class Ingest:
             # Identity counts (list.count) keep the usual batch, one codec and one geometry,
             # free of Python steps per image: at 32 px each costs a tenth of the image's write.
             if len(members) == n and infos.count(infos[0]) == n:
-                geometries = [self._geometry(codec, infos[0], 0)] * n
+                geometries = [self._geometry(codec, infos[0], "encoded image 0")] * n
                 continue
             for k, info in zip(members, infos):
-                geometries[k] = self._geometry(codec, info, k)
+                geometries[k] = self._geometry(codec, info, f"encoded image {k}")
         return geometries
 
     # ------------------------------------------------------------------ one image per call
@@ -736,7 +732,8 @@ class Ingest:
         lid, new = self._label(label, "label of image 0")
         codec = self._codec_of_label(lid) if not new else self.default_codec
         shape = arr.shape
-        geometry = self._geometry_of_array(codec, shape, arr.dtype)
+        channels = 1 if len(shape) == 2 else shape[2]
+        geometry = self._geometry(codec, (shape[0], shape[1], channels, arr.dtype), "image 0")
         fields = self._check_one(lid, new, score, true_label, image_id, source)
         self._before_adding()
         image_id = self._append_one(lid, new, geometry, *fields)
@@ -754,7 +751,7 @@ class Ingest:
             info = codec.probe(data)
         except CodecError as exc:
             raise CodecError(f"encoded image 0: {exc}") from None
-        geometry = self._geometry(codec, info, 0)
+        geometry = self._geometry(codec, info, "encoded image 0")
         fields = self._check_one(lid, new, score, true_label, image_id, source)
         self._before_adding()
         image_id = self._append_one(lid, new, geometry, *fields)
@@ -762,20 +759,6 @@ class Ingest:
         self._singles.originals.append(data)
         self._pending_bytes += len(data)
         return self._after_one(image_id)
-
-    def _geometry_of_array(self, codec: Codec, shape: tuple, dtype: np.dtype) -> Geometry:
-        channels = 1 if len(shape) == 2 else shape[2]
-        key = (id(codec), shape[0], shape[1], channels, dtype)
-        geometry = self._geometries.get(key)
-        if geometry is None:
-            try:
-                codec.check_image(shape[0], shape[1], channels, dtype)
-            except CodecError as exc:
-                raise CodecError(f"image 0: {exc}") from None
-            geometry = Geometry(shape[0], shape[1], channels, _DTYPE_NAMES[dtype])
-            if len(self._geometries) < 4096:
-                self._geometries[key] = geometry
-        return geometry
 
     def _label(self, value: Any, where: str) -> tuple[int, str | None]:
         """(class id, the name if it is new to the store) of one label."""
