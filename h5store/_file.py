@@ -314,7 +314,7 @@ class MappedFile:
     """
 
     def __init__(self, path: str, *, populate: bool = False):
-        self._path = path
+        self._path = self.name = path
         self._fd = os.open(path, os.O_RDONLY | os.O_CLOEXEC)
         #: the map itself: slicing it gives bytes in one step (a copy; ``view`` slices without)
         self.map: mmap.mmap | bytes = b""
@@ -345,6 +345,14 @@ class MappedFile:
     def read(self, offset: int, size: int) -> memoryview:
         """Bytes ``offset`` to ``offset + size`` of the file."""
         return self.ensure(offset + size)[offset : offset + size]
+
+    def read_ranges(self, offsets: Sequence[int], sizes: Sequence[int]) -> list[memoryview]:
+        """Many ranges (a slice each: a local map has no round trip to save)."""
+        view = self.ensure(max((o + n for o, n in zip(offsets, sizes)), default=0))
+        return [view[o : o + n] for o, n in zip(offsets, sizes)]
+
+    def size(self) -> int:
+        return os.fstat(self._fd).st_size if self._fd >= 0 else 0
 
     def close(self) -> None:
         self.view = memoryview(b"")
