@@ -155,7 +155,7 @@ MUTANTS = [
         (
             (
                 "h5store/_offsets.py",
-                "    if all(row_intact(index, mapped, r) for r in rows):\n        return",
+                "    if rows_intact(index, source, sorted(rows)):\n        return",
                 "        if True:\n            return",
             ),
         ),
@@ -497,7 +497,7 @@ MUTANTS = [
         "(issue 23) a bgr handle's get_batch returns RGB",
         (
             (
-                "h5store/store.py",
+                "h5store/_read.py",
                 "            return [_inputs.swap_rb(image) for image in images] if bgr else "
                 "images",
                 "            return images",
@@ -523,8 +523,8 @@ MUTANTS = [
         (
             (
                 "h5store/sql.py",
-                "    name = os.path.abspath(store.path)",
-                "    name = os.path.basename(store.path)",
+                "        name = os.path.abspath(member.path)",
+                "        name = os.path.basename(member.path)",
             ),
         ),
         ("test_sql.py",),
