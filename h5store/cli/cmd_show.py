@@ -38,10 +38,9 @@ def run(args: argparse.Namespace) -> int:
     with h5store.open(args.path) as store:
         record = store.record(args.id)
         if args.raw:
-            from ..folders import FILE_EXTENSIONS
-
             data = store.get_encoded(args.id)
-            out = args.output or f"{args.id}{FILE_EXTENSIONS.get(record.codec, '.' + record.codec)}"
+            extension = h5store.get_codec(record.codec).file_extension or "." + record.codec
+            out = args.output or f"{args.id}{extension}"
         else:
             image = store[args.id]
             out = args.output or f"{args.id}.png"
