@@ -20,6 +20,7 @@ import numpy as np
 import pytest
 
 import h5store
+from h5store import codecs
 from h5store.codecs import registry
 
 PLUGIN_SOURCE = Path(__file__).parent / "codec_plugin"
@@ -164,6 +165,14 @@ def test_codecs_say_how_their_files_are_named_and_what_they_carry():
     with pytest.raises(h5store.CodecError, match="'zstd'"):
         zstd.embed_metadata(b"x", {"id": 1})
     assert zstd.strip_metadata(b"x") == b"x"
+    # and which codec a file of some name holds (bench asks, to compare with the files' own)
+    assert [codecs.codec_of_file(f) for f in ("a/1.JPEG", "b.jpg", "c.j2k", "d.webp")] == [
+        "jpeg",
+        "jpeg",
+        "jpeg2k",
+        "webp",
+    ]
+    assert codecs.codec_of_file("e.tif") is None and codecs.codec_of_file("jpg") is None
     # every registered codec names an extension only if its payload is a file of that format
     for codec_id in h5store.available_codecs():
         cls = registry._REGISTRY.get(codec_id)

@@ -113,6 +113,8 @@ class Codec(ABC):
     #: payload is a complete file of some format (".jpg"); None for the others, whose images
     #: export writes as PNG.
     file_extension: ClassVar[str | None] = None
+    #: Other extensions files of that format go by (".jpeg"), recognised in files read.
+    other_extensions: ClassVar[tuple[str, ...]] = ()
     #: Whether :meth:`embed_metadata` can put metadata inside a payload (EXIF, iTXt, ...).
     embeds_metadata: ClassVar[bool] = False
 

@@ -153,6 +153,7 @@ class JpegCodec(Codec):
     codec_id = "jpeg"
     mime_type = "image/jpeg"
     file_extension = ".jpg"
+    other_extensions = (".jpeg",)
     embeds_metadata = True
     dtypes = frozenset({"uint8"})
     channels = frozenset({1, 3})
