@@ -534,11 +534,15 @@ MUTANTS = [
         "(issue 23) UserComment written as BYTE (int8u), as piexif and exiftool -validate refuse",
         (
             (
-                "h5store/embed.py",
+                "h5store/codecs/_embed.py",
                 "        (0x9286, _UNDEFINED, _USER_COMMENT_ASCII",
                 "        (0x9286, 1, _USER_COMMENT_ASCII",
             ),
-            ("h5store/embed.py", "_TYPE_SIZE = {_ASCII: 1,", "_TYPE_SIZE = {1: 1, _ASCII: 1,"),
+            (
+                "h5store/codecs/_embed.py",
+                "_TYPE_SIZE = {_ASCII: 1,",
+                "_TYPE_SIZE = {1: 1, _ASCII: 1,",
+            ),
         ),
         ("test_export_metadata.py",),
     ),

@@ -101,6 +101,7 @@ def test_the_wheel_ships_py_typed_and_no_tests(tmp_path):
     names = zipfile.ZipFile(wheel).namelist()
     assert "h5store/py.typed" in names
     assert "h5store/codecs/registry.py" in names
+    assert "h5store/cli/cmd_import.py" in names  # the CLI's subpackage ships too
     assert not [n for n in names if n.startswith("tests/")]
 
 
@@ -161,3 +162,22 @@ def test_open_sits_above_both_store_types():
     assert "h5store.sharded" not in graph["h5store.store"]
     for below in ("h5store.store", "h5store.sharded", "h5store._read", "h5store._contract"):
         assert "h5store.api" not in graph[below], below
+
+
+def test_each_command_is_one_module_that_the_cli_docstring_lists():
+    import argparse
+
+    import h5store.cli
+
+    modules = {p.stem for p in (ROOT / "h5store" / "cli").glob("cmd_*.py")}
+    registered = {m.__name__.rsplit(".", 1)[-1] for m in h5store.cli.COMMANDS}
+    assert modules <= registered, modules - registered  # a command module nobody registers
+    for module in h5store.cli.COMMANDS:
+        assert callable(module.add_parser) and callable(module.run), module.__name__
+    (commands,) = [
+        a for a in h5store.cli.build_parser()._actions if isinstance(a, argparse._SubParsersAction)
+    ]
+    assert len(commands.choices) == len(h5store.cli.COMMANDS)
+    for name, parser in commands.choices.items():
+        assert f"``{name}``" in h5store.cli.__doc__, name
+        assert parser.get_default("func").__module__ in {m.__name__ for m in h5store.cli.COMMANDS}
