@@ -301,8 +301,8 @@ MUTANTS = [
         (
             (
                 "h5store/codecs/lz4.py",
-                "        return imagecodecs.lz4h5_encode(data)",
-                "        return imagecodecs.lz4h5_encode(bytes(data)[::-1])",
+                "        return encoded(imagecodecs.lz4h5_encode(data))",
+                "        return encoded(imagecodecs.lz4h5_encode(bytes(data)[::-1]))",
             ),
         ),
         ("test_viewers.py",),

@@ -94,10 +94,12 @@ def size_problem(declared: int | None, stored: int, expected: ImageInfo) -> str 
     if declared is None:
         if want <= _MAX_RATIO * (stored + 1):
             return None
-        declared = f"at most {_MAX_RATIO * (stored + 1)}"
+        holds = f"at most {_MAX_RATIO * (stored + 1)}"
     elif declared == want:
         return None
+    else:
+        holds = str(declared)
     return (
-        f"it holds {declared} bytes, not the {want} of the stack's "
+        f"it holds {holds} bytes, not the {want} of the stack's "
         f"{describe_geometry(expected)} images"
     )

@@ -12,12 +12,14 @@ from __future__ import annotations
 
 import argparse
 import functools
+from collections.abc import Callable
 
 import numpy as np
 
 from ..sample import sample_set
 from ._image import ImageCodec
 from ._quality import ANCHOR_QUALITIES
+from .base import Codec
 from .registry import _REGISTRY, get_codec
 
 
@@ -26,11 +28,15 @@ def psnr(a: np.ndarray, b: np.ndarray) -> float:
     return 100.0 if mse == 0 else float(10 * np.log10(255.0**2 / mse))
 
 
-def _decode_like(codec, payload, image: np.ndarray) -> np.ndarray:
+def _decode_like(codec: Codec, payload: bytes, image: np.ndarray) -> np.ndarray:
     return codec.decode(payload, image.shape, image.dtype)
 
 
-def _mean_psnr(images: np.ndarray, encode, decode) -> float:
+def _mean_psnr(
+    images: np.ndarray,
+    encode: Callable[[np.ndarray], bytes],
+    decode: Callable[[bytes, np.ndarray], np.ndarray],
+) -> float:
     """Mean PSNR of one setting over ``images``; ``decode(payload, image)``."""
     return float(np.mean([psnr(image, decode(encode(image), image)) for image in images]))
 
@@ -55,7 +61,7 @@ def calibrate(
         [
             _mean_psnr(
                 images,
-                lambda im, k=k: codec._encode_lossy(im, k),
+                functools.partial(codec._encode_lossy, knob=k),
                 lambda p, im: codec._decode(p, None),
             )
             for k in knobs
@@ -96,7 +102,10 @@ def main(argv: list[str] | None = None) -> None:
         n for n, c in sorted(_REGISTRY.items()) if issubclass(c, ImageCodec) and c.takes_quality
     ]
     for name in [] if args.check else names:
-        codec = _REGISTRY[name](lossless=False)
+        codec_class = _REGISTRY[name]
+        if not (issubclass(codec_class, ImageCodec) and codec_class.takes_quality):
+            parser.error(f"codec {name!r} has no lossy mode to calibrate")
+        codec = codec_class(lossless=False)
         knobs = calibrate(codec, images, anchors, args.steps)
         print(f"{name}: quality_knobs = {knobs}")
     if not args.check:
@@ -107,11 +116,13 @@ def main(argv: list[str] | None = None) -> None:
     for name in ["jpeg", *names]:
         row = []
         for q in ANCHOR_QUALITIES:
-            codec = get_codec(name, quality=q, **({} if name == "jpeg" else {"lossless": False}))
+            table_codec = get_codec(
+                name, quality=q, **({} if name == "jpeg" else {"lossless": False})
+            )
             sizes, values, ssims = [], [], []
             for image in images:
-                payload = codec.encode(image)
-                back = codec.decode(payload, image.shape, image.dtype)
+                payload = table_codec.encode(image)
+                back = table_codec.decode(payload, image.shape, image.dtype)
                 sizes.append(len(payload))
                 values.append(psnr(image, back))
                 ssims.append(structural_similarity(image, back, channel_axis=2))

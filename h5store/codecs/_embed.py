@@ -202,9 +202,9 @@ def embed_webp(
         chunks = [(b"VP8X", bytes(flags))] + [c for c in rest if c[0] != b"XMP "] + [exif] + xmp
     elif chunks:
         width, height, alpha = _webp_canvas(*chunks[0])
-        flags = 0x08 | (0x10 if alpha else 0)
+        vp8x_flags = 0x08 | (0x10 if alpha else 0)
         header = (
-            bytes([flags, 0, 0, 0])
+            bytes([vp8x_flags, 0, 0, 0])
             + (width - 1).to_bytes(3, "little")
             + (height - 1).to_bytes(3, "little")
         )

@@ -18,6 +18,7 @@ import numpy as np
 
 from ..errors import CodecError
 from ._image import ImageCodec, check_boxes, with_opaque_alpha
+from .base import encoded
 from .registry import register_codec
 
 _LOSSLESS_LEVEL = 100  # libavif's AVIF_QUALITY_LOSSLESS
@@ -38,6 +39,7 @@ class AvifCodec(ImageCodec):
     max_pixels = 16384 * 16384
     takes_quality = True
     effort_range = (0, 10, 2)
+    effort: int  # effort_range is set: check_setting never leaves it None
     bench_grid = ({"quality": 50}, {"quality": 80}, {"quality": 90})
     # libavif quality (0-99 lossy) at each anchor quality (python -m h5store.codecs._calibrate).
     quality_knobs = (
@@ -58,7 +60,9 @@ class AvifCodec(ImageCodec):
     knob_range = (0.0, 99.0)
 
     def _encode(self, image: np.ndarray, level: int) -> bytes:
-        return imagecodecs.avif_encode(image, level=level, speed=10 - self.effort, numthreads=1)
+        return encoded(
+            imagecodecs.avif_encode(image, level=level, speed=10 - self.effort, numthreads=1)
+        )
 
     def _encode_lossless(self, image: np.ndarray) -> bytes:
         return self._encode(image, _LOSSLESS_LEVEL)

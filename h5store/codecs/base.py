@@ -15,7 +15,7 @@ from __future__ import annotations
 from abc import ABC, abstractmethod
 from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass
-from typing import Any, ClassVar, NamedTuple
+from typing import Any, ClassVar, NamedTuple, cast
 
 import numpy as np
 
@@ -100,7 +100,7 @@ class Codec(ABC):
     #: numpy dtype names the codec can hold. The class attribute is what some configuration of
     #: the codec holds; an instance whose configuration holds less (a lossy mode that only
     #: round-trips uint8) narrows it with an instance attribute of the same name.
-    dtypes: ClassVar[frozenset[str]] = frozenset({"uint8"})
+    dtypes: frozenset[str] = frozenset({"uint8"})
     #: Channel counts the codec can hold (1 = grayscale, 3 = RGB, 4 = RGBA).
     channels: ClassVar[frozenset[int]] = frozenset({1, 3})
     #: Whether the codec takes ``quality`` (lossy mode exists); lossless-only codecs ignore it.
@@ -282,6 +282,13 @@ class Codec(ABC):
     def __repr__(self) -> str:
         params = ", ".join(f"{k}={v!r}" for k, v in self.get_config().items() if k != "id")
         return f"{type(self).__name__}({params})"
+
+
+def encoded(payload: bytes | bytearray) -> bytes:
+    """An imagecodecs encoder's (or byte decoder's) result, typed as what it is. Its stubs
+    declare ``bytes | bytearray`` for all of them because a caller's ``out=bytearray`` is filled
+    in place; h5store never passes one (``out`` is a size or None), so the result is bytes."""
+    return cast(bytes, payload)
 
 
 def decoded_image(

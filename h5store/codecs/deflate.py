@@ -13,6 +13,7 @@ from typing import Any
 import imagecodecs
 
 from ._bytes import ByteCodec
+from .base import encoded
 from .registry import register_codec
 
 DEFLATE_FILTER_ID = 1
@@ -28,7 +29,7 @@ class DeflateCodec(ByteCodec):
     bench_grid = ({"level": 1}, {"level": 6}, {"level": 9})
 
     def _compress(self, data: bytes) -> bytes:
-        return imagecodecs.zlib_encode(data, level=self.level)
+        return encoded(imagecodecs.zlib_encode(data, level=self.level))
 
     def _decompress(self, data: Any, size: int) -> bytes:
-        return imagecodecs.zlib_decode(data, out=size)
+        return encoded(imagecodecs.zlib_decode(data, out=size))

@@ -25,7 +25,7 @@ import imagecodecs
 import numpy as np
 
 from ._image import LosslessImageCodec
-from .base import HDF5Filter, ImageInfo
+from .base import HDF5Filter, ImageInfo, encoded
 from .jpeg2k import check_codestream_or_jp2, codestream_geometry
 from .registry import register_codec
 
@@ -44,7 +44,7 @@ class Htj2kCodec(LosslessImageCodec):
     channels = frozenset({1, 3, 4})
 
     def _encode_lossless(self, image: np.ndarray) -> bytes:
-        return imagecodecs.htj2k_encode(image, reversible=True)
+        return encoded(imagecodecs.htj2k_encode(image, reversible=True))
 
     def _decode(self, data: Any, channels: int | None) -> np.ndarray:
         return imagecodecs.htj2k_decode(data)
@@ -55,7 +55,7 @@ class Htj2kCodec(LosslessImageCodec):
     def header(self, data: Any) -> ImageInfo:
         return codestream_geometry(data)
 
-    def hdf5_filter(self, shape: tuple[int, ...], dtype: np.dtype) -> HDF5Filter:
+    def hdf5_filter(self, shape: tuple[int, ...], dtype: np.dtype) -> HDF5Filter | None:
         channels = 1 if len(shape) == 2 else shape[2]
         if channels not in (1, 3):
             return super().hdf5_filter(shape, dtype)

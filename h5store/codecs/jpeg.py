@@ -15,7 +15,7 @@ The benchmark grid includes it.
 from __future__ import annotations
 
 import struct
-from collections.abc import Mapping, Sequence
+from collections.abc import Callable, Mapping, Sequence
 from itertools import repeat
 from typing import Any
 
@@ -24,7 +24,7 @@ import numpy as np
 
 from ..errors import CodecError
 from ._embed import embed_jpeg, strip_jpeg
-from .base import Codec, HDF5Filter, ImageInfo, check_quality, damaged_payload, geometry
+from .base import Codec, HDF5Filter, ImageInfo, check_quality, damaged_payload, encoded, geometry
 from .registry import register_codec
 
 JPEG_FILTER_ID = 32019
@@ -176,8 +176,10 @@ class JpegCodec(Codec):
         return False
 
     def encode(self, image: np.ndarray) -> bytes:
-        return imagecodecs.jpeg8_encode(
-            image, level=self.quality, subsampling=self.subsampling, optimize=self.optimize
+        return encoded(
+            imagecodecs.jpeg8_encode(
+                image, level=self.quality, subsampling=self.subsampling, optimize=self.optimize
+            )
         )
 
     def decode(self, data: Any, shape: tuple[int, ...], dtype: np.dtype) -> np.ndarray:
@@ -192,7 +194,7 @@ class JpegCodec(Codec):
         # libjpeg-turbo compares its frame header with out's shape before it decodes a byte
         return imagecodecs.jpeg8_decode(data, out=np.empty(shape, _UINT8) if out is None else out)
 
-    def header_checker(self, expected: ImageInfo):
+    def header_checker(self, expected: ImageInfo) -> Callable[[Any], str | None]:
         # The streams of one stack repeat the bytes up to the end of their frame header (the
         # Huffman tables, which optimize=True makes per image, come after it), so a stream
         # that starts with the bytes of one walked already needs a comparison, not a walk.
@@ -210,7 +212,7 @@ class JpegCodec(Codec):
 
         return check
 
-    def decoder(self, shape: tuple[int, ...], dtype: np.dtype):
+    def decoder(self, shape: tuple[int, ...], dtype: np.dtype) -> Callable[..., np.ndarray]:
         # The hot path of every JPEG store: the base class's steps in one function.
         shape = tuple(shape)
         check, decode = self.header_checker(geometry(shape, dtype)), imagecodecs.jpeg8_decode
@@ -262,7 +264,8 @@ class JpegCodec(Codec):
             ):
                 return [info] * n
         infos = []
-        header, need, info = None, 0, None
+        # (info is bound by the first payload's walk: header None forces it)
+        header, need = None, 0
         for k, data in enumerate(payloads):
             if not (
                 header is not None

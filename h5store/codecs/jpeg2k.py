@@ -25,7 +25,7 @@ import numpy as np
 
 from ..errors import CodecError
 from ._image import LosslessImageCodec, check_boxes, check_end
-from .base import ImageInfo
+from .base import ImageInfo, encoded
 from .registry import register_codec
 
 _JP2 = b"\x00\x00\x00\x0cjP  \r\n\x87\n"
@@ -51,20 +51,22 @@ def codestream_geometry(data: Any) -> ImageInfo:
     codestream box, which the decoders read; only headers are read)."""
     start = 0
     if bytes(data[: len(_JP2)]) == _JP2:
-        start, n = None, len(data)
+        box: int | None = None
+        n = len(data)
         pos = 0
         for _ in range(64):  # a JP2 file h5store stores has four top-level boxes
             if pos + 8 > n:
                 break
             size = int.from_bytes(bytes(data[pos : pos + 4]), "big")
             if bytes(data[pos + 4 : pos + 8]) == b"jp2c":
-                start = pos + 8
+                box = pos + 8
                 break
             if size < 8:
                 break
             pos += size
-        if start is None:
+        if box is None:
             raise CodecError("JP2 file without a codestream box")
+        start = box
     siz = bytes(data[start : start + 43])
     if len(siz) < 43 or siz[:4] != _CODESTREAM:
         raise CodecError("no SOC/SIZ codestream header")
@@ -87,7 +89,9 @@ class Jpeg2kCodec(LosslessImageCodec):
     channels = frozenset({1, 3, 4})
 
     def _encode_lossless(self, image: np.ndarray) -> bytes:
-        return imagecodecs.jpeg2k_encode(image, reversible=True, codecformat="JP2", numthreads=1)
+        return encoded(
+            imagecodecs.jpeg2k_encode(image, reversible=True, codecformat="JP2", numthreads=1)
+        )
 
     def _decode(self, data: Any, channels: int | None) -> np.ndarray:
         return imagecodecs.jpeg2k_decode(data, numthreads=1)

@@ -25,7 +25,7 @@ import numpy as np
 
 from ..errors import CodecError
 from ._image import ImageCodec, check_end
-from .base import ImageInfo
+from .base import ImageInfo, encoded
 from .registry import register_codec
 
 _SOI = b"\xff\xd8"
@@ -53,10 +53,10 @@ class JpegLsCodec(ImageCodec):
     knob_range = (60.0, 1.0)
 
     def _encode_lossless(self, image: np.ndarray) -> bytes:
-        return imagecodecs.jpegls_encode(image)
+        return encoded(imagecodecs.jpegls_encode(image))
 
     def _encode_lossy(self, image: np.ndarray, knob: float) -> bytes:
-        return imagecodecs.jpegls_encode(image, level=int(knob))
+        return encoded(imagecodecs.jpegls_encode(image, level=int(knob)))
 
     def _decode(self, data: Any, channels: int | None) -> np.ndarray:
         return imagecodecs.jpegls_decode(data)

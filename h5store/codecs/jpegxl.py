@@ -20,6 +20,7 @@ import numpy as np
 
 from ..errors import CodecError
 from ._image import ImageCodec, check_boxes
+from .base import encoded
 from .registry import register_codec
 
 _CODESTREAM = b"\xff\x0a"
@@ -65,10 +66,14 @@ class JpegXlCodec(ImageCodec):
     knob_range = (25.0, 0.05)
 
     def _encode_lossless(self, image: np.ndarray) -> bytes:
-        return imagecodecs.jpegxl_encode(image, lossless=True, effort=self.effort, numthreads=1)
+        return encoded(
+            imagecodecs.jpegxl_encode(image, lossless=True, effort=self.effort, numthreads=1)
+        )
 
     def _encode_lossy(self, image: np.ndarray, knob: float) -> bytes:
-        return imagecodecs.jpegxl_encode(image, distance=knob, effort=self.effort, numthreads=1)
+        return encoded(
+            imagecodecs.jpegxl_encode(image, distance=knob, effort=self.effort, numthreads=1)
+        )
 
     def _decode(self, data: Any, channels: int | None) -> np.ndarray:
         return imagecodecs.jpegxl_decode(data, numthreads=1)

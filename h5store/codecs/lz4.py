@@ -16,6 +16,7 @@ from typing import Any
 import imagecodecs
 
 from ._bytes import ByteCodec
+from .base import encoded
 from .registry import register_codec
 
 LZ4_FILTER_ID = 32004
@@ -30,10 +31,10 @@ class Lz4Codec(ByteCodec):
     bench_grid = ({},)
 
     def _compress(self, data: bytes) -> bytes:
-        return imagecodecs.lz4h5_encode(data)
+        return encoded(imagecodecs.lz4h5_encode(data))
 
     def _decompress(self, data: Any, size: int) -> bytes:
-        return imagecodecs.lz4h5_decode(data, out=size)
+        return encoded(imagecodecs.lz4h5_decode(data, out=size))
 
     def _declared_size(self, data: Any) -> int:
         return int.from_bytes(bytes(data[:8]), "big")  # the filter's original-size field

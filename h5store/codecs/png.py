@@ -12,7 +12,7 @@ import numpy as np
 
 from ..errors import CodecError
 from ._embed import embed_png, strip_png
-from .base import Codec, ImageInfo, check_level
+from .base import Codec, ImageInfo, check_level, encoded
 from .registry import register_codec
 
 _SIGNATURE = b"\x89PNG\r\n\x1a\n"
@@ -73,7 +73,7 @@ class PngCodec(Codec):
         return True
 
     def encode(self, image: np.ndarray) -> bytes:
-        return imagecodecs.png_encode(image, level=self.level)
+        return encoded(imagecodecs.png_encode(image, level=self.level))
 
     def decode(self, data: Any, shape: tuple[int, ...], dtype: np.dtype) -> np.ndarray:
         return imagecodecs.png_decode(data)

@@ -15,7 +15,7 @@ import numpy as np
 
 from ..errors import CodecError
 from ._image import LosslessImageCodec, check_end
-from .base import ImageInfo
+from .base import ImageInfo, encoded
 from .registry import register_codec
 
 _MAGIC = b"qoif"
@@ -35,7 +35,7 @@ class QoiCodec(LosslessImageCodec):
     max_pixels = 400_000_000 - 1  # the reference decoder refuses 400 million and more
 
     def _encode_lossless(self, image: np.ndarray) -> bytes:
-        return imagecodecs.qoi_encode(image)
+        return encoded(imagecodecs.qoi_encode(image))
 
     def _decode(self, data: Any, channels: int | None) -> np.ndarray:
         return imagecodecs.qoi_decode(data)

@@ -18,7 +18,7 @@ import numpy as np
 from ..errors import CodecError
 from ._embed import embed_webp, strip_webp
 from ._image import ImageCodec
-from .base import ImageInfo, describe_geometry
+from .base import ImageInfo, describe_geometry, encoded
 from .registry import register_codec
 
 
@@ -80,11 +80,15 @@ class WebpCodec(ImageCodec):
     )
 
     def _encode_lossless(self, image: np.ndarray) -> bytes:
-        return imagecodecs.webp_encode(image, lossless=True, method=self.effort, numthreads=1)
+        return encoded(
+            imagecodecs.webp_encode(image, lossless=True, method=self.effort, numthreads=1)
+        )
 
     def _encode_lossy(self, image: np.ndarray, knob: float) -> bytes:
-        return imagecodecs.webp_encode(
-            image, level=knob, lossless=False, method=self.effort, numthreads=1
+        return encoded(
+            imagecodecs.webp_encode(
+                image, level=knob, lossless=False, method=self.effort, numthreads=1
+            )
         )
 
     def _decode(self, data: Any, channels: int | None) -> np.ndarray:

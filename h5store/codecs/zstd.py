@@ -14,6 +14,7 @@ import imagecodecs
 
 from ..errors import CodecError
 from ._bytes import ByteCodec
+from .base import encoded
 from .registry import register_codec
 
 ZSTD_FILTER_ID = 32015
@@ -31,10 +32,10 @@ class ZstdCodec(ByteCodec):
     bench_grid = ({"level": 1}, {"level": 3}, {"level": 9})
 
     def _compress(self, data: bytes) -> bytes:
-        return imagecodecs.zstd_encode(data, level=self.level)
+        return encoded(imagecodecs.zstd_encode(data, level=self.level))
 
     def _decompress(self, data: Any, size: int) -> bytes:
-        return imagecodecs.zstd_decode(data, out=size)
+        return encoded(imagecodecs.zstd_decode(data, out=size))
 
     def _declared_size(self, data: Any) -> int:
         # RFC 8878 3.1.1.1: magic, frame header descriptor, window descriptor unless single
