@@ -11,7 +11,7 @@ from __future__ import annotations
 import os
 from collections.abc import Iterator, Sequence
 from dataclasses import dataclass, field
-from typing import TYPE_CHECKING, Any, Protocol, runtime_checkable
+from typing import TYPE_CHECKING, Any, Protocol, overload, runtime_checkable
 
 import numpy as np
 
@@ -109,6 +109,19 @@ class ReadableStore(Protocol):
     def __iter__(self) -> Iterator[int]: ...
     def ids(self) -> np.ndarray: ...
     def __getitem__(self, image_id: int) -> np.ndarray: ...
+    # A list of images, or ``out`` filled with them.
+    @overload
+    def get_batch(
+        self,
+        ids: Sequence[int] | np.ndarray,
+        *,
+        out: None = None,
+        channel_order: str | None = None,
+    ) -> list[np.ndarray]: ...
+    @overload
+    def get_batch(
+        self, ids: Sequence[int] | np.ndarray, *, out: np.ndarray, channel_order: str | None = None
+    ) -> np.ndarray: ...
     def get_batch(
         self,
         ids: Sequence[int] | np.ndarray,

@@ -38,6 +38,7 @@ from isal import isal_zlib
 from . import format as fmt
 from ._containment import ContainedFile, check_contained
 from ._parallel import get_threads
+from ._source import ByteSource
 from ._superblock import (
     SUPERBLOCK_BYTES,
     SWMR_WRITE_FLAG,
@@ -179,7 +180,7 @@ def write_error(exc: BaseException, path: str) -> WriteFailedError | StorePermis
     reason = os.strerror(code)
     after = "the writer is closed; every committed image is intact: reopen with mode 'a' to recover"
     if code in _FULL:
-        err: OSError = StorageFullError(
+        err: WriteFailedError | StorePermissionError = StorageFullError(
             code, f"{path}: the file cannot grow ({reason}); {after} once there is space"
         )
     elif code in _DENIED:
@@ -386,15 +387,15 @@ def _open_matching(
                 "h5py.File(..., locking=False) with h5store's default, or "
                 "h5store.open(..., locking=None), which matches whatever is open"
             ) from None
-    last: OSError | None = None
+    mismatches: list[OSError] = []
     for candidate in (False, _HDF5_DEFAULT, True, "best-effort"):
         try:
             return _hdf5_open(path, mode, swmr=swmr, locking=candidate)
         except OSError as exc:
             if _LOCKING_MISMATCH not in str(exc):
                 raise
-            last = exc
-    raise last
+            mismatches.append(exc)
+    raise mismatches[-1]
 
 
 def reader_precheck(path: str) -> None:
@@ -489,7 +490,7 @@ def read_committed_rows(f: h5py.File, mapped: MappedFile | None = None) -> np.nd
 
 
 def read_committed_index(
-    f: h5py.File, mapped: MappedFile, fits: Callable[[np.ndarray], bool]
+    f: h5py.File, mapped: ByteSource, fits: Callable[[np.ndarray], bool]
 ) -> tuple[Index, bool]:
     """The committed rows (as :func:`read_committed_rows`) as an :class:`Index`, and whether
     ``fits`` (a check of a run of rows) said yes to all of them. The rows are decoded on
@@ -552,7 +553,9 @@ def _write_rows(ds: h5py.Dataset, start: int, rows: np.ndarray) -> None:
     ds.id.write(h5py.h5s.create_simple((len(rows),)), file_space, np.ascontiguousarray(rows))
 
 
-def _index_chunk_encoder(index: h5py.Dataset, rows_per_chunk: int):
+def _index_chunk_encoder(
+    index: h5py.Dataset, rows_per_chunk: int
+) -> Callable[[np.ndarray], bytes] | None:
     """A function turning ``rows_per_chunk`` index rows into the bytes of one /index chunk (the
     shuffle then deflate filters HDF5 would apply), or None where the file's /index has another
     pipeline or row type (written by some other version): HDF5's filters run through zlib at
@@ -877,7 +880,7 @@ class WriterFile:
         offsets = marks_arr[sample_of] + before - before[sample_starts][sample_of]
         gaps = np.diff(marks_arr) - np.add.reduceat(nbytes, sample_starts)
         doubtful = (gaps != 0) | np.add.reduceat(rewritten, sample_starts).astype(bool)
-        fd = self.f.id.get_vfd_handle() if doubtful.any() else None
+        fd: int = self.f.id.get_vfd_handle() if doubtful.any() else -1  # (-1: no sample)
         for sample in np.flatnonzero(doubtful).tolist():
             shift, gap = 0, int(gaps[sample])
             for k in range(sample * OFFSET_SAMPLE, min(n, (sample + 1) * OFFSET_SAMPLE)):
@@ -953,8 +956,8 @@ class WriterFile:
         full = (n // capacity) * capacity
         rest = committed[full:]
         on_disk_tail = tail[()]
-        used = np.flatnonzero(on_disk_tail["nbytes"] == 0)
-        used = int(used[0]) if len(used) else len(on_disk_tail)
+        fill = np.flatnonzero(on_disk_tail["nbytes"] == 0)
+        used = int(fill[0]) if len(fill) else len(on_disk_tail)
         in_form = (
             index.shape[0] == full
             and used == len(rest)

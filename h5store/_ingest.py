@@ -557,7 +557,15 @@ class Ingest:
         return list(map(distinct.__getitem__, labels))
 
     def _prepare(
-        self, n: int, labels, scores, true_labels, ids, sources, geometries, stored: bool = False
+        self,
+        n: int,
+        labels: Any,
+        scores: Any,
+        true_labels: Any,
+        ids: Any,
+        sources: Any,
+        geometries: Any,
+        stored: bool = False,
     ) -> Batch:
         """prepare_batch against this store and what is pending. ``stored``: payloads copied
         from another store (merge, repack), whose vectors may cover only the first labels and
@@ -619,7 +627,14 @@ class Ingest:
     # ------------------------------------------------------------------ batches
 
     def add_images(
-        self, images, labels, scores, true_labels, ids, sources, bgr: bool = False
+        self,
+        images: Any,
+        labels: Any,
+        scores: Any,
+        true_labels: Any,
+        ids: Any,
+        sources: Any,
+        bgr: bool = False,
     ) -> np.ndarray:
         imgs = _inputs.as_images(images)
         if bgr:  # stored RGB, so that viewers, exports and the report show true colours
@@ -644,7 +659,9 @@ class Ingest:
             _Part(batch, encoded, imgs, encoded.close), sum(a.nbytes for a in imgs)
         )
 
-    def add_payloads(self, data, labels, scores, true_labels, ids, sources) -> np.ndarray:
+    def add_payloads(
+        self, data: Any, labels: Any, scores: Any, true_labels: Any, ids: Any, sources: Any
+    ) -> np.ndarray:
         if isinstance(data, (bytes, bytearray, memoryview)) or not isinstance(data, Sequence):
             raise InvalidInputError("data must be a sequence of encoded images (bytes)")
         payloads = list(data)
@@ -724,7 +741,14 @@ class Ingest:
     # ------------------------------------------------------------------ one image per call
 
     def add_image(
-        self, image, label, score, true_label, image_id, source, bgr: bool = False
+        self,
+        image: Any,
+        label: Any,
+        score: Any,
+        true_label: Any,
+        image_id: Any,
+        source: Any,
+        bgr: bool = False,
     ) -> int:
         arr = _inputs.as_image(image)
         if bgr:
@@ -742,7 +766,9 @@ class Ingest:
         self._pending_bytes += arr.nbytes
         return self._after_one(image_id)
 
-    def add_payload(self, data, label, score, true_label, image_id, source) -> int:
+    def add_payload(
+        self, data: Any, label: Any, score: Any, true_label: Any, image_id: Any, source: Any
+    ) -> int:
         if type(data) is not bytes:
             data = _as_payload(0, data)
         lid, new = self._label(label, "label of image 0")
@@ -773,7 +799,9 @@ class Ingest:
         lid = _label_resolver(self.catalog, new, closed)(value, where)
         return lid, next(iter(new), None)
 
-    def _check_one(self, lid: int, new: str | None, score, true_label, image_id, source) -> tuple:
+    def _check_one(
+        self, lid: int, new: str | None, score: Any, true_label: Any, image_id: Any, source: Any
+    ) -> tuple:
         """Validate the rest of one image's fields as :func:`prepare_batch` would for a batch
         of one (same rules, same messages); changes nothing."""
         # true label

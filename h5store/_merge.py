@@ -14,7 +14,8 @@ shards.
 from __future__ import annotations
 
 import os
-from collections.abc import Sequence
+from collections.abc import Iterator, Sequence
+from typing import Any
 
 import numpy as np
 from tqdm.auto import tqdm
@@ -24,7 +25,7 @@ from ._catalog import Geometry
 from .api import open as open_store
 from .codecs import Codec
 from .errors import CodecError, DamagedImageError, StoreExistsError
-from .sharded import check_shard_paths, check_unique_ids, unite, united_rows
+from .sharded import Union, check_shard_paths, check_unique_ids, unite, united_rows
 from .store import ImageStore
 
 #: Images per commit: large batches keep the per-batch flushes of the commit protocol rare.
@@ -107,7 +108,7 @@ def _class_codecs(
 
 def _write(
     stores: list[ImageStore],
-    plan,
+    plan: Union,
     rows: list[np.ndarray],
     codecs: dict[str, Codec],
     temp: str,
@@ -133,7 +134,7 @@ def _write(
                 bar.update(len(batch))
 
 
-def _batches(nbytes: np.ndarray):
+def _batches(nbytes: np.ndarray) -> Iterator[tuple[int, int]]:
     start, n = 0, len(nbytes)
     ends = np.cumsum(nbytes.astype(np.int64))
     while start < n:
@@ -195,7 +196,7 @@ def _copy_batch(
             raise DamagedImageError(f"{store.path}: {exc}") from None
 
 
-def add_stored(target: ImageStore, *args, **kwargs) -> None:
+def add_stored(target: ImageStore, *args: Any, **kwargs: Any) -> None:
     """The write path's one entry for trusted stored payloads (a seam the kill test cuts)."""
     target.ingest.add_stored(*args, **kwargs)
 
@@ -206,7 +207,8 @@ def _vectors(
     if columns is None or not store.engine.score_width():
         return None
     # The store's checked read: a damaged vector is an error here, not a copied wrong value.
-    return store.engine.column(fmt.SCORES, index_rows)[:, columns]
+    vectors = store.engine.column(fmt.SCORES, index_rows)
+    return None if vectors is None else vectors[:, columns]
 
 
 def _sources(store: ImageStore, index_rows: np.ndarray) -> list[str | None] | None:

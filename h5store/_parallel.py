@@ -125,7 +125,8 @@ def _guided_slices(n: int, workers: int, largest: int) -> list[tuple[int, int]]:
     while there is plenty left, so task overhead stays small, then smaller and smaller, so
     the threads finish together and none idles through the last slice of a batch. The first
     ones grow from 2, so that the consumer has results to write almost at once."""
-    slices, start = [], 0
+    slices: list[tuple[int, int]] = []
+    start = 0
     while start < n:
         size = max(1, min(largest, (n - start) // (2 * workers), 2 << len(slices)))
         slices.append((start, start + size))
@@ -146,9 +147,12 @@ class InOrder(Iterator[R]):
             self._results: Iterator[R] = map(fn, items)
             return
         pool = _get_pool()
+
+        def compute(start: int, stop: int) -> list[R]:
+            return [fn(x) for x in items[start:stop]]
+
         self._futures = [
-            pool.submit(lambda start=start, stop=stop: [fn(x) for x in items[start:stop]])
-            for start, stop in _guided_slices(n, _threads, chunk)
+            pool.submit(compute, start, stop) for start, stop in _guided_slices(n, _threads, chunk)
         ]
         self._results = (result for fut in self._futures for result in fut.result())
 

@@ -16,7 +16,7 @@ chunk would otherwise decode to wrong pixels without any error.
 from __future__ import annotations
 
 from collections.abc import Callable, Sequence
-from typing import Any
+from typing import Any, overload
 
 import h5py
 import numpy as np
@@ -201,7 +201,7 @@ class ReadEngine:
 
     # ------------------------------------------------------------------ many images
 
-    def payloads(self, rows: Sequence[int]) -> list[Buffer]:
+    def payloads(self, rows: Sequence[int]) -> Sequence[Buffer]:
         """The checked stored bytes of many index rows: one round of reads."""
         index = self.index
         row_list = list(rows)
@@ -220,6 +220,14 @@ class ReadEngine:
         whole batch first, in one round of requests."""
         return [None] * len(rows) if self._mapped is not None else list(self.payloads(rows))
 
+    @overload
+    def decode_rows(
+        self, rows: np.ndarray, out: None = None, bgr: bool | None = None
+    ) -> list[np.ndarray]: ...
+    @overload
+    def decode_rows(
+        self, rows: np.ndarray, out: np.ndarray, bgr: bool | None = None
+    ) -> np.ndarray: ...
     def decode_rows(
         self, rows: np.ndarray, out: np.ndarray | None = None, bgr: bool | None = None
     ) -> list[np.ndarray] | np.ndarray:

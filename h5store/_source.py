@@ -30,7 +30,7 @@ class ByteSource(Protocol):
         """Bytes ``[offset, offset + size)``; FormatError where they lie past the end."""
         ...
 
-    def read_ranges(self, offsets: Sequence[int], sizes: Sequence[int]) -> list[Buffer]:
+    def read_ranges(self, offsets: Sequence[int], sizes: Sequence[int]) -> Sequence[Buffer]:
         """Many ranges in one round (a remote source merges neighbours and sends the rest
         concurrently), in the order given."""
         ...

@@ -238,7 +238,11 @@ class StoreWriter:
         # not become this batch's. /source_crc32 goes wherever /sources goes.
         with_scores = batch.vectors is not None or fmt.SCORES in f
         with_sources = batch.sources is not None or fmt.SOURCES in f
-        needs_scores = batch.vectors is not None and fmt.SCORES not in f
+        # the width of the /scores this batch creates (None: it creates none)
+        new_scores_k = (
+            batch.vectors.shape[1] if batch.vectors is not None and fmt.SCORES not in f else None
+        )
+        needs_scores = new_scores_k is not None
         needs_sources = with_sources and fmt.needs_sources(f)
         first_sources = with_sources and fmt.SOURCES not in f
         # Objects can only be created with SWMR off, and a writer killed then can leave them
@@ -267,8 +271,8 @@ class StoreWriter:
                     links,
                 )
             n_rows = len(self.index)
-            if needs_scores:
-                k = batch.vectors.shape[1]
+            if new_scores_k is not None:
+                k = new_scores_k
                 columns = [batch.label_name(j, catalog.labels) for j in range(k)]
                 checked = fmt.has_checks(w.version)
                 fmt.ensure_scores(f, n_rows, k, links, columns if checked else None)
@@ -425,8 +429,9 @@ class StoreWriter:
         # Thumbnails drawn while their batches were written; the rest read back and drawn in
         # one parallel call.
         wanted = np.concatenate([np.zeros(0, np.int64), *changed.values()]).tolist()
-        tiles = {i: self.preview_tiles.get(i) for i in wanted}
-        missing = np.array([i for i, tile in tiles.items() if tile is None], dtype=np.int64)
+        cached = {i: self.preview_tiles.get(i) for i in wanted}
+        missing = np.array([i for i, tile in cached.items() if tile is None], dtype=np.int64)
+        tiles = {i: tile for i, tile in cached.items() if tile is not None}
         if len(missing):
             images = self._read_images(missing)
             drawn = thread_map(lambda image: thumbnail(image, fmt.PREVIEW_SIDE), images)

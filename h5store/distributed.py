@@ -181,7 +181,10 @@ def _table(source: Any, follow_links: bool = False) -> dict[str, list]:
         )
     if not len(frame):
         raise InvalidInputError("the table has no rows")
-    table = {"path": [str(p) for p in frame["path"]], "label": [str(v) for v in frame["label"]]}
+    table: dict[str, list] = {
+        "path": [str(p) for p in frame["path"]],
+        "label": [str(v) for v in frame["label"]],
+    }
     table["source"] = list(table["path"])
     if "true_label" in frame:
         table["true_label"] = [None if pd.isna(v) else str(v) for v in frame["true_label"]]

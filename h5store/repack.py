@@ -240,6 +240,7 @@ def _copy(
     index = source.index
     live = index[index["deleted"] == 0]
     vectors = source.scores
+    vector_width = 0 if vectors is None else vectors.shape[1]
     sources = source.sources
     copied = reencoded = 0
     with open_store(tmp, "x") as out:
@@ -267,7 +268,7 @@ def _copy(
                 rows = live[members]
                 used = max(int(rows["label"].max()), int(rows["true_label"].max()))
                 if kinds[run_start - start] == "vector":  # vectors need all of their labels
-                    used = max(used, vectors.shape[1] - 1)
+                    used = max(used, vector_width - 1)
                 missing = [name for name in labels[: used + 1] if name not in out.labels]
                 if missing:
                     out.add_labels(missing)

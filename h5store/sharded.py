@@ -16,7 +16,7 @@ import dataclasses
 import os
 from collections.abc import Iterator, Sequence
 from dataclasses import dataclass
-from typing import Any
+from typing import TYPE_CHECKING, Any, overload
 
 import numpy as np
 
@@ -28,6 +28,9 @@ from .codecs import Codec
 from .errors import ClosedStoreError, DuplicateIdError, InvalidInputError, UnknownIdError
 from .index import Index
 from .store import ImageStore
+
+if TYPE_CHECKING:
+    import pandas as pd
 
 
 @dataclass
@@ -168,7 +171,7 @@ class ShardedStore:
     def __enter__(self) -> ShardedStore:
         return self
 
-    def __exit__(self, *exc_info) -> None:
+    def __exit__(self, *exc_info: object) -> None:
         self.close()
 
     def close(self) -> None:
@@ -192,7 +195,8 @@ class ShardedStore:
         }
 
     def __setstate__(self, state: dict[str, Any]) -> None:
-        self.__init__(
+        ShardedStore.__init__(
+            self,
             state["paths"],
             verify_reads=state.get("verify_reads", True),
             channel_order=state.get("channel_order", "rgb"),
@@ -249,9 +253,21 @@ class ShardedStore:
             shard = self._owner(image_id)  # raises the right error
         return shard[image_id]
 
+    @overload
     def get_batch(
         self,
-        ids: Sequence[int],
+        ids: Sequence[int] | np.ndarray,
+        *,
+        out: None = None,
+        channel_order: str | None = None,
+    ) -> list[np.ndarray]: ...
+    @overload
+    def get_batch(
+        self, ids: Sequence[int] | np.ndarray, *, out: np.ndarray, channel_order: str | None = None
+    ) -> np.ndarray: ...
+    def get_batch(
+        self,
+        ids: Sequence[int] | np.ndarray,
         *,
         out: np.ndarray | None = None,
         channel_order: str | None = None,
@@ -374,7 +390,7 @@ class ShardedStore:
             shard.refresh()
         self._build()
 
-    def to_pandas(self, *, include_deleted: bool = False, scores: bool = False):
+    def to_pandas(self, *, include_deleted: bool = False, scores: bool = False) -> pd.DataFrame:
         """The shards' index tables as one pandas DataFrame (requires pandas); ``scores=True``
         adds one ``score:<label>`` column per class of :attr:`labels` that vectors cover."""
         import pandas as pd

@@ -16,7 +16,7 @@ import time
 import warnings
 from collections.abc import Iterator, Sequence
 from dataclasses import dataclass
-from typing import Any
+from typing import TYPE_CHECKING, Any, overload
 
 import h5py
 import numpy as np
@@ -53,6 +53,9 @@ from .errors import (
     WriteFailedError,
 )
 from .index import Index
+
+if TYPE_CHECKING:
+    import pandas as pd
 
 
 def _writes(method):
@@ -220,8 +223,12 @@ class ImageStore:
             channel_order,
             argmax_labels,
         )
+        if not isinstance(args.path, str):
+            raise InvalidInputError(
+                "an ImageStore is one file; h5store.open([...]) reads a list of them as one store"
+            )
         self._locking = args.locking
-        self.path = args.path
+        self.path: str = args.path
         self.mode = args.mode
         self._verify_reads = args.verify_reads
         self._default_codec = args.codec
@@ -314,7 +321,7 @@ class ImageStore:
             except Exception:  # during interpreter shutdown h5py may already be gone
                 pass
 
-    def __exit__(self, *exc_info) -> None:
+    def __exit__(self, *exc_info: object) -> None:
         self.close()
 
     @property
@@ -422,7 +429,7 @@ class ImageStore:
         old_engine = self._engine
         # HDF5 keeps one metadata cache per file while any handle is open: the new view must
         # be read with the old handle closed, or it would see the file as it was.
-        self._reader.close()
+        self._reader_file().close()
         self._reader = None
         try:
             self._open_reader(populate=False)
@@ -490,7 +497,8 @@ class ImageStore:
         }
 
     def __setstate__(self, state: dict[str, Any]) -> None:
-        self.__init__(
+        ImageStore.__init__(
+            self,
             state["path"],
             "r",
             verify_reads=state.get("verify_reads", True),
@@ -700,6 +708,18 @@ class ImageStore:
                     images.append(np.zeros(self.record(image_id).shape, np.uint8))
             return images
 
+    @overload
+    def get_batch(
+        self,
+        ids: Sequence[int] | np.ndarray,
+        *,
+        out: None = None,
+        channel_order: str | None = None,
+    ) -> list[np.ndarray]: ...
+    @overload
+    def get_batch(
+        self, ids: Sequence[int] | np.ndarray, *, out: np.ndarray, channel_order: str | None = None
+    ) -> np.ndarray: ...
     def get_batch(
         self,
         ids: Sequence[int] | np.ndarray,
@@ -819,7 +839,7 @@ class ImageStore:
         values = self._engine.column(fmt.SOURCES, np.flatnonzero(self._index.live_mask()))
         return [None] * len(self) if values is None else values.tolist()
 
-    def to_pandas(self, *, include_deleted: bool = False, scores: bool = False):
+    def to_pandas(self, *, include_deleted: bool = False, scores: bool = False) -> pd.DataFrame:
         """The index as a pandas DataFrame with label names resolved and each image's source
         (requires pandas). ``scores=True`` adds the score vectors, one ``score:<label>``
         column per class."""

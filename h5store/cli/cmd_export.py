@@ -105,7 +105,9 @@ def run(args: argparse.Namespace) -> int:
         ]
         if args.sql:
             root = os.path.realpath(args.folder)
-            files = {e["id"]: os.path.join(root, e["file"]) for e in read_index(root)["images"]}
+            document = read_index(root)
+            assert document is not None  # (export_folder has just written it: index is set)
+            files = {e["id"]: os.path.join(root, e["file"]) for e in document["images"]}
             rows = store.to_sql(
                 args.sql, table=args.table, if_exists=args.if_exists, files=files, ids=list(files)
             )

@@ -10,6 +10,7 @@ import numpy as np
 
 import h5store
 
+from ..codecs.base import encoded
 from ._common import _human, _print, _record_dict
 
 
@@ -72,11 +73,11 @@ def _encode_for(path: str, image: np.ndarray) -> bytes:
 
     suffix = os.path.splitext(path)[1].lower()
     if suffix in (".png", "") or path == "-":
-        return imagecodecs.png_encode(image)
+        return encoded(imagecodecs.png_encode(image))
     if suffix in (".tif", ".tiff"):
-        return imagecodecs.tiff_encode(image)
+        return encoded(imagecodecs.tiff_encode(image))
     if suffix in (".jpg", ".jpeg") and image.dtype == np.uint8:
-        return imagecodecs.jpeg8_encode(image, level=95)
+        return encoded(imagecodecs.jpeg8_encode(image, level=95))
     raise h5store.InvalidInputError(
         f"write the decoded image as .png or .tif (or .jpg for 8-bit), not {suffix!r}; "
         "--raw writes the stored bytes"
