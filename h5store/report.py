@@ -106,8 +106,10 @@ def report(
     if os.path.isdir(out):
         raise InvalidInputError(f"cannot write the report to {out!r}: it is a folder")
 
-    owned = not isinstance(store_or_path, h5store.ImageStore)
-    store = h5store.open(store_or_path) if owned else store_or_path
+    if isinstance(store_or_path, h5store.ImageStore):
+        store, owned = store_or_path, False
+    else:
+        store, owned = h5store.open(store_or_path), True
     try:
         bar = tqdm(total=4, desc="h5store report", unit="step", disable=not progress)
         with bar:
@@ -124,14 +126,14 @@ def report(
             bar.update()
 
             bar.set_postfix_str("plots")
-            matrix_svg = _matrix_svg(data) if data.matrix is not None else ""
+            matrix_svg = _matrix_svg(data, data.matrix) if data.matrix is not None else ""
             histogram_png = _histograms_png(data)
             bar.update()
 
             chosen = _choose_thumbnails(galleries, max_thumbnails)
             bar.set_postfix_str(f"{len(chosen)} thumbnails")
-            thumbnails = _thumbnails(store, data.ids[chosen], thumbnail_px)
-            thumbnails = dict(zip(chosen.tolist(), thumbnails))
+            tiles = _thumbnails(store, data.ids[chosen], thumbnail_px)
+            thumbnails = dict(zip(chosen.tolist(), tiles))
             bar.update()
 
             bar.set_postfix_str("write")
@@ -199,7 +201,9 @@ def _analyse(rows: np.ndarray, labels: list[str], max_classes: int) -> _Analysis
     return data
 
 
-def _sample_per_group(groups: np.ndarray, rows: np.ndarray, k: int, rng) -> dict[int, np.ndarray]:
+def _sample_per_group(
+    groups: np.ndarray, rows: np.ndarray, k: int, rng: np.random.Generator
+) -> dict[int, np.ndarray]:
     """Up to k random rows of each group, without a Python loop over the rows."""
     if not len(rows) or k == 0:
         return {}
@@ -231,7 +235,7 @@ def _extreme(data: _Analysis, mask: np.ndarray, k: int, highest: bool) -> np.nda
 
 
 def _galleries(
-    data: _Analysis, rng, per_gallery: int, per_cell: int, per_class: int
+    data: _Analysis, rng: np.random.Generator, per_gallery: int, per_cell: int, per_class: int
 ) -> list[_Gallery]:
     known = data.truth >= 0
     wrong = known & (data.truth != data.predicted)
@@ -281,7 +285,7 @@ def _galleries(
             )
         )
 
-    if data.matrix is not None:
+    if data.matrix is not None and data.group is not None:  # (set together: truth is known)
         m = data.matrix.shape[0]
         rows = np.flatnonzero(known)
         cell = data.group[data.truth[rows]] * m + data.group[data.predicted[rows]]
@@ -322,7 +326,9 @@ def _choose_thumbnails(galleries: list[_Gallery], budget: int) -> np.ndarray:
     return np.fromiter(chosen, dtype=np.int64, count=len(chosen))
 
 
-def _summary(rows: np.ndarray, data: _Analysis, stats: dict[str, Any], store) -> dict[str, Any]:
+def _summary(
+    rows: np.ndarray, data: _Analysis, stats: dict[str, Any], store: h5store.ImageStore
+) -> dict[str, Any]:
     n = len(rows)
     known = data.truth >= 0
     # Every image of one stack shares its shape, dtype and codec: count per stack (a small
@@ -341,7 +347,7 @@ def _summary(rows: np.ndarray, data: _Analysis, stats: dict[str, Any], store) ->
         totals[1] += float(bytes_per_stack[k])
         shape = f"{int(r['height'])}x{int(r['width'])}x{int(r['channels'])} {r['dtype'].decode()}"
         shapes[shape] = shapes.get(shape, 0) + int(per_stack[k])
-    codecs = {
+    per_codec = {
         name: {"images": count, "bytes_per_image": total / count}
         for name, (count, total) in sorted(codecs.items())
     }
@@ -356,7 +362,7 @@ def _summary(rows: np.ndarray, data: _Analysis, stats: dict[str, Any], store) ->
             float((data.truth[known] == data.predicted[known]).mean()) if known.any() else None
         ),
         "with_score": int((~np.isnan(data.score)).sum()),
-        "codecs": codecs,
+        "codecs": per_codec,
         "payload_bytes": int(rows["nbytes"].astype(np.int64).sum()),
         "file_bytes": stats["file_bytes"],
         "shapes": shape_counts[:5],
@@ -420,13 +426,12 @@ def _short(name: str) -> str:
     return name if len(name) <= LABEL_CHARS else name[: LABEL_CHARS - 1] + "\u2026"
 
 
-def _matrix_svg(data: _Analysis) -> str:
+def _matrix_svg(data: _Analysis, matrix: np.ndarray) -> str:
     """The confusion matrix as inline SVG: cells coloured by the row-normalised share, labelled
     with counts, each non-empty cell a link to its gallery with the numbers as its tooltip."""
     matplotlib, Figure = _pyplot()
     from matplotlib.patches import Rectangle
 
-    matrix = data.matrix
     m = matrix.shape[0]
     names = _group_names(data)
     totals = matrix.sum(axis=1, keepdims=True)
@@ -572,7 +577,7 @@ def _histograms_png(data: _Analysis) -> str | None:
 # ---------------------------------------------------------------------------- thumbnails
 
 
-def _thumbnails(store, ids: np.ndarray, px: int) -> list[tuple[int, int, str]]:
+def _thumbnails(store: h5store.ImageStore, ids: np.ndarray, px: int) -> list[tuple[int, int, str]]:
     """(width, height, base64 JPEG) of each image, its longer side at most px."""
     from PIL import Image
 
@@ -659,7 +664,7 @@ def _human(nbytes: float) -> str:
     return f"{nbytes:.1f} GB"
 
 
-def _figure(data: _Analysis, row: int, thumbnail) -> str:
+def _figure(data: _Analysis, row: int, thumbnail: tuple[int, int, str]) -> str:
     e = html.escape
     truth = int(data.truth[row])
     predicted = int(data.predicted[row])

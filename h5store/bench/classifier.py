@@ -22,7 +22,7 @@ HIST_BINS = 16
 # edges (>= 32) shift when it blocks or rings.
 GRADIENT_STEPS = (1, 4, 16, 32)
 
-Predict = Callable[[Any], Sequence[Any]]
+Predict = Callable[[Any], Sequence[Any] | np.ndarray]
 
 
 @dataclass
@@ -77,8 +77,8 @@ def _batch_features(batch: np.ndarray) -> np.ndarray:
     # One bincount for all: image k, channel c, bin b counts at k * 3 * BINS + c * BINS + b.
     bins += HIST_BINS * np.arange(3, dtype=np.int32)
     bins += 3 * HIST_BINS * np.arange(n, dtype=np.int32)[:, None, None]
-    hist = np.bincount(bins.ravel(), minlength=n * 3 * HIST_BINS).reshape(n, 3 * HIST_BINS)
-    hist = hist.astype(np.float32) / coarse.shape[1]
+    counts = np.bincount(bins.ravel(), minlength=n * 3 * HIST_BINS).reshape(n, 3 * HIST_BINS)
+    hist = counts.astype(np.float32) / coarse.shape[1]
     # Gradients of the green channel (most of luma) at full resolution, in 8-bit steps.
     green = rgb[..., 1] >> (8 * batch.dtype.itemsize - 8)
     green = green.astype(np.int16)

@@ -9,11 +9,15 @@ import importlib
 import json
 import os
 import sys
+from typing import TYPE_CHECKING, Any
 
 from h5store import InvalidInputError
 
 from .recommend import MIN_DECODE_SPEED, PREFERENCES
 from .runner import QUICK_IMAGES
+
+if TYPE_CHECKING:
+    from .classifier import Predict
 
 
 def add_parser(sub: argparse._SubParsersAction) -> argparse.ArgumentParser:
@@ -151,6 +155,8 @@ def run(args: argparse.Namespace) -> int:
         progress=not args.quiet,
         predict=predict,
     )
+    recommendation = result.recommendation
+    assert recommendation is not None  # (run() always makes one)
     if args.json:
         print(json.dumps({**result.to_dict(), "files": result.files}, indent=2, allow_nan=False))
     else:
@@ -162,11 +168,11 @@ def run(args: argparse.Namespace) -> int:
         print("\n".join(report.summary_lines(result)))
         print(f"Results: {', '.join(result.files.values())}")
         print()
-        print(result.recommendation.message)
-    return 0 if result.recommendation.cell is not None else 1
+        print(recommendation.message)
+    return 0 if recommendation.cell is not None else 1
 
 
-def load_predict(spec: str):
+def load_predict(spec: str) -> Predict:
     """The function ``module:function`` names (``package.module:object.method`` works too)."""
     module_name, _, attr = spec.partition(":")
     if not module_name or not attr:
@@ -174,7 +180,7 @@ def load_predict(spec: str):
     if os.getcwd() not in sys.path:  # like `python -m`: the user's own module, where they are
         sys.path.insert(0, os.getcwd())
     try:
-        target = importlib.import_module(module_name)
+        target: Any = importlib.import_module(module_name)
     except ImportError as exc:
         raise InvalidInputError(f"--predict: cannot import {module_name!r}: {exc}") from None
     for part in attr.split("."):

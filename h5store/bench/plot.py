@@ -7,10 +7,19 @@ import math
 from collections import defaultdict
 from typing import TYPE_CHECKING
 
+import numpy as np
+
 from .recommend import pareto_front
 
 if TYPE_CHECKING:  # results imports report, which imports this module
+    from matplotlib.axes import Axes
+    from matplotlib.figure import Figure
+    from matplotlib.transforms import Bbox
+
     from .results import BenchResult, CellResult
+
+#: a matplotlib colour: a name ("red") or an RGB(A) tuple of a colour map
+Colour = str | tuple[float, ...]
 
 # Marker area (points^2) of a setting decoding at SPEED_REF MP/s on one thread; area grows with
 # the square root of the speed so that 20 and 2000 MP/s both stay readable.
@@ -29,6 +38,7 @@ def pareto_plot(result: BenchResult, path: str) -> None:
 
     matplotlib.use("Agg")  # files only: never needs a display, works in CI
     import matplotlib.pyplot as plt
+    from matplotlib.colors import ListedColormap
     from matplotlib.lines import Line2D
 
     cells = [c for c in result.cells if c.ssim_mean is not None]
@@ -36,12 +46,14 @@ def pareto_plot(result: BenchResult, path: str) -> None:
     for cell in cells:
         by_codec[cell.codec].append(cell)
     fig, ax = plt.subplots(figsize=(10, 6.5), dpi=110)
-    tab20 = plt.get_cmap("tab20").colors
+    cmap = plt.get_cmap("tab20")
+    assert isinstance(cmap, ListedColormap)  # (a qualitative map: a list of 20 colours)
+    tab20 = [tuple(rgb) for rgb in np.asarray(cmap.colors)]
     colours = [*tab20[::2], *tab20[1::2]]  # the 10 strong hues first, then their light twins
     front = pareto_front(cells)
     ax.plot(
         [c.bytes_per_image for c in front],
-        [c.ssim_mean for c in front],
+        [_ssim(c) for c in front],
         "-",
         color="0.6",
         lw=6,
@@ -50,14 +62,14 @@ def pareto_plot(result: BenchResult, path: str) -> None:
         zorder=1,
     )
     handles = [Line2D([], [], color="0.6", lw=6, alpha=0.35, label="Pareto front")]
-    labels: list[tuple[CellResult, str, tuple]] = []
+    labels: list[tuple[CellResult, str, Colour]] = []
     for k, (codec, group) in enumerate(by_codec.items()):
         group.sort(key=lambda c: c.bytes_per_image)
         colour, marker = colours[k % len(colours)], MARKERS[k % len(MARKERS)]
         curve = [c for c in group if c.max_abs_error]  # a quality curve joins lossy settings only
         ax.plot(
             [c.bytes_per_image for c in curve],
-            [c.ssim_mean for c in curve],
+            [_ssim(c) for c in curve],
             "-",
             color=colour,
             alpha=0.7,
@@ -66,7 +78,7 @@ def pareto_plot(result: BenchResult, path: str) -> None:
         )
         ax.scatter(
             [c.bytes_per_image for c in group],
-            [c.ssim_mean for c in group],
+            [_ssim(c) for c in group],
             s=[_area(c.decode_mpx_s) for c in group],
             color=colour,
             marker=marker,
@@ -160,10 +172,16 @@ _OFFSETS = ((4, -9), (4, 3), (-4, -9), (-4, 3))
 _FONT = 6
 
 
-def _place_labels(fig, ax, labels) -> None:
+def _ssim(cell: CellResult) -> float:
+    """The cell's mean SSIM (every cell plotted has one; None would plot as a gap)."""
+    return math.nan if cell.ssim_mean is None else cell.ssim_mean
+
+
+def _place_labels(fig: Figure, ax: Axes, labels: list[tuple[CellResult, str, Colour]]) -> None:
     ax.autoscale_view()
-    renderer = fig.canvas.get_renderer()
-    placed = []
+    # (the Agg canvas pareto_plot draws on has get_renderer; FigureCanvasBase declares none)
+    renderer = fig.canvas.get_renderer()  # type: ignore[attr-defined]
+    placed: list[Bbox] = []
     # Settings on the Pareto front and the recommended one first: they matter most.
     front = {id(c) for c in pareto_front([c for c, _, _ in labels])}
     for cell, text, colour in sorted(labels, key=lambda item: id(item[0]) not in front):

@@ -385,11 +385,13 @@ def pareto_front(cells: Sequence[CellResult]) -> list[CellResult]:
     """Cells no other cell beats on both bytes per image and mean SSIM, by increasing size.
     Cells that broke a promise (``violation``) or have no SSIM take no part."""
     usable = sorted(
-        (c for c in cells if c.ssim_mean is not None and not c.violation),
-        key=lambda c: (c.bytes_per_image, -c.ssim_mean),
+        ((c, c.ssim_mean) for c in cells if c.ssim_mean is not None and not c.violation),
+        key=lambda pair: (pair[0].bytes_per_image, -pair[1]),
     )
     front: list[CellResult] = []
-    for cell in usable:
-        if not front or cell.ssim_mean > front[-1].ssim_mean:
+    best: float | None = None  # the last cell on the front's SSIM
+    for cell, ssim in usable:
+        if best is None or ssim > best:
             front.append(cell)
+            best = ssim
     return front

@@ -173,7 +173,7 @@ def equal_ssim_table(result: BenchResult, levels: int = 4) -> str:
     codecs = [codec for codec, count in counts.items() if count >= 2]  # one point: no curve
     if len(codecs) < 2:
         return ""
-    ssims = [c.ssim_mean for c in lossy if c.codec in codecs]
+    ssims = [c.ssim_mean for c in lossy if c.codec in codecs and c.ssim_mean is not None]
     targets = np.round(np.linspace(min(ssims), max(ssims), levels + 2)[1:-1], 3)
     header = ["SSIM", *codecs]
     lines = ["| " + " | ".join(header) + " |", "|" + "|".join("---" for _ in header) + "|"]

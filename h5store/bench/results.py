@@ -4,6 +4,7 @@ settings skipped and why, and the run as a whole (:class:`BenchResult`)."""
 from __future__ import annotations
 
 import math
+import os
 from dataclasses import asdict, dataclass, field, replace
 from typing import Any
 
@@ -132,7 +133,7 @@ class BenchResult:
     def table(self) -> str:
         return report.markdown_table(self)
 
-    def save(self, out: str) -> dict[str, str]:
+    def save(self, out: str | os.PathLike) -> dict[str, str]:
         """Write bench.json, bench.csv, bench.md and bench.png into the folder ``out``."""
         self.files = report.write_all(self, out)
         return self.files

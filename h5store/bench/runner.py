@@ -45,7 +45,8 @@ def quick_settings(name: str) -> list[dict[str, Any]]:
     """A ``quick`` run's settings of a codec: the first lossless setting of its ``bench_grid``
     and its two lossy ones of highest quality (where floors like SSIM 0.98 fall; the lower
     qualities, which cost as much to judge, are left to the full grid)."""
-    lossless, lossy = [], []
+    lossless: list[dict[str, Any]] = []
+    lossy: list[dict[str, Any]] = []
     for params in type(h5store.get_codec(name)).bench_grid:
         try:
             exact = h5store.get_codec(name, **params).lossless
@@ -73,9 +74,10 @@ def plan_grid(
     kinds = sorted(inp.kinds())
     planned, skipped = [], []
     for name in names:
-        given = grid is not None and name in grid
-        if given:
-            settings = grid[name]
+        given_settings = None if grid is None else grid.get(name)
+        given = given_settings is not None
+        if given_settings is not None:
+            settings = given_settings
         elif quick:
             settings = quick_settings(name)
         else:
@@ -158,7 +160,7 @@ def measure_cell(
     agree = flips = None
     if predict is not None and fid is not None and fid.max_abs_error == 0:
         agree, flips = 1.0, 0  # the very same pixels: asking the model again would be wasted
-    elif predict is not None and violation is None:
+    elif predict is not None and reference is not None and violation is None:
         agree, flips = agreement(reference, call_predict(predict, as_batch(decoded), len(images)))
     total = sum(len(p) for p in payloads)
     return CellResult(

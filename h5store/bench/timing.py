@@ -85,7 +85,7 @@ class BlockTimer:
     def __enter__(self) -> BlockTimer:
         return self
 
-    def __exit__(self, *exc_info) -> None:
+    def __exit__(self, *exc_info: object) -> None:
         self.close()
 
     def map(
