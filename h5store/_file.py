@@ -1039,23 +1039,29 @@ class WriterFile:
     def seal_row_log(self) -> None:
         """At close: move the tail into /index, so that a closed file has one complete index
         table for viewers. Copy first, empty the tail second; a crash between leaves duplicate
-        rows that readers drop by id. A 1.2 file's tail is emptied by giving it 0 rows (one
-        header write), so viewers see no rows of zeros; older files keep a full-size tail,
-        which writers of their versions expect."""
+        rows that readers drop by id. The copy extends /index with SWMR on, whose ordered
+        metadata writes leave a consistent file at every point a writer can be killed (with
+        SWMR off, the resize wrote several metadata blocks, and a kill between them left a
+        file that opened in neither mode). A 1.2 file's tail is then emptied by giving it 0
+        rows (one header write, SWMR off: a dataset cannot shrink in SWMR mode), so viewers
+        see no rows of zeros; older files keep a full-size tail, which writers of their
+        versions expect."""
         if not hasattr(self, "_tail_used"):
             return  # the row log was never loaded: its rows stand as they were found
         trim = fmt.has_checks(self.version)
         on_disk = self._tail_used - self._tail_start
         if not on_disk and not (trim and self.f[fmt.INDEX_TAIL].shape[0]):
             return
-        f = self.swmr_off()
-        index, tail = f[fmt.INDEX], f[fmt.INDEX_TAIL]
         if on_disk:
+            f = self.swmr_on()
+            index = f[fmt.INDEX]
             start = self._index_rows + self._tail_start
             index.resize(start + on_disk, axis=0)
             _write_rows(index, start, self._tail_rows[self._tail_start : self._tail_used])
             f.flush()
             self._tail_start = self._tail_used  # all of them in /index now
+        f = self.swmr_off()
+        tail = f[fmt.INDEX_TAIL]
         if trim:
             tail.resize(0, axis=0)
         else:
