@@ -22,6 +22,7 @@ from __future__ import annotations
 import ctypes
 import functools
 import struct
+import threading
 from typing import NamedTuple
 
 import h5py
@@ -259,6 +260,17 @@ def _hdf5() -> ctypes.CDLL | None:
     return lib
 
 
+_BUFFERS = threading.local()
+
+
+def _native_info_buffer() -> ctypes.Array:
+    """An H5O_native_info_t to fill, one per thread (stores open on several at once)."""
+    buffer = getattr(_BUFFERS, "native_info", None)
+    if buffer is None:
+        buffer = _BUFFERS.native_info = ctypes.create_string_buffer(_NATIVE_INFO_BYTES)
+    return buffer
+
+
 @functools.cache
 def _memory_types() -> tuple[h5t.TypeID, h5t.TypeID]:
     """The class id as a native uint32; text as a C string HDF5 allocates (UTF-8)."""
@@ -309,7 +321,7 @@ def _check_class_members(
     chunked dataset with chunks, or a group's index) cannot be refused; any other member is
     opened and checked as _check_object does."""
     links: list[tuple[bytes, int]] = []
-    info = ctypes.create_string_buffer(_NATIVE_INFO_BYTES)
+    info = _native_info_buffer()
     fields = _NATIVE_INFO_HDR | _NATIVE_INFO_META_SIZE
     with phil:
         if lib.H5Literate2(gid, 0, 0, None, _collect_link, links) < 0:
