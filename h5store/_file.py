@@ -344,7 +344,7 @@ class MappedFile:
         populate = populate and size <= POPULATE_MAX_BYTES
         # The old map stays alive while slices of it are still referenced elsewhere.
         self.map = mmap.mmap(self._fd, size, flags=mmap.MAP_SHARED, prot=mmap.PROT_READ)
-        if populate and _Populate.supported(self.map):
+        if populate and _Populate.supported():
             self._populate_pending = True
         elif populate and hasattr(mmap, "MAP_POPULATE"):  # (Linux before 5.14): at once
             flags = mmap.MAP_SHARED | mmap.MAP_POPULATE
@@ -394,7 +394,7 @@ class _Populate:
     closing the store cannot unmap it under the call."""
 
     ADVICE = 22  # MADV_POPULATE_READ
-    SLICE = 32 << 20
+    SLICE = 8 << 20  # (each call holds the process's map lock a moment: keep it short)
 
     def __init__(self, mapped: mmap.mmap):
         self._stopped = threading.Event()
@@ -414,13 +414,15 @@ class _Populate:
         return function
 
     @classmethod
-    def supported(cls, mapped: mmap.mmap) -> bool:
-        """Whether this system populates maps on request (tried on the first page)."""
+    @functools.cache
+    def supported(cls) -> bool:
+        """Whether this system populates maps on request (tried once, on a page of memory:
+        on the store's map the call waited for another store's populating thread)."""
         madvise = cls._madvise()
-        if madvise is None or len(mapped) == 0:
+        if madvise is None:
             return False
-        address = np.frombuffer(mapped, np.uint8, count=1).ctypes.data
-        return madvise(address, 1, cls.ADVICE) == 0
+        page = mmap.mmap(-1, mmap.PAGESIZE, flags=mmap.MAP_PRIVATE | mmap.MAP_ANONYMOUS)
+        return madvise(np.frombuffer(page, np.uint8).ctypes.data, len(page), cls.ADVICE) == 0
 
     def _run(self, pages: np.ndarray) -> None:
         madvise, address = self._madvise(), pages.ctypes.data
