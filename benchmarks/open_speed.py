@@ -99,6 +99,8 @@ def main() -> None:
     parser.add_argument("--dir", default="/tmp/h5store-open-speed")
     parser.add_argument("--out", default=None, help="write open_speed.md/.json here")
     args = parser.parse_args()
+    sys.path.insert(0, ROOT)  # machine() names this tree's h5store, not an installed one
+    load_before = os.getloadavg()[0]
     stores = {k: v for k, v in STORES.items() if not (args.no_large and v[0] >= 1_000_000)}
     with tempfile.TemporaryDirectory() as tmp:
         variants = {f"base {c}": export(c, tmp) for c in args.base}
@@ -142,10 +144,14 @@ def main() -> None:
                 row.append(fmt(mine[name]["wall"] / medians[v][name]["wall"], 2))
         rows.append(row)
     count = args.rounds * args.opens
+    info = machine()
     text = (
         f"Warm `h5store.open(path)` (reader), medians of {count} opens a variant "
-        f"({args.rounds} rounds x {args.opens}, variants alternated in fresh processes)\n\n"
-        + markdown_table(headers, rows)
+        f"({args.rounds} rounds x {args.opens}, variants alternated in fresh processes); "
+        f"this tree is h5store {info['h5store_commit']}"
+        f"{' (uncommitted changes)' if info['h5store_dirty'] else ''}, load average "
+        f"{load_before:.1f} at the start, {os.getloadavg()[0]:.1f} at the end "
+        f"({os.cpu_count()} CPUs)\n\n" + markdown_table(headers, rows)
     )
     print(text)
     if args.out:
@@ -153,7 +159,7 @@ def main() -> None:
             args.out,
             "open_speed",
             f"# Open speed\n\n`{command_line()}`\n\n{text}",
-            {"args": vars(args), "machine": machine(), "medians": medians, "times": times},
+            {"args": vars(args), "machine": info, "medians": medians, "times": times},
         )
 
 
