@@ -593,7 +593,11 @@ def read_committed_index(
     )
     index.take_rows(n)
     index.append(tail)  # into the room left for it
-    mapped.populate()  # (a reader's map: now that the decoding threads are done)
+    # A reader's map is populated now that the decoding threads are done (a byte source
+    # other than a local map has nothing to populate).
+    populate = getattr(mapped, "populate", None)
+    if populate is not None:
+        populate()
     return index, fit[0] and fits(tail)
 
 
