@@ -278,13 +278,15 @@ def _shard_numbers(store: Any, ids: np.ndarray) -> np.ndarray:
 
 
 #: Payload bytes per span, the unit a streaming reader reads (one ranged request on a remote
-#: store). Large enough that a request's round trip is small beside decoding what it brings
-#: (at a 20 ms round trip and ~1 ms to decode a 20 kB 224 px JPEG, 4 MiB is ~200 images,
-#: ~200 ms of decoding per 20 ms of waiting, which the reads ahead hide); small enough that
-#: a window of a few thousand images draws on many spans (docs/streaming.md).
-SPAN_BYTES = 4 << 20
-#: Images a streaming reader's shuffle window spans (how far an image may move within its
-#: worker's share, and about how many decoded images a worker holds).
+#: store). Smaller spans mix better: a batch draws on about window / (images per span) spans,
+#: so at 224 px (~20 kB a JPEG q90, ~50 images a MiB) and the default window a batch of a
+#: store written class by class holds 0.60 x the classes of a full shuffle at 1 MiB, 0.39 x at
+#: 2 MiB, 0.25 x at 4 MiB (benchmarks/shuffle_quality.py, docs/streaming.md). Large enough that
+#: a request's round trip hides behind decoding what the other read in flight brought (50
+#: images, ~50 ms of decoding, against a 20 ms round trip).
+SPAN_BYTES = 1 << 20
+#: Images a streaming reader's shuffle window spans: how far an image may move within its
+#: worker's share, and about how many decoded images a worker holds (2048 at 224 px: 300 MB).
 WINDOW = 2048
 
 
