@@ -6,7 +6,9 @@ codec's own limit on the same cores.
 
 Every loader yields (B, C, H, W) uint8 batches and class ids; batches of 64, shuffled.
 h5store is measured both through its own ``ds.loader()`` (whole batches decoded into one
-tensor) and through a plain ``DataLoader(ds)`` with per-sample collation.
+tensor) and through a plain ``DataLoader(ds)`` with per-sample collation, and so is the
+streaming loader (``StreamingImageDataset.loader()``: spans of neighbouring images in a random
+order, shuffled within a window) at each ``--spans`` size (MiB).
 
 Measured for each loader, repetitions alternating the loaders:
 
@@ -43,7 +45,7 @@ from torch.utils.data import DataLoader, Dataset
 
 import h5store
 from h5store.folders import export_folder
-from h5store.torch import ImageStoreDataset
+from h5store.torch import WINDOW, ImageStoreDataset, StreamingImageDataset
 
 BATCHED = "h5store, ds.loader() (whole batches)"
 COLLATED = "h5store, DataLoader(ds) (per-sample collation)"
@@ -78,6 +80,8 @@ def make_loader(name: str, datasets: dict, args, persistent: bool) -> DataLoader
     options = {"num_workers": args.workers, "persistent_workers": persistent}
     if name == BATCHED:  # h5store's own batch loading: decoded straight into the batch tensor
         return datasets[name].loader(args.batch, shuffle=True, generator=generator, **options)
+    if isinstance(datasets[name], StreamingImageDataset):  # it shuffles itself
+        return datasets[name].loader(args.batch, **options)
     return DataLoader(
         datasets[name], batch_size=args.batch, shuffle=True, generator=generator, **options
     )
@@ -161,6 +165,13 @@ def main(argv=None) -> None:
     parser.add_argument(
         "--skip", type=int, default=8, help="batches excluded at the start of each steady epoch"
     )
+    parser.add_argument(
+        "--spans",
+        type=float,
+        nargs="*",
+        default=[1.0],
+        help="span sizes (MiB) of the streaming loaders measured",
+    )
     parser.add_argument("--out", default=os.path.join(os.path.dirname(__file__), "results"))
     args = parser.parse_args(argv)
 
@@ -177,6 +188,10 @@ def main(argv=None) -> None:
             export_folder(store, folder, progress=False)  # the same JPEG bytes as files
         h5 = ImageStoreDataset(store_path)
         datasets = {BATCHED: h5, COLLATED: h5, FOLDER: PillowFolder(folder)}
+        for mib in args.spans:
+            datasets[f"h5store, streaming loader, {mib:g} MiB spans, window {WINDOW}"] = (
+                StreamingImageDataset(store_path, span_bytes=int(mib * (1 << 20)))
+            )
         by_id = dict(zip(ids.tolist(), data.payloads))
         payloads = [by_id[int(i)] for i in h5.ids]  # in the dataset's order
 
