@@ -302,3 +302,33 @@ def test_loader_refuses_a_sampler_of_its_own(stream_file):
         ds.loader(0)
     with pytest.raises(h5store.InvalidInputError, match="worker"):
         ds.epoch_ids(0, worker=2, workers=2)
+
+
+def _ddp_rank(rank, world, init, path, out):
+    """One DDP rank: the dataset takes its rank from torch.distributed and reads its share."""
+    torch.distributed.init_process_group("gloo", init_method=init, rank=rank, world_size=world)
+    try:
+        ds = _dataset(path, target="id", seed=9)
+        assert (ds.rank, ds.world_size) == (rank, world)
+        loader = ds.loader(16, num_workers=2)
+        for epoch in range(2):
+            ids = [i for _, batch in loader for i in batch.tolist()]
+            np.save(f"{out}/rank{rank}-epoch{epoch}.npy", np.array(ids))
+    finally:
+        torch.distributed.destroy_process_group()
+
+
+def test_ddp_ranks_read_disjoint_shares_that_cover_every_epoch(stream_file, tmp_path):
+    from test_ddp import free_port
+
+    path, _, live = stream_file
+    init = f"tcp://127.0.0.1:{free_port()}"
+    torch.multiprocessing.spawn(_ddp_rank, args=(2, init, path, str(tmp_path)), nprocs=2, join=True)
+    orders = []
+    for epoch in range(2):
+        shares = [np.load(tmp_path / f"rank{r}-epoch{epoch}.npy").tolist() for r in range(2)]
+        assert not set(shares[0]) & set(shares[1])
+        assert sorted(shares[0] + shares[1]) == live
+        assert abs(len(shares[0]) - len(shares[1])) <= 1
+        orders.append(shares[0])
+    assert orders[0] != orders[1]
