@@ -69,7 +69,9 @@ class ImageStoreDataset(Dataset):
     (so torchvision transforms written for one image must handle a batch dimension there).
 
     ``verify_reads`` is passed to :func:`h5store.open` in every process (a damaged image
-    raises ``DamagedImageError``). ``channel_order``: ``"rgb"`` (default) or ``"bgr"``, the
+    raises ``DamagedImageError``), and so is ``storage_options`` for a store at a URL (the
+    client's settings; by default the usual environment variables, which workers inherit).
+    ``channel_order``: ``"rgb"`` (default) or ``"bgr"``, the
     channel order of colour tensors (a model trained on OpenCV's BGR arrays).
     """
 
@@ -82,6 +84,7 @@ class ImageStoreDataset(Dataset):
         transform: Callable[[torch.Tensor], Any] | None = None,
         verify_reads: bool = True,
         channel_order: str = "rgb",
+        storage_options: dict[str, Any] | None = None,
     ):
         if target not in TARGETS:
             raise InvalidInputError(f"target must be one of {TARGETS}, got {target!r}")
@@ -94,7 +97,9 @@ class ImageStoreDataset(Dataset):
         self.transform = transform
         self.target = target
         self.verify_reads = verify_reads
-        with h5store.open(self.path) as store:
+        # Passed only when given: a local open takes no client settings.
+        self._open_options = {} if storage_options is None else {"storage_options": storage_options}
+        with h5store.open(self.path, **self._open_options) as store:
             self.classes = list(store.labels)
             index = store.index
             live = index[index["deleted"] == 0]
@@ -133,6 +138,7 @@ class ImageStoreDataset(Dataset):
                 self.path,
                 verify_reads=self.verify_reads,
                 channel_order=self.channel_order,
+                **self._open_options,
             )
             self._pid = os.getpid()
         return self._store
@@ -330,6 +336,7 @@ class StreamingImageDataset(IterableDataset):
         world_size: int | None = None,
         verify_reads: bool = True,
         channel_order: str = "rgb",
+        storage_options: dict[str, Any] | None = None,
     ):
         for name, value, least in (
             ("span_bytes", span_bytes, 1),
@@ -353,6 +360,7 @@ class StreamingImageDataset(IterableDataset):
             transform=transform,
             verify_reads=verify_reads,
             channel_order=channel_order,
+            storage_options=storage_options,
         )
         self.shuffle, self.seed, self.window, self.prefetch = bool(shuffle), seed, window, prefetch
         self.span_bytes = span_bytes

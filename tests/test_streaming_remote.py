@@ -49,3 +49,12 @@ def test_remote_store_streams_every_image_once_in_the_local_plan(
             assert _joined(batches[worker::2]) == planned
         for image_id in live:
             assert np.array_equal(seen[image_id], images[image_id])
+
+
+def test_storage_options_reach_every_open(local_store, s3_server):
+    path, images, live = local_store
+    url = s3_server.upload(path, "streaming-options.h5")
+    ds = StreamingImageDataset(url, storage_options=s3_server.storage_options, **SETTINGS)
+    seen = {int(i): image for image, i in ds}  # read in this process, through its own handle
+    assert sorted(seen) == live
+    assert all(np.array_equal(seen[i].permute(1, 2, 0).numpy(), images[i]) for i in live)
