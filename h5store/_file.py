@@ -511,7 +511,12 @@ def read_committed_index(
         return on_block
 
     stored = fmt.read_index_rows(
-        f, mapped.read, threads=get_threads(), spare=len(tail), on_blocks=on_blocks
+        f,
+        mapped.read,
+        threads=get_threads(),
+        spare=len(tail),
+        on_blocks=on_blocks,
+        read_ranges=mapped.read_ranges,  # one round for a remote source
     )
     index = reserved[0]
     n, tail = fmt.committed_extent(

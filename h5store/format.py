@@ -1380,6 +1380,7 @@ def read_index_rows(
     *,
     spare: int = 0,
     on_blocks: Callable[[np.ndarray], Callable[[int, int], None]] | None = None,
+    read_ranges: Callable[[list[int], list[int]], list] | None = None,
 ) -> np.ndarray:
     """All rows stored in /index.
 
@@ -1387,6 +1388,9 @@ def read_index_rows(
     unshuffled here, on ``threads`` threads: HDF5 would do it one chunk at a time under h5py's
     global lock, which makes opening a million-row store slow. Any chunk that is not plain
     shuffle + deflate falls back to HDF5.
+
+    ``read_ranges(offsets, sizes)``, where given, fetches every chunk's bytes at once first
+    (a remote store's one round of requests) instead of ``read_bytes`` one by one.
 
     ``spare``: rows of room to leave after the last one (the returned rows are a view of
     that larger array). ``on_blocks(rows)`` is called once with that array before anything
@@ -1418,6 +1422,16 @@ def read_index_rows(
         return out[:n]
     itemsize = INDEX_DTYPE.itemsize
     raw_out = out.view(np.uint8)
+    if read_ranges is not None:
+        fetched = dict(
+            zip(
+                (offset for _, offset, _ in chunks),
+                read_ranges([o for _, o, _ in chunks], [n for *_, n in chunks]),
+            )
+        )
+
+        def read_bytes(offset: int, _size: int):
+            return fetched[offset]
 
     def inflate(block: int) -> None:
         # libdeflate into a buffer of the known size: 4x faster than zlib growing its own.

@@ -1,0 +1,560 @@
+"""Stores read where they live: object storage (S3 and S3-compatible servers, GCS, Azure) and
+web servers, through ranged GETs.
+
+:class:`RemoteSource` is the :class:`~h5store._source.ByteSource` of a URL; every read is a
+request, so a batch is one round of requests: neighbouring ranges closer than ``gap`` bytes
+are merged into one request and the rest are sent concurrently (at most ``concurrency`` in
+flight). :class:`RemoteFile` is the file object h5py opens for the HDF5 metadata: a block
+cache in front of the source that is filled, before HDF5 reads anything, with the head and
+the tail of the file in one round (see :func:`open_hdf5`).
+
+The client is obstore (the Rust ``object_store`` crate): measured on this machine
+(2026-12-06, SeaweedFS 4.48 on 127.0.0.1, 2 shared cores at load 5.7, 256 random 14 kB ranges
+of a 167 MB object, medians of 7), obstore 1.3-2.0 s per batch with one asyncio task a range
+(8-128 in flight: the server's CPU is the bound), s3fs's ``cat_ranges`` 1.56 s, obstore's own
+``get_ranges`` 0.65 s only because it merges ranges up to 1 MiB apart (reading 30 x the
+bytes). obstore is no slower than s3fs, needs no aiohttp/botocore stack, speaks S3, GCS,
+Azure, HTTP and local files with one API, and reads the usual ``AWS_*`` variables; the
+merging is done here, with a gap that keeps the bytes read close to the bytes asked for.
+It is imported only when a URL is opened (the ``remote`` extra).
+"""
+
+from __future__ import annotations
+
+import asyncio
+import io
+import os
+import re
+import struct
+import threading
+import time
+from collections.abc import Sequence
+from datetime import timedelta
+from typing import Any
+from urllib.parse import urlsplit, urlunsplit
+
+from ._superblock import _SIGNATURE, SUPERBLOCK_BYTES, SWMR_WRITE_FLAG, lookup3
+from .errors import (
+    FormatError,
+    H5StoreError,
+    NotAStoreError,
+    RecoveryNeededError,
+    RemoteReadError,
+    StoreNotFoundError,
+)
+
+#: URL schemes opened remotely (``file://`` too: the same path as a remote store, for tests
+#: and for checking what a store will look like once copied).
+SCHEMES = ("s3", "s3a", "gs", "az", "abfs", "abfss", "azure", "http", "https", "file")
+
+#: Ranges closer than this are fetched as one request. A request costs the server far more
+#: than 64 kB of bytes (SeaweedFS on this machine: ~5 ms of CPU a GET, ~1 ms per MB), and
+#: random batches over a store larger than a few thousand 14 kB images rarely have
+#: neighbours closer than that, so bytes read stay within a few % of bytes asked for.
+DEFAULT_GAP = 64 << 10
+#: Requests in flight at once per read_ranges round: 256 random ranges took 1.3-2.0 s at 8-128
+#: in flight on a loaded local server (no clear optimum: the server's CPU bounds it); over a
+#: real network each request waits a round trip, which more in flight hides.
+DEFAULT_CONCURRENCY = 64
+#: Retries of a failed request (connection refused or reset, 5xx, timeout), with exponential
+#: backoff from 50 ms, all within RETRY_SECONDS; then RemoteReadError.
+DEFAULT_RETRIES = 3
+RETRY_SECONDS = 10.0
+#: A request with no answer for this long fails (and is retried).
+TIMEOUT = "30s"
+CONNECT_TIMEOUT = "5s"
+
+# fsspec/s3fs spellings of the options, as users of h5py + fsspec pass them
+_ALIASES = {
+    "key": "access_key_id",
+    "secret": "secret_access_key",
+    "token": "session_token",
+    "endpoint_url": "endpoint",
+    "region_name": "region",
+    "aws_access_key_id": "access_key_id",
+    "aws_secret_access_key": "secret_access_key",
+    "aws_session_token": "session_token",
+    "aws_endpoint_url": "endpoint",
+    "aws_region": "region",
+}
+# options for obstore's HTTP client rather than the store's configuration
+_CLIENT_KEYS = {"allow_http", "timeout", "connect_timeout", "allow_invalid_certificates"}
+_SECRET_WORDS = re.compile(r"secret|token|password|signature|credential|sas|key", re.I)
+
+
+def is_url(path: object) -> bool:
+    """Whether ``path`` is a URL h5store opens remotely (``s3://...``, ``https://...``)."""
+    if not isinstance(path, str):
+        return False
+    scheme, sep, _ = path.partition("://")
+    return bool(sep) and scheme.lower() in SCHEMES
+
+
+def public_url(url: str) -> str:
+    """The URL as error messages and reprs show it: no user:password, no query (a presigned
+    URL's query is its credential)."""
+    parts = urlsplit(url)
+    host = parts.hostname or ""
+    if parts.port:
+        host = f"{host}:{parts.port}"
+    return urlunsplit((parts.scheme, host, parts.path, "", ""))
+
+
+def _import_obstore():
+    try:
+        import obstore
+        import obstore.store
+    except ImportError:
+        raise H5StoreError(
+            "reading a store by URL needs obstore: pip install 'h5store[remote]'"
+        ) from None
+    return obstore
+
+
+def _split_options(storage_options: dict[str, Any] | None) -> tuple[dict, dict]:
+    config: dict[str, Any] = {}
+    client: dict[str, Any] = {}
+    for key, value in (storage_options or {}).items():
+        if not isinstance(key, str):
+            raise H5StoreError(f"storage_options keys must be strings, got {key!r}")
+        name = _ALIASES.get(key.lower(), key.lower())
+        if name in _CLIENT_KEYS:
+            client[name] = str(value).lower() if isinstance(value, bool) else value
+        else:
+            config[name] = value
+    return config, client
+
+
+def _make_store(url: str, storage_options: dict[str, Any] | None, retries: int):
+    """(obstore store, path of the object in it)."""
+    obstore = _import_obstore()
+    stores = obstore.store
+    config, client = _split_options(storage_options)
+    client.setdefault("timeout", TIMEOUT)
+    # obstore takes allow_http from the environment only when given no client options
+    endpoint = str(config.get("endpoint") or os.environ.get("AWS_ENDPOINT_URL", ""))
+    allow = os.environ.get("AWS_ALLOW_HTTP", "true" if endpoint.startswith("http:") else "")
+    if allow:
+        client.setdefault("allow_http", allow.lower())
+    client.setdefault("connect_timeout", CONNECT_TIMEOUT)
+    retry = {
+        "max_retries": retries,
+        "backoff": {
+            "init_backoff": timedelta(milliseconds=50),
+            "max_backoff": timedelta(seconds=2),
+            "base": 2.0,
+        },
+        "retry_timeout": timedelta(seconds=RETRY_SECONDS),
+    }
+    parts = urlsplit(url)
+    scheme = parts.scheme.lower()
+    path = parts.path.lstrip("/")
+    try:
+        if scheme == "file":
+            folder, name = os.path.split(os.path.abspath(parts.path))
+            return stores.LocalStore(folder), name
+        if scheme in ("http", "https"):
+            base, _, name = url.rpartition("/")
+            if not name:
+                raise H5StoreError(f"{public_url(url)} names no file")
+            return stores.HTTPStore.from_url(
+                base + "/", client_options=client, retry_config=retry
+            ), name
+        if not parts.netloc or not path:
+            raise H5StoreError(f"{public_url(url)}: expected {scheme}://bucket/key")
+        kinds = {"s3": stores.S3Store, "s3a": stores.S3Store, "gs": stores.GCSStore}
+        if scheme in kinds:
+            store = kinds[scheme](
+                parts.netloc, config=config or None, client_options=client, retry_config=retry
+            )
+        else:  # az://container/key (account from AZURE_STORAGE_ACCOUNT_NAME or options)
+            store = stores.AzureStore(
+                parts.netloc, config=config or None, client_options=client, retry_config=retry
+            )
+        return store, path
+    except H5StoreError:
+        raise
+    except Exception as exc:  # obstore refuses an option or a URL before any request
+        raise H5StoreError(
+            f"{public_url(url)}: cannot set up the client: {_scrub(str(exc), storage_options)}"
+        ) from None
+
+
+def _secrets(storage_options: dict[str, Any] | None) -> list[str]:
+    values = [str(v) for k, v in (storage_options or {}).items() if _SECRET_WORDS.search(str(k))]
+    values += [v for k, v in os.environ.items() if _SECRET_WORDS.search(k) and k[:3] in _ENV]
+    return [v for v in values if len(v) >= 4]
+
+
+_ENV = ("AWS", "GOO", "AZU")
+
+
+def _scrub(text: str, storage_options: dict[str, Any] | None) -> str:
+    """``text`` without credentials: known secret values masked, query strings cut (presigned
+    signatures), and only the first line (obstore appends a debug dump)."""
+    text = text.split("\n\nDebug source:")[0].strip()
+    code = re.search(r"<Code>([^<]{1,100})</Code>", text)
+    text = text.split(": <")[0] + (f" ({code.group(1)})" if code else "")
+    for secret in _secrets(storage_options):
+        text = text.replace(secret, "***")
+    text = re.sub(r"\?[^\s\"'<>]*", "", text)
+    return text[:500]
+
+
+class _Loop:
+    """One asyncio loop per process, on a daemon thread, that runs the concurrent requests
+    of every RemoteSource (the caller may itself be inside an event loop, as in Jupyter)."""
+
+    _lock = threading.Lock()
+    _loop: asyncio.AbstractEventLoop | None = None
+    _pid = -1
+
+    @classmethod
+    def run(cls, coro):
+        with cls._lock:
+            if cls._loop is None or cls._pid != os.getpid():  # (a forked child starts afresh)
+                cls._loop = asyncio.new_event_loop()
+                cls._pid = os.getpid()
+                threading.Thread(
+                    target=cls._loop.run_forever, name="h5store-remote", daemon=True
+                ).start()
+            loop = cls._loop
+        return asyncio.run_coroutine_threadsafe(coro, loop).result()
+
+
+def merge_ranges(
+    offsets: Sequence[int], sizes: Sequence[int], gap: int
+) -> tuple[list[tuple[int, int]], list[tuple[int, int, int]]]:
+    """Requests for ``offsets``/``sizes``: (start, end) of each merged request, and per range
+    (request number, start within the request's bytes, size), in the order given. Ranges
+    whose gap to the previous one (in file order) is at most ``gap`` share its request."""
+    order = sorted(range(len(offsets)), key=offsets.__getitem__)
+    requests: list[list[int]] = []
+    where: list[tuple[int, int, int]] = [(0, 0, 0)] * len(offsets)
+    for k in order:
+        start, end = offsets[k], offsets[k] + sizes[k]
+        if requests and start - requests[-1][1] <= gap:
+            requests[-1][1] = max(requests[-1][1], end)
+        else:
+            requests.append([start, end])
+        where[k] = (len(requests) - 1, start - requests[-1][0], sizes[k])
+    return [(s, e) for s, e in requests], where
+
+
+class RemoteSource:
+    """The bytes of a store at a URL (see the module docstring). ``storage_options``: obstore
+    configuration (``endpoint``, ``access_key_id``, ``secret_access_key``, ``region``,
+    ``allow_http``, ...; s3fs's ``key``/``secret``/``endpoint_url`` are understood too), over
+    the ``AWS_*`` (``GOOGLE_*``, ``AZURE_*``) environment variables."""
+
+    def __init__(
+        self,
+        url: str,
+        storage_options: dict[str, Any] | None = None,
+        *,
+        gap: int = DEFAULT_GAP,
+        concurrency: int = DEFAULT_CONCURRENCY,
+        retries: int = DEFAULT_RETRIES,
+    ):
+        if not is_url(url):
+            raise H5StoreError(f"{url!r} is not a URL h5store reads ({', '.join(SCHEMES)})")
+        self.url = url
+        self.name = public_url(url)
+        self.storage_options = dict(storage_options or {})
+        self.gap, self.concurrency = int(gap), int(concurrency)
+        self._store, self._path = _make_store(url, storage_options, int(retries))
+        self._obstore = _import_obstore()
+        #: requests sent and bytes received, and rounds (one per read/read_ranges call)
+        self.requests = self.rounds = self.bytes_read = 0
+        self._closed = False
+
+    def __repr__(self) -> str:
+        return f"<RemoteSource {self.name}>"
+
+    def __getstate__(self) -> dict[str, Any]:
+        return {"url": self.url, "storage_options": self.storage_options, "gap": self.gap}
+
+    def __setstate__(self, state: dict[str, Any]) -> None:
+        self.__init__(state["url"], state["storage_options"], gap=state["gap"])
+
+    # ------------------------------------------------------------------ errors
+
+    def error(self, exc: BaseException, what: str = "") -> H5StoreError:
+        """The h5store error for a failed request (``what``: e.g. the ids being read)."""
+        errors = self._obstore.exceptions
+        reason = _scrub(str(exc), self.storage_options)
+        where = f"{self.name}{': ' + what if what else ''}"
+        if isinstance(exc, (FileNotFoundError, errors.NotFoundError)):
+            return StoreNotFoundError(f"{self.name} does not exist ({reason})")
+        if isinstance(exc, (errors.PermissionDeniedError, errors.UnauthenticatedError)):
+            return RemoteReadError(
+                f"{where}: access denied; check the credentials (AWS_ACCESS_KEY_ID / "
+                f"AWS_SECRET_ACCESS_KEY or storage_options) and the endpoint ({reason})",
+                self.name,
+            )
+        return RemoteReadError(
+            f"{where}: the read failed after {DEFAULT_RETRIES} retries ({reason})", self.name
+        )
+
+    # ------------------------------------------------------------------ ByteSource
+
+    def size(self) -> int:
+        """The object's size now (one HEAD request)."""
+        self._check_open()
+        try:
+            meta = self._obstore.head(self._store, self._path)
+        except Exception as exc:
+            raise self.error(exc) from None
+        self.requests += 1
+        self.rounds += 1
+        return int(meta["size"])
+
+    def read(self, offset: int, size: int) -> bytes:
+        return self.read_ranges([offset], [size])[0]
+
+    def read_head_tail(self, head: int, tail: int) -> tuple[bytes, bytes, int]:
+        """The first ``head`` and the last ``tail`` bytes (fewer of each where the object is
+        smaller) and the object's size, in one round of two requests (the tail as a suffix
+        range, so no HEAD request first)."""
+        self._check_open()
+        obstore = self._obstore
+
+        async def both():
+            first = obstore.get_range_async(self._store, self._path, start=0, end=head)
+            last = obstore.get_async(self._store, self._path, options={"range": {"suffix": tail}})
+            head_bytes, result = await asyncio.gather(first, last)
+            return bytes(head_bytes), bytes(await result.bytes_async()), int(result.meta["size"])
+
+        try:
+            head_bytes, tail_bytes, total = _Loop.run(both())
+        except Exception as exc:
+            raise self.error(exc) from None
+        self.requests += 2
+        self.rounds += 1
+        self.bytes_read += len(head_bytes) + len(tail_bytes)
+        return head_bytes, tail_bytes, total
+
+    def read_tail(self, size: int) -> tuple[bytes, int]:
+        """The last ``size`` bytes (fewer if the object is smaller) and the object's size, in
+        one request (a suffix range: no HEAD first)."""
+        self._check_open()
+        try:
+            result = self._obstore.get(self._store, self._path, options={"range": {"suffix": size}})
+            data = bytes(result.bytes())
+            total = int(result.meta["size"])
+        except Exception as exc:
+            raise self.error(exc) from None
+        self.requests += 1
+        self.bytes_read += len(data)
+        return data, total
+
+    def read_ranges(
+        self, offsets: Sequence[int], sizes: Sequence[int], *, what: str = ""
+    ) -> list[bytes]:
+        """Many ranges in one round: merged where closer than ``gap``, the rest concurrent.
+        FormatError where a range lies past the object's end; RemoteReadError (naming the URL
+        and ``what``) where the server fails after the retries."""
+        self._check_open()
+        offsets = [int(o) for o in offsets]
+        sizes = [int(n) for n in sizes]
+        if not offsets:
+            return []
+        if min(offsets) < 0 or min(sizes) < 0:
+            raise FormatError(f"{self.name}: a read at a negative offset or size")
+        requests, where = merge_ranges(offsets, sizes, self.gap)
+        try:
+            blobs = _Loop.run(self._fetch(requests))
+        except H5StoreError:
+            raise
+        except Exception as exc:
+            raise self.error(exc, what) from None
+        self.rounds += 1
+        out: list[bytes] = []
+        for (request, start, size), offset in zip(where, offsets):
+            piece = blobs[request][start : start + size]
+            if len(piece) != size:
+                raise FormatError(
+                    f"{self.name}: bytes {offset}-{offset + size} lie past the end of the object"
+                    f"{' (' + what + ')' if what else ''}; it was cut short or is being replaced"
+                )
+            out.append(piece)
+        return out
+
+    async def _fetch(self, requests: list[tuple[int, int]]) -> list[memoryview]:
+        obstore = self._obstore
+        limit = asyncio.Semaphore(self.concurrency)
+
+        async def one(start: int, end: int) -> memoryview:
+            if end == start:
+                return memoryview(b"")
+            async with limit:
+                data = await obstore.get_range_async(self._store, self._path, start=start, end=end)
+            self.requests += 1
+            self.bytes_read += len(data)
+            return memoryview(data)
+
+        return await asyncio.gather(*(one(s, e) for s, e in requests))
+
+    def close(self) -> None:
+        self._closed = True
+
+    def _check_open(self) -> None:
+        if self._closed:
+            from .errors import ClosedStoreError
+
+            raise ClosedStoreError(f"{self.name} is closed")
+
+
+# --------------------------------------------------------------------------- HDF5 over ranges
+
+#: Bytes read from the file's start and from its end in the first round of an open, before
+#: HDF5 reads anything: h5store's layout puts the superblock, the root group and the class
+#: groups' headers at the start (49 kB for 10 classes) and a closed file's last metadata
+#: (the object headers and chunk indexes written at close) within its last few hundred kB.
+HEAD_BYTES = 256 << 10
+TAIL_BYTES = 1 << 20
+#: What a cache miss fetches (aligned): HDF5's metadata reads are 23 B to 12 kB.
+BLOCK_BYTES = 64 << 10
+
+
+class RemoteFile(io.RawIOBase):
+    """A read-only file object over a :class:`RemoteSource` for h5py (``driver='fileobj'``):
+    a cache of blocks, filled first with the head and tail of the object (one round, two
+    requests), then a block per miss. Its size is the object's size at that first round: the
+    snapshot every later read stays within (a writer appending meanwhile changes nothing it
+    sees). A superblock still marked open by a writer is presented to HDF5 as closed at the
+    snapshot's size, so that HDF5 opens the snapshot (see open_hdf5)."""
+
+    def __init__(self, source: RemoteSource, head: int = HEAD_BYTES, tail: int = TAIL_BYTES):
+        self.source = source
+        self._blocks: dict[int, bytes] = {}
+        self._pos = 0
+        head_bytes, tail_bytes, self.size = source.read_head_tail(head, tail)
+        #: the writer flags the superblock had (0: closed cleanly)
+        self.writer_flags = 0
+        head_bytes = self._patch_superblock(head_bytes)
+        self._fill(0, head_bytes)
+        self._fill(self.size - len(tail_bytes), tail_bytes)
+
+    def _fill(self, start: int, data: bytes) -> None:
+        """Cache the whole blocks of ``data`` (which lies at ``start``), and the last,
+        partial block of the file."""
+        b = BLOCK_BYTES
+        first = -(-start // b)
+        for k in range(first, (start + len(data)) // b + 1):
+            lo, hi = k * b - start, min((k + 1) * b, self.size) - start
+            if lo >= 0 and hi <= len(data) and hi > lo and k not in self._blocks:
+                self._blocks[k] = bytes(data[lo:hi])
+
+    def _patch_superblock(self, head: bytes) -> bytes:
+        block = bytearray(head[:SUPERBLOCK_BYTES])
+        if len(block) < SUPERBLOCK_BYTES or block[:8] != _SIGNATURE or block[8] not in (2, 3):
+            return head
+        if block[9] != 8 or struct.unpack_from("<I", block, 44)[0] != lookup3(bytes(block[:44])):
+            raise FormatError(
+                f"{self.source.name} is damaged: its HDF5 superblock fails its checksum"
+            )
+        base, _ext, eoa = struct.unpack_from("<QQQ", block, 12)
+        self.writer_flags = block[11]
+        if not block[11] and eoa <= self.size:
+            return head
+        if not block[11]:
+            raise FormatError(
+                f"{self.source.name} is truncated: {self.size} bytes, shorter than HDF5 "
+                f"recorded ({eoa}); the upload or copy was cut short: copy the file again"
+            )
+        # A writer has it open: HDF5 refuses such a file without SWMR (which needs a local
+        # file). The snapshot is opened as a closed file of the size seen; what the writer
+        # had not committed by then is left out by the committed-rows rules, and metadata
+        # torn by a write in flight fails its checksum and makes open_hdf5 try again.
+        block[11] = 0
+        struct.pack_into("<Q", block, 28, self.size if base == 0 else eoa)
+        struct.pack_into("<I", block, 44, lookup3(bytes(block[:44])))
+        return bytes(block) + head[SUPERBLOCK_BYTES:]
+
+    # -------------------------------------------------------------- io.RawIOBase
+
+    def readable(self) -> bool:
+        return True
+
+    def seekable(self) -> bool:
+        return True
+
+    def tell(self) -> int:
+        return self._pos
+
+    def seek(self, offset: int, whence: int = io.SEEK_SET) -> int:
+        base = {io.SEEK_SET: 0, io.SEEK_CUR: self._pos, io.SEEK_END: self.size}[whence]
+        self._pos = base + offset
+        return self._pos
+
+    def readinto(self, buffer) -> int:
+        view = memoryview(buffer).cast("B")
+        start = self._pos
+        end = min(start + len(view), self.size)
+        if end <= start:
+            return 0
+        b = BLOCK_BYTES
+        wanted = range(start // b, (end - 1) // b + 1)
+        missing = [k for k in wanted if k not in self._blocks]
+        if missing:
+            got = self.source.read_ranges(
+                [k * b for k in missing], [min(b, self.size - k * b) for k in missing]
+            )
+            for k, data in zip(missing, got):
+                self._blocks[k] = bytes(data)
+        at = 0
+        for k in wanted:
+            data = self._blocks[k]
+            lo = max(start - k * b, 0)
+            hi = min(end - k * b, len(data))
+            view[at : at + hi - lo] = data[lo:hi]
+            at += hi - lo
+        self._pos = start + at
+        return at
+
+    def write(self, _data) -> int:
+        raise io.UnsupportedOperation("a store opened by URL is read-only")
+
+
+def open_hdf5(source: RemoteSource):
+    """The store file at ``source`` opened by h5py over a :class:`RemoteFile`, HDF5 told to
+    follow nothing out of it (see _containment), and the containment walk done. A file a
+    writer has open is opened at the snapshot the first round saw; metadata the writer was
+    rewriting at that instant fails HDF5's checksums, and the open is tried again from a new
+    snapshot for up to READER_RETRY_SECONDS."""
+    from . import format as fmt
+    from ._containment import ContainedFile, check_contained
+    from ._file import _RDCC_NBYTES, READER_RETRY_SECONDS
+
+    deadline = time.monotonic() + READER_RETRY_SECONDS
+    delay = 0.05
+    while True:
+        fileobj = RemoteFile(source)
+        if fileobj.writer_flags and not fileobj.writer_flags & SWMR_WRITE_FLAG:
+            # a writer restructuring the file (SWMR off) or one that died: wait, then say so
+            error: H5StoreError = RecoveryNeededError(
+                f"{source.name} is marked open by a writer outside SWMR mode: one is "
+                "restructuring it, or one died; recover it where it was written (open it "
+                "once with mode 'a') and copy it again"
+            )
+        else:
+            try:
+                f = ContainedFile(fileobj, "r", libver=fmt.LIBVER, rdcc_nbytes=_RDCC_NBYTES)
+            except (OSError, RuntimeError, ValueError) as exc:
+                error = FormatError(f"{source.name} cannot be opened as HDF5: {exc}")
+                if "signature" in str(exc):
+                    error = NotAStoreError(f"{source.name} is not an HDF5 file")
+            else:
+                try:
+                    check_contained(f, source.name, previews=False)
+                    return f, fileobj
+                except BaseException as exc:
+                    f.close()
+                    if not isinstance(exc, FormatError):
+                        raise
+                    error = exc
+        if not fileobj.writer_flags or time.monotonic() > deadline:
+            raise error
+        time.sleep(delay)
+        delay = min(2 * delay, 0.5)
