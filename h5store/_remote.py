@@ -154,6 +154,8 @@ def _make_store(url: str, storage_options: dict[str, Any] | None, retries: int):
             folder, name = os.path.split(os.path.abspath(parts.path))
             return stores.LocalStore(folder), name
         if scheme in ("http", "https"):
+            if scheme == "http":
+                client["allow_http"] = "true"  # asked for by the URL itself
             base, _, name = url.rpartition("/")
             if not name:
                 raise H5StoreError(f"{public_url(url)} names no file")
@@ -413,6 +415,8 @@ class RemoteSource:
 #: (the object headers and chunk indexes written at close) within its last few hundred kB.
 HEAD_BYTES = 256 << 10
 TAIL_BYTES = 1 << 20
+#: How much longer than the object HDF5 is told a file a writer has open is (see RemoteFile).
+LIVE_MARGIN = 64 << 20
 #: What a cache miss fetches (aligned): HDF5's metadata reads are 23 B to 12 kB.
 BLOCK_BYTES = 64 << 10
 
@@ -432,6 +436,8 @@ class RemoteFile(io.RawIOBase):
         head_bytes, tail_bytes, self.size = source.read_head_tail(head, tail)
         #: the writer flags the superblock had (0: closed cleanly)
         self.writer_flags = 0
+        #: the size HDF5 is told (more than the object's while a writer appends: see below)
+        self.extent = self.size
         head_bytes = self._patch_superblock(head_bytes)
         self._fill(0, head_bytes)
         self._fill(self.size - len(tail_bytes), tail_bytes)
@@ -467,10 +473,40 @@ class RemoteFile(io.RawIOBase):
         # file). The snapshot is opened as a closed file of the size seen; what the writer
         # had not committed by then is left out by the committed-rows rules, and metadata
         # torn by a write in flight fails its checksum and makes open_hdf5 try again.
+        # HDF5 is told the file is LIVE_MARGIN longer: reads after a barrier see metadata the
+        # writer wrote since, which can point past the size first seen.
         block[11] = 0
-        struct.pack_into("<Q", block, 28, self.size if base == 0 else eoa)
+        self.extent = self.size + LIVE_MARGIN
+        struct.pack_into("<Q", block, 28, self.extent if base == 0 else eoa)
         struct.pack_into("<I", block, 44, lookup3(bytes(block[:44])))
         return bytes(block) + head[SUPERBLOCK_BYTES:]
+
+    def fresh(self, dataset=None) -> None:
+        """Forget every cached block (for a file a writer has open), so that what HDF5 reads
+        next is fetched after what it read so far; with ``dataset`` (an h5py dataset), fetch
+        all its chunks again in one request. A reader racing a writer reads /index_tail,
+        then /index, then the catalogue, each fresh after the one before (the order
+        ImageStore._load_checked keeps locally): a block cached earlier could show /index
+        older than the tail. And the tail, which the writer rewrites in place, is read in one
+        request: read in pieces, its first rows could predate a move to /index and its last
+        follow it, which would leave rows out."""
+        if not self.writer_flags:
+            return
+        self._blocks.clear()
+        if dataset is None:
+            return
+        spans: list[tuple[int, int]] = []
+        dataset.id.chunk_iter(lambda c: spans.append((c.byte_offset, c.byte_offset + c.size)))
+        if not spans:
+            return
+        b = BLOCK_BYTES
+        first = min(s for s, _ in spans) // b
+        last = min(-(-max(e for _, e in spans) // b) * b, self.size)
+        if last <= first * b:
+            return
+        (data,) = self.source.read_ranges([first * b], [last - first * b])
+        self._blocks.clear()  # (the chunk index just read may share blocks with the chunks)
+        self._fill(first * b, data)
 
     # -------------------------------------------------------------- io.RawIOBase
 
@@ -484,16 +520,21 @@ class RemoteFile(io.RawIOBase):
         return self._pos
 
     def seek(self, offset: int, whence: int = io.SEEK_SET) -> int:
-        base = {io.SEEK_SET: 0, io.SEEK_CUR: self._pos, io.SEEK_END: self.size}[whence]
+        base = {io.SEEK_SET: 0, io.SEEK_CUR: self._pos, io.SEEK_END: self.extent}[whence]
         self._pos = base + offset
         return self._pos
 
     def readinto(self, buffer) -> int:
         view = memoryview(buffer).cast("B")
         start = self._pos
-        end = min(start + len(view), self.size)
+        end = min(start + len(view), self.extent)
         if end <= start:
             return 0
+        if end > self.size:  # past the first size seen: what a live writer added, uncached
+            data = self.source.read(start, end - start)
+            view[: len(data)] = data
+            self._pos = start + len(data)
+            return len(data)
         b = BLOCK_BYTES
         wanted = range(start // b, (end - 1) // b + 1)
         missing = [k for k in wanted if k not in self._blocks]
@@ -548,12 +589,19 @@ def open_hdf5(source: RemoteSource):
             else:
                 try:
                     check_contained(f, source.name, previews=False)
+                    if not fileobj.writer_flags:
+                        return f, fileobj
+                    # The walk loaded /index's header into HDF5's cache, from before the
+                    # tail is read: open again, as open_for_reading does for SWMR.
+                    f.close()
+                    fileobj = RemoteFile(source)
+                    f = ContainedFile(fileobj, "r", libver=fmt.LIBVER, rdcc_nbytes=_RDCC_NBYTES)
                     return f, fileobj
                 except BaseException as exc:
                     f.close()
-                    if not isinstance(exc, FormatError):
+                    if not isinstance(exc, (FormatError, OSError, RuntimeError)):
                         raise
-                    error = exc
+                    error = exc if isinstance(exc, FormatError) else FormatError(str(exc))
         if not fileobj.writer_flags or time.monotonic() > deadline:
             raise error
         time.sleep(delay)
