@@ -271,6 +271,8 @@ class RemoteSource:
         #: requests sent and bytes received, and rounds (one per read/read_ranges call)
         self.requests = self.rounds = self.bytes_read = 0
         self._closed = False
+        #: the RemoteFile HDF5 reads this source through (set by open_hdf5)
+        self.hdf5_file: RemoteFile | None = None
 
     def __repr__(self) -> str:
         return f"<RemoteSource {self.name}>"
@@ -399,8 +401,14 @@ class RemoteSource:
 
         return await asyncio.gather(*(one(s, e) for s, e in requests))
 
+    def fresh(self, dataset=None) -> None:
+        """See :meth:`RemoteFile.fresh` (of the file object HDF5 reads this source through)."""
+        if self.hdf5_file is not None:
+            self.hdf5_file.fresh(dataset)
+
     def close(self) -> None:
         self._closed = True
+        self.hdf5_file = None
 
     def _check_open(self) -> None:
         if self._closed:
@@ -592,12 +600,14 @@ def open_hdf5(source: RemoteSource):
                 try:
                     check_contained(f, source.name, previews=False)
                     if not fileobj.writer_flags:
+                        source.hdf5_file = fileobj
                         return f, fileobj
                     # The walk loaded /index's header into HDF5's cache, from before the
                     # tail is read: open again, as open_for_reading does for SWMR.
                     f.close()
                     fileobj = RemoteFile(source)
                     f = ContainedFile(fileobj, "r", libver=fmt.LIBVER, rdcc_nbytes=_RDCC_NBYTES)
+                    source.hdf5_file = fileobj
                     return f, fileobj
                 except BaseException as exc:
                     f.close()
