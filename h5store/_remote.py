@@ -425,6 +425,10 @@ class RemoteSource:
 #: (the object headers and chunk indexes written at close) within its last few hundred kB.
 HEAD_BYTES = 256 << 10
 TAIL_BYTES = 1 << 20
+#: Blocks one chunk-index prefetch fetches at most (a hostile file cannot make it read more).
+_PREFETCH_MAX_BLOCKS = 64
+_ARRAY_BLOCKS = (b"EAHD", b"EAIB", b"EASB")
+_UNDEF = (1 << 64) - 1
 #: How much longer than the object HDF5 is told a file a writer has open is (see RemoteFile).
 LIVE_MARGIN = 64 << 20
 #: What a cache miss fetches (aligned): HDF5's metadata reads are 23 B to 12 kB.
@@ -444,6 +448,9 @@ class RemoteFile(io.RawIOBase):
         self._blocks: dict[int, bytes] = {}
         self._pos = 0
         head_bytes, tail_bytes, self.size = source.read_head_tail(head, tail)
+        #: (data block, super block) addresses in the index block of the extensible array
+        #: whose header HDF5 read last (see _prefetch_array_blocks)
+        self._array_shape: tuple[int, int] | None = None
         #: the writer flags the superblock had (0: closed cleanly)
         self.writer_flags = 0
         #: the size HDF5 is told (more than the object's while a writer appends: see below)
@@ -562,7 +569,57 @@ class RemoteFile(io.RawIOBase):
             view[at : at + hi - lo] = data[lo:hi]
             at += hi - lo
         self._pos = start + at
+        if view[:4] in _ARRAY_BLOCKS:
+            self._prefetch_array_blocks(bytes(view[:at]))
         return at
+
+    # -------------------------------------------------------------- chunk index prefetch
+
+    def _prefetch_array_blocks(self, block: bytes) -> None:
+        """Where HDF5 just read an extensible array's header, index block or super block (the
+        chunk index of /index and the other growing datasets), fetch every block it points
+        to in one round, before HDF5 asks for them one at a time: walking the chunk index of
+        a 100,000-row /index took seven round trips, one per block. A prefetch only fills
+        the cache: a misread layout costs bytes, never a wrong answer."""
+        kind = block[:4]
+        if kind == b"EAHD" and len(block) >= 12:
+            # element size, max elements bits, index block elements, data block min
+            # elements, super block min data pointers (H5EA__hdr_init's parameters)
+            _, bits, _, dblk_min, sblk_min = block[6:11]
+            if dblk_min and sblk_min and bits:
+                nsblks = 1 + bits - (dblk_min.bit_length() - 1)
+                self._array_shape = (
+                    2 * (sblk_min - 1),  # data block addresses in the index block
+                    max(nsblks - 2 * (sblk_min.bit_length() - 1), 0),  # super block addresses
+                )
+            return
+        if kind == b"EAIB" and self._array_shape is not None:
+            count = sum(self._array_shape)
+        elif kind == b"EASB":
+            count = self._array_shape[1] if self._array_shape is not None else 0
+            count = max(count, 64)  # (a super block's data blocks: at most this many here)
+        else:
+            return
+        end = len(block) - 4  # the checksum follows the addresses
+        words = [
+            int.from_bytes(block[at : at + 8], "little")
+            for at in range(end - 8, max(end - 8 * count, 13) - 1, -8)
+        ]
+        if kind == b"EASB":  # the data block addresses run back from the checksum
+            stop = next((k for k, w in enumerate(words) if w >= self.size and w != _UNDEF), None)
+            words = words[:stop]
+        b = BLOCK_BYTES
+        wanted = sorted(
+            {k for w in words if 0 < w < self.size for k in (w // b, (w + 4096) // b)}
+            - self._blocks.keys()
+        )[:_PREFETCH_MAX_BLOCKS]
+        wanted = [k for k in wanted if k * b < self.size]
+        if wanted:
+            got = self.source.read_ranges(
+                [k * b for k in wanted], [min(b, self.size - k * b) for k in wanted]
+            )
+            for k, data in zip(wanted, got):
+                self._blocks[k] = bytes(data)
 
     def write(self, _data) -> int:
         raise io.UnsupportedOperation("a store opened by URL is read-only")
