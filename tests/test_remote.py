@@ -325,3 +325,117 @@ def test_server_stopping_mid_batch_gives_a_clear_error_after_bounded_retries(htt
         source.read_ranges(offsets, [4096] * len(offsets), what="ids 1-200")
     assert time.monotonic() - start < RETRY_SECONDS + 10
     assert url in str(caught.value) and "ids 1-200" in str(caught.value)
+
+
+# --------------------------------------------------------------------------- h5store.open(url)
+
+
+def same_frames(a, b):
+    import pandas as pd
+
+    pd.testing.assert_frame_equal(a, b)
+
+
+def test_every_read_call_on_a_url_answers_as_on_the_path(s3_url, http_url, local_store):
+    with h5store.open(local_store) as local:
+        ids = local.ids()
+        chosen = ids[::-37][:12].tolist()
+        for url in (s3_url, http_url):
+            with h5store.open(url) as store:
+                assert (
+                    not store.writable and len(store) == len(local) and store.labels == local.labels
+                )
+                assert store.ids().tolist() == ids.tolist() and chosen[0] in store
+                np.testing.assert_array_equal(store[chosen[0]], local[chosen[0]])
+                assert store.get_encoded(chosen[1]) == local.get_encoded(chosen[1])
+                for got, want in zip(store.get_batch(chosen), local.get_batch(chosen)):
+                    np.testing.assert_array_equal(got, want)
+                out = np.zeros((len(chosen), 16, 16, 3), np.uint8)
+                np.testing.assert_array_equal(
+                    store.get_batch(chosen, out=out),
+                    local.get_batch(chosen, out=np.zeros_like(out)),
+                )
+                assert repr(store.record(chosen[2])) == repr(local.record(chosen[2]))
+                assert (
+                    store.query(min_score=0.5, label="dog").tolist()
+                    == local.query(min_score=0.5, label="dog").tolist()
+                )
+                same_frames(store.to_pandas(scores=True), local.to_pandas(scores=True))
+                np.testing.assert_array_equal(store.scores, local.scores)
+                assert store.sources == local.sources
+                report = store.verify()
+                assert report.ok and report.checked == len(local)
+                assert store.stats()["images"] == len(local)
+
+
+def test_a_batch_is_one_round_of_requests(s3_url, local_store):
+    with h5store.open(s3_url) as store:
+        source = store._engine.source
+        before = source.rounds
+        store.get_batch(store.ids()[::5][:64])
+        assert source.rounds == before + 1
+
+
+def test_modes_that_write_are_refused_on_a_url(s3_url):
+    for mode in ("w", "a", "r+", "x"):
+        with pytest.raises(h5store.H5StoreError, match="write it locally"):
+            h5store.open(s3_url, mode)
+
+
+def test_damaged_payload_on_the_server_is_damaged_image_error(s3_server, local_store, tmp_path):
+    with h5store.open(local_store) as local:
+        victim = int(local.ids()[5])
+        row = local._engine.index.find(victim)
+        offset = int(local._engine.index.offsets[row])
+    data = bytearray(Path(local_store).read_bytes())
+    data[offset + 20] ^= 0xFF
+    damaged = tmp_path / "damaged.h5"
+    damaged.write_bytes(bytes(data))
+    url = s3_server.upload(damaged, "damaged.h5")
+    with h5store.open(url) as store:
+        with pytest.raises(h5store.DamagedImageError) as caught:
+            store[victim]
+        assert caught.value.image_id == victim and url in str(caught.value)
+        with pytest.raises(h5store.DamagedImageError):
+            store.get_batch([victim - 1, victim])
+        assert store.verify().damaged == [victim]
+
+
+def test_sharded_view_over_urls(s3_server, tmp_path):
+    from shards_util import write_shards
+
+    paths = write_shards(tmp_path)
+    urls = [s3_server.upload(p, f"shards/{os.path.basename(p)}") for p in paths]
+    with h5store.open(urls) as view, h5store.open(paths) as local:
+        assert view.ids().tolist() == local.ids().tolist()
+        ids = view.ids()[::-1]
+        for got, want in zip(view.get_batch(ids), local.get_batch(ids)):
+            np.testing.assert_array_equal(got, want)
+        same_frames(view.to_pandas(), local.to_pandas())
+
+
+def test_a_store_on_a_url_pickles_and_reopens_by_url(s3_server, s3_url):
+    import pickle
+
+    with h5store.open(s3_url, storage_options=s3_server.storage_options) as store:
+        clone = pickle.loads(pickle.dumps(store))
+        try:
+            assert clone.path == s3_url and clone.ids().tolist() == store.ids().tolist()
+            first = int(store.ids()[0])
+            np.testing.assert_array_equal(clone[first], store[first])
+        finally:
+            clone.close()
+
+
+def test_server_stopping_mid_batch_names_the_url_and_the_ids(http_server, http_url):
+    with h5store.open(http_url) as healthy:
+        ids = healthy.ids().tolist()
+    relay = Relay(http_server.port, budget=3_000_000)  # enough for the open, not the verify
+    url = http_url.replace(f":{http_server.port}/", f":{relay.port}/")
+    with h5store.open(url) as store:
+        relay.kill()
+        start = time.monotonic()
+        with pytest.raises(RemoteReadError) as caught:
+            store.get_batch(ids[:50])
+        assert time.monotonic() - start < RETRY_SECONDS + 10
+        assert url in str(caught.value) and str(ids[0]) in str(caught.value)
