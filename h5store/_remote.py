@@ -316,7 +316,22 @@ class RemoteSource:
         return int(meta["size"])
 
     def read(self, offset: int, size: int) -> bytes:
+        # HDF5 metadata h5store reads directly (heap collections) may be cached already
+        if self.hdf5_file is not None:
+            hit = self.hdf5_file.cached(offset, size)
+            if hit is not None:
+                return hit
         return self.read_ranges([offset], [size])[0]
+
+    def prefetch_rows(self, dataset, lo: int, hi: int) -> None:
+        """See :meth:`RemoteFile.prefetch_rows`."""
+        if self.hdf5_file is not None:
+            self.hdf5_file.prefetch_rows(dataset, lo, hi)
+
+    def prefetch(self, offsets: Sequence[int], sizes: Sequence[int]) -> None:
+        """See :meth:`RemoteFile.prefetch`."""
+        if self.hdf5_file is not None:
+            self.hdf5_file.prefetch(offsets, sizes)
 
     def read_head_tail(self, head: int, tail: int) -> tuple[bytes, bytes, int]:
         """The first ``head`` and the last ``tail`` bytes (fewer of each where the object is
@@ -525,6 +540,54 @@ class RemoteFile(io.RawIOBase):
         self._blocks.clear()  # (the chunk index just read may share blocks with the chunks)
         self._fill(first * b, data)
 
+    def prefetch(self, offsets: Sequence[int], sizes: Sequence[int]) -> None:
+        """Cache the blocks holding these ranges (those within the snapshot), fetching the
+        missing ones in one round: what HDF5 is about to read piece by piece."""
+        b = BLOCK_BYTES
+        wanted = sorted(
+            {
+                k
+                for o, n in zip(offsets, sizes)
+                if 0 <= o and o + n <= self.size
+                for k in range(o // b, (o + max(n, 1) - 1) // b + 1)
+            }
+            - self._blocks.keys()
+        )
+        if wanted:
+            got = self.source.read_ranges(
+                [k * b for k in wanted], [min(b, self.size - k * b) for k in wanted]
+            )
+            for k, data in zip(wanted, got):
+                self._blocks[k] = bytes(data)
+
+    def prefetch_rows(self, dataset, lo: int, hi: int) -> None:
+        """Cache the chunks of ``dataset`` (chunked along its first axis) that hold rows
+        ``lo`` to ``hi``, in one round."""
+        if dataset.chunks is None or hi <= lo:
+            return
+        step = dataset.chunks[0]
+        spans: list[tuple[int, int]] = []
+
+        def take(chunk) -> None:
+            first = chunk.chunk_offset[0]
+            if first < hi and first + step > lo and chunk.byte_offset is not None:
+                spans.append((chunk.byte_offset, chunk.size))
+
+        dataset.id.chunk_iter(take)
+        self.prefetch([o for o, _ in spans], [n for _, n in spans])
+
+    def cached(self, offset: int, size: int) -> bytes | None:
+        """Bytes ``[offset, offset + size)`` if every block of them is cached, else None."""
+        b = BLOCK_BYTES
+        if offset < 0 or size <= 0 or offset + size > self.size:
+            return None
+        keys = range(offset // b, (offset + size - 1) // b + 1)
+        if any(k not in self._blocks for k in keys):
+            return None
+        joined = b"".join(self._blocks[k] for k in keys)
+        start = offset - keys[0] * b
+        return joined[start : start + size]
+
     # -------------------------------------------------------------- io.RawIOBase
 
     def readable(self) -> bool:
@@ -673,5 +736,39 @@ def open_hdf5(source: RemoteSource):
                     error = exc if isinstance(exc, FormatError) else FormatError(str(exc))
         if not fileobj.writer_flags or time.monotonic() > deadline:
             raise error
+        time.sleep(delay)
+        delay = min(2 * delay, 0.5)
+
+
+def open_remote(url: str, storage_options: dict[str, Any] | None, load):
+    """Open the store at ``url`` for reading: ``load(source, f)`` (which reads the index and
+    catalogue and returns what the caller keeps) over a new RemoteSource and the HDF5 file
+    :func:`open_hdf5` opened. A snapshot of a file a writer has open that does not read
+    consistently (rows committed after the snapshot's metadata, a chunk index past its
+    end) is a race, not damage: it is read again from a new snapshot for up to
+    READER_RETRY_SECONDS, as a local reader retries a live writer. Returns (source, f,
+    what load returned); closes everything on failure."""
+    from ._file import READER_RETRY_SECONDS
+
+    source = RemoteSource(url, storage_options)
+    deadline = time.monotonic() + READER_RETRY_SECONDS
+    delay = 0.05
+    while True:
+        try:
+            f, fileobj = open_hdf5(source)
+        except BaseException:
+            source.close()
+            raise
+        try:
+            return source, f, load(source, f)
+        except FormatError:
+            f.close()
+            if not fileobj.writer_flags or time.monotonic() > deadline:
+                source.close()
+                raise
+        except BaseException:
+            f.close()
+            source.close()
+            raise
         time.sleep(delay)
         delay = min(2 * delay, 0.5)
