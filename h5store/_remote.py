@@ -37,6 +37,7 @@ from ._superblock import _SIGNATURE, SUPERBLOCK_BYTES, SWMR_WRITE_FLAG, lookup3
 from .errors import (
     FormatError,
     H5StoreError,
+    InvalidInputError,
     NotAStoreError,
     RecoveryNeededError,
     RemoteReadError,
@@ -305,8 +306,11 @@ class RemoteSource:
     # ------------------------------------------------------------------ ByteSource
 
     def size(self) -> int:
-        """The object's size now (one HEAD request)."""
+        """The size of the snapshot HDF5 reads (see RemoteFile); before an open, the
+        object's size now (one HEAD request)."""
         self._check_open()
+        if self.hdf5_file is not None:
+            return self.hdf5_file.size
         try:
             meta = self._obstore.head(self._store, self._path)
         except Exception as exc:
@@ -327,6 +331,11 @@ class RemoteSource:
         """See :meth:`RemoteFile.prefetch_rows`."""
         if self.hdf5_file is not None:
             self.hdf5_file.prefetch_rows(dataset, lo, hi)
+
+    def prefetch_heaps(self, addresses: Sequence[int]) -> None:
+        """Fetch the global heap collections at ``addresses`` (the sources' strings) in one
+        round: a collection is 4 to 64 kB."""
+        self.prefetch(addresses, [64 << 10] * len(addresses))
 
     def prefetch(self, offsets: Sequence[int], sizes: Sequence[int]) -> None:
         """See :meth:`RemoteFile.prefetch`."""
@@ -772,3 +781,17 @@ def open_remote(url: str, storage_options: dict[str, Any] | None, load):
             raise
         time.sleep(delay)
         delay = min(2 * delay, 0.5)
+
+
+def check_remote(path: object, mode: object, storage_options: object) -> None:
+    """Refuse what a URL cannot do before anything is opened: modes that write (a store is
+    written locally and copied), and ``storage_options`` that are not a dict of options."""
+    if storage_options is not None and not isinstance(storage_options, dict):
+        raise InvalidInputError(
+            f"storage_options must be a dict, got {type(storage_options).__name__}"
+        )
+    if is_url(path) and mode != "r":
+        raise H5StoreError(
+            f"{public_url(path)}: a store opened by URL is read-only (mode 'r'), not "
+            f"{mode!r}: write it locally and copy it there (aws s3 cp, rclone, gsutil, scp)"
+        )

@@ -127,3 +127,9 @@ class RemoteReadError(H5StoreError):
         super().__init__(message)
         self.url = url
         self.ids = ids
+
+    def naming(self, ids) -> RemoteReadError:
+        """This error, its message naming the images that were being read."""
+        ids = [int(i) for i in ids]
+        shown = ", ".join(map(str, ids[:10])) + (f", ... ({len(ids)} ids)" if len(ids) > 10 else "")
+        return RemoteReadError(f"{self} (reading ids {shown})", self.url, ids)

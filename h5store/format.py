@@ -77,6 +77,8 @@ SCORES = "scores"
 SOURCES = "sources"
 SOURCE_CRC32 = "source_crc32"
 SCORE_CRC32 = "score_crc32"
+#: Each column aligned with the index and the dataset holding its checks.
+CHECKED_COLUMNS = {SCORES: (SCORES, SCORE_CRC32), SOURCES: (SOURCES, SOURCE_CRC32)}
 #: Attribute of /scores (1.2): the label of each column.
 SCORE_COLUMNS = "columns"
 PREVIEWS = "previews"
@@ -833,6 +835,7 @@ def read_sources(
     file_size: int,
     path: str,
     checked_heaps: dict[int, int],
+    prefetch: Callable[[list[int]], None] | None = None,
 ) -> list[str | None] | None:
     """The sources of index rows ``rows`` (image ids ``ids``, for messages): None for rows
     past the end of /sources and rows stored without one; None instead of a list when the store
@@ -840,7 +843,8 @@ def read_sources(
     recorded, so a damaged source (a zeroed chunk reads as no source) raises FormatError.
     ``read_bytes(offset, size)`` reads the file directly (the heap checks), ``file_size`` is
     its size; ``checked_heaps`` remembers the heap collections already walked (see
-    :func:`_check_heap_collection`)."""
+    :func:`_check_heap_collection`). ``prefetch(addresses)``, where given, is told the heap
+    collections about to be read (a remote store fetches them in one round)."""
     # Not f.get: it returns None for a link whose object cannot be opened (a damaged header),
     # and the sources would read as none (found by the fuzzer).
     if SOURCES not in f:
@@ -861,6 +865,8 @@ def read_sources(
     lo, hi = int(wanted.min()), int(wanted.max()) + 1
     # HDF5 follows the reference of every row it reads, wanted or not.
     heaps = _check_source_references(ds, lo, hi, file_size, path)
+    if prefetch is not None:
+        prefetch(list(heaps))
     for address in heaps:
         _check_heap_collection(read_bytes, address, file_size, path, checked_heaps)
     raw = ds[lo:hi][wanted - lo].tolist()  # one read: h5py's per-row selections cost far more

@@ -46,6 +46,16 @@ class _S3:
         self.bucket = bucket
         self.store = obstore.store.S3Store(bucket)
 
+    @property
+    def storage_options(self):
+        return {
+            "endpoint": os.environ["AWS_ENDPOINT_URL"],
+            "access_key_id": os.environ["AWS_ACCESS_KEY_ID"],
+            "secret_access_key": os.environ["AWS_SECRET_ACCESS_KEY"],
+            "region": os.environ["AWS_REGION"],
+            "allow_http": "true",
+        }
+
     def upload(self, path, key):
         import obstore
 
