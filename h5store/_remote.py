@@ -31,7 +31,7 @@ import time
 from collections.abc import Sequence
 from datetime import timedelta
 from typing import Any
-from urllib.parse import urlsplit, urlunsplit
+from urllib.parse import quote, urlsplit, urlunsplit
 
 from ._superblock import _SIGNATURE, SUPERBLOCK_BYTES, SWMR_WRITE_FLAG, lookup3
 from .errors import (
@@ -246,6 +246,236 @@ def merge_ranges(
     return [(s, e) for s, e in requests], where
 
 
+#: Processes that have used obstore (a child forked from one of them cannot: see
+#: RemoteSource._client).
+_OBSTORE_USERS: set[int] = set()
+
+
+class _ObstoreClient:
+    """Requests through obstore: concurrent ranged GETs on one asyncio loop."""
+
+    def __init__(self, store, path: str, source: RemoteSource):
+        import obstore
+
+        self._obstore, self._store, self._path = obstore, store, path
+
+    def kind(self, exc: BaseException) -> str:
+        errors = self._obstore.exceptions
+        if isinstance(exc, (FileNotFoundError, errors.NotFoundError)):
+            return "missing"
+        if isinstance(exc, (errors.PermissionDeniedError, errors.UnauthenticatedError)):
+            return "denied"
+        return "failed"
+
+    def size(self) -> int:
+        return int(self._obstore.head(self._store, self._path)["size"])
+
+    def head_tail(self, head: int, tail: int) -> tuple[bytes, bytes, int]:
+        obstore, store, path = self._obstore, self._store, self._path
+
+        async def both():
+            first = obstore.get_range_async(store, path, start=0, end=head)
+            last = obstore.get_async(store, path, options={"range": {"suffix": tail}})
+            head_bytes, result = await asyncio.gather(first, last)
+            return bytes(head_bytes), bytes(await result.bytes_async()), int(result.meta["size"])
+
+        return _Loop.run(both())
+
+    def fetch(self, requests: list[tuple[int, int]], concurrency: int) -> list[memoryview]:
+        obstore, store, path = self._obstore, self._store, self._path
+
+        async def all_of():
+            limit = asyncio.Semaphore(concurrency)
+
+            async def one(start: int, end: int) -> memoryview:
+                if end == start:
+                    return memoryview(b"")
+                async with limit:
+                    return memoryview(
+                        await obstore.get_range_async(store, path, start=start, end=end)
+                    )
+
+            return await asyncio.gather(*(one(s, e) for s, e in requests))
+
+        return _Loop.run(all_of())
+
+
+class _HTTPStatusError(OSError):
+    def __init__(self, status: int, reason: str, url: str):
+        super().__init__(f"HTTP {status} {reason} for GET {url}")
+        self.status = status
+
+
+class _StdlibClient:
+    """Ranged GETs through the standard library (http.client, threads), for a process
+    forked from one that used obstore. Handles http(s):// and s3:// (AWS Signature V4 with
+    the keys of ``storage_options`` or the AWS_* variables: no instance roles or profile
+    files here) and file://; gs:// and az:// need obstore (open the store after the fork,
+    or use spawn)."""
+
+    def __init__(self, url: str, storage_options: dict[str, Any], name: str):
+        parts = urlsplit(url)
+        self.scheme = parts.scheme.lower()
+        config, _ = _split_options(storage_options)
+        env = os.environ
+        self._keys = None
+        if self.scheme == "file":
+            self._path = parts.path
+            return
+        if self.scheme in ("http", "https"):
+            self._url = urlunsplit((parts.scheme, parts.netloc, parts.path, parts.query, ""))
+        elif self.scheme in ("s3", "s3a"):
+            region = (
+                config.get("region")
+                or env.get("AWS_REGION")
+                or env.get("AWS_DEFAULT_REGION", "us-east-1")
+            )
+            endpoint = config.get("endpoint") or env.get("AWS_ENDPOINT_URL")
+            key = quote(parts.path.lstrip("/"), safe="/~")
+            if endpoint:
+                self._url = f"{endpoint.rstrip('/')}/{parts.netloc}/{key}"
+            else:
+                self._url = f"https://{parts.netloc}.s3.{region}.amazonaws.com/{key}"
+            access = config.get("access_key_id") or env.get("AWS_ACCESS_KEY_ID")
+            secret = config.get("secret_access_key") or env.get("AWS_SECRET_ACCESS_KEY")
+            token = config.get("session_token") or env.get("AWS_SESSION_TOKEN")
+            if access and secret:
+                self._keys = (access, secret, token, region)
+        else:
+            raise H5StoreError(
+                f"{name}: this process was forked from one that used obstore, which cannot "
+                f"be used after a fork; {self.scheme}:// needs it: open the store in the "
+                "child, or start workers with spawn (DataLoader(multiprocessing_context="
+                "'spawn'))"
+            )
+        self._local = threading.local()
+
+    def kind(self, exc: BaseException) -> str:
+        status = getattr(exc, "status", None)
+        if status == 404 or isinstance(exc, FileNotFoundError):
+            return "missing"
+        if status in (401, 403):
+            return "denied"
+        return "failed"
+
+    def _get(self, headers: dict[str, str], method: str = "GET") -> tuple[int, dict, bytes]:
+        import http.client
+
+        parts = urlsplit(self._url)
+        if self._keys is not None:
+            headers = _sigv4(method, parts, headers, *self._keys)
+        for attempt in range(DEFAULT_RETRIES + 1):
+            conn = getattr(self._local, "conn", None)
+            try:
+                if conn is None:
+                    kind = (
+                        http.client.HTTPSConnection
+                        if parts.scheme == "https"
+                        else http.client.HTTPConnection
+                    )
+                    conn = self._local.conn = kind(parts.netloc, timeout=30)
+                path = parts.path + (f"?{parts.query}" if parts.query else "")
+                conn.request(method, path, headers=headers)
+                response = conn.getresponse()
+                body = response.read()
+                status = response.status
+                if status >= 500 and attempt < DEFAULT_RETRIES:
+                    raise ConnectionError(f"HTTP {status}")
+                return status, {k.lower(): v for k, v in response.getheaders()}, body
+            except (OSError, http.client.HTTPException):
+                self._local.conn = None
+                if conn is not None:
+                    conn.close()
+                if attempt == DEFAULT_RETRIES:
+                    raise
+                time.sleep(0.05 * 2**attempt)
+        raise AssertionError("unreachable")
+
+    def _range(self, spec: str) -> tuple[bytes, int]:
+        if self.scheme == "file":
+            with open(self._path, "rb") as fh:
+                size = os.fstat(fh.fileno()).st_size
+                start, _, end = spec.partition("-")
+                if not start:
+                    first = max(size - int(end), 0)
+                    return os.pread(fh.fileno(), size - first, first), size
+                return os.pread(fh.fileno(), int(end) + 1 - int(start), int(start)), size
+        status, headers, body = self._get({"Range": f"bytes={spec}"})
+        if status not in (200, 206):
+            raise _HTTPStatusError(status, body[:200].decode("latin-1"), self._url)
+        total = headers.get("content-range", "").rpartition("/")[2]
+        return body, int(total) if total.isdigit() else len(body)
+
+    def size(self) -> int:
+        return self._range("0-0")[1]
+
+    def head_tail(self, head: int, tail: int) -> tuple[bytes, bytes, int]:
+        with _threads(2) as pool:
+            first = pool.submit(self._range, f"0-{head - 1}")
+            last = pool.submit(self._range, f"-{tail}")
+            (head_bytes, _), (tail_bytes, total) = first.result(), last.result()
+        return head_bytes, tail_bytes, total
+
+    def fetch(self, requests: list[tuple[int, int]], concurrency: int) -> list[bytes]:
+        def one(span: tuple[int, int]) -> bytes:
+            start, end = span
+            return self._range(f"{start}-{end - 1}")[0] if end > start else b""
+
+        with _threads(min(concurrency, 16, max(len(requests), 1))) as pool:
+            return list(pool.map(one, requests))
+
+
+def _threads(n: int):
+    from concurrent.futures import ThreadPoolExecutor
+
+    return ThreadPoolExecutor(n, thread_name_prefix="h5store-remote")
+
+
+def _sigv4(method: str, parts, headers: dict[str, str], access, secret, token, region):
+    """``headers`` with AWS Signature Version 4 for an S3 request without a body."""
+    import datetime
+    import hashlib
+    import hmac
+
+    now = datetime.datetime.now(datetime.timezone.utc)
+    stamp, day = now.strftime("%Y%m%dT%H%M%SZ"), now.strftime("%Y%m%d")
+    signed = dict(headers)
+    signed.update(
+        {
+            "host": parts.netloc,
+            "x-amz-date": stamp,
+            "x-amz-content-sha256": hashlib.sha256(b"").hexdigest(),
+        }
+    )
+    if token:
+        signed["x-amz-security-token"] = token
+    names = sorted(k.lower() for k in signed)
+    lowered = {k.lower(): str(v).strip() for k, v in signed.items()}
+    canonical = "\n".join(
+        [
+            method,
+            parts.path or "/",
+            parts.query,
+            "".join(f"{k}:{lowered[k]}\n" for k in names),
+            ";".join(names),
+            lowered["x-amz-content-sha256"],
+        ]
+    )
+    scope = f"{day}/{region}/s3/aws4_request"
+    to_sign = "\n".join(
+        ["AWS4-HMAC-SHA256", stamp, scope, hashlib.sha256(canonical.encode()).hexdigest()]
+    )
+    key = ("AWS4" + secret).encode()
+    for part in (day, region, "s3", "aws4_request"):
+        key = hmac.new(key, part.encode(), hashlib.sha256).digest()
+    signature = hmac.new(key, to_sign.encode(), hashlib.sha256).hexdigest()
+    signed["Authorization"] = (
+        f"AWS4-HMAC-SHA256 Credential={access}/{scope}, SignedHeaders={';'.join(names)}, "
+        f"Signature={signature}"
+    )
+    return signed
+
+
 class RemoteSource:
     """The bytes of a store at a URL (see the module docstring). ``storage_options``: obstore
     configuration (``endpoint``, ``access_key_id``, ``secret_access_key``, ``region``,
@@ -267,8 +497,9 @@ class RemoteSource:
         self.name = public_url(url)
         self.storage_options = dict(storage_options or {})
         self.gap, self.concurrency = int(gap), int(concurrency)
-        self._store, self._path = _make_store(url, storage_options, int(retries))
-        self._obstore = _import_obstore()
+        self.retries = int(retries)
+        self._store, self._path = _make_store(url, storage_options, self.retries)
+        self._clients: dict[int, Any] = {}  # per process (see _client)
         #: requests sent and bytes received, and rounds (one per read/read_ranges call)
         self.requests = self.rounds = self.bytes_read = 0
         self._closed = False
@@ -284,23 +515,37 @@ class RemoteSource:
     def __setstate__(self, state: dict[str, Any]) -> None:
         self.__init__(state["url"], state["storage_options"], gap=state["gap"])
 
-    # ------------------------------------------------------------------ errors
+    @property
+    def _client(self):
+        """obstore, unless this process was forked from one that used it: obstore's runtime
+        (Rust threads) does not survive fork, and every request of a forked child would wait
+        forever. A DataLoader's forked workers read through the standard library instead."""
+        pid = os.getpid()
+        if self._clients.get(pid) is None:
+            if _OBSTORE_USERS and pid not in _OBSTORE_USERS:
+                self._clients[pid] = _StdlibClient(self.url, self.storage_options, self.name)
+            else:
+                _OBSTORE_USERS.add(pid)
+                self._clients[pid] = _ObstoreClient(self._store, self._path, self)
+        return self._clients[pid]
 
     def error(self, exc: BaseException, what: str = "") -> H5StoreError:
         """The h5store error for a failed request (``what``: e.g. the ids being read)."""
-        errors = self._obstore.exceptions
+        if isinstance(exc, H5StoreError):
+            return exc
         reason = _scrub(str(exc), self.storage_options)
         where = f"{self.name}{': ' + what if what else ''}"
-        if isinstance(exc, (FileNotFoundError, errors.NotFoundError)):
+        kind = self._client.kind(exc)
+        if kind == "missing":
             return StoreNotFoundError(f"{self.name} does not exist ({reason})")
-        if isinstance(exc, (errors.PermissionDeniedError, errors.UnauthenticatedError)):
+        if kind == "denied":
             return RemoteReadError(
                 f"{where}: access denied; check the credentials (AWS_ACCESS_KEY_ID / "
                 f"AWS_SECRET_ACCESS_KEY or storage_options) and the endpoint ({reason})",
                 self.name,
             )
         return RemoteReadError(
-            f"{where}: the read failed after {DEFAULT_RETRIES} retries ({reason})", self.name
+            f"{where}: the read failed after {self.retries} retries ({reason})", self.name
         )
 
     # ------------------------------------------------------------------ ByteSource
@@ -312,12 +557,12 @@ class RemoteSource:
         if self.hdf5_file is not None:
             return self.hdf5_file.size
         try:
-            meta = self._obstore.head(self._store, self._path)
+            size = self._client.size()
         except Exception as exc:
             raise self.error(exc) from None
         self.requests += 1
         self.rounds += 1
-        return int(meta["size"])
+        return size
 
     def read(self, offset: int, size: int) -> bytes:
         # HDF5 metadata h5store reads directly (heap collections) may be cached already
@@ -347,36 +592,14 @@ class RemoteSource:
         smaller) and the object's size, in one round of two requests (the tail as a suffix
         range, so no HEAD request first)."""
         self._check_open()
-        obstore = self._obstore
-
-        async def both():
-            first = obstore.get_range_async(self._store, self._path, start=0, end=head)
-            last = obstore.get_async(self._store, self._path, options={"range": {"suffix": tail}})
-            head_bytes, result = await asyncio.gather(first, last)
-            return bytes(head_bytes), bytes(await result.bytes_async()), int(result.meta["size"])
-
         try:
-            head_bytes, tail_bytes, total = _Loop.run(both())
+            head_bytes, tail_bytes, total = self._client.head_tail(head, tail)
         except Exception as exc:
             raise self.error(exc) from None
         self.requests += 2
         self.rounds += 1
         self.bytes_read += len(head_bytes) + len(tail_bytes)
         return head_bytes, tail_bytes, total
-
-    def read_tail(self, size: int) -> tuple[bytes, int]:
-        """The last ``size`` bytes (fewer if the object is smaller) and the object's size, in
-        one request (a suffix range: no HEAD first)."""
-        self._check_open()
-        try:
-            result = self._obstore.get(self._store, self._path, options={"range": {"suffix": size}})
-            data = bytes(result.bytes())
-            total = int(result.meta["size"])
-        except Exception as exc:
-            raise self.error(exc) from None
-        self.requests += 1
-        self.bytes_read += len(data)
-        return data, total
 
     def read_ranges(
         self, offsets: Sequence[int], sizes: Sequence[int], *, what: str = ""
@@ -393,12 +616,12 @@ class RemoteSource:
             raise FormatError(f"{self.name}: a read at a negative offset or size")
         requests, where = merge_ranges(offsets, sizes, self.gap)
         try:
-            blobs = _Loop.run(self._fetch(requests))
-        except H5StoreError:
-            raise
+            blobs = self._client.fetch(requests, self.concurrency)
         except Exception as exc:
             raise self.error(exc, what) from None
         self.rounds += 1
+        self.requests += sum(1 for s, e in requests if e > s)
+        self.bytes_read += sum(len(b) for b in blobs)
         out: list[bytes] = []
         for (request, start, size), offset in zip(where, offsets):
             piece = blobs[request][start : start + size]
@@ -409,21 +632,6 @@ class RemoteSource:
                 )
             out.append(piece)
         return out
-
-    async def _fetch(self, requests: list[tuple[int, int]]) -> list[memoryview]:
-        obstore = self._obstore
-        limit = asyncio.Semaphore(self.concurrency)
-
-        async def one(start: int, end: int) -> memoryview:
-            if end == start:
-                return memoryview(b"")
-            async with limit:
-                data = await obstore.get_range_async(self._store, self._path, start=start, end=end)
-            self.requests += 1
-            self.bytes_read += len(data)
-            return memoryview(data)
-
-        return await asyncio.gather(*(one(s, e) for s, e in requests))
 
     def fresh(self, dataset=None) -> None:
         """See :meth:`RemoteFile.fresh` (of the file object HDF5 reads this source through)."""

@@ -449,3 +449,28 @@ def test_server_stopping_mid_batch_names_the_url_and_the_ids(http_server, http_u
             store.get_batch(ids[:50])
         assert time.monotonic() - start < RETRY_SECONDS + 10
         assert url in str(caught.value) and str(ids[0]) in str(caught.value)
+
+
+def _read_in_child(store, ids, queue):
+    try:
+        queue.put([image.tobytes() for image in store.get_batch(ids)])
+    except BaseException as exc:  # reported to the parent, which fails the test
+        queue.put(repr(exc))
+
+
+def test_a_forked_child_reads_a_store_its_parent_opened(s3_url, http_url):
+    """obstore's runtime does not survive fork: a forked child (a DataLoader worker) reads
+    through the standard library client, with the same answers and no hang."""
+    import multiprocessing
+
+    context = multiprocessing.get_context("fork")
+    for url in (s3_url, http_url):
+        with h5store.open(url) as store:
+            ids = store.ids()[::50].tolist()
+            want = [image.tobytes() for image in store.get_batch(ids)]
+            queue = context.Queue()
+            child = context.Process(target=_read_in_child, args=(store, ids, queue))
+            child.start()
+            got = queue.get(timeout=60)
+            child.join(60)
+            assert got == want, got
