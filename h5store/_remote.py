@@ -22,6 +22,7 @@ It is imported only when a URL is opened (the ``remote`` extra).
 from __future__ import annotations
 
 import asyncio
+import atexit
 import io
 import os
 import re
@@ -220,11 +221,27 @@ class _Loop:
             if cls._loop is None or cls._pid != os.getpid():  # (a forked child starts afresh)
                 cls._loop = asyncio.new_event_loop()
                 cls._pid = os.getpid()
-                threading.Thread(
+                cls._thread = threading.Thread(
                     target=cls._loop.run_forever, name="h5store-remote", daemon=True
-                ).start()
+                )
+                cls._thread.start()
+                atexit.register(cls.stop)
             loop = cls._loop
         return asyncio.run_coroutine_threadsafe(coro, loop).result()
+
+    @classmethod
+    def stop(cls) -> None:
+        """At exit: stop the loop and wait for its thread. Left running while the interpreter
+        shut down, a request's completion could call into it (a process in four of ten that
+        exited right after a read aborted)."""
+        with cls._lock:
+            loop, thread = cls._loop, getattr(cls, "_thread", None)
+            if loop is None or cls._pid != os.getpid():
+                return
+            cls._loop = None
+        loop.call_soon_threadsafe(loop.stop)
+        if thread is not None:
+            thread.join(5)
 
 
 def merge_ranges(
