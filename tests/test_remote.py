@@ -1,8 +1,8 @@
 """Stores read by URL, against real servers: SeaweedFS's S3 gateway and nginx (HTTP ranges).
 
-The servers are started by the fixtures in tests/remote_servers.py (CI starts the same
-programs); nothing here is mocked. A dying server is a real server behind a TCP relay that
-the test cuts.
+The servers come from the session fixtures of tests/remote_servers.py (``s3_server``,
+``http_server``; .ci/run starts the same programs); nothing here is mocked. A dying server is
+a real server behind a TCP relay that the test cuts.
 """
 
 from __future__ import annotations
@@ -34,84 +34,6 @@ from h5store._remote import (
 from h5store.errors import FormatError, RemoteReadError, StoreNotFoundError
 
 N_IMAGES = 600
-
-
-# ---------------------------------------------------------------- servers (until remote_servers)
-
-
-class _S3:
-    def __init__(self, bucket):
-        import obstore.store
-
-        self.bucket = bucket
-        self.store = obstore.store.S3Store(bucket)
-
-    @property
-    def storage_options(self):
-        return {
-            "endpoint": os.environ["AWS_ENDPOINT_URL"],
-            "access_key_id": os.environ["AWS_ACCESS_KEY_ID"],
-            "secret_access_key": os.environ["AWS_SECRET_ACCESS_KEY"],
-            "region": os.environ["AWS_REGION"],
-            "allow_http": "true",
-        }
-
-    def upload(self, path, key):
-        import obstore
-
-        with open(path, "rb") as fh:
-            obstore.put(self.store, key, fh.read())
-        return f"s3://{self.bucket}/{key}"
-
-
-@pytest.fixture(scope="session")
-def s3_server():
-    if "H5STORE_TEST_S3_BUCKET" not in os.environ:
-        pytest.fail("start SeaweedFS first: source .ci/seaweedfs.sh; start_seaweedfs")
-    return _S3(os.environ["H5STORE_TEST_S3_BUCKET"])
-
-
-class _HTTP:
-    def __init__(self, root, port):
-        self.root, self.port = root, port
-
-    def url(self, name):
-        return f"http://127.0.0.1:{self.port}/{name}"
-
-    def upload(self, path, name):
-        import shutil
-
-        shutil.copyfile(path, os.path.join(self.root, name))
-        return self.url(name)
-
-
-@pytest.fixture(scope="session")
-def http_server(tmp_path_factory):
-    base = tmp_path_factory.mktemp("nginx")
-    root = base / "www"
-    root.mkdir()
-    with socket.socket() as probe:
-        probe.bind(("127.0.0.1", 0))
-        port = probe.getsockname()[1]
-    (base / "nginx.conf").write_text(
-        # (as root, nginx's workers would run as nobody, who cannot read pytest's folders)
-        ("user root;\n" if os.geteuid() == 0 else "")
-        + f"daemon off; worker_processes 1; pid {base}/pid; error_log {base}/error.log;\n"
-        "events { worker_connections 256; }\n"
-        f"http {{ access_log off; client_body_temp_path {base}; proxy_temp_path {base};\n"
-        f"fastcgi_temp_path {base}; uwsgi_temp_path {base}; scgi_temp_path {base};\n"
-        f"server {{ listen 127.0.0.1:{port}; root {root}; }} }}\n"
-    )
-    proc = subprocess.Popen(["nginx", "-c", str(base / "nginx.conf")])
-    for _ in range(100):
-        try:
-            socket.create_connection(("127.0.0.1", port)).close()
-            break
-        except OSError:
-            time.sleep(0.05)
-    yield _HTTP(str(root), port)
-    proc.terminate()
-    proc.wait(10)
 
 
 def make_store(path, n=N_IMAGES, batch=100, seed=0):
