@@ -194,6 +194,14 @@ def test_store_being_appended_to_opens_at_a_commit(http_server):
             ids = index.column("id")
             assert ids.tolist() == list(range(len(ids)))  # a prefix: no row left out
             counts.append(len(ids))
+            # and through h5store.open, whose reads check every payload's CRC-32
+            with h5store.open(http_server.url("growing.h5")) as store:
+                ids = store.ids()
+                assert ids.tolist() == list(range(len(ids))) and len(ids) % 100 == 0
+                store.get_batch(ids[-100:])
+                seen = len(ids)
+                store.refresh()  # what the writer committed since
+                assert len(store) >= seen and len(store) % 100 == 0
         assert len(counts) >= 3 and all(c % 100 == 0 for c in counts)
         assert counts == sorted(counts) and counts[-1] > counts[0]
 
