@@ -404,3 +404,41 @@ def test_a_forked_child_reads_a_store_its_parent_opened(s3_url, http_url):
             got = queue.get(timeout=60)
             child.join(60)
             assert got == want, got
+
+
+def test_reading_commands_take_a_url(s3_url, http_url, local_store, tmp_path, capsys, monkeypatch):
+    from h5store.cli import main
+
+    def run(*args):
+        status = main([str(a) for a in args])
+        return status, capsys.readouterr()
+
+    status, out = run("info", s3_url, "--json")
+    assert status == 0 and json_loads(out.out)["images"] == N_IMAGES
+    status, out = run("query", http_url, "--label", "cat", "--json", "--limit", N_IMAGES)
+    with h5store.open(local_store) as local:
+        cats = local.query(label="cat").tolist()
+        first = int(local.ids()[0])
+        want = local.get_encoded(first)
+    assert status == 0 and [r["id"] for r in json_loads(out.out)["images"]] == cats
+    assert run("show", f"{s3_url}#{first}", "--raw", "-o", tmp_path / "one.jpg")[0] == 0
+    assert (tmp_path / "one.jpg").read_bytes() == want
+    assert run("index", s3_url, "--csv", tmp_path / "index.csv")[0] == 0
+    assert len((tmp_path / "index.csv").read_text().splitlines()) == N_IMAGES + 1
+    assert run("export", http_url, tmp_path / "out")[0] == 0
+    assert sum(len(files) for _, _, files in os.walk(tmp_path / "out")) == N_IMAGES + 1
+    status, out = run("verify", s3_url)
+    assert status == 0 and "all intact" in out.out
+    status, out = run("import", tmp_path / "out", s3_url)
+    assert status == 2 and "write it locally" in out.err
+    wrong = "wrong-secret-for-the-cli"
+    monkeypatch.setenv("AWS_SECRET_ACCESS_KEY", wrong)
+    status, out = run("info", s3_url)
+    assert status == 2 and s3_url in out.err and "access denied" in out.err
+    assert wrong not in out.err
+
+
+def json_loads(text):
+    import json
+
+    return json.loads(text)
