@@ -41,20 +41,20 @@ def test_a_readers_map_is_populated_after_the_index_is_read(store_path):
         pytest.skip("this kernel cannot populate a map on request (MADV_POPULATE_READ)")
     size = os.path.getsize(store_path)
     with h5store.open(store_path) as store:
-        populating = store._mapped._populate
-        assert populating is not None and not store._mapped._populate_pending
+        populating = store.engine.source._populate
+        assert populating is not None and not store.engine.source._populate_pending
         populating.thread.join(10)
         assert not populating.thread.is_alive()
         assert _resident_bytes(store_path) >= 0.9 * size
         assert np.array_equal(store[0], store[0])
     with h5store.open(store_path, "a") as store:  # a writer's map grows: never populated
-        assert store._mapped._populate is None and not store._mapped._populate_pending
+        assert store.engine.source._populate is None and not store.engine.source._populate_pending
 
 
 def test_closing_stops_the_populating_thread(store_path):
     for _ in range(5):
         store = h5store.open(store_path)
-        populating = store._mapped._populate
+        populating = store.engine.source._populate
         store.close()
         if populating is not None:
             populating.thread.join(10)
