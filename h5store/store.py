@@ -37,7 +37,7 @@ from ._file import (
 )
 from ._ingest import GroupCommit, Ingest, check_durability
 from ._read import ReadEngine
-from ._remote import check_remote, is_url
+from ._remote import check_remote, is_url, open_hdf5
 from ._write import StoreWriter, chosen_codec, open_writer_file
 from .codecs import Codec, get_codec, image_shape
 from .codecs.base import check_quality
@@ -438,7 +438,7 @@ class ImageStore:
             self._engine = old_engine
             with contextlib.suppress(H5StoreError, OSError):
                 self._reader = (
-                    old_engine.source.reopen_hdf5()
+                    open_hdf5(old_engine.source)[0]
                     if is_url(self.path)
                     else open_for_reading(self.path, self._locking)
                 )
