@@ -570,7 +570,8 @@ def read_committed_index(
     h5store's threads, and each block's columns copied and checked there, while the block is
     in the CPU's cache: at a million rows, copying and checking the whole array afterwards
     took longer than decoding it. ``fresh(dataset)`` is called before reading the tail and
-    before reading /index (a remote file reads each anew: see _remote.RemoteFile.fresh)."""
+    before reading /index and once more after (a remote file reads each anew, and the
+    catalogue after them: see _remote.RemoteFile.fresh)."""
     if fresh is not None:
         fresh(f[fmt.INDEX_TAIL])
     tail = fmt.read_tail_rows(f)  # tail first, as in read_committed_rows
@@ -597,6 +598,8 @@ def read_committed_index(
         on_blocks=on_blocks,
         read_ranges=mapped.read_ranges,  # one round for a remote source
     )
+    if fresh is not None:
+        fresh(None)  # the catalogue, read next, as new as the rows
     index = reserved[0]
     n, tail = fmt.committed_extent(
         index.column("nbytes", len(stored)),

@@ -752,7 +752,7 @@ class RemoteFile(io.RawIOBase):
         next is fetched after what it read so far; with ``dataset`` (an h5py dataset), fetch
         all its chunks again in one request. A reader racing a writer reads /index_tail,
         then /index, then the catalogue, each fresh after the one before (the order
-        ImageStore._load_checked keeps locally): a block cached earlier could show /index
+        ReadEngine._load keeps locally): a block cached earlier could show /index
         older than the tail. And the tail, which the writer rewrites in place, is read in one
         request: read in pieces, its first rows could predate a move to /index and its last
         follow it, which would leave rows out."""
