@@ -560,14 +560,23 @@ def read_committed_rows(f: h5py.File, mapped: MappedFile | None = None) -> np.nd
 
 
 def read_committed_index(
-    f: h5py.File, mapped: MappedFile, fits: Callable[[np.ndarray], bool]
+    f: h5py.File,
+    mapped: MappedFile,
+    fits: Callable[[np.ndarray], bool],
+    fresh: Callable[[h5py.Dataset | None], None] | None = None,
 ) -> tuple[Index, bool]:
     """The committed rows (as :func:`read_committed_rows`) as an :class:`Index`, and whether
     ``fits`` (a check of a run of rows) said yes to all of them. The rows are decoded on
     h5store's threads, and each block's columns copied and checked there, while the block is
     in the CPU's cache: at a million rows, copying and checking the whole array afterwards
-    took longer than decoding it."""
+    took longer than decoding it. ``fresh(dataset)`` is called before reading the tail and
+    before reading /index and once more after (a remote file reads each anew, and the
+    catalogue after them: see _remote.RemoteFile.fresh)."""
+    if fresh is not None:
+        fresh(f[fmt.INDEX_TAIL])
     tail = fmt.read_tail_rows(f)  # tail first, as in read_committed_rows
+    if fresh is not None:
+        fresh(None)
     reserved: list[Index] = []
     fit = [True]
 
@@ -582,8 +591,15 @@ def read_committed_index(
         return on_block
 
     stored = fmt.read_index_rows(
-        f, mapped.read, threads=get_threads(), spare=len(tail), on_blocks=on_blocks
+        f,
+        mapped.read,
+        threads=get_threads(),
+        spare=len(tail),
+        on_blocks=on_blocks,
+        read_ranges=mapped.read_ranges,  # one round for a remote source
     )
+    if fresh is not None:
+        fresh(None)  # the catalogue, read next, as new as the rows
     index = reserved[0]
     n, tail = fmt.committed_extent(
         index.column("nbytes", len(stored)),

@@ -77,6 +77,8 @@ SCORES = "scores"
 SOURCES = "sources"
 SOURCE_CRC32 = "source_crc32"
 SCORE_CRC32 = "score_crc32"
+#: Each column aligned with the index and the dataset holding its checks.
+CHECKED_COLUMNS = {SCORES: (SCORES, SCORE_CRC32), SOURCES: (SOURCES, SOURCE_CRC32)}
 #: Attribute of /scores (1.2): the label of each column.
 SCORE_COLUMNS = "columns"
 PREVIEWS = "previews"
@@ -842,6 +844,7 @@ def read_sources(
     file_size: int,
     path: str,
     checked_heaps: dict[int, int],
+    prefetch: Callable[[list[int]], None] | None = None,
 ) -> list[str | None] | None:
     """The sources of index rows ``rows`` (image ids ``ids``, for messages): None for rows
     past the end of /sources and rows stored without one; None instead of a list when the store
@@ -849,7 +852,8 @@ def read_sources(
     recorded, so a damaged source (a zeroed chunk reads as no source) raises FormatError.
     ``read_bytes(offset, size)`` reads the file directly (the heap checks), ``file_size`` is
     its size; ``checked_heaps`` remembers the heap collections already walked (see
-    :func:`_check_heap_collection`)."""
+    :func:`_check_heap_collection`). ``prefetch(addresses)``, where given, is told the heap
+    collections about to be read (a remote store fetches them in one round)."""
     # Not f.get: it returns None for a link whose object cannot be opened (a damaged header),
     # and the sources would read as none (found by the fuzzer).
     if SOURCES not in f:
@@ -870,6 +874,8 @@ def read_sources(
     lo, hi = int(wanted.min()), int(wanted.max()) + 1
     # HDF5 follows the reference of every row it reads, wanted or not.
     heaps = _check_source_references(ds, lo, hi, file_size, path)
+    if prefetch is not None:
+        prefetch(list(heaps))
     for address in heaps:
         _check_heap_collection(read_bytes, address, file_size, path, checked_heaps)
     raw = ds[lo:hi][wanted - lo].tolist()  # one read: h5py's per-row selections cost far more
@@ -1378,6 +1384,7 @@ def read_index_rows(
     *,
     spare: int = 0,
     on_blocks: Callable[[np.ndarray], Callable[[int, int], None]] | None = None,
+    read_ranges: Callable[[list[int], list[int]], list] | None = None,
 ) -> np.ndarray:
     """All rows stored in /index.
 
@@ -1385,6 +1392,9 @@ def read_index_rows(
     unshuffled here, on ``threads`` threads: HDF5 would do it one chunk at a time under h5py's
     global lock, which makes opening a million-row store slow. Any chunk that is not plain
     shuffle + deflate falls back to HDF5.
+
+    ``read_ranges(offsets, sizes)``, where given, fetches every chunk's bytes at once first
+    (a remote store's one round of requests) instead of ``read_bytes`` one by one.
 
     ``spare``: rows of room to leave after the last one (the returned rows are a view of
     that larger array). ``on_blocks(rows)`` is called once with that array before anything
@@ -1416,6 +1426,16 @@ def read_index_rows(
         return out[:n]
     itemsize = INDEX_DTYPE.itemsize
     raw_out = out.view(np.uint8)
+    if read_ranges is not None:
+        fetched = dict(
+            zip(
+                (offset for _, offset, _ in chunks),
+                read_ranges([o for _, o, _ in chunks], [n for *_, n in chunks]),
+            )
+        )
+
+        def read_bytes(offset: int, _size: int):
+            return fetched[offset]
 
     def inflate(block: int) -> None:
         # libdeflate into a buffer of the known size: 4x faster than zlib growing its own.
