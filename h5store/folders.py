@@ -110,19 +110,23 @@ def export_folder(
     *,
     ids: Iterable[int] | None = None,
     by: str = "label",
+    layout: str = "folders",
     embed_metadata: bool = False,
     index: str | None = "json",
     overwrite: bool = False,
     progress: bool = True,
 ) -> int:
     """Write images to ``root/<class>/<id><ext>``, grouped by predicted ``label`` or by
-    ``true_label`` (images without one go to ``_unknown``), and the index beside them
+    ``true_label`` (images without one go to ``_unknown``), or with ``layout="flat"`` to
+    ``root/<id>_<class><ext>`` (OpenCV users' layout), and the index beside them
     (``index``: "json", "csv" or None). With ``embed_metadata`` each JPEG, PNG and WebP file
     also carries its id, label, score, true label and the store's name (EXIF, iTXt), pixels
     untouched. Files that exist are an error (:class:`TargetExistsError`, nothing written)
     unless ``overwrite``. Returns the number of image files written."""
     if by not in ("label", "true_label"):
         raise InvalidInputError(f"by must be 'label' or 'true_label', got {by!r}")
+    if layout not in ("folders", "flat"):
+        raise InvalidInputError(f"layout must be 'folders' or 'flat', got {layout!r}")
     if index is not None and index not in INDEX_FILES:
         raise InvalidInputError(
             f"index must be one of {sorted(INDEX_FILES)} or None, got {index!r}"
@@ -130,7 +134,7 @@ def export_folder(
     root = os.path.realpath(os.fspath(root))
     chosen = store.ids() if ids is None else np.asarray(list(ids))
     records = [store.record(i) for i in chosen.tolist()]
-    plan = [(record, _export_path(root, record, by)) for record in records]
+    plan = [(record, _export_path(root, record, by, layout)) for record in records]
     existing = [path for _, path in plan if os.path.lexists(path)]
     if index is not None and os.path.lexists(os.path.join(root, INDEX_FILES[index])):
         existing.insert(0, os.path.join(root, INDEX_FILES[index]))
@@ -172,16 +176,20 @@ def export_folder(
     return len(entries)
 
 
-def _export_path(root: str, record: Any, by: str) -> str:
+def _export_path(root: str, record: Any, by: str, layout: str = "folders") -> str:
     label = getattr(record, by)
-    folder = os.path.join(root, "_unknown" if label is None else folder_name(label))
+    name = "_unknown" if label is None else folder_name(label)
+    extension = FILE_EXTENSIONS.get(record.codec, ".png")
+    if layout == "flat":  # folder_name's escapes keep the name one component, as a folder
+        return os.path.join(root, f"{record.id}_{name}{extension}")
+    folder = os.path.join(root, name)
     if (
         os.path.dirname(os.path.realpath(os.path.join(folder, "x"))) != os.path.realpath(folder)
         or os.path.commonpath([root, os.path.realpath(folder)]) != root
     ):
         # folder_name makes this unreachable
         raise H5StoreError(f"label {label!r} would leave {root}")
-    return os.path.join(folder, f"{record.id}{FILE_EXTENSIONS.get(record.codec, '.png')}")
+    return os.path.join(folder, f"{record.id}{extension}")
 
 
 def _float32(value: Any) -> float | None:
@@ -356,63 +364,50 @@ def import_folder(
     store: ImageStore,
     root: str | os.PathLike,
     *,
+    layout: str = "auto",
+    folders: str = "predicted",
+    ids: str = "auto",
     batch_size: int = 256,
     allow_duplicates: bool = False,
     follow_links: bool = False,
     progress: bool = True,
 ) -> np.ndarray:
-    """Add the images of an ImageFolder tree ``root/<class>/<file>``; returns the new ids.
+    """Add the images of a folder; returns the new ids (:func:`h5store.importers.import_tree`
+    returns the report of what came from where too).
+
+    A folder h5store exported (it has ``h5store-index.json`` or ``.csv``) comes back as it
+    was: ids, labels, true labels, scores, score vectors and sources from the index, and the
+    stored bytes without the metadata export embedded. Otherwise ``layout`` says how it is
+    laid out: ``folders`` (``root/<class>/<file>``; ``folders`` says whether the folder names
+    the ``predicted`` label, the default, or the ``true`` one), ``flat`` (``root/<id>_<label>
+    .<ext>``) or ``auto`` (flat when ``root`` has no subfolder); metadata embedded in the files
+    (EXIF, PNG text, as JSON) fills in the rest; the source is the file's absolute path unless
+    the metadata says. ``ids``: ``auto`` (the files' own ids when every file has one),
+    ``from-names`` (the number a file name begins with) or ``new``.
 
     Only the folder's own files are read: a symbolic link (to a file or a folder, the index
     file included) is followed when it leads to something inside ``root``, and one leading
     out of it is refused with :class:`InvalidInputError` naming the link, before anything is
     written, unless ``follow_links``. No error quotes a file's content.
 
-    A folder h5store exported (it has ``h5store-index.json`` or ``.csv``) comes back as it
-    was: ids, labels, true labels, scores, score vectors and sources from the index, and the
-    stored bytes without the metadata export embedded. Any other tree: the folder is the
-    label and the true label, the file's absolute path the source.
-
     Files whose format is the class's codec (a JPEG file into a JPEG class) are stored as they
     are; the others are decoded and encoded with the class's codec. Images the store already
-    holds (the same ids from an index, or the same source files) are refused with
-    :class:`AlreadyImportedError` before anything is written, unless ``allow_duplicates``,
-    which adds them again under new ids."""
-    root = os.path.realpath(os.fspath(root))
-    index = read_index(root, follow_links=follow_links)
-    items = (
-        _items_from_index(root, index, follow_links)
-        if index
-        else _items_from_tree(root, follow_links)
-    )
-    if not items:
-        raise InvalidInputError(
-            f"{root} has no class folders with images (expected root/<class>/<image>)"
-        )
-    if index:
-        _declare_vector_labels(store, index, items)
-    _refuse_duplicates(store, root, items, allow_duplicates)
-    if allow_duplicates:
-        for item in items:
-            item["id"] = None
-    new_ids = []
-    all_declared = False
-    with tqdm(total=len(items), desc="import", unit="img", disable=not progress) as bar:
-        for start in range(0, len(items), batch_size):
-            chunk = items[start : start + batch_size]
-            if index and not all_declared and not any(i.get("scores") for i in chunk):
-                store.add_labels(index.get("labels", []))  # the classes after the vectors'
-                all_declared = True
-            new_ids += _import_chunk(store, chunk)
-            bar.update(len(chunk))
-    return np.concatenate(new_ids)
+    holds (the same ids, or the same source files) and ids given twice are refused before
+    anything is written (:class:`AlreadyImportedError`, :class:`DuplicateIdError`), unless
+    ``allow_duplicates``, which adds them again under new ids."""
+    from .importers import import_tree
 
-
-def _items_from_tree(root: str, follow_links: bool) -> list[dict[str, Any]]:
-    return [
-        {"path": path, "label": label, "true_label": label, "source": path}
-        for label, path in _files_of_tree(root, follow_links)
-    ]
+    return import_tree(
+        store,
+        root,
+        layout=layout,
+        folders=folders,
+        ids=ids,
+        allow_duplicates=allow_duplicates,
+        follow_links=follow_links,
+        batch_size=batch_size,
+        progress=progress,
+    ).ids
 
 
 def _items_from_index(root: str, index: dict[str, Any], follow_links: bool) -> list[dict[str, Any]]:
@@ -487,7 +482,9 @@ def _import_chunk(store: ImageStore, chunk: list[dict[str, Any]]) -> list[np.nda
         with open(item["path"], "rb") as fh:
             data = fh.read()
         codec = store.codec_of(item["label"])
-        if item.get("codec") == codec.codec_id and item.get("crc32") is not None:
+        if item.get("strip"):  # h5store's export embedded it: the stored stream is without
+            data = embed.strip(codec.codec_id, data)
+        elif item.get("codec") == codec.codec_id and item.get("crc32") is not None:
             stored = embed.strip(codec.codec_id, data)  # the bytes the exporting store held
             if imagecodecs.deflate_crc32(stored) == item["crc32"]:
                 data = stored
