@@ -172,7 +172,7 @@ def _exif_fields(tiff: bytes) -> tuple[list[tuple[str, bytes | str]], str | None
         exif = _ifd(tiff, struct.unpack(order + "I", ifd0[_EXIF_IFD][:4])[0], order)
     fields: list[tuple[str, bytes | str]] = []
     if _USER_COMMENT in exif:
-        fields.append(("EXIF UserComment", _user_comment(exif[_USER_COMMENT], order)))
+        fields += [("EXIF UserComment", text) for text in _user_comment(exif[_USER_COMMENT], order)]
     if _IMAGE_DESCRIPTION in ifd0:
         fields.append(("EXIF ImageDescription", ifd0[_IMAGE_DESCRIPTION]))
     if _XP_COMMENT in ifd0:  # Windows' comment (exiftool -XPComment): UTF-16LE
@@ -204,12 +204,15 @@ def _ifd(tiff: bytes, at: int, order: str) -> dict[int, bytes]:
     return out
 
 
-def _user_comment(value: bytes, order: str) -> str:
-    """UserComment's text after its 8-byte character code (ASCII, UNICODE or undefined)."""
+def _user_comment(value: bytes, order: str) -> list[str]:
+    """UserComment's text after its 8-byte character code (ASCII, UNICODE or undefined): the
+    readings to try, likeliest first."""
     code, text = value[:8], value[8:]
     if code == b"UNICODE\x00":
         if text[:2] in (b"\xff\xfe", b"\xfe\xff"):
-            return text.decode("utf-16", "replace")
-        # no byte-order mark: the EXIF block's own order (exiftool, piexif's helper)
-        return text.decode("utf-16-le" if order == "<" else "utf-16-be", "replace")
-    return text.decode("utf-8", "replace")
+            return [text.decode("utf-16", "replace")]
+        # No byte-order mark: exiftool writes the EXIF block's own order, piexif's helper the
+        # machine's (little-endian in a big-endian block): both are tried.
+        orders = ["utf-16-le", "utf-16-be"] if order == "<" else ["utf-16-be", "utf-16-le"]
+        return [text.decode(codec, "replace") for codec in orders]
+    return [text.decode("utf-8", "replace")]

@@ -78,17 +78,18 @@ _SHORTENED = "%~"
 _DIGEST_CHARS = 16
 
 
-def folder_name(label: str) -> str:
+def folder_name(label: str, limit: int = MAX_NAME_BYTES) -> str:
     """The class folder of ``label``: :func:`safe_name`, shortened when that is longer than
     a file name can be. A shortened name is the longest prefix of the escaped name (never cut
     inside a character or an escape) that leaves room for ``%~`` and 16 hex digits of the
     label's SHA-256: distinct labels keep distinct folders, and no label's own name has that
-    form. The export's index keeps the full label."""
+    form. The export's index keeps the full label. ``limit``: the bytes the name may take (less
+    than a file name's when it shares one, as in the flat layout's ``<id>_<label>.jpg``)."""
     name = safe_name(label)
-    if len(name.encode("utf-8")) <= MAX_NAME_BYTES:
+    if len(name.encode("utf-8")) <= limit:
         return name
     digest = hashlib.sha256(label.encode("utf-8", "surrogatepass")).hexdigest()[:_DIGEST_CHARS]
-    room = MAX_NAME_BYTES - len(_SHORTENED) - _DIGEST_CHARS
+    room = limit - len(_SHORTENED) - _DIGEST_CHARS
     cut = len(name.encode("utf-8")[:room].decode("utf-8", "ignore"))
     if "%" in name[max(0, cut - 2) : cut]:  # a cut escape: end before it
         cut = name.rindex("%", 0, cut)
@@ -178,11 +179,13 @@ def export_folder(
 
 def _export_path(root: str, record: Any, by: str, layout: str = "folders") -> str:
     label = getattr(record, by)
-    name = "_unknown" if label is None else folder_name(label)
     extension = FILE_EXTENSIONS.get(record.codec, ".png")
     if layout == "flat":  # folder_name's escapes keep the name one component, as a folder
-        return os.path.join(root, f"{record.id}_{name}{extension}")
-    folder = os.path.join(root, name)
+        head = f"{record.id}_"
+        room = MAX_NAME_BYTES - len(head) - len(extension)
+        name = "_unknown" if label is None else folder_name(label, room)
+        return os.path.join(root, f"{head}{name}{extension}")
+    folder = os.path.join(root, "_unknown" if label is None else folder_name(label))
     if (
         os.path.dirname(os.path.realpath(os.path.join(folder, "x"))) != os.path.realpath(folder)
         or os.path.commonpath([root, os.path.realpath(folder)]) != root

@@ -39,6 +39,7 @@ from .folders import (
     _import_chunk,
     _items_from_index,
     _refuse_duplicates,
+    folder_name,
     label_of_folder,
     read_index,
 )
@@ -193,11 +194,16 @@ def _items_from_folders(
     folder_role = "label" if folders == "predicted" else "true_label"
     for name, path in _files_of_tree(root, follow_links):
         item = {"path": path, folder_role: name, "given": {folder_role}}
-        origins[(folder_role, "class folder name")] += 1
         embedded = _embedded(path)
+        values = {} if embedded is None else _metadata_values(embedded, path)
+        said = values.get(folder_role)
+        folder = os.path.relpath(path, root).split(os.sep)[0]
+        if said is not None and folder_name(said) == folder:
+            item[folder_role] = said  # the folder's label in full (a long one is shortened)
+        else:
+            disagree += said is not None and said != name
+        origins[(folder_role, "class folder name")] += 1
         if embedded is not None:
-            values = _metadata_values(embedded, path)
-            disagree += values.get(folder_role) not in (None, name)
             _fill(item, values, embedded, origins)
         if item.get("label") is None:  # a labelled data set: the truth is the class trained on
             item["label"] = item["true_label"]
@@ -446,7 +452,10 @@ def _resolve(root: str, value: Any, where: str, follow_links: bool) -> str:
             f"{where}: the path {value[:200]!r} leads outside {root}; an import reads only "
             "files under its root (pass the folder that holds them as root)"
         )
-    _check_link(root, path, follow_links)
+    try:
+        _check_link(root, path, follow_links)
+    except InvalidInputError as exc:
+        raise InvalidInputError(f"{where}: {exc}") from None
     if not os.path.isfile(path):
         raise InvalidInputError(f"{where}: {value[:200]!r} is not a file under {root}")
     return path
