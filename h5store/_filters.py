@@ -81,10 +81,10 @@ def stack_filters(path: str | os.PathLike) -> list[StackFilter]:
     from_plugin = _hdf5plugin_ids()
 
     def visit(name: str, obj: object) -> None:
-        if not isinstance(obj, h5py.Dataset):
-            return
+        if not isinstance(obj, h5py.Dataset) or "codec" not in obj.attrs:
+            return  # a class's preview (gzip, which every HDF5 has) is no stack
         plist = obj.id.get_create_plist()
-        codec = obj.attrs.get("codec", b"")
+        codec = obj.attrs["codec"]
         codec = codec.decode() if isinstance(codec, bytes) else str(codec)
         registered = bool(obj.attrs.get("filter_registered", 1))
         for k in range(plist.get_nfilters()):
