@@ -92,7 +92,8 @@ class ImportReport:
     def lines(self) -> list[str]:
         """The report for people, a line per fact."""
         out = [f"read {len(self.ids)} images from {self.source} ({self.layout})"]
-        out += [f"  {role:<10} <- {where}" for role, where in self.mapping.items()]
+        roles = sorted(self.mapping, key=list(ROLE_NAMES).index)
+        out += [f"  {role:<10} <- {self.mapping[role]}" for role in roles]
         classes = ", ".join(f"{label} {n}" for label, n in self.per_class.items())
         out.append(f"  per class: {classes}")
         out += [f"  note: {note}" for note in self.notes]
@@ -174,6 +175,12 @@ def import_tree(
         mapping["id"] = _id_origin(items, ids, mapping.get("id", ""))
         vector_labels = _vector_labels(store, items)
         mapping = {role: where for role, where in mapping.items() if where}
+        if "true_label" not in mapping:  # said, so that no one reads 0 errors as 100 %
+            mapping["true_label"] = "nowhere: unknown" + (
+                " (the folders are predictions: folders='true' if they are the truth)"
+                if layout == "folders"
+                else ""
+            )
     if not items:
         raise InvalidInputError(
             f"{root} has no image files (expected root/<class>/<image> or root/<id>_<label>.jpg)"
@@ -372,6 +379,7 @@ def import_sql(
         raise InvalidInputError(f"table {table!r} of {where} has no rows")
     _ids_by_rule(items, ids)
     mapping = {role: f"column {column!r}" for role, column in chosen.items()}
+    mapping["path"] += f", under {root}"
     if "source" not in chosen:
         mapping["source"] = "the file's resolved path"
     if vectors:
