@@ -16,7 +16,7 @@ import piexif
 import piexif.helper
 import pytest
 import sqlalchemy as sa
-from conftest import file_digest, photo_crops
+from conftest import file_digest, h5store_cli, photo_crops
 from hypothesis import given, settings
 from hypothesis import strategies as st
 from PIL import Image, PngImagePlugin
@@ -496,3 +496,48 @@ def test_any_path_text_is_read_under_the_root_or_refused(value):
             source = store.record(int(ids[0])).source
             real_root = os.path.realpath(root)
             assert os.path.commonpath([real_root, os.path.realpath(source)]) == real_root
+
+
+# ============================================================================ the command line
+
+
+def test_the_command_line_imports_each_way_and_says_what_it_mapped(tmp_path):
+    pillow_folders(tmp_path / "pil", n=4)
+    opencv_flat(tmp_path / "cv", n=3)
+    url = f"sqlite:///{tmp_path / 'files' / 'images.db'}"
+    (tmp_path / "files").mkdir()
+    orm_table(url, tmp_path / "files", n=3)
+
+    text = h5store_cli("import", str(tmp_path / "pil"), str(tmp_path / "a.h5"), "--quiet")
+    lines = text.stdout.splitlines()
+    assert lines[0].startswith(f"read 4 images from {tmp_path / 'pil'} (class folders")
+    assert "  label      <- class folder name (4 of 4)" in lines
+    assert any(line.startswith("  true_label <- nowhere: unknown") for line in lines)
+    assert "  per class: bird 1, cat 2, dog 1" in lines
+
+    flat = json.loads(
+        h5store_cli("import", str(tmp_path / "cv"), str(tmp_path / "b.h5"), "--json").stdout
+    )
+    assert flat["imported"] == 3 and flat["mapping"]["scores"].startswith("EXIF UserComment")
+    assert flat["mapping"]["id"] == "file name <id>_<label> (3 of 3)"
+
+    args = ["--sql", url, "--table", "classified_images", "--columns", "label=class_label"]
+    sql = json.loads(h5store_cli("import", str(tmp_path / "c.h5"), *args, "--json").stdout)
+    assert sql["mapping"]["label"] == "column 'class_label'" and sql["imported"] == 3
+    with h5store.open(tmp_path / "c.h5") as store:
+        assert sorted(store.ids().tolist()) == [300, 301, 302]
+
+
+def test_the_command_line_states_defaults_and_refuses_half_given_options(tmp_path):
+    help_text = " ".join(h5store_cli("import", "--help").stdout.split())
+    assert "the model's prediction (default:" in help_text
+    assert "--ids {auto,from-names,new}" in help_text
+    for args, message in [
+        (["--sql", "sqlite:///x.db"], "--sql and --table go together"),
+        (["--columns", "id=x"], "--sql and --table go together"),
+        ([], "give the FOLDER"),
+        (["--sql", "sqlite:///x.db", "--table", "t", "--columns", "id"], "ROLE=COLUMN"),
+    ]:
+        result = h5store_cli("import", str(tmp_path / "s.h5"), *args, check=False)
+        assert result.returncode == 2 and message in result.stderr, result.stderr
+    assert not (tmp_path / "s.h5").exists()
