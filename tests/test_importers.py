@@ -541,3 +541,87 @@ def test_the_command_line_states_defaults_and_refuses_half_given_options(tmp_pat
         result = h5store_cli("import", str(tmp_path / "s.h5"), *args, check=False)
         assert result.returncode == 2 and message in result.stderr, result.stderr
     assert not (tmp_path / "s.h5").exists()
+
+
+# ==================================================================== untrusted metadata
+
+
+def _carriers() -> list[bytes]:
+    """A file of each kind the metadata reader parses, each with a record in it."""
+    import io
+
+    import imagecodecs
+
+    from h5store import embed
+
+    image = photo_crops()[0][0]
+    record = {"label": "cat", "scores": {"cat": 0.75, "dog": 0.25}, "id": 3}
+    jpeg = io.BytesIO()
+    exif = {
+        "Exif": {
+            piexif.ExifIFD.UserComment: piexif.helper.UserComment.dump(
+                json.dumps(record), encoding="unicode"
+            )
+        }
+    }
+    Image.fromarray(image).save(jpeg, "JPEG", exif=piexif.dump(exif))
+    png = io.BytesIO()
+    info = PngImagePlugin.PngInfo()
+    info.add_text("h5store", json.dumps(record), zip=True)  # zTXt
+    Image.fromarray(image).save(png, "PNG", pnginfo=info)
+    webp = embed.embed("webp", imagecodecs.webp_encode(image, level=80), record, (64, 64))
+    return [jpeg.getvalue(), png.getvalue(), webp]
+
+
+CARRIERS = _carriers()
+
+
+@settings(max_examples=300, deadline=None)
+@given(
+    which=st.integers(0, len(CARRIERS) - 1),
+    edits=st.lists(st.tuples(st.integers(0, 2000), st.integers(0, 255)), max_size=8),
+    cut=st.integers(0, 4000),
+)
+def test_damaged_metadata_is_read_or_ignored_never_an_exception(which, edits, cut):
+    from h5store import _file_metadata
+
+    data = bytearray(CARRIERS[which])
+    assert _file_metadata.read(bytes(data)).values["label"] == "cat"  # intact: found
+    for at, value in edits:
+        if at < len(data):
+            data[at] = value
+    found = _file_metadata.read(bytes(data[: len(data) - cut]))
+    assert found is None or isinstance(found.values, dict)
+
+
+JSON_VALUES = st.recursive(
+    st.none() | st.booleans() | st.integers() | st.floats() | st.text(max_size=5),
+    lambda inner: (
+        st.lists(inner, max_size=3) | st.dictionaries(st.text(max_size=5), inner, max_size=3)
+    ),
+    max_leaves=6,
+)
+
+
+@settings(max_examples=60, deadline=None)
+@given(
+    record=st.dictionaries(
+        st.sampled_from(["label", "true_label", "score", "scores", "id", "source", "labels"]),
+        JSON_VALUES,
+    )
+)
+def test_any_metadata_values_import_or_are_refused_by_name(record):
+    with tempfile.TemporaryDirectory() as tmp:
+        tmp = Path(tmp)
+        (tmp / "flat").mkdir()
+        path = tmp / "flat" / "5_cat.jpg"
+        Image.fromarray(photo_crops()[0][0]).save(path)
+        comment = piexif.helper.UserComment.dump(json.dumps(record, allow_nan=True))
+        piexif.insert(piexif.dump({"Exif": {piexif.ExifIFD.UserComment: comment}}), str(path))
+        with h5store.open(tmp / "s.h5", "w") as store:
+            try:
+                import_tree(store, tmp / "flat", progress=False)
+            except h5store.InvalidInputError as exc:
+                assert str(path) in str(exc) or "score vector" in str(exc)
+                return
+            assert len(store) == 1
