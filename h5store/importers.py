@@ -19,6 +19,7 @@ unless ``follow_links`` allows links), checks everything before the first image 
 
 from __future__ import annotations
 
+import json
 import os
 import re
 from collections import Counter
@@ -223,6 +224,12 @@ def _items_from_folders(
             f"{disagree} files' embedded {folder_role} differs from their folder; the folder "
             f"was used (folders={folders!r})"
         )
+    with os.scandir(root) as entries:
+        loose = sum(
+            e.is_file() and os.path.splitext(e.name)[1].lower() in IMAGE_SUFFIXES for e in entries
+        )
+    if loose:
+        notes.append(f"{loose} image files directly in the folder were left out (--layout flat)")
     return items, _describe(origins, len(items)), notes
 
 
@@ -489,6 +496,11 @@ def _checked(role: str, value: Any, where: str, keys: Mapping[str, Any]) -> Any:
     if role == "score":
         return _number(value, where, role)
     if role == "scores":
+        if isinstance(value, str):  # a JSON text column
+            try:
+                value = json.loads(value)
+            except ValueError:
+                raise InvalidInputError(f"{where}: scores is text but not JSON") from None
         if isinstance(value, list):  # a list says nothing of its classes unless named beside it
             names = keys.get("labels", keys.get("classes"))
             if not isinstance(names, list) or len(names) != len(value):

@@ -84,10 +84,14 @@ def test_folders_as_true_labels_take_the_prediction_from_the_files(tmp_path):
             comment = piexif.helper.UserComment.dump(json.dumps({"predicted": labels[k]}))
             options["exif"] = piexif.dump({"Exif": {piexif.ExifIFD.UserComment: comment}})
         Image.fromarray(images[k]).save(path, **options)
+    shutil.copy(path, tmp_path / "t" / "stray.jpg")  # beside the class folders: left out
     with h5store.open(tmp_path / "s.h5", "w") as store:
         report = import_tree(
             store, tmp_path / "t", folders="true", ids="from-names", progress=False
         )
+        assert len(store) == 6 and report.notes == [
+            "1 image files directly in the folder were left out (--layout flat)"
+        ]
         for k in range(6):
             record = store.record(k)
             assert record.true_label == truth[k]
@@ -338,8 +342,19 @@ def test_sqlite_paths_resolve_under_the_database_folder(tmp_path):
     root.mkdir()
     url = f"sqlite:///{root / 'images.db'}"
     orm_table(url, root, n=3)
+    engine = sa.create_engine(url)
+    with engine.begin() as conn:  # a score vector as JSON text, named by --columns
+        conn.exec_driver_sql("ALTER TABLE classified_images ADD COLUMN probs TEXT")
+        conn.exec_driver_sql("""UPDATE classified_images SET probs = '{"cat": 0.5, "dog": 0.3,'
+                             || ' "bird": 0.2}' WHERE class_label = 'cat'""")
+    engine.dispose()
     with h5store.open(tmp_path / "s.h5", "w") as store:
-        assert len(import_sql(store, url, "classified_images", progress=False).ids) == 3
+        columns = {"scores": "probs"}
+        report = import_sql(store, url, "classified_images", columns=columns, progress=False)
+        assert len(report.ids) == 3 and report.mapping["scores"] == "column 'probs'"
+        vector = dict(zip(store.labels, store.record(300).scores.tolist()))
+        assert vector == {"cat": 0.5, "dog": np.float32(0.3), "bird": np.float32(0.2)}
+        assert store.record(301).scores is None
 
 
 def test_sql_round_trip_through_h5store_own_table(tmp_path, url):
