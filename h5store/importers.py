@@ -31,7 +31,7 @@ import numpy as np
 from tqdm import tqdm
 
 from . import _file_metadata
-from .errors import DuplicateIdError, InvalidInputError
+from .errors import DatabaseError, DuplicateIdError, InvalidInputError
 from .folders import (
     IMAGE_SUFFIXES,
     _check_link,
@@ -360,7 +360,7 @@ def import_sql(
             rows = [dict(zip(chosen, row)) for row in conn.execute(query)]
             vectors = _score_table(conn, inspector, f"{table}_scores") if "id" in chosen else {}
     except sa.exc.SQLAlchemyError as exc:
-        raise InvalidInputError(f"cannot read table {table!r} of {where}: {exc}") from None
+        raise DatabaseError(f"cannot read table {table!r} of {where}: {exc}") from None
     finally:
         if owned:
             engine.dispose()
