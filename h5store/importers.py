@@ -373,6 +373,11 @@ def import_sql(
             item[role] = None if value is None else _checked(role, value, at, {})
         if item["label"] is None:
             raise InvalidInputError(f"{at} has no label (column {chosen['label']!r} is NULL)")
+        if row["path"] is None:
+            raise InvalidInputError(
+                f"{at} has no path (column {chosen['path']!r} is NULL); `h5store index --sql` "
+                "fills it only for exported images: write the table with `h5store export --sql`"
+            )
         item["path"] = _resolve(root, row["path"], at, follow_links)
         if "source" not in chosen:
             item["source"] = item["path"]

@@ -441,6 +441,16 @@ def test_a_repeated_image_id_in_a_table_writes_nothing(tmp_path, url):
     assert file_digest(path) == before
 
 
+def test_a_table_without_files_says_how_to_get_one(tmp_path, url):
+    src = scored_store(tmp_path / "a" / "run.h5", "jpeg", n=2)
+    with h5store.open(src) as store:
+        store.to_sql(url, table="index_only")  # `h5store index --sql`: no files exported
+    with h5store.open(tmp_path / "s.h5", "w") as store:
+        with pytest.raises(h5store.InvalidInputError, match="column 'file' is NULL.*export --sql"):
+            import_sql(store, url, "index_only", root=tmp_path, progress=False)
+        assert len(store) == 0
+
+
 def test_postgresql_tables_need_a_root(tmp_path, url):
     orm_table(url, tmp_path / "files", n=1)
     with h5store.open(tmp_path / "s.h5", "w") as store:
