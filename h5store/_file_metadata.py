@@ -163,7 +163,7 @@ def _png_text(kind: bytes, body: bytes) -> tuple[str | None, str]:
 
 def _exif_fields(tiff: bytes) -> tuple[list[tuple[str, bytes | str]], str | None]:
     """The fields that may hold a record, in the order they are tried, and Software."""
-    if tiff[:4] not in (b"II*\x00", b"MM\x00*"):
+    if len(tiff) < 8 or tiff[:4] not in (b"II*\x00", b"MM\x00*"):
         return [], None
     order = "<" if tiff[:2] == b"II" else ">"
     ifd0 = _ifd(tiff, struct.unpack(order + "I", tiff[4:8])[0], order)

@@ -647,6 +647,22 @@ def test_any_metadata_values_import_or_are_refused_by_name(record):
             try:
                 import_tree(store, tmp / "flat", progress=False)
             except h5store.InvalidInputError as exc:
-                assert str(path) in str(exc) or "score vector" in str(exc)
+                assert str(exc).startswith(str(path)) or "score vector" in str(exc)
+                assert len(store) == 0  # refused before the first image was written
                 return
             assert len(store) == 1
+
+
+def test_a_bad_record_in_a_later_batch_is_refused_before_the_first_is_written(tmp_path):
+    records = opencv_flat(tmp_path / "cv", n=4, vectors=False)
+    last = max(records)
+    meta, path = records[last]
+    comment = piexif.helper.UserComment.dump(json.dumps({**meta, "score": 1.5}))
+    piexif.insert(piexif.dump({"Exif": {piexif.ExifIFD.UserComment: comment}}), path)
+    store_path = tmp_path / "s.h5"
+    h5store.open(store_path, "w").close()
+    before = file_digest(store_path)
+    with h5store.open(store_path, "a") as store:
+        with pytest.raises(h5store.InvalidInputError, match=f"^{path}: scores are outside"):
+            import_tree(store, tmp_path / "cv", batch_size=1, progress=False)
+    assert file_digest(store_path) == before
