@@ -546,6 +546,12 @@ def test_the_command_line_imports_each_way_and_says_what_it_mapped(tmp_path):
     assert flat["imported"] == 3 and flat["mapping"]["scores"].startswith("EXIF UserComment")
     assert flat["mapping"]["id"] == "file name <id>_<label> (3 of 3)"
 
+    flat_out = tmp_path / "flat-out"
+    h5store_cli("export", str(tmp_path / "b.h5"), str(flat_out), "--layout", "flat", "--quiet")
+    assert sorted(os.listdir(flat_out)) == sorted(os.listdir(tmp_path / "cv")) + [
+        "h5store-index.json"
+    ]
+
     args = ["--sql", url, "--table", "classified_images", "--columns", "label=class_label"]
     sql = json.loads(h5store_cli("import", str(tmp_path / "c.h5"), *args, "--json").stdout)
     assert sql["mapping"]["label"] == "column 'class_label'" and sql["imported"] == 3
