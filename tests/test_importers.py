@@ -563,13 +563,19 @@ def test_the_command_line_states_defaults_and_refuses_half_given_options(tmp_pat
     help_text = " ".join(h5store_cli("import", "--help").stdout.split())
     assert "the model's prediction (default:" in help_text
     assert "--ids {auto,from-names,new}" in help_text
+    store = str(tmp_path / "s.h5")
+    empty = tmp_path / "empty"
+    empty.mkdir()
     for args, message in [
-        (["--sql", "sqlite:///x.db"], "--sql and --table go together"),
-        (["--columns", "id=x"], "--sql and --table go together"),
-        ([], "give the FOLDER"),
-        (["--sql", "sqlite:///x.db", "--table", "t", "--columns", "id"], "ROLE=COLUMN"),
+        ([store, "--sql", "sqlite:///x.db"], "--sql and --table go together"),
+        ([store, "--columns", "id=x"], "--sql and --table go together"),
+        ([store], "give the FOLDER"),
+        ([store, "--sql", "sqlite:///x.db", "--table", "t", "--columns", "id"], "ROLE=COLUMN"),
+        # refused after the store was opened: the new store is not left behind
+        ([store, "--sql", f"sqlite:///{tmp_path / 'x.db'}", "--table", "t"], "no table 't'"),
+        ([str(empty), store], "has no image files"),
     ]:
-        result = h5store_cli("import", str(tmp_path / "s.h5"), *args, check=False)
+        result = h5store_cli("import", *args, check=False)
         assert result.returncode == 2 and message in result.stderr, result.stderr
     assert not (tmp_path / "s.h5").exists()
 

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import argparse
+import os
 
 import h5store
 
@@ -118,16 +119,22 @@ def run(args: argparse.Namespace) -> int:
         "follow_links": args.follow_links,
         "progress": not args.quiet,
     }
-    with h5store.open(args.path, "a", codec=args.codec, quality=args.quality) as store:
-        if args.sql:
-            report = import_sql(
-                store, args.sql, args.table, columns=columns, root=args.folder, **common
-            )
-        else:
-            report = import_tree(
-                store, args.folder, layout=args.layout, folders=args.folders, **common
-            )
-        stats = store.stats()
+    existed = os.path.lexists(args.path)
+    try:
+        with h5store.open(args.path, "a", codec=args.codec, quality=args.quality) as store:
+            if args.sql:
+                report = import_sql(
+                    store, args.sql, args.table, columns=columns, root=args.folder, **common
+                )
+            else:
+                report = import_tree(
+                    store, args.folder, layout=args.layout, folders=args.folders, **common
+                )
+            stats = store.stats()
+    except h5store.H5StoreError:
+        if not existed and os.path.exists(args.path):
+            os.unlink(args.path)  # a refused import into a new store leaves no store behind
+        raise
     _print(
         {**report.as_dict(), **stats},
         args.json,
