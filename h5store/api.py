@@ -38,6 +38,7 @@ def open(
     group_commit: GroupCommit | None = None,
     channel_order: str = "rgb",
     argmax_labels: bool = True,
+    storage_options: dict[str, Any] | None = None,
     **codec_options: Any,
 ) -> ImageStore: ...
 
@@ -49,6 +50,7 @@ def open(
     *,
     verify_reads: bool = True,
     channel_order: str = "rgb",
+    storage_options: dict[str, Any] | None = None,
 ) -> ShardedStore: ...
 
 
@@ -65,6 +67,7 @@ def open(
     group_commit: GroupCommit | None = None,
     channel_order: str = "rgb",
     argmax_labels: bool = True,
+    storage_options: dict[str, Any] | None = None,
     **codec_options: Any,
 ) -> ImageStore | ShardedStore:
     """Open or create an h5store file; use as a context manager.
@@ -111,6 +114,12 @@ def open(
     add call raises :class:`InvalidInputError` naming the image (true-class vectors, rows out
     of step, another model's labels). False accepts any label, for a decision rule that is
     not the argmax (a threshold on a rare class). Merge and repack copy what stores hold.
+
+    ``path`` may be a URL (``s3://bucket/key.h5``, ``https://host/run.h5``, ``gs://``,
+    ``az://``, ``file://``; lists of them too): the store is read where it lies, read-only
+    (docs/remote.md; needs the ``remote`` extra). ``storage_options``: the client's settings
+    (``endpoint``, ``access_key_id``, ``secret_access_key``, ``region``, ...) where the
+    ``AWS_*`` environment variables do not give them.
     """
     _inputs.check_channel_order(channel_order)
     if isinstance(path, (list, tuple)):
@@ -122,7 +131,12 @@ def open(
         args = OpenArguments.checked(
             path, mode, codec, quality, labels, verify_reads, locking, codec_options
         )
-        return ShardedStore(args.path, verify_reads=args.verify_reads, channel_order=channel_order)
+        return ShardedStore(
+            args.path,
+            verify_reads=args.verify_reads,
+            channel_order=channel_order,
+            storage_options=storage_options,
+        )
     return ImageStore(
         path,
         mode,
@@ -135,6 +149,7 @@ def open(
         group_commit=group_commit,
         channel_order=channel_order,
         argmax_labels=argmax_labels,
+        storage_options=storage_options,
         **codec_options,
     )
 

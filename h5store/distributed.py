@@ -53,9 +53,10 @@ def ingest(
 ) -> list[str]:
     """Store every image of ``source`` in the new store ``out``, encoded on Dask workers.
 
-    ``source``: an ImageFolder root (``root/<class>/<file>``: label and true label from the
-    folder, as ``h5store import``), or a table (pandas DataFrame or CSV path) with columns
-    ``path`` and ``label`` and optional ``score`` (top-1), ``true_label``, ``id``.
+    ``source``: an ImageFolder root (``root/<class>/<file>``: the folder is the predicted
+    label and the true label is unknown, as ``h5store import`` has it by default), or a table
+    (pandas DataFrame or CSV path) with columns ``path`` and ``label`` and optional ``score``
+    (top-1), ``true_label``, ``id``.
     ``client``: a ``distributed.Client``; without one a ``LocalCluster`` of ``workers``
     processes (default 2) is started and stopped. JPEG files go into JPEG classes as they
     are. Each partition becomes a shard, written under a temporary name and renamed when
@@ -153,11 +154,9 @@ def _table(source: Any, follow_links: bool = False) -> dict[str, list]:
     if isinstance(source, (str, os.PathLike)) and os.path.isdir(source):
         root = os.fspath(source)
         files = list_folder(root, follow_links=follow_links)
-        labels = [label for label, _ in files]
         return {
             "path": [p for _, p in files],
-            "label": labels,
-            "true_label": labels,
+            "label": [label for label, _ in files],
             "source": [p for _, p in files],  # as import_folder records it
         }
     import pandas as pd
