@@ -7,7 +7,7 @@ from __future__ import annotations
 
 import json
 from collections.abc import Callable, Sequence
-from dataclasses import dataclass, field
+from dataclasses import InitVar, dataclass, field
 from typing import Any, NamedTuple
 
 import h5py
@@ -29,7 +29,7 @@ class StackKey(NamedTuple):
     channels: int
     dtype: str
 
-    def decoder(self, codec: Codec) -> Callable[[Any], np.ndarray]:
+    def decoder(self, codec: Codec) -> Callable[..., np.ndarray]:
         """``codec``'s payload -> pixels function for this stack's images."""
         shape = image_shape(self.height, self.width, self.channels)
         return codec.decoder(shape, np.dtype(self.dtype))
@@ -50,17 +50,27 @@ class Stack:
     codec: Codec
     path: str
     length: int = 0  # committed images (positions 0 .. length-1)
-    #: payload -> pixels, built once per stack (or taken from a stack of the same codec and
-    #: geometry): the read path calls it for every image.
-    decode_payload: Callable[[Any], np.ndarray] = field(default=None, repr=False)
+    #: a decode_payload and header_problem to share (those of a stack of the same codec and
+    #: geometry); None: built for this stack
+    shared_decoder: InitVar[Callable[..., np.ndarray] | None] = None
+    shared_checker: InitVar[Callable[[Any], str | None] | None] = None
+    #: payload (and optionally out=) -> pixels, built once per stack: the read path calls it
+    #: for every image.
+    decode_payload: Callable[..., np.ndarray] = field(init=False, repr=False)
     #: payload -> why its header cannot be one of this stack's images (None: it can)
-    header_problem: Callable[[Any], str | None] = field(default=None, repr=False)
+    header_problem: Callable[[Any], str | None] = field(init=False, repr=False)
 
-    def __post_init__(self) -> None:
-        if self.decode_payload is None:
-            self.decode_payload = self.key.decoder(self.codec)
-        if self.header_problem is None:
-            self.header_problem = self.codec.header_checker(self.geometry)
+    def __post_init__(
+        self,
+        shared_decoder: Callable[..., np.ndarray] | None,
+        shared_checker: Callable[[Any], str | None] | None,
+    ) -> None:
+        self.decode_payload = (
+            self.key.decoder(self.codec) if shared_decoder is None else shared_decoder
+        )
+        self.header_problem = (
+            self.codec.header_checker(self.geometry) if shared_checker is None else shared_checker
+        )
 
     @property
     def shape(self) -> tuple[int, ...]:
@@ -138,7 +148,7 @@ class Catalog:
         self._by_geometry: dict[tuple, Stack] = {}  # (see _add_stack)
         self.stack_ids: dict[StackKey, int] = {}
         #: each stack's decode_payload, by stack id: the read path indexes this list directly.
-        self.decoders: list[Callable[[Any], np.ndarray]] = []
+        self.decoders: list[Callable[..., np.ndarray]] = []
         # One codec per distinct configuration: a store of 1,000 classes has 1,000 stacks of
         # usually one configuration, and rebuilding it per stack was a tenth of its open.
         codecs: dict[bytes, Codec] = {}
@@ -194,10 +204,11 @@ class Catalog:
         )
         # Stacks of one codec (object) and geometry share its functions: 1,000 classes of one
         # image size need one decoder, not 1,000.
-        like = self._by_geometry.get((id(codec), *key[1:]))
+        geometry = (id(codec), *key[1:])
+        like = self._by_geometry.get(geometry)
         if like is None:
             stack = Stack(key, codec, path)
-            self._by_geometry[(id(codec), *key[1:])] = stack
+            self._by_geometry[geometry] = stack
         else:
             stack = Stack(key, codec, path, 0, like.decode_payload, like.header_problem)
         self.stacks.append(stack)

@@ -25,7 +25,7 @@ import ctypes
 import functools
 import struct
 import threading
-from typing import NamedTuple
+from typing import Any, NamedTuple, NoReturn
 
 import h5py
 import numpy as np
@@ -192,7 +192,7 @@ def _check_object(
     return None
 
 
-def _refuse(path: str, where: str, raw: bytes, feature: str) -> None:
+def _refuse(path: str, where: str, raw: bytes, feature: str) -> NoReturn:
     raise FormatError(
         f"{path}: {where}/{raw.decode('utf-8', 'replace')} is {feature}; h5store reads "
         "nothing outside the store file, so it refuses to open it (h5store never writes one: "
@@ -359,7 +359,13 @@ def _attributes(lib: ctypes.CDLL, gid: int) -> ClassAttributes | None:
     return ClassAttributes(class_id.value, *strings)
 
 
-def _read_scalar(lib: ctypes.CDLL, gid: int, name: bytes, memory: h5t.TypeID, out) -> bool:
+def _read_scalar(
+    lib: ctypes.CDLL,
+    gid: int,
+    name: bytes,
+    memory: h5t.TypeID,
+    out: ctypes.c_uint32 | ctypes.c_char_p,
+) -> bool:
     # HDF5 writes every element of the attribute into the buffer: one element is all it holds.
     with phil:
         attr = lib.H5Aopen(gid, name, 0)
@@ -378,7 +384,7 @@ def _read_scalar(lib: ctypes.CDLL, gid: int, name: bytes, memory: h5t.TypeID, ou
 
 def _attributes_h5py(group: h5g.GroupID) -> ClassAttributes | None:
     """As _attributes, through h5py's objects (HDF5 before 1.12)."""
-    values = []
+    values: list[Any] = []  # (an int, then the bytes of two variable-length strings)
     for name, dtype in ((b"class_id", np.uint32), (b"label", _TEXT), (b"codec", _TEXT)):
         try:
             attr = h5a.open(group, name)

@@ -397,7 +397,7 @@ class _Populate:
     ADVICE = 22  # MADV_POPULATE_READ
     SLICE = 8 << 20  # (each call holds the process's map lock a moment: keep it short)
 
-    def __init__(self, mapped: mmap.mmap):
+    def __init__(self, mapped: mmap.mmap | bytes):
         self._stopped = threading.Event()
         pages = np.frombuffer(mapped, np.uint8)
         self.thread = threading.Thread(target=self._run, args=(pages,), daemon=True)
@@ -427,6 +427,8 @@ class _Populate:
 
     def _run(self, pages: np.ndarray) -> None:
         madvise, address = self._madvise(), pages.ctypes.data
+        if madvise is None:  # (never: the thread starts only where supported() said yes)
+            return
         for start in range(0, len(pages), self.SLICE):
             if self._stopped.is_set():
                 return

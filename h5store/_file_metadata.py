@@ -11,6 +11,7 @@ from __future__ import annotations
 import json
 import struct
 import zlib
+from collections.abc import Iterator
 from dataclasses import dataclass
 from typing import Any
 
@@ -97,7 +98,7 @@ def _json_object(raw: bytes | str) -> dict[str, Any] | None:
 # ------------------------------------------------------------------------------- containers
 
 
-def _jpeg_segments(data: bytes):
+def _jpeg_segments(data: bytes) -> Iterator[tuple[int, bytes]]:
     """(marker, body) of the segments before the image data (SOS)."""
     at = 2
     while at + 4 <= len(data) and data[at] == 0xFF:
@@ -114,7 +115,7 @@ def _jpeg_segments(data: bytes):
         at += 2 + length
 
 
-def _png_chunks(data: bytes):
+def _png_chunks(data: bytes) -> Iterator[tuple[bytes, bytes]]:
     at = 8
     while at + 8 <= len(data):
         length, kind = struct.unpack(">I4s", data[at : at + 8])
@@ -124,7 +125,7 @@ def _png_chunks(data: bytes):
         at += 12 + length
 
 
-def _riff_chunks(data: bytes):
+def _riff_chunks(data: bytes) -> Iterator[tuple[bytes, bytes]]:
     at = 12
     while at + 8 <= len(data):
         kind, size = data[at : at + 4], struct.unpack("<I", data[at + 4 : at + 8])[0]

@@ -715,7 +715,9 @@ class Ingest:
             by_codec = {}  # by id(): codecs hash slowly
             for k, codec in enumerate(image_codecs):
                 members = by_codec.setdefault(id(codec), (codec, []))[1]
+                # (a list made just above: the declared Sequence also holds range(n))
                 members.append(k)  # type: ignore[attr-defined]
+        # (every slot is filled below: each image belongs to one codec's members)
         geometries: list[Geometry] = [None] * n  # type: ignore[list-item]
         for codec, members in by_codec.values():
             try:
@@ -1015,6 +1017,7 @@ def _name_unstored(exc: BaseException, ids: list[int]) -> None:
     """Say in the error which ids a failed group commit did not store."""
     shown = ", ".join(map(str, ids[:10])) + (f", ... ({len(ids)} in all)" if len(ids) > 10 else "")
     note = f"not stored: the {len(ids)} pending image(s) with ids {shown}"
+    # (an attribute added to whatever exception the commit raised)
     exc.unstored_ids = tuple(ids)  # type: ignore[attr-defined]
     if isinstance(exc, OSError) and exc.strerror:
         exc.strerror = f"{exc.strerror}; {note}"

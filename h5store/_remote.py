@@ -29,10 +29,10 @@ import re
 import struct
 import threading
 import time
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from datetime import timedelta
-from typing import Any
-from urllib.parse import quote, urlsplit, urlunsplit
+from typing import TYPE_CHECKING, Any, TypeGuard, TypeVar
+from urllib.parse import SplitResult, quote, urlsplit, urlunsplit
 
 from ._superblock import _SIGNATURE, SUPERBLOCK_BYTES, SWMR_WRITE_FLAG, lookup3
 from .errors import (
@@ -44,6 +44,13 @@ from .errors import (
     RemoteReadError,
     StoreNotFoundError,
 )
+
+if TYPE_CHECKING:  # h5py is imported where a file is opened (import h5store stays light)
+    from concurrent.futures import ThreadPoolExecutor
+
+    import h5py
+
+T = TypeVar("T")
 
 #: URL schemes opened remotely (``file://`` too: the same path as a remote store, for tests
 #: and for checking what a store will look like once copied).
@@ -86,7 +93,7 @@ _CLIENT_KEYS = {"allow_http", "timeout", "connect_timeout", "allow_invalid_certi
 _SECRET_WORDS = re.compile(r"secret|token|password|signature|credential|sas|key", re.I)
 
 
-def is_url(path: object) -> bool:
+def is_url(path: object) -> TypeGuard[str]:
     """Whether ``path`` is a URL h5store opens remotely (``s3://...``, ``https://...``)."""
     if not isinstance(path, str):
         return False
@@ -129,7 +136,7 @@ def _split_options(storage_options: dict[str, Any] | None) -> tuple[dict, dict]:
     return config, client
 
 
-def _make_store(url: str, storage_options: dict[str, Any] | None, retries: int):
+def _make_store(url: str, storage_options: dict[str, Any] | None, retries: int) -> tuple[Any, str]:
     """(obstore store, path of the object in it)."""
     obstore = _import_obstore()
     stores = obstore.store
@@ -213,6 +220,7 @@ class _Loop:
 
     _lock = threading.Lock()
     _loop: asyncio.AbstractEventLoop | None = None
+    _thread: threading.Thread | None = None
     _pid = -1
 
     @classmethod
@@ -271,7 +279,7 @@ _OBSTORE_USERS: set[int] = set()
 class _ObstoreClient:
     """Requests through obstore: concurrent ranged GETs on one asyncio loop."""
 
-    def __init__(self, store, path: str, source: RemoteSource):
+    def __init__(self, store: Any, path: str, source: RemoteSource):
         import obstore
 
         self._obstore, self._store, self._path = obstore, store, path
@@ -442,13 +450,21 @@ class _StdlibClient:
             return list(pool.map(one, requests))
 
 
-def _threads(n: int):
+def _threads(n: int) -> ThreadPoolExecutor:
     from concurrent.futures import ThreadPoolExecutor
 
     return ThreadPoolExecutor(n, thread_name_prefix="h5store-remote")
 
 
-def _sigv4(method: str, parts, headers: dict[str, str], access, secret, token, region):
+def _sigv4(
+    method: str,
+    parts: SplitResult,
+    headers: dict[str, str],
+    access: str,
+    secret: str,
+    token: str | None,
+    region: str,
+) -> dict[str, str]:
     """``headers`` with AWS Signature Version 4 for an S3 request without a body."""
     import datetime
     import hashlib
@@ -530,7 +546,7 @@ class RemoteSource:
         return {"url": self.url, "storage_options": self.storage_options, "gap": self.gap}
 
     def __setstate__(self, state: dict[str, Any]) -> None:
-        self.__init__(state["url"], state["storage_options"], gap=state["gap"])
+        RemoteSource.__init__(self, state["url"], state["storage_options"], gap=state["gap"])
 
     @property
     def _client(self):
@@ -589,7 +605,7 @@ class RemoteSource:
                 return hit
         return self.read_ranges([offset], [size])[0]
 
-    def prefetch_rows(self, dataset, lo: int, hi: int) -> None:
+    def prefetch_rows(self, dataset: h5py.Dataset, lo: int, hi: int) -> None:
         """See :meth:`RemoteFile.prefetch_rows`."""
         if self.hdf5_file is not None:
             self.hdf5_file.prefetch_rows(dataset, lo, hi)
@@ -650,7 +666,7 @@ class RemoteSource:
             out.append(piece)
         return out
 
-    def fresh(self, dataset=None) -> None:
+    def fresh(self, dataset: h5py.Dataset | None = None) -> None:
         """See :meth:`RemoteFile.fresh` (of the file object HDF5 reads this source through)."""
         if self.hdf5_file is not None:
             self.hdf5_file.fresh(dataset)
@@ -747,7 +763,7 @@ class RemoteFile(io.RawIOBase):
         struct.pack_into("<I", block, 44, lookup3(bytes(block[:44])))
         return bytes(block) + head[SUPERBLOCK_BYTES:]
 
-    def fresh(self, dataset=None) -> None:
+    def fresh(self, dataset: h5py.Dataset | None = None) -> None:
         """Forget every cached block (for a file a writer has open), so that what HDF5 reads
         next is fetched after what it read so far; with ``dataset`` (an h5py dataset), fetch
         all its chunks again in one request. A reader racing a writer reads /index_tail,
@@ -794,7 +810,7 @@ class RemoteFile(io.RawIOBase):
             for k, data in zip(wanted, got):
                 self._blocks[k] = bytes(data)
 
-    def prefetch_rows(self, dataset, lo: int, hi: int) -> None:
+    def prefetch_rows(self, dataset: h5py.Dataset, lo: int, hi: int) -> None:
         """Cache the chunks of ``dataset`` (chunked along its first axis) that hold rows
         ``lo`` to ``hi``, in one round."""
         if dataset.chunks is None or hi <= lo:
@@ -802,7 +818,7 @@ class RemoteFile(io.RawIOBase):
         step = dataset.chunks[0]
         spans: list[tuple[int, int]] = []
 
-        def take(chunk) -> None:
+        def take(chunk: Any) -> None:  # (h5py's StoreInfo of one chunk)
             first = chunk.chunk_offset[0]
             if first < hi and first + step > lo and chunk.byte_offset is not None:
                 spans.append((chunk.byte_offset, chunk.size))
@@ -838,7 +854,7 @@ class RemoteFile(io.RawIOBase):
         self._pos = base + offset
         return self._pos
 
-    def readinto(self, buffer) -> int:
+    def readinto(self, buffer: Any) -> int:  # (any writable buffer)
         view = memoryview(buffer).cast("B")
         start = self._pos
         end = min(start + len(view), self.extent)
@@ -918,11 +934,11 @@ class RemoteFile(io.RawIOBase):
             for k, data in zip(wanted, got):
                 self._blocks[k] = bytes(data)
 
-    def write(self, _data) -> int:
+    def write(self, _data: Any) -> int:
         raise io.UnsupportedOperation("a store opened by URL is read-only")
 
 
-def open_hdf5(source: RemoteSource):
+def open_hdf5(source: RemoteSource) -> tuple[h5py.File, RemoteFile]:
     """The store file at ``source`` opened by h5py over a :class:`RemoteFile`, HDF5 told to
     follow nothing out of it (see _containment), and the containment walk done. A file a
     writer has open is opened at the snapshot the first round saw; metadata the writer was
@@ -974,7 +990,11 @@ def open_hdf5(source: RemoteSource):
         delay = min(2 * delay, 0.5)
 
 
-def open_remote(url: str, storage_options: dict[str, Any] | None, load):
+def open_remote(
+    url: str,
+    storage_options: dict[str, Any] | None,
+    load: Callable[[RemoteSource, h5py.File], T],
+) -> tuple[RemoteSource, h5py.File, T]:
     """Open the store at ``url`` for reading: ``load(source, f)`` (which reads the index and
     catalogue and returns what the caller keeps) over a new RemoteSource and the HDF5 file
     :func:`open_hdf5` opened. A snapshot of a file a writer has open that does not read

@@ -21,7 +21,9 @@ from dataclasses import dataclass
 import numpy as np
 
 
-def spans_of(shard: np.ndarray, offsets: np.ndarray, nbytes: np.ndarray, span_bytes: int):
+def spans_of(
+    shard: np.ndarray, offsets: np.ndarray, nbytes: np.ndarray, span_bytes: int
+) -> tuple[np.ndarray, np.ndarray]:
     """(positions sorted by (shard, offset), start of each span in that order plus the end).
 
     A span holds the consecutive images whose payloads start within one ``span_bytes`` window

@@ -8,7 +8,7 @@ from __future__ import annotations
 
 import os
 from collections.abc import Sequence
-from typing import Any, Literal, overload
+from typing import Any, Literal, TypeVar, overload
 
 import numpy as np
 
@@ -20,8 +20,9 @@ from .errors import InvalidInputError
 from .sharded import ShardedStore
 from .store import ImageStore, OpenArguments
 
-#: What a list of shards may hold.
-ShardPaths = list[str | os.PathLike[str]] | tuple[str | os.PathLike[str], ...]
+#: One shard's path: the overload is generic in it, since a list[str] or a list[Path] is no
+#: list[str | PathLike] (lists are invariant).
+_Shard = TypeVar("_Shard", bound="str | os.PathLike[str]")
 
 
 @overload
@@ -45,7 +46,7 @@ def open(
 
 @overload
 def open(
-    path: ShardPaths,
+    path: list[_Shard] | tuple[_Shard, ...],
     mode: Literal["r"] = "r",
     *,
     verify_reads: bool = True,
@@ -55,7 +56,7 @@ def open(
 
 
 def open(
-    path: str | os.PathLike[str] | ShardPaths,
+    path: str | os.PathLike[str] | list[Any] | tuple[Any, ...],
     mode: str = "r",
     *,
     codec: str | Codec = "jpeg",

@@ -7,6 +7,9 @@ one class. Subclasses also derive from the matching builtin (``ValueError``, ``K
 
 from __future__ import annotations
 
+from collections.abc import Iterable
+from typing import Any
+
 
 class H5StoreError(Exception):
     """Base class of all h5store errors."""
@@ -128,8 +131,11 @@ class RemoteReadError(H5StoreError):
         self.url = url
         self.ids = ids
 
-    def naming(self, ids) -> RemoteReadError:
-        """This error, its message naming the images that were being read."""
-        ids = [int(i) for i in ids]
-        shown = ", ".join(map(str, ids[:10])) + (f", ... ({len(ids)} ids)" if len(ids) > 10 else "")
-        return RemoteReadError(f"{self} (reading ids {shown})", self.url, ids)
+    def naming(self, ids: Iterable[Any]) -> RemoteReadError:
+        """This error, its message naming the images that were being read (``ids``: ints or
+        numpy integers)."""
+        id_list = [int(i) for i in ids]
+        shown = ", ".join(map(str, id_list[:10])) + (
+            f", ... ({len(id_list)} ids)" if len(id_list) > 10 else ""
+        )
+        return RemoteReadError(f"{self} (reading ids {shown})", self.url, id_list)

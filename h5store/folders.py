@@ -32,6 +32,7 @@ from tqdm import tqdm  # text on stderr: tqdm.auto wants ipywidgets in notebooks
 from ._file_metadata import Embedded
 from ._file_metadata import read as read_embedded
 from .codecs import Codec, get_codec
+from .codecs.base import encoded
 from .errors import (
     AlreadyImportedError,
     CodecError,
@@ -167,7 +168,7 @@ def export_folder(
             data = store.get_encoded(record.id)
         else:
             pixels = store.get_batch([record.id], channel_order="rgb")[0]  # files hold RGB
-            data = imagecodecs.png_encode(pixels)
+            data = encoded(imagecodecs.png_encode(pixels))
         if embed_metadata and codec.embeds_metadata:
             width_height = (record.shape[1], record.shape[0])
             metadata = _file_metadata(record, store_name, store.labels)
@@ -185,6 +186,8 @@ def export_folder(
 def _export_path(root: str, record: Any, by: str, codec: Codec, layout: str = "folders") -> str:
     label = getattr(record, by)
     extension = codec.file_extension
+    if extension is None:  # (export_folder exports those as the fallback codec's files)
+        raise CodecError(f"codec {codec.codec_id!r} has no file format to export to")
     if layout == "flat":  # folder_name's escapes keep the name one component, as a folder
         head = f"{record.id}_"
         room = MAX_NAME_BYTES - len(head) - len(extension)
@@ -504,8 +507,8 @@ def _import_chunk(store: ImageStore, chunk: list[dict[str, Any]]) -> list[np.nda
                 raise _not_an_image(item["path"]) from None
     # One add call per (stored as is or decoded, kind of score): a batch has one kind.
     groups: dict[tuple[bool, str], list[tuple[dict[str, Any], Any]]] = {}
-    for encoded, group in ((True, as_is), (False, decoded)):
-        for item, data in group:
+    for as_encoded, group in ((True, as_is), (False, decoded)):
+        for item, payload in group:
             kind = (
                 "vector"
                 if item.get("scores") is not None
@@ -513,9 +516,9 @@ def _import_chunk(store: ImageStore, chunk: list[dict[str, Any]]) -> list[np.nda
                 if item.get("score") is not None
                 else "none"
             )
-            groups.setdefault((encoded, kind), []).append((item, data))
+            groups.setdefault((as_encoded, kind), []).append((item, payload))
     out = []
-    for (encoded, kind), group in groups.items():
+    for (as_encoded, kind), group in groups.items():
         items = [item for item, _ in group]
         scores = (
             None
@@ -525,11 +528,12 @@ def _import_chunk(store: ImageStore, chunk: list[dict[str, Any]]) -> list[np.nda
                 dtype=np.float32,
             )
         )
-        ids = [item.get("id") for item in items]
-        add = store.add_encoded_batch if encoded else store.add_batch
+        ids: list[Any] = [item.get("id") for item in items]
+        add = store.add_encoded_batch if as_encoded else store.add_batch
+        batch: list[Any] = [payload for _, payload in group]  # (bytes, or decoded arrays)
         out.append(
             add(
-                [data for _, data in group],
+                batch,
                 labels=[item["label"] for item in items],
                 true_labels=[item.get("true_label") for item in items],
                 scores=scores,
@@ -572,7 +576,9 @@ def add_files(
         "id": ids,
         "source": sources,
     }
-    columns = {name: list(values) for name, values in columns.items() if values is not None}
+    given_columns: dict[str, list[Any]] = {
+        name: list(values) for name, values in columns.items() if values is not None
+    }
     new_ids = []
     next_id = first_id
     with tqdm(total=n, desc="import", unit="img", disable=not progress) as bar:
@@ -582,7 +588,7 @@ def add_files(
                 with open(paths[k], "rb") as fh:
                     data = fh.read()
                 try:
-                    store.codec_of(columns["label"][k]).probe(data)
+                    store.codec_of(given_columns["label"][k]).probe(data)
                     as_is.append((k, data))
                 except CodecError:
                     try:
@@ -593,11 +599,14 @@ def add_files(
                 if not group:
                     continue
                 rows = [k for k, _ in group]
-                given = {f"{name}s": [values[k] for k in rows] for name, values in columns.items()}
+                given: dict[str, Any] = {
+                    f"{name}s": [values[k] for k in rows] for name, values in given_columns.items()
+                }
                 if next_id is not None and "ids" not in given:
                     given["ids"] = list(range(next_id, next_id + len(rows)))
                     next_id += len(rows)
-                new_ids.append(add([item for _, item in group], **given))
+                batch: list[Any] = [item for _, item in group]  # (bytes, or decoded arrays)
+                new_ids.append(add(batch, **given))
             bar.update(min(n, start + batch_size) - start)
     return np.concatenate(new_ids) if new_ids else np.zeros(0, np.int64)
 
@@ -758,7 +767,9 @@ def _has_subfolders(root: str) -> bool:
 def _items_from_folders(
     root: str, folders: str, follow_links: bool
 ) -> tuple[list[dict], dict[str, str], list[str]]:
-    items, origins, disagree = [], Counter(), 0
+    items: list[dict] = []
+    origins: Counter[tuple[str, str]] = Counter()
+    disagree = 0
     folder_role = "label" if folders == "predicted" else "true_label"
     for name, path in _files_of_tree(root, follow_links):
         item = {"path": path, folder_role: name, "given": {folder_role}}
@@ -794,7 +805,9 @@ def _items_from_folders(
 
 
 def _items_from_flat(root: str, follow_links: bool) -> tuple[list[dict], dict[str, str], list]:
-    items, origins, disagree = [], Counter(), 0
+    items: list[dict] = []
+    origins: Counter[tuple[str, str]] = Counter()
+    disagree = 0
     with os.scandir(root) as listing:
         entries = sorted(listing, key=lambda e: e.name)
     for entry in entries:

@@ -41,7 +41,7 @@ import json
 import mmap
 import re
 import struct
-from collections.abc import Callable, Iterator, Mapping
+from collections.abc import Callable, Iterator, Mapping, Sequence
 from typing import Any
 
 import h5py
@@ -49,6 +49,7 @@ import imagecodecs
 import numpy as np
 from isal import isal_zlib
 
+from ._source import Buffer
 from .codecs import Codec, HDF5Filter, codec_from_config, image_shape
 from .errors import FormatError, H5StoreError, NotAStoreError, VersionError
 
@@ -213,7 +214,7 @@ def safe_name(label: str) -> str:
     """
     if _SAFE_AS_IS.fullmatch(label):
         return label  # (an open of 1,000 classes asks for 2,000 names)
-    out = []
+    out: list[str] = []
     for i, ch in enumerate(label):
         if ch in _ESCAPED or (ch == "." and i == 0) or (ch == " " and i in (0, len(label) - 1)):
             out.extend(f"%{b:02X}" for b in ch.encode("utf-8"))
@@ -309,7 +310,7 @@ def _is_table_of(obj: object, dtype: np.dtype) -> bool:
     if not isinstance(obj, h5py.Dataset) or obj.ndim != 1:
         return False
     fields = obj.dtype.fields or {}
-    return all(name in fields and fields[name][0] == dtype[name] for name in dtype.names)
+    return all(name in fields and fields[name][0] == dtype[name] for name in dtype.names or ())
 
 
 # --------------------------------------------------------------------------- creation
@@ -823,7 +824,7 @@ DAMAGE_ERRORS = (OSError, RuntimeError, KeyError, ValueError, IndexError, Overfl
 
 
 @contextlib.contextmanager
-def damage_reported(path: str):
+def damage_reported(path: str) -> Iterator[None]:
     """Inside this block, a damaged file's symptoms from HDF5, json or a decoder become a
     :class:`FormatError` naming the file (h5store's own errors pass through)."""
     try:
@@ -840,7 +841,7 @@ def read_sources(
     f: h5py.File,
     rows: np.ndarray,
     ids: np.ndarray,
-    read_bytes: Callable[[int, int], bytes],
+    read_bytes: Callable[[int, int], Buffer],
     file_size: int,
     path: str,
     checked_heaps: dict[int, int],
@@ -966,7 +967,7 @@ _HEAP_OBJECT = struct.Struct("<HH4xQ")
 
 
 def _check_heap_collection(
-    read_bytes: Callable[[int, int], bytes],
+    read_bytes: Callable[[int, int], Buffer],
     address: int,
     file_size: int,
     path: str,
@@ -1269,7 +1270,8 @@ def _signature_dtype(dtype: np.dtype, names: tuple[str, ...]) -> np.dtype:
     """A view of records of ``dtype`` that sees the bytes of fields ``names`` as unsigned
     integers, 8 bytes wide where they can be: comparing these fields of two records is then a
     few integer comparisons (a string field compared as strings costs ten times more)."""
-    spans = sorted((dtype.fields[n][1], dtype.fields[n][1] + dtype[n].itemsize) for n in names)
+    fields: Mapping[str, Any] = dtype.fields or {}
+    spans = sorted((fields[n][1], fields[n][1] + dtype[n].itemsize) for n in names)
     runs = [list(spans[0])]
     for start, stop in spans[1:]:  # adjacent fields make one run of bytes
         if start == runs[-1][1]:
@@ -1300,6 +1302,7 @@ class RowsFit:
     and the problem."""
 
     _SIGNATURE = _signature_dtype(INDEX_DTYPE, _STACK_FIELDS)
+    _SIGNATURE_NAMES: tuple[str, ...] = _SIGNATURE.names or ()
 
     def __init__(self, stacks: np.ndarray, n_labels: int):
         self._n_stacks, self._n_labels = len(stacks), n_labels
@@ -1307,7 +1310,7 @@ class RowsFit:
         for name in _STACK_FIELDS:
             expected[name] = stacks[name]
         signature = expected.view(self._SIGNATURE)
-        self._expected = [np.ascontiguousarray(signature[n]) for n in self._SIGNATURE.names]
+        self._expected = [np.ascontiguousarray(signature[n]) for n in self._SIGNATURE_NAMES]
 
     def __call__(self, rows: np.ndarray) -> bool:
         if not len(rows):
@@ -1318,7 +1321,7 @@ class RowsFit:
         signature = np.ascontiguousarray(rows).view(self._SIGNATURE)
         return not any(
             (signature[name] != expected.take(stack)).any()
-            for name, expected in zip(self._SIGNATURE.names, self._expected)
+            for name, expected in zip(self._SIGNATURE_NAMES, self._expected)
         )
 
 
@@ -1379,12 +1382,12 @@ INDEX_BLOCK_CHUNKS = 16
 
 def read_index_rows(
     f: h5py.File,
-    read_bytes: Callable[[int, int], bytes] | None = None,
+    read_bytes: Callable[[int, int], Buffer] | None = None,
     threads: int = 1,
     *,
     spare: int = 0,
     on_blocks: Callable[[np.ndarray], Callable[[int, int], None]] | None = None,
-    read_ranges: Callable[[list[int], list[int]], list] | None = None,
+    read_ranges: Callable[[list[int], list[int]], Sequence[Buffer]] | None = None,
 ) -> np.ndarray:
     """All rows stored in /index.
 
@@ -1417,7 +1420,7 @@ def read_index_rows(
     out = zeroed_array(max(len(chunks or ()) * rows_per_chunk, n) + spare, INDEX_DTYPE)
     on_block = on_blocks(out) if on_blocks is not None else None
     block_rows = INDEX_BLOCK_CHUNKS * rows_per_chunk
-    if chunks is None:
+    if chunks is None or read_bytes is None:  # (chunks are only looked up with read_bytes)
         if n:
             ds.read_direct(out, np.s_[:], np.s_[:n])
         if on_block is not None:
@@ -1426,6 +1429,7 @@ def read_index_rows(
         return out[:n]
     itemsize = INDEX_DTYPE.itemsize
     raw_out = out.view(np.uint8)
+    read_chunk = read_bytes
     if read_ranges is not None:
         fetched = dict(
             zip(
@@ -1434,14 +1438,17 @@ def read_index_rows(
             )
         )
 
-        def read_bytes(offset: int, _size: int):
+        def read_fetched(offset: int, _size: int) -> Buffer:
             return fetched[offset]
+
+        read_chunk = read_fetched
 
     def inflate(block: int) -> None:
         # libdeflate into a buffer of the known size: 4x faster than zlib growing its own.
         plain = np.empty(rows_per_chunk * itemsize, np.uint8)
         for start, offset, size in chunks[block : block + INDEX_BLOCK_CHUNKS]:
-            imagecodecs.deflate_decode(read_bytes(offset, size), out=plain)
+            # (imagecodecs' stubs leave out the arrays out= takes: it fills any writable buffer)
+            imagecodecs.deflate_decode(read_chunk(offset, size), out=plain)  # type: ignore[arg-type]
             # HDF5's shuffle stores byte k of every row together; undo that transposition.
             raw_out[start * itemsize : (start + rows_per_chunk) * itemsize].reshape(
                 rows_per_chunk, itemsize

@@ -113,7 +113,7 @@ def import_sql(
     items = []
     for k, row in enumerate(rows):
         at = f"row {k} of {table!r}"
-        item = {"given": set(chosen) - {"path"}}
+        item: dict[str, Any] = {"given": set(chosen) - {"path"}}
         for role, value in row.items():
             item[role] = None if value is None else _checked(role, value, at, {})
         if item["label"] is None:

@@ -434,7 +434,9 @@ class ShardedStore:
         from .sql import to_sql
 
         self._check_open()
-        return to_sql(self, url_or_engine, table=table, if_exists=if_exists, files=files, ids=ids)
+        return to_sql(
+            self.shards, url_or_engine, table=table, if_exists=if_exists, files=files, ids=ids
+        )
 
     def verify(self) -> VerifyReport:
         """Every shard's :meth:`ImageStore.verify`, summed."""

@@ -9,8 +9,8 @@ written in one transaction: an error leaves the database as it was.
 from __future__ import annotations
 
 import os
-from collections.abc import Iterable, Mapping
-from typing import Any
+from collections.abc import Iterable, Mapping, Sequence
+from typing import TYPE_CHECKING, Any, Protocol
 
 import numpy as np
 
@@ -18,11 +18,14 @@ from ._contract import ReadableStore, image_ref
 from .errors import DatabaseError, InvalidInputError, TargetExistsError
 from .format import stack_path
 
+if TYPE_CHECKING:  # SQLAlchemy is imported where it is used: it is the sql extra's
+    import sqlalchemy as sa
+
 IF_EXISTS = ("fail", "replace", "append")
 _ROWS_PER_INSERT = 5000
 
 
-def _engine(url_or_engine: Any):
+def _engine(url_or_engine: Any) -> tuple[sa.engine.Engine, bool]:
     import sqlalchemy as sa
 
     if isinstance(url_or_engine, sa.engine.Engine):
@@ -48,14 +51,17 @@ def _engine(url_or_engine: Any):
     return engine, True
 
 
-def _begin_for_real(conn) -> None:
+def _begin_for_real(conn: sa.engine.Connection) -> None:
     # Python's sqlite3 driver opens a transaction only before DML, so a CREATE TABLE would
     # survive a rollback: open it ourselves (this works for engines callers pass in too).
-    if conn.dialect.name == "sqlite" and not conn.connection.driver_connection.in_transaction:
+    driver = conn.connection.driver_connection  # (None only once the connection is closed)
+    if conn.dialect.name == "sqlite" and driver is not None and not driver.in_transaction:
         conn.exec_driver_sql("BEGIN")
 
 
-def _tables(metadata, table: str, with_scores: bool):
+def _tables(
+    metadata: sa.MetaData, table: str, with_scores: bool
+) -> tuple[sa.Table, sa.Table | None]:
     import sqlalchemy as sa
 
     images = sa.Table(
@@ -129,8 +135,14 @@ def _rows(
     return rows
 
 
+class StoreFile(ReadableStore, Protocol):
+    """A readable store that is one file: its rows name it by its path."""
+
+    path: str
+
+
 def to_sql(
-    store: ReadableStore,
+    stores: Sequence[StoreFile],
     url_or_engine: Any,
     *,
     table: str = "images",
@@ -138,10 +150,10 @@ def to_sql(
     files: Mapping[int, str] | None = None,
     ids: Iterable[int] | None = None,
 ) -> int:
-    """Write the store's index to a database; returns the number of image rows written.
+    """Write the index of ``stores`` (one store's file, or a sharded view's shards) to a
+    database, each row naming its file; returns the number of image rows written.
 
-    See :meth:`h5store.ImageStore.to_sql` (a sharded view writes each shard's rows naming
-    that shard)."""
+    See :meth:`h5store.ImageStore.to_sql`."""
     try:
         import sqlalchemy as sa
     except ImportError:
@@ -156,7 +168,7 @@ def to_sql(
     rows: list[dict] = []
     long: list[dict] = []
     with_scores = False
-    for member in getattr(store, "shards", (store,)):
+    for member in stores:
         name = os.path.abspath(member.path)
         live = member.ids()
         keep = np.ones(len(live), bool) if wanted is None else np.isin(live, wanted)

@@ -37,7 +37,7 @@ from ._file import (
 )
 from ._ingest import GroupCommit, Ingest, check_durability
 from ._read import ReadEngine
-from ._remote import check_remote, is_url, open_hdf5
+from ._remote import RemoteSource, check_remote, is_url, open_hdf5
 from ._write import StoreWriter, chosen_codec, open_writer_file
 from .codecs import Codec, get_codec, image_shape
 from .codecs.base import check_quality
@@ -444,9 +444,10 @@ class ImageStore:
             # file): only a handle for /scores and /sources is needed.
             self._engine = old_engine
             with contextlib.suppress(H5StoreError, OSError):
+                source = old_engine.source  # (a store by URL reads through a RemoteSource)
                 self._reader = (
-                    open_hdf5(old_engine.source)[0]
-                    if is_url(self.path)
+                    open_hdf5(source)[0]
+                    if isinstance(source, RemoteSource)
                     else open_for_reading(self.path, self._locking)
                 )
             raise
@@ -932,7 +933,9 @@ class ImageStore:
         from .sql import to_sql
 
         self._check_open()
-        return to_sql(self, url_or_engine, table=table, if_exists=if_exists, files=files, ids=ids)
+        return to_sql(
+            (self,), url_or_engine, table=table, if_exists=if_exists, files=files, ids=ids
+        )
 
     # ------------------------------------------------------------------ integrity
 

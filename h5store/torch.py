@@ -23,7 +23,7 @@ import os
 from collections import deque
 from collections.abc import Callable, Iterator, Sequence
 from concurrent.futures import Future, ThreadPoolExecutor
-from typing import Any
+from typing import Any, cast
 
 import numpy as np
 import torch
@@ -91,14 +91,18 @@ class ImageStoreDataset(Dataset):
         check_channel_order(channel_order)
         self.channel_order = channel_order
         # A list of paths: shards read as one store (h5store.open([...])).
-        self.path = (
-            [os.fspath(p) for p in path] if isinstance(path, (list, tuple)) else os.fspath(path)
+        self.path: str | list[str] = (
+            os.fspath(path)
+            if isinstance(path, (str, os.PathLike))
+            else [os.fspath(p) for p in path]
         )
         self.transform = transform
         self.target = target
         self.verify_reads = verify_reads
         # Passed only when given: a local open takes no client settings.
-        self._open_options = {} if storage_options is None else {"storage_options": storage_options}
+        self._open_options: dict[str, Any] = (
+            {} if storage_options is None else {"storage_options": storage_options}
+        )
         with h5store.open(self.path, **self._open_options) as store:
             self.classes = list(store.labels)
             index = store.index
@@ -125,11 +129,11 @@ class ImageStoreDataset(Dataset):
         kinds = {key: k for k, key in enumerate(dict.fromkeys(geometry))}
         self._geometries = [(image_shape(h, w, c), np.dtype(d.decode())) for h, w, c, d in kinds]
         self._geometry_of = np.array([kinds[key] for key in geometry], dtype=np.int32)
-        self._store: h5store.ImageStore | None = None
+        self._store: h5store.ImageStore | h5store.ShardedStore | None = None
         self._pid: int | None = None
         self._slots: _Slots | None = None  # set on loader()'s copy: blocks workers reuse
 
-    def _handle(self) -> h5store.ImageStore:
+    def _handle(self) -> h5store.ImageStore | h5store.ShardedStore:
         # A forked worker inherits the parent's handle; HDF5 handles must not cross a fork.
         if self._store is None or self._pid != os.getpid():
             if torch.utils.data.get_worker_info() is not None:
@@ -152,14 +156,15 @@ class ImageStoreDataset(Dataset):
             tensor = self.transform(tensor)
         if self.target is None:
             return tensor
-        if self.target == "id":
+        if self.targets is None:  # (target "id": no labels were read)
             return tensor, int(self.ids[k])
         return tensor, int(self.targets[k])
 
     def __getitem__(self, k: int | Sequence[int]) -> Any:
         if isinstance(k, (list, tuple, np.ndarray, torch.Tensor)):
             return self.batch(k)
-        return self._item(k, self._handle()[int(self.ids[k])])
+        index = cast(int, k)  # one sample: an int or a numpy integer
+        return self._item(index, self._handle()[int(self.ids[index])])
 
     def batch(self, ks: Sequence[int]) -> Any:
         """Samples ``ks`` as one batch: a (B, C, H, W) uint8 tensor in channels_last layout,
@@ -182,30 +187,32 @@ class ImageStoreDataset(Dataset):
         memory: nothing is copied to send it."""
         nbytes = len(ks) * int(np.prod(shape))
         worker = torch.utils.data.get_worker_info()
-        slot = None
+        slots, slot = self._slots, None
         if worker is None:
             flat = torch.empty(nbytes, dtype=torch.uint8)
-        elif self._slots is not None and self.transform is None:
-            slot, flat = self._slots.take(worker.id, nbytes)
+        elif slots is not None and self.transform is None:
+            slot, flat = slots.take(worker.id, nbytes)
         else:
             flat = torch.empty(0, dtype=torch.uint8).set_(torch.UntypedStorage._new_shared(nbytes))
         try:
             fill(flat.numpy().reshape(len(ks), *shape))
         except BaseException:
-            if slot is not None:
-                self._slots.give_back(slot)
+            if slots is not None and slot is not None:
+                slots.give_back(slot)
             raise
         channels = 1 if len(shape) == 2 else shape[2]
         batch_shape = (len(ks), shape[0], shape[1], channels)
-        if slot is not None:
-            return self._slots.reference(slot, batch_shape, self._targets_of(ks))
+        if slots is not None and slot is not None:
+            return slots.reference(slot, batch_shape, self._targets_of(ks))
         images = flat.view(*batch_shape).permute(0, 3, 1, 2)
         return self._finish_batch(images, ks)
 
     def _targets_of(self, ks: list[int]) -> np.ndarray | None:
         if self.target is None:
             return None
-        return np.ascontiguousarray(self.ids[ks] if self.target == "id" else self.targets[ks])
+        # (targets is None exactly where target is None or "id", as __init__ sets them; the
+        # line stays as the mutant dataset-id-batch quotes it)
+        return np.ascontiguousarray(self.ids[ks] if self.target == "id" else self.targets[ks])  # type: ignore[index]
 
     def _finish_batch(self, images: torch.Tensor, ks: list[int]) -> Any:
         if self.transform is not None:
@@ -625,8 +632,14 @@ class _SlotLoader(DataLoader):
     mapped, and hands a slot back to its worker once the main process no longer holds any
     tensor on it (checked at each batch)."""
 
-    def __iter__(self) -> Iterator[Any]:
+    dataset: ImageStoreDataset | StreamingImageDataset  # (what loader() builds it around)
+
+    # DataLoader's stubs promise its iterator class; a generator is all iterating needs.
+    def __iter__(self) -> Iterator[Any]:  # type: ignore[override]
         slots = self.dataset._slots
+        if slots is None:  # (loader() gives the dataset its slots before it builds this)
+            yield from DataLoader.__iter__(self)
+            return
         # Kept across epochs: the last batch of one epoch is let go of during the next, and
         # persistent workers keep sending references to the blocks of the first.
         held: dict[int, StorageWeakRef] = self.__dict__.setdefault("_held_slots", {})
@@ -668,7 +681,9 @@ class _StreamLoader(_SlotLoader):
     named one, and batches in worker slots are turned into tensors as :class:`_SlotLoader`
     does."""
 
-    def __iter__(self) -> Iterator[Any]:
+    dataset: StreamingImageDataset
+
+    def __iter__(self) -> Iterator[Any]:  # type: ignore[override]  # (as _SlotLoader's)
         epoch = self.dataset._epoch
         if epoch[1]:
             epoch[1] = 0

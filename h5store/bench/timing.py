@@ -93,6 +93,7 @@ class BlockTimer:
     ) -> tuple[list[R], Throughput]:
         """``[fn(x) for x in items]`` and the throughput in megapixels (``pixels[k]`` of item k)
         per second, with one and with two threads."""
+        # (every slot is filled below, by the one or two threads' runs)
         results: list[R] = [None] * len(items)  # type: ignore[list-item]
         rates: dict[int, list[float]] = {1: [], 2: []}
         for block, threads in block_plan(len(items), self.repeats):
