@@ -258,8 +258,9 @@ class WriterLock:
             if exc.errno in _NO_LOCKS:
                 raise StoreLockedError(
                     f"{path}: the file system does not support flock ({exc.strerror}), which "
-                    "h5store's writer lock needs; on NFS or Lustre see the README (open with "
-                    "locking='best-effort' or locking=False when one writer is guaranteed)"
+                    "h5store's writer lock needs; on NFS or Lustre see docs/reliability.md "
+                    "(open with locking='best-effort' or locking=False when one writer is "
+                    "guaranteed)"
                 ) from None
             raise
 
