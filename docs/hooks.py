@@ -3,6 +3,8 @@
 * The command-line reference is generated from h5store's argparse parser at every build, so it
   cannot drift from what `h5store --help` prints: `<!-- cli-reference -->` in cli.md is
   replaced by each command's help.
+* The docstrings' Sphinx roles (``:meth:`commit` ``), which mkdocstrings' Markdown shows as
+  they are, are shown as the code they name (``~a.b.c`` as ``c``, as Sphinx does).
 * The benchmark method and results (benchmarks/README.md, benchmarks/results/) live beside the
   scripts that write them; they are published under the same paths, so the links the guide
   pages carry over from the README resolve on the site.
@@ -12,6 +14,7 @@ from __future__ import annotations
 
 import argparse
 import os
+import re
 from pathlib import Path
 
 from mkdocs.structure.files import File, Files
@@ -20,6 +23,8 @@ ROOT = Path(__file__).resolve().parent.parent
 CLI_MARKER = "<!-- cli-reference -->"
 #: Published from outside docs/: (folder under the repository root, file name suffixes).
 EXTRA = [("benchmarks", (".md",)), ("benchmarks/results", (".md", ".png"))]
+#: A Sphinx role around a code span, as Markdown renders it: :meth:<code>~h5store.x.y</code>.
+SPHINX_ROLE = re.compile(r":(?:meth|func|class|attr|data|exc|mod|obj):<code>(~?)([^<]*)</code>")
 #: argparse wraps help to the terminal width; fixed, so the page is the same on every machine.
 HELP_WIDTH = "100"
 
@@ -72,3 +77,12 @@ def on_page_markdown(markdown: str, page, config, files) -> str:
     if CLI_MARKER in markdown:
         markdown = markdown.replace(CLI_MARKER, cli_reference())
     return markdown
+
+
+def _role_code(match: re.Match) -> str:
+    tilde, name = match.groups()
+    return f"<code>{name.rsplit('.', 1)[-1] if tilde else name}</code>"
+
+
+def on_page_content(html: str, page, config, files) -> str:
+    return SPHINX_ROLE.sub(_role_code, html)
