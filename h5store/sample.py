@@ -101,7 +101,30 @@ def _resize(image: np.ndarray, height: int, width: int) -> np.ndarray:
 def sample_set(
     n: int = 256, size: int = 224, *, seed: int = 0, accuracy: float = 0.85
 ) -> SampleSet:
-    """``n`` crops of ``size`` x ``size`` px, balanced over the classes, with predictions."""
+    """``n`` crops of ``size`` x ``size`` px, balanced over the classes, with predictions.
+
+    Parameters
+    ----------
+    n
+        Number of images.
+    size
+        Side of each (square) image in pixels.
+    seed
+        Seeds the crops and the simulated predictions (the same seed gives the same set).
+    accuracy
+        The share of images the simulated classifier predicts right.
+
+    Returns
+    -------
+    SampleSet
+        The images (N, size, size, 3) uint8, their true classes, the predicted classes and
+        the (N, K) softmax scores.
+
+    Raises
+    ------
+    ValueError
+        ``n < 1`` or ``size < 8``.
+    """
     if n < 1 or size < 8:
         raise ValueError("n must be >= 1 and size >= 8")
     rng = np.random.default_rng(seed)
