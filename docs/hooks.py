@@ -63,7 +63,8 @@ def cli_reference() -> str:
         parser = build_parser()
         parts = ["```text", parser.format_help().rstrip(), "```", ""]
         for name, summary, sub in _subcommands(parser):
-            parts += [f"## `h5store {name}`", "", summary.rstrip(".").capitalize() + ".", ""]
+            sentence = summary.rstrip(".")
+            parts += [f"## `h5store {name}`", "", sentence[:1].upper() + sentence[1:] + ".", ""]
             parts += ["```text", sub.format_help().rstrip(), "```", ""]
     finally:
         if old is None:
