@@ -15,6 +15,7 @@ from __future__ import annotations
 import argparse
 import os
 import re
+import sys
 from pathlib import Path
 
 from mkdocs.structure.files import File, Files
@@ -55,6 +56,10 @@ def _subcommands(parser: argparse.ArgumentParser) -> list[tuple[str, str, argpar
 
 
 def cli_reference() -> str:
+    # The parser of the checkout being documented, as mkdocstrings reads its sources (paths:
+    # [.]), not of whatever h5store the environment has installed elsewhere.
+    if str(ROOT) not in sys.path:
+        sys.path.insert(0, str(ROOT))
     from h5store.cli import build_parser
 
     old = os.environ.get("COLUMNS")
