@@ -36,12 +36,30 @@ PHOTOS = {
 
 @dataclass
 class SampleSet:
-    images: np.ndarray  # (N, size, size, 3) uint8
+    """Images, their true classes and a simulated classifier's output (:func:`sample_set`).
+
+    Parameters
+    ----------
+    images
+        (N, size, size, 3) uint8.
+    true_labels
+        The class each image was cut from.
+    labels
+        The simulated model's predictions (the argmax of ``scores``).
+    scores
+        (N, K) softmax over ``class_names``.
+    class_names
+        The K classes, one per photo.
+    source
+        ``"scikit-image photos"``, or ``"synthetic"`` without scikit-image.
+    """
+
+    images: np.ndarray
     true_labels: list[str]
-    labels: list[str]  # the simulated model's predictions
-    scores: np.ndarray  # (N, K) softmax over class_names
+    labels: list[str]
+    scores: np.ndarray
     class_names: list[str]
-    source: str  # "scikit-image photos" or "synthetic"
+    source: str
 
     def __len__(self) -> int:
         return len(self.images)
