@@ -12,6 +12,7 @@ import h5py
 import numpy as np
 import pytest
 from hypothesis import settings
+from remote_servers import http_server, s3_server  # noqa: F401  (session fixtures)
 
 import h5store
 from h5store import format as fmt
