@@ -38,6 +38,7 @@ def open(
     group_commit: GroupCommit | None = None,
     channel_order: str = "rgb",
     argmax_labels: bool = True,
+    storage_options: dict[str, Any] | None = None,
     **codec_options: Any,
 ) -> ImageStore: ...
 
@@ -49,6 +50,7 @@ def open(
     *,
     verify_reads: bool = True,
     channel_order: str = "rgb",
+    storage_options: dict[str, Any] | None = None,
 ) -> ShardedStore: ...
 
 
@@ -65,6 +67,7 @@ def open(
     group_commit: GroupCommit | None = None,
     channel_order: str = "rgb",
     argmax_labels: bool = True,
+    storage_options: dict[str, Any] | None = None,
     **codec_options: Any,
 ) -> ImageStore | ShardedStore:
     """Open or create an h5store file; use as a context manager.
@@ -75,7 +78,10 @@ def open(
     Parameters
     ----------
     path
-        The store file, or a list of shard files to read as one store.
+        The store file, or a list of shard files to read as one store. A URL
+        (``s3://bucket/key.h5``, ``https://host/run.h5``, ``gs://``, ``az://``, ``file://``;
+        lists of them too) is read where it lies, read-only (docs/remote.md; needs the
+        ``remote`` extra).
     mode
         As in h5py: ``r`` read only (default), ``r+`` read/write an existing store, ``a``
         read/write, creating it if missing, ``w`` create (truncating any existing file),
@@ -124,6 +130,10 @@ def open(
         :class:`InvalidInputError` naming the image (true-class vectors, rows out of step,
         another model's labels). False accepts any label, for a decision rule that is not the
         argmax (a threshold on a rare class). Merge and repack copy what stores hold.
+    storage_options
+        For a URL: the client's settings (``endpoint``, ``access_key_id``,
+        ``secret_access_key``, ``region``, ...) where the ``AWS_*`` environment variables do
+        not give them.
     **codec_options
         Settings of ``codec`` (``lossless=True``, ``effort=1``, ...).
 
@@ -149,8 +159,10 @@ def open(
     CodecError
         An unknown codec or setting, or a codec the file uses that is not installed.
     InvalidInputError
-        A bad mode, labels, quality, locking, channel order, or shards opened for writing.
-        Every argument is checked before the file is created or truncated.
+        A bad mode, labels, quality, locking, channel order, or shards or a URL opened for
+        writing. Every argument is checked before the file is created or truncated.
+    RemoteReadError
+        A URL's object could not be read (after retries, named with the reason).
     """
     _inputs.check_channel_order(channel_order)
     if isinstance(path, (list, tuple)):
@@ -162,7 +174,12 @@ def open(
         args = OpenArguments.checked(
             path, mode, codec, quality, labels, verify_reads, locking, codec_options
         )
-        return ShardedStore(args.path, verify_reads=args.verify_reads, channel_order=channel_order)
+        return ShardedStore(
+            args.path,
+            verify_reads=args.verify_reads,
+            channel_order=channel_order,
+            storage_options=storage_options,
+        )
     return ImageStore(
         path,
         mode,
@@ -175,6 +192,7 @@ def open(
         group_commit=group_commit,
         channel_order=channel_order,
         argmax_labels=argmax_labels,
+        storage_options=storage_options,
         **codec_options,
     )
 

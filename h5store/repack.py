@@ -24,6 +24,7 @@ from tqdm import tqdm  # text on stderr: tqdm.auto wants ipywidgets in notebooks
 
 from ._catalog import Geometry
 from ._parallel import thread_map
+from ._remote import is_url
 from .api import open as open_store
 from .codecs import Codec, get_codec
 from .errors import CodecError, InvalidInputError, TargetExistsError
@@ -226,7 +227,8 @@ def repack(
         errors.
     """
     src_path, dst_path = os.fspath(src), os.fspath(dst)
-    if os.path.exists(dst_path) and os.path.samefile(src_path, dst_path):
+    # (a source read by URL is never the local destination)
+    if not is_url(src_path) and os.path.exists(dst_path) and os.path.samefile(src_path, dst_path):
         raise InvalidInputError(f"repack writes a new file: {dst_path} is {src_path} itself")
     if os.path.lexists(dst_path) and not overwrite:
         raise TargetExistsError(
@@ -256,6 +258,7 @@ def repack(
                 os.remove(tmp)
             raise
         dropped = int((source.index["deleted"] != 0).sum())
+        src_bytes = source.stats()["file_bytes"]
     os.replace(tmp, dst_path)
     return RepackReport(
         src=src_path,
@@ -264,7 +267,7 @@ def repack(
         dropped_deleted=dropped,
         copied=counts[0],
         reencoded=counts[1],
-        src_bytes=os.path.getsize(src_path),
+        src_bytes=src_bytes,
         dst_bytes=os.path.getsize(dst_path),
         classes={label: (describe_codec(a), describe_codec(b)) for label, (a, b) in plan.items()},
     )

@@ -24,6 +24,7 @@ from . import _inputs
 from ._catalog import existing_label_id, query_label_ids
 from ._contract import Record, VerifyReport
 from ._parallel import decode_threads, thread_map
+from ._remote import is_url
 from .codecs import Codec
 from .errors import ClosedStoreError, DuplicateIdError, InvalidInputError, UnknownIdError
 from .index import Index
@@ -135,8 +136,10 @@ class ShardedStore:
         *,
         verify_reads: bool = True,
         channel_order: str = "rgb",
+        storage_options: dict[str, Any] | None = None,
     ):
         self._bgr = _inputs.check_channel_order(channel_order)
+        self._storage_options = storage_options  # for the shards opened by URL
         self.paths = check_shard_paths(paths)
         self.verify_reads = verify_reads  # each shard checks its images' CRC-32 on reads
         self._shards: list[ImageStore] = []
@@ -144,7 +147,13 @@ class ShardedStore:
             for p in self.paths:
                 # store[id] goes to the shard, which follows the same channel order
                 self._shards.append(
-                    ImageStore(p, "r", verify_reads=verify_reads, channel_order=channel_order)
+                    ImageStore(
+                        p,
+                        "r",
+                        verify_reads=verify_reads,
+                        channel_order=channel_order,
+                        storage_options=storage_options if is_url(p) else None,
+                    )
                 )
             self._build()
         except BaseException:
@@ -189,6 +198,7 @@ class ShardedStore:
             "paths": self.paths,
             "verify_reads": self.verify_reads,
             "channel_order": "bgr" if self._bgr else "rgb",
+            "storage_options": self._storage_options,
         }
 
     def __setstate__(self, state: dict[str, Any]) -> None:
@@ -196,6 +206,7 @@ class ShardedStore:
             state["paths"],
             verify_reads=state.get("verify_reads", True),
             channel_order=state.get("channel_order", "rgb"),
+            storage_options=state.get("storage_options"),
         )
 
     def __repr__(self) -> str:

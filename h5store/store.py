@@ -37,6 +37,7 @@ from ._file import (
 )
 from ._ingest import GroupCommit, Ingest, check_durability
 from ._read import ReadEngine
+from ._remote import check_remote, is_url, open_hdf5
 from ._write import StoreWriter, chosen_codec, open_writer_file
 from .codecs import Codec, get_codec, image_shape
 from .codecs.base import check_quality
@@ -202,10 +203,12 @@ class ImageStore:
         group_commit: GroupCommit | None = None,
         channel_order: str = "rgb",
         argmax_labels: bool = True,
+        storage_options: dict[str, Any] | None = None,
         **codec_options: Any,
     ):
         # Validate all, then create: a refused argument must leave an existing file as it was
         # (mode 'w' truncates it) and hold no lock.
+        check_remote(path, mode, storage_options)
         args = OpenArguments.checked(
             path,
             mode,
@@ -231,6 +234,8 @@ class ImageStore:
         #: a reader's own HDF5 handle (a writer reads through its session's file)
         self._reader: h5py.File | None = None
         self._session: _WriteSession | None = None
+        #: the URL's client options (credentials, endpoint) for a store read by URL
+        self._storage_options = storage_options
         if self.mode == "r":
             try:
                 self._open_reader()
@@ -418,7 +423,8 @@ class ImageStore:
         self._check_open()
         # A writer that died restructuring the file leaves it unopenable until recovered:
         # say so while the current view still works, rather than after dropping it.
-        reader_precheck(self.path)
+        if not is_url(self.path):
+            reader_precheck(self.path)
         old_engine = self._engine
         # HDF5 keeps one metadata cache per file while any handle is open: the new view must
         # be read with the old handle closed, or it would see the file as it was.
@@ -431,7 +437,11 @@ class ImageStore:
             # file): only a handle for /scores and /sources is needed.
             self._engine = old_engine
             with contextlib.suppress(H5StoreError, OSError):
-                self._reader = open_for_reading(self.path, self._locking)
+                self._reader = (
+                    open_hdf5(old_engine.source)[0]
+                    if is_url(self.path)
+                    else open_for_reading(self.path, self._locking)
+                )
             raise
         old_engine.close()
 
@@ -445,6 +455,9 @@ class ImageStore:
 
         ``populate``: map the file's pages at once (see MappedFile); a refresh, which maps
         again as the file grows, would pay it again and again."""
+        if is_url(self.path):
+            self._open_remote()
+            return
         deadline = time.monotonic() + READER_RETRY_SECONDS
         delay = 0.01
         while True:
@@ -475,6 +488,23 @@ class ImageStore:
             self._engine = engine
             return
 
+    def _open_remote(self) -> None:
+        """Open a store by URL: the same checks and engine as a local reader, over a
+        RemoteSource (see h5store._remote)."""
+        from ._remote import open_remote
+
+        def load(source, f):
+            self._reader = f
+            with fmt.damage_reported(source.name):
+                fmt.check_root(f, source.name)
+            return ReadEngine(source, self._reader_file, verify=self._verify_reads, bgr=self._bgr)
+
+        try:
+            _, self._reader, self._engine = open_remote(self.path, self._storage_options, load)
+        except BaseException:
+            self._reader = None
+            raise
+
     def _reader_file(self) -> h5py.File:
         if self._reader is None:
             raise ClosedStoreError(f"{self.path} is closed")
@@ -487,6 +517,7 @@ class ImageStore:
             "verify_reads": self._verify_reads,
             "locking": self._locking,
             "channel_order": "bgr" if self._bgr else "rgb",
+            "storage_options": self._storage_options,
         }
 
     def __setstate__(self, state: dict[str, Any]) -> None:
@@ -496,6 +527,7 @@ class ImageStore:
             verify_reads=state.get("verify_reads", True),
             locking=state.get("locking"),
             channel_order=state.get("channel_order", "rgb"),
+            storage_options=state.get("storage_options"),
         )
 
     def __repr__(self) -> str:
