@@ -17,39 +17,6 @@ from hypothesis import strategies as st
 import h5store
 
 LABELS = ["cat", "dog", "ünï/x"]
-POSTGRES_URL = os.environ.get("H5STORE_TEST_POSTGRES_URL")
-
-
-def backends(tmp_path):
-    return {"sqlite": f"sqlite:///{tmp_path / 'index.db'}", "postgresql": POSTGRES_URL}
-
-
-@pytest.fixture(params=["sqlite", "postgresql"])
-def url(request, tmp_path):
-    value = backends(tmp_path)[request.param]
-    if value is None:
-        if os.environ.get("CI"):
-            pytest.fail("H5STORE_TEST_POSTGRES_URL is not set: .ci/run starts PostgreSQL")
-        pytest.skip("no PostgreSQL: run `eval $(.ci/postgres.sh start)` first")
-    if request.param == "postgresql":  # a fresh schema per test: tests do not see each other
-        schema = f"t{os.getpid()}_{abs(hash(request.node.name)) % 10**8}"
-        engine = sa.create_engine(value)
-        with engine.begin() as conn:
-            conn.exec_driver_sql(f'DROP SCHEMA IF EXISTS "{schema}" CASCADE')
-            conn.exec_driver_sql(f'CREATE SCHEMA "{schema}"')
-        engine.dispose()
-        value = (
-            sa.engine.make_url(value)
-            .update_query_dict({"options": f"-csearch_path={schema}"})
-            .render_as_string(hide_password=False)
-        )
-        yield value
-        engine = sa.create_engine(POSTGRES_URL)
-        with engine.begin() as conn:
-            conn.exec_driver_sql(f'DROP SCHEMA IF EXISTS "{schema}" CASCADE')
-        engine.dispose()
-    else:
-        yield value
 
 
 @pytest.fixture
