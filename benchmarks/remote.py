@@ -598,6 +598,9 @@ def main(argv=None) -> None:
     parser.add_argument("--rtt-ms", default="0,20", help="round trips to add, comma-separated")
     parser.add_argument("--reps", type=int, default=3)
     parser.add_argument("--workers", type=int, default=2)
+    parser.add_argument(
+        "--readers", default="", help="only these (comma-separated prefixes, e.g. h5store,Lit)"
+    )
     parser.add_argument("--quick", action="store_true", help="2,000 images, 2 repetitions")
     parser.add_argument("--out", default=str(ROOT / "benchmarks" / "results"))
     args = parser.parse_args(argv)
@@ -608,8 +611,13 @@ def main(argv=None) -> None:
     env, stops = servers()
     work = Path(tempfile.mkdtemp(prefix="h5store-remote-", dir="/tmp"))
     skipped = {}
+    if args.readers:
+        wanted = [w.strip().lower() for w in args.readers.split(",")]
+        for name in (H5STORE, H5PY, LITDATA, MDS, WDS):
+            if not any(name.lower().startswith(w) for w in wanted):
+                skipped[name] = "not asked for (--readers)"
     why = h5store_remote()
-    if why:
+    if why and H5STORE not in skipped:
         skipped[H5STORE] = why
         print(f"h5store columns skipped: {why}", file=sys.stderr)
     try:
