@@ -35,6 +35,7 @@ import numpy as np
 from . import _inputs
 from . import format as fmt
 from ._catalog import Catalog, Geometry, StackKey, did_you_mean
+from ._index import Index
 from ._parallel import InOrder, submit
 from ._write import Batch, StoreWriter
 from .codecs import Codec, ImageInfo
@@ -45,7 +46,6 @@ from .errors import (
     InvalidInputError,
 )
 from .format import crc32
-from .index import Index
 
 #: numpy's dtype.name is slow (~1 us); images are validated to be one of these.
 _DTYPE_NAMES = {np.dtype(name): name for name in fmt.PIXEL_DTYPES}

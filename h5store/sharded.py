@@ -23,11 +23,11 @@ import numpy as np
 from . import _inputs
 from ._catalog import existing_label_id, query_label_ids
 from ._contract import Record, VerifyReport
+from ._index import Index
 from ._parallel import decode_threads, thread_map
 from ._remote import is_url
 from .codecs import Codec
 from .errors import ClosedStoreError, DuplicateIdError, InvalidInputError, UnknownIdError
-from .index import Index
 from .store import ImageStore
 
 

@@ -35,6 +35,7 @@ from ._file import (
     open_for_reading,
     reader_precheck,
 )
+from ._index import Index
 from ._ingest import GroupCommit, Ingest, check_durability
 from ._read import ReadEngine
 from ._remote import check_remote, is_url, open_hdf5
@@ -53,7 +54,6 @@ from .errors import (
     UnknownIdError,
     WriteFailedError,
 )
-from .index import Index
 
 
 def _writes(method):

@@ -9,7 +9,7 @@ from typing import TYPE_CHECKING
 
 from .recommend import pareto_front
 
-if TYPE_CHECKING:  # results imports report, which imports this module
+if TYPE_CHECKING:  # results imports summary, which imports this module
     from .results import BenchResult, CellResult
 
 # Marker area (points^2) of a setting decoding at SPEED_REF MP/s on one thread; area grows with

@@ -7,7 +7,7 @@ import math
 from dataclasses import asdict, dataclass, field, replace
 from typing import Any
 
-from . import report
+from . import summary
 from .recommend import MIN_DECODE_SPEED, Floors, Recommendation, decode_floor, recommend
 
 
@@ -170,7 +170,7 @@ class BenchResult:
 
     def table(self) -> str:
         """Every setting's measurements as a markdown table (for a terminal or a README)."""
-        return report.markdown_table(self)
+        return summary.markdown_table(self)
 
     def save(self, out: str) -> dict[str, str]:
         """Write bench.json, bench.csv, bench.md and bench.png into the folder ``out``.
@@ -185,7 +185,7 @@ class BenchResult:
         dict
             The paths written, by kind.
         """
-        self.files = report.write_all(self, out)
+        self.files = summary.write_all(self, out)
         return self.files
 
     def __repr__(self) -> str:
