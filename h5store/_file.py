@@ -38,8 +38,10 @@ import h5py
 import numpy as np
 from isal import isal_zlib
 
+from . import _libhdf5, _recovery
 from . import format as fmt
 from ._containment import ContainedFile, check_contained
+from ._index import Index
 from ._parallel import get_threads
 from ._source import ByteSource
 from ._superblock import (
@@ -65,7 +67,6 @@ from .errors import (
     StoreVanishedError,
     WriteFailedError,
 )
-from .index import Index
 
 MODES = {"r": "r", "r+": "r+", "a": "a", "w": "w", "x": "x", "w-": "x"}
 
@@ -108,7 +109,7 @@ def _hdf5_create(path: str) -> h5py.File:
     # Free-space reuse off: every allocation comes from the end of the file, which is what
     # makes chunk offsets predictable (and the file append-only apart from metadata).
     fcpl.set_file_space_strategy(h5py.h5f.FSPACE_STRATEGY_NONE, False, 1)
-    fmt.reserve_links(fcpl, fmt.ROOT_LINKS_RESERVED)
+    _libhdf5.reserve_links(fcpl, fmt.ROOT_LINKS_RESERVED, fmt.RESERVED_NAME_BYTES)
     fapl = h5py.h5p.create(h5py.h5p.FILE_ACCESS)
     fapl.set_libver_bounds(*(_LIBVER[v] for v in fmt.LIBVER))
     fapl.set_file_locking(False, True)  # the writer lock replaces it, as in _hdf5_open
@@ -262,8 +263,9 @@ class WriterLock:
             if exc.errno in _NO_LOCKS:
                 raise StoreLockedError(
                     f"{path}: the file system does not support flock ({exc.strerror}), which "
-                    "h5store's writer lock needs; on NFS or Lustre see the README (open with "
-                    "locking='best-effort' or locking=False when one writer is guaranteed)"
+                    "h5store's writer lock needs; on NFS or Lustre see docs/reliability.md "
+                    "(open with locking='best-effort' or locking=False when one writer is "
+                    "guaranteed)"
                 ) from None
             raise
 
@@ -559,7 +561,7 @@ def read_committed_rows(f: h5py.File, mapped: MappedFile | None = None) -> np.nd
     tail = fmt.read_tail_rows(f)
     read_bytes = None if mapped is None else mapped.read
     index = fmt.read_index_rows(f, read_bytes, threads=get_threads())
-    return fmt.committed_rows(index, tail)
+    return _recovery.committed_rows(index, tail)
 
 
 def read_committed_index(
@@ -604,7 +606,7 @@ def read_committed_index(
     if fresh is not None:
         fresh(None)  # the catalogue, read next, as new as the rows
     index = reserved[0]
-    n, tail = fmt.committed_extent(
+    n, tail = _recovery.committed_extent(
         index.column("nbytes", len(stored)),
         stored["batch_end"],
         index.column("id", len(stored)),

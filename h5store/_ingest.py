@@ -35,6 +35,7 @@ import numpy as np
 from . import _inputs
 from . import format as fmt
 from ._catalog import Catalog, Geometry, StackKey, did_you_mean
+from ._index import Index
 from ._parallel import InOrder, submit
 from ._write import Batch, StoreWriter
 from .codecs import Codec, ImageInfo
@@ -45,7 +46,6 @@ from .errors import (
     InvalidInputError,
 )
 from .format import crc32
-from .index import Index
 
 #: numpy's dtype.name is slow (~1 us); images are validated to be one of these.
 _DTYPE_NAMES = {np.dtype(name): name for name in fmt.PIXEL_DTYPES}
@@ -66,6 +66,20 @@ class GroupCommit:
     Defaults, measured (benchmarks/ingest.py): at 1,024 images a group commit costs under 1 %
     of the images' own writes at 224 px; 64 MiB bounds the memory the pending pixels and
     payloads hold; one second bounds what a crash can lose in a slow inference loop.
+
+    Parameters
+    ----------
+    images
+        Commit when this many images are pending.
+    nbytes
+        Commit when the pending payloads (or pixels waiting to be encoded) reach this size.
+    seconds
+        Commit when the oldest pending image has waited this long.
+
+    Raises
+    ------
+    InvalidInputError
+        A bound that is not a positive number (``images`` and ``nbytes``: integers).
     """
 
     images: int = 1024

@@ -14,10 +14,10 @@ import numpy as np
 
 from . import format as fmt
 from ._catalog import Stack
+from ._index import Index
 from ._source import ByteSource
 from .errors import FormatError
 from .format import crc32
-from .index import Index
 
 
 def rows_intact(index: Index, source: ByteSource, rows: Sequence[int]) -> bool:

@@ -21,15 +21,15 @@ from typing import Any, overload
 import h5py
 import numpy as np
 
-from . import _inputs, _offsets
+from . import _inputs, _offsets, _sources
 from . import format as fmt
 from ._catalog import Catalog, Stack
 from ._file import MappedFile, read_committed_index
+from ._index import Index
 from ._parallel import decode_threads, thread_map
 from ._source import Buffer, ByteSource
 from .errors import DamagedImageError, InvalidInputError, RemoteReadError, UnknownIdError
 from .format import crc32
-from .index import Index
 
 #: Rows whose payloads ``verify`` fetches in one round (one request each, merged, remotely).
 VERIFY_BLOCK_ROWS = 256
@@ -300,7 +300,7 @@ class ReadEngine:
                         prefetch(f[column], lo, hi)
             if name == fmt.SOURCES:
                 ids = self.index.column("id")[rows]
-                sources = fmt.read_sources(
+                sources = _sources.read_sources(
                     f,
                     rows,
                     ids,

@@ -23,12 +23,14 @@ from __future__ import annotations
 
 import asyncio
 import atexit
+import contextlib
 import io
 import os
 import re
 import struct
 import threading
 import time
+import weakref
 from collections.abc import Callable, Sequence
 from datetime import timedelta
 from typing import TYPE_CHECKING, Any, TypeGuard, TypeVar
@@ -938,6 +940,24 @@ class RemoteFile(io.RawIOBase):
         raise io.UnsupportedOperation("a store opened by URL is read-only")
 
 
+#: h5py files open over a RemoteFile in this process: closed at exit, before the interpreter
+#: goes (see _close_at_exit).
+_OPEN_FILES: weakref.WeakSet = weakref.WeakSet()
+
+
+def _close_at_exit() -> None:
+    """HDF5 closes the files still open when its library shuts down, after Python's own
+    shutdown: h5py's file-object driver then calls into an interpreter that is gone, and
+    the process dies of a segmentation fault (a DataLoader worker, whose dataset never closes
+    its store, did at every exit). Python's exit handlers run before that: close them here."""
+    for f in list(_OPEN_FILES):
+        with contextlib.suppress(Exception):
+            f.close()
+
+
+atexit.register(_close_at_exit)
+
+
 def open_hdf5(source: RemoteSource) -> tuple[h5py.File, RemoteFile]:
     """The store file at ``source`` opened by h5py over a :class:`RemoteFile`, HDF5 told to
     follow nothing out of it (see _containment), and the containment walk done. A file a
@@ -967,6 +987,7 @@ def open_hdf5(source: RemoteSource) -> tuple[h5py.File, RemoteFile]:
                 if "signature" in str(exc):
                     error = NotAStoreError(f"{source.name} is not an HDF5 file")
             else:
+                _OPEN_FILES.add(f)
                 try:
                     check_contained(f, source.name, previews=False)
                     if not fileobj.writer_flags:

@@ -17,11 +17,12 @@ from typing import Any
 import h5py
 import numpy as np
 
-from . import _inputs
+from . import _inputs, _recovery, _sources
 from . import format as fmt
 from ._catalog import Catalog, StackKey
 from ._file import WriterFile, read_committed_rows
 from ._imaging import contact_sheet, thumbnail
+from ._index import Index
 from ._parallel import thread_map
 from ._previews import PreviewTiles
 from .codecs import Codec, get_codec
@@ -30,7 +31,6 @@ from .errors import (
     InvalidInputError,
     UnrepairableError,
 )
-from .index import Index
 
 
 @dataclass
@@ -71,7 +71,7 @@ def open_writer_file(path: str, mode: str, locking: object = None) -> tuple[Writ
         try:
             committed = read_committed_rows(f)
             _check_within_old_end(writer, committed)
-            removed = fmt.remove_unreferenced_structure(f, fmt.read_labels(f), committed)
+            removed = _recovery.remove_unreferenced_structure(f, fmt.read_labels(f), committed)
         except (FormatError, KeyError, RuntimeError, OSError) as exc:
             if writer.extended_from is not None:  # the file was short: leave it as it was
                 writer.undo_extension()
@@ -315,7 +315,7 @@ class StoreWriter:
             sources = [""] * n if batch.sources is None else batch.sources
             ds = w.dataset(fmt.SOURCES)
             ds.resize(max(ds.shape[0], n0 + n), axis=0)
-            fmt.null_source_references(ds, n0, n0 + n)
+            _sources.null_source_references(ds, n0, n0 + n)
             ds[n0 : n0 + n] = sources
             if fmt.SOURCE_CRC32 in f:  # (not in a format-1.0 file)
                 checks = w.dataset(fmt.SOURCE_CRC32)

@@ -116,13 +116,54 @@ def export_folder(
     overwrite: bool = False,
     progress: bool = True,
 ) -> int:
-    """Write images to ``root/<class>/<id><ext>``, grouped by predicted ``label`` or by
-    ``true_label`` (images without one go to ``_unknown``), or with ``layout="flat"`` to
-    ``root/<id>_<class><ext>`` (OpenCV users' layout), and the index beside them
-    (``index``: "json", "csv" or None). With ``embed_metadata`` each JPEG, PNG and WebP file
-    also carries its id, label, score, true label and the store's name (EXIF, iTXt), pixels
-    untouched. Files that exist are an error (:class:`TargetExistsError`, nothing written)
-    unless ``overwrite``. Returns the number of image files written."""
+    """Write images as files in torchvision's ImageFolder layout, and the index beside them.
+
+    Each image goes to ``root/<class>/<id><ext>`` (or ``root/<id>_<class><ext>``) as its
+    stored bytes (no re-encoding) where its codec's payload is a file format, else as a PNG of
+    the pixels.
+
+    Parameters
+    ----------
+    store
+        The open store.
+    root
+        The folder to write into (created if missing).
+    ids
+        Only these images (default: every live image).
+    by
+        Group by predicted ``"label"`` or by ``"true_label"`` (images without one go to
+        ``_unknown``).
+    layout
+        ``"folders"``: ``root/<class>/<id><ext>``; ``"flat"``: ``root/<id>_<class><ext>``
+        (OpenCV users' layout).
+    embed_metadata
+        Put each image's id, label, score, true label, score vector, source and the store's
+        name inside its file, the image data untouched, where its codec embeds metadata (JPEG
+        and WebP: EXIF; PNG: iTXt); other files carry none, and a warning says so.
+    index
+        Write the index beside the class folders as ``"json"`` (``h5store-index.json``, which
+        ``import_folder`` reads back) or ``"csv"``; None for no index.
+    overwrite
+        Replace files that exist.
+    progress
+        Show a progress bar on stderr.
+
+    Returns
+    -------
+    int
+        The number of image files written.
+
+    Raises
+    ------
+    TargetExistsError
+        A file to write exists and ``overwrite`` is false; nothing is written.
+    InvalidInputError
+        A bad ``by``, ``layout`` or ``index``.
+    UnknownIdError
+        An id of ``ids`` is not a live image of the store.
+    DamagedImageError
+        An image's stored bytes fail their CRC-32.
+    """
     if by not in ("label", "true_label"):
         raise InvalidInputError(f"by must be 'label' or 'true_label', got {by!r}")
     if layout not in ("folders", "flat"):

@@ -1,5 +1,8 @@
 """The on-disk layout of an h5store file, version 1.2: the single source of truth for paths,
-dtypes, attribute names and the version rule. docs/FORMAT.md describes the same in prose.
+dtypes, attribute names and the version rule, and how each of its tables is created, read and
+checked. docs/FORMAT.md describes the same in prose. Below it: _libhdf5 (calls into libhdf5
+that h5py does not wrap), _sources (/sources, whose strings h5store walks in HDF5's global heap
+itself) and _recovery (what a killed writer left).
 
 ::
 
@@ -35,12 +38,10 @@ when appended to and are read without those checks (see has_checks); repack writ
 from __future__ import annotations
 
 import contextlib
-import ctypes
 import functools
 import json
 import mmap
 import re
-import struct
 from collections.abc import Callable, Iterator, Mapping, Sequence
 from typing import Any
 
@@ -49,6 +50,7 @@ import imagecodecs
 import numpy as np
 from isal import isal_zlib
 
+from . import _libhdf5
 from ._source import Buffer
 from .codecs import Codec, HDF5Filter, codec_from_config, image_shape
 from .errors import FormatError, H5StoreError, NotAStoreError, VersionError
@@ -162,13 +164,13 @@ crc32 = isal_zlib.crc32
 #: A source's check covers these bytes, then the source's UTF-8 bytes: the check of "" (no
 #: source) is then not 0, and nothing else's CRC-32 is mistaken for one.
 SOURCE_CHECK_PREFIX = b"h5store source\n"
-_SOURCE_CHECK_SEED = crc32(SOURCE_CHECK_PREFIX)
+SOURCE_CHECK_SEED = crc32(SOURCE_CHECK_PREFIX)
 
 
 def source_check(raw: bytes) -> int:
     """The /source_crc32 value of a source's UTF-8 bytes (b"" for none): never 0, which is the
     fill value and means that no check was recorded (rows of a format-1.0 file)."""
-    return crc32(raw, _SOURCE_CHECK_SEED) or 1
+    return crc32(raw, SOURCE_CHECK_SEED) or 1
 
 
 #: A score row's check covers these bytes, then the row's K little-endian float32 values: a
@@ -431,7 +433,7 @@ def _rewrite_attrs(obj: h5py.HLObject, attrs: dict[str, Any]) -> None:
 # in an order HDF5 chooses, which a killed writer can leave torn.
 CLASS_LINKS_RESERVED = 256
 STACK_LINKS_RESERVED = 16
-_RESERVED_NAME_BYTES = 24
+RESERVED_NAME_BYTES = 24
 
 
 #: Compact links the root group of a new file holds: the ten of ROOT_LINKS with room to spare.
@@ -451,43 +453,13 @@ ROOT_LINKS = (
 )
 
 
-@functools.cache
-def _link_space_functions() -> tuple[Callable[..., int], ...] | None:
-    # h5py does not wrap H5Pset_link_phase_change, H5Pset_est_link_info and
-    # H5Pget_link_phase_change. Looked up through h5py's own extension module, so that they
-    # come from the HDF5 library h5py uses.
-    try:
-        lib = ctypes.CDLL(h5py.h5p.__file__)
-        return lib.H5Pset_link_phase_change, lib.H5Pset_est_link_info, lib.H5Pget_link_phase_change
-    except (OSError, AttributeError):
-        return None
-
-
-def reserve_links(plist: h5py.h5p.PropGCID | h5py.h5p.PropFCID, links: int) -> None:
-    """Header room and compact storage for ``links`` links in a group (or, given a file
-    creation list, the root group); without the functions the file is the same, only less
-    crash-proof."""
-    functions = _link_space_functions()
-    if functions is not None:
-        set_phase_change, set_estimate, _ = functions
-        hid = ctypes.c_int64(plist.id)
-        set_phase_change(hid, ctypes.c_uint(links), ctypes.c_uint(links // 2))
-        set_estimate(hid, ctypes.c_uint(links), ctypes.c_uint(_RESERVED_NAME_BYTES))
-
-
 def root_holds_every_link(f: h5py.File) -> bool:
     """Whether the root group keeps all of ROOT_LINKS compact. A ninth link in a format-1.0
     file's root group would move its links to dense storage (a heap and B-trees written in an
     order HDF5 chooses): a writer stopped there (a full disk, a kill) leaves a file no one can
     open. Such a file gets no /source_crc32."""
-    functions = _link_space_functions()
-    if functions is None:
-        return False
-    max_compact, min_dense = ctypes.c_uint(), ctypes.c_uint()
-    plist = f["/"].id.get_create_plist()
-    if functions[2](ctypes.c_int64(plist.id), ctypes.byref(max_compact), ctypes.byref(min_dense)):
-        return False  # (a negative status: HDF5 could not say)
-    return max_compact.value >= len(ROOT_LINKS)
+    compact = _libhdf5.max_compact_links(f["/"].id.get_create_plist())
+    return compact is not None and compact >= len(ROOT_LINKS)
 
 
 def _group_properties(links: int) -> h5py.h5p.PropGCID:
@@ -496,7 +468,7 @@ def _group_properties(links: int) -> h5py.h5p.PropGCID:
     gcpl.set_link_creation_order(order)
     gcpl.set_attr_creation_order(order)
     gcpl.set_obj_track_times(False)
-    reserve_links(gcpl, links)
+    _libhdf5.reserve_links(gcpl, links, RESERVED_NAME_BYTES)
     return gcpl
 
 
@@ -835,210 +807,6 @@ def damage_reported(path: str) -> Iterator[None]:
         raise FormatError(
             f"{path} is damaged or not a complete h5store file ({type(exc).__name__}: {exc})"
         ) from exc
-
-
-def read_sources(
-    f: h5py.File,
-    rows: np.ndarray,
-    ids: np.ndarray,
-    read_bytes: Callable[[int, int], Buffer],
-    file_size: int,
-    path: str,
-    checked_heaps: dict[int, int],
-    prefetch: Callable[[list[int]], None] | None = None,
-) -> list[str | None] | None:
-    """The sources of index rows ``rows`` (image ids ``ids``, for messages): None for rows
-    past the end of /sources and rows stored without one; None instead of a list when the store
-    has no /sources. Each value is compared with its check in /source_crc32 where one was
-    recorded, so a damaged source (a zeroed chunk reads as no source) raises FormatError.
-    ``read_bytes(offset, size)`` reads the file directly (the heap checks), ``file_size`` is
-    its size; ``checked_heaps`` remembers the heap collections already walked (see
-    :func:`_check_heap_collection`). ``prefetch(addresses)``, where given, is told the heap
-    collections about to be read (a remote store fetches them in one round)."""
-    # Not f.get: it returns None for a link whose object cannot be opened (a damaged header),
-    # and the sources would read as none (found by the fuzzer).
-    if SOURCES not in f:
-        return None
-    ds = f[SOURCES]
-    check_aligned(ds, path)
-    checks_ds = f[SOURCE_CRC32] if SOURCE_CRC32 in f else None
-    if checks_ds is not None:
-        check_aligned(checks_ds, path)
-    rows = np.asarray(rows, dtype=np.int64)
-    out: list[str | None] = [None] * len(rows)
-    if checks_ds is not None:
-        _check_rows_past_sources(rows, ids, ds.shape[0], checks_ds, path)
-    inside = np.flatnonzero(rows < ds.shape[0])
-    if not len(inside):
-        return out
-    wanted = rows[inside]
-    lo, hi = int(wanted.min()), int(wanted.max()) + 1
-    # HDF5 follows the reference of every row it reads, wanted or not.
-    heaps = _check_source_references(ds, lo, hi, file_size, path)
-    if prefetch is not None:
-        prefetch(list(heaps))
-    for address in heaps:
-        _check_heap_collection(read_bytes, address, file_size, path, checked_heaps)
-    raw = ds[lo:hi][wanted - lo].tolist()  # one read: h5py's per-row selections cost far more
-    checks = np.zeros(hi - lo, dtype=np.uint32)
-    if checks_ds is not None and checks_ds.shape[0] > lo:
-        top = min(hi, checks_ds.shape[0])
-        checks[: top - lo] = checks_ds[lo:top]
-    want = checks[wanted - lo]
-    seed = _SOURCE_CHECK_SEED
-    got = np.fromiter((crc32(b, seed) or 1 for b in raw), np.uint32, len(raw))
-    bad = np.flatnonzero((want != 0) & (got != want))
-    if len(bad):
-        k = int(bad[0])
-        raise FormatError(
-            f"{path}: /{SOURCES} row {int(wanted[k])} (image {int(ids[inside[k]])}) is damaged: "
-            f"it does not match its check in /{SOURCE_CRC32}"
-        )
-    for k, value in zip(inside.tolist(), raw):
-        try:
-            out[k] = value.decode("utf-8") or None
-        except UnicodeDecodeError:  # only where no check was recorded: a check fails first
-            raise FormatError(
-                f"{path}: /{SOURCES} row {int(rows[k])} (image {int(ids[k])}) is damaged: not UTF-8"
-            ) from None
-    return out
-
-
-def _check_rows_past_sources(
-    rows: np.ndarray, ids: np.ndarray, n_sources: int, checks_ds: h5py.Dataset, path: str
-) -> None:
-    """Rows past the end of /sources read as no source: refuse one whose check in
-    /source_crc32 says a source was recorded (a /sources cut short; found by the fuzzer)."""
-    past = np.flatnonzero((rows >= n_sources) & (rows < checks_ds.shape[0]))
-    if not len(past):
-        return
-    lo, hi = int(rows[past].min()), int(rows[past].max()) + 1
-    checks = checks_ds[lo:hi][rows[past] - lo]
-    lost = np.flatnonzero((checks != 0) & (checks != source_check(b"")))
-    if len(lost):
-        k = int(past[lost[0]])
-        raise FormatError(
-            f"{path}: /{SOURCES} is damaged: it ends before row {int(rows[k])} (image "
-            f"{int(ids[k])}), whose source /{SOURCE_CRC32} records"
-        )
-
-
-# How HDF5 stores one variable-length string in a dataset: its length, and the address and
-# index of the global-heap object holding it.
-_VLEN_REFERENCE = np.dtype([("length", "<u4"), ("heap", "<u8"), ("index", "<u4")])
-
-
-def _check_source_references(
-    ds: h5py.Dataset, lo: int, hi: int, file_size: int, path: str
-) -> list[int]:
-    """Refuse /sources rows ``lo:hi`` whose heap reference points past the end of the file
-    before HDF5 follows it (HDF5 trusts a damaged length and spends seconds allocating
-    gigabytes before it fails); return the addresses of the heap collections they point to."""
-    per_chunk = ds.chunks[0] if ds.chunks else 0
-    if not per_chunk:
-        return []
-    size = np.uint64(file_size)
-    heaps: set[int] = set()
-    for start in range(lo - lo % per_chunk, hi, per_chunk):
-        raw = _source_chunk(ds, start)
-        if raw is None:
-            continue
-        first, stop = max(lo, start) - start, min(hi, start + per_chunk) - start
-        ref = np.frombuffer(raw, _VLEN_REFERENCE)[first:stop]
-        length = ref["length"].astype(np.uint64)
-        room = size - np.minimum(ref["heap"], size)  # no unsigned wrap-around
-        beyond = np.flatnonzero((length > 0) & (length > room))
-        if len(beyond):
-            k = int(beyond[0])
-            raise FormatError(
-                f"{path}: /{SOURCES} row {start + first + k} is damaged: it points "
-                f"{int(length[k])} bytes at {int(ref['heap'][k])}, past the end of the file"
-            )
-        # (an empty string is an object too: a reference of length 0 into a collection)
-        heaps.update(np.unique(ref["heap"][ref["heap"] != 0]).tolist())
-    return sorted(heaps)
-
-
-# A global-heap collection: "GCOL", version, 3 bytes reserved, its size; then its objects,
-# each a header (index, reference count, 4 bytes reserved, size) and data padded to 8 bytes;
-# index 0 is the free space at the end, its size counting its header.
-_HEAP_HEADER = struct.Struct("<4sB3xQ")
-_HEAP_OBJECT = struct.Struct("<HH4xQ")
-
-
-def _check_heap_collection(
-    read_bytes: Callable[[int, int], Buffer],
-    address: int,
-    file_size: int,
-    path: str,
-    checked: dict[int, int],
-) -> None:
-    """Walk a global-heap collection's objects as HDF5 does when it loads it, and refuse one
-    where that walk would not end cleanly. HDF5 trusts the sizes it finds: a zeroed object
-    header (index 0, size 0) makes its walk stand still for good (a hang found by the fuzzer),
-    and a size past the end lets it read beyond the collection. ``checked`` maps collections
-    walked before to the CRC-32 of their bytes then: a collection (64 kB, 1,600 sources) costs
-    0.5 ms to walk and 5 us to recognise."""
-    problem = None
-    if address > file_size - _HEAP_HEADER.size:
-        problem = "past the end of the file"
-    else:
-        magic, version, size = _HEAP_HEADER.unpack(read_bytes(address, _HEAP_HEADER.size))
-        if magic != b"GCOL" or version != 1 or size < _HEAP_HEADER.size:
-            problem = "not a heap collection"
-        elif size > file_size - address:
-            problem = f"{size} bytes long, past the end of the file"
-        else:
-            data = read_bytes(address, size)
-            digest = crc32(data)
-            if checked.get(address) == digest:
-                return
-            unpack, p = _HEAP_OBJECT.unpack_from, _HEAP_HEADER.size
-            while size - p >= _HEAP_OBJECT.size:  # (less is free space without a header)
-                index, _, length = unpack(data, p)
-                need = _HEAP_OBJECT.size + (length + 7) // 8 * 8 if index else length
-                if not 0 < need <= size - p:
-                    problem = f"object at byte {p} has size {length}"
-                    break
-                p += need
-            else:
-                checked[address] = digest
-    if problem:
-        raise FormatError(
-            f"{path}: the heap collection at byte {address} holding /{SOURCES} strings is "
-            f"damaged ({problem})"
-        )
-
-
-def null_source_references(ds: h5py.Dataset, start: int, stop: int) -> None:
-    """Null the /sources references of rows ``start:stop`` that still point somewhere, before
-    a batch writes its sources there. Only a dead writer's unfinished batch leaves such rows,
-    and the heap objects they point to may never have reached the file; HDF5 reads the object
-    behind a reference before it overwrites the reference, so the next batch could not write
-    its sources ("bad global heap collection signature", found by test_commit_replay). Direct
-    chunk I/O, so HDF5 follows none."""
-    per_chunk = ds.chunks[0]
-    size = _VLEN_REFERENCE.itemsize
-    for first in range(start - start % per_chunk, stop, per_chunk):
-        raw = _source_chunk(ds, first)
-        lo, hi = (max(start, first) - first) * size, (min(stop, first + per_chunk) - first) * size
-        if raw is not None and any(raw[lo:hi]):
-            ds.id.write_direct_chunk((first,), raw[:lo] + bytes(hi - lo) + raw[hi:])
-
-
-def _source_chunk(ds: h5py.Dataset, first: int) -> bytes | None:
-    """The string references of the /sources chunk starting at row ``first`` as stored; None
-    if it was never written, or is not the plain chunk h5store writes (HDF5 then says what is
-    wrong when the rows are read)."""
-    try:
-        if ds.id.get_chunk_info_by_coord((first,)).byte_offset is None:
-            return None  # (read_direct_chunk would fail, with MemoryError under SWMR)
-        mask, raw = ds.id.read_direct_chunk((first,))
-    except (KeyError, OSError, RuntimeError, ValueError):
-        return None
-    if mask or len(raw) != ds.chunks[0] * _VLEN_REFERENCE.itemsize:
-        return None
-    return raw
 
 
 #: deflate's largest compression ratio (1032:1); the other filters h5store declares on its
@@ -1489,125 +1257,3 @@ def _plain_index_chunks(ds: h5py.Dataset) -> list[tuple[int, int, int]] | None:
     if [start for start, *_ in chunks] != list(range(0, ds.shape[0], rows_per_chunk)):
         return None
     return [(start, offset, size) for start, offset, size, _ in chunks]
-
-
-def committed_extent(
-    index_nbytes: np.ndarray,
-    index_batch_end: np.ndarray,
-    index_ids: np.ndarray,
-    tail_rows: np.ndarray,
-) -> tuple[int, np.ndarray]:
-    """Which rows belong to the store, from /index's ``nbytes``, ``batch_end`` and ``id``
-    columns and the raw contents of /index_tail: the first how many rows of /index, and the
-    tail rows that follow them.
-
-    * A row without payload (``nbytes == 0``) is fill: a chunk of /index that a writer never
-      finished flushing, or an unused tail slot. The rows end at the first one.
-    * A tail row whose id also stands in /index is a copy left by a writer that stopped between
-      moving the tail into /index and emptying it; copies are dropped.
-    * Rows after the last ``batch_end`` belong to a batch that never finished.
-    """
-    holes = np.flatnonzero(index_nbytes == 0)
-    if len(holes):
-        n, tail = int(holes[0]), tail_rows[:0]
-    else:
-        n = len(index_nbytes)
-        empty = np.flatnonzero(tail_rows["nbytes"] == 0)
-        tail = tail_rows[: empty[0]] if len(empty) else tail_rows
-        if len(tail) and n:
-            tail = tail[~np.isin(tail["id"], index_ids)]
-    ends = np.flatnonzero(tail["batch_end"])
-    if len(ends):
-        return n, tail[: int(ends[-1]) + 1]
-    return _last_nonzero(index_batch_end[:n]) + 1, tail[:0]
-
-
-def _last_nonzero(values: np.ndarray) -> int:
-    """Position of the last nonzero value, or -1; looked for from the end in growing windows
-    (the last row of /index is nearly always a batch's end)."""
-    stop, window = len(values), 256
-    while stop > 0:
-        found = np.flatnonzero(values[max(0, stop - window) : stop])
-        if len(found):
-            return max(0, stop - window) + int(found[-1])
-        stop, window = stop - window, window * 8
-    return -1
-
-
-def committed_rows(index_rows: np.ndarray, tail_rows: np.ndarray) -> np.ndarray:
-    """The rows that belong to the store, from the raw contents of /index and /index_tail
-    (see :func:`committed_extent`)."""
-    n, tail = committed_extent(
-        index_rows["nbytes"], index_rows["batch_end"], index_rows["id"], tail_rows
-    )
-    return np.concatenate([index_rows[:n], tail]) if len(tail) else index_rows[:n]
-
-
-_STACK_NAME = re.compile(r"^\d+x\d+x\d+_[a-z0-9]+$")
-
-
-def _readable(parent: h5py.Group, name: str) -> bool:
-    try:
-        obj = parent[name]
-        dict(obj.attrs)
-        if isinstance(obj, h5py.Dataset):
-            obj.shape  # noqa: B018 - reading the dataspace is the check
-        return True
-    except Exception:  # HDF5 reports torn metadata as OSError, RuntimeError or KeyError
-        return False
-
-
-def remove_unreferenced_structure(f: h5py.File, labels: list[str], rows: np.ndarray) -> list[str]:
-    """After a writer died: delete what its last object-creating epoch may have left half
-    written and nothing committed refers to. Returns the HDF5 paths removed.
-
-    Objects become part of the store only through rows written after them (labels, /stacks
-    rows, index rows), so stacks past the last referenced /stacks row, stack datasets missing
-    from /stacks, class groups whose label never reached /labels, and unreadable objects
-    without committed images are all safe to delete.
-    """
-    removed: list[str] = []
-    table = f[STACKS]
-    used = rows["stack"].astype(np.int64)
-    keep = int(used.max()) + 1 if len(used) else 0
-    if table.shape[0] > keep:
-        table.resize(keep, axis=0)
-    known = {
-        stack_path(
-            labels[int(r["label"])],
-            int(r["height"]),
-            int(r["width"]),
-            int(r["channels"]),
-            r["dtype"].decode(),
-        )
-        for r in table[()]
-    }
-    committed_groups = {safe_name(labels[int(k)]) for k in np.unique(rows["label"])}
-    label_set = set(labels)
-    classes = f[CLASSES]
-    for name in list(classes):
-        path = f"/{CLASSES}/{name}"
-        group_ok = _readable(classes, name)
-        if not group_ok or classes[name].attrs.get("label") not in label_set:
-            if name in committed_groups:
-                continue  # images depend on it: leave it for verify to report
-            del classes[name]
-            removed.append(path)
-            continue
-        group = classes[name]
-        for child in list(group):
-            child_path = f"{path}/{child}"
-            if _STACK_NAME.match(child) and child_path not in known:
-                del group[child]
-                removed.append(child_path)
-    for name in (SCORES, SCORE_CRC32, SOURCES, SOURCE_CRC32, PREVIEWS):
-        if name in f and not _readable(f, name):
-            del f[name]
-            removed.append(f"/{name}")
-    if SCORE_CRC32 in f and SCORES not in f:  # checks of scores that are gone
-        del f[SCORE_CRC32]
-        removed.append(f"/{SCORE_CRC32}")
-    if SOURCE_CRC32 in f and SOURCES not in f:  # checks of sources that are gone
-        del f[SOURCE_CRC32]
-        removed.append(f"/{SOURCE_CRC32}")
-    return removed

@@ -150,10 +150,44 @@ def to_sql(
     files: Mapping[int, str] | None = None,
     ids: Iterable[int] | None = None,
 ) -> int:
-    """Write the index of ``stores`` (one store's file, or a sharded view's shards) to a
-    database, each row naming its file; returns the number of image rows written.
+    """Write the index of ``stores`` to a database, as one transaction.
 
-    See :meth:`h5store.ImageStore.to_sql`."""
+    One row per image in ``table`` and, when the store has score vectors, their entries in
+    ``<table>_scores`` (long form: store, id, label, score). See
+    :meth:`h5store.ImageStore.to_sql` for the columns; a sharded view writes each shard's
+    rows naming that shard.
+
+    Parameters
+    ----------
+    stores
+        The open stores to export, each one file: a store, or a sharded view's shards (each
+        row names the file that holds its image).
+    url_or_engine
+        A SQLAlchemy URL (``sqlite:///lab.db``, ``postgresql+psycopg://...``) or Engine.
+    table
+        The table name.
+    if_exists
+        ``"fail"``, ``"replace"`` or ``"append"``, for an existing table.
+    files
+        Image id -> path of its exported file, for the ``file`` column.
+    ids
+        Only these images (default: every live image).
+
+    Returns
+    -------
+    int
+        The number of image rows written.
+
+    Raises
+    ------
+    InvalidInputError
+        SQLAlchemy is not installed, or ``if_exists`` or ``table`` is not valid.
+    TargetExistsError
+        The table exists and ``if_exists="fail"``; the database is left as it was.
+    DatabaseError
+        The database refused a row or the connection was lost; the transaction is rolled
+        back.
+    """
     try:
         import sqlalchemy as sa
     except ImportError:

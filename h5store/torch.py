@@ -59,20 +59,38 @@ def to_tensor(image: np.ndarray) -> torch.Tensor:
 class ImageStoreDataset(Dataset):
     """Images of an h5store file with a target per image.
 
-    ``ids``: which images, in which order (default: all live images in insertion order).
-    ``target``: ``"label"`` (predicted class id), ``"true_label"`` (ground-truth class id,
-    -1 if unknown), ``"id"``, or None for images only. Class ids index :attr:`classes`.
+    Each DataLoader worker, fork or spawn, opens its own read handle.
 
-    ``transform`` is called with what the fetch produced, which depends on the loader:
-    per sample, with one (C, H, W) tensor, under ``DataLoader(ds, ...)`` and ``ds[k]``; per
-    batch, with the whole (B, C, H, W) tensor, under ``ds.loader()`` and ``ds.batch(ks)``
-    (so torchvision transforms written for one image must handle a batch dimension there).
+    Parameters
+    ----------
+    path
+        A store, or a list of shards read as one (``h5store.open([...])``).
+    ids
+        Which images, in which order (default: all live images in insertion order).
+    target
+        ``"label"`` (predicted class id), ``"true_label"`` (ground-truth class id, -1 if
+        unknown), ``"id"``, or None for images only. Class ids index :attr:`classes`.
+    transform
+        Called with what the fetch produced, which depends on the loader: per sample, with
+        one (C, H, W) tensor, under ``DataLoader(ds, ...)`` and ``ds[k]``; per batch, with the
+        whole (B, C, H, W) tensor, under ``ds.loader()`` and ``ds.batch(ks)`` (so torchvision
+        transforms written for one image must handle a batch dimension there).
+    verify_reads
+        Passed to :func:`h5store.open` in every process (a damaged image raises
+        ``DamagedImageError``).
+    channel_order
+        ``"rgb"`` (default) or ``"bgr"``, the channel order of colour tensors (a model
+        trained on OpenCV's BGR arrays).
+    storage_options
+        For a store at a URL, passed to :func:`h5store.open` in every process: the client's
+        settings (by default the usual environment variables, which workers inherit).
 
-    ``verify_reads`` is passed to :func:`h5store.open` in every process (a damaged image
-    raises ``DamagedImageError``), and so is ``storage_options`` for a store at a URL (the
-    client's settings; by default the usual environment variables, which workers inherit).
-    ``channel_order``: ``"rgb"`` (default) or ``"bgr"``, the
-    channel order of colour tensors (a model trained on OpenCV's BGR arrays).
+    Raises
+    ------
+    InvalidInputError
+        An unknown ``target`` or ``channel_order``.
+    UnknownIdError
+        An id of ``ids`` is not a live image of the store.
     """
 
     def __init__(
@@ -167,10 +185,28 @@ class ImageStoreDataset(Dataset):
         return self._item(index, self._handle()[int(self.ids[index])])
 
     def batch(self, ks: Sequence[int]) -> Any:
-        """Samples ``ks`` as one batch: a (B, C, H, W) uint8 tensor in channels_last layout,
-        which the images are decoded straight into (in shared memory inside a DataLoader
-        worker, so nothing is copied on the way to the main process), and a (B,) tensor of
-        targets. ``transform`` applies to the whole batch. All images must share one shape."""
+        """Samples ``ks`` as one batch, decoded straight into one tensor.
+
+        Inside a DataLoader worker the tensor is in shared memory, so nothing is copied on the
+        way to the main process. ``transform`` applies to the whole batch.
+
+        Parameters
+        ----------
+        ks
+            Positions in this dataset (not image ids). All their images must share one shape.
+
+        Returns
+        -------
+        torch.Tensor or tuple of torch.Tensor
+            A (B, C, H, W) uint8 tensor in channels_last layout (uint16 images are widened
+            as :func:`to_tensor` does), with a (B,) tensor of targets unless ``target`` is
+            None; what ``transform`` returns in place of the images when one is set.
+
+        Raises
+        ------
+        DamagedImageError
+            An image's bytes fail their CRC-32 (with ``verify_reads``).
+        """
         store = self._handle()
         ks = [int(k) for k in ks]
         ids = self.ids[ks]
@@ -233,9 +269,29 @@ class ImageStoreDataset(Dataset):
         generator: torch.Generator | None = None,
         **kwargs: Any,
     ) -> DataLoader:
-        """A DataLoader that fetches whole batches with :meth:`batch` (no per-sample collation);
-        other keyword arguments (``num_workers``, ``pin_memory``, ...) go to DataLoader. Its
-        workers reuse shared-memory blocks for the batches the main process has let go of."""
+        """A DataLoader that fetches whole batches with :meth:`batch` (no per-sample collation).
+
+        Its workers reuse shared-memory blocks for the batches the main process has let go
+        of. It needs one image size per batch; ``DataLoader(ds)`` takes anything.
+
+        Parameters
+        ----------
+        batch_size
+            Images per batch.
+        shuffle
+            Draw the samples in random order (with ``generator``).
+        drop_last
+            Leave out a last batch smaller than ``batch_size``.
+        generator
+            The random generator of the shuffle.
+        **kwargs
+            Go to DataLoader (``num_workers``, ``pin_memory``, ``persistent_workers``, ...).
+
+        Returns
+        -------
+        torch.utils.data.DataLoader
+            Yields what :meth:`batch` returns.
+        """
         order = RandomSampler(self, generator=generator) if shuffle else SequentialSampler(self)
         sampler = BatchSampler(order, batch_size=batch_size, drop_last=drop_last)
         if not kwargs.get("num_workers", 0):

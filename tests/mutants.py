@@ -40,7 +40,7 @@ MUTANTS = [
         "(a) ids added after a lookup built the id map are not entered in it",
         (
             (
-                "h5store/index.py",
+                "h5store/_index.py",
                 "            self._row_of_id.update(zip(ids.tolist(), range(start, start + k)))",
                 "            pass",
             ),
@@ -52,7 +52,7 @@ MUTANTS = [
         "(a) an id already in a store with non-consecutive ids is accepted again",
         (
             (
-                "h5store/index.py",
+                "h5store/_index.py",
                 "        return np.array([i for i in ids.tolist() if i in lookup], dtype=np.int64)",
                 "        return np.zeros(0, dtype=np.int64)",
             ),
@@ -125,12 +125,12 @@ MUTANTS = [
         "(c) rows after the last commit flag are taken as committed",
         (
             (
-                "h5store/format.py",
+                "h5store/_recovery.py",
                 "        return n, tail[: int(ends[-1]) + 1]",
                 "        return n, tail",
             ),
             (
-                "h5store/format.py",
+                "h5store/_recovery.py",
                 "    return _last_nonzero(index_batch_end[:n]) + 1, tail[:0]",
                 "    return n, tail",
             ),
@@ -142,7 +142,7 @@ MUTANTS = [
         "(c) tail rows already moved into /index are read twice",
         (
             (
-                "h5store/format.py",
+                "h5store/_recovery.py",
                 '            tail = tail[~np.isin(tail["id"], index_ids)]',
                 "            pass",
             ),
@@ -164,7 +164,7 @@ MUTANTS = [
     Mutant(
         "offsets-rebuilt-in-memory-only",
         "(d) rebuilt offsets reach the read columns but not the rows verify() checks",
-        (("h5store/index.py", '        self._rows["offset"][rows] = offsets\n', ""),),
+        (("h5store/_index.py", '        self._rows["offset"][rows] = offsets\n', ""),),
         ("test_format.py", "test_offset_cache.py"),
     ),
     Mutant(
@@ -359,7 +359,7 @@ MUTANTS = [
         "sources: reads ignore /source_crc32 (a zeroed /sources chunk reads as no source)",
         (
             (
-                "h5store/format.py",
+                "h5store/_sources.py",
                 "    bad = np.flatnonzero((want != 0) & (got != want))",
                 "    bad = np.flatnonzero(want != want)",
             ),
@@ -371,7 +371,7 @@ MUTANTS = [
         "sources: a /sources whose header cannot be read is taken for no /sources (h5py's get)",
         (
             (
-                "h5store/format.py",
+                "h5store/_sources.py",
                 "    if SOURCES not in f:\n        return None\n    ds = f[SOURCES]\n",
                 "    ds = f.get(SOURCES)\n    if ds is None:\n        return None\n",
             ),
@@ -383,9 +383,9 @@ MUTANTS = [
         "sources: heap collections are handed to HDF5 unchecked (a zeroed object header hangs)",
         (
             (
-                "h5store/format.py",
+                "h5store/_sources.py",
                 "    for address in heaps:\n"
-                "        _check_heap_collection("
+                "        check_heap_collection("
                 "read_bytes, address, file_size, path, checked_heaps)\n",
                 "",
             ),
@@ -449,7 +449,7 @@ MUTANTS = [
         "sources: references a dead writer left are overwritten through HDF5, which follows them",
         (
             (
-                "h5store/format.py",
+                "h5store/_sources.py",
                 "        if raw is not None and any(raw[lo:hi]):",
                 "        if False:",
             ),
@@ -471,7 +471,14 @@ MUTANTS = [
     Mutant(
         "root-links-default",
         "format: a new file's root group has HDF5's default room (8 compact links, not 9)",
-        (("h5store/_file.py", "    fmt.reserve_links(fcpl, fmt.ROOT_LINKS_RESERVED)\n", ""),),
+        (
+            (
+                "h5store/_file.py",
+                "    _libhdf5.reserve_links(fcpl, fmt.ROOT_LINKS_RESERVED, "
+                "fmt.RESERVED_NAME_BYTES)\n",
+                "",
+            ),
+        ),
         ("test_format.py", "test_io_errors.py"),
     ),
     Mutant(

@@ -10,6 +10,7 @@ import pytest
 from conftest import run_python
 
 import h5store
+from h5store import _sources
 from h5store import format as fmt
 from h5store.folders import export_folder
 
@@ -252,7 +253,7 @@ def test_a_source_without_a_check_that_is_not_utf8_is_named(sourced_store):
 def test_a_source_reference_past_the_end_is_refused_before_hdf5_follows_it(sourced_store):
     with h5py.File(sourced_store, "r+", locking=False) as f:
         ds = f["sources"]
-        refs = np.frombuffer(ds.id.read_direct_chunk((0,))[1], fmt._VLEN_REFERENCE).copy()
+        refs = np.frombuffer(ds.id.read_direct_chunk((0,))[1], _sources._VLEN_REFERENCE).copy()
         refs["length"][4] = 2**31  # HDF5 would allocate 2 GB, then fail
         ds.id.write_direct_chunk((0,), refs.tobytes())
     with h5store.open(sourced_store) as store:

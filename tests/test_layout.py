@@ -36,7 +36,7 @@ def _runtime_imports(path: Path) -> set[str]:
 
 def test_bench_modules_import_each_other_without_a_circle():
     graph = {p.stem: _runtime_imports(p) for p in BENCH.glob("*.py") if p.stem != "__init__"}
-    assert graph["results"] >= {"recommend", "report"}, graph["results"]
+    assert graph["results"] >= {"recommend", "summary"}, graph["results"]
     state: dict[str, str] = {}
 
     def walk(module: str, trail: list[str]) -> None:
@@ -53,7 +53,7 @@ def test_bench_modules_import_each_other_without_a_circle():
 
 
 def test_bench_modules_import_in_any_order():
-    for module in ("results", "recommend", "report", "plot", "runner", "cli"):
+    for module in ("results", "recommend", "summary", "plot", "runner", "cli"):
         code = f"import h5store.bench.{module}; import h5store.bench"
         result = subprocess.run(
             [sys.executable, "-c", code], capture_output=True, text=True, cwd=ROOT, timeout=120
@@ -181,3 +181,52 @@ def test_each_command_is_one_module_that_the_cli_docstring_lists():
     for name, parser in commands.choices.items():
         assert f"``{name}``" in h5store.cli.__doc__, name
         assert parser.get_default("func").__module__ in {m.__name__ for m in h5store.cli.COMMANDS}
+
+
+#: The package's layers, bottom first: a module imports only modules of its own layer or of
+#: the layers below it (docs/development.md shows the same table). Subpackages count as one
+#: module each.
+LAYERS = (
+    (
+        "foundation",
+        {
+            "errors", "_parallel", "_source", "_superblock", "_imaging", "_libhdf5", "_spans",
+            "sample",
+        },
+    ),
+    ("codecs", {"codecs"}),
+    (
+        "the format",
+        {"format", "_sources", "_recovery", "_index", "_inputs", "_containment", "_previews"},
+    ),
+    ("the file", {"_file", "_catalog", "_offsets"}),
+    ("engines", {"_read", "_write", "_ingest", "_remote", "_contract", "sql"}),
+    ("store types", {"store", "sharded"}),
+    ("entry point", {"api"}),
+    (
+        "adapters",
+        {
+            "folders", "importers", "_file_metadata", "_filters", "embed", "_merge", "_repack",
+            "_report", "torch", "distributed", "bench", "cli", "h5store",
+        },
+    ),
+)  # fmt: skip
+
+
+def _layer_of(module: str) -> int:
+    short = module.removeprefix("h5store.").split(".")[0] if module != "h5store" else module
+    for k, (_, members) in enumerate(LAYERS):
+        if short in members:
+            return k
+    raise AssertionError(f"{module} is in no layer of LAYERS: place it there")
+
+
+def test_each_module_imports_only_its_own_layer_or_those_below():
+    graph = _package_graph()
+    upward = [
+        f"{a} ({LAYERS[_layer_of(a)][0]}) imports {b} ({LAYERS[_layer_of(b)][0]})"
+        for a, imported in graph.items()
+        for b in imported
+        if _layer_of(b) > _layer_of(a)
+    ]
+    assert not upward, upward

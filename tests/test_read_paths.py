@@ -11,7 +11,7 @@ import pytest
 from conftest import photo_crops
 
 import h5store
-from h5store import _parallel
+from h5store import _parallel, _recovery
 from h5store import format as fmt
 
 
@@ -161,7 +161,7 @@ def big_store(tmp_path_factory):
 
 def _stored_rows(path):
     with h5py.File(path, "r", locking=False) as f:
-        return fmt.committed_rows(f["index"][()], f["index_tail"][()])
+        return _recovery.committed_rows(f["index"][()], f["index_tail"][()])
 
 
 @pytest.mark.parametrize("n_threads", [1, 3])

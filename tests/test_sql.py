@@ -82,7 +82,7 @@ def test_every_live_image_is_one_row_and_vectors_are_long_form(scored_store, url
     for image_id, label, score in long:
         k = list(store.labels).index(label)
         assert score == pytest.approx(float(vectors[list(records).index(image_id), k]))
-    # the README's query: confident but wrong, straight from SQL
+    # docs/sharing.md's query: confident but wrong, straight from SQL
     wrong = select(url, "SELECT id FROM images WHERE score >= 0.5 AND NOT correct ORDER BY id")
     with h5store.open(scored_store) as store:
         assert [r[0] for r in wrong] == store.query(min_score=0.5, correct=False).tolist()
@@ -142,7 +142,7 @@ def test_a_row_leads_back_to_its_pixels_from_anywhere(scored_store, url, tmp_pat
     elsewhere = tmp_path / "elsewhere"
     elsewhere.mkdir()
     monkeypatch.chdir(elsewhere)
-    # The README's example: from a query to the pixels.
+    # docs/sharing.md's example: from a query to the pixels.
     rows = select(url, "SELECT ref, store, id FROM images WHERE NOT correct ORDER BY id")
     assert rows
     for ref, store_path, image_id in rows:

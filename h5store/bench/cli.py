@@ -133,7 +133,7 @@ def run(args: argparse.Namespace) -> int:
             file=sys.stderr,
         )
         return 2
-    from . import report
+    from . import summary
     from .runner import run
 
     predict = load_predict(args.predict) if args.predict else None
@@ -160,12 +160,12 @@ def run(args: argparse.Namespace) -> int:
     if args.json:
         print(json.dumps({**result.to_dict(), "files": result.files}, indent=2, allow_nan=False))
     else:
-        print(report.markdown_table(result))
+        print(summary.markdown_table(result))
         print()
-        equal = report.equal_ssim_table(result)
+        equal = summary.equal_ssim_table(result)
         if equal:
-            print(f"{report.EQUAL_SSIM_CAPTION}\n{equal}\n")
-        print("\n".join(report.summary_lines(result)))
+            print(f"{summary.EQUAL_SSIM_CAPTION}\n{equal}\n")
+        print("\n".join(summary.summary_lines(result)))
         print(f"Results: {', '.join(result.files.values())}")
         print()
         print(recommendation.message)

@@ -11,7 +11,7 @@ import numpy as np
 
 from .recommend import pareto_front
 
-if TYPE_CHECKING:  # results imports report, which imports this module
+if TYPE_CHECKING:  # results imports summary, which imports this module
     from matplotlib.axes import Axes
     from matplotlib.figure import Figure
     from matplotlib.transforms import Bbox

@@ -7,7 +7,7 @@ import time
 
 import h5store
 
-from ..repack import describe_codec
+from .._repack import describe_codec
 from ._common import _human, _print
 
 

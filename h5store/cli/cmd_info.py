@@ -11,7 +11,7 @@ import numpy as np
 import h5store
 
 from .._filters import stack_filters
-from ..repack import describe_codec
+from .._repack import describe_codec
 from ._common import _human, _print, _table
 
 

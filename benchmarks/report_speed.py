@@ -1,6 +1,6 @@
 """How long the HTML report takes, and how big it gets, as a store grows.
 
-    python benchmarks/report.py [--sizes 100000,1000000] [--demo h5store-demo.h5] [--out DIR]
+    python benchmarks/report_speed.py [--sizes 100000,1000000] [--demo h5store-demo.h5] [--out DIR]
 
 Each store holds pre-encoded 64 px JPEG q90 crops of the scikit-image photos; a pool of 256
 distinct payloads is reused cyclically (the report decodes a few hundred images whatever the
