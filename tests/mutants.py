@@ -1,25 +1,32 @@
 """Deliberate small breakages of h5store, each of which some test must catch.
 
     python tests/mutants.py                 # every mutant, with the tests of this checkout
+    python tests/mutants.py --jobs 2        # two at a time (what CI runs: .ci/run)
     python tests/mutants.py --tests a3b28f7 # the same mutants against an older revision's tests
     python tests/mutants.py index-map crc-encoded   # some of them
 
-Each mutant is a few exact text replacements in the package. The script copies h5store/ and
-the tests into a temporary folder, applies one mutant there (the checkout is never touched),
-runs the test files that mutant names and prints "caught" (a test failed) or "MISSED" (every
-test passed: the breakage would ship). A mutant whose text no longer matches the code prints
-"stale" and needs updating. Not collected by pytest (no ``test_`` prefix): it runs minutes.
+Each mutant is a few exact text replacements in the package and the tests that should catch
+it: whole test files, or single tests (``file.py::test_name``, which keeps the run within
+CI's budget). The script copies h5store/ and the tests into a temporary folder per job,
+applies one mutant there (the checkout is never touched), runs its tests and prints "caught"
+(a test failed) or "MISSED" (every test passed: the breakage would ship). A mutant whose text
+no longer matches the code prints "stale". A missed or stale mutant makes the exit status 1,
+so CI fails loudly instead of dropping a guard; tests/test_mutants_apply.py checks every
+anchor in milliseconds on each test run. Not collected by pytest (no ``test_`` prefix).
+docs/mutation.md lists what the mutants guard and what mutmut found besides.
 """
 
 from __future__ import annotations
 
 import argparse
 import os
+import queue
 import shutil
 import subprocess
 import sys
 import tempfile
 import time
+from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -31,7 +38,7 @@ class Mutant:
     name: str
     why: str  # the behaviour that breaks
     edits: tuple[tuple[str, str, str], ...]  # (path under the checkout, old text, new text)
-    tests: tuple[str, ...]  # test files (under tests/) that should catch it
+    tests: tuple[str, ...]  # under tests/: files or file.py::test that should catch it
 
 
 MUTANTS = [
@@ -545,6 +552,11 @@ MUTANTS = [
 ]
 
 
+def file_of(test: str) -> str:
+    """The file under tests/ that a mutant's test (a file or ``file.py::test_name``) is in."""
+    return test.split("::")[0]
+
+
 def _copy_tree(tests_from: str | None, work: Path) -> None:
     shutil.copytree(
         ROOT / "h5store", work / "h5store", ignore=shutil.ignore_patterns("__pycache__")
@@ -554,7 +566,7 @@ def _copy_tree(tests_from: str | None, work: Path) -> None:
         shutil.copytree(
             ROOT / "tests",
             work / "tests",
-            ignore=shutil.ignore_patterns("__pycache__", ".hypothesis"),
+            ignore=shutil.ignore_patterns("__pycache__", ".hypothesis", "node_modules", "dist"),
         )
     else:  # the tests of another revision, with today's code
         archive = subprocess.run(
@@ -584,60 +596,75 @@ def _revert(originals: dict[Path, str]) -> None:
         target.write_text(text)
 
 
-def run(mutants: list[Mutant], tests_from: str | None, timeout: float) -> dict[str, str]:
+def _try(mutant: Mutant, work: Path, timeout: float) -> str:
+    """Apply one mutant in the copy at ``work``, run its tests, put the code back."""
+    tests = [f"tests/{t}" for t in mutant.tests if (work / "tests" / file_of(t)).exists()]
+    originals = _apply(mutant, work)
+    if originals is None:
+        return "stale"
+    try:
+        if not tests:
+            return "MISSED (no such tests)"
+        start = time.monotonic()
+        try:
+            done = subprocess.run(
+                [
+                    sys.executable,
+                    "-m",
+                    "pytest",
+                    "-x",
+                    "-q",
+                    "-p",
+                    "no:cacheprovider",
+                    "-W",
+                    "ignore::pytest.PytestUnraisableExceptionWarning",
+                    *tests,
+                ],
+                cwd=work,
+                env={**os.environ, "PYTHONPATH": str(work), "PYTHONDONTWRITEBYTECODE": "1"},
+                capture_output=True,
+                text=True,
+                timeout=timeout,
+            )
+            # 4: a named test no longer exists (pytest found nothing to run by that id)
+            if done.returncode == 4:
+                return "MISSED (no such tests)"
+            caught = done.returncode != 0
+            failed = [
+                line.split(" - ")[0]
+                for line in done.stdout.splitlines()
+                if line.startswith(("FAILED ", "ERROR "))
+            ]
+        except subprocess.TimeoutExpired:
+            caught, failed = True, ["timed out"]  # a hang is a failure too
+        seconds = time.monotonic() - start
+        names = " ".join(Path(t).name for t in tests)
+        outcome = f"{'caught' if caught else 'MISSED'} ({seconds:.0f} s, {names})"
+        return outcome + (f"\n    by {failed[0]}" if failed else "")
+    finally:
+        _revert(originals)
+
+
+def run(mutants: list[Mutant], tests_from: str | None, timeout: float, jobs: int = 1):
+    """Each mutant's outcome by name; ``jobs`` copies of the tree try mutants side by side."""
     outcome: dict[str, str] = {}
     with tempfile.TemporaryDirectory(prefix="h5store-mutants-") as tmp:
-        work = Path(tmp)
-        _copy_tree(tests_from, work)
-        env = {**os.environ, "PYTHONPATH": str(work), "PYTHONDONTWRITEBYTECODE": "1"}
-        for mutant in mutants:
-            files = [f"tests/{name}" for name in mutant.tests if (work / "tests" / name).exists()]
-            originals = _apply(mutant, work)
-            if originals is None:
-                outcome[mutant.name] = "stale"
-            elif not files:
-                outcome[mutant.name] = "MISSED (no such tests)"
-            else:
-                start = time.monotonic()
-                try:
-                    done = subprocess.run(
-                        [
-                            sys.executable,
-                            "-m",
-                            "pytest",
-                            "-x",
-                            "-q",
-                            "-p",
-                            "no:cacheprovider",
-                            "-W",
-                            "ignore::pytest.PytestUnraisableExceptionWarning",
-                            *files,
-                        ],
-                        cwd=work,
-                        env=env,
-                        capture_output=True,
-                        text=True,
-                        timeout=timeout,
-                    )
-                    caught = done.returncode != 0
-                    failed = [
-                        line.split(" - ")[0]
-                        for line in done.stdout.splitlines()
-                        if line.startswith(("FAILED ", "ERROR "))
-                    ]
-                except subprocess.TimeoutExpired:
-                    caught, failed = True, ["timed out"]  # a hang is a failure too
-                seconds = time.monotonic() - start
-                outcome[mutant.name] = "caught" if caught else "MISSED"
-                outcome[mutant.name] += (
-                    f" ({seconds:.0f} s, {' '.join(Path(f).name for f in files)})"
-                )
-                if failed:
-                    outcome[mutant.name] += f"\n    by {failed[0]}"
-            if originals is not None:
-                _revert(originals)
+        copies: queue.SimpleQueue[Path] = queue.SimpleQueue()
+        for k in range(max(1, min(jobs, len(mutants)))):
+            _copy_tree(tests_from, Path(tmp) / str(k))
+            copies.put(Path(tmp) / str(k))
+
+        def one(mutant: Mutant) -> None:
+            work = copies.get()
+            try:
+                outcome[mutant.name] = _try(mutant, work, timeout)
+            finally:
+                copies.put(work)
             print(f"{mutant.name:32} {outcome[mutant.name]}\n    {mutant.why}", flush=True)
-    return outcome
+
+        with ThreadPoolExecutor(max(1, jobs)) as pool:
+            list(pool.map(one, mutants))
+    return {m.name: outcome[m.name] for m in mutants}
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -645,18 +672,25 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("names", nargs="*", help="mutants to try (default: all)")
     parser.add_argument("--tests", metavar="REV", help="take tests/ from this git revision")
     parser.add_argument("--timeout", type=float, default=600, help="seconds per mutant")
+    parser.add_argument("--jobs", type=int, default=1, help="mutants tried at the same time")
     args = parser.parse_args(argv)
     unknown = set(args.names) - {m.name for m in MUTANTS}
     if unknown:
         parser.error(f"unknown mutants: {', '.join(sorted(unknown))}")
     chosen = [m for m in MUTANTS if not args.names or m.name in args.names]
-    outcome = run(chosen, args.tests, args.timeout)
+    start = time.monotonic()
+    outcome = run(chosen, args.tests, args.timeout, args.jobs)
     caught = sum(v.startswith("caught") for v in outcome.values())
-    stale = sum(v == "stale" for v in outcome.values())
+    stale = [name for name, v in outcome.items() if v == "stale"]
+    missed = [name for name, v in outcome.items() if v.startswith("MISSED")]
     print(
-        f"\n{caught} caught, {len(outcome) - caught - stale} missed, {stale} stale "
-        f"of {len(outcome)} mutants (tests from {args.tests or 'this checkout'})"
+        f"\n{caught} caught, {len(missed)} missed, {len(stale)} stale of {len(outcome)} "
+        f"mutants in {time.monotonic() - start:.0f} s (tests from {args.tests or 'this checkout'})"
     )
+    for name in missed:
+        print(f"MISSED: {name}: no test failed; add one that does", file=sys.stderr)
+    for name in stale:
+        print(f"STALE: {name}: its text no longer matches the code; update it", file=sys.stderr)
     return 0 if caught == len(outcome) else 1
 
 
