@@ -10,10 +10,12 @@ it: whole test files, or single tests (``file.py::test_name``, which keeps the r
 CI's budget). The script copies h5store/ and the tests into a temporary folder per job,
 applies one mutant there (the checkout is never touched), runs its tests and prints "caught"
 (a test failed) or "MISSED" (every test passed: the breakage would ship). A mutant whose text
-no longer matches the code prints "stale". A missed or stale mutant makes the exit status 1,
-so CI fails loudly instead of dropping a guard; tests/test_mutants_apply.py checks every
-anchor in milliseconds on each test run. Not collected by pytest (no ``test_`` prefix).
-docs/mutation.md lists what the mutants guard and what mutmut found besides.
+no longer matches the code prints "stale", one whose tests cannot run (the mutated package
+does not import, a named test is gone) "INVALID". Any of the three makes the exit status 1, so
+CI fails loudly instead of dropping a guard; tests/test_mutants_apply.py checks every anchor
+(and that each mutated module still compiles) in milliseconds on each test run. Not
+collected by pytest (no ``test_`` prefix). docs/mutation.md lists what the mutants guard and
+what mutmut found besides.
 """
 
 from __future__ import annotations
@@ -163,7 +165,7 @@ MUTANTS = [
                 "            pass",
             ),
         ),
-        ("test_guards.py::test_sealing_the_row_log_copies_before_it_empties",),
+        ("test_guards.py::test_rows_a_killed_seal_left_in_both_tables_are_read_once",),
     ),
     Mutant(
         "offsets-never-rebuilt",
@@ -172,7 +174,7 @@ MUTANTS = [
             (
                 "h5store/_offsets.py",
                 "    if all(row_intact(index, mapped, r) for r in rows):\n        return",
-                "        if True:\n            return",
+                "    if True:\n        return",
             ),
         ),
         (
@@ -338,7 +340,7 @@ MUTANTS = [
                 "        return imagecodecs.lz4h5_encode(bytes(data)[::-1])",
             ),
         ),
-        ("test_viewers.py",),
+        ("test_viewers.py::test_a_class_per_codec_round_trips",),
     ),
     Mutant(
         "preview-order",
@@ -350,7 +352,7 @@ MUTANTS = [
                 "                [tiles[i] for i in shown.tolist()[::-1]], fmt.PREVIEW_SIDE",
             ),
         ),
-        ("test_previews.py", "test_golden.py"),
+        ("test_previews.py::test_preview_follows_deletions_and_can_be_rebuilt",),
     ),
     Mutant(
         "get-batch-out-rgb",
@@ -367,7 +369,7 @@ MUTANTS = [
                 "                return image\n",
             ),
         ),
-        ("test_roundtrip.py", "test_golden.py"),
+        ("test_roundtrip.py::test_get_batch_decodes_into_a_given_array",),
     ),
     Mutant(
         "stack-name",
@@ -379,13 +381,16 @@ MUTANTS = [
                 '    return f"{height}x{width}x{channels}-{dtype}"',
             ),
         ),
-        ("test_format.py", "test_golden.py"),
+        ("test_format.py::test_hdf5_1_10_tools_read_structure_attributes_and_index",),
     ),
     Mutant(
         "index-score-f8",
         "format: the index stores scores as float64 (writer and reader agree; old files differ)",
         (("h5store/format.py", '        ("score", "<f4"),', '        ("score", "<f8"),'),),
-        ("test_format.py", "test_golden.py"),
+        (
+            "test_golden.py::test_golden_sources_are_checked_from_format_1_1_on",
+            "test_format.py",
+        ),
     ),
     Mutant(
         "source-check-skipped",
@@ -397,7 +402,7 @@ MUTANTS = [
                 "    bad = np.flatnonzero(want != want)",
             ),
         ),
-        ("test_damage_guards.py", "test_golden.py"),
+        ("test_damage_guards.py::test_a_zeroed_sources_chunk_is_an_error_not_no_source",),
     ),
     Mutant(
         "sources-header-damage-hidden",
@@ -409,7 +414,9 @@ MUTANTS = [
                 "    ds = f.get(SOURCES)\n    if ds is None:\n        return None\n",
             ),
         ),
-        ("test_damage_guards.py",),
+        (
+            "test_damage_guards.py::test_a_damaged_header_of_the_sources_or_their_checks_is_an_error",
+        ),
     ),
     Mutant(
         "heap-walk-skipped",
@@ -423,7 +430,7 @@ MUTANTS = [
                 "",
             ),
         ),
-        ("test_damage_guards.py",),
+        ("test_damage_guards.py::test_a_zeroed_object_header_in_the_heap_is_an_error_not_a_hang",),
     ),
     Mutant(
         "index-of-fixed-size",
@@ -435,7 +442,7 @@ MUTANTS = [
                 "    if False:\n        # /index_tail's header",
             ),
         ),
-        ("test_damage_guards.py",),
+        ("test_damage_guards.py::test_the_tails_header_copied_over_the_index_is_named",),
     ),
     Mutant(
         "open-runtime-error",
@@ -447,7 +454,7 @@ MUTANTS = [
                 "    except ZeroDivisionError as exc:\n        # HDF5 failing to decode",
             ),
         ),
-        ("test_damage_guards.py",),
+        ("test_damage_guards.py::test_an_undecodable_superblock_is_a_format_error",),
     ),
     Mutant(
         "sources-inherited",
@@ -461,7 +468,9 @@ MUTANTS = [
                 "        with_sources = batch.sources is not None\n",
             ),
         ),
-        ("test_commit_replay.py",),
+        (
+            "test_commit_replay.py::test_every_prefix_of_a_commit_recovers_to_before_or_after_the_batch[group-of-calls]",
+        ),
     ),
     Mutant(
         "sources-after-rows",
@@ -475,7 +484,9 @@ MUTANTS = [
                 "none).\n",
             ),
         ),
-        ("test_commit_replay.py",),
+        (
+            "test_commit_replay.py::test_every_prefix_of_a_commit_recovers_to_before_or_after_the_batch[existing-stack]",
+        ),
     ),
     Mutant(
         "stale-source-references",
@@ -487,7 +498,9 @@ MUTANTS = [
                 "        if False:",
             ),
         ),
-        ("test_commit_replay.py",),
+        (
+            "test_commit_replay.py::test_every_prefix_of_a_commit_recovers_to_before_or_after_the_batch[group-of-calls]",
+        ),
     ),
     Mutant(
         "earlier-rows-unchecked",
@@ -499,13 +512,18 @@ MUTANTS = [
                 "                if False:",
             ),
         ),
-        ("test_roundtrip.py",),
+        (
+            "test_damage_guards.py::test_rows_stored_before_the_first_source_are_checked_as_having_none",
+        ),
     ),
     Mutant(
         "root-links-default",
         "format: a new file's root group has HDF5's default room (8 compact links, not 9)",
         (("h5store/_file.py", "    fmt.reserve_links(fcpl, fmt.ROOT_LINKS_RESERVED)\n", ""),),
-        ("test_format.py", "test_io_errors.py"),
+        (
+            "test_format.py::test_source_checks_are_the_documented_crc32",
+            "test_format.py::test_a_new_files_root_group_keeps_every_link_compact",
+        ),
     ),
     Mutant(
         "plugin-codecs-ignored",
@@ -517,13 +535,13 @@ MUTANTS = [
                 "    for entry in ():",
             ),
         ),
-        ("test_codec_plugin.py",),
+        ("test_codec_plugin.py::test_store_written_and_read_with_a_plugin_codec_nobody_imported",),
     ),
     Mutant(
         "bgr-one-image",
         "(issue 23) add(image, channel_order='bgr') stores the BGR array as if RGB",
         (("h5store/_ingest.py", "        if bgr:\n            arr = _inputs.swap_rb(arr)\n", ""),),
-        ("test_channel_order.py",),
+        ("test_channel_order.py::test_opencv_round_trip_without_a_swap",),
     ),
     Mutant(
         "bgr-reads",
@@ -536,7 +554,7 @@ MUTANTS = [
                 "            return images",
             ),
         ),
-        ("test_channel_order.py",),
+        ("test_channel_order.py::test_opencv_round_trip_without_a_swap",),
     ),
     Mutant(
         "argmax-one-image",
@@ -548,7 +566,9 @@ MUTANTS = [
                 "                if False:\n                    _check_argmax(",
             ),
         ),
-        ("test_bad_input.py", "test_group_commit.py"),
+        (
+            "test_bad_input.py::test_a_label_that_is_not_its_vectors_argmax_is_refused_naming_the_image",
+        ),
     ),
     Mutant(
         "sql-store-name",
@@ -560,7 +580,7 @@ MUTANTS = [
                 "    name = os.path.basename(store.path)",
             ),
         ),
-        ("test_sql.py",),
+        ("test_sql.py::test_every_live_image_is_one_row_and_vectors_are_long_form",),
     ),
     Mutant(
         "exif-comment-type",
@@ -573,7 +593,7 @@ MUTANTS = [
             ),
             ("h5store/embed.py", "_TYPE_SIZE = {_ASCII: 1,", "_TYPE_SIZE = {1: 1, _ASCII: 1,"),
         ),
-        ("test_export_metadata.py",),
+        ("test_export_metadata.py::test_embedded_metadata_round_trips_for_any_label",),
     ),
     # --- issue 21 item 4: the commit protocol, recovery and the read path's CRC checks ---
     Mutant(
@@ -647,7 +667,7 @@ MUTANTS = [
                 "            self._tail_used += len(rows)\n",
             ),
         ),
-        ("test_reliability.py", "test_commit_replay.py"),
+        ("test_reliability.py::test_kill_9_during_ingest_loses_at_most_what_was_not_committed",),
     ),
     Mutant(
         "delete-not-flushed",
@@ -659,19 +679,7 @@ MUTANTS = [
                 "            w.write_row(r, row)\n",
             ),
         ),
-        ("test_guards.py",),
-    ),
-    Mutant(
-        "seal-not-flushed-between",
-        "(c) sealing empties the tail in the same flush that copies it to /index",
-        (
-            (
-                "h5store/_file.py",
-                "            f.flush()\n            self._tail_start = self._tail_used",
-                "            self._tail_start = self._tail_used",
-            ),
-        ),
-        ("test_guards.py",),
+        ("test_guards.py::test_a_deletion_survives_kill_9_right_after_delete_returns",),
     ),
     Mutant(
         "full-tail-not-copied",
@@ -696,7 +704,7 @@ MUTANTS = [
                 "",
             ),
         ),
-        ("test_crash_points.py", "test_commit_replay.py"),
+        ("test_guards.py::test_a_stack_made_by_a_batch_that_never_committed_is_removed",),
     ),
     Mutant(
         "fill-rows-committed",
@@ -862,10 +870,14 @@ def _try(mutant: Mutant, work: Path, timeout: float) -> str:
         start = time.monotonic()
         try:
             returncode, stdout = _pytest(tests, work, timeout)
-            # 4: a named test no longer exists (pytest found nothing to run by that id)
-            if returncode == 4:
-                return "MISSED (no such tests)"
-            caught = returncode != 0
+            # Only failing tests catch a mutant (exit status 1). Any other status is a mutant
+            # that proves nothing: the mutated package does not import (2, a collection
+            # error), or a named test is gone (4) or selects nothing (5).
+            if returncode not in (0, 1):
+                lines = [line for line in stdout.splitlines() if line.startswith("E ")]
+                lines += stdout.strip().splitlines()[-1:]
+                return f"INVALID (pytest exit status {returncode})\n    {lines[0]}"
+            caught = returncode == 1
             failed = [
                 line.split(" - ")[0]
                 for line in stdout.splitlines()
@@ -920,12 +932,16 @@ def main(argv: list[str] | None = None) -> int:
     caught = sum(v.startswith("caught") for v in outcome.values())
     stale = [name for name, v in outcome.items() if v == "stale"]
     missed = [name for name, v in outcome.items() if v.startswith("MISSED")]
+    invalid = [name for name, v in outcome.items() if v.startswith("INVALID")]
     print(
-        f"\n{caught} caught, {len(missed)} missed, {len(stale)} stale of {len(outcome)} "
+        f"\n{caught} caught, {len(missed)} missed, {len(stale)} stale, {len(invalid)} invalid "
+        f"of {len(outcome)} "
         f"mutants in {time.monotonic() - start:.0f} s (tests from {args.tests or 'this checkout'})"
     )
     for name in missed:
         print(f"MISSED: {name}: no test failed; add one that does", file=sys.stderr)
+    for name in invalid:
+        print(f"INVALID: {name}: its tests could not run (see above); fix it", file=sys.stderr)
     for name in stale:
         print(f"STALE: {name}: its text no longer matches the code; update it", file=sys.stderr)
     return 0 if caught == len(outcome) else 1

@@ -15,9 +15,15 @@ TESTS = Path(__file__).parent
 
 @pytest.mark.parametrize("mutant", MUTANTS, ids=lambda m: m.name)
 def test_each_mutant_still_applies_exactly_once(mutant):
-    for path, old, _new in mutant.edits:
-        count = (ROOT / path).read_text().count(old)
+    mutated: dict[str, str] = {}
+    for path, old, new in mutant.edits:
+        text = mutated.get(path) or (ROOT / path).read_text()
+        count = text.count(old)
         assert count == 1, f"{mutant.name}: {path} holds its text {count} times; update it"
+        mutated[path] = text.replace(old, new)
+    for path, text in mutated.items():
+        # a mutant that does not compile fails every test: "caught" while proving nothing
+        compile(text, f"{path} ({mutant.name})", "exec")
     assert mutant.tests, f"{mutant.name} names no test"
     for test in mutant.tests:
         path = TESTS / file_of(test)
