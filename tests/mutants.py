@@ -692,7 +692,7 @@ MUTANTS = [
                 "",
             ),
         ),
-        ("test_commit_replay.py", "test_crash_points.py", "test_reliability.py"),
+        ("test_guards.py::test_a_full_tail_left_by_a_killed_writer_moves_to_the_index_on_reopen",),
     ),
     Mutant(
         "unreferenced-stacks-kept",
@@ -716,7 +716,9 @@ MUTANTS = [
                 "        n, tail = len(index_nbytes), tail_rows[:0]\n",
             ),
         ),
-        ("test_guards.py", "test_reliability.py", "test_commit_replay.py"),
+        (
+            "test_guards.py::test_rows_after_a_hole_in_the_index_never_count_even_with_a_commit_flag",
+        ),
     ),
     Mutant(
         "failed-batch-chunks-kept",
@@ -728,7 +730,10 @@ MUTANTS = [
                 "            if False:  # chunks of a batch",
             ),
         ),
-        ("test_io_errors.py", "test_commit_replay.py"),
+        (
+            "test_io_errors.py::test_io_error_mid_batch",
+            "test_io_errors.py::test_file_size_limit_mid_batch_keeps_every_committed_image",
+        ),
     ),
     # --- found by mutmut (docs/mutation.md), kept here so that CI keeps checking them ---
     Mutant(

@@ -359,3 +359,55 @@ def test_a_stack_made_by_a_batch_that_never_committed_is_removed(tmp_path):
     with h5py.File(path, "r", locking=False) as f:
         assert np.array_equal(f[fmt.STACKS][()], stacks_before)
         assert sorted(f[fmt.CLASSES]["a"]) == objects_before
+
+
+FILLS_THE_TAIL_THEN_KILLED = textwrap.dedent(
+    """
+    import os, sys
+    import numpy as np
+    import h5store
+    from h5store import format as fmt
+    store = h5store.open(sys.argv[1], "w", codec="raw")
+    n = fmt.INDEX_CHUNK_ROWS  # rows that fill /index_tail exactly: none moved to /index yet
+    store.add_batch(np.arange(n, dtype=np.uint8).reshape(n, 1, 1), labels=["a"] * n)
+    store.commit()
+    os._exit(0)
+    """
+)
+
+
+def test_a_full_tail_left_by_a_killed_writer_moves_to_the_index_on_reopen(tmp_path):
+    # The next writer moves a full tail into /index before it empties it; resizing /index
+    # without the copy would commit a chunk of fill rows (they end the store at row 0).
+    path = str(tmp_path / "store.h5")
+    done = run_python(FILLS_THE_TAIL_THEN_KILLED, path)
+    assert done.returncode == 0, done.stderr
+    n = fmt.INDEX_CHUNK_ROWS
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore", ResourceWarning)
+        with h5store.open(path, "a") as store:
+            assert len(store) == n
+            store.add(np.zeros((1, 1), np.uint8), label="a")
+    with h5store.open(path) as store:
+        assert store.ids().tolist() == list(range(n + 1))
+        assert int(store[n - 1][0, 0]) == (n - 1) % 256
+
+
+def test_rows_after_a_hole_in_the_index_never_count_even_with_a_commit_flag(tmp_path):
+    # A batch of two whole /index chunks, killed after HDF5 wrote the second (its last row
+    # carries the commit flag) but not the first: the first chunk reads as fill rows, which
+    # end the committed rows there. Taking the rows after the hole would commit that batch,
+    # fill rows and all.
+    path = tmp_path / "store.h5"
+    h5store.open(path, "w", codec="raw").close()
+    n = fmt.INDEX_CHUNK_ROWS
+    rows = np.zeros(2 * n, dtype=fmt.INDEX_DTYPE)
+    rows["id"] = np.arange(2 * n)
+    rows["nbytes"] = 1
+    rows["batch_end"][-1] = 1
+    with h5py.File(path, "r+", locking=False) as f:
+        f[fmt.INDEX].resize(2 * n, axis=0)
+        f[fmt.INDEX][n:] = rows[n:]  # the first chunk is never written: fill rows
+    for mode in ("r", "a"):
+        with h5store.open(path, mode) as store:
+            assert len(store) == 0
