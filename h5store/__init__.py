@@ -14,9 +14,11 @@ from importlib.metadata import PackageNotFoundError, version
 # can be created with them (and plain h5py reads work in the same interpreter).
 import hdf5plugin  # noqa: F401
 
+from ._contract import ReadableStore, Record, VerifyReport, image_ref, parse_ref
 from ._ingest import GroupCommit
 from ._merge import merge
 from ._parallel import get_threads, set_threads
+from .api import load, open
 from .codecs import Codec, available_codecs, get_codec, register_codec
 from .errors import (
     AlreadyImportedError,
@@ -47,7 +49,7 @@ from .format import FORMAT_VERSION
 from .repack import GenerationLossWarning, RepackReport, repack
 from .report import report
 from .sharded import ShardedStore
-from .store import ImageStore, Record, VerifyReport, image_ref, load, open, parse_ref
+from .store import ImageStore
 
 try:
     __version__ = version("h5store")
@@ -71,6 +73,7 @@ __all__ = [
     "InvalidInputError",
     "NotAStoreError",
     "ReadOnlyError",
+    "ReadableStore",
     "Record",
     "RecoveryNeededError",
     "ShardedStore",

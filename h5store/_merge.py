@@ -21,11 +21,11 @@ from tqdm.auto import tqdm
 
 from . import format as fmt
 from ._catalog import Geometry
+from .api import open as open_store
 from .codecs import Codec
 from .errors import CodecError, DamagedImageError, StoreExistsError
-from .sharded import check_shard_paths, check_unique_ids, score_width, unite, united_rows
+from .sharded import check_shard_paths, check_unique_ids, unite, united_rows
 from .store import ImageStore
-from .store import open as open_store
 
 #: Images per commit: large batches keep the per-batch flushes of the commit protocol rare.
 BATCH_IMAGES = 4096
@@ -88,7 +88,7 @@ def _class_codecs(
     for store, shard_rows in zip(stores, rows):
         holding = {labels[k] for k in np.unique(shard_rows["label"]).tolist()}
         for name in store.labels:
-            codec = store._catalog.class_codec(name)
+            codec = store.engine.catalog.class_codec(name)
             if codec is None:
                 continue
             fallback.setdefault(name, codec)
@@ -153,8 +153,9 @@ def _copy_batch(
     ids: np.ndarray,
     columns: np.ndarray | None,
 ) -> None:
-    payloads = [bytes(store._payload(r)) for r in index_rows.tolist()]
-    stacks = store._stacks
+    engine = store.engine
+    payloads = [bytes(p) for p in engine.payloads(index_rows.tolist())]
+    stacks = engine.stacks
     codecs = [stacks[s].codec for s in batch["stack"].tolist()]
     vectors = _vectors(store, index_rows, columns)
     sources = _sources(store, index_rows)
@@ -196,21 +197,21 @@ def _copy_batch(
 
 def add_stored(target: ImageStore, *args, **kwargs) -> None:
     """The write path's one entry for trusted stored payloads (a seam the kill test cuts)."""
-    target._check_writable_ingest().add_stored(*args, **kwargs)
+    target.ingest.add_stored(*args, **kwargs)
 
 
 def _vectors(
     store: ImageStore, index_rows: np.ndarray, columns: np.ndarray | None
 ) -> np.ndarray | None:
-    if columns is None or not score_width(store):
+    if columns is None or not store.engine.score_width():
         return None
     # The store's checked read: a damaged vector is an error here, not a copied wrong value.
-    return store._aligned_column(fmt.SCORES, index_rows)[:, columns]
+    return store.engine.column(fmt.SCORES, index_rows)[:, columns]
 
 
 def _sources(store: ImageStore, index_rows: np.ndarray) -> list[str | None] | None:
     # The store's checked read: a damaged source is an error here, not a copied wrong value.
-    values = store._aligned_column(fmt.SOURCES, index_rows)
+    values = store.engine.column(fmt.SOURCES, index_rows)
     return None if values is None else values.tolist()
 
 

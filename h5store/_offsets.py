@@ -14,28 +14,21 @@ import numpy as np
 
 from . import format as fmt
 from ._catalog import Stack
-from ._file import MappedFile
+from ._source import ByteSource
 from .errors import FormatError
 from .format import crc32
 from .index import Index
 
 
-def row_intact(index: Index, mapped: MappedFile, row: int) -> bool:
-    """Whether the bytes at row ``row``'s cached offset match its CRC-32."""
-    offset, nbytes = index.offsets[row], index.nbytes[row]
-    try:
-        view = mapped.ensure(offset + nbytes)
-    except FormatError:
+def rows_intact(index: Index, source: ByteSource, rows: Sequence[int]) -> bool:
+    """Whether the bytes at every one of ``rows``' cached offsets match its CRC-32 (one round
+    of reads: a remote source fetches them together)."""
+    size = source.size()
+    rows = list(rows)
+    if any(index.offsets[r] + index.nbytes[r] > size for r in rows):
         return False
-    return crc32(view[offset : offset + nbytes]) == int(index.column("crc32")[row])
-
-
-def header_intact(index: Index, mapped: MappedFile, row: int, stack: Stack) -> bool:
-    """Whether row ``row``'s payload (intact by its CRC-32) declares its stack's geometry in
-    its header: a crafted file can carry a right CRC for a wrong header."""
-    offset, nbytes = index.offsets[row], index.nbytes[row]
-    payload = mapped.ensure(offset + nbytes)[offset : offset + nbytes]
-    return stack.header_problem(payload) is None
+    payloads = source.read_ranges([index.offsets[r] for r in rows], [index.nbytes[r] for r in rows])
+    return all(crc32(p) == int(index.crcs[r]) for r, p in zip(rows, payloads))
 
 
 def chunk_locations(f: h5py.File, stack: Stack) -> dict[int, tuple[int, int]]:
@@ -58,7 +51,7 @@ def chunk_locations(f: h5py.File, stack: Stack) -> dict[int, tuple[int, int]]:
 
 
 def check_and_rebuild(
-    f: h5py.File, index: Index, mapped: MappedFile, stacks: Sequence[Stack], samples: int = 8
+    f: h5py.File, index: Index, source: ByteSource, stacks: Sequence[Stack], samples: int = 8
 ) -> None:
     """Check the first, the last and a few random rows; if any is stale, rebuild every cached
     offset from HDF5's chunk index."""
@@ -66,7 +59,7 @@ def check_and_rebuild(
     if not n:
         return
     rows = {0, n - 1, *random.Random(n).sample(range(n), min(samples, n))}
-    if all(row_intact(index, mapped, r) for r in rows):
+    if rows_intact(index, source, sorted(rows)):
         return
     stack_column, positions = index.column("stack"), index.column("position")
     for k, stack in enumerate(stacks):

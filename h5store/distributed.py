@@ -23,10 +23,10 @@ from typing import Any
 
 from ._merge import merge
 from ._parallel import set_threads
+from .api import open as open_store
 from .codecs import get_codec
 from .errors import H5StoreError, InvalidInputError, StoreExistsError
 from .folders import add_files, list_folder
-from .store import open as open_store
 
 #: Files per add call on a worker, as ``h5store import`` adds them; partitions are whole
 #: multiples of it, so the ids match a single-process import of the same folder.

@@ -1,7 +1,8 @@
 """Import from and export to torchvision's ImageFolder layout: ``root/<class>/<image file>``.
 
 Export writes each image's stored bytes as they are when they already form an image file
-(JPEG, PNG, WebP, ...), so nothing is re-encoded; other codecs are written as PNG. Class
+(JPEG, PNG, WebP, ...: codecs with a :attr:`~h5store.codecs.Codec.file_extension`), so nothing
+is re-encoded; other codecs are written as PNG. Class
 folder names are :func:`h5store.format.safe_name` of the label: one path component that can
 never climb out of the target folder, whatever the label says (shortened with a hash of the label
 where that would be longer than a file name may be: :func:`folder_name`).
@@ -26,7 +27,7 @@ import imagecodecs
 import numpy as np
 from tqdm import tqdm  # text on stderr: tqdm.auto wants ipywidgets in notebooks
 
-from . import embed
+from .codecs import Codec, get_codec
 from .errors import (
     AlreadyImportedError,
     CodecError,
@@ -37,16 +38,8 @@ from .errors import (
 from .format import safe_name
 from .store import ImageStore
 
-#: File extension of each codec whose payload is a complete image file.
-FILE_EXTENSIONS = {
-    "jpeg": ".jpg",
-    "png": ".png",
-    "webp": ".webp",
-    "avif": ".avif",
-    "jpegxl": ".jxl",
-    "jpeg2k": ".jp2",
-    "qoi": ".qoi",
-}
+#: The codec export writes an image's file with when its own codec's payload is no image file.
+FALLBACK_CODEC = "png"
 IMAGE_SUFFIXES = {
     ".jpg",
     ".jpeg",
@@ -130,8 +123,15 @@ def export_folder(
     root = os.path.realpath(os.fspath(root))
     chosen = store.ids() if ids is None else np.asarray(list(ids))
     records = [store.record(i) for i in chosen.tolist()]
-    plan = [(record, _export_path(root, record, by)) for record in records]
-    existing = [path for _, path in plan if os.path.lexists(path)]
+    own = {codec_id: get_codec(codec_id) for codec_id in {r.codec for r in records}}
+    fallback = get_codec(FALLBACK_CODEC)
+    plan = []
+    for record in records:
+        # the stored bytes where they form a file of their codec's format, else a PNG of them
+        as_is = own[record.codec].file_extension is not None
+        codec = own[record.codec] if as_is else fallback
+        plan.append((record, codec, as_is, _export_path(root, record, by, codec)))
+    existing = [path for *_, path in plan if os.path.lexists(path)]
     if index is not None and os.path.lexists(os.path.join(root, INDEX_FILES[index])):
         existing.insert(0, os.path.join(root, INDEX_FILES[index]))
     if existing and not overwrite:
@@ -141,7 +141,7 @@ def export_folder(
             "replace them, or export into an empty folder"
         )
     without = sorted(
-        {r.codec for r, _ in plan if r.codec in FILE_EXTENSIONS and r.codec not in embed.EMBEDDABLE}
+        {codec.codec_id for _, codec, as_is, _ in plan if as_is and not codec.embeds_metadata}
     )
     if embed_metadata and without:
         warnings.warn(
@@ -151,17 +151,17 @@ def export_folder(
         )
     store_name = os.path.basename(store.path)
     entries = []
-    for record, path in tqdm(plan, desc="export", unit="img", disable=not progress):
+    for record, codec, as_is, path in tqdm(plan, desc="export", unit="img", disable=not progress):
         os.makedirs(os.path.dirname(path), exist_ok=True)
-        if record.codec in FILE_EXTENSIONS:
-            data, kind = store.get_encoded(record.id), record.codec
+        if as_is:
+            data = store.get_encoded(record.id)
         else:
             pixels = store.get_batch([record.id], channel_order="rgb")[0]  # files hold RGB
-            data, kind = imagecodecs.png_encode(pixels), "png"
-        if embed_metadata and kind in embed.EMBEDDABLE:
+            data = imagecodecs.png_encode(pixels)
+        if embed_metadata and codec.embeds_metadata:
             width_height = (record.shape[1], record.shape[0])
             metadata = _file_metadata(record, store_name, store.labels)
-            data = embed.embed(kind, data, metadata, width_height)
+            data = codec.embed_metadata(data, metadata, width_height)
         with open(path, "wb" if overwrite else "xb") as fh:
             fh.write(data)
         entries.append(_index_entry(record, os.path.relpath(path, root)))
@@ -172,7 +172,7 @@ def export_folder(
     return len(entries)
 
 
-def _export_path(root: str, record: Any, by: str) -> str:
+def _export_path(root: str, record: Any, by: str, codec: Codec) -> str:
     label = getattr(record, by)
     folder = os.path.join(root, "_unknown" if label is None else folder_name(label))
     if (
@@ -181,7 +181,7 @@ def _export_path(root: str, record: Any, by: str) -> str:
     ):
         # folder_name makes this unreachable
         raise H5StoreError(f"label {label!r} would leave {root}")
-    return os.path.join(folder, f"{record.id}{FILE_EXTENSIONS.get(record.codec, '.png')}")
+    return os.path.join(folder, f"{record.id}{codec.file_extension}")
 
 
 def _float32(value: Any) -> float | None:
@@ -488,7 +488,7 @@ def _import_chunk(store: ImageStore, chunk: list[dict[str, Any]]) -> list[np.nda
             data = fh.read()
         codec = store.codec_of(item["label"])
         if item.get("codec") == codec.codec_id and item.get("crc32") is not None:
-            stored = embed.strip(codec.codec_id, data)  # the bytes the exporting store held
+            stored = codec.strip_metadata(data)  # the bytes the exporting store held
             if imagecodecs.deflate_crc32(stored) == item["crc32"]:
                 data = stored
         try:

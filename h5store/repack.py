@@ -24,11 +24,11 @@ from tqdm import tqdm  # text on stderr: tqdm.auto wants ipywidgets in notebooks
 
 from ._catalog import Geometry
 from ._parallel import thread_map
+from .api import open as open_store
 from .codecs import Codec, get_codec
 from .errors import CodecError, InvalidInputError, TargetExistsError
 from .format import crc32
 from .store import ImageStore
-from .store import open as open_store
 
 ClassSpec = str | Codec | tuple[str, int]
 

@@ -21,12 +21,13 @@ from typing import Any
 import numpy as np
 
 from . import _inputs
-from . import format as fmt
 from ._catalog import existing_label_id, query_label_ids
+from ._contract import Record, VerifyReport
 from ._parallel import decode_threads, thread_map
+from .codecs import Codec
 from .errors import ClosedStoreError, DuplicateIdError, InvalidInputError, UnknownIdError
 from .index import Index
-from .store import ImageStore, Record, VerifyReport
+from .store import ImageStore
 
 
 @dataclass
@@ -42,17 +43,11 @@ class Union:
     score_columns: list[np.ndarray | None]
 
 
-def score_width(store: ImageStore) -> int:
-    """K of the store's (N, K) score vectors; 0 if it has none."""
-    f = store._file
-    return int(f[fmt.SCORES].shape[1]) if fmt.SCORES in f else 0
-
-
 def unite(stores: Sequence[ImageStore]) -> Union:
     """Unite labels by name. Score vector column j belongs to class id j, so the classes the
     vectors cover come first, in the first vector-holding shard's order; every shard with
     vectors must cover the same classes (their columns are permuted), or InvalidInputError."""
-    widths = [score_width(s) for s in stores]
+    widths = [s.engine.score_width() for s in stores]
     covered = [list(s.labels[:k]) for s, k in zip(stores, widths)]
     first = next((k for k, w in enumerate(widths) if w), None)
     labels: list[str] = [] if first is None else list(covered[first])
@@ -271,24 +266,28 @@ class ShardedStore:
         for image_id in id_list:  # every id checked before anything is decoded
             if image_id not in shard_of:
                 self._owner(image_id)
-        threads = decode_threads(
-            sum(shard_of[i]._index.nbytes[shard_of[i]._index.find(i)] for i in id_list)
-        )
+        engines = [shard_of[i].engine for i in id_list]
+        rows = [e.live_row(i) for e, i in zip(engines, id_list)]
+        payloads: list[Any] = [None] * len(id_list)
+        for engine in {id(e): e for e in engines}.values():  # one round of reads per shard
+            ks = [k for k, e in enumerate(engines) if e is engine]
+            for k, payload in zip(ks, engine.fetch([rows[k] for k in ks])):
+                payloads[k] = payload
+        threads = decode_threads(sum(int(e.index.nbytes[r]) for e, r in zip(engines, rows)))
         if out is None:
             images = thread_map(
-                lambda i: shard_of[i]._decode(shard_of[i]._index.row_of(i)), id_list, threads
+                lambda k: engines[k].decode(rows[k], payloads[k]), range(len(rows)), threads
             )
             return [_inputs.swap_rb(image) for image in images] if bgr else images
         if out.shape[0] != len(id_list) or not out.flags.c_contiguous:
             raise InvalidInputError(
                 f"out must be C-contiguous with {len(id_list)} images along axis 0"
             )
-
-        def decode_into(k: int) -> None:
-            shard = shard_of[id_list[k]]
-            shard._decode_into(shard._index.row_of(id_list[k]), out[k])
-
-        thread_map(decode_into, range(len(id_list)), threads)
+        thread_map(
+            lambda k: engines[k].decode_into(rows[k], out[k], payloads[k]),
+            range(len(rows)),
+            threads,
+        )
         if bgr:
             _inputs.swap_rb_into(out)
         return out
@@ -337,13 +336,78 @@ class ShardedStore:
         self._check_open()
         return self._index.take()
 
-    def to_pandas(self, *, include_deleted: bool = False):
-        """The shards' index tables as one pandas DataFrame (requires pandas)."""
+    @property
+    def scores(self) -> np.ndarray | None:
+        """The (N, K) score vectors of the live images, in the order of :meth:`ids`, columns
+        in the order of :attr:`labels` (NaN rows for images, or shards, without one); None
+        when no shard holds score vectors."""
+        self._check_open()
+        k = self._union.k
+        if not k:
+            return None
+        parts = []
+        for shard, columns in zip(self._shards, self._union.score_columns):
+            vectors = shard.scores
+            if vectors is None or columns is None:
+                parts.append(np.full((len(shard), k), np.nan, np.float32))
+            else:
+                parts.append(vectors[:, columns])
+        return np.concatenate(parts)
+
+    @property
+    def sources(self) -> list[str | None]:
+        """Where each live image came from (None where not given), in the order of :meth:`ids`."""
+        self._check_open()
+        return [source for shard in self._shards for source in shard.sources]
+
+    def codec_of(self, label: str) -> Codec:
+        """The codec of class ``label`` in the first shard that holds the class."""
+        self._check_open()
+        name = self._labels[self._label_id(label, "label")]
+        owner = next(s for s in self._shards if name in s.labels)
+        return owner.codec_of(name)
+
+    def refresh(self) -> None:
+        """Pick up what writers committed to the shards since open."""
+        self._check_open()
+        for shard in self._shards:
+            shard.refresh()
+        self._build()
+
+    def to_pandas(self, *, include_deleted: bool = False, scores: bool = False):
+        """The shards' index tables as one pandas DataFrame (requires pandas); ``scores=True``
+        adds one ``score:<label>`` column per class of :attr:`labels` that vectors cover."""
         import pandas as pd
 
         self._check_open()
         frames = [s.to_pandas(include_deleted=include_deleted) for s in self._shards]
-        return pd.concat(frames, ignore_index=True)
+        frame = pd.concat(frames, ignore_index=True)
+        if scores and self._union.k:
+            covered = self._labels[: self._union.k]
+            vectors = [
+                s.to_pandas(include_deleted=include_deleted, scores=True) for s in self._shards
+            ]
+            every = pd.concat(vectors, ignore_index=True)
+            for name in covered:
+                column = f"score:{name}"
+                frame[column] = every[column] if column in every else np.nan
+        return frame
+
+    def to_sql(
+        self,
+        url_or_engine: Any,
+        *,
+        table: str = "images",
+        if_exists: str = "fail",
+        files: dict[int, str] | None = None,
+        ids: Sequence[int] | None = None,
+    ) -> int:
+        """The index of every shard in one SQL table, as :meth:`ImageStore.to_sql`; each row
+        names the shard file that holds its image. Needs the 'sql' extra."""
+        from .sql import to_sql
+
+        self._check_open()
+        return to_sql(self, url_or_engine, table=table, if_exists=if_exists, files=files, ids=ids)
 
     def verify(self) -> VerifyReport:
         """Every shard's :meth:`ImageStore.verify`, summed."""

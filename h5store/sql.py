@@ -14,9 +14,9 @@ from typing import TYPE_CHECKING, Any
 
 import numpy as np
 
+from ._contract import image_ref
 from .errors import DatabaseError, InvalidInputError, TargetExistsError
 from .format import stack_path
-from .store import image_ref
 
 if TYPE_CHECKING:
     from .store import ImageStore
@@ -152,19 +152,34 @@ def to_sql(
         raise InvalidInputError(f"if_exists must be one of {IF_EXISTS}, got {if_exists!r}")
     if not isinstance(table, str) or not table:
         raise InvalidInputError(f"table must be a non-empty name, got {table!r}")
-    # The store by its absolute path, so that a row leads back to the file from anywhere.
-    name = os.path.abspath(store.path)
-    live = store.ids()
-    keep = np.ones(len(live), bool) if ids is None else np.isin(live, np.asarray(list(ids)))
-    rows = _rows(store, files, name, keep)
-    vectors = store.scores
-    vectors = None if vectors is None else vectors[keep]
+    # Each row names its store file by its absolute path, so that it leads back to the image
+    # from anywhere (a sharded view: the shard holding it).
+    wanted = None if ids is None else np.asarray(list(ids))
+    rows: list[dict] = []
+    long: list[dict] = []
+    with_scores = False
+    for member in getattr(store, "shards", (store,)):
+        name = os.path.abspath(member.path)
+        live = member.ids()
+        keep = np.ones(len(live), bool) if wanted is None else np.isin(live, wanted)
+        member_rows = _rows(member, files, name, keep)
+        rows += member_rows
+        vectors = member.scores
+        if vectors is not None:
+            with_scores = True
+            labels = member.labels[: vectors.shape[1]]
+            long += [
+                {"store": name, "id": row["id"], "label": labels[k], "score": float(v)}
+                for row, vector in zip(member_rows, vectors[keep].tolist())
+                for k, v in enumerate(vector)
+                if v == v
+            ]  # NaN: no vector stored
     engine, owned = _engine(url_or_engine)
     try:
         with engine.begin() as conn:
             _begin_for_real(conn)
             metadata = sa.MetaData()
-            images, scores = _tables(metadata, table, vectors is not None)
+            images, scores = _tables(metadata, table, with_scores)
             present = [
                 t.name
                 for t in (images, scores)
@@ -183,13 +198,6 @@ def to_sql(
             for start in range(0, len(rows), _ROWS_PER_INSERT):
                 conn.execute(images.insert(), rows[start : start + _ROWS_PER_INSERT])
             if scores is not None:
-                labels = store.labels[: vectors.shape[1]]
-                long = [
-                    {"store": name, "id": row["id"], "label": labels[k], "score": float(v)}
-                    for row, vector in zip(rows, vectors.tolist())
-                    for k, v in enumerate(vector)
-                    if v == v
-                ]  # NaN: no vector stored
                 for start in range(0, len(long), _ROWS_PER_INSERT):
                     conn.execute(scores.insert(), long[start : start + _ROWS_PER_INSERT])
     except sa.exc.OperationalError as exc:

@@ -7,6 +7,7 @@ temporary folder) and the tests use it from fresh interpreters that never import
 import json
 import os
 import shutil
+import struct
 import subprocess
 import sys
 import types
@@ -19,6 +20,7 @@ import numpy as np
 import pytest
 
 import h5store
+from h5store import codecs
 from h5store.codecs import registry
 
 PLUGIN_SOURCE = Path(__file__).parent / "codec_plugin"
@@ -54,11 +56,13 @@ def plugin_path(tmp_path_factory):
     return target
 
 
-def run(args: list[str], plugin: Path | None) -> subprocess.CompletedProcess:
+def run(
+    args: list[str], plugin: Path | None, cwd: Path | None = None
+) -> subprocess.CompletedProcess:
     env = dict(os.environ)
     env["PYTHONPATH"] = os.pathsep.join(str(p) for p in (plugin, CHECKOUT) if p is not None)
     return subprocess.run(
-        [sys.executable, *args], capture_output=True, text=True, env=env, timeout=120
+        [sys.executable, *args], capture_output=True, text=True, env=env, timeout=120, cwd=cwd
     )
 
 
@@ -120,6 +124,60 @@ def test_cli_info_and_verify_load_the_plugin(plugin_path, tmp_path):
     missing = run(["-m", "h5store.cli", "verify", path], None)
     assert missing.returncode != 0
     assert "'zinvert'" in missing.stderr and "h5store.codecs" in missing.stderr
+
+
+def test_export_writes_a_plugin_codecs_files_with_its_extension_and_metadata(plugin_path, tmp_path):
+    path, plain, tagged = (str(tmp_path / n) for n in ("plugin.h5", "plain", "tagged"))
+    assert run(["-c", WRITE, path], plugin_path).returncode == 0
+    for folder, extra in ((plain, []), (tagged, ["--embed-metadata"])):
+        done = run(["-m", "h5store.cli", "export", path, folder, "--quiet", *extra], plugin_path)
+        assert done.returncode == 0, done.stderr
+        assert "without embedded metadata" not in done.stderr  # the plugin embeds its own
+    images = np.arange(2 * 6 * 5 * 3, dtype=np.uint8).reshape(2, 6, 5, 3)
+    files = {0: ("a", images[0]), 1: ("b", images[1]), 2: ("a", images[0, :, :, 0])}
+    index = json.loads((tmp_path / "plain" / "h5store-index.json").read_text())
+    assert sorted(e["file"] for e in index["images"]) == ["a/0.zinv", "a/2.zinv", "b/1.zinv"]
+    for image_id, (label, pixels) in files.items():
+        stored = (tmp_path / "plain" / label / f"{image_id}.zinv").read_bytes()
+        assert zlib.decompress(stored) == np.invert(pixels).tobytes()  # the payload as stored
+        data = (tmp_path / "tagged" / label / f"{image_id}.zinv").read_bytes()
+        assert data.startswith(stored) and data.endswith(b"ZMD1")  # the plugin's own trailer
+        (length,) = struct.unpack("<I", data[-8:-4])
+        metadata = json.loads(data[len(stored) : len(stored) + length])
+        assert (metadata["id"], metadata["label"]) == (image_id, label)
+        assert metadata["size"] == [pixels.shape[1], pixels.shape[0]]
+    show = ["-m", "h5store.cli", "show", path, "1", "--raw", "--json"]
+    shown = run(show, plugin_path, cwd=tmp_path)
+    assert shown.returncode == 0, shown.stderr
+    assert json.loads(shown.stdout)["written"] == "1.zinv"
+    assert (tmp_path / "1.zinv").read_bytes() == (tmp_path / "plain" / "b" / "1.zinv").read_bytes()
+
+
+def test_codecs_say_how_their_files_are_named_and_what_they_carry():
+    jpeg, png, webp, zstd = (h5store.get_codec(c) for c in ("jpeg", "png", "webp", "zstd"))
+    assert (jpeg.file_extension, png.file_extension, webp.file_extension) == (
+        ".jpg",
+        ".png",
+        ".webp",
+    )
+    assert jpeg.embeds_metadata and png.embeds_metadata and webp.embeds_metadata
+    assert zstd.file_extension is None and not zstd.embeds_metadata
+    with pytest.raises(h5store.CodecError, match="'zstd'"):
+        zstd.embed_metadata(b"x", {"id": 1})
+    assert zstd.strip_metadata(b"x") == b"x"
+    # and which codec a file of some name holds (bench asks, to compare with the files' own)
+    assert [codecs.codec_of_file(f) for f in ("a/1.JPEG", "b.jpg", "c.j2k", "d.webp")] == [
+        "jpeg",
+        "jpeg",
+        "jpeg2k",
+        "webp",
+    ]
+    assert codecs.codec_of_file("e.tif") is None and codecs.codec_of_file("jpg") is None
+    # every registered codec names an extension only if its payload is a file of that format
+    for codec_id in h5store.available_codecs():
+        cls = registry._REGISTRY.get(codec_id)
+        if cls is not None and cls.file_extension is not None:
+            assert cls.file_extension.startswith(".") and cls.mime_type.startswith("image/")
 
 
 # ----------------------------------------------------------- the loader, without installing

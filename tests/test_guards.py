@@ -223,7 +223,7 @@ SEAL = textwrap.dedent(
     store.add_batch(images(3, 1), labels=["a"] * 3)
     store.add_batch(images(2, 2), labels=["b"] * 2)
     store.commit()
-    rows = store._writer.file
+    rows = store._session.file
     rows.swmr_off().flush()  # as close() does first: the window is the seal alone
     shutil.copy(path, path + ".before")
     os.write(2, b"<window>")

@@ -197,8 +197,8 @@ def _rewrite_index(path, change) -> None:
 
 
 def test_offsets_past_the_files_end_are_rebuilt_from_hdf5(raw_store):
-    # Found by mutmut (_offsets.row_intact): a cached offset past the end of the file (a copy
-    # cut shorter, a crafted index) is stale, not intact; every sampled row is such here.
+    # Found by mutmut (_offsets' check at open): a cached offset past the end of the file (a
+    # copy cut shorter, a crafted index) is stale, not intact; every sampled row is such here.
     path, ids, images = raw_store
     size = path.stat().st_size
 
@@ -212,8 +212,8 @@ def test_offsets_past_the_files_end_are_rebuilt_from_hdf5(raw_store):
 
 
 def test_a_writers_verify_reads_images_added_since_it_opened(raw_store):
-    # Found by mutmut (_offsets.row_intact): the map a writer opened with ends before the
-    # images it adds; verify() must map as far as each image's end, not stop short of it.
+    # Found by mutmut (verify's reads): the map a writer opened with ends before the images
+    # it adds; verify() must read as far as each image's end, not stop short of it.
     path, _ids, images = raw_store
     with h5store.open(path, "a") as store:
         added = store.add_batch(GRAY[:4], labels=["a"] * 4)

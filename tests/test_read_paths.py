@@ -44,7 +44,7 @@ def test_raw_fetch_from_a_writer_reaches_images_past_its_first_map(written):
     path, ids, payloads = written
     images, _ = photo_crops()
     with h5store.open(path, "a") as store:
-        mapped = len(store._mapped.view)
+        mapped = len(store.engine.source.view)
         new = [int(i) for i in store.add_batch(images[6:12], labels=["a"] * 6)]
         assert int(store.index["offset"][-1]) >= mapped  # the new chunks lie past the map
         assert [store.get_encoded(i) for i in ids[:4]] == [payloads[i] for i in ids[:4]]
@@ -73,8 +73,9 @@ def test_small_batches_decode_inline_and_big_ones_on_threads(written, threads):
         assert _parallel.decode_threads(nbytes) == 1  # a few small JPEGs: not worth a thread
         assert _parallel.decode_threads(64 * _parallel.DECODE_BYTES_PER_THREAD) == 2
         used = set()
-        decode = store._decode
-        store._decode = lambda row: used.add(threading.get_ident()) or decode(row)
+        engine = store.engine
+        decode = engine.decode
+        engine.decode = lambda *args: used.add(threading.get_ident()) or decode(*args)
         inline = store.get_batch(live * 8)
         assert used == {threading.get_ident()}
         threads()

@@ -248,23 +248,23 @@ def test_a_reader_waits_out_a_writer_restructuring_for_a_bounded_time(tmp_path, 
     held) retries until READER_RETRY_SECONDS have passed, however many attempts that takes;
     with no writer, a FormatError is damage and is raised at once."""
     from h5store import _file
-    from h5store.store import ImageStore
+    from h5store._read import ReadEngine
 
     path = str(tmp_path / "t.h5")
     with h5store.open(path, "w", codec="png") as store:
         store.add_batch([image_of(i) for i in range(3)], labels=[label_of(i) for i in range(3)])
     reader = h5store.open(path)
-    load = ImageStore._load
+    load = ReadEngine._load
     failures = {"left": 0, "seen": 0}
 
-    def racing_load(self, f, **kwargs):
+    def racing_load(self, *args):
         if failures["left"]:
             failures["left"] -= 1
             failures["seen"] += 1
             raise h5store.FormatError("the tail is being restructured")
-        return load(self, f, **kwargs)
+        return load(self, *args)
 
-    monkeypatch.setattr(ImageStore, "_load", racing_load)
+    monkeypatch.setattr(ReadEngine, "_load", racing_load)
     lock = _file.WriterLock(path, create=False)  # a live writer, as another process's would be
     try:
         failures["left"] = 12  # more attempts than a count-bounded retry made

@@ -1,5 +1,6 @@
-"""``h5store bench``: the benchmark from the command line. ``h5store/cli.py`` calls
-:func:`add_parser`; everything else about the command lives here."""
+"""``h5store bench``: the benchmark from the command line, a command module as the others in
+:mod:`h5store.cli` are (:func:`add_parser` and :func:`run`); everything else about the command
+lives here."""
 
 from __future__ import annotations
 
@@ -16,7 +17,8 @@ from .runner import QUICK_IMAGES
 
 
 def add_parser(sub: argparse._SubParsersAction) -> argparse.ArgumentParser:
-    """Register the ``bench`` subcommand on the ``h5store`` parser's subparsers."""
+    """Register the ``bench`` subcommand on the ``h5store`` parser's subparsers; returns its
+    parser."""
     bench = sub.add_parser(
         "bench",
         help="choose a codec and quality for your images (size, speed, fidelity)",
@@ -112,11 +114,10 @@ def add_parser(sub: argparse._SubParsersAction) -> argparse.ArgumentParser:
     )
     bench.add_argument("--json", action="store_true", help="print JSON instead of the table")
     bench.add_argument("--quiet", action="store_true", help="no progress bar")
-    bench.set_defaults(func=cmd_bench)
     return bench
 
 
-def cmd_bench(args: argparse.Namespace) -> int:
+def run(args: argparse.Namespace) -> int:
     try:
         import matplotlib  # noqa: F401
         import skimage  # noqa: F401

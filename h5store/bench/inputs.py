@@ -195,14 +195,12 @@ def _folder_input(path: str, n: int, seed: int) -> BenchInput:
 
 def _file_codec(file: str) -> str | None:
     """Config (JSON) of the registered codec whose stream a file is, at its default settings."""
-    from h5store.folders import FILE_EXTENSIONS
+    from h5store.codecs import codec_of_file
 
-    suffix = os.path.splitext(file)[1].lower()
-    suffix = {".jpeg": ".jpg", ".j2k": ".jp2"}.get(suffix, suffix)
-    for name, extension in FILE_EXTENSIONS.items():
-        if extension == suffix and name in h5store.available_codecs():
-            return json.dumps(h5store.get_codec(name).get_config(), sort_keys=True)
-    return None
+    codec_id = codec_of_file(file)
+    if codec_id is None:
+        return None
+    return json.dumps(h5store.get_codec(codec_id).get_config(), sort_keys=True)
 
 
 def _own_codec(configs: Counter, origin: str) -> dict[str, Any]:

@@ -24,7 +24,13 @@ from . import (
     zstd,  # noqa: F401
 )
 from .base import OPAQUE_FILTER_ID, Codec, HDF5Filter, ImageInfo, image_shape
-from .registry import available_codecs, codec_from_config, get_codec, register_codec
+from .registry import (
+    available_codecs,
+    codec_from_config,
+    codec_of_file,
+    get_codec,
+    register_codec,
+)
 
 __all__ = [
     "Codec",
@@ -33,6 +39,7 @@ __all__ = [
     "OPAQUE_FILTER_ID",
     "available_codecs",
     "codec_from_config",
+    "codec_of_file",
     "get_codec",
     "image_shape",
     "register_codec",

@@ -30,6 +30,7 @@ class AvifCodec(ImageCodec):
 
     codec_id = "avif"
     mime_type = "image/avif"
+    file_extension = ".avif"
     dtypes = frozenset({"uint8"})
     channels = frozenset({1, 3, 4})
     # libavif's decoder limits: it encodes larger images that it then refuses to decode.

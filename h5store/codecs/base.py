@@ -3,7 +3,9 @@
 Modelled on numcodecs' ``Codec`` (``codec_id``, ``encode``, ``decode``, ``get_config``,
 ``from_config``) with what an image store and HDF5 also need: which dtypes and channel counts
 the codec can hold, whether it is lossless, the MIME type of its stream, and the registered HDF5
-filter (id and ``cd_values``) whose decoder reads the stored chunk as it is.
+filter (id and ``cd_values``) whose decoder reads the stored chunk as it is. And what the
+edges of the package ask of a stream, so that none of them looks a codec up by its id: the
+file extension export writes a payload under, and the metadata a payload can carry inside it.
 
 A codec instance is immutable configuration plus pure functions; it is shared between threads.
 """
@@ -11,7 +13,7 @@ A codec instance is immutable configuration plus pure functions; it is shared be
 from __future__ import annotations
 
 from abc import ABC, abstractmethod
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass
 from typing import Any, ClassVar, NamedTuple
 
@@ -107,6 +109,14 @@ class Codec(ABC):
     max_side: ClassVar[int] = 2**31 - 1
     #: Settings the benchmark suite sweeps by default: constructor keyword arguments.
     bench_grid: ClassVar[tuple[dict[str, Any], ...]] = ({},)
+    #: Extension (with its dot) of a file that holds one payload as it is, for codecs whose
+    #: payload is a complete file of some format (".jpg"); None for the others, whose images
+    #: export writes as PNG.
+    file_extension: ClassVar[str | None] = None
+    #: Other extensions files of that format go by (".jpeg"), recognised in files read.
+    other_extensions: ClassVar[tuple[str, ...]] = ()
+    #: Whether :meth:`embed_metadata` can put metadata inside a payload (EXIF, iTXt, ...).
+    embeds_metadata: ClassVar[bool] = False
 
     @property
     @abstractmethod
@@ -229,6 +239,20 @@ class Codec(ABC):
             except CodecError as exc:
                 raise CodecError(f"encoded image {k}: {exc}") from None
         return infos
+
+    def embed_metadata(
+        self, data: bytes, metadata: Mapping[str, Any], size: tuple[int, int] | None = None
+    ) -> bytes:
+        """``data`` (a payload of this codec) with ``metadata`` (JSON-serialisable) inside it
+        where the format's readers find it, the encoded image untouched; ``size`` is the
+        image's (width, height). Codecs that set :attr:`embeds_metadata` implement it; the
+        others raise CodecError."""
+        raise CodecError(f"cannot embed metadata in {self.codec_id!r} files")
+
+    def strip_metadata(self, data: bytes) -> bytes:
+        """``data`` without what :meth:`embed_metadata` put in: the stored payload again.
+        Payloads without it come back unchanged."""
+        return data
 
     def check_image(self, height: int, width: int, channels: int, dtype: np.dtype) -> None:
         """Raise CodecError unless this codec can hold such an image."""

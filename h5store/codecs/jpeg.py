@@ -15,7 +15,7 @@ The benchmark grid includes it.
 from __future__ import annotations
 
 import struct
-from collections.abc import Sequence
+from collections.abc import Mapping, Sequence
 from itertools import repeat
 from typing import Any
 
@@ -23,6 +23,7 @@ import imagecodecs
 import numpy as np
 
 from ..errors import CodecError
+from ._embed import embed_jpeg, strip_jpeg
 from .base import Codec, HDF5Filter, ImageInfo, check_quality, damaged_payload, geometry
 from .registry import register_codec
 
@@ -151,6 +152,9 @@ class JpegCodec(Codec):
 
     codec_id = "jpeg"
     mime_type = "image/jpeg"
+    file_extension = ".jpg"
+    other_extensions = (".jpeg",)
+    embeds_metadata = True
     dtypes = frozenset({"uint8"})
     channels = frozenset({1, 3})
     takes_quality = True
@@ -286,3 +290,12 @@ class JpegCodec(Codec):
             "subsampling": self.subsampling,
             "optimize": self.optimize,
         }
+
+    def embed_metadata(
+        self, data: bytes, metadata: Mapping[str, Any], size: tuple[int, int] | None = None
+    ) -> bytes:
+        """An APP1 EXIF segment after SOI; every other byte of the stream kept."""
+        return embed_jpeg(data, metadata, size)
+
+    def strip_metadata(self, data: bytes) -> bytes:
+        return strip_jpeg(data)

@@ -81,6 +81,8 @@ class Jpeg2kCodec(LosslessImageCodec):
 
     codec_id = "jpeg2k"
     mime_type = "image/jp2"
+    file_extension = ".jp2"
+    other_extensions = (".j2k",)
     dtypes = frozenset({"uint8", "uint16"})
     channels = frozenset({1, 3, 4})
 

@@ -33,6 +33,7 @@ class JpegXlCodec(ImageCodec):
 
     codec_id = "jpegxl"
     mime_type = "image/jxl"
+    file_extension = ".jxl"
     dtypes = frozenset({"uint8", "uint16"})
     channels = frozenset({1, 3, 4})
     max_side = 2**18  # libjxl's limit for level 5 codestreams

@@ -4,12 +4,14 @@ from __future__ import annotations
 
 import struct
 import zlib
+from collections.abc import Mapping
 from typing import Any
 
 import imagecodecs
 import numpy as np
 
 from ..errors import CodecError
+from ._embed import embed_png, strip_png
 from .base import Codec, ImageInfo, check_level
 from .registry import register_codec
 
@@ -57,6 +59,8 @@ class PngCodec(Codec):
 
     codec_id = "png"
     mime_type = "image/png"
+    file_extension = ".png"
+    embeds_metadata = True
     dtypes = frozenset({"uint8", "uint16"})
     channels = frozenset({1, 3, 4})
     bench_grid = ({"level": 1}, {"level": 6})  # level 9: +18 s of a 3-minute grid for 0.6 % smaller
@@ -88,3 +92,12 @@ class PngCodec(Codec):
 
     def get_config(self) -> dict[str, Any]:
         return {"id": self.codec_id, "level": self.level}
+
+    def embed_metadata(
+        self, data: bytes, metadata: Mapping[str, Any], size: tuple[int, int] | None = None
+    ) -> bytes:
+        """Two iTXt chunks (a sentence, the record as JSON) before the first IDAT."""
+        return embed_png(data, metadata)
+
+    def strip_metadata(self, data: bytes) -> bytes:
+        return strip_png(data)

@@ -29,6 +29,7 @@ class QoiCodec(LosslessImageCodec):
 
     codec_id = "qoi"
     mime_type = "image/qoi"
+    file_extension = ".qoi"
     dtypes = frozenset({"uint8"})
     channels = frozenset({3, 4})
     max_pixels = 400_000_000 - 1  # the reference decoder refuses 400 million and more

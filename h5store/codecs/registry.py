@@ -9,6 +9,7 @@ and zarr find theirs, so a file written with a third-party codec opens (``h5stor
 
 from __future__ import annotations
 
+import os
 from importlib.metadata import entry_points
 from typing import Any
 
@@ -34,6 +35,16 @@ def register_codec(cls: type[Codec]) -> type[Codec]:
 def available_codecs() -> list[str]:
     """Names of the registered codecs and of those installed packages offer as plugins."""
     return sorted(set(_REGISTRY) | {ep.name for ep in entry_points(group=ENTRY_POINT_GROUP)})
+
+
+def codec_of_file(filename: str) -> str | None:
+    """Id of the registered codec whose payloads are files named like ``filename`` (its
+    :attr:`~Codec.file_extension` or one of its ``other_extensions``); None if there is none."""
+    suffix = os.path.splitext(filename)[1].lower()
+    for codec_id, cls in sorted(_REGISTRY.items()):
+        if suffix and suffix in (cls.file_extension, *cls.other_extensions):
+            return codec_id
+    return None
 
 
 def _codec_class(codec_id: Any) -> type[Codec] | None:

@@ -9,12 +9,14 @@ attributes name the codec and MIME type; each chunk is one complete RIFF/WebP fi
 
 from __future__ import annotations
 
+from collections.abc import Mapping
 from typing import Any
 
 import imagecodecs
 import numpy as np
 
 from ..errors import CodecError
+from ._embed import embed_webp, strip_webp
 from ._image import ImageCodec
 from .base import ImageInfo, describe_geometry
 from .registry import register_codec
@@ -47,6 +49,8 @@ class WebpCodec(ImageCodec):
 
     codec_id = "webp"
     mime_type = "image/webp"
+    file_extension = ".webp"
+    embeds_metadata = True
     dtypes = frozenset({"uint8"})
     channels = frozenset({3, 4})  # libwebp codes no grayscale
     max_side = 16383
@@ -106,3 +110,12 @@ class WebpCodec(ImageCodec):
             raise CodecError("not a WebP stream (no RIFF/WEBP header)")
         if int.from_bytes(data[4:8], "little") + 8 != len(data):
             raise CodecError("WebP stream is truncated or has trailing bytes (RIFF size mismatch)")
+
+    def embed_metadata(
+        self, data: bytes, metadata: Mapping[str, Any], size: tuple[int, int] | None = None
+    ) -> bytes:
+        """An EXIF chunk, in the extended (VP8X) container; the image chunk kept as it is."""
+        return embed_webp(data, metadata, size)
+
+    def strip_metadata(self, data: bytes) -> bytes:
+        return strip_webp(data)
