@@ -724,21 +724,6 @@ MUTANTS = [
             "test_guards.py::test_rows_after_a_hole_in_the_index_never_count_even_with_a_commit_flag",
         ),
     ),
-    Mutant(
-        "failed-batch-chunks-kept",
-        "(recovery) at close, stacks keep the chunks of a batch that failed after writing them",
-        (
-            (
-                "h5store/_write.py",
-                "            if ds.shape[0] > stack.length:  # chunks of a batch",
-                "            if False:  # chunks of a batch",
-            ),
-        ),
-        (
-            "test_io_errors.py::test_io_error_mid_batch",
-            "test_io_errors.py::test_file_size_limit_mid_batch_keeps_every_committed_image",
-        ),
-    ),
     # --- found by mutmut (docs/mutation.md), kept here so that CI keeps checking them ---
     Mutant(
         "offset-past-end-intact",
