@@ -324,6 +324,7 @@ def test_rows_stored_before_the_first_source_are_checked_as_having_none(store_pa
     # source unnoticed.
     with h5store.open(store_path, "w", codec="png") as store:
         store.add_batch(np.zeros((2, 4, 4), np.uint8), labels=["a"] * 2)
+        store.commit()  # two commits: one group would store the first rows with "" sources
         store.add_batch(np.zeros((2, 4, 4), np.uint8), labels=["a"] * 2, sources=SOURCES[:2])
     with h5py.File(store_path, "r+", locking=False) as f:
         assert f[fmt.SOURCE_CRC32][:2].tolist() == [fmt.source_check(b"")] * 2
