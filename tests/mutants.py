@@ -750,6 +750,31 @@ MUTANTS = [
         ),
         ("test_offset_cache.py::test_a_stack_that_is_not_a_chunked_dataset_is_named_by_verify",),
     ),
+    Mutant(
+        "dense-ids-shifted",
+        "(a) ids that run consecutively from a start other than 0 map to the wrong rows in "
+        "get_batch",
+        (
+            (
+                "h5store/index.py",
+                "            rows = ids - self._dense_start\n",
+                "            rows = ids + self._dense_start\n",
+            ),
+        ),
+        ("test_ids.py::test_the_index_answers_as_a_dict_of_its_ids_would",),
+    ),
+    Mutant(
+        "live-count-reset",
+        "(a) a second delete() resets the count of deleted images: len(store) is wrong",
+        (
+            (
+                "h5store/index.py",
+                '        self._deleted += int(np.count_nonzero(self._hot["deleted"][rows] == 0))',
+                '        self._deleted = int(np.count_nonzero(self._hot["deleted"][rows] == 0))',
+            ),
+        ),
+        ("test_ids.py::test_the_index_answers_as_a_dict_of_its_ids_would",),
+    ),
 ]
 
 

@@ -87,3 +87,67 @@ def test_any_id_sequence_with_lookups_between_batches(tmp_path_factory, batches,
                 assert np.array_equal(store[image_id], IMAGES[k])
     with h5store.open(path) as store:
         assert sorted(store) == sorted(stored)
+
+
+def _index_rows(ids: list[int]) -> np.ndarray:
+    from h5store import format as fmt
+
+    rows = np.zeros(len(ids), dtype=fmt.INDEX_DTYPE)
+    rows["id"] = ids
+    rows["nbytes"] = 1
+    return rows
+
+
+@settings(max_examples=200, deadline=None)
+@given(
+    first=st.sampled_from([0, 1, 7, 2**40]),
+    batches=st.lists(
+        st.tuples(st.integers(1, 6), st.integers(0, 3)), min_size=1, max_size=6
+    ),  # (images, gap before them: 0 keeps the ids consecutive)
+    deletions=st.lists(st.lists(st.integers(0, 40), max_size=3), max_size=4),
+    probes=st.lists(st.integers(-3, 50), max_size=6),
+)
+def test_the_index_answers_as_a_dict_of_its_ids_would(first, batches, deletions, probes):
+    # Found by mutmut (index.py): h5store's stores mostly start at id 0 and delete once, so the
+    # arithmetic map (ids == start + row) with a start other than 0, its switch to a dict,
+    # and repeated deletions went untested. A plain dict is the model; lookups come between
+    # the appends, as the read-your-writes path makes them.
+    from h5store.index import Index
+
+    index, rows_of_id, deleted = Index(), {}, set()
+    next_id = first
+    for count, gap in batches:
+        next_id += gap if rows_of_id else 0
+        ids = list(range(next_id, next_id + count))
+        assert index.duplicates_of(np.array(ids + [first])).tolist() == (
+            [first] if first in rows_of_id else []
+        )
+        index.append(_index_rows(ids))
+        rows_of_id.update((i, len(rows_of_id)) for i in ids)
+        next_id += count
+        assert index.next_id() == max(rows_of_id) + 1
+        for probe in [*(first + p for p in probes), first, next_id - 1]:
+            assert index.find(probe) == rows_of_id.get(probe, -1)
+            assert index.find(np.int64(probe)) == rows_of_id.get(probe, -1)
+    for rows in deletions:
+        rows = [r for r in rows if r < len(index)]
+        index.mark_deleted(np.array(rows, dtype=np.int64))
+        deleted.update(rows)
+        assert index.live_count == len(index) - len(deleted)
+    live = [i for i, r in rows_of_id.items() if r not in deleted]
+    assert index.live_ids().tolist() == live
+    assert index.rows_of(np.array(live)).tolist() == [rows_of_id[i] for i in live]
+    assert index.rows_of([]).tolist() == []
+    for image_id, row in rows_of_id.items():
+        if row in deleted:
+            with pytest.raises(h5store.UnknownIdError, match=f"no image with id {image_id} "):
+                index.rows_of(np.array([*live[:1], image_id]))
+            with pytest.raises(h5store.UnknownIdError, match=f"no image with id {image_id} "):
+                index.row_of(image_id)
+        else:
+            assert index.row_of(image_id) == row
+    for missing in (first - 1, next_id, next_id + 5):
+        with pytest.raises(h5store.UnknownIdError, match=f"no image with id {missing} "):
+            index.rows_of(np.array([*live[:1], missing]))
+    with pytest.raises(h5store.UnknownIdError, match="ids must be integers"):
+        index.rows_of(np.array([1.0]))
