@@ -129,6 +129,8 @@ def test_the_index_answers_as_a_dict_of_its_ids_would(first, batches, deletions,
         for probe in [*(first + p for p in probes), first, next_id - 1]:
             assert index.find(probe) == rows_of_id.get(probe, -1)
             assert index.find(np.int64(probe)) == rows_of_id.get(probe, -1)
+        for not_an_id in (str(first), float(first), None):  # never an id, whatever the map
+            assert index.find(not_an_id) == -1
     for rows in deletions:
         rows = [r for r in rows if r < len(index)]
         index.mark_deleted(np.array(rows, dtype=np.int64))
