@@ -6,7 +6,7 @@ consecutive; the dict is built on the first lookup, so ids added after it must e
 
 import numpy as np
 import pytest
-from hypothesis import HealthCheck, given, settings
+from hypothesis import HealthCheck, example, given, settings
 from hypothesis import strategies as st
 
 import h5store
@@ -98,35 +98,51 @@ def _index_rows(ids: list[int]) -> np.ndarray:
     return rows
 
 
-@settings(max_examples=200, deadline=None)
+RUN_OR_ANY = st.one_of(
+    # (images, gap before them): ids that run on from the last batch's (gap 0: consecutively)
+    st.tuples(st.integers(1, 6), st.integers(0, 3)),
+    # any ids, in any order: some below the first batch's, some between earlier ones
+    st.lists(st.integers(0, 60), min_size=1, max_size=5, unique=True),
+)
+
+
+@settings(max_examples=300, deadline=None)
 @given(
     first=st.sampled_from([0, 1, 7, 2**40]),
-    batches=st.lists(
-        st.tuples(st.integers(1, 6), st.integers(0, 3)), min_size=1, max_size=6
-    ),  # (images, gap before them: 0 keeps the ids consecutive)
+    batches=st.lists(RUN_OR_ANY, min_size=1, max_size=6),
     deletions=st.lists(st.lists(st.integers(0, 40), max_size=3), max_size=4),
     probes=st.lists(st.integers(-3, 50), max_size=6),
 )
+# Batches that end where consecutive ids would but are not: below the start, out of order.
+@example(first=7, batches=[(1, 0), [3, 9]], deletions=[], probes=[])
+@example(first=7, batches=[(1, 0), [8, 11, 10]], deletions=[], probes=[])
 def test_the_index_answers_as_a_dict_of_its_ids_would(first, batches, deletions, probes):
     # Found by mutmut (index.py): h5store's stores mostly start at id 0 and delete once, so the
-    # arithmetic map (ids == start + row) with a start other than 0, its switch to a dict,
-    # and repeated deletions went untested. A plain dict is the model; lookups come between
-    # the appends, as the read-your-writes path makes them.
+    # arithmetic map (ids == start + row) with a start other than 0, its switch to a dict
+    # (ids below the start, out of order), and repeated deletions went untested. A plain dict
+    # is the model; lookups come between the appends, as the read-your-writes path makes them.
     from h5store.index import Index
 
     index, rows_of_id, deleted = Index(), {}, set()
     next_id = first
-    for count, gap in batches:
-        next_id += gap if rows_of_id else 0
-        ids = list(range(next_id, next_id + count))
+    for batch in batches:
+        if isinstance(batch, tuple):
+            count, gap = batch
+            next_id += gap if rows_of_id else 0
+            ids = list(range(next_id, next_id + count))
+        else:
+            ids = [max(0, first - 30) + i for i in batch]
+            ids = [i for i in ids if i not in rows_of_id]
+            if not ids:
+                continue
         assert index.duplicates_of(np.array(ids + [first])).tolist() == (
             [first] if first in rows_of_id else []
         )
         index.append(_index_rows(ids))
         rows_of_id.update((i, len(rows_of_id)) for i in ids)
-        next_id += count
+        next_id = max(next_id, max(ids) + 1)
         assert index.next_id() == max(rows_of_id) + 1
-        for probe in [*(first + p for p in probes), first, next_id - 1]:
+        for probe in [*(first + p for p in probes), first, next_id - 1, *ids]:
             assert index.find(probe) == rows_of_id.get(probe, -1)
             assert index.find(np.int64(probe)) == rows_of_id.get(probe, -1)
         for not_an_id in (str(first), float(first), None):  # never an id, whatever the map
@@ -148,7 +164,7 @@ def test_the_index_answers_as_a_dict_of_its_ids_would(first, batches, deletions,
                 index.row_of(image_id)
         else:
             assert index.row_of(image_id) == row
-    for missing in (first - 1, next_id, next_id + 5):
+    for missing in {first - 1, next_id, next_id + 5} - rows_of_id.keys():
         with pytest.raises(h5store.UnknownIdError, match=f"no image with id {missing} "):
             index.rows_of(np.array([*live[:1], missing]))
     with pytest.raises(h5store.UnknownIdError, match="ids must be integers"):
