@@ -155,7 +155,7 @@ def test_the_index_answers_as_a_dict_of_its_ids_would(first, batches, deletions,
     live = [i for i, r in rows_of_id.items() if r not in deleted]
     assert index.live_ids().tolist() == live
     assert index.rows_of(np.array(live)).tolist() == [rows_of_id[i] for i in live]
-    assert index.rows_of([]).tolist() == []
+    assert index.rows_of([]).tolist() == [] and index.rows_of([]).dtype == np.int64
     for image_id, row in rows_of_id.items():
         if row in deleted:
             with pytest.raises(h5store.UnknownIdError, match=f"no image with id {image_id} "):
@@ -169,3 +169,35 @@ def test_the_index_answers_as_a_dict_of_its_ids_would(first, batches, deletions,
             index.rows_of(np.array([*live[:1], missing]))
     with pytest.raises(h5store.UnknownIdError, match="ids must be integers"):
         index.rows_of(np.array([1.0]))
+
+
+@settings(max_examples=100, deadline=None)
+@given(
+    labels=st.lists(st.integers(0, 11), min_size=1, max_size=30),
+    truths=st.lists(st.integers(-1, 11), min_size=30, max_size=30),
+    wanted=st.lists(st.integers(0, 11), min_size=1, max_size=12, unique=True),
+    predeleted=st.lists(st.booleans(), min_size=30, max_size=30),
+)
+def test_index_queries_answer_as_a_filter_over_the_rows_would(labels, truths, wanted, predeleted):
+    # Found by mutmut (index.query): correct=True and label sets of more than 8 classes (the
+    # np.isin branch) went untested at this level, and rows appended already deleted (as a
+    # store's load appends them) were not counted as deleted.
+    from h5store.index import Index
+
+    n = len(labels)
+    rows = _index_rows(list(range(n)))
+    rows["label"], rows["true_label"] = labels, truths[:n]
+    rows["deleted"] = predeleted[:n]
+    index = Index()
+    index.append(rows[: n // 2])
+    index.append(rows[n // 2 :])
+    live = [r for r in range(n) if not predeleted[r]]
+    assert index.live_count == len(live)
+    assert index.query(label=np.array(wanted)).tolist() == [r for r in live if labels[r] in wanted]
+    right = [r for r in live if truths[r] >= 0 and truths[r] == labels[r]]
+    wrong = [r for r in live if truths[r] >= 0 and truths[r] != labels[r]]
+    assert index.query(correct=True).tolist() == right
+    assert index.query(correct=False).tolist() == wrong
+    assert index.query(true_label=np.array(wanted)).tolist() == [
+        r for r in live if truths[r] in wanted
+    ]
