@@ -6,7 +6,9 @@ codec's own limit on the same cores.
 
 Every loader yields (B, C, H, W) uint8 batches and class ids; batches of 64, shuffled.
 h5store is measured both through its own ``ds.loader()`` (whole batches decoded into one
-tensor) and through a plain ``DataLoader(ds)`` with per-sample collation.
+tensor) and through a plain ``DataLoader(ds)`` with per-sample collation, and so is the
+streaming loader (``StreamingImageDataset.loader()``: spans of neighbouring images in a random
+order, shuffled within a window) at each ``--spans`` size (MiB).
 
 Measured for each loader, repetitions alternating the loaders:
 
@@ -43,7 +45,7 @@ from torch.utils.data import DataLoader, Dataset
 
 import h5store
 from h5store.folders import export_folder
-from h5store.torch import ImageStoreDataset
+from h5store.torch import WINDOW, ImageStoreDataset, StreamingImageDataset
 
 BATCHED = "h5store, ds.loader() (whole batches)"
 COLLATED = "h5store, DataLoader(ds) (per-sample collation)"
@@ -78,6 +80,8 @@ def make_loader(name: str, datasets: dict, args, persistent: bool) -> DataLoader
     options = {"num_workers": args.workers, "persistent_workers": persistent}
     if name == BATCHED:  # h5store's own batch loading: decoded straight into the batch tensor
         return datasets[name].loader(args.batch, shuffle=True, generator=generator, **options)
+    if isinstance(datasets[name], StreamingImageDataset):  # it shuffles itself
+        return datasets[name].loader(args.batch, **options)
     return DataLoader(
         datasets[name], batch_size=args.batch, shuffle=True, generator=generator, **options
     )
@@ -161,6 +165,13 @@ def main(argv=None) -> None:
     parser.add_argument(
         "--skip", type=int, default=8, help="batches excluded at the start of each steady epoch"
     )
+    parser.add_argument(
+        "--spans",
+        type=float,
+        nargs="*",
+        default=[1.0],
+        help="span sizes (MiB) of the streaming loaders measured",
+    )
     parser.add_argument("--out", default=os.path.join(os.path.dirname(__file__), "results"))
     args = parser.parse_args(argv)
 
@@ -177,6 +188,10 @@ def main(argv=None) -> None:
             export_folder(store, folder, progress=False)  # the same JPEG bytes as files
         h5 = ImageStoreDataset(store_path)
         datasets = {BATCHED: h5, COLLATED: h5, FOLDER: PillowFolder(folder)}
+        for mib in args.spans:
+            datasets[f"h5store, streaming loader, {mib:g} MiB spans, window {WINDOW}"] = (
+                StreamingImageDataset(store_path, span_bytes=int(mib * (1 << 20)))
+            )
         by_id = dict(zip(ids.tolist(), data.payloads))
         payloads = [by_id[int(i)] for i in h5.ids]  # in the dataset's order
 
@@ -205,6 +220,7 @@ def main(argv=None) -> None:
         summary = {}
         for name in datasets:
             s = median([e["steady"] for e in steady[name]])
+            whole = median([e["epoch"] for e in steady[name]])
             c = median([e["epoch"] for e in cold[name]])
             start_up = median([e["epoch_s"] for e in cold[name]]) - median(
                 [e["epoch_s"] for e in steady[name]]
@@ -212,6 +228,7 @@ def main(argv=None) -> None:
             main_cpu = median([e["main_cpu_ms_per_batch"] for e in steady[name]])
             summary[name] = {
                 "steady": s,
+                "steady_whole_epoch": whole,
                 "cold_epoch": c,
                 "start_up_s": start_up,
                 "main_cpu_ms_per_batch": main_cpu,
@@ -222,6 +239,8 @@ def main(argv=None) -> None:
                     f"{s:,.0f}",
                     f"{s / ceiling_rate:.2f}",
                     f"{s / folder_steady:.2f}",
+                    f"{whole:,.0f}",
+                    f"{whole / ceiling_rate:.2f}",
                     f"{c:,.0f}",
                     f"{start_up:.2f}",
                     f"{main_cpu:.2f}",
@@ -233,6 +252,8 @@ def main(argv=None) -> None:
                 f"{ceiling_rate:,.0f}",
                 "1.00",
                 f"{ceiling_rate / folder_steady:.2f}",
+                "",
+                "",
                 "",
                 "",
                 "",
@@ -252,7 +273,9 @@ def main(argv=None) -> None:
             f"{args.n} JPEG q90 images of {args.size} px, batches of {args.batch}, "
             f"{args.workers} workers, shuffled; medians of {args.reps} repetitions alternating "
             f"the loaders. Steady state: persistent workers, {args.epochs} epochs per "
-            f"repetition after a first one, each timed from batch {args.skip} on. Cold epoch: a "
+            f"repetition after a first one, each timed from batch {args.skip} on (whole steady "
+            "epoch: from `iter()`, which is fair to the streaming loader: its workers decode "
+            "about a window of images ahead of the first batches). Cold epoch: a "
             "new DataLoader, timed from `iter()`. Start-up: cold epoch time minus a steady "
             "epoch's. Main CPU: the main process's CPU time per batch received (steady "
             f"state). Ceiling: imagecodecs decoding the same payloads from memory on "
@@ -263,6 +286,8 @@ def main(argv=None) -> None:
                     "steady (img/s)",
                     "x ceiling",
                     "x ImageFolder + Pillow",
+                    "whole steady epoch (img/s)",
+                    "x ceiling",
                     "cold epoch (img/s)",
                     "start-up (s)",
                     "main CPU (ms/batch)",

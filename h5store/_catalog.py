@@ -15,6 +15,7 @@ import numpy as np
 
 from . import _inputs
 from . import format as fmt
+from ._containment import class_attributes
 from .codecs import Codec, ImageInfo, codec_from_config, image_shape
 from .errors import InvalidInputError
 
@@ -49,14 +50,17 @@ class Stack:
     codec: Codec
     path: str
     length: int = 0  # committed images (positions 0 .. length-1)
-    #: payload -> pixels, built once per stack: the read path calls it for every image.
-    decode_payload: Callable[[Any], np.ndarray] = field(init=False, repr=False)
+    #: payload -> pixels, built once per stack (or taken from a stack of the same codec and
+    #: geometry): the read path calls it for every image.
+    decode_payload: Callable[[Any], np.ndarray] = field(default=None, repr=False)
     #: payload -> why its header cannot be one of this stack's images (None: it can)
-    header_problem: Callable[[Any], str | None] = field(init=False, repr=False)
+    header_problem: Callable[[Any], str | None] = field(default=None, repr=False)
 
     def __post_init__(self) -> None:
-        self.decode_payload = self.key.decoder(self.codec)
-        self.header_problem = self.codec.header_checker(self.geometry)
+        if self.decode_payload is None:
+            self.decode_payload = self.key.decoder(self.codec)
+        if self.header_problem is None:
+            self.header_problem = self.codec.header_checker(self.geometry)
 
     @property
     def shape(self) -> tuple[int, ...]:
@@ -126,24 +130,26 @@ class Catalog:
         self.labels: list[str] = fmt.read_labels(f)
         fmt.check_stacks(self.table, len(self.labels), f.filename)
         if checked:  # a format-1.2 file: class groups against /labels and /stacks
-            fmt.check_classes(f, self.labels, self.table, f.filename)
+            fmt.check_classes(class_attributes(f), self.labels, self.table, f.filename)
         self.label_ids = {name: k for k, name in enumerate(self.labels)}
         self._class_group = class_group
         self._class_codecs: dict[str, Codec] = {}
         self.stacks: list[Stack] = []
+        self._by_geometry: dict[tuple, Stack] = {}  # (see _add_stack)
         self.stack_ids: dict[StackKey, int] = {}
         #: each stack's decode_payload, by stack id: the read path indexes this list directly.
         self.decoders: list[Callable[[Any], np.ndarray]] = []
-        for row in self.table:
-            key = StackKey(
-                int(row["label"]),
-                int(row["height"]),
-                int(row["width"]),
-                int(row["channels"]),
-                row["dtype"].decode(),
-            )
-            codec = codec_from_config(json.loads(row["codec_config"].decode("utf-8")))
-            self._add_stack(key, codec)
+        # One codec per distinct configuration: a store of 1,000 classes has 1,000 stacks of
+        # usually one configuration, and rebuilding it per stack was a tenth of its open.
+        codecs: dict[bytes, Codec] = {}
+        columns = ("label", "height", "width", "channels", "dtype", "codec_config")
+        for label, height, width, channels, dtype, config in zip(
+            *(self.table[name].tolist() for name in columns)
+        ):
+            codec = codecs.get(config)
+            if codec is None:
+                codec = codecs[config] = codec_from_config(json.loads(config.decode("utf-8")))
+            self._add_stack(StackKey(label, height, width, channels, dtype.decode()), codec)
 
     # ------------------------------------------------------------------ labels
 
@@ -186,7 +192,15 @@ class Catalog:
         path = fmt.stack_path(
             self.labels[key.label], key.height, key.width, key.channels, key.dtype
         )
-        self.stacks.append(Stack(key, codec, path))
+        # Stacks of one codec (object) and geometry share its functions: 1,000 classes of one
+        # image size need one decoder, not 1,000.
+        like = self._by_geometry.get((id(codec), *key[1:]))
+        if like is None:
+            stack = Stack(key, codec, path)
+            self._by_geometry[(id(codec), *key[1:])] = stack
+        else:
+            stack = Stack(key, codec, path, 0, like.decode_payload, like.header_problem)
+        self.stacks.append(stack)
         self.decoders.append(self.stacks[-1].decode_payload)
         self.stack_ids[key] = len(self.stacks) - 1
         return len(self.stacks) - 1

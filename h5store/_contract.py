@@ -154,13 +154,43 @@ REF_SEPARATOR = "#"
 
 
 def image_ref(path: str | os.PathLike, image_id: int) -> str:
-    """The reference of one image: the store's absolute path, ``#``, the id."""
+    """The reference of one image: the store's absolute path, ``#``, the id.
+
+    Parameters
+    ----------
+    path
+        The store file.
+    image_id
+        The image's id.
+
+    Returns
+    -------
+    str
+        ``"/abs/path/run.h5#17"``: the ``ref`` column :meth:`ImageStore.to_sql` writes.
+    """
     return f"{os.path.abspath(os.fspath(path))}{REF_SEPARATOR}{int(image_id)}"
 
 
 def parse_ref(ref: str) -> tuple[str, int]:
-    """(store path, id) of a reference made by :func:`image_ref` (the last ``#`` splits it, so
-    paths may hold one)."""
+    """The store path and id of a reference made by :func:`image_ref`.
+
+    The last ``#`` splits it, so paths may hold one.
+
+    Parameters
+    ----------
+    ref
+        ``"<store path>#<id>"``.
+
+    Returns
+    -------
+    tuple of (str, int)
+        The store path and the image id.
+
+    Raises
+    ------
+    InvalidInputError
+        ``ref`` is not such a reference.
+    """
     path, sep, number = ref.rpartition(REF_SEPARATOR) if isinstance(ref, str) else ("", "", "")
     if not sep or not path or not (number.isascii() and number.isdigit()):
         raise InvalidInputError(

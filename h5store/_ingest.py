@@ -66,6 +66,20 @@ class GroupCommit:
     Defaults, measured (benchmarks/ingest.py): at 1,024 images a group commit costs under 1 %
     of the images' own writes at 224 px; 64 MiB bounds the memory the pending pixels and
     payloads hold; one second bounds what a crash can lose in a slow inference loop.
+
+    Parameters
+    ----------
+    images
+        Commit when this many images are pending.
+    nbytes
+        Commit when the pending payloads (or pixels waiting to be encoded) reach this size.
+    seconds
+        Commit when the oldest pending image has waited this long.
+
+    Raises
+    ------
+    InvalidInputError
+        A bound that is not a positive number (``images`` and ``nbytes``: integers).
     """
 
     images: int = 1024

@@ -41,12 +41,41 @@ def merge(
 ) -> str:
     """Combine shard files into one new store ``out``; returns its path.
 
-    Stored bytes and CRC-32s are copied as they are; deleted images are left out; labels are
-    united by name; (N, K) score vectors are merged when the shards declare the same labels
-    (columns permuted to one order), else InvalidInputError. Ids are kept, and an id live in
-    two shards raises DuplicateIdError naming both files, unless ``renumber``: then ids run
-    0, 1, 2, ... in shard order. A class must have one codec in every shard that holds images
-    of it (merging copies bytes; re-encode a shard first otherwise), else CodecError.
+    Stored bytes and CRC-32s are copied as they are (each payload checked); deleted images
+    are left out; labels are united by name; (N, K) score vectors are merged when the shards
+    declare the same labels (columns permuted to one order). All or nothing: the store is
+    written under a temporary name beside ``out`` and renamed when complete. Shards are only
+    read.
+
+    Parameters
+    ----------
+    shards
+        The shard files, in the order their images are merged.
+    out
+        The new store; it must not exist.
+    renumber
+        Number the images 0, 1, 2, ... in shard order instead of keeping their ids.
+    progress
+        Show a progress bar on stderr.
+
+    Returns
+    -------
+    str
+        The path of the new store.
+
+    Raises
+    ------
+    StoreExistsError
+        ``out`` exists.
+    DuplicateIdError
+        An id is live in two shards (the error names it and both files) and ``renumber`` is
+        false; raised before anything is written.
+    CodecError
+        A class has different codecs in two shards (merging copies bytes; re-encode a shard
+        first with ``h5store.repack``).
+    InvalidInputError
+        The shards hold score vectors over different labels, or ``shards`` is not a list of
+        paths.
     """
     paths = check_shard_paths(shards)
     out = os.fspath(out)

@@ -24,9 +24,21 @@ _background: ThreadPoolExecutor | None = None
 
 
 def set_threads(n: int) -> None:
-    """Number of threads h5store encodes and decodes with (default: one per core). The
-    thread calling ``add_batch`` writes what they encode, at the same time; class previews'
-    thumbnails are drawn on one more background thread."""
+    """Set the number of threads h5store encodes and decodes with (default: one per core).
+
+    The thread calling ``add_batch`` writes what they encode, at the same time; class
+    previews' thumbnails are drawn on one more background thread.
+
+    Parameters
+    ----------
+    n
+        Threads, at least 1.
+
+    Raises
+    ------
+    ValueError
+        ``n < 1``.
+    """
     global _threads, _pool
     if n < 1:
         raise ValueError("threads must be >= 1")
@@ -38,6 +50,13 @@ def set_threads(n: int) -> None:
 
 
 def get_threads() -> int:
+    """The number of threads h5store encodes and decodes with (see :func:`set_threads`).
+
+    Returns
+    -------
+    int
+        Threads in h5store's pool.
+    """
     return _threads
 
 

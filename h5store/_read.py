@@ -27,7 +27,7 @@ from ._catalog import Catalog, Stack
 from ._file import MappedFile, read_committed_index
 from ._parallel import decode_threads, thread_map
 from ._source import Buffer, ByteSource
-from .errors import DamagedImageError, InvalidInputError, UnknownIdError
+from .errors import DamagedImageError, InvalidInputError, RemoteReadError, UnknownIdError
 from .format import crc32
 from .index import Index
 
@@ -82,7 +82,9 @@ class ReadEngine:
             # read before the rows; rows that do not fit them (or name a stack a writer added
             # since) are checked one by one against the catalogue read after.
             fits = fmt.RowsFit(fmt.read_stacks(f), len(fmt.read_labels(f)))
-            self.index, fit = read_committed_index(f, self.source, fits)
+            # (a remote source reads the tail and /index each anew: see _remote.RemoteFile)
+            fresh = getattr(self.source, "fresh", None)
+            self.index, fit = read_committed_index(f, self.source, fits, fresh)
         fmt.check_committed_rows(f, len(self.index), self.name)
         #: the file carries the checks of format 1.2 (/score_crc32, class cross-checks)
         self.checked = fmt.has_checks(fmt.file_version(f))
@@ -164,7 +166,7 @@ class ReadEngine:
         offset = index.offsets[row]
         end = offset + index.nbytes[row]
         if mapped is None:
-            payload: Buffer = self.source.read(offset, end - offset)
+            payload: Buffer = self._read_remote(offset, end - offset, image_id)
         else:
             view = mapped.view
             if end > len(view):
@@ -190,7 +192,7 @@ class ReadEngine:
         offset = index.offsets[row]
         end = offset + index.nbytes[row]
         if mapped is None:
-            payload = bytes(self.source.read(offset, end - offset))
+            payload = bytes(self._read_remote(offset, end - offset, image_id))
         else:
             if end > len(mapped.view):
                 mapped.ensure(end)
@@ -199,15 +201,24 @@ class ReadEngine:
             raise self.damaged(row)
         return payload
 
+    def _read_remote(self, offset: int, size: int, image_id: Any) -> Buffer:
+        try:
+            return self.source.read(offset, size)
+        except RemoteReadError as exc:
+            raise exc.naming([image_id]) from None
+
     # ------------------------------------------------------------------ many images
 
     def payloads(self, rows: Sequence[int]) -> list[Buffer]:
         """The checked stored bytes of many index rows: one round of reads."""
         index = self.index
         row_list = list(rows)
-        got = self.source.read_ranges(
-            [index.offsets[r] for r in row_list], [index.nbytes[r] for r in row_list]
-        )
+        try:
+            got = self.source.read_ranges(
+                [index.offsets[r] for r in row_list], [index.nbytes[r] for r in row_list]
+            )
+        except RemoteReadError as exc:  # the server failed through the retries
+            raise exc.naming(index.column("id")[row_list]) from None
         if self.verify:
             for row, payload in zip(row_list, got):
                 if crc32(payload) != index.crcs[row]:
@@ -271,6 +282,14 @@ class ReadEngine:
         score and (1.2) against /score_crc32."""
         with fmt.damage_reported(self.name):
             f = self.file
+            # A remote source fetches the chunks (and heap collections) HDF5 is about to
+            # read in one round each, rather than one request per chunk as HDF5 asks.
+            prefetch = getattr(self.source, "prefetch_rows", None)
+            if prefetch is not None and len(rows):
+                lo, hi = int(np.min(rows)), int(np.max(rows)) + 1
+                for column in fmt.CHECKED_COLUMNS[name]:
+                    if column in f:
+                        prefetch(f[column], lo, hi)
             if name == fmt.SOURCES:
                 ids = self.index.column("id")[rows]
                 sources = fmt.read_sources(
@@ -281,6 +300,7 @@ class ReadEngine:
                     self.source.size(),
                     self.name,
                     self._checked_heaps,
+                    getattr(self.source, "prefetch_heaps", None),
                 )
                 if sources is None:
                     return None

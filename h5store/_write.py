@@ -390,8 +390,8 @@ class StoreWriter:
         if self.unwritten_labels:
             self._append_labels([])
             w.flush()
+        w.seal_row_log()  # first: it extends /index with SWMR on
         f = w.swmr_off()
-        w.seal_row_log()
         fmt.record_committed_rows(f, len(self.index))
         for stack in self.catalog.stacks:
             ds = f[stack.path]

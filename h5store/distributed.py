@@ -53,20 +53,55 @@ def ingest(
 ) -> list[str]:
     """Store every image of ``source`` in the new store ``out``, encoded on Dask workers.
 
-    ``source``: an ImageFolder root (``root/<class>/<file>``: label and true label from the
-    folder, as ``h5store import``), or a table (pandas DataFrame or CSV path) with columns
-    ``path`` and ``label`` and optional ``score`` (top-1), ``true_label``, ``id``.
-    ``client``: a ``distributed.Client``; without one a ``LocalCluster`` of ``workers``
-    processes (default 2) is started and stopped. JPEG files go into JPEG classes as they
-    are. Each partition becomes a shard, written under a temporary name and renamed when
-    complete, so a worker that dies leaves nothing half written in the result; Dask reruns the
-    partition (``retries``), or the call fails naming it. The shards are then merged into
-    ``out`` and removed; with ``keep_shards`` they are kept in ``<out>.shards/`` instead (open
-    them with ``h5store.open(paths)``). Returns ``[out]``, or the shard paths.
-    ``partition_size``: files per shard (default: about two shards per worker, in multiples of
-    256, which gives the ids a single-process ``h5store import`` gives).
-    ``follow_links``: as for :func:`h5store.folders.import_folder` (links leading out of a
-    folder are refused without it).
+    JPEG files go into JPEG classes as they are. Each partition becomes a shard, written under
+    a temporary name and renamed when complete, so a worker that dies leaves nothing half
+    written in the result; Dask reruns the partition, or the call fails naming it. The shards
+    are then merged into ``out`` and removed. Workers and caller must share the file system.
+
+    Parameters
+    ----------
+    source
+        An ImageFolder root (``root/<class>/<file>``: the folder is the predicted label and
+        the true label is unknown, as ``h5store import`` has it by default), or a table
+        (pandas DataFrame or CSV path) with columns ``path`` and ``label`` and optional
+        ``score`` (top-1), ``true_label``, ``id``.
+    out
+        The new store.
+    client
+        A ``distributed.Client`` (a cluster of yours: dask-jobqueue, dask-kubernetes, ...);
+        without one a ``LocalCluster`` of ``workers`` processes is started and stopped.
+    workers
+        Processes of the local cluster (default 2).
+    codec, quality, **codec_options
+        The codec of the classes (JPEG files of a JPEG class are stored as they are).
+    keep_shards
+        Keep the shards in ``<out>.shards/`` instead of merging them (open them with
+        ``h5store.open(paths)``).
+    partition_size
+        Files per shard (default: about two shards per worker, in multiples of 256, which
+        gives the ids a single-process ``h5store import`` gives).
+    retries
+        Times Dask reruns a partition whose worker failed.
+    follow_links
+        As for :func:`h5store.folders.import_folder` (links leading out of a folder are
+        refused without it).
+    progress
+        Show a progress bar on stderr.
+
+    Returns
+    -------
+    list of str
+        ``[out]``, or the shard paths with ``keep_shards``.
+
+    Raises
+    ------
+    StoreExistsError
+        ``out`` exists.
+    InvalidInputError
+        A bad source, table column or option, before any work is sent.
+    H5StoreError
+        A partition failed past its retries (the error names it); neither shards nor
+        ``out`` are left.
     """
     import distributed
 
@@ -153,11 +188,9 @@ def _table(source: Any, follow_links: bool = False) -> dict[str, list]:
     if isinstance(source, (str, os.PathLike)) and os.path.isdir(source):
         root = os.fspath(source)
         files = list_folder(root, follow_links=follow_links)
-        labels = [label for label, _ in files]
         return {
             "path": [p for _, p in files],
-            "label": labels,
-            "true_label": labels,
+            "label": [label for label, _ in files],
             "source": [p for _, p in files],  # as import_folder records it
         }
     import pandas as pd

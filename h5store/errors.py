@@ -115,3 +115,21 @@ class UnknownIdError(H5StoreError, KeyError):
 
 class ClosedStoreError(H5StoreError, ValueError):
     """The store was used after it was closed."""
+
+
+class RemoteReadError(H5StoreError):
+    """A store read by URL could not be read: the server refused the credentials, or kept
+    failing (connection refused or reset, timeouts, 5xx) through the bounded retries. The
+    message names the URL (never a credential) and, for image reads, the ids; ``url`` holds
+    the URL, ``ids`` the ids (or None)."""
+
+    def __init__(self, message: str, url: str = "", ids: list[int] | None = None):
+        super().__init__(message)
+        self.url = url
+        self.ids = ids
+
+    def naming(self, ids) -> RemoteReadError:
+        """This error, its message naming the images that were being read."""
+        ids = [int(i) for i in ids]
+        shown = ", ".join(map(str, ids[:10])) + (f", ... ({len(ids)} ids)" if len(ids) > 10 else "")
+        return RemoteReadError(f"{self} (reading ids {shown})", self.url, ids)

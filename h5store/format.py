@@ -77,6 +77,8 @@ SCORES = "scores"
 SOURCES = "sources"
 SOURCE_CRC32 = "source_crc32"
 SCORE_CRC32 = "score_crc32"
+#: Each column aligned with the index and the dataset holding its checks.
+CHECKED_COLUMNS = {SCORES: (SCORES, SCORE_CRC32), SOURCES: (SOURCES, SOURCE_CRC32)}
 #: Attribute of /scores (1.2): the label of each column.
 SCORE_COLUMNS = "columns"
 PREVIEWS = "previews"
@@ -195,6 +197,13 @@ def has_checks(version: tuple[int, int]) -> bool:
 _ESCAPED = set('/\\%:*?"<>|') | {chr(c) for c in range(32)} | {"\x7f"}
 
 
+#: A label safe_name leaves as it is (the usual one): none of _ESCAPED, no leading dot, no
+#: space at either end.
+_SAFE_AS_IS = re.compile(
+    "(?![. ])[^" + re.escape("".join(sorted(_ESCAPED))) + "]*(?<! )", re.DOTALL
+)
+
+
 def safe_name(label: str) -> str:
     """A name for ``label`` that is one HDF5 link name and one file name on every system.
 
@@ -202,6 +211,8 @@ def safe_name(label: str) -> str:
     '..' or 'a/b' stay one harmless name. Injective: distinct labels get distinct names. The
     exact label is kept in the ``label`` attribute.
     """
+    if _SAFE_AS_IS.fullmatch(label):
+        return label  # (an open of 1,000 classes asks for 2,000 names)
     out = []
     for i, ch in enumerate(label):
         if ch in _ESCAPED or (ch == "." and i == 0) or (ch == " " and i in (0, len(label) - 1)):
@@ -833,6 +844,7 @@ def read_sources(
     file_size: int,
     path: str,
     checked_heaps: dict[int, int],
+    prefetch: Callable[[list[int]], None] | None = None,
 ) -> list[str | None] | None:
     """The sources of index rows ``rows`` (image ids ``ids``, for messages): None for rows
     past the end of /sources and rows stored without one; None instead of a list when the store
@@ -840,7 +852,8 @@ def read_sources(
     recorded, so a damaged source (a zeroed chunk reads as no source) raises FormatError.
     ``read_bytes(offset, size)`` reads the file directly (the heap checks), ``file_size`` is
     its size; ``checked_heaps`` remembers the heap collections already walked (see
-    :func:`_check_heap_collection`)."""
+    :func:`_check_heap_collection`). ``prefetch(addresses)``, where given, is told the heap
+    collections about to be read (a remote store fetches them in one round)."""
     # Not f.get: it returns None for a link whose object cannot be opened (a damaged header),
     # and the sources would read as none (found by the fuzzer).
     if SOURCES not in f:
@@ -861,6 +874,8 @@ def read_sources(
     lo, hi = int(wanted.min()), int(wanted.max()) + 1
     # HDF5 follows the reference of every row it reads, wanted or not.
     heaps = _check_source_references(ds, lo, hi, file_size, path)
+    if prefetch is not None:
+        prefetch(list(heaps))
     for address in heaps:
         _check_heap_collection(read_bytes, address, file_size, path, checked_heaps)
     raw = ds[lo:hi][wanted - lo].tolist()  # one read: h5py's per-row selections cost far more
@@ -1140,59 +1155,48 @@ def _check_top1(vectors: np.ndarray, index_rows: Mapping[str, np.ndarray], path:
 
 def check_stacks(stacks: np.ndarray, n_labels: int, path: str) -> None:
     """Refuse a /stacks table whose values h5store would trust blindly (a class id used as
-    a list position, a shape handed to a decoder)."""
-    for k, row in enumerate(stacks):
-        problem = None
-        if int(row["label"]) >= n_labels:
-            problem = f"class id {int(row['label'])} but {n_labels} labels"
-        elif row["dtype"].decode("ascii", "replace") not in PIXEL_DTYPES:
-            problem = f"pixel type {row['dtype']!r}"
-        elif not 1 <= int(row["channels"]) <= 4 or not row["height"] or not row["width"]:
-            problem = f"shape {int(row['height'])}x{int(row['width'])}x{int(row['channels'])}"
-        if problem:
-            raise FormatError(f"{path}: /{STACKS} row {k} is damaged ({problem})")
+    a list position, a shape handed to a decoder). Vectorised: a store of 1,000 classes has
+    1,000 rows."""
+    if not len(stacks):
+        return
+    bad = stacks["label"] >= n_labels
+    bad |= ~np.isin(stacks["dtype"], [name.encode() for name in PIXEL_DTYPES])
+    bad |= (stacks["channels"] < 1) | (stacks["channels"] > 4)
+    bad |= (stacks["height"] == 0) | (stacks["width"] == 0)
+    if not bad.any():
+        return
+    k = int(np.argmax(bad))
+    row = stacks[k]
+    if int(row["label"]) >= n_labels:
+        problem = f"class id {int(row['label'])} but {n_labels} labels"
+    elif row["dtype"].decode("ascii", "replace") not in PIXEL_DTYPES:
+        problem = f"pixel type {row['dtype']!r}"
+    else:
+        problem = f"shape {int(row['height'])}x{int(row['width'])}x{int(row['channels'])}"
+    raise FormatError(f"{path}: /{STACKS} row {k} is damaged ({problem})")
 
 
-#: Memory types for reading class attributes below h5py's attribute manager, which spends about
-#: 70 us an attribute on checks of its own (a third of the cost of opening a 100-class store).
-_VLEN_STR_MEMORY = h5py.h5t.py_create(_STR)
-_U4_MEMORY = h5py.h5t.py_create(np.dtype("<u4"))
-
-
-def _scalar_attr(obj: h5py.h5o.ObjectID, name: bytes, dtype: Any, memory: h5py.h5t.TypeID) -> Any:
-    attr = h5py.h5a.open(obj, name)
-    # HDF5 writes every element of the attribute into the buffer: one element is all it holds.
-    if attr.shape != ():
-        raise ValueError(f"attribute {name!r} is not a single value")
-    out = np.zeros((), dtype)
-    attr.read(out, mtype=memory)
-    return out[()]
-
-
-def check_classes(f: h5py.File, labels: list[str], stacks: np.ndarray, path: str) -> None:
+def check_classes(
+    classes: Mapping[bytes, Any], labels: list[str], stacks: np.ndarray, path: str
+) -> None:
     """(1.2, at open) Refuse a class group that disagrees with /labels or /stacks: its
     ``label`` attribute must be the label its ``class_id`` names in /labels (and its name
     that label's), its ``codec`` the codec of each of its stacks in /stacks. A changed /labels
     entry would otherwise rename a class, and a changed codec decode its images wrongly.
+    ``classes``: each group's name -> its (class_id, label, codec) attributes, None where they
+    cannot be read (_containment.class_attributes, read by the walk at open).
 
     Groups whose ``class_id`` is not in /labels yet are a live writer's new classes (it links
     a group before it writes its label); groups that cannot be read are left to the writer's
-    recovery and to verify(). Three attribute reads a class: 30 us measured over 100 classes,
-    0.25 ms over 1,000 under a load of 13 on 2 cores (benchmarks/format12.py); /stacks is
-    grouped once."""
+    recovery and to verify(). /stacks is grouped once."""
     stack_codecs: dict[int, set[bytes]] = {}
     for label, codec in zip(stacks["label"].tolist(), stacks["codec"].tolist()):
         stack_codecs.setdefault(label, set()).add(codec)
-    classes = f[CLASSES].id
     encoded = [label.encode("utf-8") for label in labels]
-    for name in classes:
-        try:
-            group = h5py.h5o.open(classes, name)
-            class_id = int(_scalar_attr(group, b"class_id", np.uint32, _U4_MEMORY))
-            label = _scalar_attr(group, b"label", _STR, _VLEN_STR_MEMORY)
-            codec = _scalar_attr(group, b"codec", _STR, _VLEN_STR_MEMORY)
-        except (KeyError, OSError, RuntimeError, TypeError, ValueError):
+    for name, attributes in classes.items():
+        if attributes is None:
             continue
+        class_id, label, codec = attributes
         if class_id >= len(labels):
             continue
         problem = None
@@ -1380,6 +1384,7 @@ def read_index_rows(
     *,
     spare: int = 0,
     on_blocks: Callable[[np.ndarray], Callable[[int, int], None]] | None = None,
+    read_ranges: Callable[[list[int], list[int]], list] | None = None,
 ) -> np.ndarray:
     """All rows stored in /index.
 
@@ -1387,6 +1392,9 @@ def read_index_rows(
     unshuffled here, on ``threads`` threads: HDF5 would do it one chunk at a time under h5py's
     global lock, which makes opening a million-row store slow. Any chunk that is not plain
     shuffle + deflate falls back to HDF5.
+
+    ``read_ranges(offsets, sizes)``, where given, fetches every chunk's bytes at once first
+    (a remote store's one round of requests) instead of ``read_bytes`` one by one.
 
     ``spare``: rows of room to leave after the last one (the returned rows are a view of
     that larger array). ``on_blocks(rows)`` is called once with that array before anything
@@ -1418,6 +1426,16 @@ def read_index_rows(
         return out[:n]
     itemsize = INDEX_DTYPE.itemsize
     raw_out = out.view(np.uint8)
+    if read_ranges is not None:
+        fetched = dict(
+            zip(
+                (offset for _, offset, _ in chunks),
+                read_ranges([o for _, o, _ in chunks], [n for *_, n in chunks]),
+            )
+        )
+
+        def read_bytes(offset: int, _size: int):
+            return fetched[offset]
 
     def inflate(block: int) -> None:
         # libdeflate into a buffer of the known size: 4x faster than zlib growing its own.

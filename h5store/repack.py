@@ -24,6 +24,7 @@ from tqdm import tqdm  # text on stderr: tqdm.auto wants ipywidgets in notebooks
 
 from ._catalog import Geometry
 from ._parallel import thread_map
+from ._remote import is_url
 from .api import open as open_store
 from .codecs import Codec, get_codec
 from .errors import CodecError, InvalidInputError, TargetExistsError
@@ -175,17 +176,59 @@ def repack(
 ) -> RepackReport:
     """Write ``src``'s live images into a new store ``dst``, dropping deleted ones.
 
-    Without ``codec``, ``quality`` or ``classes`` every payload is copied as stored. ``codec``
-    (with ``quality`` and ``codec_options``) converts every class to that codec; ``quality``
-    alone changes the quality of each class's own codec; ``classes`` maps a label to its own
-    target (a codec name, a Codec, or ``(name, quality)``) and wins over the others. Classes
-    whose codec does not change are copied as stored; the rest are re-encoded (lossy to lossy
-    warns :class:`GenerationLossWarning`). A conversion a codec cannot hold (uint16 into
-    JPEG) raises :class:`CodecError` before anything is written. ``dst`` must not exist
-    unless ``overwrite``. Returns a :class:`RepackReport`.
+    Classes whose codec does not change are copied as stored (no decode); the rest are
+    decoded and encoded again. Ids, labels, true labels, scores, score vectors and sources are
+    kept, in the order they were added. The new file is written under a temporary name beside
+    ``dst`` and renamed at the end.
+
+    Parameters
+    ----------
+    src
+        The store to read (only read).
+    dst
+        The new store. It must not exist, unless ``overwrite``.
+    codec
+        Convert every class to this codec (a name or a configured Codec), with ``quality``
+        and ``codec_options``. Without ``codec``, ``quality`` or ``classes`` every payload is
+        copied as stored.
+    quality
+        Alone: change the quality of each class's own codec (lossy codecs, 1-100).
+    classes
+        Maps a label to its own target: a codec name, a Codec, or ``(name, quality)``. Wins
+        over ``codec`` and ``quality``.
+    overwrite
+        Replace an existing ``dst``.
+    batch_size
+        Images decoded and encoded at a time (bounds memory).
+    progress
+        Show a progress bar on stderr.
+    **codec_options
+        Settings of ``codec`` (``lossless=True``, ``effort=1``, ...).
+
+    Returns
+    -------
+    RepackReport
+        The images copied as stored and re-encoded, and the sizes before and after.
+
+    Raises
+    ------
+    TargetExistsError
+        ``dst`` exists and ``overwrite`` is false.
+    CodecError
+        A conversion a codec cannot hold (uint16 into JPEG), an unknown codec or setting;
+        raised before anything is written.
+    InvalidInputError
+        ``dst`` is ``src`` itself, or ``batch_size`` is not a positive integer.
+
+    Warns
+    -----
+    GenerationLossWarning
+        A lossy class is re-encoded with a lossy codec: the new images carry both codecs'
+        errors.
     """
     src_path, dst_path = os.fspath(src), os.fspath(dst)
-    if os.path.exists(dst_path) and os.path.samefile(src_path, dst_path):
+    # (a source read by URL is never the local destination)
+    if not is_url(src_path) and os.path.exists(dst_path) and os.path.samefile(src_path, dst_path):
         raise InvalidInputError(f"repack writes a new file: {dst_path} is {src_path} itself")
     if os.path.lexists(dst_path) and not overwrite:
         raise TargetExistsError(
@@ -215,6 +258,7 @@ def repack(
                 os.remove(tmp)
             raise
         dropped = int((source.index["deleted"] != 0).sum())
+        src_bytes = source.stats()["file_bytes"]
     os.replace(tmp, dst_path)
     return RepackReport(
         src=src_path,
@@ -223,7 +267,7 @@ def repack(
         dropped_deleted=dropped,
         copied=counts[0],
         reencoded=counts[1],
-        src_bytes=os.path.getsize(src_path),
+        src_bytes=src_bytes,
         dst_bytes=os.path.getsize(dst_path),
         classes={label: (describe_codec(a), describe_codec(b)) for label, (a, b) in plan.items()},
     )

@@ -79,14 +79,46 @@ def report(
     title: str | None = None,
     progress: bool = True,
 ) -> dict[str, Any]:
-    """Write the HTML report of a store (an open :class:`ImageStore` or a path) to ``out``.
+    """Write the HTML report of a store to ``out``: one file that opens from disk.
 
-    ``max_classes``: the confusion matrix and the histograms show the most frequent classes
-    and fold the rest into one "other" row and column. ``per_gallery`` thumbnails in the
-    mistakes and least-confident galleries, ``per_cell`` for each confusion-matrix cell,
-    ``per_class`` for each class sample; ``max_thumbnails`` bounds how many distinct images are
-    decoded (images past it are listed by id). Samples are drawn with ``seed``. Returns a
-    summary: the output path, its bytes, the seconds it took and the counts shown.
+    Parameters
+    ----------
+    store_or_path
+        An open :class:`ImageStore` or the path of a store.
+    out
+        The HTML file to write.
+    max_classes
+        The confusion matrix and the histograms show the most frequent classes and fold the
+        rest into one "other" row and column.
+    per_gallery
+        Thumbnails in the mistakes and least-confident galleries.
+    per_cell
+        Thumbnails for each confusion-matrix cell.
+    per_class
+        Thumbnails in each class's sample.
+    max_thumbnails
+        At most this many distinct images are decoded (images past it are listed by id).
+    thumbnail_px
+        The longer side of a thumbnail, in pixels.
+    seed
+        Draws the samples.
+    title
+        The page title (default: the store's file name).
+    progress
+        Show a progress bar on stderr.
+
+    Returns
+    -------
+    dict
+        A summary: the output path, its bytes, the seconds it took and the counts shown.
+
+    Raises
+    ------
+    InvalidInputError
+        A count out of range, or ``out`` is a folder or lies in a folder that does not
+        exist; raised before anything is written.
+    ImportError
+        matplotlib or Pillow is missing (``pip install 'h5store[report]'``).
     """
     t0 = time.perf_counter()
     for name, value, least in (

@@ -36,12 +36,30 @@ PHOTOS = {
 
 @dataclass
 class SampleSet:
-    images: np.ndarray  # (N, size, size, 3) uint8
+    """Images, their true classes and a simulated classifier's output (:func:`sample_set`).
+
+    Parameters
+    ----------
+    images
+        (N, size, size, 3) uint8.
+    true_labels
+        The class each image was cut from.
+    labels
+        The simulated model's predictions (the argmax of ``scores``).
+    scores
+        (N, K) softmax over ``class_names``.
+    class_names
+        The K classes, one per photo.
+    source
+        ``"scikit-image photos"``, or ``"synthetic"`` without scikit-image.
+    """
+
+    images: np.ndarray
     true_labels: list[str]
-    labels: list[str]  # the simulated model's predictions
-    scores: np.ndarray  # (N, K) softmax over class_names
+    labels: list[str]
+    scores: np.ndarray
     class_names: list[str]
-    source: str  # "scikit-image photos" or "synthetic"
+    source: str
 
     def __len__(self) -> int:
         return len(self.images)
@@ -101,7 +119,30 @@ def _resize(image: np.ndarray, height: int, width: int) -> np.ndarray:
 def sample_set(
     n: int = 256, size: int = 224, *, seed: int = 0, accuracy: float = 0.85
 ) -> SampleSet:
-    """``n`` crops of ``size`` x ``size`` px, balanced over the classes, with predictions."""
+    """``n`` crops of ``size`` x ``size`` px, balanced over the classes, with predictions.
+
+    Parameters
+    ----------
+    n
+        Number of images.
+    size
+        Side of each (square) image in pixels.
+    seed
+        Seeds the crops and the simulated predictions (the same seed gives the same set).
+    accuracy
+        The share of images the simulated classifier predicts right.
+
+    Returns
+    -------
+    SampleSet
+        The images (N, size, size, 3) uint8, their true classes, the predicted classes and
+        the (N, K) softmax scores.
+
+    Raises
+    ------
+    ValueError
+        ``n < 1`` or ``size < 8``.
+    """
     if n < 1 or size < 8:
         raise ValueError("n must be >= 1 and size >= 8")
     rng = np.random.default_rng(seed)

@@ -24,6 +24,7 @@ from . import _inputs
 from ._catalog import existing_label_id, query_label_ids
 from ._contract import Record, VerifyReport
 from ._parallel import decode_threads, thread_map
+from ._remote import is_url
 from .codecs import Codec
 from .errors import ClosedStoreError, DuplicateIdError, InvalidInputError, UnknownIdError
 from .index import Index
@@ -135,8 +136,10 @@ class ShardedStore:
         *,
         verify_reads: bool = True,
         channel_order: str = "rgb",
+        storage_options: dict[str, Any] | None = None,
     ):
         self._bgr = _inputs.check_channel_order(channel_order)
+        self._storage_options = storage_options  # for the shards opened by URL
         self.paths = check_shard_paths(paths)
         self.verify_reads = verify_reads  # each shard checks its images' CRC-32 on reads
         self._shards: list[ImageStore] = []
@@ -144,7 +147,13 @@ class ShardedStore:
             for p in self.paths:
                 # store[id] goes to the shard, which follows the same channel order
                 self._shards.append(
-                    ImageStore(p, "r", verify_reads=verify_reads, channel_order=channel_order)
+                    ImageStore(
+                        p,
+                        "r",
+                        verify_reads=verify_reads,
+                        channel_order=channel_order,
+                        storage_options=storage_options if is_url(p) else None,
+                    )
                 )
             self._build()
         except BaseException:
@@ -189,6 +198,7 @@ class ShardedStore:
             "paths": self.paths,
             "verify_reads": self.verify_reads,
             "channel_order": "bgr" if self._bgr else "rgb",
+            "storage_options": self._storage_options,
         }
 
     def __setstate__(self, state: dict[str, Any]) -> None:
@@ -196,6 +206,7 @@ class ShardedStore:
             state["paths"],
             verify_reads=state.get("verify_reads", True),
             channel_order=state.get("channel_order", "rgb"),
+            storage_options=state.get("storage_options"),
         )
 
     def __repr__(self) -> str:
@@ -242,7 +253,25 @@ class ShardedStore:
             raise UnknownIdError(f"no image with id {image_id!r} in the shards") from None
 
     def __getitem__(self, image_id: int) -> np.ndarray:
-        """The decoded image with this id."""
+        """The decoded image with this id.
+
+        Parameters
+        ----------
+        image_id
+            The image's id.
+
+        Returns
+        -------
+        numpy.ndarray
+            (H, W) or (H, W, C), in the view's channel order.
+
+        Raises
+        ------
+        UnknownIdError
+            No live image of any shard has this id.
+        DamagedImageError
+            The stored bytes fail their CRC-32 or do not decode to the indexed geometry.
+        """
         try:
             shard = self._shard_of[image_id]
         except (KeyError, TypeError):
@@ -258,7 +287,32 @@ class ShardedStore:
     ) -> list[np.ndarray] | np.ndarray:
         """Decoded images for many ids, in the order given (on parallel threads where the
         batch holds enough bytes). ``out`` and ``channel_order`` as in
-        :meth:`ImageStore.get_batch`."""
+        :meth:`ImageStore.get_batch`.
+
+        Parameters
+        ----------
+        ids
+            The images' ids, from any shards.
+        out
+            An array of shape (len(ids), H, W[, C]) and the images' dtype to decode into (every
+            image must have that shape); it is returned.
+        channel_order
+            ``"rgb"`` or ``"bgr"`` (OpenCV's); default: the view's.
+
+        Returns
+        -------
+        list of numpy.ndarray or numpy.ndarray
+            One array per id, or ``out``.
+
+        Raises
+        ------
+        UnknownIdError
+            An id is not a live image of any shard.
+        DamagedImageError
+            An image's stored bytes fail their CRC-32 or do not decode.
+        InvalidInputError
+            ``out`` is not C-contiguous, or not one image per id.
+        """
         bgr = self._bgr if channel_order is None else _inputs.check_channel_order(channel_order)
         self._check_open()
         id_list = np.asarray(ids).tolist()
@@ -293,11 +347,47 @@ class ShardedStore:
         return out
 
     def get_encoded(self, image_id: int) -> bytes:
-        """The stored payload of one image, as :meth:`ImageStore.get_encoded`."""
+        """The stored payload of one image, as :meth:`ImageStore.get_encoded`.
+
+        Parameters
+        ----------
+        image_id
+            The image's id.
+
+        Returns
+        -------
+        bytes
+            The payload, checked against its CRC-32 (unless ``verify_reads=False``).
+
+        Raises
+        ------
+        UnknownIdError
+            No live image of any shard has this id.
+        DamagedImageError
+            The stored bytes fail their CRC-32.
+        """
         return self._owner(image_id).get_encoded(image_id)
 
     def record(self, image_id: int) -> Record:
-        """Metadata of one image; score vectors in the order of :attr:`labels`."""
+        """Metadata of one image; score vectors in the order of :attr:`labels`.
+
+        Parameters
+        ----------
+        image_id
+            The image's id.
+
+        Returns
+        -------
+        Record
+            As :meth:`ImageStore.record`; the position and stack are in the image's shard.
+
+        Raises
+        ------
+        UnknownIdError
+            No live image of any shard has this id.
+        FormatError
+            The image's source or score vector fails its check.
+        """
         shard = self._owner(image_id)
         record = shard.record(image_id)
         columns = self._union.score_columns[self._shards.index(shard)]
@@ -319,7 +409,27 @@ class ShardedStore:
         max_score: float | None = None,
         correct: bool | None = None,
     ) -> np.ndarray:
-        """Ids of live images matching every condition, as :meth:`ImageStore.query`."""
+        """Ids of live images matching every condition, as :meth:`ImageStore.query`.
+
+        Parameters
+        ----------
+        label, true_label
+            One label or several (any of them matches), by name or class id of :attr:`labels`.
+        min_score, max_score
+            Inclusive bounds on the top-1 score.
+        correct
+            ``False``: the misclassified images with a known true label; ``True``: the right ones.
+
+        Returns
+        -------
+        numpy.ndarray
+            The ids (int64), shard by shard.
+
+        Raises
+        ------
+        InvalidInputError
+            A label no shard has, or a bad bound.
+        """
         self._check_open()
 
         return self._index.query(
@@ -361,7 +471,18 @@ class ShardedStore:
         return [source for shard in self._shards for source in shard.sources]
 
     def codec_of(self, label: str) -> Codec:
-        """The codec of class ``label`` in the first shard that holds the class."""
+        """The codec of class ``label`` in the first shard that holds the class.
+
+        Parameters
+        ----------
+        label
+            The class name.
+
+        Returns
+        -------
+        Codec
+            The configured codec its images are stored with.
+        """
         self._check_open()
         name = self._labels[self._label_id(label, "label")]
         owner = next(s for s in self._shards if name in s.labels)
@@ -376,7 +497,20 @@ class ShardedStore:
 
     def to_pandas(self, *, include_deleted: bool = False, scores: bool = False):
         """The shards' index tables as one pandas DataFrame (requires pandas); ``scores=True``
-        adds one ``score:<label>`` column per class of :attr:`labels` that vectors cover."""
+        adds one ``score:<label>`` column per class of :attr:`labels` that vectors cover.
+
+        Parameters
+        ----------
+        include_deleted
+            Include deleted images (flagged).
+        scores
+            Add one ``score:<label>`` column per class from the score vectors.
+
+        Returns
+        -------
+        pandas.DataFrame
+            One row per image, shard by shard.
+        """
         import pandas as pd
 
         self._check_open()
@@ -403,14 +537,46 @@ class ShardedStore:
         ids: Sequence[int] | None = None,
     ) -> int:
         """The index of every shard in one SQL table, as :meth:`ImageStore.to_sql`; each row
-        names the shard file that holds its image. Needs the 'sql' extra."""
+        names the shard file that holds its image. Needs the 'sql' extra.
+
+        Parameters
+        ----------
+        url_or_engine
+            A SQLAlchemy URL or Engine (a path means SQLite).
+        table
+            The table name.
+        if_exists
+            ``"fail"``, ``"replace"`` or ``"append"``, for an existing table.
+        files
+            Image id -> path of its exported file, for the ``file`` column.
+        ids
+            Only these images (default: every live image).
+
+        Returns
+        -------
+        int
+            The number of image rows written.
+
+        Raises
+        ------
+        TargetExistsError
+            The table exists and ``if_exists="fail"``; the database is left as it was.
+        DatabaseError
+            The database refused a row or the connection was lost; nothing is written.
+        """
         from .sql import to_sql
 
         self._check_open()
         return to_sql(self, url_or_engine, table=table, if_exists=if_exists, files=files, ids=ids)
 
     def verify(self) -> VerifyReport:
-        """Every shard's :meth:`ImageStore.verify`, summed."""
+        """Every shard's :meth:`ImageStore.verify`, summed.
+
+        Returns
+        -------
+        VerifyReport
+            The images checked in every shard and the damaged ones.
+        """
         self._check_open()
         report = VerifyReport()
         for s in self._shards:
@@ -421,7 +587,13 @@ class ShardedStore:
         return report
 
     def stats(self) -> dict[str, Any]:
-        """Counts and sizes over all shards, as :meth:`ImageStore.stats`."""
+        """Counts and sizes over all shards, as :meth:`ImageStore.stats`.
+
+        Returns
+        -------
+        dict
+            Images, classes, payload bytes, file bytes, over all shards.
+        """
         self._check_open()
         parts = [s.stats() for s in self._shards]
         per_label: dict[str, int] = {}

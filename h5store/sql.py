@@ -10,16 +10,13 @@ from __future__ import annotations
 
 import os
 from collections.abc import Iterable, Mapping
-from typing import TYPE_CHECKING, Any
+from typing import Any
 
 import numpy as np
 
-from ._contract import image_ref
+from ._contract import ReadableStore, image_ref
 from .errors import DatabaseError, InvalidInputError, TargetExistsError
 from .format import stack_path
-
-if TYPE_CHECKING:
-    from .store import ImageStore
 
 IF_EXISTS = ("fail", "replace", "append")
 _ROWS_PER_INSERT = 5000
@@ -97,7 +94,7 @@ def _tables(metadata, table: str, with_scores: bool):
 
 
 def _rows(
-    store: ImageStore, files: Mapping[int, str] | None, name: str, keep: np.ndarray
+    store: ReadableStore, files: Mapping[int, str] | None, name: str, keep: np.ndarray
 ) -> list[dict]:
     frame = store.to_pandas()[keep]
     index = store.index
@@ -133,7 +130,7 @@ def _rows(
 
 
 def to_sql(
-    store: ImageStore,
+    store: ReadableStore,
     url_or_engine: Any,
     *,
     table: str = "images",
@@ -141,9 +138,43 @@ def to_sql(
     files: Mapping[int, str] | None = None,
     ids: Iterable[int] | None = None,
 ) -> int:
-    """Write the store's index to a database; returns the number of image rows written.
+    """Write the store's index to a database, as one transaction.
 
-    See :meth:`h5store.ImageStore.to_sql`."""
+    One row per image in ``table`` and, when the store has score vectors, their entries in
+    ``<table>_scores`` (long form: store, id, label, score). See
+    :meth:`h5store.ImageStore.to_sql` for the columns; a sharded view writes each shard's
+    rows naming that shard.
+
+    Parameters
+    ----------
+    store
+        The open store to export.
+    url_or_engine
+        A SQLAlchemy URL (``sqlite:///lab.db``, ``postgresql+psycopg://...``) or Engine.
+    table
+        The table name.
+    if_exists
+        ``"fail"``, ``"replace"`` or ``"append"``, for an existing table.
+    files
+        Image id -> path of its exported file, for the ``file`` column.
+    ids
+        Only these images (default: every live image).
+
+    Returns
+    -------
+    int
+        The number of image rows written.
+
+    Raises
+    ------
+    InvalidInputError
+        SQLAlchemy is not installed, or ``if_exists`` or ``table`` is not valid.
+    TargetExistsError
+        The table exists and ``if_exists="fail"``; the database is left as it was.
+    DatabaseError
+        The database refused a row or the connection was lost; the transaction is rolled
+        back.
+    """
     try:
         import sqlalchemy as sa
     except ImportError:

@@ -37,6 +37,7 @@ from ._file import (
 )
 from ._ingest import GroupCommit, Ingest, check_durability
 from ._read import ReadEngine
+from ._remote import check_remote, is_url, open_hdf5
 from ._write import StoreWriter, chosen_codec, open_writer_file
 from .codecs import Codec, get_codec, image_shape
 from .codecs.base import check_quality
@@ -202,10 +203,12 @@ class ImageStore:
         group_commit: GroupCommit | None = None,
         channel_order: str = "rgb",
         argmax_labels: bool = True,
+        storage_options: dict[str, Any] | None = None,
         **codec_options: Any,
     ):
         # Validate all, then create: a refused argument must leave an existing file as it was
         # (mode 'w' truncates it) and hold no lock.
+        check_remote(path, mode, storage_options)
         args = OpenArguments.checked(
             path,
             mode,
@@ -231,6 +234,8 @@ class ImageStore:
         #: a reader's own HDF5 handle (a writer reads through its session's file)
         self._reader: h5py.File | None = None
         self._session: _WriteSession | None = None
+        #: the URL's client options (credentials, endpoint) for a store read by URL
+        self._storage_options = storage_options
         if self.mode == "r":
             try:
                 self._open_reader()
@@ -359,8 +364,14 @@ class ImageStore:
         return the ids at once; the images are written together when this returns, when
         :meth:`flush` or :meth:`close` does, or when what is pending reaches the store's
         :class:`GroupCommit` bound. A crash loses at most the images not committed yet, never
-        part of a batch. If a commit fails (full disk, I/O error), the error names the ids it
-        could not store and the store closes with every earlier commit intact."""
+        part of a batch.
+
+        Raises
+        ------
+        StorageFullError, WriteFailedError
+            The disk refused a write; the error names the ids it could not store
+            (``err.unstored_ids``) and the store closes with every earlier commit intact.
+        """
         self._check_writable()
         self._commit_pending()
 
@@ -418,7 +429,8 @@ class ImageStore:
         self._check_open()
         # A writer that died restructuring the file leaves it unopenable until recovered:
         # say so while the current view still works, rather than after dropping it.
-        reader_precheck(self.path)
+        if not is_url(self.path):
+            reader_precheck(self.path)
         old_engine = self._engine
         # HDF5 keeps one metadata cache per file while any handle is open: the new view must
         # be read with the old handle closed, or it would see the file as it was.
@@ -431,7 +443,11 @@ class ImageStore:
             # file): only a handle for /scores and /sources is needed.
             self._engine = old_engine
             with contextlib.suppress(H5StoreError, OSError):
-                self._reader = open_for_reading(self.path, self._locking)
+                self._reader = (
+                    open_hdf5(old_engine.source)[0]
+                    if is_url(self.path)
+                    else open_for_reading(self.path, self._locking)
+                )
             raise
         old_engine.close()
 
@@ -445,6 +461,9 @@ class ImageStore:
 
         ``populate``: map the file's pages at once (see MappedFile); a refresh, which maps
         again as the file grows, would pay it again and again."""
+        if is_url(self.path):
+            self._open_remote()
+            return
         deadline = time.monotonic() + READER_RETRY_SECONDS
         delay = 0.01
         while True:
@@ -475,6 +494,23 @@ class ImageStore:
             self._engine = engine
             return
 
+    def _open_remote(self) -> None:
+        """Open a store by URL: the same checks and engine as a local reader, over a
+        RemoteSource (see h5store._remote)."""
+        from ._remote import open_remote
+
+        def load(source, f):
+            self._reader = f
+            with fmt.damage_reported(source.name):
+                fmt.check_root(f, source.name)
+            return ReadEngine(source, self._reader_file, verify=self._verify_reads, bgr=self._bgr)
+
+        try:
+            _, self._reader, self._engine = open_remote(self.path, self._storage_options, load)
+        except BaseException:
+            self._reader = None
+            raise
+
     def _reader_file(self) -> h5py.File:
         if self._reader is None:
             raise ClosedStoreError(f"{self.path} is closed")
@@ -487,6 +523,7 @@ class ImageStore:
             "verify_reads": self._verify_reads,
             "locking": self._locking,
             "channel_order": "bgr" if self._bgr else "rgb",
+            "storage_options": self._storage_options,
         }
 
     def __setstate__(self, state: dict[str, Any]) -> None:
@@ -496,6 +533,7 @@ class ImageStore:
             verify_reads=state.get("verify_reads", True),
             locking=state.get("locking"),
             channel_order=state.get("channel_order", "rgb"),
+            storage_options=state.get("storage_options"),
         )
 
     def __repr__(self) -> str:
@@ -532,12 +570,30 @@ class ImageStore:
 
     @_writes
     def add_labels(self, names: Sequence[str]) -> list[int]:
-        """Declare class names (in order) before storing images, so that integer labels and
-        (N, K) score vectors map to them. Names already present keep their ids.
+        """Declare class names (in order) before storing images.
 
-        Declared labels are a closed set: from then on (and in any store holding score
-        vectors) a label the store does not have is an error naming the nearest declared
-        one, not a new class; call ``add_labels`` again (or ``create_class``) to extend it."""
+        Integer labels and (N, K) score vectors then map to them; names already present keep
+        their ids. Declared labels are a closed set: from then on (and in any store holding score
+        vectors) a label the store does not have is an error naming the nearest declared one, not
+        a new class; call ``add_labels`` again (or ``create_class``) to extend it.
+
+        Parameters
+        ----------
+        names
+            Class names, in the order of the score vectors' columns.
+
+        Returns
+        -------
+        list of int
+            The class id of each name.
+
+        Raises
+        ------
+        InvalidInputError
+            A name that is not a valid label (names that repeat count once).
+        ReadOnlyError
+            The store was opened for reading.
+        """
         return self._check_writable().add_labels(names)
 
     @_writes
@@ -549,15 +605,47 @@ class ImageStore:
         quality: int | None = None,
         **codec_options: Any,
     ) -> None:
-        """Create the class ``label`` with its own codec (otherwise classes take the store's
-        default codec when their first image arrives). Repeating the call is harmless."""
+        """Create the class ``label`` with its own codec.
+
+        Otherwise classes take the store's default codec when their first image arrives.
+        Repeating the call is harmless.
+
+        Parameters
+        ----------
+        label
+            The class name.
+        codec
+            A codec name or a configured Codec (default: the store's).
+        quality
+            Quality of a lossy codec (1-100).
+        **codec_options
+            The codec's settings.
+
+        Raises
+        ------
+        CodecError
+            An unknown codec or setting.
+        ReadOnlyError
+            The store was opened for reading.
+        """
         writer = self._check_writable()
         label = _inputs.check_label(label)
         self._commit_pending()  # pending images of this label were given the default codec
         writer.create_class(label, chosen_codec(self._default_codec, codec, quality, codec_options))
 
     def codec_of(self, label: str) -> Codec:
-        """The codec of class ``label`` (the store default for a class not created yet)."""
+        """The codec of class ``label`` (the store default for a class not created yet).
+
+        Parameters
+        ----------
+        label
+            The class name.
+
+        Returns
+        -------
+        Codec
+            The configured codec its images are stored with.
+        """
         self._check_open()
         return self._engine.catalog.class_codec(label) or self._default_codec
 
@@ -574,8 +662,44 @@ class ImageStore:
         source: str | None = None,
         channel_order: str | None = None,
     ) -> int:
-        """Store one image; returns its id. See :meth:`add_batch`; as fast per image as a
-        batch, since images are committed in groups (:meth:`commit`)."""
+        """Store one image; returns its id.
+
+        As fast per image as a batch, since images are committed in groups (:meth:`commit`).
+        The arguments are those of :meth:`add_batch`, for one image.
+
+        Parameters
+        ----------
+        image
+            An (H, W) or (H, W, C) uint8/uint16 array, a PIL image or a (C, H, W) torch tensor.
+        label
+            The predicted class: a name, or a class id into :attr:`labels`.
+        score
+            The top-1 confidence, or the probability vector over the K declared labels.
+        true_label
+            The ground truth, if known.
+        id
+            Your own non-negative id (default: the next one).
+        source
+            Where the image came from (a path, a URL).
+        channel_order
+            ``"bgr"`` for OpenCV's arrays, ``"rgb"``; default: the store's.
+
+        Returns
+        -------
+        int
+            The image's id.
+
+        Raises
+        ------
+        InvalidInputError
+            Bad input (shape, dtype, label, score); nothing is stored.
+        CodecError
+            The class's codec cannot hold the image (uint16 into JPEG).
+        DuplicateIdError
+            ``id`` is already in the store.
+        ReadOnlyError
+            The store was opened for reading.
+        """
         bgr = self._bgr if channel_order is None else _inputs.check_channel_order(channel_order)
         return self._check_writable_ingest().add_image(
             image, label, score, true_label, id, source, bgr
@@ -594,20 +718,48 @@ class ImageStore:
     ) -> np.ndarray:
         """Store a batch of images; returns their ids. All of it lands, or none of it.
 
-        ``images``: a sequence of (H, W) or (H, W, C) uint8/uint16 arrays, PIL images or
-        (C, H, W) torch tensors, or one (N, H, W[, C]) array. ``labels``: predicted class
-        names, or class ids into :attr:`labels`. ``scores``: (N,) top-1 confidences or (N, K)
-        probability vectors over the K declared labels. ``true_labels``: ground truth (None or
-        -1 where unknown). ``ids``: your own non-negative ids (default: consecutive).
-        ``sources``: where each image came from (a path, a URL). ``channel_order``: ``"bgr"``
-        for OpenCV's arrays (``cv2.imread``), ``"rgb"``; default: the store's (``open(...,
-        channel_order=)``, ``"rgb"`` unless set). Colour images are stored RGB(A) either way,
-        so viewers, exports and the report show true colours; grayscale is unaffected.
-
-        Bad input raises here and leaves nothing behind. Accepted images are encoded on
+        Colour images are stored RGB(A) whatever ``channel_order``, so viewers, exports and the
+        report show true colours; grayscale is unaffected. Accepted images are encoded on
         h5store's threads and are durable once :meth:`commit` returns (or the group bound is
         reached, or the store is flushed or closed); ``durability="call"`` at open commits in
         every call instead.
+
+        Parameters
+        ----------
+        images
+            A sequence of (H, W) or (H, W, C) uint8/uint16 arrays, PIL images or (C, H, W) torch
+            tensors, or one (N, H, W[, C]) array.
+        labels
+            Predicted class names, or class ids into :attr:`labels`. With score vectors, each
+            label must be its vector's highest entry (unless ``argmax_labels=False`` at open).
+        scores
+            (N,) top-1 confidences or (N, K) probability vectors over the K declared labels.
+        true_labels
+            Ground truth (None or -1 where unknown).
+        ids
+            Your own non-negative ids (default: consecutive).
+        sources
+            Where each image came from (a path, a URL).
+        channel_order
+            ``"bgr"`` for OpenCV's arrays (``cv2.imread``), ``"rgb"``; default: the store's
+            (``open(..., channel_order=)``, ``"rgb"`` unless set).
+
+        Returns
+        -------
+        numpy.ndarray
+            The ids of the images, in the order given.
+
+        Raises
+        ------
+        InvalidInputError
+            Bad input (shapes, dtypes, lengths that differ, an undeclared label, a label that is
+            not its vector's argmax); raised here, and nothing of the batch is stored.
+        CodecError
+            The class's codec cannot hold an image (uint16 into JPEG, one channel into WebP).
+        DuplicateIdError
+            An id is already in the store or repeats within the batch.
+        ReadOnlyError
+            The store was opened for reading.
         """
         bgr = self._bgr if channel_order is None else _inputs.check_channel_order(channel_order)
         return self._check_writable_ingest().add_images(
@@ -624,8 +776,28 @@ class ImageStore:
         id: int | None = None,
         source: str | None = None,
     ) -> int:
-        """Store one pre-encoded image (e.g. a JPEG file's bytes) as-is: no decode, no
-        re-encode. The bytes must be a valid stream of the class's codec."""
+        """Store one pre-encoded image (e.g. a JPEG file's bytes) as it is: no decode, no re-encode.
+
+        Parameters
+        ----------
+        data
+            A valid stream of the class's codec; its header gives the image's geometry.
+        label, score, true_label, id, source
+            As for :meth:`add`.
+
+        Returns
+        -------
+        int
+            The image's id.
+
+        Raises
+        ------
+        CodecError
+            ``data`` is not a valid stream of the class's codec, or the codec takes no
+            pre-encoded input.
+        InvalidInputError, DuplicateIdError, ReadOnlyError
+            As for :meth:`add`.
+        """
         return self._check_writable_ingest().add_payload(data, label, score, true_label, id, source)
 
     def add_encoded_batch(
@@ -638,7 +810,27 @@ class ImageStore:
         ids: Sequence[int] | None = None,
         sources: Sequence[str | None] | None = None,
     ) -> np.ndarray:
-        """Store pre-encoded images as-is; the batch form of :meth:`add_encoded`."""
+        """Store pre-encoded images as they are; the batch form of :meth:`add_encoded`.
+
+        Parameters
+        ----------
+        data
+            One stream of the class's codec per image.
+        labels, scores, true_labels, ids, sources
+            As for :meth:`add_batch`.
+
+        Returns
+        -------
+        numpy.ndarray
+            The ids of the images, in the order given.
+
+        Raises
+        ------
+        CodecError
+            A stream is not valid for its class's codec (the error names its position).
+        InvalidInputError, DuplicateIdError, ReadOnlyError
+            As for :meth:`add_batch`; nothing of the batch is stored.
+        """
         return self._check_writable_ingest().add_payloads(
             data, labels, scores, true_labels, ids, sources
         )
@@ -647,8 +839,23 @@ class ImageStore:
 
     @_writes
     def delete(self, ids: int | Sequence[int]) -> None:
-        """Mark images deleted: they vanish from lookups, queries and iteration. Their bytes
-        stay in the file (HDF5 never shrinks a file in place)."""
+        """Mark images deleted: they vanish from lookups, queries and iteration.
+
+        Their bytes stay in the file (HDF5 never shrinks a file in place): ``h5store.repack``
+        writes a copy without them.
+
+        Parameters
+        ----------
+        ids
+            One id or several.
+
+        Raises
+        ------
+        UnknownIdError
+            An id is not a live image of the store.
+        ReadOnlyError
+            The store was opened for reading.
+        """
         writer = self._check_writable()
         self._commit_pending()  # a pending id can be deleted too
         rows = self._index.rows_of(np.atleast_1d(np.asarray(ids)))
@@ -677,7 +884,27 @@ class ImageStore:
         return self._index.live_ids()
 
     def __getitem__(self, image_id: int) -> np.ndarray:
-        """The decoded image with this id."""
+        """The decoded image with this id.
+
+        Parameters
+        ----------
+        image_id
+            The image's id.
+
+        Returns
+        -------
+        numpy.ndarray
+            (H, W) or (H, W, C), in the store's channel order.
+
+        Raises
+        ------
+        UnknownIdError
+            No live image has this id (also a ``KeyError``).
+        DamagedImageError
+            The stored bytes fail their CRC-32 or do not decode to the indexed geometry.
+        ClosedStoreError
+            The store is closed.
+        """
         try:
             return self._engine.image(image_id)
         except UnknownIdError:
@@ -707,14 +934,35 @@ class ImageStore:
         out: np.ndarray | None = None,
         channel_order: str | None = None,
     ) -> list[np.ndarray] | np.ndarray:
-        """Decoded images for many ids, in the order given (decoded on parallel threads
-        where the batch holds enough bytes to be worth it).
+        """Decoded images for many ids, in the order given.
 
-        With ``out``, an array of shape (len(ids), H, W[, C]) and the images' dtype, the
-        images are decoded straight into it (no per-image allocation; JPEG writes in place)
-        and ``out`` is returned; every image must have that shape. ``channel_order``:
-        ``"rgb"`` or ``"bgr"`` (OpenCV's) for colour images; default: the store's
-        (``open(..., channel_order=)``, which ``store[id]`` follows).
+        Decoded on parallel threads where the batch holds enough bytes to be worth it.
+
+        Parameters
+        ----------
+        ids
+            The images' ids (a sequence or an integer array).
+        out
+            An array of shape (len(ids), H, W[, C]) and the images' dtype: the images are decoded
+            straight into it (no per-image allocation; JPEG writes in place) and it is returned.
+            Every image must have that shape.
+        channel_order
+            ``"rgb"`` or ``"bgr"`` (OpenCV's) for colour images; default: the store's
+            (``open(..., channel_order=)``, which ``store[id]`` follows).
+
+        Returns
+        -------
+        list of numpy.ndarray or numpy.ndarray
+            One array per id, or ``out``.
+
+        Raises
+        ------
+        UnknownIdError
+            An id is not a live image of the store.
+        DamagedImageError
+            An image's stored bytes fail their CRC-32 or do not decode (it names the image).
+        InvalidInputError
+            ``out`` is not C-contiguous, or not one image per id.
         """
         bgr = None if channel_order is None else _inputs.check_channel_order(channel_order)
         self._sync()
@@ -722,7 +970,27 @@ class ImageStore:
         return engine.decode_rows(engine.index.rows_of(ids), out, bgr)
 
     def get_encoded(self, image_id: int) -> bytes:
-        """The stored payload of one image: the codec's stream (a JPEG file for 'jpeg')."""
+        """The stored payload of one image: the codec's stream (a JPEG file for ``"jpeg"``).
+
+        Parameters
+        ----------
+        image_id
+            The image's id.
+
+        Returns
+        -------
+        bytes
+            The payload, checked against its CRC-32 (unless ``verify_reads=False``).
+
+        Raises
+        ------
+        UnknownIdError
+            No live image has this id.
+        DamagedImageError
+            The stored bytes fail their CRC-32.
+        ClosedStoreError
+            The store is closed.
+        """
         try:
             return self._engine.encoded(image_id)
         except UnknownIdError:
@@ -732,7 +1000,26 @@ class ImageStore:
             raise
 
     def record(self, image_id: int) -> Record:
-        """Metadata of one image."""
+        """Everything the store knows about one image, but its pixels.
+
+        Parameters
+        ----------
+        image_id
+            The image's id.
+
+        Returns
+        -------
+        Record
+            Id, label, true label, score, shape, dtype, codec, byte count, CRC-32, source, score
+            vector and where the payload lies (stack and position).
+
+        Raises
+        ------
+        UnknownIdError
+            No live image has this id.
+        FormatError
+            The image's source or score vector fails its check (damage in the file).
+        """
         self._sync()
         engine = self._engine
         row = engine.index.row_of(image_id)
@@ -772,11 +1059,29 @@ class ImageStore:
     ) -> np.ndarray:
         """Ids of live images matching every condition given, in insertion order.
 
-        ``label``/``true_label`` take one label or several (any of them match). Score bounds
-        are inclusive and never match images stored without a score. ``correct=False`` gives
-        the misclassified images with a known true label.
-
         Example, confident but wrong: ``store.query(min_score=0.9, correct=False)``.
+
+        Parameters
+        ----------
+        label
+            One predicted label or several (any of them matches), by name or class id.
+        true_label
+            As ``label``, for the ground truth.
+        min_score, max_score
+            Inclusive bounds on the top-1 score; they never match images stored without one.
+        correct
+            ``False``: the misclassified images with a known true label; ``True``: the right
+            ones.
+
+        Returns
+        -------
+        numpy.ndarray
+            The ids (int64).
+
+        Raises
+        ------
+        InvalidInputError
+            A label the store does not have (named, with the nearest one), or a bad bound.
         """
         self._sync()
         catalog = self._engine.catalog
@@ -820,9 +1125,22 @@ class ImageStore:
         return [None] * len(self) if values is None else values.tolist()
 
     def to_pandas(self, *, include_deleted: bool = False, scores: bool = False):
-        """The index as a pandas DataFrame with label names resolved and each image's source
-        (requires pandas). ``scores=True`` adds the score vectors, one ``score:<label>``
-        column per class."""
+        """The index as a pandas DataFrame.
+
+        Label names are resolved and each image's source is included.
+
+        Parameters
+        ----------
+        include_deleted
+            Include deleted images (flagged).
+        scores
+            Add one ``score:<label>`` column per class from the score vectors.
+
+        Returns
+        -------
+        pandas.DataFrame
+            One row per image.
+        """
         self._sync()
         import pandas as pd
 
@@ -867,15 +1185,42 @@ class ImageStore:
         files: dict[int, str] | None = None,
         ids: Sequence[int] | None = None,
     ) -> int:
-        """Write the index to a SQL database (SQLAlchemy URL or Engine; a path means SQLite):
-        one row per live image in ``table`` (the store's absolute path, id, ``ref``, label,
-        true_label, score, correct, geometry, codec, bytes, crc32, the HDF5 dataset and
-        position of its chunk, source, and ``files``' exported path per id), and the score
-        vectors in long form in ``<table>_scores``. ``ref`` (``/abs/run.h5#17``) leads back to
-        the image: :func:`h5store.load` and ``h5store show REF`` take it. One
-        transaction: all rows or none. ``if_exists``: "fail" (:class:`TargetExistsError`),
-        "replace" or "append". ``ids`` limits the rows to those images. Returns the number of
-        image rows. Needs the 'sql' extra."""
+        """Write the index to a SQL database, as one transaction.
+
+        One row per live image in ``table`` (store, id, ref, label, true_label, score, correct,
+        height, width, channels, dtype, codec, bytes, crc32, the HDF5 dataset and position of its
+        chunk, source, file) and, when the store has score vectors, ``<table>_scores`` in long
+        form (store, id, label, score). ``store`` is the store's absolute path and ``ref``
+        (``/data/run.h5#485``) a value :func:`h5store.load` accepts. Needs the ``sql`` extra for
+        PostgreSQL; SQLite needs nothing.
+
+        Parameters
+        ----------
+        url_or_engine
+            A SQLAlchemy URL or Engine (a path means SQLite).
+        table
+            The table name.
+        if_exists
+            ``"fail"``, ``"replace"`` or ``"append"``, for an existing table.
+        files
+            Image id -> path of its exported file, for the ``file`` column.
+        ids
+            Only these images (default: every live image).
+
+        Returns
+        -------
+        int
+            The number of image rows written.
+
+        Raises
+        ------
+        TargetExistsError
+            The table exists and ``if_exists="fail"``; the database is left as it was.
+        DatabaseError
+            The database refused a row or the connection was lost; nothing is written.
+        InvalidInputError
+            SQLAlchemy is missing, or a bad ``if_exists`` or ``table``.
+        """
         self._sync()
         from .sql import to_sql
 
@@ -885,9 +1230,17 @@ class ImageStore:
     # ------------------------------------------------------------------ integrity
 
     def verify(self) -> VerifyReport:
-        """Recompute the CRC-32 of every stored image (deleted ones too), compare each payload's
-        header with the image's geometry in the index, and check every cached chunk offset
-        against HDF5's chunk index. Damaged images are named; the rest stay readable."""
+        """Check every stored image (deleted ones too) and every cached chunk offset.
+
+        Recomputes each payload's CRC-32, compares each payload's header with the image's
+        geometry in the index, and each cached chunk offset with HDF5's chunk index. Damaged
+        images are named; the rest stay readable.
+
+        Returns
+        -------
+        VerifyReport
+            The images checked and the damaged ones (``report.ok`` when none).
+        """
         self._sync()
         checked, damaged, misplaced = self._engine.verify_all()
         return VerifyReport(checked, damaged, misplaced)
@@ -895,7 +1248,13 @@ class ImageStore:
     # ------------------------------------------------------------------ summary
 
     def stats(self) -> dict[str, Any]:
-        """Counts and sizes: images, classes, payload bytes, file bytes, format version."""
+        """Counts and sizes of the store.
+
+        Returns
+        -------
+        dict
+            Images, classes, payload bytes, file bytes, format version.
+        """
         self._sync()
         self._check_open()
         live = self._index.live_mask()

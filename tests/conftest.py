@@ -12,6 +12,7 @@ import h5py
 import numpy as np
 import pytest
 from hypothesis import settings
+from remote_servers import http_server, s3_server  # noqa: F401  (session fixtures)
 
 import h5store
 from h5store import format as fmt
@@ -153,3 +154,42 @@ def files_opened(code: str, *args: str, timeout: float = 300) -> tuple[list[str]
 needs_strace = pytest.mark.skipif(
     shutil.which("strace") is None, reason="needs strace (.ci/run installs it)"
 )
+
+
+POSTGRES_URL = os.environ.get("H5STORE_TEST_POSTGRES_URL")
+
+
+def backends(tmp_path):
+    return {"sqlite": f"sqlite:///{tmp_path / 'index.db'}", "postgresql": POSTGRES_URL}
+
+
+@pytest.fixture(params=["sqlite", "postgresql"])
+def url(request, tmp_path):
+    """A database to test against: SQLite in tmp_path, and the PostgreSQL server .ci/run
+    starts (a fresh schema per test); under CI a missing server fails the test."""
+    import sqlalchemy as sa
+
+    value = backends(tmp_path)[request.param]
+    if value is None:
+        if os.environ.get("CI"):
+            pytest.fail("H5STORE_TEST_POSTGRES_URL is not set: .ci/run starts PostgreSQL")
+        pytest.skip("no PostgreSQL: run `eval $(.ci/postgres.sh start)` first")
+    if request.param == "postgresql":  # a fresh schema per test: tests do not see each other
+        schema = f"t{os.getpid()}_{abs(hash(request.node.name)) % 10**8}"
+        engine = sa.create_engine(value)
+        with engine.begin() as conn:
+            conn.exec_driver_sql(f'DROP SCHEMA IF EXISTS "{schema}" CASCADE')
+            conn.exec_driver_sql(f'CREATE SCHEMA "{schema}"')
+        engine.dispose()
+        value = (
+            sa.engine.make_url(value)
+            .update_query_dict({"options": f"-csearch_path={schema}"})
+            .render_as_string(hide_password=False)
+        )
+        yield value
+        engine = sa.create_engine(POSTGRES_URL)
+        with engine.begin() as conn:
+            conn.exec_driver_sql(f'DROP SCHEMA IF EXISTS "{schema}" CASCADE')
+        engine.dispose()
+    else:
+        yield value

@@ -1,5 +1,6 @@
-"""The README's PyTorch DDP recipe as the DDP test runs it: every rank classifies its share of a
-dataset and writes its own shard with ids = dataset indices; rank 0 merges after a barrier."""
+"""The PyTorch DDP recipe of docs/many-writers.md as the DDP test runs it: every rank
+classifies its share of a dataset and writes its own shard with ids = dataset indices; rank 0
+merges after a barrier."""
 
 import os
 

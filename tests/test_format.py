@@ -4,6 +4,7 @@ import json
 import re
 import subprocess
 import textwrap
+import urllib.parse
 import zlib
 from pathlib import Path
 
@@ -11,6 +12,8 @@ import h5py
 import numpy as np
 import pytest
 from conftest import h5dump_missing, photo_crops, run_python
+from hypothesis import given, settings
+from hypothesis import strategies as st
 
 import h5store
 from h5store import format as fmt
@@ -254,3 +257,16 @@ def test_objects_copied_for_classes_made_together_equal_objects_made_one_by_one(
     with h5store.open(together) as store:
         assert store.verify().ok
         assert [store.record(i).label for i in store] == labels
+
+
+@settings(max_examples=500, deadline=None)
+@given(st.text(alphabet=st.sampled_from(list(' ./\\%:*?<>|"ab\n\x00\x7fé')) | st.characters()))
+def test_safe_name_is_one_harmless_name_that_decodes_back(label):
+    """Labels with nothing to escape are returned as they are (the fast path of an open of
+    many classes); every name is free of the escaped characters and decodes to its label."""
+    name = fmt.safe_name(label)
+    assert not set(name) & fmt._ESCAPED - {"%"} and not name.startswith((".", " "))
+    assert not name.endswith(" ")
+    assert urllib.parse.unquote(name, errors="strict") == label
+    if name == label:
+        assert "%" not in label

@@ -17,39 +17,6 @@ from hypothesis import strategies as st
 import h5store
 
 LABELS = ["cat", "dog", "ünï/x"]
-POSTGRES_URL = os.environ.get("H5STORE_TEST_POSTGRES_URL")
-
-
-def backends(tmp_path):
-    return {"sqlite": f"sqlite:///{tmp_path / 'index.db'}", "postgresql": POSTGRES_URL}
-
-
-@pytest.fixture(params=["sqlite", "postgresql"])
-def url(request, tmp_path):
-    value = backends(tmp_path)[request.param]
-    if value is None:
-        if os.environ.get("CI"):
-            pytest.fail("H5STORE_TEST_POSTGRES_URL is not set: .ci/run starts PostgreSQL")
-        pytest.skip("no PostgreSQL: run `eval $(.ci/postgres.sh start)` first")
-    if request.param == "postgresql":  # a fresh schema per test: tests do not see each other
-        schema = f"t{os.getpid()}_{abs(hash(request.node.name)) % 10**8}"
-        engine = sa.create_engine(value)
-        with engine.begin() as conn:
-            conn.exec_driver_sql(f'DROP SCHEMA IF EXISTS "{schema}" CASCADE')
-            conn.exec_driver_sql(f'CREATE SCHEMA "{schema}"')
-        engine.dispose()
-        value = (
-            sa.engine.make_url(value)
-            .update_query_dict({"options": f"-csearch_path={schema}"})
-            .render_as_string(hide_password=False)
-        )
-        yield value
-        engine = sa.create_engine(POSTGRES_URL)
-        with engine.begin() as conn:
-            conn.exec_driver_sql(f'DROP SCHEMA IF EXISTS "{schema}" CASCADE')
-        engine.dispose()
-    else:
-        yield value
 
 
 @pytest.fixture
@@ -115,7 +82,7 @@ def test_every_live_image_is_one_row_and_vectors_are_long_form(scored_store, url
     for image_id, label, score in long:
         k = list(store.labels).index(label)
         assert score == pytest.approx(float(vectors[list(records).index(image_id), k]))
-    # the README's query: confident but wrong, straight from SQL
+    # docs/sharing.md's query: confident but wrong, straight from SQL
     wrong = select(url, "SELECT id FROM images WHERE score >= 0.5 AND NOT correct ORDER BY id")
     with h5store.open(scored_store) as store:
         assert [r[0] for r in wrong] == store.query(min_score=0.5, correct=False).tolist()
@@ -175,7 +142,7 @@ def test_a_row_leads_back_to_its_pixels_from_anywhere(scored_store, url, tmp_pat
     elsewhere = tmp_path / "elsewhere"
     elsewhere.mkdir()
     monkeypatch.chdir(elsewhere)
-    # The README's example: from a query to the pixels.
+    # docs/sharing.md's example: from a query to the pixels.
     rows = select(url, "SELECT ref, store, id FROM images WHERE NOT correct ORDER BY id")
     assert rows
     for ref, store_path, image_id in rows:

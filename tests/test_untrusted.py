@@ -17,6 +17,7 @@ import pytest
 from conftest import file_digest, files_opened, needs_strace, photo_crops
 
 import h5store
+from h5store import _containment
 from h5store import format as fmt
 from h5store._containment import NOWHERE, access_list
 from h5store._file import WriterLock
@@ -221,3 +222,60 @@ def test_a_link_h5store_does_not_read_is_harmless_but_not_followed_from_the_stor
     with h5py.File(out, "r") as f:
         assert f["unrelated"][()].tolist() == [0, 1, 2]
     assert access_list().get_virtual_view() == h5py.h5d.VDS_FIRST_MISSING
+
+
+def test_without_hdf5s_c_functions_the_walk_refuses_the_same(crafted, monkeypatch):
+    """The class groups are walked through HDF5's C functions where the library has them
+    (1.12 on); without them, through h5py's objects: the same files refused, the same words."""
+    refused = {}
+    for _ in range(2):
+        for target, kind, path in crafted:
+            if target.startswith(f"/{fmt.CLASSES}"):
+                with pytest.raises(FormatError) as info:
+                    h5store.open(path)
+                refused.setdefault((target, kind), set()).add(str(info.value))
+        monkeypatch.setattr(_containment, "_hdf5", lambda: None)
+    assert len(refused) >= 8 and all(len(words) == 1 for words in refused.values())
+
+
+def test_class_group_members_their_header_does_not_settle_are_opened_and_checked(
+    base, tmp_path, monkeypatch
+):
+    """The fast walk passes a member whose header shows a chunk index (or a group's) and no
+    external files; any other member (an empty chunked or a contiguous dataset, a named type)
+    is opened and checked as before: accepted, and refused when it is virtual or external."""
+    _, path, named = base
+    out = tmp_path / "members.h5"
+    shutil.copyfile(path, out)
+    with h5py.File(out, "r+") as f:
+        group = f[named["group"]]
+        group.create_dataset("empty", (0, 4), "<u4", maxshape=(None, 4), chunks=(1, 4))
+        group["contiguous"] = np.arange(4)
+        group.create_group("sub")
+        group["type"] = np.dtype("<u4")
+    opened = []
+    check = _containment._check_object
+    monkeypatch.setattr(
+        _containment, "_check_object", lambda *a, **k: opened.append(a[1]) or check(*a, **k)
+    )
+    with h5store.open(out) as store:
+        assert len(store) == len(photo_crops()[1])
+    assert {b"empty", b"contiguous", b"type"} <= set(opened)
+    assert named["stack"].rsplit("/", 1)[1].encode() not in opened  # settled by its header
+    with h5py.File(out, "r+") as f:
+        f[named["group"]].create_dataset("outside", (4,), "<u4", external=[(str(out), 0, 16)])
+    with pytest.raises(FormatError, match=f"{named['group']}/outside is a dataset stored in"):
+        h5store.open(out)
+
+
+def test_the_walks_class_attributes_are_those_read_again(base):
+    """check_classes compares what the walk at open read; reading the attributes again (a
+    writer's handle, a SWMR reader's reopened one) gives the same."""
+    _, path, _ = base
+    with h5store.open(path) as store:
+        walked = store._file.class_attributes
+        assert walked and all(walked.values())
+        store._file.class_attributes = None
+        assert _containment.class_attributes(store._file) == walked
+    with h5store.open(path, "a") as store:
+        assert store._file.class_attributes is None  # (recovery may still change them)

@@ -19,6 +19,7 @@ import numpy as np
 
 import h5store
 from h5store import InvalidInputError
+from h5store._remote import is_url
 
 #: File suffixes torchvision's ImageFolder accepts (``torchvision.datasets.folder``).
 IMAGE_SUFFIXES = (".jpg", ".jpeg", ".png", ".ppm", ".bmp", ".pgm", ".tif", ".tiff", ".webp")
@@ -102,7 +103,7 @@ def load_input(
         path = os.fspath(source)
         if os.path.isdir(path):
             found = _folder_input(path, int(n), seed)
-        elif os.path.isfile(path):
+        elif os.path.isfile(path) or is_url(path):  # a store, here or by URL
             found = _store_input(path, int(n), seed)
         else:
             raise InvalidInputError(f"no such file or directory: {path!r}")

@@ -214,10 +214,12 @@ def repack_command(cell: CellResult, store_path: str | None = None) -> str:
     import shlex
 
     import h5store
+    from h5store._remote import is_url
 
     defaults = h5store.get_codec(cell.codec).get_config()
     src = store_path or "YOUR_STORE.h5"
-    stem = os.path.splitext(src)[0]
+    # a store read by URL is repacked into a local file (a URL opens read-only)
+    stem = os.path.splitext(os.path.basename(src) if is_url(src) else src)[0]
     parts = ["h5store", "repack", src, f"{stem}-{cell.codec}.h5", "--codec", cell.codec]
     config = {k: v for k, v in cell.config.items() if k != "id"}
     if "quality" in config:

@@ -79,6 +79,24 @@ class ClassifierInfo:
 
 @dataclass
 class BenchResult:
+    """What :func:`h5store.bench.run` measured, and its recommendation.
+
+    Parameters
+    ----------
+    cells
+        One result per codec setting measured.
+    skipped
+        The settings not measured, each with the reason.
+    classifier
+        The classifier that judged agreement (yours, or the default one and its accuracy).
+    meta
+        The run: input, image count and size, repeats, timing method, the input's own codec.
+    recommendation
+        The choice under the run's floors.
+    files
+        The files :meth:`save` wrote, by kind.
+    """
+
     cells: list[CellResult]
     skipped: list[Skipped]
     classifier: ClassifierInfo
@@ -102,8 +120,29 @@ class BenchResult:
         min_decode_speed: float | None = MIN_DECODE_SPEED,
         prefer: str = "smallest",
     ) -> Recommendation:
-        """Choose again under other floors, without measuring again (``min_decode_speed``: see
-        :func:`~h5store.bench.recommend.decode_floor`)."""
+        """Choose again under other floors, without measuring again.
+
+        Parameters
+        ----------
+        min_ssim, min_psnr, min_agreement
+            Quality floors (None for none).
+        min_decode_speed
+            The fraction of the input's own codec's decode speed the choice must reach; see
+            :func:`~h5store.bench.recommend.decode_floor` (0 or None for no such floor).
+        prefer
+            ``"smallest"`` or ``"fastest"`` (to decode).
+
+        Returns
+        -------
+        Recommendation
+            The chosen setting, the fastest alternative, and the smaller settings the decode
+            floor excluded.
+
+        Raises
+        ------
+        InvalidInputError
+            A floor out of range or an unknown ``prefer``.
+        """
         floors = Floors(min_ssim, min_psnr, min_agreement)
         meta = self.meta
         speed = decode_floor(
@@ -130,10 +169,22 @@ class BenchResult:
         }
 
     def table(self) -> str:
+        """Every setting's measurements as a markdown table (for a terminal or a README)."""
         return report.markdown_table(self)
 
     def save(self, out: str) -> dict[str, str]:
-        """Write bench.json, bench.csv, bench.md and bench.png into the folder ``out``."""
+        """Write bench.json, bench.csv, bench.md and bench.png into the folder ``out``.
+
+        Parameters
+        ----------
+        out
+            The folder (created if missing).
+
+        Returns
+        -------
+        dict
+            The paths written, by kind.
+        """
         self.files = report.write_all(self, out)
         return self.files
 

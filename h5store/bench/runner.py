@@ -241,26 +241,67 @@ def run(
     out: str | os.PathLike | None = None,
     progress: bool = True,
 ) -> BenchResult:
-    """Benchmark every codec setting on ``n`` images (default 500, or :data:`QUICK_IMAGES`
-    with ``quick``) and recommend one.
+    """Benchmark every codec setting on ``n`` images and recommend one.
 
-    ``source``: None for the built-in sample set, a path to an h5store file or an ImageFolder
-    directory, or images (an (N, H, W[, C]) array or a list) with optional ``labels``; see
-    :func:`~h5store.bench.inputs.load_input` for ``size``. ``codecs`` limits the codecs,
-    ``grid`` maps a codec name to the settings (constructor keywords) to try instead of its
-    ``bench_grid``. ``predict(images) -> labels`` is your model (it gets an (N, H, W[, C])
-    array, or a list when shapes differ); without it a small classifier is trained on the
-    originals. The floors and ``prefer`` ("smallest" or "fastest" to decode) choose the
-    recommendation: besides the quality floors, it must decode at least ``min_decode_speed``
-    times as fast as the input's own codec, or as JPEG at the same quality floors when the
-    input has none (see :func:`~h5store.bench.recommend.decode_floor`; 0 or None for no such
-    floor). ``quick`` is a first look in under a minute: fewer images and, unless ``grid``
-    names a codec, each codec's settings thinned by :func:`quick_settings`. ``repeats``
-    blocks per thread count time each setting. SSIM, the costliest measure, is averaged over
-    the first ``ssim_images`` images (a random subset, the same for every setting; None for
-    all), everything else over all ``n``. ``out`` is a folder for
-    bench.json/.csv/.md/.png. Settings a codec cannot hold are skipped with the reason.
-    ``predict`` must be deterministic: settings that reproduce every pixel are not re-predicted.
+    Settings a codec cannot hold are skipped with the reason.
+
+    Parameters
+    ----------
+    source
+        None for the built-in sample set, a path to an h5store file or an ImageFolder
+        directory, or images (an (N, H, W[, C]) array or a list).
+    n
+        Images measured (default 500, or :data:`QUICK_IMAGES` with ``quick``).
+    size
+        Side the built-in sample's crops are cut to; see
+        :func:`~h5store.bench.inputs.load_input`.
+    seed
+        Draws the images, the SSIM subset and the default classifier's split.
+    labels
+        Labels of images given as arrays (for the default classifier).
+    codecs
+        Only these codecs (default: every registered one).
+    grid
+        Maps a codec name to the settings (constructor keywords) to try instead of its
+        ``bench_grid``.
+    predict
+        Your model: ``predict(images) -> labels``, given an (N, H, W[, C]) array, or a list
+        when shapes differ. It must be deterministic: settings that reproduce every pixel
+        are not re-predicted. Without it a small classifier is trained on the originals.
+    min_ssim, min_psnr, min_agreement
+        Quality floors of the recommendation (None for none).
+    min_decode_speed
+        The recommendation must decode at least this many times as fast as the input's own
+        codec, or as JPEG at the same quality floors when the input has none (see
+        :func:`~h5store.bench.recommend.decode_floor`); 0 or None for no such floor.
+    prefer
+        ``"smallest"`` or ``"fastest"`` (to decode), among the settings meeting the floors.
+    quick
+        A first look in under a minute: fewer images and, unless ``grid`` names a codec,
+        each codec's settings thinned by :func:`quick_settings`.
+    repeats
+        Timed blocks per thread count for each setting (their median is reported).
+    ssim_images
+        SSIM, the costliest measure, is averaged over the first ``ssim_images`` images (a
+        random subset, the same for every setting; None for all); everything else over all.
+    out
+        A folder for bench.json, .csv, .md and .png.
+    progress
+        Show a progress bar on stderr.
+
+    Returns
+    -------
+    BenchResult
+        Every setting's measurements, the skipped settings and the recommendation
+        (``result.recommendation``); ``result.recommend(...)`` applies other floors without
+        measuring again.
+
+    Raises
+    ------
+    InvalidInputError
+        A bad floor, ``prefer``, count or input, before anything is measured.
+    CodecError
+        An unknown codec in ``codecs`` or ``grid``.
     """
     started = time.perf_counter()
     Floors(min_ssim, min_psnr, min_agreement)  # bad floors fail before the measuring

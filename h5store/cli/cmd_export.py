@@ -27,6 +27,13 @@ def add_parser(sub: argparse._SubParsersAction) -> argparse.ArgumentParser:
         default="label",
         help="group by predicted or true label (default: %(default)s)",
     )
+    export.add_argument(
+        "--layout",
+        choices=["folders", "flat"],
+        default="folders",
+        help="folders: FOLDER/<class>/<id>.<ext> (default); flat: FOLDER/<id>_<class>.<ext>, "
+        "as OpenCV users save them (`h5store import` reads both)",
+    )
     export.add_argument("--label", action="append", help="only this predicted class (repeatable)")
     export.add_argument("--min-score", type=float, help="only images scored at least this")
     export.add_argument("--max-score", type=float, help="only images scored at most this")
@@ -88,6 +95,7 @@ def run(args: argparse.Namespace) -> int:
             args.folder,
             ids=ids,
             by=args.by,
+            layout=args.layout,
             embed_metadata=args.embed_metadata,
             index=index,
             overwrite=args.overwrite,
@@ -99,7 +107,8 @@ def run(args: argparse.Namespace) -> int:
             "index": None if index is None else os.path.join(args.folder, INDEX_FILES[index]),
         }
         lines = [
-            f"wrote {written} images to {args.folder}/<class>/"
+            f"wrote {written} images to {args.folder}/"
+            + ("<class>/" if args.layout == "folders" else "<id>_<class> files")
             + (" with their metadata embedded" if args.embed_metadata else "")
             + (f" and the index to {result['index']}" if index else "")
         ]

@@ -3,12 +3,14 @@
 from __future__ import annotations
 
 import argparse
+from dataclasses import asdict
 from typing import Any
 
 import numpy as np
 
 import h5store
 
+from .._filters import stack_filters
 from ..repack import describe_codec
 from ._common import _human, _print, _table
 
@@ -64,6 +66,10 @@ def run(args: argparse.Namespace) -> int:
             f"  accuracy {100 * correct / accuracy_known:.1f} % over the "
             f"{accuracy_known} images with a true label"
         )
+    # What a viewer without h5store needs on this machine (docs/viewers.md)
+    filters = stack_filters(args.path)
+    stats["filters"] = [{**asdict(f), "note": f.note()} for f in filters]
+    lines += [f"  filters: {f.note()}" for f in filters if f.note()]
     lines += [
         "",
         *_table(

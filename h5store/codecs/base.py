@@ -125,11 +125,48 @@ class Codec(ABC):
 
     @abstractmethod
     def encode(self, image: np.ndarray) -> bytes:
-        """Encode one C-contiguous image of an accepted dtype and channel count."""
+        """Encode one image into one chunk payload.
+
+        Parameters
+        ----------
+        image
+            A C-contiguous (H, W) or (H, W, C) array of a dtype in :attr:`dtypes` and a
+            channel count in :attr:`channels` (checked before this is called).
+
+        Returns
+        -------
+        bytes
+            The payload: the codec's own stream, stored as one HDF5 chunk.
+
+        Raises
+        ------
+        CodecError
+            The image cannot be encoded with this configuration.
+        """
 
     @abstractmethod
     def decode(self, data: Any, shape: tuple[int, ...], dtype: np.dtype) -> np.ndarray:
-        """Decode one payload (any bytes-like object) into an array of ``shape`` and ``dtype``."""
+        """Decode one payload into an image.
+
+        Parameters
+        ----------
+        data
+            The payload, any bytes-like object (a memoryview of the mapped file).
+        shape
+            The image's shape in the index: (H, W) or (H, W, C).
+        dtype
+            The image's dtype in the index.
+
+        Returns
+        -------
+        numpy.ndarray
+            An array of ``shape`` and ``dtype``.
+
+        Raises
+        ------
+        CodecError
+            The payload is not a valid stream of this codec.
+        """
 
     def header(self, data: Any) -> ImageInfo | None:
         """The geometry a stored payload's header declares, read from its first bytes without
@@ -211,7 +248,14 @@ class Codec(ABC):
 
     @abstractmethod
     def get_config(self) -> dict[str, Any]:
-        """Plain-data configuration: ``{"id": codec_id, **parameters}``, JSON-serialisable."""
+        """The codec's configuration, kept in the file with each class.
+
+        Returns
+        -------
+        dict
+            ``{"id": codec_id, **parameters}``, JSON-serialisable; ``from_config(config)``
+            builds the same codec again (the parameters are the constructor's keywords).
+        """
 
     @classmethod
     def from_config(cls, config: dict[str, Any]) -> Codec:
@@ -224,9 +268,27 @@ class Codec(ABC):
         return HDF5Filter(OPAQUE_FILTER_ID, (), registered=False)
 
     def probe(self, data: bytes) -> ImageInfo:
-        """Describe a pre-encoded stream, raising CodecError if it is not a valid stream of
-        this codec. Codecs whose streams do not carry the image geometry cannot take
-        pre-encoded input."""
+        """Describe a pre-encoded stream (``add_encoded``), reading its header.
+
+        Codecs whose streams do not carry the image geometry cannot take pre-encoded input
+        (the default).
+
+        Parameters
+        ----------
+        data
+            The stream, e.g. a JPEG file's bytes.
+
+        Returns
+        -------
+        ImageInfo
+            The geometry the stream declares: height, width, channels, dtype.
+
+        Raises
+        ------
+        CodecError
+            ``data`` is not a valid stream of this codec, or the codec takes no pre-encoded
+            input.
+        """
         raise CodecError(f"codec {self.codec_id!r} cannot store pre-encoded bytes")
 
     def probe_many(self, payloads: Sequence[bytes]) -> list[ImageInfo]:

@@ -24,7 +24,26 @@ _REGISTRY: dict[str, type[Codec]] = {}
 
 
 def register_codec(cls: type[Codec]) -> type[Codec]:
-    """Make ``cls`` available under ``cls.codec_id``; usable as a class decorator."""
+    """Make ``cls`` available under ``cls.codec_id``; usable as a class decorator.
+
+    A plugin package does this through the ``h5store.codecs`` entry point instead, so its
+    codec is found without being imported first.
+
+    Parameters
+    ----------
+    cls
+        A subclass of :class:`h5store.Codec`.
+
+    Returns
+    -------
+    type
+        ``cls`` itself.
+
+    Raises
+    ------
+    CodecError
+        Another class is registered under the same ``codec_id``.
+    """
     existing = _REGISTRY.get(cls.codec_id)
     if existing is not None and existing is not cls:
         raise CodecError(f"codec id {cls.codec_id!r} is already registered to {existing.__name__}")
@@ -33,7 +52,13 @@ def register_codec(cls: type[Codec]) -> type[Codec]:
 
 
 def available_codecs() -> list[str]:
-    """Names of the registered codecs and of those installed packages offer as plugins."""
+    """Names of the registered codecs and of those installed packages offer as plugins.
+
+    Returns
+    -------
+    list of str
+        The codec ids, sorted.
+    """
     return sorted(set(_REGISTRY) | {ep.name for ep in entry_points(group=ENTRY_POINT_GROUP)})
 
 
@@ -74,8 +99,29 @@ def _codec_class(codec_id: Any) -> type[Codec] | None:
 
 
 def get_codec(codec: str | Codec, *, quality: int | None = None, **params: Any) -> Codec:
-    """A configured codec. ``quality`` goes to codecs that have a lossy mode and is ignored by
-    lossless-only ones, so one default quality can serve a store that mixes codecs."""
+    """A configured codec.
+
+    Parameters
+    ----------
+    codec
+        A codec id (``"jpeg"``, a plugin's id) or a configured Codec, returned as it is.
+    quality
+        Goes to codecs that have a lossy mode and is ignored by lossless-only ones, so one
+        default quality can serve a store that mixes codecs.
+    **params
+        The codec's settings (``lossless=True``, ``effort=1``, ``level=9``, ...).
+
+    Returns
+    -------
+    Codec
+        The codec, configured.
+
+    Raises
+    ------
+    CodecError
+        An unknown codec id (the message lists the available ones), a plugin that fails to
+        load, an unknown or invalid setting, or settings given beside a Codec instance.
+    """
     if isinstance(codec, Codec):
         if params:
             raise CodecError("pass codec parameters either in the Codec instance or as keywords")
