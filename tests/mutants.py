@@ -1,25 +1,36 @@
 """Deliberate small breakages of h5store, each of which some test must catch.
 
     python tests/mutants.py                 # every mutant, with the tests of this checkout
+    python tests/mutants.py --jobs 2        # two at a time (what CI runs: .ci/run)
     python tests/mutants.py --tests a3b28f7 # the same mutants against an older revision's tests
     python tests/mutants.py index-map crc-encoded   # some of them
 
-Each mutant is a few exact text replacements in the package. The script copies h5store/ and
-the tests into a temporary folder, applies one mutant there (the checkout is never touched),
-runs the test files that mutant names and prints "caught" (a test failed) or "MISSED" (every
-test passed: the breakage would ship). A mutant whose text no longer matches the code prints
-"stale" and needs updating. Not collected by pytest (no ``test_`` prefix): it runs minutes.
+Each mutant is a few exact text replacements in the package and the tests that should catch
+it: whole test files, or single tests (``file.py::test_name``, which keeps the run within
+CI's budget). The script copies h5store/ and the tests into a temporary folder per job,
+applies one mutant there (the checkout is never touched), runs its tests and prints "caught"
+(a test failed) or "MISSED" (every test passed: the breakage would ship). A mutant whose text
+no longer matches the code prints "stale", one whose tests cannot run (the mutated package
+does not import, a named test is gone) "INVALID". Any of the three makes the exit status 1, so
+CI fails loudly instead of dropping a guard; tests/test_mutants_apply.py checks every anchor
+(and that each mutated module still compiles) in milliseconds on each test run. Not
+collected by pytest (no ``test_`` prefix). docs/mutation.md lists what the mutants guard and
+what mutmut found besides.
 """
 
 from __future__ import annotations
 
 import argparse
+import contextlib
 import os
+import queue
 import shutil
+import signal
 import subprocess
 import sys
 import tempfile
 import time
+from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -31,7 +42,7 @@ class Mutant:
     name: str
     why: str  # the behaviour that breaks
     edits: tuple[tuple[str, str, str], ...]  # (path under the checkout, old text, new text)
-    tests: tuple[str, ...]  # test files (under tests/) that should catch it
+    tests: tuple[str, ...]  # under tests/: files or file.py::test that should catch it
 
 
 MUTANTS = [
@@ -45,7 +56,7 @@ MUTANTS = [
                 "            pass",
             ),
         ),
-        ("test_roundtrip.py", "test_ids.py"),
+        ("test_ids.py::test_ids_added_after_a_lookup_are_found_read_and_refused_again",),
     ),
     Mutant(
         "duplicate-ids",
@@ -57,7 +68,7 @@ MUTANTS = [
                 "        return np.zeros(0, dtype=np.int64)",
             ),
         ),
-        ("test_roundtrip.py", "test_bad_input.py", "test_ids.py"),
+        ("test_ids.py::test_ids_added_after_a_lookup_are_found_read_and_refused_again",),
     ),
     Mutant(
         "crc-add-batch",
@@ -69,7 +80,7 @@ MUTANTS = [
                 "    return payload, crc32(payload[:-1])",
             ),
         ),
-        ("test_roundtrip.py", "test_ingest_crc.py"),
+        ("test_ingest_crc.py::test_add_and_add_batch_record_the_crc_of_the_stored_bytes",),
     ),
     Mutant(
         "crc-encoded",
@@ -81,7 +92,10 @@ MUTANTS = [
                 "zip(payloads, (crc32(p[1:]) for p in payloads))",
             ),
         ),
-        ("test_roundtrip.py", "test_folders_cli.py", "test_ingest_crc.py"),
+        (
+            "test_ingest_crc.py::test_add_encoded_and_add_encoded_batch_record_the_crc_of_the_stored_bytes",
+            "test_ingest_crc.py::test_import_records_the_crc_of_the_stored_bytes",
+        ),
     ),
     Mutant(
         "crc-encoded-one",
@@ -94,7 +108,9 @@ MUTANTS = [
                 "self._singles.encoded.append((data, crc32(data[1:])))",
             ),
         ),
-        ("test_roundtrip.py", "test_folders_cli.py", "test_ingest_crc.py"),
+        (
+            "test_ingest_crc.py::test_add_encoded_and_add_encoded_batch_record_the_crc_of_the_stored_bytes",
+        ),
     ),
     Mutant(
         "pending-id-reused",
@@ -106,7 +122,7 @@ MUTANTS = [
                 "self.index.find(image_id) >= 0",
             ),
         ),
-        ("test_group_commit.py",),
+        ("test_group_commit.py::test_bad_input_raises_in_its_call_and_leaves_nothing_pending",),
     ),
     Mutant(
         "group-bound-ignored",
@@ -118,7 +134,7 @@ MUTANTS = [
                 "        return False and (",
             ),
         ),
-        ("test_group_commit.py",),
+        ("test_group_commit.py::test_a_group_is_committed_when_it_reaches_its_bound",),
     ),
     Mutant(
         "uncommitted-batch-kept",
@@ -135,7 +151,9 @@ MUTANTS = [
                 "    return n, tail",
             ),
         ),
-        ("test_reliability.py", "test_crash_points.py", "test_commit_replay.py"),
+        (
+            "test_commit_replay.py::test_every_prefix_of_a_commit_recovers_to_before_or_after_the_batch[tail-overflow]",
+        ),
     ),
     Mutant(
         "tail-copies-kept",
@@ -147,7 +165,7 @@ MUTANTS = [
                 "            pass",
             ),
         ),
-        ("test_roundtrip.py", "test_reliability.py", "test_commit_replay.py"),
+        ("test_guards.py::test_rows_a_killed_seal_left_in_both_tables_are_read_once",),
     ),
     Mutant(
         "offsets-never-rebuilt",
@@ -156,16 +174,19 @@ MUTANTS = [
             (
                 "h5store/_offsets.py",
                 "    if rows_intact(index, source, sorted(rows)):\n        return",
-                "        if True:\n            return",
+                "    if True:\n        return",
             ),
         ),
-        ("test_format.py", "test_viewers.py", "test_offset_cache.py"),
+        (
+            "test_offset_cache.py::test_a_store_rewritten_by_h5repack_reads_the_original_pixels",
+            "test_offset_cache.py::test_offsets_past_the_files_end_are_rebuilt_from_hdf5",
+        ),
     ),
     Mutant(
         "offsets-rebuilt-in-memory-only",
         "(d) rebuilt offsets reach the read columns but not the rows verify() checks",
         (("h5store/_index.py", '        self._rows["offset"][rows] = offsets\n', ""),),
-        ("test_format.py", "test_offset_cache.py"),
+        ("test_offset_cache.py::test_a_store_rewritten_by_h5repack_reads_the_original_pixels",),
     ),
     Mutant(
         "rewritten-positions-trusted",
@@ -179,7 +200,9 @@ MUTANTS = [
                 "        doubtful = gaps != 0\n",
             ),
         ),
-        ("test_offset_cache.py", "test_commit_replay.py"),
+        (
+            "test_offset_cache.py::test_chunks_are_located_from_the_file_end_marks_reading_back_only_where_it_grew_more",
+        ),
     ),
     Mutant(
         "gap-window-not-searched",
@@ -191,7 +214,9 @@ MUTANTS = [
                 "                    found = -1\n",
             ),
         ),
-        ("test_offset_cache.py",),
+        (
+            "test_offset_cache.py::test_chunks_are_located_from_the_file_end_marks_reading_back_only_where_it_grew_more",
+        ),
     ),
     Mutant(
         "stack-copy-bare",
@@ -205,7 +230,10 @@ MUTANTS = [
                 "template.chunks, maxshape=template.maxshape, dtype=template.dtype)\n",
             ),
         ),
-        ("test_format.py",),
+        (
+            "test_format.py::test_index_labels_and_attributes_read_with_plain_h5py",
+            "test_format.py::test_objects_copied_for_classes_made_together_equal_objects_made_one_by_one",
+        ),
     ),
     Mutant(
         "preview-copy-keeps-pixels",
@@ -218,7 +246,9 @@ MUTANTS = [
                 "",
             ),
         ),
-        ("test_format.py", "test_previews.py"),
+        (
+            "test_format.py::test_objects_copied_for_classes_made_together_equal_objects_made_one_by_one",
+        ),
     ),
     Mutant(
         "class-copy-keeps-label",
@@ -231,7 +261,10 @@ MUTANTS = [
                 "",
             ),
         ),
-        ("test_format.py",),
+        (
+            "test_format.py::test_plain_h5py_with_hdf5plugin_reads_blosc2_and_raw_stacks",
+            "test_format.py::test_objects_copied_for_classes_made_together_equal_objects_made_one_by_one",
+        ),
     ),
     Mutant(
         "verify-ignores-offsets",
@@ -244,7 +277,7 @@ MUTANTS = [
                 "            if location is None:",
             ),
         ),
-        ("test_folders_cli.py", "test_format.py", "test_offset_cache.py"),
+        ("test_offset_cache.py::test_a_wrong_offset_in_the_index_is_reported_as_misplaced",),
     ),
     Mutant(
         "dataset-id-single",
@@ -256,7 +289,7 @@ MUTANTS = [
                 "            return tensor, k",
             ),
         ),
-        ("test_torch.py", "test_torch_inputs.py"),
+        ("test_torch_inputs.py::test_target_id_gives_ids_on_the_single_item_path",),
     ),
     Mutant(
         "dataset-id-batch",
@@ -268,7 +301,7 @@ MUTANTS = [
                 'np.ascontiguousarray(np.asarray(ks) if self.target == "id" else self.targets[ks])',
             ),
         ),
-        ("test_torch.py", "test_torch_inputs.py"),
+        ("test_torch.py::test_loader_workers_reuse_blocks_only_once_let_go",),
     ),
     Mutant(
         "torch-chw",
@@ -280,7 +313,9 @@ MUTANTS = [
                 "            arr = arr.transpose(2, 1, 0)",
             ),
         ),
-        ("test_roundtrip.py", "test_torch.py", "test_torch_inputs.py"),
+        (
+            "test_torch_inputs.py::test_channels_first_tensors_with_h_not_w_are_stored_as_the_hwc_original",
+        ),
     ),
     Mutant(
         "export-escapes",
@@ -293,7 +328,7 @@ MUTANTS = [
                 "        or False\n",
             ),
         ),
-        ("test_folders_cli.py",),
+        ("test_folders_cli.py::test_export_stays_inside_the_folder_and_import_restores_labels",),
     ),
     Mutant(
         "lz4-reversed",
@@ -305,7 +340,7 @@ MUTANTS = [
                 "        return encoded(imagecodecs.lz4h5_encode(bytes(data)[::-1]))",
             ),
         ),
-        ("test_viewers.py",),
+        ("test_viewers.py::test_a_class_per_codec_round_trips",),
     ),
     Mutant(
         "preview-order",
@@ -317,7 +352,7 @@ MUTANTS = [
                 "                [tiles[i] for i in shown.tolist()[::-1]], fmt.PREVIEW_SIDE",
             ),
         ),
-        ("test_previews.py", "test_golden.py"),
+        ("test_previews.py::test_preview_follows_deletions_and_can_be_rebuilt",),
     ),
     Mutant(
         "get-batch-out-rgb",
@@ -334,7 +369,7 @@ MUTANTS = [
                 "                return image\n",
             ),
         ),
-        ("test_roundtrip.py", "test_golden.py"),
+        ("test_roundtrip.py::test_get_batch_decodes_into_a_given_array",),
     ),
     Mutant(
         "stack-name",
@@ -346,13 +381,16 @@ MUTANTS = [
                 '    return f"{height}x{width}x{channels}-{dtype}"',
             ),
         ),
-        ("test_format.py", "test_golden.py"),
+        ("test_format.py::test_hdf5_1_10_tools_read_structure_attributes_and_index",),
     ),
     Mutant(
         "index-score-f8",
         "format: the index stores scores as float64 (writer and reader agree; old files differ)",
         (("h5store/format.py", '        ("score", "<f4"),', '        ("score", "<f8"),'),),
-        ("test_format.py", "test_golden.py"),
+        (
+            "test_golden.py::test_golden_sources_are_checked_from_format_1_1_on",
+            "test_format.py",
+        ),
     ),
     Mutant(
         "source-check-skipped",
@@ -364,7 +402,7 @@ MUTANTS = [
                 "    bad = np.flatnonzero(want != want)",
             ),
         ),
-        ("test_damage_guards.py", "test_golden.py"),
+        ("test_damage_guards.py::test_a_zeroed_sources_chunk_is_an_error_not_no_source",),
     ),
     Mutant(
         "sources-header-damage-hidden",
@@ -376,7 +414,9 @@ MUTANTS = [
                 "    ds = f.get(SOURCES)\n    if ds is None:\n        return None\n",
             ),
         ),
-        ("test_damage_guards.py",),
+        (
+            "test_damage_guards.py::test_a_damaged_header_of_the_sources_or_their_checks_is_an_error",
+        ),
     ),
     Mutant(
         "heap-walk-skipped",
@@ -390,7 +430,7 @@ MUTANTS = [
                 "",
             ),
         ),
-        ("test_damage_guards.py",),
+        ("test_damage_guards.py::test_a_zeroed_object_header_in_the_heap_is_an_error_not_a_hang",),
     ),
     Mutant(
         "index-of-fixed-size",
@@ -402,7 +442,7 @@ MUTANTS = [
                 "    if False:\n        # /index_tail's header",
             ),
         ),
-        ("test_damage_guards.py",),
+        ("test_damage_guards.py::test_the_tails_header_copied_over_the_index_is_named",),
     ),
     Mutant(
         "open-runtime-error",
@@ -414,7 +454,7 @@ MUTANTS = [
                 "    except ZeroDivisionError as exc:\n        # HDF5 failing to decode",
             ),
         ),
-        ("test_damage_guards.py",),
+        ("test_damage_guards.py::test_an_undecodable_superblock_is_a_format_error",),
     ),
     Mutant(
         "sources-inherited",
@@ -428,7 +468,9 @@ MUTANTS = [
                 "        with_sources = batch.sources is not None\n",
             ),
         ),
-        ("test_commit_replay.py",),
+        (
+            "test_commit_replay.py::test_every_prefix_of_a_commit_recovers_to_before_or_after_the_batch[group-of-calls]",
+        ),
     ),
     Mutant(
         "sources-after-rows",
@@ -442,7 +484,9 @@ MUTANTS = [
                 "none).\n",
             ),
         ),
-        ("test_commit_replay.py",),
+        (
+            "test_commit_replay.py::test_every_prefix_of_a_commit_recovers_to_before_or_after_the_batch[existing-stack]",
+        ),
     ),
     Mutant(
         "stale-source-references",
@@ -454,7 +498,9 @@ MUTANTS = [
                 "        if False:",
             ),
         ),
-        ("test_commit_replay.py",),
+        (
+            "test_commit_replay.py::test_every_prefix_of_a_commit_recovers_to_before_or_after_the_batch[group-of-calls]",
+        ),
     ),
     Mutant(
         "earlier-rows-unchecked",
@@ -466,7 +512,9 @@ MUTANTS = [
                 "                if False:",
             ),
         ),
-        ("test_roundtrip.py",),
+        (
+            "test_damage_guards.py::test_rows_stored_before_the_first_source_are_checked_as_having_none",
+        ),
     ),
     Mutant(
         "root-links-default",
@@ -479,7 +527,10 @@ MUTANTS = [
                 "",
             ),
         ),
-        ("test_format.py", "test_io_errors.py"),
+        (
+            "test_format.py::test_source_checks_are_the_documented_crc32",
+            "test_format.py::test_a_new_files_root_group_keeps_every_link_compact",
+        ),
     ),
     Mutant(
         "plugin-codecs-ignored",
@@ -491,13 +542,13 @@ MUTANTS = [
                 "    for entry in ():",
             ),
         ),
-        ("test_codec_plugin.py",),
+        ("test_codec_plugin.py::test_store_written_and_read_with_a_plugin_codec_nobody_imported",),
     ),
     Mutant(
         "bgr-one-image",
         "(issue 23) add(image, channel_order='bgr') stores the BGR array as if RGB",
         (("h5store/_ingest.py", "        if bgr:\n            arr = _inputs.swap_rb(arr)\n", ""),),
-        ("test_channel_order.py",),
+        ("test_channel_order.py::test_opencv_round_trip_without_a_swap",),
     ),
     Mutant(
         "bgr-reads",
@@ -510,7 +561,7 @@ MUTANTS = [
                 "            return images",
             ),
         ),
-        ("test_channel_order.py",),
+        ("test_channel_order.py::test_opencv_round_trip_without_a_swap",),
     ),
     Mutant(
         "argmax-one-image",
@@ -522,7 +573,9 @@ MUTANTS = [
                 "                if False:\n                    _check_argmax(",
             ),
         ),
-        ("test_bad_input.py", "test_group_commit.py"),
+        (
+            "test_bad_input.py::test_a_label_that_is_not_its_vectors_argmax_is_refused_naming_the_image",
+        ),
     ),
     Mutant(
         "sql-store-name",
@@ -534,7 +587,7 @@ MUTANTS = [
                 "        name = os.path.basename(member.path)",
             ),
         ),
-        ("test_sql.py",),
+        ("test_sql.py::test_every_live_image_is_one_row_and_vectors_are_long_form",),
     ),
     Mutant(
         "exif-comment-type",
@@ -551,9 +604,190 @@ MUTANTS = [
                 "_TYPE_SIZE = {1: 1, _ASCII: 1,",
             ),
         ),
-        ("test_export_metadata.py",),
+        ("test_export_metadata.py::test_embedded_metadata_round_trips_for_any_label",),
+    ),
+    # --- issue 21 item 4: the commit protocol, recovery and the read path's CRC checks ---
+    Mutant(
+        "crc-read-item",
+        "(b) store[id] decodes a payload without checking its CRC-32",
+        (
+            (
+                "h5store/_read.py",
+                "        if self.verify and crc32(payload) != index.crcs[row]:\n"
+                "            raise self.damaged(row)\n"
+                "        try:\n",
+                "        try:\n",
+            ),
+        ),
+        ("test_checksums.py::test_every_store_read_path_refuses_the_damaged_image",),
+    ),
+    Mutant(
+        "crc-read-batch",
+        "(b) get_batch (and the sharded view, the Dataset) decode payloads without their CRC-32",
+        (
+            (
+                "h5store/_read.py",
+                "        if self.verify and crc32(payload) != index.crcs[row]:\n"
+                "            raise self.damaged(row)\n"
+                "        return payload\n\n    def damaged",
+                "        return payload\n\n    def damaged",
+            ),
+        ),
+        ("test_checksums.py::test_every_store_read_path_refuses_the_damaged_image",),
+    ),
+    Mutant(
+        "crc-read-encoded",
+        "(b) get_encoded returns a payload without checking its CRC-32",
+        (
+            (
+                "h5store/_read.py",
+                "            payload = mapped.map[offset:end]\n"
+                "        if self.verify and crc32(payload) != index.crcs[row]:\n",
+                "            payload = mapped.map[offset:end]\n        if False:\n",
+            ),
+        ),
+        ("test_checksums.py::test_every_store_read_path_refuses_the_damaged_image",),
+    ),
+    Mutant(
+        "commit-flag-dropped",
+        "(c) a batch's last index row lacks the commit flag, so its rows never count as committed",
+        (("h5store/_write.py", '        rows["batch_end"][-1] = 1\n', ""),),
+        (
+            "test_reliability.py::test_kill_9_during_ingest_loses_at_most_what_was_not_committed[0-call]",
+        ),
+    ),
+    Mutant(
+        "commit-flag-first-row",
+        "(c) the commit flag is on a batch's first row: a kill commits the batch's head only",
+        (
+            (
+                "h5store/_write.py",
+                '        rows["batch_end"][-1] = 1\n',
+                '        rows["batch_end"][0] = 1\n',
+            ),
+        ),
+        ("test_guards.py::test_automatic_ids_continue_after_a_batch_of_explicit_ids",),
+    ),
+    Mutant(
+        "tail-rows-not-flushed",
+        "(c) rows appended to /index_tail wait in HDF5's cache: a kill after commit loses them",
+        (
+            (
+                "h5store/_file.py",
+                "            self._tail_used += len(rows)\n            f.flush()\n",
+                "            self._tail_used += len(rows)\n",
+            ),
+        ),
+        ("test_reliability.py::test_kill_9_during_ingest_loses_at_most_what_was_not_committed",),
+    ),
+    Mutant(
+        "delete-not-flushed",
+        "(c) a deletion waits in HDF5's cache: killed after delete() returned, the image is back",
+        (
+            (
+                "h5store/_write.py",
+                "            w.write_row(r, row)\n        w.flush()\n",
+                "            w.write_row(r, row)\n",
+            ),
+        ),
+        ("test_guards.py::test_a_deletion_survives_kill_9_right_after_delete_returns",),
+    ),
+    Mutant(
+        "full-tail-not-copied",
+        "(recovery) a full tail a dead writer had not moved to /index is dropped on reopen",
+        (
+            (
+                "h5store/_file.py",
+                "                index[full - capacity : full] = "
+                "committed[full - capacity : full]\n",
+                "",
+            ),
+        ),
+        ("test_guards.py::test_a_full_tail_left_by_a_killed_writer_moves_to_the_index_on_reopen",),
+    ),
+    Mutant(
+        "unreferenced-stacks-kept",
+        "(recovery) /stacks rows a dead writer added past the last committed image are kept",
+        (
+            (
+                "h5store/_recovery.py",
+                "    if table.shape[0] > keep:\n        table.resize(keep, axis=0)\n",
+                "",
+            ),
+        ),
+        ("test_guards.py::test_a_stack_made_by_a_batch_that_never_committed_is_removed",),
+    ),
+    Mutant(
+        "fill-rows-committed",
+        "(recovery) rows after a hole in /index (a chunk never flushed) are taken as committed",
+        (
+            (
+                "h5store/_recovery.py",
+                "        n, tail = int(holes[0]), tail_rows[:0]\n",
+                "        n, tail = len(index_nbytes), tail_rows[:0]\n",
+            ),
+        ),
+        (
+            "test_guards.py::test_rows_after_a_hole_in_the_index_never_count_even_with_a_commit_flag",
+        ),
+    ),
+    # --- found by mutmut (docs/mutation.md), kept here so that CI keeps checking them ---
+    Mutant(
+        "offset-past-end-intact",
+        "(d) a cached offset past the end of the file counts as intact, so it is never rebuilt",
+        (
+            (
+                "h5store/_offsets.py",
+                "        return False\n    payloads = source.read_ranges(",
+                "        return True\n    payloads = source.read_ranges(",
+            ),
+        ),
+        ("test_offset_cache.py::test_offsets_past_the_files_end_are_rebuilt_from_hdf5",),
+    ),
+    Mutant(
+        "stack-kind-unchecked",
+        "(d) a stack that is not a chunked dataset escapes verify() as AttributeError/TypeError",
+        (
+            (
+                "h5store/_offsets.py",
+                "        if not isinstance(ds, h5py.Dataset) or ds.chunks is None or "
+                "ds.is_virtual:\n",
+                "        if False:\n",
+            ),
+        ),
+        ("test_offset_cache.py::test_a_stack_that_is_not_a_chunked_dataset_is_named_by_verify",),
+    ),
+    Mutant(
+        "dense-ids-shifted",
+        "(a) ids that run consecutively from a start other than 0 map to the wrong rows in "
+        "get_batch",
+        (
+            (
+                "h5store/_index.py",
+                "            rows = ids - self._dense_start\n",
+                "            rows = ids + self._dense_start\n",
+            ),
+        ),
+        ("test_ids.py::test_the_index_answers_as_a_dict_of_its_ids_would",),
+    ),
+    Mutant(
+        "live-count-reset",
+        "(a) a second delete() resets the count of deleted images: len(store) is wrong",
+        (
+            (
+                "h5store/_index.py",
+                '        self._deleted += int(np.count_nonzero(self._hot["deleted"][rows] == 0))',
+                '        self._deleted = int(np.count_nonzero(self._hot["deleted"][rows] == 0))',
+            ),
+        ),
+        ("test_ids.py::test_the_index_answers_as_a_dict_of_its_ids_would",),
     ),
 ]
+
+
+def file_of(test: str) -> str:
+    """The file under tests/ that a mutant's test (a file or ``file.py::test_name``) is in."""
+    return test.split("::")[0]
 
 
 def _copy_tree(tests_from: str | None, work: Path) -> None:
@@ -565,7 +799,7 @@ def _copy_tree(tests_from: str | None, work: Path) -> None:
         shutil.copytree(
             ROOT / "tests",
             work / "tests",
-            ignore=shutil.ignore_patterns("__pycache__", ".hypothesis"),
+            ignore=shutil.ignore_patterns("__pycache__", ".hypothesis", "node_modules", "dist"),
         )
     else:  # the tests of another revision, with today's code
         archive = subprocess.run(
@@ -595,60 +829,104 @@ def _revert(originals: dict[Path, str]) -> None:
         target.write_text(text)
 
 
-def run(mutants: list[Mutant], tests_from: str | None, timeout: float) -> dict[str, str]:
+#: the test runs under way, stopped with their children if this script is stopped
+_RUNNING: set[subprocess.Popen] = set()
+
+
+def _pytest(tests: list[str], work: Path, timeout: float) -> tuple[int, str]:
+    """Run ``tests`` in the copy at ``work``: pytest's exit status and output; TimeoutExpired
+    (after stopping the run and everything it started) when it takes over ``timeout`` s."""
+    command = [sys.executable, "-m", "pytest", "-x", "-q", "-p", "no:cacheprovider"]
+    command += ["-W", "ignore::pytest.PytestUnraisableExceptionWarning", *tests]
+    env = {**os.environ, "PYTHONPATH": str(work), "PYTHONDONTWRITEBYTECODE": "1"}
+    # its own process group: a test's writer subprocesses are stopped with it
+    process = subprocess.Popen(
+        command,
+        cwd=work,
+        env=env,
+        stdout=subprocess.PIPE,
+        stderr=subprocess.STDOUT,
+        text=True,
+        start_new_session=True,
+    )
+    _RUNNING.add(process)
+    try:
+        stdout, _ = process.communicate(timeout=timeout)
+        return process.returncode, stdout
+    finally:
+        _RUNNING.discard(process)
+        _stop(process)
+
+
+def _stop(process: subprocess.Popen) -> None:
+    with contextlib.suppress(ProcessLookupError):
+        os.killpg(process.pid, signal.SIGKILL)
+    process.wait()
+
+
+def _stop_all(signum: int, _frame: object) -> None:
+    """SIGTERM (CI's timeout, a developer's kill): stop the test runs, so that the temporary
+    copies are removed on the way out instead of left behind with orphaned pytests."""
+    for process in list(_RUNNING):
+        _stop(process)
+    raise SystemExit(128 + signum)
+
+
+def _try(mutant: Mutant, work: Path, timeout: float) -> str:
+    """Apply one mutant in the copy at ``work``, run its tests, put the code back."""
+    tests = [f"tests/{t}" for t in mutant.tests if (work / "tests" / file_of(t)).exists()]
+    originals = _apply(mutant, work)
+    if originals is None:
+        return "stale"
+    try:
+        if not tests:
+            return "MISSED (no such tests)"
+        start = time.monotonic()
+        try:
+            returncode, stdout = _pytest(tests, work, timeout)
+            # Only failing tests catch a mutant (exit status 1). Any other status is a mutant
+            # that proves nothing: the mutated package does not import (2, a collection
+            # error), or a named test is gone (4) or selects nothing (5).
+            if returncode not in (0, 1):
+                lines = [line for line in stdout.splitlines() if line.startswith("E ")]
+                lines += stdout.strip().splitlines()[-1:]
+                return f"INVALID (pytest exit status {returncode})\n    {lines[0]}"
+            caught = returncode == 1
+            failed = [
+                line.split(" - ")[0]
+                for line in stdout.splitlines()
+                if line.startswith(("FAILED ", "ERROR "))
+            ]
+        except subprocess.TimeoutExpired:
+            caught, failed = True, ["timed out"]  # a hang is a failure too
+        seconds = time.monotonic() - start
+        names = " ".join(Path(t).name for t in tests)
+        outcome = f"{'caught' if caught else 'MISSED'} ({seconds:.0f} s, {names})"
+        return outcome + (f"\n    by {failed[0]}" if failed else "")
+    finally:
+        _revert(originals)
+
+
+def run(mutants: list[Mutant], tests_from: str | None, timeout: float, jobs: int = 1):
+    """Each mutant's outcome by name; ``jobs`` copies of the tree try mutants side by side."""
     outcome: dict[str, str] = {}
     with tempfile.TemporaryDirectory(prefix="h5store-mutants-") as tmp:
-        work = Path(tmp)
-        _copy_tree(tests_from, work)
-        env = {**os.environ, "PYTHONPATH": str(work), "PYTHONDONTWRITEBYTECODE": "1"}
-        for mutant in mutants:
-            files = [f"tests/{name}" for name in mutant.tests if (work / "tests" / name).exists()]
-            originals = _apply(mutant, work)
-            if originals is None:
-                outcome[mutant.name] = "stale"
-            elif not files:
-                outcome[mutant.name] = "MISSED (no such tests)"
-            else:
-                start = time.monotonic()
-                try:
-                    done = subprocess.run(
-                        [
-                            sys.executable,
-                            "-m",
-                            "pytest",
-                            "-x",
-                            "-q",
-                            "-p",
-                            "no:cacheprovider",
-                            "-W",
-                            "ignore::pytest.PytestUnraisableExceptionWarning",
-                            *files,
-                        ],
-                        cwd=work,
-                        env=env,
-                        capture_output=True,
-                        text=True,
-                        timeout=timeout,
-                    )
-                    caught = done.returncode != 0
-                    failed = [
-                        line.split(" - ")[0]
-                        for line in done.stdout.splitlines()
-                        if line.startswith(("FAILED ", "ERROR "))
-                    ]
-                except subprocess.TimeoutExpired:
-                    caught, failed = True, ["timed out"]  # a hang is a failure too
-                seconds = time.monotonic() - start
-                outcome[mutant.name] = "caught" if caught else "MISSED"
-                outcome[mutant.name] += (
-                    f" ({seconds:.0f} s, {' '.join(Path(f).name for f in files)})"
-                )
-                if failed:
-                    outcome[mutant.name] += f"\n    by {failed[0]}"
-            if originals is not None:
-                _revert(originals)
+        copies: queue.SimpleQueue[Path] = queue.SimpleQueue()
+        for k in range(max(1, min(jobs, len(mutants)))):
+            _copy_tree(tests_from, Path(tmp) / str(k))
+            copies.put(Path(tmp) / str(k))
+
+        def one(mutant: Mutant) -> None:
+            work = copies.get()
+            try:
+                outcome[mutant.name] = _try(mutant, work, timeout)
+            finally:
+                copies.put(work)
             print(f"{mutant.name:32} {outcome[mutant.name]}\n    {mutant.why}", flush=True)
-    return outcome
+
+        with ThreadPoolExecutor(max(1, jobs)) as pool:
+            list(pool.map(one, mutants))
+    return {m.name: outcome[m.name] for m in mutants}
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -656,18 +934,30 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("names", nargs="*", help="mutants to try (default: all)")
     parser.add_argument("--tests", metavar="REV", help="take tests/ from this git revision")
     parser.add_argument("--timeout", type=float, default=600, help="seconds per mutant")
+    parser.add_argument("--jobs", type=int, default=1, help="mutants tried at the same time")
     args = parser.parse_args(argv)
     unknown = set(args.names) - {m.name for m in MUTANTS}
     if unknown:
         parser.error(f"unknown mutants: {', '.join(sorted(unknown))}")
     chosen = [m for m in MUTANTS if not args.names or m.name in args.names]
-    outcome = run(chosen, args.tests, args.timeout)
+    signal.signal(signal.SIGTERM, _stop_all)
+    start = time.monotonic()
+    outcome = run(chosen, args.tests, args.timeout, args.jobs)
     caught = sum(v.startswith("caught") for v in outcome.values())
-    stale = sum(v == "stale" for v in outcome.values())
+    stale = [name for name, v in outcome.items() if v == "stale"]
+    missed = [name for name, v in outcome.items() if v.startswith("MISSED")]
+    invalid = [name for name, v in outcome.items() if v.startswith("INVALID")]
     print(
-        f"\n{caught} caught, {len(outcome) - caught - stale} missed, {stale} stale "
-        f"of {len(outcome)} mutants (tests from {args.tests or 'this checkout'})"
+        f"\n{caught} caught, {len(missed)} missed, {len(stale)} stale, {len(invalid)} invalid "
+        f"of {len(outcome)} "
+        f"mutants in {time.monotonic() - start:.0f} s (tests from {args.tests or 'this checkout'})"
     )
+    for name in missed:
+        print(f"MISSED: {name}: no test failed; add one that does", file=sys.stderr)
+    for name in invalid:
+        print(f"INVALID: {name}: its tests could not run (see above); fix it", file=sys.stderr)
+    for name in stale:
+        print(f"STALE: {name}: its text no longer matches the code; update it", file=sys.stderr)
     return 0 if caught == len(outcome) else 1
 
 

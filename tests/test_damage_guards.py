@@ -317,3 +317,20 @@ def test_an_index_cut_short_is_refused_not_read_as_a_smaller_store(tmp_path, kee
         h5store.open(path)
     with pytest.raises(h5store.FormatError, match="rows were lost"):
         h5store.open(path, "a")
+
+
+def test_rows_stored_before_the_first_source_are_checked_as_having_none(store_path):
+    # The batch that creates /sources gives the rows stored before it the check of "" (no
+    # source): left at 0 ("no check"), a damaged reference there would read another row's
+    # source unnoticed.
+    with h5store.open(store_path, "w", codec="png") as store:
+        store.add_batch(np.zeros((2, 4, 4), np.uint8), labels=["a"] * 2)
+        store.commit()  # two commits: one group would store the first rows with "" sources
+        store.add_batch(np.zeros((2, 4, 4), np.uint8), labels=["a"] * 2, sources=SOURCES[:2])
+    with h5py.File(store_path, "r+", locking=False) as f:
+        assert f[fmt.SOURCE_CRC32][:2].tolist() == [fmt.source_check(b"")] * 2
+        f[fmt.SOURCES][0] = f[fmt.SOURCES][2]  # row 0 now reads image 2's source
+    with h5store.open(store_path) as store:
+        with pytest.raises(h5store.FormatError, match=r"/sources row 0 \(image 0\) is damaged"):
+            store.record(0)
+        assert store.record(1).source is None

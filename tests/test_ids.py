@@ -6,7 +6,7 @@ consecutive; the dict is built on the first lookup, so ids added after it must e
 
 import numpy as np
 import pytest
-from hypothesis import HealthCheck, given, settings
+from hypothesis import HealthCheck, example, given, settings
 from hypothesis import strategies as st
 
 import h5store
@@ -87,3 +87,117 @@ def test_any_id_sequence_with_lookups_between_batches(tmp_path_factory, batches,
                 assert np.array_equal(store[image_id], IMAGES[k])
     with h5store.open(path) as store:
         assert sorted(store) == sorted(stored)
+
+
+def _index_rows(ids: list[int]) -> np.ndarray:
+    from h5store import format as fmt
+
+    rows = np.zeros(len(ids), dtype=fmt.INDEX_DTYPE)
+    rows["id"] = ids
+    rows["nbytes"] = 1
+    return rows
+
+
+RUN_OR_ANY = st.one_of(
+    # (images, gap before them): ids that run on from the last batch's (gap 0: consecutively)
+    st.tuples(st.integers(1, 6), st.integers(0, 3)),
+    # any ids, in any order: some below the first batch's, some between earlier ones
+    st.lists(st.integers(0, 60), min_size=1, max_size=5, unique=True),
+)
+
+
+@settings(max_examples=300, deadline=None)
+@given(
+    first=st.sampled_from([0, 1, 7, 2**40]),
+    batches=st.lists(RUN_OR_ANY, min_size=1, max_size=6),
+    deletions=st.lists(st.lists(st.integers(0, 40), max_size=3), max_size=4),
+    probes=st.lists(st.integers(-3, 50), max_size=6),
+)
+# Batches that end where consecutive ids would but are not: below the start, out of order.
+@example(first=7, batches=[(1, 0), [3, 9]], deletions=[], probes=[])
+@example(first=7, batches=[(1, 0), [8, 11, 10]], deletions=[], probes=[])
+def test_the_index_answers_as_a_dict_of_its_ids_would(first, batches, deletions, probes):
+    # Found by mutmut (index.py): h5store's stores mostly start at id 0 and delete once, so the
+    # arithmetic map (ids == start + row) with a start other than 0, its switch to a dict
+    # (ids below the start, out of order), and repeated deletions went untested. A plain dict
+    # is the model; lookups come between the appends, as the read-your-writes path makes them.
+    from h5store.index import Index
+
+    index, rows_of_id, deleted = Index(), {}, set()
+    next_id = first
+    for batch in batches:
+        if isinstance(batch, tuple):
+            count, gap = batch
+            next_id += gap if rows_of_id else 0
+            ids = list(range(next_id, next_id + count))
+        else:
+            ids = [max(0, first - 30) + i for i in batch]
+            ids = [i for i in ids if i not in rows_of_id]
+            if not ids:
+                continue
+        assert index.duplicates_of(np.array(ids + [first])).tolist() == (
+            [first] if first in rows_of_id else []
+        )
+        index.append(_index_rows(ids))
+        rows_of_id.update((i, len(rows_of_id)) for i in ids)
+        next_id = max(next_id, max(ids) + 1)
+        assert index.next_id() == max(rows_of_id) + 1
+        for probe in [*(first + p for p in probes), first, next_id - 1, *ids]:
+            assert index.find(probe) == rows_of_id.get(probe, -1)
+            assert index.find(np.int64(probe)) == rows_of_id.get(probe, -1)
+        for not_an_id in (str(first), float(first), None):  # never an id, whatever the map
+            assert index.find(not_an_id) == -1
+    for rows in deletions:
+        rows = [r for r in rows if r < len(index)]
+        index.mark_deleted(np.array(rows, dtype=np.int64))
+        deleted.update(rows)
+        assert index.live_count == len(index) - len(deleted)
+    live = [i for i, r in rows_of_id.items() if r not in deleted]
+    assert index.live_ids().tolist() == live
+    assert index.rows_of(np.array(live)).tolist() == [rows_of_id[i] for i in live]
+    assert index.rows_of([]).tolist() == [] and index.rows_of([]).dtype == np.int64
+    for image_id, row in rows_of_id.items():
+        if row in deleted:
+            with pytest.raises(h5store.UnknownIdError, match=f"no image with id {image_id} "):
+                index.rows_of(np.array([*live[:1], image_id]))
+            with pytest.raises(h5store.UnknownIdError, match=f"no image with id {image_id} "):
+                index.row_of(image_id)
+        else:
+            assert index.row_of(image_id) == row
+    for missing in {first - 1, next_id, next_id + 5} - rows_of_id.keys():
+        with pytest.raises(h5store.UnknownIdError, match=f"no image with id {missing} "):
+            index.rows_of(np.array([*live[:1], missing]))
+    with pytest.raises(h5store.UnknownIdError, match="ids must be integers"):
+        index.rows_of(np.array([1.0]))
+
+
+@settings(max_examples=100, deadline=None)
+@given(
+    labels=st.lists(st.integers(0, 11), min_size=1, max_size=30),
+    truths=st.lists(st.integers(-1, 11), min_size=30, max_size=30),
+    wanted=st.lists(st.integers(0, 11), min_size=1, max_size=12, unique=True),
+    predeleted=st.lists(st.booleans(), min_size=30, max_size=30),
+)
+def test_index_queries_answer_as_a_filter_over_the_rows_would(labels, truths, wanted, predeleted):
+    # Found by mutmut (index.query): correct=True and label sets of more than 8 classes (the
+    # np.isin branch) went untested at this level, and rows appended already deleted (as a
+    # store's load appends them) were not counted as deleted.
+    from h5store.index import Index
+
+    n = len(labels)
+    rows = _index_rows(list(range(n)))
+    rows["label"], rows["true_label"] = labels, truths[:n]
+    rows["deleted"] = predeleted[:n]
+    index = Index()
+    index.append(rows[: n // 2])
+    index.append(rows[n // 2 :])
+    live = [r for r in range(n) if not predeleted[r]]
+    assert index.live_count == len(live)
+    assert index.query(label=np.array(wanted)).tolist() == [r for r in live if labels[r] in wanted]
+    right = [r for r in live if truths[r] >= 0 and truths[r] == labels[r]]
+    wrong = [r for r in live if truths[r] >= 0 and truths[r] != labels[r]]
+    assert index.query(correct=True).tolist() == right
+    assert index.query(correct=False).tolist() == wrong
+    assert index.query(true_label=np.array(wanted)).tolist() == [
+        r for r in live if truths[r] in wanted
+    ]

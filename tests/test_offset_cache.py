@@ -186,3 +186,56 @@ def test_tiny_payloads_that_metadata_can_hold_are_located_by_hdf5_not_by_search(
             row = int(np.flatnonzero(store.index["id"] == image_id)[0])
             assert store.index["offset"][row] == truth[(rec.stack, rec.position)]
             assert np.array_equal(store[image_id], image)
+
+
+def _rewrite_index(path, change) -> None:
+    """Apply ``change`` to the rows of a closed store's /index (where all its rows are)."""
+    with h5py.File(path, "r+", locking=False) as f:
+        rows = f[fmt.INDEX][()]
+        change(rows)
+        f[fmt.INDEX][...] = rows
+
+
+def test_offsets_past_the_files_end_are_rebuilt_from_hdf5(raw_store):
+    # Found by mutmut (_offsets' check at open): a cached offset past the end of the file (a
+    # copy cut shorter, a crafted index) is stale, not intact; every sampled row is such here.
+    path, ids, images = raw_store
+    size = path.stat().st_size
+
+    def past_the_end(rows):
+        rows["offset"] = size + 1000 + np.arange(len(rows))
+
+    _rewrite_index(path, past_the_end)
+    with h5store.open(path) as store:
+        assert np.array_equal(store[ids[-1]], images[-1])
+        assert store.verify().ok
+
+
+def test_a_writers_verify_reads_images_added_since_it_opened(raw_store):
+    # Found by mutmut (verify's reads): the map a writer opened with ends before the images
+    # it adds; verify() must read as far as each image's end, not stop short of it.
+    path, _ids, images = raw_store
+    with h5store.open(path, "a") as store:
+        added = store.add_batch(GRAY[:4], labels=["a"] * 4)
+        report = store.verify()
+        assert report.ok, str(report)
+        assert report.checked == len(images) + len(added)
+
+
+@pytest.mark.parametrize("replacement", ["group", "contiguous"])
+def test_a_stack_that_is_not_a_chunked_dataset_is_named_by_verify(raw_store, replacement):
+    # Found by mutmut (_offsets.chunk_locations): a crafted file's stack that HDF5 cannot list
+    # chunks of is a FormatError naming the stack, not an AttributeError or TypeError.
+    path, _ids, _images = raw_store
+    with h5py.File(path, "r+", locking=False) as f:
+        group = next(iter(f[fmt.CLASSES].values()))
+        name = next(n for n in group if n != "preview")
+        stack = group[name]
+        shape, dtype = stack.shape, stack.dtype
+        del group[name]
+        if replacement == "group":
+            group.create_group(name)
+        else:
+            group.create_dataset(name, shape=shape, dtype=dtype)
+    with h5store.open(path) as store, pytest.raises(h5store.FormatError, match=name):
+        store.verify()
