@@ -121,7 +121,7 @@ def test_the_index_answers_as_a_dict_of_its_ids_would(first, batches, deletions,
     # arithmetic map (ids == start + row) with a start other than 0, its switch to a dict
     # (ids below the start, out of order), and repeated deletions went untested. A plain dict
     # is the model; lookups come between the appends, as the read-your-writes path makes them.
-    from h5store.index import Index
+    from h5store._index import Index
 
     index, rows_of_id, deleted = Index(), {}, set()
     next_id = first
@@ -182,7 +182,7 @@ def test_index_queries_answer_as_a_filter_over_the_rows_would(labels, truths, wa
     # Found by mutmut (index.query): correct=True and label sets of more than 8 classes (the
     # np.isin branch) went untested at this level, and rows appended already deleted (as a
     # store's load appends them) were not counted as deleted.
-    from h5store.index import Index
+    from h5store._index import Index
 
     n = len(labels)
     rows = _index_rows(list(range(n)))
