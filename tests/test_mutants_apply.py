@@ -7,7 +7,6 @@ import re
 from pathlib import Path
 
 import pytest
-
 from mutants import MUTANTS, ROOT, file_of
 
 TESTS = Path(__file__).parent
