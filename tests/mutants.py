@@ -636,6 +636,19 @@ MUTANTS = [
         ("test_checksums.py::test_every_store_read_path_refuses_the_damaged_image",),
     ),
     Mutant(
+        "crc-read-remote-batch",
+        "(b) a batch read over the network (one round of ranged reads) is decoded without the "
+        "payloads' CRC-32",
+        (
+            (
+                "h5store/_read.py",
+                "        if self.verify:\n            for row, payload in zip(row_list, got):\n",
+                "        if False:\n            for row, payload in zip(row_list, got):\n",
+            ),
+        ),
+        ("test_remote.py::test_a_batch_read_by_url_checks_every_payloads_crc",),
+    ),
+    Mutant(
         "crc-read-encoded",
         "(b) get_encoded returns a payload without checking its CRC-32",
         (

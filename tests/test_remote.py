@@ -442,3 +442,23 @@ def json_loads(text):
     import json
 
     return json.loads(text)
+
+
+def test_a_batch_read_by_url_checks_every_payloads_crc(s3_server, tmp_path):
+    # Raw pixels: a flipped byte decodes without complaint, so only the CRC-32 can tell.
+    path = tmp_path / "raw.h5"
+    rng = np.random.default_rng(7)
+    images = rng.integers(0, 255, (8, 16, 16, 3), dtype=np.uint8)
+    with h5store.open(path, "w", codec="raw") as store:
+        store.add_batch(images, labels=["a"] * 8)
+    with h5store.open(path) as store:
+        offset = int(store.index["offset"][5])
+    data = bytearray(path.read_bytes())
+    data[offset + 7] ^= 0x01
+    path.write_bytes(bytes(data))
+    url = s3_server.upload(path, "raw-damaged.h5")
+    with h5store.open(url) as store:
+        np.testing.assert_array_equal(store.get_batch([0, 1, 2]), images[:3])
+        with pytest.raises(h5store.DamagedImageError) as caught:
+            store.get_batch([4, 5, 6])
+        assert caught.value.image_id == 5
