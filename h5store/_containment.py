@@ -94,7 +94,7 @@ class ContainedFile(h5py.File):
     class_attributes: dict[bytes, ClassAttributes | None] | None = None
 
     @property
-    def _lapl(self):
+    def _lapl(self) -> h5p.PropLAID:
         return access_list()
 
 
@@ -244,7 +244,7 @@ _SIGNATURES = {
 
 
 @_LINK_VISITOR
-def _collect_link(_group, name, info, links):
+def _collect_link(_group: int, name: bytes, info: Any, links: list[tuple[bytes, int]]) -> int:
     links.append((name, info[0]))
     return 0
 

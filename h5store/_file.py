@@ -33,6 +33,7 @@ import threading
 import time
 import warnings
 from collections.abc import Callable, Iterable, Iterator, Sequence
+from typing import NoReturn
 
 import h5py
 import numpy as np
@@ -386,7 +387,7 @@ class MappedFile:
             os.close(self._fd)
             self._fd = -1
 
-    def __getstate__(self):
+    def __getstate__(self) -> NoReturn:
         raise TypeError("MappedFile is per process; reopen the store instead")
 
 

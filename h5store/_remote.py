@@ -31,11 +31,12 @@ import struct
 import threading
 import time
 import weakref
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Coroutine, Sequence
 from datetime import timedelta
 from typing import TYPE_CHECKING, Any, TypeGuard, TypeVar
 from urllib.parse import SplitResult, quote, urlsplit, urlunsplit
 
+from ._source import Buffer
 from ._superblock import _SIGNATURE, SUPERBLOCK_BYTES, SWMR_WRITE_FLAG, lookup3
 from .errors import (
     FormatError,
@@ -113,7 +114,7 @@ def public_url(url: str) -> str:
     return urlunsplit((parts.scheme, host, parts.path, "", ""))
 
 
-def _import_obstore():
+def _import_obstore() -> Any:  # (the obstore module)
     try:
         import obstore
         import obstore.store
@@ -226,7 +227,7 @@ class _Loop:
     _pid = -1
 
     @classmethod
-    def run(cls, coro):
+    def run(cls, coro: Coroutine[Any, Any, T]) -> T:
         with cls._lock:
             if cls._loop is None or cls._pid != os.getpid():  # (a forked child starts afresh)
                 cls._loop = asyncio.new_event_loop()
@@ -300,7 +301,7 @@ class _ObstoreClient:
     def head_tail(self, head: int, tail: int) -> tuple[bytes, bytes, int]:
         obstore, store, path = self._obstore, self._store, self._path
 
-        async def both():
+        async def both() -> tuple[bytes, bytes, int]:
             first = obstore.get_range_async(store, path, start=0, end=head)
             last = obstore.get_async(store, path, options={"range": {"suffix": tail}})
             head_bytes, result = await asyncio.gather(first, last)
@@ -311,7 +312,7 @@ class _ObstoreClient:
     def fetch(self, requests: list[tuple[int, int]], concurrency: int) -> list[memoryview]:
         obstore, store, path = self._obstore, self._store, self._path
 
-        async def all_of():
+        async def all_of() -> list[memoryview]:
             limit = asyncio.Semaphore(concurrency)
 
             async def one(start: int, end: int) -> memoryview:
@@ -551,7 +552,7 @@ class RemoteSource:
         RemoteSource.__init__(self, state["url"], state["storage_options"], gap=state["gap"])
 
     @property
-    def _client(self):
+    def _client(self) -> _StdlibClient | _ObstoreClient:
         """obstore, unless this process was forked from one that used it: obstore's runtime
         (Rust threads) does not survive fork, and every request of a forked child would wait
         forever. A DataLoader's forked workers read through the standard library instead."""
@@ -599,7 +600,7 @@ class RemoteSource:
         self.rounds += 1
         return size
 
-    def read(self, offset: int, size: int) -> bytes:
+    def read(self, offset: int, size: int) -> Buffer:
         # HDF5 metadata h5store reads directly (heap collections) may be cached already
         if self.hdf5_file is not None:
             hit = self.hdf5_file.cached(offset, size)
@@ -638,7 +639,7 @@ class RemoteSource:
 
     def read_ranges(
         self, offsets: Sequence[int], sizes: Sequence[int], *, what: str = ""
-    ) -> list[bytes]:
+    ) -> list[Buffer]:
         """Many ranges in one round: merged where closer than ``gap``, the rest concurrent.
         FormatError where a range lies past the object's end; RemoteReadError (naming the URL
         and ``what``) where the server fails after the retries."""
@@ -657,7 +658,7 @@ class RemoteSource:
         self.rounds += 1
         self.requests += sum(1 for s, e in requests if e > s)
         self.bytes_read += sum(len(b) for b in blobs)
-        out: list[bytes] = []
+        out: list[Buffer] = []  # (slices of the fetched blobs: memoryviews from obstore)
         for (request, start, size), offset in zip(where, offsets):
             piece = blobs[request][start : start + size]
             if len(piece) != size:
@@ -726,7 +727,7 @@ class RemoteFile(io.RawIOBase):
         self._fill(0, head_bytes)
         self._fill(self.size - len(tail_bytes), tail_bytes)
 
-    def _fill(self, start: int, data: bytes) -> None:
+    def _fill(self, start: int, data: Buffer) -> None:
         """Cache the whole blocks of ``data`` (which lies at ``start``), and the last,
         partial block of the file."""
         b = BLOCK_BYTES
@@ -874,8 +875,8 @@ class RemoteFile(io.RawIOBase):
             got = self.source.read_ranges(
                 [k * b for k in missing], [min(b, self.size - k * b) for k in missing]
             )
-            for k, data in zip(missing, got):
-                self._blocks[k] = bytes(data)
+            for k, fetched in zip(missing, got):
+                self._blocks[k] = bytes(fetched)
         at = 0
         for k in wanted:
             data = self._blocks[k]

@@ -23,6 +23,7 @@ import numpy as np
 from tqdm import tqdm  # text on stderr: tqdm.auto wants ipywidgets in notebooks
 
 from ._catalog import Geometry
+from ._ingest import Ingest
 from ._parallel import thread_map
 from ._remote import is_url
 from .api import open as open_store
@@ -341,7 +342,17 @@ def _copy(
     return copied, reencoded
 
 
-def _commit(source, writer, live, members, labels, plan, vectors, sources, kind):
+def _commit(
+    source: ImageStore,
+    writer: Ingest,
+    live: np.ndarray,
+    members: list[int],
+    labels: list[str],
+    plan: dict[str, tuple[Codec, Codec]],
+    vectors: np.ndarray | None,
+    sources: list[str | None],
+    kind: str,
+) -> tuple[int, int]:
     rows = live[members]
     ids = rows["id"].astype(np.int64)
     names = [labels[k] for k in rows["label"].tolist()]
@@ -361,7 +372,7 @@ def _commit(source, writer, live, members, labels, plan, vectors, sources, kind)
     truth = rows["true_label"].astype(np.int64)
     scores = (
         vectors[members]
-        if kind == "vector"
+        if kind == "vector" and vectors is not None  # ("vector": the source has /scores)
         else rows["score"].astype(np.float32)
         if kind == "top1"
         else None

@@ -25,7 +25,8 @@ import os
 import re
 import time
 from dataclasses import dataclass, field
-from typing import Any
+from types import ModuleType
+from typing import TYPE_CHECKING, Any
 
 import numpy as np
 from tqdm import tqdm
@@ -33,6 +34,9 @@ from tqdm import tqdm
 import h5store
 
 from .errors import InvalidInputError
+
+if TYPE_CHECKING:  # (an optional extra: imported where a plot is drawn)
+    import matplotlib.figure
 
 HISTOGRAM_BINS = 20  # over [0, 1]
 # Tick labels longer than this are cut (the full name is in the tooltip and the table).
@@ -443,7 +447,7 @@ def _finite(value: float) -> float | None:
 # ---------------------------------------------------------------------------- plots
 
 
-def _pyplot():
+def _pyplot() -> tuple[ModuleType, type[matplotlib.figure.Figure]]:
     try:
         import matplotlib
     except ImportError as exc:  # an optional extra

@@ -14,9 +14,9 @@ import functools
 import os
 import time
 import warnings
-from collections.abc import Iterator, Sequence
+from collections.abc import Callable, Iterator, Sequence
 from dataclasses import dataclass
-from typing import TYPE_CHECKING, Any, overload
+from typing import TYPE_CHECKING, Any, Concatenate, ParamSpec, TypeVar, overload
 
 import h5py
 import numpy as np
@@ -59,13 +59,19 @@ if TYPE_CHECKING:
     import pandas as pd
 
 
-def _writes(method):
+P = ParamSpec("P")
+R = TypeVar("R")
+
+
+def _writes(
+    method: Callable[Concatenate[ImageStore, P], R],
+) -> Callable[Concatenate[ImageStore, P], R]:
     """For the public methods that write: a write the system refuses (full disk, I/O error)
     raises a WriteFailedError and closes the store, committed images intact (WriterFile.guard);
     so does any failure of a group commit (the writer abandons the file as a killed one would)."""
 
     @functools.wraps(method)
-    def guarded(self, *args, **kwargs):
+    def guarded(self: ImageStore, *args: P.args, **kwargs: P.kwargs) -> R:
         session = self._session
         if session is None:
             return method(self, *args, **kwargs)
@@ -507,7 +513,7 @@ class ImageStore:
         RemoteSource (see h5store._remote)."""
         from ._remote import open_remote
 
-        def load(source, f):
+        def load(source: RemoteSource, f: h5py.File) -> ReadEngine:
             self._reader = f
             with fmt.damage_reported(source.name):
                 fmt.check_root(f, source.name)

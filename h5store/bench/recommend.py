@@ -183,7 +183,7 @@ class Recommendation:
         return "\n".join(lines)
 
     def to_dict(self) -> dict[str, Any]:
-        def name(cell):
+        def name(cell: CellResult | None) -> dict[str, Any] | None:
             return (
                 None
                 if cell is None

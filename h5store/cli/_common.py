@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+from collections.abc import Sequence
 from typing import Any
 
 import numpy as np
@@ -36,7 +37,7 @@ def _human(nbytes: float) -> str:
 def _table(header: list[str], rows: list[list[str]], right: set[int]) -> list[str]:
     widths = [max(len(str(x)) for x in col) for col in zip(header, *rows)]
 
-    def line(cells):
+    def line(cells: Sequence[Any]) -> str:
         return "  ".join(
             str(c).rjust(w) if i in right else str(c).ljust(w)
             for i, (c, w) in enumerate(zip(cells, widths))

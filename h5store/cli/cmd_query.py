@@ -6,6 +6,7 @@ import argparse
 import csv
 import json
 import sys
+from typing import Any
 
 import h5store
 
@@ -82,7 +83,7 @@ def run(args: argparse.Namespace) -> int:
             )
         return 0
 
-    def cell(r, c):
+    def cell(r: dict[str, Any], c: str) -> str:
         value = r[c]
         if value is None:
             return "-"
