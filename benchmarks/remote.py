@@ -678,28 +678,35 @@ def main(argv=None) -> None:
                     runs = results[key]["loader"].setdefault(name, [])
                     runs.append(got or {"error": err})
                     ceilings.append(decode_ceiling(payloads.payloads, args.workers, pool))
+                    save(args, results, skipped, ceilings, total, info)
         s3_proxy.stop()
         http_proxy.stop()
-        ceiling = median(ceilings)
-        write_results(
-            args.out,
-            "remote",
-            report(args, results, skipped, ceiling, total, info),
-            {
-                "command": command_line(),
-                "machine": machine(),
-                "images": args.images,
-                "payload_bytes": total,
-                "ceiling": ceiling,
-                "ceilings": ceilings,
-                "skipped": skipped,
-                "results": results,
-            },
-        )
+        save(args, results, skipped, ceilings, total, info)
     finally:
         shutil.rmtree(work, ignore_errors=True)
         for stop in stops:
             stop()
+
+
+def save(args, results, skipped, ceilings, total, info) -> None:
+    """Write what is measured so far (after every loader run: a run that dies part-way
+    still leaves its results)."""
+    ceiling = median(ceilings)
+    write_results(
+        args.out,
+        "remote",
+        report(args, results, skipped, ceiling, total, info),
+        {
+            "command": command_line(),
+            "machine": machine(),
+            "images": args.images,
+            "payload_bytes": total,
+            "ceiling": ceiling,
+            "ceilings": ceilings,
+            "skipped": skipped,
+            "results": results,
+        },
+    )
 
 
 def report(args, results, skipped, ceiling, total, info) -> str:
