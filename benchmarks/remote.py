@@ -8,7 +8,10 @@ served by one SeaweedFS S3 server on 127.0.0.1 (WebDataset's tar shards by nginx
 as WebDataset is used):
 
 * h5store: one .h5 in the bucket, opened by URL (``h5store.open("s3://...")``), random
-  ``get_batch(256)`` by id, and ``ImageStoreDataset(url).loader()``;
+  ``get_batch(256)`` by id; two loaders: the streaming one,
+  ``StreamingImageDataset(url).loader()`` (spans of neighbouring images in a random order,
+  shuffled within a window: the peers' way), and random batches by id,
+  ``ImageStoreDataset(url).loader(shuffle=True)``;
 * h5py + fsspec: the same .h5 through an s3fs file object (``h5py.File(fs.open(...))``, what
   a user tries first), the index read whole, each image's raw chunk read by h5py;
 * LitData: ``litdata.optimize`` chunks in the bucket, ``StreamingDataset`` +
@@ -83,13 +86,18 @@ BATCH = 64
 RANDOM_BATCH = 256
 SKIP = 3  # batches skipped at the start of a steady epoch (the prefetch queue filling)
 
-H5STORE, H5PY, LITDATA, MDS, WDS = (
+H5STORE, H5STREAM, H5PY, LITDATA, MDS, WDS = (
     "h5store",
+    "h5store streaming",
     "h5py + fsspec (s3fs)",
     "LitData",
     "MosaicML Streaming",
     "WebDataset (HTTP)",
 )
+LOADER_NAMES = {
+    H5STREAM: "h5store, streaming (`StreamingImageDataset`)",
+    H5STORE: "h5store, random batches by id (`ImageStoreDataset`)",
+}
 
 
 # --------------------------------------------------------------------------- servers
@@ -458,7 +466,7 @@ def preload(name: str) -> None:
         import litdata  # noqa: F401
     elif name == MDS:
         import_streaming()
-    elif name == H5STORE:
+    elif name in (H5STORE, H5STREAM):
         import obstore  # noqa: F401
 
 
@@ -517,7 +525,12 @@ def loader_epochs(name, env, proxy, info, args, work, rep) -> dict:
     options = {"num_workers": args.workers, "persistent_workers": True}
     preload(name)
     with endpoint_env(endpoint):
-        if name == H5STORE:
+        if name == H5STREAM:
+            from h5store.torch import StreamingImageDataset
+
+            url = f"s3://{env['bucket']}/{PREFIX}/h5store/store.h5"
+            loader = StreamingImageDataset(url).loader(BATCH, **options)
+        elif name == H5STORE:
             from h5store.torch import ImageStoreDataset
 
             url = f"s3://{env['bucket']}/{PREFIX}/h5store/store.h5"
@@ -613,12 +626,12 @@ def main(argv=None) -> None:
     skipped = {}
     if args.readers:
         wanted = [w.strip().lower() for w in args.readers.split(",")]
-        for name in (H5STORE, H5PY, LITDATA, MDS, WDS):
+        for name in (H5STORE, H5STREAM, H5PY, LITDATA, MDS, WDS):
             if not any(name.lower().startswith(w) for w in wanted):
                 skipped[name] = "not asked for (--readers)"
     why = h5store_remote()
     if why and H5STORE not in skipped:
-        skipped[H5STORE] = why
+        skipped[H5STORE] = skipped[H5STREAM] = why
         print(f"h5store columns skipped: {why}", file=sys.stderr)
     try:
         payloads = make_payloads(args.images, args.size)
@@ -656,7 +669,7 @@ def main(argv=None) -> None:
                 )
                 results[key]["random"][name] = got or {"error": err}
             for rep in range(args.reps):
-                for name in (H5STORE, LITDATA, MDS, WDS):
+                for name in (H5STREAM, H5STORE, LITDATA, MDS, WDS):
                     if name in skipped:
                         continue
                     proxy = (http_proxy if name == WDS else s3_proxy).meter
@@ -665,28 +678,35 @@ def main(argv=None) -> None:
                     runs = results[key]["loader"].setdefault(name, [])
                     runs.append(got or {"error": err})
                     ceilings.append(decode_ceiling(payloads.payloads, args.workers, pool))
+                    save(args, results, skipped, ceilings, total, info)
         s3_proxy.stop()
         http_proxy.stop()
-        ceiling = median(ceilings)
-        write_results(
-            args.out,
-            "remote",
-            report(args, results, skipped, ceiling, total, info),
-            {
-                "command": command_line(),
-                "machine": machine(),
-                "images": args.images,
-                "payload_bytes": total,
-                "ceiling": ceiling,
-                "ceilings": ceilings,
-                "skipped": skipped,
-                "results": results,
-            },
-        )
+        save(args, results, skipped, ceilings, total, info)
     finally:
         shutil.rmtree(work, ignore_errors=True)
         for stop in stops:
             stop()
+
+
+def save(args, results, skipped, ceilings, total, info) -> None:
+    """Write what is measured so far (after every loader run: a run that dies part-way
+    still leaves its results)."""
+    ceiling = median(ceilings)
+    write_results(
+        args.out,
+        "remote",
+        report(args, results, skipped, ceiling, total, info),
+        {
+            "command": command_line(),
+            "machine": machine(),
+            "images": args.images,
+            "payload_bytes": total,
+            "ceiling": ceiling,
+            "ceilings": ceilings,
+            "skipped": skipped,
+            "results": results,
+        },
+    )
 
 
 def report(args, results, skipped, ceiling, total, info) -> str:
@@ -739,14 +759,15 @@ def report(args, results, skipped, ceiling, total, info) -> str:
         lines += ["", f"Loader, {args.workers} workers, batches of {BATCH}, shuffled:", ""]
         rows = []
         for name, runs in res["loader"].items():
+            shown = LOADER_NAMES.get(name, name)
             good = [r for r in runs if "error" not in r]
             if not good:
-                rows.append([name, runs[0]["error"], "", "", "", "", ""])
+                rows.append([shown, runs[0]["error"], "", "", "", "", ""])
                 continue
             cold, steady = median([r["cold"] for r in good]), median([r["steady"] for r in good])
             rows.append(
                 [
-                    name,
+                    shown,
                     fmt(cold, 0),
                     fmt(cold / ceiling, 2),
                     fmt(steady, 0),

@@ -65,11 +65,20 @@ SCHEMES = ("s3", "s3a", "gs", "az", "abfs", "abfss", "azure", "http", "https", "
 #: the bytes asked for. Only 16 kB keeps the bytes within the 1.05 x target, and neighbours
 #: that close (a class's images written together and read together) still share a request.
 DEFAULT_GAP = 16 << 10
-#: Requests in flight at once per read_ranges round. On this machine (2 cores shared with a
-#: load of 5-18) 1 to 128 in flight gave 1.3-3.9 s per batch of 256 with no clear order: the
-#: local server's CPU is the bound, not the wait. Over a network each request waits a round
-#: trip, which more in flight hides: 64 sends a batch of 256 in 4 round trips.
-DEFAULT_CONCURRENCY = 64
+#: Requests in flight at once per read_ranges round: all of a batch of 256 ids at once.
+#: Over a network each wave of requests waits a round trip, and each new connection one more
+#: (its handshake): 64 sent a batch of 256 random ids (~235 requests) in 4 waves. Measured
+#: (2026-12-06, SeaweedFS on 127.0.0.1 behind benchmarks/delay_proxy.py, 256 random ids of
+#: 5,000 14 kB images, fetch only, medians of 5, 2 cores at load ~7; concurrency 64 / 128 /
+#: 256): 20 ms round trip, connections already open: 593 / 304 / 236 ms; new connections:
+#: 273 / 310 / 362 ms; 0 ms: 267 / 208 / 225 and 370 / 319 / 231 ms; with no proxy
+#: 166-289 ms at any setting; bytes down 1.05-1.06 x the payloads at every setting. The local
+#: server's CPU (~1 ms a request here) bounds a batch, not the round trips, so the setting
+#: barely shows on this machine: 256 is chosen for a real network, where it saves 3 waves.
+DEFAULT_CONCURRENCY = 256
+#: Requests in flight at once in a process forked from one that used obstore (threads of the
+#: standard library's client, each with its own connection, kept for the next batch).
+STDLIB_THREADS = 64
 #: Retries of a failed request (connection refused or reset, 5xx, timeout), with exponential
 #: backoff from 50 ms, all within RETRY_SECONDS; then RemoteReadError.
 DEFAULT_RETRIES = 3
@@ -344,6 +353,7 @@ class _StdlibClient:
     def __init__(self, url: str, storage_options: dict[str, Any], name: str):
         parts = urlsplit(url)
         self.scheme = parts.scheme.lower()
+        self._pool = None
         config, _ = _split_options(storage_options)
         env = os.environ
         self._keys = None
@@ -438,10 +448,10 @@ class _StdlibClient:
         return self._range("0-0")[1]
 
     def head_tail(self, head: int, tail: int) -> tuple[bytes, bytes, int]:
-        with _threads(2) as pool:
-            first = pool.submit(self._range, f"0-{head - 1}")
-            last = pool.submit(self._range, f"-{tail}")
-            (head_bytes, _), (tail_bytes, total) = first.result(), last.result()
+        pool = self._threads()
+        first = pool.submit(self._range, f"0-{head - 1}")
+        last = pool.submit(self._range, f"-{tail}")
+        (head_bytes, _), (tail_bytes, total) = first.result(), last.result()
         return head_bytes, tail_bytes, total
 
     def fetch(self, requests: list[tuple[int, int]], concurrency: int) -> list[bytes]:
@@ -449,8 +459,16 @@ class _StdlibClient:
             start, end = span
             return self._range(f"{start}-{end - 1}")[0] if end > start else b""
 
-        with _threads(min(concurrency, 16, max(len(requests), 1))) as pool:
-            return list(pool.map(one, requests))
+        return list(self._threads().map(one, requests))
+
+    def _threads(self):
+        """This client's threads, kept from one read to the next: each holds its connection
+        (``self._local``), so a batch after the first opens none, where a pool per batch
+        opened one per request (a TCP handshake, a round trip, each; on this machine's 20 ms
+        proxy a forked loader worker's batch of 64 random ids waited 2 round trips a wave)."""
+        if self._pool is None:
+            self._pool = _threads(STDLIB_THREADS)
+        return self._pool
 
 
 def _threads(n: int) -> ThreadPoolExecutor:
