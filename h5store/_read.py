@@ -244,27 +244,15 @@ class ReadEngine:
     ) -> list[np.ndarray] | np.ndarray:
         """Decoded images of index rows ``rows``, in order, on parallel threads where the
         batch holds enough bytes to be worth it; into ``out`` if given (see get_batch)."""
-        bgr = self.bgr if bgr is None else bgr
-        threads = decode_threads(int(self.index.column("nbytes")[rows].sum(dtype=np.int64)))
         row_list = rows.tolist()
-        payloads = self.fetch(row_list)
-        if out is None:
-            images = thread_map(
-                lambda k: self.decode(row_list[k], payloads[k]), range(len(row_list)), threads
-            )
-            return [_inputs.swap_rb(image) for image in images] if bgr else images
-        if out.shape[0] != len(row_list) or not out.flags.c_contiguous:
-            raise InvalidInputError(
-                f"out must be C-contiguous with {len(row_list)} images along axis 0"
-            )
-        thread_map(
-            lambda k: self.decode_into(row_list[k], out[k], payloads[k]),
-            range(len(row_list)),
-            threads,
+        return decode_many(
+            [self] * len(row_list),
+            row_list,
+            self.fetch(row_list),
+            int(self.index.column("nbytes")[rows].sum(dtype=np.int64)),
+            out,
+            self.bgr if bgr is None else bgr,
         )
-        if bgr:
-            _inputs.swap_rb_into(out)
-        return out
 
     def decode_into(self, row: int, target: np.ndarray, payload: Buffer | None = None) -> None:
         """Decode the image of ``row`` into ``target`` (one image of a get_batch ``out``)."""
@@ -353,3 +341,30 @@ class ReadEngine:
                 ):
                     damaged.append(int(rows["id"][r]))
         return len(rows), damaged, misplaced
+
+
+def decode_many(
+    engines: Sequence[ReadEngine],
+    rows: Sequence[int],
+    payloads: Sequence[Buffer | None],
+    nbytes: int,
+    out: np.ndarray | None,
+    bgr: bool,
+) -> list[np.ndarray] | np.ndarray:
+    """The one batch decode: image k is row ``rows[k]`` of ``engines[k]`` (one store, or the
+    shards of a view), from ``payloads[k]`` (see ReadEngine.fetch); on parallel threads where
+    the ``nbytes`` of the batch are worth it; into ``out`` if given (see get_batch)."""
+    threads = decode_threads(nbytes)
+    if out is None:
+        images = thread_map(
+            lambda k: engines[k].decode(rows[k], payloads[k]), range(len(rows)), threads
+        )
+        return [_inputs.swap_rb(image) for image in images] if bgr else images
+    if out.shape[0] != len(rows) or not out.flags.c_contiguous:
+        raise InvalidInputError(f"out must be C-contiguous with {len(rows)} images along axis 0")
+    thread_map(
+        lambda k: engines[k].decode_into(rows[k], out[k], payloads[k]), range(len(rows)), threads
+    )
+    if bgr:
+        _inputs.swap_rb_into(out)
+    return out

@@ -24,7 +24,7 @@ from . import _inputs
 from ._catalog import existing_label_id, query_label_ids
 from ._contract import Record, VerifyReport
 from ._index import Index
-from ._parallel import decode_threads, thread_map
+from ._read import decode_many
 from ._remote import is_url
 from .codecs import Codec
 from .errors import ClosedStoreError, DuplicateIdError, InvalidInputError, UnknownIdError
@@ -343,24 +343,8 @@ class ShardedStore:
             ks = [k for k, e in enumerate(engines) if e is engine]
             for k, payload in zip(ks, engine.fetch([rows[k] for k in ks])):
                 payloads[k] = payload
-        threads = decode_threads(sum(int(e.index.nbytes[r]) for e, r in zip(engines, rows)))
-        if out is None:
-            images = thread_map(
-                lambda k: engines[k].decode(rows[k], payloads[k]), range(len(rows)), threads
-            )
-            return [_inputs.swap_rb(image) for image in images] if bgr else images
-        if out.shape[0] != len(id_list) or not out.flags.c_contiguous:
-            raise InvalidInputError(
-                f"out must be C-contiguous with {len(id_list)} images along axis 0"
-            )
-        thread_map(
-            lambda k: engines[k].decode_into(rows[k], out[k], payloads[k]),
-            range(len(rows)),
-            threads,
-        )
-        if bgr:
-            _inputs.swap_rb_into(out)
-        return out
+        nbytes = sum(int(e.index.nbytes[r]) for e, r in zip(engines, rows))
+        return decode_many(engines, rows, payloads, nbytes, out, bgr)
 
     def get_encoded(self, image_id: int) -> bytes:
         """The stored payload of one image, as :meth:`ImageStore.get_encoded`.

@@ -556,9 +556,8 @@ MUTANTS = [
         (
             (
                 "h5store/_read.py",
-                "            return [_inputs.swap_rb(image) for image in images] if bgr else "
-                "images",
-                "            return images",
+                "        return [_inputs.swap_rb(image) for image in images] if bgr else images",
+                "        return images",
             ),
         ),
         ("test_channel_order.py::test_opencv_round_trip_without_a_swap",),
