@@ -4,8 +4,9 @@ group, and leaves here for the file in one call of ``StoreWriter.commit`` (``_wr
 An image's whole path, one direction::
 
     ImageStore.add / add_batch / add_encoded / add_encoded_batch     (store.py: arguments only)
-    -> Ingest.add_*: validate against the catalogue, the index and what is pending; start
-       encoding on the thread pool; return the ids                     (this module)
+    -> Ingest.add_*: validate against the catalogue, the index and what is pending; encode
+       on the thread pool (a batch: while the group before it is written, and before the call
+       returns; one image: a copy, encoded with the next few); return the ids  (this module)
     -> the pending group, until a bound, commit(), flush() or close()  (this module)
     -> StoreWriter.commit: new objects, chunks, one flush, index rows  (_write.py)
     -> WriterFile: the commit protocol on disk                         (_file.py)
@@ -369,6 +370,30 @@ def _encode_with_crc(codec: Codec, image: np.ndarray) -> tuple[bytes, int]:
     return payload, crc32(payload)
 
 
+def _encode_image(codec: Codec, image: np.ndarray, k: int) -> tuple[bytes, int]:
+    try:
+        return _encode_with_crc(codec, image)
+    except CodecError as exc:
+        raise CodecError(f"image {k}: {exc}") from None
+
+
+def _geometries(images: list[np.ndarray]) -> list[Geometry]:
+    """Each image's Geometry, one object per distinct (shape, dtype): a batch of one shape
+    shares one, which keeps :func:`stack_keys` free of Python steps per image."""
+    made: dict[tuple, Geometry] = {}
+    out = []
+    for a in images:
+        key = (a.shape, a.dtype)
+        geometry = made.get(key)
+        if geometry is None:
+            shape = a.shape
+            geometry = made[key] = Geometry(
+                shape[0], shape[1], 1 if a.ndim == 2 else shape[2], _DTYPE_NAMES[a.dtype]
+            )
+        out.append(geometry)
+    return out
+
+
 # --------------------------------------------------------------------------- pending
 
 
@@ -388,6 +413,15 @@ class _Part:
         self.batch, self.encoded, self.originals, self.cancel = batch, encoded, originals, cancel
 
 
+#: Images of one-image calls handed to the pool together: one task (a Future, a thread's
+#: wake-up) per image cost the calling thread about as much as a 224 px image's write.
+SINGLES_PER_TASK = 8
+
+
+def _encode_all(jobs: list[tuple[Codec, np.ndarray]]) -> list[tuple[bytes, int]]:
+    return [_encode_with_crc(codec, image) for codec, image in jobs]
+
+
 class _Singles:
     """Images of one-image calls, as columns: a Python append per field is what one image may
     cost at 32 px (the batch path spends about 10 us per image in all)."""
@@ -400,14 +434,32 @@ class _Singles:
         self.vectors: list[np.ndarray | None] = []
         self.sources: list[str | None] = []
         self.geometries: list[Geometry] = []
-        self.encoded: list[Future | tuple[bytes, int]] = []
+        #: (payload, CRC-32) pairs in image order: lists of pre-encoded ones, and Futures of
+        #: the pool's encodings of SINGLES_PER_TASK images
+        self.encoded: list[Future[list[tuple[bytes, int]]] | list[tuple[bytes, int]]] = []
+        self._to_encode: list[tuple[Codec, np.ndarray]] = []
         self.originals: list[Any] = []
 
     def __len__(self) -> int:
         return len(self.ids)
 
+    def encode(self, codec: Codec, image: np.ndarray) -> None:
+        self._to_encode.append((codec, image))
+        if len(self._to_encode) >= SINGLES_PER_TASK:
+            self._start_encoding()
+
+    def encoded_already(self, payload: bytes, crc: int) -> None:
+        self._start_encoding()  # (the images before it keep their place)
+        self.encoded.append([(payload, crc)])
+
+    def _start_encoding(self) -> None:
+        if self._to_encode:
+            self.encoded.append(submit(_encode_all, self._to_encode))
+            self._to_encode = []
+
     def seal(self, catalog: Catalog, default_codec: Codec) -> _Part:
         """One part for the commit (the values were validated call by call)."""
+        self._start_encoding()
         n = len(self.ids)
         label_ids = np.array(self.label_ids, dtype=np.uint32)
         keys, key_of_image = stack_keys(label_ids, self.geometries)
@@ -440,7 +492,9 @@ class _Singles:
                 f.cancel()
 
         results: Iterator[tuple[bytes, int]] = (
-            f.result() if isinstance(f, Future) else f for f in self.encoded
+            pair
+            for pairs in self.encoded
+            for pair in (pairs.result() if isinstance(pairs, Future) else pairs)
         )
         return _Part(batch, results, self.originals, cancel)
 
@@ -654,24 +708,25 @@ class Ingest:
         if bgr:  # stored RGB, so that viewers, exports and the report show true colours
             imgs = [_inputs.swap_rb(a) for a in imgs]
         codecs = self._image_codecs(_inputs.as_sequence(labels, len(imgs), "labels"))
-        # The pool starts encoding while this thread validates the batch (a batch refused
-        # there cancels what has not started; the rest is discarded).
-        encoded = InOrder(lambda k: _encode_with_crc(codecs[k], imgs[k]), range(len(imgs)))
+        # The pool starts encoding while this thread validates the batch and commits the group
+        # pending before it (a batch refused meanwhile cancels what has not started).
+        encoded = InOrder(lambda k: _encode_image(codecs[k], imgs[k], k), range(len(imgs)))
         try:
-            geometries = [
-                Geometry(
-                    a.shape[0], a.shape[1], 1 if a.ndim == 2 else a.shape[2], _DTYPE_NAMES[a.dtype]
-                )
-                for a in imgs
-            ]
-            batch = self._prepare(len(imgs), labels, scores, true_labels, ids, sources, geometries)
+            batch = self._prepare(
+                len(imgs), labels, scores, true_labels, ids, sources, _geometries(imgs)
+            )
+            self._before_adding()
+            # The call returns once its pixels are encoded: the caller may then reuse its
+            # arrays (a DataLoader's buffer, an image drawn on) without changing what is
+            # stored, and an image its codec refuses fails this call, not a later commit.
+            pairs = list(encoded)
         except BaseException:
             encoded.close()
             raise
-        self._before_adding()
-        return self._add_part(
-            _Part(batch, encoded, imgs, encoded.close), sum(a.nbytes for a in imgs)
-        )
+        # The payloads stand in for the pixels where previews need a thumbnail (at most
+        # PREVIEW_IMAGES a class are decoded for it).
+        payloads = [payload for payload, _ in pairs]
+        return self._add_part(_Part(batch, pairs, payloads), sum(map(len, payloads)))
 
     def add_payloads(
         self, data: Any, labels: Any, scores: Any, true_labels: Any, ids: Any, sources: Any
@@ -767,8 +822,9 @@ class Ingest:
         bgr: bool = False,
     ) -> int:
         arr = _inputs.as_image(image)
-        if bgr:
-            arr = _inputs.swap_rb(arr)
+        # Encoded on the pool after this call returns: a copy of its own (swap_rb makes one),
+        # so that the caller may reuse its array at once without changing what is stored.
+        arr = _inputs.swap_rb(arr) if bgr and arr.ndim == 3 else arr.copy()
         lid, new = self._label(label, "label of image 0")
         codec = self._codec_of_label(lid) if not new else self.default_codec
         shape = arr.shape
@@ -777,7 +833,7 @@ class Ingest:
         fields = self._check_one(lid, new, score, true_label, image_id, source)
         self._before_adding()
         image_id = self._append_one(lid, new, geometry, *fields)
-        self._singles.encoded.append(submit(_encode_with_crc, codec, arr))
+        self._singles.encode(codec, arr)
         self._singles.originals.append(arr)
         self._pending_bytes += arr.nbytes
         return self._after_one(image_id)
@@ -797,7 +853,7 @@ class Ingest:
         fields = self._check_one(lid, new, score, true_label, image_id, source)
         self._before_adding()
         image_id = self._append_one(lid, new, geometry, *fields)
-        self._singles.encoded.append((data, crc32(data)))
+        self._singles.encoded_already(data, crc32(data))
         self._singles.originals.append(data)
         self._pending_bytes += len(data)
         return self._after_one(image_id)

@@ -124,6 +124,7 @@ class StoreWriter:
     ):
         self.file = file
         self.catalog = catalog
+        catalog.keep_absent_classes()
         self.index = index
         self.default_codec = default_codec
         self._read_images = read_images  # for previews

@@ -680,7 +680,8 @@ class ImageStore:
         """Store one image; returns its id.
 
         As fast per image as a batch, since images are committed in groups (:meth:`commit`).
-        The arguments are those of :meth:`add_batch`, for one image.
+        The arguments are those of :meth:`add_batch`, for one image. The image is copied and
+        encoded on h5store's threads after the call returns: the array may be reused at once.
 
         Parameters
         ----------
@@ -734,10 +735,11 @@ class ImageStore:
         """Store a batch of images; returns their ids. All of it lands, or none of it.
 
         Colour images are stored RGB(A) whatever ``channel_order``, so viewers, exports and the
-        report show true colours; grayscale is unaffected. Accepted images are encoded on
-        h5store's threads and are durable once :meth:`commit` returns (or the group bound is
-        reached, or the store is flushed or closed); ``durability="call"`` at open commits in
-        every call instead.
+        report show true colours; grayscale is unaffected. The images are encoded on
+        h5store's threads (while the group pending before them is written) before the call
+        returns, so the arrays may be reused at once; they are durable once :meth:`commit`
+        returns (or the group bound is reached, or the store is flushed or closed);
+        ``durability="call"`` at open commits in every call instead.
 
         Parameters
         ----------

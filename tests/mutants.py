@@ -104,8 +104,8 @@ MUTANTS = [
         (
             (
                 "h5store/_ingest.py",
-                "self._singles.encoded.append((data, crc32(data)))",
-                "self._singles.encoded.append((data, crc32(data[1:])))",
+                "self._singles.encoded_already(data, crc32(data))",
+                "self._singles.encoded_already(data, crc32(data[1:]))",
             ),
         ),
         (
@@ -547,7 +547,13 @@ MUTANTS = [
     Mutant(
         "bgr-one-image",
         "(issue 23) add(image, channel_order='bgr') stores the BGR array as if RGB",
-        (("h5store/_ingest.py", "        if bgr:\n            arr = _inputs.swap_rb(arr)\n", ""),),
+        (
+            (
+                "h5store/_ingest.py",
+                "arr = _inputs.swap_rb(arr) if bgr and arr.ndim == 3 else arr.copy()",
+                "arr = arr.copy()",
+            ),
+        ),
         ("test_channel_order.py::test_opencv_round_trip_without_a_swap",),
     ),
     Mutant(

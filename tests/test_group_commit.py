@@ -223,3 +223,57 @@ def test_group_and_call_stores_accept_refuse_and_store_alike(tmp_path_factory, o
 def test_group_commit_bounds_are_checked(bounds):
     with pytest.raises(h5store.InvalidInputError, match="group commit"):
         GroupCommit(**bounds)
+
+
+def test_the_caller_may_reuse_its_arrays_as_soon_as_an_add_returns(tmp_path):
+    """Images are encoded after an add returns (on the pool, with the group): what is stored
+    must be what the caller passed, even if it then refills the same buffer, as a DataLoader
+    loop or an OpenCV loop drawing on its frame does."""
+    path = tmp_path / "s.h5"
+    expected = {}
+    buffer = np.empty((40, 16, 16, 3), dtype=np.uint8)  # more images than one inline slice
+    with h5store.open(path, "w", codec="png") as store:
+        for step in range(3):
+            buffer[:] = np.stack([image(100 * step + k, (16, 16, 3)) for k in range(40)])
+            ids = store.add_batch(buffer, labels=["cat"] * 40)
+            expected.update(zip(ids.tolist(), buffer.copy()))
+            as_list = list(buffer)  # a list of views of the same buffer
+            ids = store.add_batch(as_list, labels=["dog"] * 40, channel_order="bgr")
+            expected.update(zip(ids.tolist(), buffer[..., ::-1].copy()))
+        frame = np.empty((16, 16, 3), dtype=np.uint8)
+        for k in range(20):  # more than one pool task's worth of one-image calls
+            frame[:] = image(1000 + k, (16, 16, 3))
+            expected[store.add(frame, label="cat")] = frame.copy()
+        assert store.pending == len(expected)
+        buffer[:] = 0
+        frame[:] = 0
+    with h5store.open(path) as store:
+        changed = [i for i, pixels in expected.items() if not np.array_equal(store[i], pixels)]
+        assert changed == []
+
+
+def test_an_image_its_codec_fails_to_encode_fails_its_own_call(tmp_path, monkeypatch):
+    """An encoder failure (a fault the codecs' own checks cannot foresee, caused here by a
+    patched encode) raises from the add_batch that passed the image, naming it, and leaves
+    nothing of that call pending."""
+    path = tmp_path / "s.h5"
+    with h5store.open(path, "w", codec="png") as store:
+        store.add_batch([image(k) for k in range(3)], labels=["cat"] * 3)
+        codec = store.codec_of("cat")
+        real = type(codec).encode
+
+        def encode(self, pixels):
+            if pixels[0, 0, 0] == 7:
+                raise h5store.CodecError("the encoder failed")
+            return real(self, pixels)
+
+        monkeypatch.setattr(type(codec), "encode", encode)
+        batch = [image(10 + k) for k in range(40)]
+        batch[29][0, 0, 0] = 7
+        with pytest.raises(h5store.CodecError, match="image 29: the encoder failed"):
+            store.add_batch(batch, labels=["cat"] * 40)
+        assert store.pending == 3
+        monkeypatch.undo()
+        assert store.add(image(99), label="cat") == 3  # no id was taken by the refused call
+    with h5store.open(path) as store:
+        assert list(store) == [0, 1, 2, 3]
