@@ -733,9 +733,11 @@ def measure_ingest(contenders, data, tmp, args):
     return paths, rates
 
 
-def measure_encoding_ingest(data, tmp, pool, args, batch=None, per_image=False):
+def measure_encoding_ingest(data, tmp, pool, args, batch=None, per_image=False, cpu=None):
     """Ingest with encoding: h5store's add_batch on 1 and 2 threads against imagecodecs alone;
-    with ``per_image``, also a loop of ``add`` (one image per call) on 1 and 2 threads."""
+    with ``per_image``, also a loop of ``add`` (one image per call) on 1 and 2 threads. Returns
+    img/s by step; ``cpu``, a dict, receives each step's median process CPU time per image in
+    microseconds (every thread's: what h5store adds to the encoding, whatever the load)."""
     images = list(data.images)
     halves = [images[0::2], images[1::2]]
     path = os.path.join(tmp, f"encode-{data.size}.h5")
@@ -772,14 +774,19 @@ def measure_encoding_ingest(data, tmp, pool, args, batch=None, per_image=False):
         steps["h5store add per image, 1 thread"] = lambda: h5store_add_loop(1)
         steps["h5store add per image, 2 threads"] = lambda: h5store_add_loop(2)
     times = {name: [] for name in steps}
+    cpu_times = {name: [] for name in steps}
     for rep in range(args.ingest_reps):
         for name in rotated(list(steps), rep):
             # Deleted before the clock starts, as in measure_ingest: truncating the last run's
             # file at open is freeing its page cache, not ingest.
             remove(path)
+            start = CPU()
             times[name].append(seconds(steps[name]))
+            cpu_times[name].append(CPU() - start)
     h5store.set_threads(default_threads)
     remove(path)
+    if cpu is not None:
+        cpu.update({name: 1e6 * median(t) / len(data) for name, t in cpu_times.items()})
     return {name: len(data) / median(t) for name, t in times.items()}
 
 
