@@ -557,6 +557,19 @@ MUTANTS = [
         ("test_channel_order.py::test_opencv_round_trip_without_a_swap",),
     ),
     Mutant(
+        "one-image-not-copied",
+        "(issue 20) add keeps a reference to the caller's array, encoded after the call "
+        "returns: a refilled buffer changes what is stored",
+        (
+            (
+                "h5store/_ingest.py",
+                "arr = _inputs.swap_rb(arr) if bgr and arr.ndim == 3 else arr.copy()",
+                "arr = _inputs.swap_rb(arr) if bgr and arr.ndim == 3 else arr",
+            ),
+        ),
+        ("test_group_commit.py::test_the_caller_may_reuse_its_arrays_as_soon_as_an_add_returns",),
+    ),
+    Mutant(
         "bgr-reads",
         "(issue 23) a bgr handle's get_batch returns RGB",
         (
