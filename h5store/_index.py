@@ -81,6 +81,11 @@ class Index:
         return self._n
 
     @property
+    def ids_consecutive(self) -> bool:
+        """Whether the ids run in one unbroken increasing sequence (and so are distinct)."""
+        return self._dense_start is not None
+
+    @property
     def live_count(self) -> int:
         return self._n - self._deleted
 
