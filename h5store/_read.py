@@ -90,7 +90,10 @@ class ReadEngine:
         self.checked = fmt.has_checks(fmt.file_version(f))
         self.catalog = catalog = Catalog(f, self.class_group, checked=self.checked)
         if fit:
-            fmt.check_unique_ids(self.index.column("id"), self.name)
+            # Ids the index found consecutive as it took the rows are distinct: a second look
+            # at every id (200,000 comparisons) is only needed for any other sequence.
+            if not self.index.ids_consecutive:
+                fmt.check_unique_ids(self.index.column("id"), self.name)
         else:
             fmt.check_rows(self.index.take(), catalog.table, len(catalog.labels), self.name)
         if writer:  # only a writer appends to the stacks

@@ -8,11 +8,24 @@ import h5py
 import numpy as np
 import pytest
 from conftest import run_python
+from hypothesis import given, settings
+from hypothesis import strategies as st
 
 import h5store
 from h5store import _sources
 from h5store import format as fmt
 from h5store.folders import export_folder
+
+
+@pytest.fixture(scope="module")
+def index_rows(tmp_path_factory):
+    """The rows, /stacks and label count of a closed store of five stacks (3 classes, 2 sizes)."""
+    path = str(tmp_path_factory.mktemp("rows") / "store.h5")
+    with h5store.open(path, "w", codec="png") as store:
+        store.add_batch(np.zeros((6, 6, 6), np.uint8), labels=["a", "b", "c"] * 2)
+        store.add_batch(np.zeros((2, 4, 4, 3), np.uint8), labels=["a", "b"])
+    with h5py.File(path, "r") as f:
+        return fmt.read_index_rows(f), fmt.read_stacks(f), len(fmt.read_labels(f))
 
 
 @pytest.fixture
@@ -334,3 +347,33 @@ def test_rows_stored_before_the_first_source_are_checked_as_having_none(store_pa
         with pytest.raises(h5store.FormatError, match=r"/sources row 0 \(image 0\) is damaged"):
             store.record(0)
         assert store.record(1).source is None
+
+
+#: The index fields check_rows checks one row at a time, as RowsFit does for a block at open.
+_ROW_CHECKED = ("stack", "label", "true_label", "id", "deleted", "height", "width", "channels")
+
+
+@settings(max_examples=400, deadline=None)
+@given(
+    column=st.sampled_from((*_ROW_CHECKED, "dtype", "codec")), row=st.integers(0, 7), data=st.data()
+)
+def test_rows_fit_says_no_wherever_check_rows_refuses_a_row(index_rows, column, row, data):
+    # A yes from RowsFit skips check_rows at open (only repeated ids are looked for apart).
+    rows, stacks, n_labels = index_rows
+    rows = rows.copy()
+    if column in ("dtype", "codec"):
+        value = data.draw(st.sampled_from([b"", b"uint8", b"uint16", b"png", b"jpeg", b"uint8 "]))
+    else:
+        info = np.iinfo(rows.dtype[column])
+        edges = [info.min, info.max, -2, -1, 0, 1, 2, n_labels, len(stacks), 4, 6]
+        value = data.draw(
+            st.sampled_from([e for e in edges if info.min <= e <= info.max])
+            | st.integers(int(info.min), int(info.max))
+        )
+    rows[column][row] = value
+    try:
+        fmt.check_rows(rows, stacks, n_labels, "store.h5")
+        refused = ""
+    except h5store.FormatError as exc:
+        refused = str(exc)
+    assert fmt.RowsFit(stacks, n_labels)(rows) == (not refused or "id repeated" in refused)
