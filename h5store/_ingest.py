@@ -26,8 +26,9 @@ from __future__ import annotations
 
 import itertools
 import time
+from collections import deque
 from collections.abc import Callable, Iterable, Iterator, Sequence
-from concurrent.futures import Future
+from concurrent.futures import Future, wait
 from dataclasses import dataclass
 from typing import Any
 
@@ -37,7 +38,7 @@ from . import _inputs
 from . import format as fmt
 from ._catalog import Catalog, Geometry, StackKey, did_you_mean
 from ._index import Index
-from ._parallel import InOrder, submit
+from ._parallel import InOrder, get_threads, submit
 from ._write import Batch, StoreWriter
 from .codecs import Codec, ImageInfo
 from .errors import (
@@ -423,8 +424,8 @@ class _Scratch:
     150 kB array costs its first-touch page faults (18-70 us at 224 px here), a reused one
     only the copy (7 us). Taken by the calling thread, given back by the pool's."""
 
-    #: arrays kept per shape, and shapes kept (variable-sized images are simply not reused)
-    KEEP, SHAPES = 64, 16
+    #: shapes kept (variable-sized images are simply not reused)
+    SHAPES = 16
 
     def __init__(self) -> None:
         self._free: dict[tuple, list[np.ndarray]] = {}
@@ -446,7 +447,8 @@ class _Scratch:
                 if len(self._free) >= self.SHAPES:
                     continue
                 free = self._free.setdefault(key, [])
-            if len(free) < self.KEEP:
+            # (as many as _Singles lets be in flight, and the task being filled)
+            if len(free) < SINGLES_PER_TASK * (2 * get_threads() + 2):
                 free.append(image)
 
 
@@ -500,6 +502,7 @@ class _Singles:
         self.encoded: list[Future[list[tuple[bytes, int]]] | list[tuple[bytes, int]]] = []
         self.sizes: list[int] = []
         self._to_encode: list[tuple[Codec, np.ndarray]] = []
+        self._in_flight: deque[Future] = deque()
         self._scratch = scratch
 
     def __len__(self) -> int:
@@ -519,9 +522,16 @@ class _Singles:
 
     def _start_encoding(self) -> None:
         if self._to_encode:
-            self.encoded.append(submit(_encode_all, self._to_encode, self._scratch))
+            task = submit(_encode_all, self._to_encode, self._scratch)
+            self.encoded.append(task)
             self.sizes.append(len(self._to_encode))
             self._to_encode = []
+            # A caller faster than the encoders waits here rather than piling up copies: two
+            # tasks a thread keep the pool busy, and a bounded number of scratch arrays in
+            # flight is what lets them be reused (and bounds their memory).
+            self._in_flight.append(task)
+            while len(self._in_flight) > 2 * get_threads():
+                wait((self._in_flight.popleft(),))
 
     def seal(self, catalog: Catalog, default_codec: Codec) -> _Part:
         """One part for the commit (the values were validated call by call)."""
