@@ -335,6 +335,20 @@ def targets_table(results: dict) -> str:
             e[f"encode, {threads}"],
             ">= 0.9",
         )
+    bare = "encode, 2 threads, each chunk written (bare h5py)"
+    if bare in e:
+        row(
+            "bare pipeline (encode + write_direct_chunk) / imagecodecs encode alone, 2 threads",
+            e[bare],
+            e["encode, 2 threads"],
+            "-",
+        )
+        row(
+            "add_batch / bare pipeline (encode + write_direct_chunk), 2 threads",
+            e["h5store add_batch, 2 threads"],
+            e[bare],
+            "-",
+        )
     for threads in ("1 thread", "2 threads"):
         row(
             f"add loop / imagecodecs encode alone, {threads}",
