@@ -26,8 +26,8 @@ _background: ThreadPoolExecutor | None = None
 def set_threads(n: int) -> None:
     """Set the number of threads h5store encodes and decodes with (default: one per core).
 
-    The thread calling ``add_batch`` writes what they encode, at the same time; class
-    previews' thumbnails are drawn on one more background thread.
+    The thread calling ``add_batch`` writes the images of earlier calls while they encode
+    its own; class previews' thumbnails are drawn on one more background thread.
 
     Parameters
     ----------
@@ -143,7 +143,7 @@ def _guided_slices(n: int, workers: int, largest: int) -> list[tuple[int, int]]:
     """Slices of ``range(n)`` that shrink towards the end (guided scheduling): large ones
     while there is plenty left, so task overhead stays small, then smaller and smaller, so
     the threads finish together and none idles through the last slice of a batch. The first
-    ones grow from 2, so that the consumer has results to write almost at once."""
+    ones grow from 2, so that every thread has work almost at once."""
     slices: list[tuple[int, int]] = []
     start = 0
     while start < n:
@@ -155,9 +155,9 @@ def _guided_slices(n: int, workers: int, largest: int) -> list[tuple[int, int]]:
 
 class InOrder(Iterator[R]):
     """Results of ``fn`` over ``items``, computed on the pool from the moment this is made and
-    yielded in order as they complete, so that the caller does other work while the pool
-    starts and consumes early results (writes them) while the pool computes the rest. Leaving
-    the ``with`` block cancels what has not started."""
+    yielded in order, so that the caller does other work (``add_batch``: validating the batch,
+    committing the group before it) while the pool encodes. :meth:`close` cancels what has
+    not started."""
 
     def __init__(self, fn: Callable[[T], R], items: Sequence[T], chunk: int = 16):
         n = len(items)
@@ -182,13 +182,7 @@ class InOrder(Iterator[R]):
         for fut in self._futures:
             fut.cancel()
 
-    def __enter__(self) -> InOrder[R]:
-        return self
-
-    def __exit__(self, *exc_info: object) -> None:
-        self.close()
-
 
 def submit(fn: Callable[..., R], *args: object) -> Future[R]:
-    """Run ``fn(*args)`` on the codec pool (one image's encoding, for one-image calls)."""
+    """Run ``fn(*args)`` on the codec pool (the encoding of a few one-image calls' images)."""
     return _get_pool().submit(fn, *args)

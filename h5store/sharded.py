@@ -563,6 +563,8 @@ class ShardedStore:
             The table exists and ``if_exists="fail"``; the database is left as it was.
         DatabaseError
             The database refused a row or the connection was lost; nothing is written.
+        InvalidInputError
+            SQLAlchemy is missing, or a bad ``if_exists`` or ``table``.
         """
         from .sql import to_sql
 
