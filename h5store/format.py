@@ -161,6 +161,12 @@ PIXEL_DTYPES = ("uint8", "uint16")
 # 0.36 us against 3.8 and 0.94 (CPU time, medians, side by side in one run).
 crc32 = isal_zlib.crc32
 
+# Every open of a stored index inflates it with libdeflate. imagecodecs loads each codec's
+# module on first use, so it is taken here, at import: a process that drops its privileges
+# after importing h5store (a service, a test as user nobody) may no longer read the
+# environment's files by the time it opens a store.
+_deflate_decode = imagecodecs.deflate_decode
+
 #: A source's check covers these bytes, then the source's UTF-8 bytes: the check of "" (no
 #: source) is then not 0, and nothing else's CRC-32 is mistaken for one.
 SOURCE_CHECK_PREFIX = b"h5store source\n"
@@ -1235,7 +1241,7 @@ def read_index_rows(
         plain = np.empty((k, itemsize * rows_per_chunk), np.uint8)
         for j, (_, offset, size) in enumerate(block_chunks):
             # (imagecodecs' stubs leave out the arrays out= takes: it fills any writable buffer)
-            imagecodecs.deflate_decode(read_chunk(offset, size), out=plain[j])  # type: ignore[arg-type]
+            _deflate_decode(read_chunk(offset, size), out=plain[j])  # type: ignore[arg-type]
         # HDF5's shuffle stores byte k of every row together; undo that transposition, for the
         # whole block in one call (each numpy call releases and retakes the GIL, which the
         # other decoding threads then wait for).
