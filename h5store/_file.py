@@ -695,11 +695,13 @@ class WriterFile:
             with self.guard():
                 if self.created:
                     self.f = _hdf5_create(path)
+                    self._fd = self.f.id.get_vfd_handle()
                     fmt.create_layout(self.f)
                     self.f.flush()
                     self.version = fmt.FORMAT_VERSION
                 else:
                     self.f = self._open_existing()
+                    self._fd = self.f.id.get_vfd_handle()
                     # before recovery or check_root read anything (see _containment)
                     check_contained(self.f, path)
                     #: the format version the file was created with, which it keeps
@@ -820,10 +822,12 @@ class WriterFile:
         """
         f = getattr(self, "f", None)
         if not self._abandoned and f is not None and f.id.valid:
+            # The descriptor as HDF5 opened it: a file whose close failed halfway (an epoch's
+            # reopen) can no longer be asked for it without crashing.
             with contextlib.suppress(Exception):
                 sink = os.open(os.devnull, os.O_RDWR | os.O_CLOEXEC)
                 try:
-                    os.dup2(sink, f.id.get_vfd_handle())
+                    os.dup2(sink, self._fd)
                 finally:
                     os.close(sink)
             if not self._closing:
@@ -859,6 +863,7 @@ class WriterFile:
         self._closing = False
         self._forget_handles()
         self.f = _hdf5_open(self.path, "r+")
+        self._fd = self.f.id.get_vfd_handle()
         self.swmr = False
 
     def flush(self) -> None:
