@@ -78,6 +78,9 @@ _RDCC_NBYTES = 1 << 20
 #: sample where HDF5 grew its chunk index (one in fifty to a hundred images) costs a read-back
 #: of each of its payloads, 1-2 us apiece; eight balances the two.
 OFFSET_SAMPLE = 8
+
+#: Images a stack is extended to at least when it grows (see WriterFile.extend_stack).
+STACK_GROWTH_MIN = 1024
 #: How long a reader waits out a live writer's restructuring (open_for_reading) or retries
 #: an open that met it (ImageStore._open_reader).
 READER_RETRY_SECONDS = 2.0
@@ -905,16 +908,18 @@ class WriterFile:
     def extend_stack(self, stack_id: int, length: int) -> int:
         """Make room for ``length`` images in a stack opened with :meth:`stack`. Returns how
         many of its positions may hold a chunk already, which a write there replaces in place
-        rather than at the file's end. Stacks grow by half again at least, so a writer resizes
-        each about log(N) times, not once a batch; close trims them to their images (the
-        format allows a stack longer than its class while a writer is active)."""
+        rather than at the file's end. Stacks grow to twice their extent and at least
+        ``STACK_GROWTH_MIN`` images, so a writer resizes each about log(N) times, not once a
+        batch (a resize under SWMR costs about 85 us); close trims them to their images (the
+        format allows a stack longer than its class while a writer is active, and an extent
+        allocates nothing)."""
         stack = self._stack_handles[stack_id]
         current = self._stack_extents.get(stack_id)
         if current is None:  # asked of HDF5 once per handle: 20 us, for each stack and batch
             current = self._stack_extents[stack_id] = stack.shape[0]
         written = self._written_extent.setdefault(stack_id, current)
         if current < length:
-            self._stack_extents[stack_id] = max(length, current + current // 2)
+            self._stack_extents[stack_id] = max(length, 2 * current, STACK_GROWTH_MIN)
             stack.resize(self._stack_extents[stack_id], axis=0)
         self._written_extent[stack_id] = max(written, length)
         return written
