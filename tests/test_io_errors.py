@@ -28,8 +28,9 @@ def image_of(image_id: int) -> np.ndarray:
     return np.random.default_rng(image_id).integers(0, 256, shape, dtype=np.uint8)
 
 
-# Appends batches to a store until a write is refused, logging each batch add_batch returned
-# from; then reports what it raised and waits, still alive, until stdin closes.
+# Appends batches to a store until a write is refused, logging the ids of every batch a commit
+# covered (group commit: the returned ids but those still pending, as commits go in order) and
+# those it deleted; then reports what it raised and waits, still alive, until stdin closes.
 WRITER = textwrap.dedent(
     """
     import json, resource, signal, sys
@@ -41,9 +42,11 @@ WRITER = textwrap.dedent(
     signal.signal(signal.SIGXFSZ, signal.SIG_IGN)  # the write fails with EFBIG instead
     if limit:
         resource.setrlimit(resource.RLIMIT_FSIZE, (limit, resource.RLIM_INFINITY))
-    committed, outcome = [], None
+    returned, committed, deleted, outcome = [], [], [], None
     try:
-        store = h5store.open(path, "a", codec="png", labels=[f"c{k}" for k in range(4)])
+        # Small groups: a write refused after several commits, and mid-group.
+        store = h5store.open(path, "a", codec="png", labels=[f"c{k}" for k in range(4)],
+                             group_commit=h5store.GroupCommit(images=8))
         next_id = len(store)
         for batch in range(10_000):
             n = 1 + batch % 37
@@ -58,16 +61,18 @@ WRITER = textwrap.dedent(
                 store.add_batch([image_of(i) for i in ids], labels=labels, ids=ids,
                                 scores=scores if len(store.labels) == 4 else None,
                                 sources=[f"s{i}" for i in ids])
+            returned.extend(ids)
             if batch % 11 == 10:
-                store.delete(ids[:1])
-            committed.extend(ids)
+                store.delete(ids[:1])  # (commits what is pending first)
+                deleted.append(ids[0])
+            committed = returned[: len(returned) - store.pending]
             next_id += n
         store.close()
     except h5store.H5StoreError as exc:
         outcome = [type(exc).__name__, getattr(exc, "errno", None), str(exc)]
     except BaseException as exc:
         outcome = ["raw " + type(exc).__name__, None, str(exc)]
-    print(json.dumps({"committed": committed, "outcome": outcome}), flush=True)
+    print(json.dumps({"committed": committed, "deleted": deleted, "outcome": outcome}), flush=True)
     sys.stdin.read()
     """
 )
@@ -89,11 +94,11 @@ def writer_result(proc, timeout=120):
     return json.loads(line)
 
 
-def check_recovers(path, committed):
-    """Every committed image comes back exactly, and the next writer appends."""
+def check_recovers(path, committed, deleted=()):
+    """Every committed image comes back exactly (but those deleted), and the next writer
+    appends."""
     with h5store.open(path, "a", codec="png") as store:
-        present = set(store.ids().tolist()) | {i for i in committed if i not in store}
-        missing = [i for i in committed if i not in present]
+        missing = [i for i in committed if i not in store and i not in set(deleted)]
         assert not missing, f"committed images lost: {missing[:10]}"
         for i in committed:
             if i in store:
@@ -130,7 +135,7 @@ def test_file_size_limit_mid_batch_keeps_every_committed_image(tmp_path, extra_k
         assert "reopen with mode 'a'" in message
         # The failed writer is still alive, and its lock is gone.
         assert not WriterLock.is_held(path)
-        check_recovers(path, list(range(10)) + result["committed"])
+        check_recovers(path, list(range(10)) + result["committed"], result["deleted"])
     finally:
         proc.communicate(timeout=60)
     assert proc.returncode == 0
@@ -225,7 +230,7 @@ def test_full_file_system_enospc(tmp_path):
         # Free space (as a user would), then recover in a roomier place.
         moved = str(tmp_path / "moved.h5")
         shutil.copyfile(path, moved)
-        check_recovers(moved, list(range(10)) + result["committed"])
+        check_recovers(moved, list(range(10)) + result["committed"], result["deleted"])
     finally:
         subprocess.run(["umount", "-l", str(mnt)], check=False)
 
@@ -261,7 +266,7 @@ def test_io_error_mid_batch(tmp_path, nth_write):
         name, code, message = result["outcome"]
         assert name == "WriteFailedError" and code == errno.EIO, result["outcome"]
         assert "Input/output error" in message
-        check_recovers(path, list(range(10)) + result["committed"])
+        check_recovers(path, list(range(10)) + result["committed"], result["deleted"])
     finally:
         proc.communicate(timeout=60)
     assert proc.returncode == 0, "the writer's process did not survive its disk failing"
