@@ -1097,7 +1097,22 @@ class RowsFit:
         for name in _STACK_FIELDS:
             expected[name] = stacks[name]
         signature = expected.view(self._SIGNATURE)
-        self._expected = [np.ascontiguousarray(signature[n]) for n in self._SIGNATURE_NAMES]
+        # Each word of the signature as what a row's must equal: one value where every stack
+        # holds the same (the geometry and codec of a store of one image size), the row's own
+        # stack id where each stack's word is its id (a class id, where each class has one
+        # stack and they were made in class order), else a table looked up by stack id. The
+        # first two spare the lookups, which were most of the cost.
+        self._same: list[tuple[str, np.generic]] = []
+        self._as_stack_id: list[str] = []
+        self._looked_up: list[tuple[str, np.ndarray]] = []
+        for name in self._SIGNATURE_NAMES:
+            words = np.ascontiguousarray(signature[name])
+            if len(words) and (words == words[0]).all():
+                self._same.append((name, words[0]))
+            elif np.array_equal(words, np.arange(len(words))):
+                self._as_stack_id.append(name)
+            else:
+                self._looked_up.append((name, words))
 
     def __call__(self, rows: np.ndarray) -> bool:
         if not len(rows):
@@ -1108,11 +1123,17 @@ class RowsFit:
                 low is not None and values.min() < low
             ):
                 return False
-        stack = rows["stack"].astype(np.intp)
+        # (the ranges passed: every stack id names a stack)
         signature = np.ascontiguousarray(rows).view(self._SIGNATURE)
+        if any((signature[name] != value).any() for name, value in self._same):
+            return False
+        stack = rows["stack"]
+        if any((signature[name] != stack).any() for name in self._as_stack_id):
+            return False
+        if self._looked_up:
+            stack = stack.astype(np.intp)
         return not any(
-            (signature[name] != expected.take(stack)).any()
-            for name, expected in zip(self._SIGNATURE_NAMES, self._expected)
+            (signature[name] != words.take(stack)).any() for name, words in self._looked_up
         )
 
 

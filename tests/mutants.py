@@ -807,11 +807,28 @@ MUTANTS = [
         (
             (
                 "h5store/_index.py",
-                '        self._deleted += int(np.count_nonzero(self._hot["deleted"][rows] == 0))',
-                '        self._deleted = int(np.count_nonzero(self._hot["deleted"][rows] == 0))',
+                "        self._deleted += int(",
+                "        self._deleted = int(",
             ),
         ),
         ("test_ids.py::test_the_index_answers_as_a_dict_of_its_ids_would",),
+    ),
+    Mutant(
+        "index-blocks-not-joined",
+        "(a) blocks of rows whose ids each run on, but not from one block to the next, make an "
+        "index taken as consecutive at open: ids map to the wrong rows",
+        (("h5store/_index.py", " and block_first == first + (at - start)", ""),),
+        ("test_ids.py::test_an_index_loaded_block_by_block_answers_as_one_built_at_once",),
+    ),
+    Mutant(
+        "catalogue-from-stale-tables",
+        "(a) the /stacks and /labels read before the rows stay the catalogue where rows name a "
+        "stack they lack (a writer added it in between): the open refuses healthy rows",
+        (("h5store/_read.py", "tables=tables if fit else None", "tables=tables"),),
+        (
+            "test_read_paths.py::"
+            "test_rows_naming_a_class_added_after_the_first_look_at_the_tables_open",
+        ),
     ),
 ]
 

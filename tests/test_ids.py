@@ -10,6 +10,7 @@ from hypothesis import HealthCheck, example, given, settings
 from hypothesis import strategies as st
 
 import h5store
+from h5store import format as fmt
 
 RNG = np.random.default_rng(11)
 IMAGES = RNG.integers(0, 255, (12, 6, 5), dtype=np.uint8)
@@ -201,3 +202,52 @@ def test_index_queries_answer_as_a_filter_over_the_rows_would(labels, truths, wa
     assert index.query(true_label=np.array(wanted)).tolist() == [
         r for r in live if truths[r] in wanted
     ]
+
+
+@settings(max_examples=300, deadline=None)
+@given(
+    ids=st.one_of(
+        st.builds(
+            lambda first, n: list(range(first, first + n)),
+            st.integers(0, 2**40),
+            st.integers(1, 40),
+        ),
+        st.lists(st.integers(0, 60), min_size=1, max_size=40, unique=True),
+    ),
+    cuts=st.lists(st.integers(1, 39), max_size=4),
+    deleted=st.lists(st.integers(0, 39), max_size=5),
+    keep=st.integers(0, 40),
+    tail=st.lists(st.integers(0, 3), max_size=3, unique=True),
+)
+@example(ids=[0, 1, 2, 4, 3, 5], cuts=[3], deleted=[], keep=6, tail=[])  # each block on its own
+@example(ids=[0, 1, 2, 10, 11, 12], cuts=[3], deleted=[], keep=6, tail=[])  # runs, not one run
+@example(ids=[0, 1, 2, 3, 4, 5], cuts=[2, 4], deleted=[], keep=3, tail=[])  # a block cut short
+def test_an_index_loaded_block_by_block_answers_as_one_built_at_once(
+    ids, cuts, deleted, keep, tail
+):
+    # At open the rows are copied block by block (copy_columns on each, any order), and what a
+    # block's rows hold (deleted rows, whether its ids run on) is found then: the index taking
+    # the first ``keep`` rows, then the tail's, must answer as one given the same rows at once.
+    from h5store._index import Index
+
+    rows = _index_rows(ids)
+    rows["deleted"][[d for d in deleted if d < len(rows)]] = 1
+    keep = min(keep, len(rows))
+    tail = [max(ids) + 1 + t for t in tail]  # (running on from the rows' ids, or not)
+    tail_rows = _index_rows(tail)
+    storage = np.zeros(len(rows) + len(tail_rows), fmt.INDEX_DTYPE)
+    storage[: len(rows)] = rows
+    loaded = Index.reserve(storage)
+    bounds = sorted({0, *[c for c in cuts if c < len(rows)], len(rows)})
+    for start, stop in reversed(list(zip(bounds, bounds[1:]))):
+        loaded.copy_columns(start, stop)
+    loaded.take_rows(keep)
+    loaded.append(tail_rows)
+    expected = Index(np.concatenate([rows[:keep], tail_rows]))
+    assert len(loaded) == len(expected) and loaded.live_count == expected.live_count
+    assert loaded.ids_consecutive == expected.ids_consecutive
+    for image_id in [*ids, *tail, -1, max(ids) + 1]:
+        assert loaded.find(image_id) == expected.find(image_id)
+    for name in ("id", "deleted", "label", "offset", "stack"):
+        assert np.array_equal(loaded.column(name), expected.column(name))
+    assert np.array_equal(loaded.live_ids(), expected.live_ids())

@@ -228,6 +228,50 @@ def test_rows_naming_a_stack_newer_than_the_first_look_at_the_tables_open(big_st
     assert seen == [3]
 
 
+def _stale_at_first(monkeypatch, name, keep):
+    """fmt.<name> (read_stacks or read_labels) answering its first call with the first
+    ``keep`` entries only, as a read made before a writer appended the rest would; the number
+    of calls so far in the list returned."""
+    read, calls = getattr(fmt, name), []
+
+    def first_stale(f):
+        calls.append(name)
+        value = read(f)
+        return value[:keep] if len(calls) == 1 else value
+
+    monkeypatch.setattr(fmt, name, first_stale)
+    return calls
+
+
+def test_rows_that_fit_the_tables_read_before_them_are_catalogued_from_that_read(
+    big_store, monkeypatch
+):
+    # /stacks and /labels are read once: every row names a stack of that read, and a second
+    # read (of a file no writer changes) would give the same tables.
+    stacks_read = _stale_at_first(monkeypatch, "read_stacks", None)
+    labels_read = _stale_at_first(monkeypatch, "read_labels", None)
+    with h5store.open(big_store) as store:
+        assert len(stacks_read) == 1 and len(labels_read) == 1
+        assert store.labels == ("a", "b", "c") and len(store) == ROWS - 3
+        with h5py.File(big_store, "r", locking=False) as f:
+            assert np.array_equal(store._engine.catalog.table, f["stacks"][()])
+        assert len(store.query(label="c")) == len([i for i in range(2, ROWS, 3) if i != 5])
+        assert store[2].shape == (8, 8)  # (class c)
+
+
+def test_rows_naming_a_class_added_after_the_first_look_at_the_tables_open(big_store, monkeypatch):
+    # As when a writer adds classes (labels, stacks, rows in them) between the reader's first
+    # read of /stacks and /labels and its read of the rows: the rows of the new classes do not
+    # fit that read, so the tables are read again after the rows, and the store holds every
+    # class its rows name. (Kept as the catalogue, the first read would refuse the rows.)
+    stacks_read = _stale_at_first(monkeypatch, "read_stacks", 1)
+    labels_read = _stale_at_first(monkeypatch, "read_labels", 1)
+    with h5store.open(big_store) as store:
+        assert len(stacks_read) == 2 and len(labels_read) == 2
+        assert store.labels == ("a", "b", "c") and len(store) == ROWS - 3
+        assert len(store.query(label="c")) > 0 and store[2].shape == (8, 8)
+
+
 def test_a_sharded_view_decodes_the_same_inline_and_on_threads(tmp_path, threads):
     from shards_util import write_shards
 
