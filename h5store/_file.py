@@ -42,7 +42,7 @@ from isal import isal_zlib
 from . import _libhdf5, _recovery
 from . import format as fmt
 from ._containment import ContainedFile, check_contained
-from ._index import Index
+from ._index import FROM_PLANES, Index
 from ._parallel import get_threads
 from ._source import ByteSource
 from ._superblock import (
@@ -569,51 +569,82 @@ def read_committed_rows(f: h5py.File, mapped: MappedFile | None = None) -> np.nd
 def read_committed_index(
     f: h5py.File,
     mapped: ByteSource,
-    fits: Callable[[np.ndarray], bool],
+    fits: fmt.RowsFit,
     fresh: Callable[[h5py.Dataset | None], None] | None = None,
+    *,
+    unread_rows: bool = False,
 ) -> tuple[Index, bool]:
     """The committed rows (as :func:`read_committed_rows`) as an :class:`Index`, and whether
-    ``fits`` (a check of a run of rows) said yes to all of them. The rows are decoded on
-    h5store's threads, and each block's columns copied and checked there, while the block is
-    in the CPU's cache: at a million rows, copying and checking the whole array afterwards
-    took longer than decoding it. ``fresh(dataset)`` is called before reading the tail and
-    before reading /index and once more after (a remote file reads each anew, and the
-    catalogue after them: see _remote.RemoteFile.fresh)."""
+    ``fits`` said yes to all of them. The rows are decoded on h5store's threads, and each
+    block's columns copied and checked there, while the block is in the CPU's cache: at a
+    million rows, copying and checking the whole array afterwards took longer than decoding
+    it. ``unread_rows``: take the columns straight out of /index's shuffled bytes and leave
+    the rows to be made when asked for (see Index.unread; a reader's index). ``fresh(dataset)``
+    is called before reading the tail and before reading /index and once more after (a remote
+    file reads each anew, and the catalogue after them: see _remote.RemoteFile.fresh)."""
     if fresh is not None:
         fresh(f[fmt.INDEX_TAIL])
     tail = fmt.read_tail_rows(f)  # tail first, as in read_committed_rows
     if fresh is not None:
         fresh(None)
-    reserved: list[Index] = []
+    made: list[tuple[Index, np.ndarray]] = []
     fit = [True]
+    batch_end_at = fmt.INDEX_DTYPE.fields["batch_end"][1]  # type: ignore[index]
 
-    def on_blocks(storage: np.ndarray) -> Callable[[int, int], None]:
-        reserved.append(index := Index.reserve(storage))
+    def on_start(n: int, rows_per_chunk: int, chunks: int) -> Callable[..., None]:
+        index = Index.unread(chunks * rows_per_chunk + len(tail), rows_per_chunk, chunks)
+        made.append((index, batch_end := np.zeros(n, np.uint8)))
 
-        def on_block(start: int, stop: int) -> None:
-            index.copy_columns(start, stop)
-            if not fits(storage[start:stop]):
+        def on_block(first: int, planes: np.ndarray, stored: list) -> None:
+            stop = min(first + len(planes) * rows_per_chunk, n)
+            index.copy_planes(first, planes, stop, stored)
+            batch_end[first:stop] = planes[:, batch_end_at, :].reshape(-1)[: stop - first]
+            columns = {c: index.column(c, stop)[first:stop] for c in fmt.RANGE_COLUMNS}
+            if not fits.planes_fit(columns, planes, stop - first):
                 fit[0] = False  # (every thread only ever clears it)
 
         return on_block
 
-    stored = fmt.read_index_rows(
-        f,
-        mapped.read,
-        threads=get_threads(),
-        spare=len(tail),
-        on_blocks=on_blocks,
-        read_ranges=mapped.read_ranges,  # one round for a remote source
-    )
+    if (
+        unread_rows
+        and FROM_PLANES
+        and fmt.read_index_planes(
+            f, mapped.read, get_threads(), on_start, read_ranges=mapped.read_ranges
+        )
+    ):
+        index, batch_end = made[0]
+        stored_rows = len(batch_end)
+        ids = index.column("id", stored_rows)
+    else:
+        reserved: list[Index] = []
+
+        def on_blocks(storage: np.ndarray) -> Callable[[int, int], None]:
+            reserved.append(index := Index.reserve(storage))
+
+            def on_block(start: int, stop: int) -> None:
+                index.copy_columns(start, stop)
+                if not fits(storage[start:stop]):
+                    fit[0] = False  # (every thread only ever clears it)
+
+            return on_block
+
+        stored = fmt.read_index_rows(
+            f,
+            mapped.read,
+            threads=get_threads(),
+            spare=len(tail),
+            on_blocks=on_blocks,
+            read_ranges=mapped.read_ranges,  # one round for a remote source
+        )
+        index, batch_end, stored_rows, ids = (
+            reserved[0],
+            stored["batch_end"],
+            len(stored),
+            stored["id"],
+        )
     if fresh is not None:
         fresh(None)  # the catalogue, read next, as new as the rows
-    index = reserved[0]
-    n, tail = _recovery.committed_extent(
-        index.column("nbytes", len(stored)),
-        stored["batch_end"],
-        index.column("id", len(stored)),
-        tail,
-    )
+    n, tail = _recovery.committed_extent(index.column("nbytes", stored_rows), batch_end, ids, tail)
     index.take_rows(n)
     index.append(tail)  # into the room left for it
     return index, fit[0] and fits(tail)

@@ -86,7 +86,10 @@ class ReadEngine:
             fits = fmt.RowsFit(tables[0], len(tables[1]))
             # (a remote source reads the tail and /index each anew: see _remote.RemoteFile)
             fresh = getattr(self.source, "fresh", None)
-            self.index, fit = read_committed_index(f, self.source, fits, fresh)
+            # (a writer's index makes its rows at once: it appends to them and rewrites them)
+            self.index, fit = read_committed_index(
+                f, self.source, fits, fresh, unread_rows=not writer
+            )
         fmt.check_committed_rows(f, len(self.index), self.name)
         #: the file carries the checks of format 1.2 (/score_crc32, class cross-checks)
         self.checked = fmt.has_checks(fmt.file_version(f))

@@ -272,6 +272,35 @@ def test_rows_naming_a_class_added_after_the_first_look_at_the_tables_open(big_s
         assert len(store.query(label="c")) > 0 and store[2].shape == (8, 8)
 
 
+def test_a_reader_makes_index_rows_only_where_asked_for_them(big_store):
+    # Images, raw fetches and queries need the index's columns, not its rows, which the open
+    # no longer makes: they are made chunk by chunk where asked for (record, take), and all
+    # of them for the whole table.
+    with h5store.open(big_store) as store:
+        unread = store._engine.index._unread
+        chunks = len(unread.stored)
+        assert store[7].shape == (8, 8) and len(store.get_batch([1, 2, 3])) == 3
+        assert len(store.query(label="b")) and store.get_encoded(9)
+        assert unread.left == chunks
+        assert store.record(9001).id == 9001
+        assert unread.left == chunks - 1
+        assert store.index.tobytes() == _stored_rows(big_store).tobytes()
+        assert store._engine.index._unread is None
+
+
+def test_index_rows_asked_for_on_many_threads_at_once_are_the_stored_ones(big_store):
+    from concurrent.futures import ThreadPoolExecutor
+
+    stored = _stored_rows(big_store)
+    ids = np.random.default_rng(0).permutation(
+        [i for i in range(ROWS) if i not in (5, 9000, ROWS - 1)]
+    )
+    with h5store.open(big_store) as store, ThreadPoolExecutor(4) as pool:
+        records = list(pool.map(store.record, ids[:400].tolist()))
+    for image_id, record in zip(ids[:400].tolist(), records):
+        assert record.position == int(stored["position"][image_id]) and record.id == image_id
+
+
 def test_a_sharded_view_decodes_the_same_inline_and_on_threads(tmp_path, threads):
     from shards_util import write_shards
 
