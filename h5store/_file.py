@@ -587,6 +587,9 @@ def read_committed_index(
     tail = fmt.read_tail_rows(f)  # tail first, as in read_committed_rows
     if fresh is not None:
         fresh(None)
+    # One round of requests for a remote source; a local map has no round trip to save, and
+    # slicing it for every chunk before any is inflated held the other threads up.
+    read_ranges = None if isinstance(mapped, MappedFile) else mapped.read_ranges
     made: list[tuple[Index, np.ndarray]] = []
     fit = [True]
     batch_end_at = fmt.INDEX_DTYPE.fields["batch_end"][1]  # type: ignore[index]
@@ -608,9 +611,7 @@ def read_committed_index(
     if (
         unread_rows
         and FROM_PLANES
-        and fmt.read_index_planes(
-            f, mapped.read, get_threads(), on_start, read_ranges=mapped.read_ranges
-        )
+        and fmt.read_index_planes(f, mapped.read, get_threads(), on_start, read_ranges=read_ranges)
     ):
         index, batch_end = made[0]
         stored_rows = len(batch_end)
@@ -634,7 +635,7 @@ def read_committed_index(
             threads=get_threads(),
             spare=len(tail),
             on_blocks=on_blocks,
-            read_ranges=mapped.read_ranges,  # one round for a remote source
+            read_ranges=read_ranges,
         )
         index, batch_end, stored_rows, ids = (
             reserved[0],

@@ -50,21 +50,43 @@ def _native(dtype: np.dtype) -> np.dtype:
 FROM_PLANES = sys.byteorder == "little"
 
 
-def _gather(planes: np.ndarray, field: str, out: np.ndarray, at: int = 0) -> None:
-    """Write field ``field`` of the rows a block of /index's ``planes`` holds (chunk, byte of
-    a row, row in the chunk; see format.read_index_planes) into ``out``, the bytes (one row
-    of a C-contiguous 2-D array a record) of as many records or fewer (the rows a last chunk
-    holds past the end of /index are left out), at byte ``at`` of each record."""
-    start = INDEX_DTYPE.fields[field][1]  # type: ignore[index]
-    size = INDEX_DTYPE[field].itemsize
+def _row_bytes(fields: Sequence[str]) -> np.ndarray:
+    """Where the bytes of ``fields`` lie in a row of INDEX_DTYPE, one field after the other."""
+    at = [INDEX_DTYPE.fields[name][1] for name in fields]  # type: ignore[index]
+    return np.concatenate([np.arange(a, a + INDEX_DTYPE[n].itemsize) for a, n in zip(at, fields)])
+
+
+def _packed(fields: Sequence[str], itemsize: int | None = None) -> np.dtype:
+    """Records of ``fields`` (native, as the columns hold them) packed one after the other."""
+    formats = [_native(INDEX_DTYPE[name]) for name in fields]
+    offsets = np.cumsum([0] + [f.itemsize for f in formats[:-1]]).tolist()
+    packed = {"names": list(fields), "formats": formats, "offsets": offsets}
+    return np.dtype({**packed, "itemsize": itemsize or sum(f.itemsize for f in formats)})
+
+
+#: The read records' bytes, as they lie in a row (the records' fields are packed in order).
+_LOCATION_BYTES = _row_bytes(LOCATION_FIELDS)
+#: The query columns' bytes as they lie in a row, and the records they make packed together.
+_HOT_BYTES, _HOT_RECORD = _row_bytes(HOT_COLUMNS), _packed(HOT_COLUMNS)
+if _packed(LOCATION_FIELDS, LOCATION_DTYPE.itemsize) != LOCATION_DTYPE:
+    raise AssertionError("LOCATION_DTYPE must pack its fields in order")
+
+
+def _gather(planes: np.ndarray, row_bytes: np.ndarray, out: np.ndarray) -> None:
+    """Write the bytes ``row_bytes`` (positions in a row) of the rows a block of /index's
+    ``planes`` holds (chunk, byte of a row, row in the chunk: see format.read_index_planes)
+    into the first bytes of each row of ``out`` (C-contiguous, a row a record), which holds
+    as many records or fewer (the rows a last chunk holds past the end of /index are left
+    out). One transposing copy of all the bytes: a call a field cost twice as much."""
     per_chunk = planes.shape[2]
+    width = len(row_bytes)
     whole, rest = divmod(len(out), per_chunk)
-    field_planes = planes[:, start : start + size, :]
+    picked = planes[:, row_bytes, :]
     if whole:
         by_chunk = out[: whole * per_chunk].reshape(whole, per_chunk, out.shape[1])
-        by_chunk[:, :, at : at + size] = field_planes[:whole].transpose(0, 2, 1)
+        by_chunk[:, :, :width] = picked[:whole].transpose(0, 2, 1)
     if rest:
-        out[whole * per_chunk :, at : at + size] = field_planes[whole, :, :rest].T
+        out[whole * per_chunk :, :width] = picked[whole, :, :rest].T
 
 
 class _Unread:
@@ -241,12 +263,14 @@ class Index:
         if stop <= first:
             return
         locations = self._locations.view(np.uint8).reshape(-1, LOCATION_DTYPE.itemsize)
-        fields = LOCATION_DTYPE.fields or {}
-        for name in LOCATION_FIELDS:
-            _gather(planes, name, locations[first:stop], fields[name][1])
-        for name, col in self._hot.items():
-            _gather(planes, name, col.view(np.uint8).reshape(-1, col.itemsize)[first:stop])
+        _gather(planes, _LOCATION_BYTES, locations[first:stop])
+        # The query columns through one packed record a row, then a typed copy a column.
+        packed = np.empty((stop - first, _HOT_RECORD.itemsize), np.uint8)
+        _gather(planes, _HOT_BYTES, packed)
+        records = packed.view(_HOT_RECORD)[:, 0]
         hot = self._hot
+        for name, col in hot.items():
+            col[first:stop] = records[name]
         self._summarize(first, stop, hot["id"][first:stop], hot["deleted"][first:stop])
 
     def copy_columns(self, start: int, stop: int) -> None:
