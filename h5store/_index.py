@@ -16,6 +16,7 @@ from typing import Any
 
 import numpy as np
 
+from ._parallel import thread_map
 from ._source import Buffer
 from .errors import UnknownIdError
 from .format import INDEX_DTYPE, index_chunk_rows, zeroed_array
@@ -87,6 +88,10 @@ def _gather(planes: np.ndarray, row_bytes: np.ndarray, out: np.ndarray) -> None:
         by_chunk[:, :, :width] = picked[:whole].transpose(0, 2, 1)
     if rest:
         out[whole * per_chunk :, :width] = picked[whole, :, :rest].T
+
+
+#: Chunks of rows made at once from which the work is shared with h5store's threads.
+_CHUNKS_ON_THREADS = 32
 
 
 class _Unread:
@@ -207,16 +212,19 @@ class Index:
             rows = np.asarray(rows, dtype=np.int64).ravel()
             wanted = np.unique(rows[(rows >= 0) & (rows < unread.stop)] // per_chunk).tolist()
         with unread.lock:  # (threads reading a store may ask at the same time)
-            for chunk in wanted:
-                stored = unread.stored[chunk]
-                if stored is None:
-                    continue  # made already
+            todo = [chunk for chunk in wanted if unread.stored[chunk] is not None]
+
+            def make(chunk: int) -> None:
                 start = chunk * per_chunk
                 stop = min(start + per_chunk, unread.stop)
                 if stop > start:
-                    index_chunk_rows(stored, per_chunk, self._rows[start:stop])
+                    index_chunk_rows(unread.stored[chunk], per_chunk, self._rows[start:stop])
+
+            # (the whole table, as a sharded view's open asks for, on h5store's threads)
+            thread_map(make, todo, None if len(todo) >= _CHUNKS_ON_THREADS else 1)
+            for chunk in todo:
                 unread.stored[chunk] = None
-                unread.left -= 1
+            unread.left -= len(todo)
             if not unread.left:
                 self._unread = None
         return self._rows
