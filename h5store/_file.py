@@ -609,6 +609,7 @@ def read_committed_index(
     # slicing it for every chunk before any is inflated held the other threads up.
     read_ranges = None if isinstance(mapped, MappedFile) else mapped.read_ranges
     made: list[tuple[Index, np.ndarray]] = []
+    empty: list[int] = []  # rows of /index without payload (the first of each block)
     fit = [True]
     batch_end_at = fmt.INDEX_DTYPE.fields["batch_end"][1]  # type: ignore[index]
 
@@ -620,6 +621,9 @@ def read_committed_index(
             stop = min(first + len(planes) * rows_per_chunk, n)
             index.copy_planes(first, planes, stop, stored)
             batch_end[first:stop] = planes[:, batch_end_at, :].reshape(-1)[: stop - first]
+            holes = np.flatnonzero(index.column("nbytes", stop)[first:stop] == 0)
+            if len(holes):
+                empty.append(first + int(holes[0]))
             columns = {c: index.column(c, stop)[first:stop] for c in fmt.RANGE_COLUMNS}
             if not fits.planes_fit(columns, planes, stop - first):
                 fit[0] = False  # (every thread only ever clears it)
@@ -634,6 +638,7 @@ def read_committed_index(
         index, batch_end = made[0]
         stored_rows = len(batch_end)
         ids = index.column("id", stored_rows)
+        first_empty: int | None = min(empty, default=stored_rows)
     else:
         reserved: list[Index] = []
 
@@ -661,9 +666,12 @@ def read_committed_index(
             len(stored),
             stored["id"],
         )
+        first_empty = None
     if fresh is not None:
         fresh(None)  # the catalogue, read next, as new as the rows
-    n, tail = _recovery.committed_extent(index.column("nbytes", stored_rows), batch_end, ids, tail)
+    n, tail = _recovery.committed_extent(
+        index.column("nbytes", stored_rows), batch_end, ids, tail, first_empty
+    )
     index.take_rows(n)
     index.append(tail)  # into the room left for it
     return index, fit[0] and fits(tail)

@@ -754,7 +754,7 @@ MUTANTS = [
         (
             (
                 "h5store/_recovery.py",
-                "        n, tail = int(holes[0]), tail_rows[:0]\n",
+                "        n, tail = first_empty, tail_rows[:0]\n",
                 "        n, tail = len(index_nbytes), tail_rows[:0]\n",
             ),
         ),
@@ -819,6 +819,13 @@ MUTANTS = [
         "index taken as consecutive at open: ids map to the wrong rows",
         (("h5store/_index.py", " and block_first == first + (at - start)", ""),),
         ("test_ids.py::test_an_index_loaded_block_by_block_answers_as_one_built_at_once",),
+    ),
+    Mutant(
+        "reader-ignores-fill-rows",
+        "(c) a reader taking /index's columns out of its chunks misses fill rows inside a "
+        "chunk: rows of a batch that never committed count",
+        (("h5store/_file.py", "empty.append(first + int(holes[0]))", "pass"),),
+        ("test_guards.py::test_rows_after_fill_rows_inside_an_index_chunk_never_count",),
     ),
     Mutant(
         "catalogue-from-stale-tables",
