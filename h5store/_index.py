@@ -3,7 +3,9 @@
 Loaded once at open (a million rows is about a thousand compressed chunk reads) and appended
 to as batches commit, so lookups and queries never touch HDF5. The read path indexes
 ``memoryview``s of the fields of one packed record per row (location, size, CRC-32, stack,
-deleted flag), which return Python ints without creating numpy scalars.
+deleted flag), which return Python ints without creating numpy scalars. A reader's index
+takes its columns out of /index's bytes at open and makes whole rows only where they are
+asked for (see :meth:`Index.unread`).
 """
 
 from __future__ import annotations
@@ -24,9 +26,9 @@ from .format import INDEX_DTYPE, index_chunk_rows, zeroed_array
 #: Columns kept as contiguous copies for queries and vectorised lookups (a strided scan of 1M
 #: packed rows costs 3x more). A row's location, size and stack are columns of the read
 #: records instead (24 bytes apart), which no query scans: one copy fewer each at open.
-#: The copies are made when a column is first asked for, not at open: a reader that only
-#: reads images (a DataLoader worker) never asks, and making them at open cost a tenth of a
-#: warm open at 200,000 rows (4 MB of fresh pages, and the copies).
+#: A reader's open takes them out of /index's bytes with the read records (see unread; its
+#: checks read most of them); an index given rows (a writer's, a sharded view's) copies them
+#: when one is first asked for.
 HOT_COLUMNS = ("deleted", "id", "label", "true_label", "score")
 
 #: What one read needs of its row, packed into 24 bytes: a random read in a million-row store
@@ -61,8 +63,14 @@ def _packed(fields: Sequence[str], itemsize: int | None = None) -> np.dtype:
     """Records of ``fields`` (native, as the columns hold them) packed one after the other."""
     formats = [_native(INDEX_DTYPE[name]) for name in fields]
     offsets = np.cumsum([0] + [f.itemsize for f in formats[:-1]]).tolist()
-    packed = {"names": list(fields), "formats": formats, "offsets": offsets}
-    return np.dtype({**packed, "itemsize": itemsize or sum(f.itemsize for f in formats)})
+    return np.dtype(
+        {
+            "names": list(fields),
+            "formats": formats,
+            "offsets": offsets,
+            "itemsize": itemsize or sum(f.itemsize for f in formats),
+        }
+    )
 
 
 #: The read records' bytes, as they lie in a row (the records' fields are packed in order).
@@ -217,8 +225,9 @@ class Index:
             def make(chunk: int) -> None:
                 start = chunk * per_chunk
                 stop = min(start + per_chunk, unread.stop)
-                if stop > start:
-                    index_chunk_rows(unread.stored[chunk], per_chunk, self._rows[start:stop])
+                stored = unread.stored[chunk]
+                if stored is not None and stop > start:
+                    index_chunk_rows(stored, per_chunk, self._rows[start:stop])
 
             # (the whole table, as a sharded view's open asks for, on h5store's threads)
             thread_map(make, todo, None if len(todo) >= _CHUNKS_ON_THREADS else 1)
