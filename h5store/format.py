@@ -1292,16 +1292,12 @@ def _inflate_blocks(
 
     from ._parallel import thread_map
 
-    blocks = iter(range(0, len(chunks), INDEX_BLOCK_CHUNKS))
-
-    def drain(_thread: int) -> None:
-        # Blocks claimed one at a time (next() runs under the GIL: each block goes to one
-        # thread): thread_map's slices of a sixteenth of the work left one thread idle for
-        # the last of them. A thread the machine leaves without a core claims none.
+    blocks = range(0, len(chunks), INDEX_BLOCK_CHUNKS)
+    if threads > 1:
+        thread_map(inflate, blocks)
+    else:
         for block in blocks:
             inflate(block)
-
-    thread_map(drain, range(threads))
 
 
 def read_index_rows(
