@@ -131,13 +131,16 @@ class Catalog:
         class_group: Callable[[str], h5py.Group | None],
         *,
         checked: bool = False,
+        tables: tuple[np.ndarray, list[str]] | None = None,
     ):
+        """``tables``: /stacks and /labels as read already (in that order), else read here."""
         # /stacks before /labels, the reverse of the order a writer appends them: a stack
         # read then names a label that is on disk by the time the labels are read.
         #: the /stacks table as read (checked against the index rows by the store)
         self.filename = f.filename
-        self.table = fmt.read_stacks(f)
-        self.labels: list[str] = fmt.read_labels(f)
+        self.table, self.labels = (
+            (fmt.read_stacks(f), fmt.read_labels(f)) if tables is None else tables
+        )
         fmt.check_stacks(self.table, len(self.labels), f.filename)
         if checked:  # a format-1.2 file: class groups against /labels and /stacks
             fmt.check_classes(class_attributes(f), self.labels, self.table, f.filename)

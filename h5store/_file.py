@@ -21,6 +21,7 @@ The write protocol, which the rest of h5store relies on:
 
 from __future__ import annotations
 
+import _thread
 import contextlib
 import ctypes
 import errno
@@ -42,7 +43,7 @@ from isal import isal_zlib
 from . import _libhdf5, _recovery
 from . import format as fmt
 from ._containment import ContainedFile, check_contained
-from ._index import Index
+from ._index import FROM_PLANES, Index
 from ._parallel import get_threads
 from ._source import ByteSource
 from ._superblock import (
@@ -396,19 +397,30 @@ class MappedFile:
 
 
 class _Populate:
-    """Map every page of ``mapped`` into this process on a daemon thread, a slice at a time
-    (madvise MADV_POPULATE_READ, Linux 5.14 on; the GIL is released during each call), until
-    done or :meth:`stop`. The thread holds the map (a buffer of it) until it ends, so that
-    closing the store cannot unmap it under the call."""
+    """Map every page of ``mapped`` into this process on a thread of its own, a slice at a
+    time (madvise MADV_POPULATE_READ, Linux 5.14 on; the GIL is released during each call),
+    until done or :meth:`stop`. The thread holds the map (a buffer of it) until it ends, so
+    that closing the store cannot unmap it under the call.
+
+    The thread is started through ``_thread``, which does not wait for it to run, as
+    ``threading.Thread.start`` does: on a busy machine that wait, at the end of every open,
+    was 0.3 ms in the median and up to 7 ms. (Such a thread is a daemon: it ends with the
+    process.)"""
 
     ADVICE = 22  # MADV_POPULATE_READ
     SLICE = 8 << 20  # (each call holds the process's map lock a moment: keep it short)
 
     def __init__(self, mapped: mmap.mmap | bytes):
         self._stopped = threading.Event()
-        pages = np.frombuffer(mapped, np.uint8)
-        self.thread = threading.Thread(target=self._run, args=(pages,), daemon=True)
-        self.thread.start()
+        self._ended = threading.Event()
+        # (held here, not passed as an argument: _thread keeps a thread's arguments until it
+        # returns, after it says it has ended, and the map must go with the thread)
+        self._pages: np.ndarray | None = np.frombuffer(mapped, np.uint8)
+        _thread.start_new_thread(self._run, ())
+
+    def join(self, timeout: float | None = None) -> bool:
+        """Wait until the thread has ended (at most ``timeout`` seconds); whether it has."""
+        return self._ended.wait(timeout)
 
     @staticmethod
     @functools.cache
@@ -432,15 +444,21 @@ class _Populate:
         page = mmap.mmap(-1, mmap.PAGESIZE, flags=mmap.MAP_PRIVATE | mmap.MAP_ANONYMOUS)
         return madvise(np.frombuffer(page, np.uint8).ctypes.data, len(page), cls.ADVICE) == 0
 
-    def _run(self, pages: np.ndarray) -> None:
-        madvise, address = self._madvise(), pages.ctypes.data
-        if madvise is None:  # (never: the thread starts only where supported() said yes)
-            return
-        for start in range(0, len(pages), self.SLICE):
-            if self._stopped.is_set():
+    def _run(self) -> None:
+        pages = self._pages
+        assert pages is not None
+        try:
+            madvise, address = self._madvise(), pages.ctypes.data
+            if madvise is None:  # (never: the thread starts only where supported() said yes)
                 return
-            if madvise(address + start, min(self.SLICE, len(pages) - start), self.ADVICE):
-                return  # (the file shrank under the map: reads will report it)
+            for start in range(0, len(pages), self.SLICE):
+                if self._stopped.is_set():
+                    return
+                if madvise(address + start, min(self.SLICE, len(pages) - start), self.ADVICE):
+                    return  # (the file shrank under the map: reads will report it)
+        finally:
+            self._pages = pages = None  # (the map is released before the thread has ended)
+            self._ended.set()
 
     def stop(self) -> None:
         self._stopped.set()
@@ -572,50 +590,90 @@ def read_committed_rows(f: h5py.File, mapped: MappedFile | None = None) -> np.nd
 def read_committed_index(
     f: h5py.File,
     mapped: ByteSource,
-    fits: Callable[[np.ndarray], bool],
+    fits: fmt.RowsFit,
     fresh: Callable[[h5py.Dataset | None], None] | None = None,
+    *,
+    unread_rows: bool = False,
 ) -> tuple[Index, bool]:
     """The committed rows (as :func:`read_committed_rows`) as an :class:`Index`, and whether
-    ``fits`` (a check of a run of rows) said yes to all of them. The rows are decoded on
-    h5store's threads, and each block's columns copied and checked there, while the block is
-    in the CPU's cache: at a million rows, copying and checking the whole array afterwards
-    took longer than decoding it. ``fresh(dataset)`` is called before reading the tail and
-    before reading /index and once more after (a remote file reads each anew, and the
-    catalogue after them: see _remote.RemoteFile.fresh)."""
+    ``fits`` said yes to all of them. The rows are decoded on h5store's threads, and each
+    block's columns copied and checked there, while the block is in the CPU's cache: at a
+    million rows, copying and checking the whole array afterwards took longer than decoding
+    it. ``unread_rows``: take the columns straight out of /index's shuffled bytes and leave
+    the rows to be made when asked for (see Index.unread; a reader's index). ``fresh(dataset)``
+    is called before reading the tail and before reading /index and once more after (a remote
+    file reads each anew, and the catalogue after them: see _remote.RemoteFile.fresh)."""
     if fresh is not None:
         fresh(f[fmt.INDEX_TAIL])
     tail = fmt.read_tail_rows(f)  # tail first, as in read_committed_rows
     if fresh is not None:
         fresh(None)
-    reserved: list[Index] = []
+    # One round of requests for a remote source; a local map has no round trip to save, and
+    # slicing it for every chunk before any is inflated held the other threads up.
+    read_ranges = None if isinstance(mapped, MappedFile) else mapped.read_ranges
+    made: list[tuple[Index, np.ndarray]] = []
+    empty: list[int] = []  # rows of /index without payload (the first of each block)
     fit = [True]
+    batch_end_at = fmt.INDEX_DTYPE.fields["batch_end"][1]  # type: ignore[index]
 
-    def on_blocks(storage: np.ndarray) -> Callable[[int, int], None]:
-        reserved.append(index := Index.reserve(storage))
+    def on_start(n: int, rows_per_chunk: int, chunks: int) -> Callable[..., None]:
+        index = Index.unread(chunks * rows_per_chunk + len(tail), rows_per_chunk, chunks)
+        made.append((index, batch_end := np.zeros(n, np.uint8)))
 
-        def on_block(start: int, stop: int) -> None:
-            index.copy_columns(start, stop)
-            if not fits(storage[start:stop]):
+        def on_block(first: int, planes: np.ndarray, stored: list) -> None:
+            stop = min(first + len(planes) * rows_per_chunk, n)
+            index.copy_planes(first, planes, stop, stored)
+            batch_end[first:stop] = planes[:, batch_end_at, :].reshape(-1)[: stop - first]
+            holes = np.flatnonzero(index.column("nbytes", stop)[first:stop] == 0)
+            if len(holes):
+                empty.append(first + int(holes[0]))
+            columns = {c: index.column(c, stop)[first:stop] for c in fmt.RANGE_COLUMNS}
+            if not fits.planes_fit(columns, planes, stop - first):
                 fit[0] = False  # (every thread only ever clears it)
 
         return on_block
 
-    stored = fmt.read_index_rows(
-        f,
-        mapped.read,
-        threads=get_threads(),
-        spare=len(tail),
-        on_blocks=on_blocks,
-        read_ranges=mapped.read_ranges,  # one round for a remote source
-    )
+    if (
+        unread_rows
+        and FROM_PLANES
+        and fmt.read_index_planes(f, mapped.read, get_threads(), on_start, read_ranges=read_ranges)
+    ):
+        index, batch_end = made[0]
+        stored_rows = len(batch_end)
+        ids = index.column("id", stored_rows)
+        first_empty: int | None = min(empty, default=stored_rows)
+    else:
+        reserved: list[Index] = []
+
+        def on_blocks(storage: np.ndarray) -> Callable[[int, int], None]:
+            reserved.append(index := Index.reserve(storage))
+
+            def on_block(start: int, stop: int) -> None:
+                index.copy_columns(start, stop)
+                if not fits(storage[start:stop]):
+                    fit[0] = False  # (every thread only ever clears it)
+
+            return on_block
+
+        stored = fmt.read_index_rows(
+            f,
+            mapped.read,
+            threads=get_threads(),
+            spare=len(tail),
+            on_blocks=on_blocks,
+            read_ranges=read_ranges,
+        )
+        index, batch_end, stored_rows, ids = (
+            reserved[0],
+            stored["batch_end"],
+            len(stored),
+            stored["id"],
+        )
+        first_empty = None
     if fresh is not None:
         fresh(None)  # the catalogue, read next, as new as the rows
-    index = reserved[0]
     n, tail = _recovery.committed_extent(
-        index.column("nbytes", len(stored)),
-        stored["batch_end"],
-        index.column("id", len(stored)),
-        tail,
+        index.column("nbytes", stored_rows), batch_end, ids, tail, first_empty
     )
     index.take_rows(n)
     index.append(tail)  # into the room left for it

@@ -3,23 +3,32 @@
 Loaded once at open (a million rows is about a thousand compressed chunk reads) and appended
 to as batches commit, so lookups and queries never touch HDF5. The read path indexes
 ``memoryview``s of the fields of one packed record per row (location, size, CRC-32, stack,
-deleted flag), which return Python ints without creating numpy scalars.
+deleted flag), which return Python ints without creating numpy scalars. A reader's index
+takes its columns out of /index's bytes at open and makes whole rows only where they are
+asked for (see :meth:`Index.unread`).
 """
 
 from __future__ import annotations
 
 import operator
+import sys
+import threading
 from collections.abc import Sequence
 from typing import Any
 
 import numpy as np
 
+from ._parallel import thread_map
+from ._source import Buffer
 from .errors import UnknownIdError
-from .format import INDEX_DTYPE, zeroed_array
+from .format import INDEX_DTYPE, index_chunk_rows, zeroed_array
 
 #: Columns kept as contiguous copies for queries and vectorised lookups (a strided scan of 1M
 #: packed rows costs 3x more). A row's location, size and stack are columns of the read
 #: records instead (24 bytes apart), which no query scans: one copy fewer each at open.
+#: A reader's open takes them out of /index's bytes with the read records (see unread; its
+#: checks read most of them); an index given rows (a writer's, a sharded view's) copies them
+#: when one is first asked for.
 HOT_COLUMNS = ("deleted", "id", "label", "true_label", "score")
 
 #: What one read needs of its row, packed into 24 bytes: a random read in a million-row store
@@ -39,11 +48,78 @@ def _native(dtype: np.dtype) -> np.dtype:
     return dtype.newbyteorder("=") if dtype.kind in "iuf" else dtype
 
 
+#: Whether the columns can be taken straight out of /index's shuffled bytes: its fields are
+#: little-endian, the columns in this machine's order.
+FROM_PLANES = sys.byteorder == "little"
+
+
+def _row_bytes(fields: Sequence[str]) -> np.ndarray:
+    """Where the bytes of ``fields`` lie in a row of INDEX_DTYPE, one field after the other."""
+    at = [INDEX_DTYPE.fields[name][1] for name in fields]  # type: ignore[index]
+    return np.concatenate([np.arange(a, a + INDEX_DTYPE[n].itemsize) for a, n in zip(at, fields)])
+
+
+def _packed(fields: Sequence[str], itemsize: int | None = None) -> np.dtype:
+    """Records of ``fields`` (native, as the columns hold them) packed one after the other."""
+    formats = [_native(INDEX_DTYPE[name]) for name in fields]
+    offsets = np.cumsum([0] + [f.itemsize for f in formats[:-1]]).tolist()
+    return np.dtype(
+        {
+            "names": list(fields),
+            "formats": formats,
+            "offsets": offsets,
+            "itemsize": itemsize or sum(f.itemsize for f in formats),
+        }
+    )
+
+
+#: The read records' bytes, as they lie in a row (the records' fields are packed in order).
+_LOCATION_BYTES = _row_bytes(LOCATION_FIELDS)
+#: The query columns' bytes as they lie in a row, and the records they make packed together.
+_HOT_BYTES, _HOT_RECORD = _row_bytes(HOT_COLUMNS), _packed(HOT_COLUMNS)
+if _packed(LOCATION_FIELDS, LOCATION_DTYPE.itemsize) != LOCATION_DTYPE:
+    raise AssertionError("LOCATION_DTYPE must pack its fields in order")
+
+
+def _gather(planes: np.ndarray, row_bytes: np.ndarray, out: np.ndarray) -> None:
+    """Write the bytes ``row_bytes`` (positions in a row) of the rows a block of /index's
+    ``planes`` holds (chunk, byte of a row, row in the chunk: see format.read_index_planes)
+    into the first bytes of each row of ``out`` (C-contiguous, a row a record), which holds
+    as many records or fewer (the rows a last chunk holds past the end of /index are left
+    out). One transposing copy of all the bytes: a call a field cost twice as much."""
+    per_chunk = planes.shape[2]
+    width = len(row_bytes)
+    whole, rest = divmod(len(out), per_chunk)
+    picked = planes[:, row_bytes, :]
+    if whole:
+        by_chunk = out[: whole * per_chunk].reshape(whole, per_chunk, out.shape[1])
+        by_chunk[:, :, :width] = picked[:whole].transpose(0, 2, 1)
+    if rest:
+        out[whole * per_chunk :, :width] = picked[whole, :, :rest].T
+
+
+#: Chunks of rows made at once from which the work is shared with h5store's threads.
+_CHUNKS_ON_THREADS = 32
+
+
+class _Unread:
+    """The rows of an index that are not made yet: /index's chunks as stored, each inflated
+    into the index's storage when one of its rows is first asked for."""
+
+    def __init__(self, rows_per_chunk: int, chunks: int):
+        self.rows_per_chunk = rows_per_chunk
+        self.stored: list[bytes | None] = [None] * chunks
+        self.left = chunks
+        self.stop = 0  # rows of /index that belong to the index (the rest: in flight)
+        self.lock = threading.Lock()
+
+
 class Index:
     """Committed index rows in insertion order, plus an id -> row map.
 
     Rows live in one structured array of the on-disk type (adopted without copying at open);
-    the location columns are also kept as contiguous copies for the read path. Ids that run
+    the location columns are also kept as packed records for the read path, and the columns
+    queries scan as contiguous copies once one is asked for (see HOT_COLUMNS). Ids that run
     in an unbroken sequence (the default when h5store assigns them) map to rows
     arithmetically; any other id sequence switches to a dict built once.
     """
@@ -53,11 +129,18 @@ class Index:
         the caller must not use the array afterwards."""
         self._n = 0
         self._rows = np.zeros(0, INDEX_DTYPE)
-        self._hot = {name: np.zeros(0, _native(INDEX_DTYPE[name])) for name in HOT_COLUMNS}
+        #: HOT_COLUMNS' copies, as long as ``_rows``; None until a column is first asked for
+        self._hot: dict[str, np.ndarray] | None = None
+        self._hot_lock = threading.Lock()
         self._locations = np.zeros(0, LOCATION_DTYPE)
         self._dense_start: int | None = 0  # ids == _dense_start + row, while that holds
+        #: what copy_columns found of each block of rows it copied, by first row, until
+        #: _taken counts them: (stop, deleted rows, first id, whether the ids run on from it)
+        self._blocks: dict[int, tuple[int, int, int, bool]] = {}
         self._row_of_id: dict[int, int] | None = None
         self._deleted = 0
+        #: rows of /index not made yet (see unread)
+        self._unread: _Unread | None = None
         self._refresh_views()
         if rows is not None and len(rows):
             if adopt and rows.dtype == INDEX_DTYPE:
@@ -91,18 +174,69 @@ class Index:
 
     def column(self, name: str, stop: int | None = None) -> np.ndarray:
         """One column of all committed rows (a view: do not modify); ``stop``: of the first
-        ``stop`` rows of the storage instead (while it is filled, see :meth:`reserve`)."""
-        col = self._hot.get(name)
-        if col is None:
-            col = self._locations[name] if name in LOCATION_FIELDS else self._rows[name]
+        ``stop`` rows of the storage instead (while it is filled, see :meth:`reserve`; a
+        strided view of the rows, where the hot copies are not made)."""
+        if name in HOT_COLUMNS and (stop is None or self._hot is not None):
+            col = self._hot_columns()[name]
+        elif name in LOCATION_FIELDS:
+            col = self._locations[name]
+        else:
+            col = self._made()[name]
         return col[: self._n if stop is None else stop]
+
+    def _hot_columns(self) -> dict[str, np.ndarray]:
+        """HOT_COLUMNS' contiguous copies, made on the first call."""
+        hot = self._hot
+        if hot is None:
+            with self._hot_lock:  # (threads reading a store may ask at the same time)
+                hot = self._hot
+                if hot is None:
+                    rows = self._made()
+                    hot = {}
+                    for name in HOT_COLUMNS:
+                        hot[name] = zeroed_array(len(rows), _native(INDEX_DTYPE[name]))
+                        hot[name][: self._n] = rows[name][: self._n]
+                    self._hot = hot
+        return hot
 
     def take(self, rows: np.ndarray | Sequence[int] | slice | None = None) -> np.ndarray:
         """A copy of rows (all rows when ``rows`` is None) as a structured array of the on-disk
         type."""
         if rows is None:
-            return self._rows[: self._n].copy()
+            return self._made()[: self._n].copy()
+        if self._unread is not None:
+            self._made(np.arange(self._n)[rows])
         return self._rows[: self._n][rows]
+
+    def _made(self, rows: np.ndarray | None = None) -> np.ndarray:
+        """The storage of rows, with ``rows`` (all where None) made (see unread)."""
+        unread = self._unread
+        if unread is None:
+            return self._rows
+        per_chunk = unread.rows_per_chunk
+        if rows is None:
+            wanted: Sequence[int] = range(len(unread.stored))
+        else:
+            rows = np.asarray(rows, dtype=np.int64).ravel()
+            wanted = np.unique(rows[(rows >= 0) & (rows < unread.stop)] // per_chunk).tolist()
+        with unread.lock:  # (threads reading a store may ask at the same time)
+            todo = [chunk for chunk in wanted if unread.stored[chunk] is not None]
+
+            def make(chunk: int) -> None:
+                start = chunk * per_chunk
+                stop = min(start + per_chunk, unread.stop)
+                stored = unread.stored[chunk]
+                if stored is not None and stop > start:
+                    index_chunk_rows(stored, per_chunk, self._rows[start:stop])
+
+            # (the whole table, as a sharded view's open asks for, on h5store's threads)
+            thread_map(make, todo, None if len(todo) >= _CHUNKS_ON_THREADS else 1)
+            for chunk in todo:
+                unread.stored[chunk] = None
+            unread.left -= len(todo)
+            if not unread.left:
+                self._unread = None
+        return self._rows
 
     @classmethod
     def reserve(cls, storage: np.ndarray) -> Index:
@@ -112,24 +246,76 @@ class Index:
         :meth:`take_rows` for the rows that belong to the store."""
         index = cls()
         index._rows = storage
-        n = len(storage)
-        index._hot = {name: zeroed_array(n, col.dtype) for name, col in index._hot.items()}
-        index._locations = zeroed_array(n, LOCATION_DTYPE)
+        index._locations = zeroed_array(len(storage), LOCATION_DTYPE)
         index._refresh_views()
         return index
 
+    @classmethod
+    def unread(cls, capacity: int, rows_per_chunk: int, chunks: int) -> Index:
+        """An empty index for ``chunks`` chunks of /index that land in it as planes of bytes
+        (call :meth:`copy_planes` on each block, from any thread, then :meth:`take_rows`),
+        with room for ``capacity`` rows. Its columns are taken out of the planes; its rows
+        (columns of no query, and whole rows: ``take``) are made from the chunks' stored
+        bytes when first asked for: a reader that only reads images never asks, and making
+        them at open was a third of a warm open at 200,000 rows (an unshuffle of every byte,
+        into 16 MB of fresh pages)."""
+        index = cls()
+        index._rows = zeroed_array(capacity, INDEX_DTYPE)  # (no page is touched until made)
+        index._locations = zeroed_array(capacity, LOCATION_DTYPE)
+        index._hot = {
+            name: zeroed_array(capacity, _native(INDEX_DTYPE[name])) for name in HOT_COLUMNS
+        }
+        index._unread = _Unread(rows_per_chunk, chunks)
+        index._refresh_views()
+        return index
+
+    def copy_planes(self, first: int, planes: np.ndarray, stop: int, stored: list[Buffer]) -> None:
+        """Take the columns of rows ``first:stop`` out of a block of /index given as ``planes``
+        (see format.read_index_planes) and keep its chunks' ``stored`` bytes, for rows asked
+        for later."""
+        unread = self._unread
+        assert unread is not None and self._hot is not None  # (an index made by unread())
+        chunk = first // unread.rows_per_chunk
+        unread.stored[chunk : chunk + len(stored)] = [bytes(data) for data in stored]
+        if stop <= first:
+            return
+        locations = self._locations.view(np.uint8).reshape(-1, LOCATION_DTYPE.itemsize)
+        _gather(planes, _LOCATION_BYTES, locations[first:stop])
+        # The query columns through one packed record a row, then a typed copy a column.
+        packed = np.empty((stop - first, _HOT_RECORD.itemsize), np.uint8)
+        _gather(planes, _HOT_BYTES, packed)
+        records = packed.view(_HOT_RECORD)[:, 0]
+        hot = self._hot
+        for name, col in hot.items():
+            col[first:stop] = records[name]
+        self._summarize(first, stop, hot["id"][first:stop], hot["deleted"][first:stop])
+
     def copy_columns(self, start: int, stop: int) -> None:
-        """Copy rows ``start:stop`` of the storage into the hot columns and read records."""
+        """Copy rows ``start:stop`` of the storage into the read records (and the hot columns,
+        once made)."""
+        if stop <= start:
+            return
         rows = self._rows[start:stop]
-        for name, col in self._hot.items():
+        for name, col in (self._hot or {}).items():
             col[start:stop] = rows[name]
         # The read records in one structured copy (fields matched by position): one numpy call
         # instead of one a field, each of which releases and retakes the GIL that the other
         # threads decoding /index at open wait for.
         self._locations[start:stop] = rows[list(LOCATION_FIELDS)]
+        self._summarize(start, stop, rows["id"], self._locations["deleted"][start:stop])
+
+    def _summarize(self, start: int, stop: int, ids: np.ndarray, deleted: np.ndarray) -> None:
+        """Note what _taken asks of rows ``start:stop`` (their ``ids`` and ``deleted`` flags),
+        found while they are in the CPU's cache (scanning the rows' strided ids afterwards cost
+        a fifth of the rest of a warm open)."""
+        first = int(ids[0])
+        runs_on = int(ids[-1]) - first == stop - start - 1 and bool((ids[1:] > ids[:-1]).all())
+        self._blocks[start] = (stop, int(np.count_nonzero(deleted)), first, runs_on)
 
     def take_rows(self, n: int) -> None:
         """Make the first ``n`` rows of the storage, their columns copied, the index's rows."""
+        if self._unread is not None:
+            self._unread.stop = n
         self._n = 0
         self._taken(n)
 
@@ -141,15 +327,15 @@ class Index:
         if new_rows is not self._rows:
             if start + k > len(self._rows):
                 grown = np.zeros(max(2 * len(self._rows), start + k, 1024), INDEX_DTYPE)
-                grown[:start] = self._rows[:start]
+                grown[:start] = self._made()[:start]
                 self._rows = grown
             self._rows[start : start + k] = new_rows
         if start + k > len(self._locations):
             capacity = len(self._rows)
-            for name, col in self._hot.items():
+            for name, col in (self._hot or {}).items():
                 grown_col = np.zeros(capacity, col.dtype)
                 grown_col[:start] = col[:start]
-                self._hot[name] = grown_col
+                self._hot[name] = grown_col  # type: ignore[index]
             locations = np.zeros(capacity, LOCATION_DTYPE)
             locations[:start] = self._locations[:start]
             self._locations = locations
@@ -159,23 +345,31 @@ class Index:
 
     def _taken(self, k: int) -> None:
         """Count the ``k`` rows after the current ones as the index's (columns copied)."""
+        blocks, self._blocks = self._blocks, {}
         if not k:
             return
         start = self._n
         self._n += k
-        self._deleted += int(np.count_nonzero(self._hot["deleted"][start : start + k]))
-        ids = self._hot["id"][start : start + k]
+        # (the rows' own ids where the hot copy is not made)
+        ids = (self._rows if self._hot is None else self._hot)["id"][start : start + k]
+        found = _whole_blocks(blocks, start, start + k)
+        if found is None:  # (rows copied in other blocks than these: a dead writer's last)
+            deleted = int(np.count_nonzero(self._locations["deleted"][start : start + k]))
+            # Increasing integers from ids[0] to ids[0] + k - 1 are exactly those k.
+            runs_on = int(ids[-1]) - int(ids[0]) == k - 1 and bool((ids[1:] > ids[:-1]).all())
+            found = deleted, int(ids[0]), runs_on
+        deleted, first, runs_on = found
+        self._deleted += deleted
         if self._dense_start is not None:
             if start == 0:
-                self._dense_start = int(ids[0])
-            first = self._dense_start + start
-            # Increasing integers from first to first + k - 1 are exactly those k.
-            if not (ids[0] == first and ids[-1] == first + k - 1 and (ids[1:] > ids[:-1]).all()):
+                self._dense_start = first
+            if not runs_on or first != self._dense_start + start:
                 self._dense_start = None
         if self._dense_start is None and self._row_of_id is not None:
             self._row_of_id.update(zip(ids.tolist(), range(start, start + k)))
 
     def set_offsets(self, rows: np.ndarray, offsets: np.ndarray) -> None:
+        self._made(rows)
         self._locations["offset"][rows] = offsets
         self._rows["offset"][rows] = offsets
 
@@ -221,7 +415,7 @@ class Index:
             rows = np.fromiter((lookup.get(i, -1) for i in ids.tolist()), np.int64, len(ids))
             bad = rows < 0
         if not bad.any():
-            bad = self._hot["deleted"][rows] != 0
+            bad = self._locations["deleted"][rows] != 0
         if bad.any():
             raise UnknownIdError(f"no image with id {int(ids[np.argmax(bad)])} in the store")
         return rows
@@ -252,8 +446,10 @@ class Index:
 
     def mark_deleted(self, rows: np.ndarray) -> None:
         rows = np.unique(rows)
-        self._deleted += int(np.count_nonzero(self._hot["deleted"][rows] == 0))
-        self._hot["deleted"][rows] = 1
+        self._made(rows)
+        self._deleted += int(np.count_nonzero(self._locations["deleted"][rows] == 0))
+        if self._hot is not None:
+            self._hot["deleted"][rows] = 1
         self._locations["deleted"][rows] = 1
         self._rows["deleted"][rows] = 1
 
@@ -289,6 +485,27 @@ class Index:
             same = truth == self.column("label").astype(np.int64)
             mask &= (truth >= 0) & (same if correct else ~same)
         return self.column("id")[mask]
+
+
+def _whole_blocks(
+    blocks: dict[int, tuple[int, int, int, bool]], start: int, stop: int
+) -> tuple[int, int, bool] | None:
+    """(deleted rows, first id, whether the ids run on from it) of rows ``start:stop`` from
+    what copy_columns found of ``blocks``; None unless those blocks make up exactly these
+    rows."""
+    deleted, first, runs_on, at = 0, 0, True, start
+    while at < stop:
+        block = blocks.get(at)
+        if block is None or block[0] > stop:
+            return None
+        block_stop, block_deleted, block_first, block_runs_on = block
+        if at == start:
+            first = block_first
+        # Each block runs on from its first id, and each starts where the one before ended.
+        runs_on = runs_on and block_runs_on and block_first == first + (at - start)
+        deleted += block_deleted
+        at = block_stop
+    return deleted, first, runs_on
 
 
 def _isin_small(column: np.ndarray, values: np.ndarray) -> np.ndarray:

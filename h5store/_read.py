@@ -75,20 +75,31 @@ class ReadEngine:
     def _load(self, f: h5py.File, new_file: bool, writer: bool) -> None:
         # The index rows first, then the catalogue: the reverse of the order a writer writes
         # them, so everything the rows read refer to is on disk when it is read.
+        tables = None
         if new_file:
             self.index, fit = Index(), True
         else:
             # Each block of rows is checked as it is decoded, against the /stacks and /labels
             # read before the rows; rows that do not fit them (or name a stack a writer added
             # since) are checked one by one against the catalogue read after.
-            fits = fmt.RowsFit(fmt.read_stacks(f), len(fmt.read_labels(f)))
+            tables = fmt.read_stacks(f), fmt.read_labels(f)
+            fits = fmt.RowsFit(tables[0], len(tables[1]))
             # (a remote source reads the tail and /index each anew: see _remote.RemoteFile)
             fresh = getattr(self.source, "fresh", None)
-            self.index, fit = read_committed_index(f, self.source, fits, fresh)
+            # (a writer's index makes its rows at once: it appends to them and rewrites them)
+            self.index, fit = read_committed_index(
+                f, self.source, fits, fresh, unread_rows=not writer
+            )
         fmt.check_committed_rows(f, len(self.index), self.name)
         #: the file carries the checks of format 1.2 (/score_crc32, class cross-checks)
         self.checked = fmt.has_checks(fmt.file_version(f))
-        self.catalog = catalog = Catalog(f, self.class_group, checked=self.checked)
+        # Rows that all fit the tables read before them name no stack or class beyond those
+        # tables, which then serve as the catalogue: a writer only ever appends to them, so
+        # reading them again would add only what no row read refers to (a reader sees it at
+        # its next refresh). Rows that do not fit are checked against the tables read anew.
+        self.catalog = catalog = Catalog(
+            f, self.class_group, checked=self.checked, tables=tables if fit else None
+        )
         if fit:
             # Ids the index found consecutive as it took the rows are distinct: a second look
             # at every id (200,000 comparisons) is only needed for any other sequence.

@@ -312,11 +312,38 @@ def check_root(f: h5py.File, path: str) -> tuple[int, int]:
     return major, minor
 
 
+@functools.cache
+def _hdf5_type(dtype: np.dtype) -> h5py.h5t.TypeID:
+    """The HDF5 type h5store writes records of ``dtype`` as."""
+    return h5py.h5t.py_create(dtype)
+
+
+def _holds_exactly(ds: h5py.Dataset, dtype: np.dtype) -> bool:
+    """Whether ``ds`` holds records of ``dtype`` as h5store writes them, compared in HDF5:
+    h5py's conversion of a compound type to numpy's costs 60-130 us a dataset object, and an
+    open met four of them."""
+    return bool(ds.id.get_type() == _hdf5_type(dtype))
+
+
+def _read_table(ds: h5py.Dataset, dtype: np.dtype) -> np.ndarray:
+    """All of ``ds``, a table of at least ``dtype``'s fields (see _is_table_of): read straight
+    into records of ``dtype`` where it holds exactly those (a third of the cost of h5py's
+    item access for a small table), else through h5py (a later version's extra fields)."""
+    if not _holds_exactly(ds, dtype):
+        return ds[()]
+    out = np.empty(ds.shape, dtype)
+    if len(out):
+        ds.id.read(h5py.h5s.ALL, h5py.h5s.ALL, out, mtype=_hdf5_type(dtype))
+    return out
+
+
 def _is_table_of(obj: object, dtype: np.dtype) -> bool:
     """A 1-D dataset with at least ``dtype``'s fields, of their types (a later minor version
     may add fields)."""
     if not isinstance(obj, h5py.Dataset) or obj.ndim != 1:
         return False
+    if _holds_exactly(obj, dtype):
+        return True
     fields = obj.dtype.fields or {}
     return all(name in fields and fields[name][0] == dtype[name] for name in dtype.names or ())
 
@@ -1046,43 +1073,32 @@ def check_unique_ids(ids: np.ndarray, path: str) -> None:
 _STACK_FIELDS = ("label", "height", "width", "channels", "dtype", "codec")
 
 
-def _signature_dtype(dtype: np.dtype, names: tuple[str, ...]) -> np.dtype:
-    """A view of records of ``dtype`` that sees the bytes of fields ``names`` as unsigned
-    integers, 8 bytes wide where they can be: comparing these fields of two records is then a
-    few integer comparisons (a string field compared as strings costs ten times more)."""
+#: Those of them but the class id: the geometry and codec, one run of bytes in a row.
+_GEOMETRY_FIELDS = _STACK_FIELDS[1:]
+
+#: The index columns whose values RowsFit checks lie in a range (see _value_ranges).
+RANGE_COLUMNS = ("stack", "label", "true_label", "id", "deleted")
+
+
+def _byte_run(dtype: np.dtype, names: tuple[str, ...]) -> tuple[int, int]:
+    """Where the bytes of fields ``names`` of a record of ``dtype`` start and stop: one run."""
     fields: Mapping[str, Any] = dtype.fields or {}
-    spans = sorted((fields[n][1], fields[n][1] + dtype[n].itemsize) for n in names)
-    runs = [list(spans[0])]
-    for start, stop in spans[1:]:  # adjacent fields make one run of bytes
-        if start == runs[-1][1]:
-            runs[-1][1] = stop
-        else:
-            runs.append([start, stop])
-    offsets, formats = [], []
-    for start, stop in runs:
-        while start < stop:
-            width = next(w for w in (8, 4, 2, 1) if w <= stop - start)
-            offsets.append(start)
-            formats.append(f"<u{width}")
-            start += width
-    return np.dtype(
-        {
-            "names": [f"b{k}" for k in range(len(offsets))],
-            "formats": formats,
-            "offsets": offsets,
-            "itemsize": dtype.itemsize,
-        }
-    )
+    start = min(fields[n][1] for n in names)
+    stop = max(fields[n][1] + dtype[n].itemsize for n in names)
+    if stop - start != sum(dtype[n].itemsize for n in names):
+        raise AssertionError(f"{names} are not one run of bytes of {dtype}")
+    return start, stop
 
 
 class RowsFit:
     """check_rows' checks of single rows (all but the repeated id) as one yes or no for a run
     of rows, cheap enough to run on each block of /index as it is decoded, while the block is
-    in the CPU's cache (about 8 ns a row). check_rows, run where this says no, names the row
-    and the problem."""
+    in the CPU's cache (a few ns a row). check_rows, run where this says no, names the row
+    and the problem. A block is given as rows (``__call__``), or as its columns and HDF5's
+    planes of bytes (``planes_fit``: an open that makes no rows)."""
 
-    _SIGNATURE = _signature_dtype(INDEX_DTYPE, _STACK_FIELDS)
-    _SIGNATURE_NAMES: tuple[str, ...] = _SIGNATURE.names or ()
+    #: where a row's geometry and codec bytes lie
+    GEOMETRY = _byte_run(INDEX_DTYPE, _GEOMETRY_FIELDS)
 
     def __init__(self, stacks: np.ndarray, n_labels: int):
         # Each range as a maximum and (where the column's type holds values below its lowest)
@@ -1096,24 +1112,70 @@ class RowsFit:
         expected = np.zeros(len(stacks), INDEX_DTYPE)  # each stack as its rows must read
         for name in _STACK_FIELDS:
             expected[name] = stacks[name]
-        signature = expected.view(self._SIGNATURE)
-        self._expected = [np.ascontiguousarray(signature[n]) for n in self._SIGNATURE_NAMES]
+        start, stop = self.GEOMETRY
+        geometry = expected.view(np.uint8).reshape(len(stacks), INDEX_DTYPE.itemsize)[:, start:stop]
+        # Looking each row's stack up was most of the check's cost. Geometry and codec bytes
+        # every stack shares (a store of one image size) are compared with that one value,
+        # and class ids that equal the stack ids (one stack a class, made in class order)
+        # with the row's own stack id.
+        shared = len(stacks) and (geometry == geometry[0]).all()
+        self._geometry = geometry[0].copy() if shared else None
+        self._geometry_table = np.ascontiguousarray(geometry)
+        self._label_table = np.ascontiguousarray(expected["label"])
+        self._labels_are_stack_ids = np.array_equal(self._label_table, np.arange(len(stacks)))
 
     def __call__(self, rows: np.ndarray) -> bool:
         if not len(rows):
             return True
+        rows = np.ascontiguousarray(rows)
+        start, stop = self.GEOMETRY
+        geometry = rows.view(np.uint8).reshape(len(rows), INDEX_DTYPE.itemsize)[:, start:stop]
+        return self.columns_fit({c: rows[c] for c in RANGE_COLUMNS}, geometry, 1)
+
+    def planes_fit(self, columns: Mapping[str, np.ndarray], planes: np.ndarray, count: int) -> bool:
+        """The first ``count`` rows of a block of /index given as ``planes`` (read_index_planes:
+        chunk, byte of a row, row in the chunk) and ``columns`` (RANGE_COLUMNS of those rows)."""
+        start, stop = self.GEOMETRY
+        per_chunk = planes.shape[2]
+        whole, rest = divmod(count, per_chunk)
+        cut = whole * per_chunk
+        if whole and not self.columns_fit(
+            {c: v[:cut] for c, v in columns.items()}, planes[:whole, start:stop], 1
+        ):
+            return False
+        # (a last chunk's rows past the end of /index: whatever the chunk held)
+        return not rest or self.columns_fit(
+            {c: v[cut:count] for c, v in columns.items()},
+            planes[whole : whole + 1, start:stop, :rest],
+            1,
+        )
+
+    def columns_fit(
+        self, columns: Mapping[str, np.ndarray], geometry: np.ndarray, axis: int
+    ) -> bool:
+        """Rows given as ``columns`` (RANGE_COLUMNS) and ``geometry``, their geometry and codec
+        bytes (GEOMETRY), a row's along ``axis`` and the rows in the order of the columns'."""
         for column, low, high in self._ranges:
-            values = rows[column]
+            values = columns[column]
             if (high is not None and values.max() > high) or (
                 low is not None and values.min() < low
             ):
                 return False
-        stack = rows["stack"].astype(np.intp)
-        signature = np.ascontiguousarray(rows).view(self._SIGNATURE)
-        return not any(
-            (signature[name] != expected.take(stack)).any()
-            for name, expected in zip(self._SIGNATURE_NAMES, self._expected)
-        )
+        # (the ranges passed: every stack id names a stack)
+        stack = columns["stack"]
+        if self._labels_are_stack_ids:
+            if (columns["label"] != stack).any():
+                return False
+        else:
+            stack = stack.astype(np.intp)
+            if (columns["label"] != self._label_table.take(stack)).any():
+                return False
+        if self._geometry is not None:
+            shape = [1] * geometry.ndim
+            shape[axis] = -1
+            return not (geometry != self._geometry.reshape(shape)).any()
+        by_row = np.moveaxis(geometry, axis, -1).reshape(-1, geometry.shape[axis])
+        return not (by_row != self._geometry_table[stack.astype(np.intp)]).any()
 
 
 def _bad_row(ids: np.ndarray, row: int, what: str, path: str) -> None:
@@ -1135,7 +1197,11 @@ def read_labels(f: h5py.File) -> list[str]:
             f"{f.filename}: /{LABELS} is damaged (not labels of at most {MAX_LABEL_BYTES} bytes)"
         )
     check_claimed_size(ds, f.filename)
-    return [s.decode("utf-8") for s in ds[()]]
+    # (read straight, as _read_table does: h5py's item access costs as much again)
+    raw = np.empty(ds.shape, ds.dtype)
+    if len(raw):
+        ds.id.read(h5py.h5s.ALL, h5py.h5s.ALL, raw)
+    return [s.decode("utf-8") for s in raw]
 
 
 def read_stacks(f: h5py.File) -> np.ndarray:
@@ -1143,7 +1209,7 @@ def read_stacks(f: h5py.File) -> np.ndarray:
     if not _is_table_of(ds, STACKS_DTYPE):
         raise FormatError(f"{f.filename}: /{STACKS} is damaged (not a table of stacks)")
     check_claimed_size(ds, f.filename)
-    return ds[()]
+    return _read_table(ds, STACKS_DTYPE)
 
 
 def read_tail_rows(f: h5py.File) -> np.ndarray:
@@ -1151,7 +1217,7 @@ def read_tail_rows(f: h5py.File) -> np.ndarray:
     if not _is_table_of(ds, INDEX_DTYPE):
         raise FormatError(f"{f.filename}: /{INDEX_TAIL} is damaged (not a table of index rows)")
     check_claimed_size(ds, f.filename)
-    return ds[()]
+    return _read_table(ds, INDEX_DTYPE)
 
 
 def zeroed_array(n: int, dtype: np.dtype) -> np.ndarray:
@@ -1171,6 +1237,69 @@ def zeroed_array(n: int, dtype: np.dtype) -> np.ndarray:
 INDEX_BLOCK_CHUNKS = 16
 
 
+def _index_dataset(f: h5py.File) -> h5py.Dataset:
+    """/index, refused unless it is a growing table of index rows no larger than the file can
+    hold."""
+    ds = f[INDEX]
+    if not _is_table_of(ds, INDEX_DTYPE):
+        raise FormatError(f"{f.filename}: /{INDEX} is damaged (not a table of index rows)")
+    if ds.maxshape != (None,):
+        # /index_tail's header has /index's type but a fixed size: copied over /index's, it
+        # made every image vanish without an error (found by the fuzzer).
+        raise FormatError(f"{f.filename}: /{INDEX} is damaged (a table of fixed size)")
+    check_claimed_size(ds, f.filename)
+    return ds
+
+
+def _inflate_blocks(
+    chunks: list[tuple[int, int, int]],
+    read_bytes: Callable[[int, int], Buffer],
+    read_ranges: Callable[[list[int], list[int]], Sequence[Buffer]] | None,
+    rows_per_chunk: int,
+    threads: int,
+    work: Callable[[int, np.ndarray, list[Buffer]], None],
+) -> None:
+    """Inflate /index's ``chunks`` ((first row, file offset, size) each, all shuffle + deflate)
+    a block of INDEX_BLOCK_CHUNKS at a time, on ``threads`` threads, and call ``work(first
+    row, planes, stored)`` on the thread that inflated each block: ``planes[j, b, r]`` is byte
+    ``b`` of row ``r`` of the block's ``j``-th chunk, as HDF5's shuffle stores them, and
+    ``stored`` the chunks' bytes as read. ``read_ranges(offsets, sizes)``, where given,
+    fetches every chunk's bytes at once first (a remote store's one round of requests)."""
+    read_chunk = read_bytes
+    if read_ranges is not None:
+        fetched = dict(
+            zip(
+                (offset for _, offset, _ in chunks),
+                read_ranges([o for _, o, _ in chunks], [n for *_, n in chunks]),
+            )
+        )
+
+        def read_fetched(offset: int, _size: int) -> Buffer:
+            return fetched[offset]
+
+        read_chunk = read_fetched
+    itemsize = INDEX_DTYPE.itemsize
+
+    def inflate(block: int) -> None:
+        # libdeflate into a buffer of the known size: 4x faster than zlib growing its own.
+        block_chunks = chunks[block : block + INDEX_BLOCK_CHUNKS]
+        plain = np.empty((len(block_chunks), itemsize * rows_per_chunk), np.uint8)
+        stored = [read_chunk(offset, size) for _, offset, size in block_chunks]
+        for j, data in enumerate(stored):
+            # (imagecodecs' stubs leave out the arrays out= takes: it fills any writable buffer)
+            _deflate_decode(data, out=plain[j])  # type: ignore[arg-type]
+        work(block_chunks[0][0], plain.reshape(-1, itemsize, rows_per_chunk), stored)
+
+    from ._parallel import thread_map
+
+    blocks = range(0, len(chunks), INDEX_BLOCK_CHUNKS)
+    if threads > 1:
+        thread_map(inflate, blocks)
+    else:
+        for block in blocks:
+            inflate(block)
+
+
 def read_index_rows(
     f: h5py.File,
     read_bytes: Callable[[int, int], Buffer] | None = None,
@@ -1185,10 +1314,7 @@ def read_index_rows(
     With ``read_bytes(offset, size)`` (reading the file directly) the chunks are inflated and
     unshuffled here, on ``threads`` threads: HDF5 would do it one chunk at a time under h5py's
     global lock, which makes opening a million-row store slow. Any chunk that is not plain
-    shuffle + deflate falls back to HDF5.
-
-    ``read_ranges(offsets, sizes)``, where given, fetches every chunk's bytes at once first
-    (a remote store's one round of requests) instead of ``read_bytes`` one by one.
+    shuffle + deflate falls back to HDF5. ``read_ranges``: see _inflate_blocks.
 
     ``spare``: rows of room to leave after the last one (the returned rows are a view of
     that larger array). ``on_blocks(rows)`` is called once with that array before anything
@@ -1197,14 +1323,7 @@ def read_index_rows(
     decoded it: work on a block finds it still in the CPU's cache (copying columns out of a
     million 79-byte rows afterwards cost more than decoding them).
     """
-    ds = f[INDEX]
-    if not _is_table_of(ds, INDEX_DTYPE):
-        raise FormatError(f"{f.filename}: /{INDEX} is damaged (not a table of index rows)")
-    if ds.maxshape != (None,):
-        # /index_tail's header has /index's type but a fixed size: copied over /index's, it
-        # made every image vanish without an error (found by the fuzzer).
-        raise FormatError(f"{f.filename}: /{INDEX} is damaged (a table of fixed size)")
-    check_claimed_size(ds, f.filename)
+    ds = _index_dataset(f)
     n = ds.shape[0]
     chunks = _plain_index_chunks(ds) if n and read_bytes is not None else None
     rows_per_chunk = ds.chunks[0] if ds.chunks else max(n, 1)
@@ -1218,56 +1337,65 @@ def read_index_rows(
             for first in range(0, n, block_rows):
                 on_block(first, min(first + block_rows, n))
         return out[:n]
-    itemsize = INDEX_DTYPE.itemsize
     raw_out = out.view(np.uint8)
-    read_chunk = read_bytes
-    if read_ranges is not None:
-        fetched = dict(
-            zip(
-                (offset for _, offset, _ in chunks),
-                read_ranges([o for _, o, _ in chunks], [n for *_, n in chunks]),
-            )
-        )
+    itemsize = INDEX_DTYPE.itemsize
 
-        def read_fetched(offset: int, _size: int) -> Buffer:
-            return fetched[offset]
-
-        read_chunk = read_fetched
-
-    def inflate(block: int) -> None:
-        # libdeflate into a buffer of the known size: 4x faster than zlib growing its own.
-        block_chunks = chunks[block : block + INDEX_BLOCK_CHUNKS]
-        k = len(block_chunks)
-        plain = np.empty((k, itemsize * rows_per_chunk), np.uint8)
-        for j, (_, offset, size) in enumerate(block_chunks):
-            # (imagecodecs' stubs leave out the arrays out= takes: it fills any writable buffer)
-            _deflate_decode(read_chunk(offset, size), out=plain[j])  # type: ignore[arg-type]
+    def unshuffle(first: int, planes: np.ndarray, _stored: list[Buffer]) -> None:
         # HDF5's shuffle stores byte k of every row together; undo that transposition, for the
         # whole block in one call (each numpy call releases and retakes the GIL, which the
         # other decoding threads then wait for).
-        first = block_chunks[0][0]
+        k = len(planes)
         raw_out[first * itemsize : (first + k * rows_per_chunk) * itemsize].reshape(
             k, rows_per_chunk, itemsize
-        )[:] = plain.reshape(k, itemsize, rows_per_chunk).transpose(0, 2, 1)
+        )[:] = planes.transpose(0, 2, 1)
         if on_block is not None:
             on_block(first, min(first + block_rows, n))
 
-    from ._parallel import thread_map
-
-    blocks = range(0, len(chunks), INDEX_BLOCK_CHUNKS)
-    if threads > 1:
-        thread_map(inflate, blocks)
-    else:
-        for block in blocks:
-            inflate(block)
+    _inflate_blocks(chunks, read_bytes, read_ranges, rows_per_chunk, threads, unshuffle)
     return out[:n]
+
+
+def read_index_planes(
+    f: h5py.File,
+    read_bytes: Callable[[int, int], Buffer],
+    threads: int,
+    on_start: Callable[[int, int, int], Callable[[int, np.ndarray, list[Buffer]], None]],
+    *,
+    read_ranges: Callable[[list[int], list[int]], Sequence[Buffer]] | None = None,
+) -> bool:
+    """/index as read_index_rows reads it, without making its rows: ``on_start(rows, rows per
+    chunk, chunks)`` is called once /index is found to be plain shuffle + deflate chunks, and
+    returns the function called with each block of chunks as it is inflated, on the thread
+    that inflated it (see _inflate_blocks: HDF5's planes of bytes, and the chunks' bytes as
+    stored). The caller takes the columns it needs out of the planes, and can make the rows
+    from the stored bytes later (index_chunk_rows). False, calling nothing, where /index is
+    empty or not plain (read_index_rows then reads it through HDF5)."""
+    ds = _index_dataset(f)
+    n = ds.shape[0]
+    chunks = _plain_index_chunks(ds) if n else None
+    if chunks is None:
+        return False
+    rows_per_chunk = ds.chunks[0]
+    work = on_start(n, rows_per_chunk, len(chunks))
+    _inflate_blocks(chunks, read_bytes, read_ranges, rows_per_chunk, threads, work)
+    return True
+
+
+def index_chunk_rows(stored: Buffer, rows_per_chunk: int, out: np.ndarray) -> None:
+    """Fill ``out`` (``rows_per_chunk`` rows or fewer of INDEX_DTYPE) with the first rows of
+    the /index chunk whose stored bytes (shuffle + deflate) are ``stored``."""
+    itemsize = INDEX_DTYPE.itemsize
+    plain = np.empty(itemsize * rows_per_chunk, np.uint8)
+    _deflate_decode(stored, out=plain)  # type: ignore[arg-type]
+    planes = plain.reshape(itemsize, rows_per_chunk)
+    out.view(np.uint8).reshape(len(out), itemsize)[:] = planes[:, : len(out)].T
 
 
 def _plain_index_chunks(ds: h5py.Dataset) -> list[tuple[int, int, int]] | None:
     """(first row, file offset, size) of every chunk of /index, in row order, where they are
     all shuffle + deflate of rows of exactly INDEX_DTYPE, as h5store writes them, and cover
     the rows; None otherwise (HDF5 then reads them, converting a later version's rows)."""
-    if ds.dtype != INDEX_DTYPE:
+    if not _holds_exactly(ds, INDEX_DTYPE):
         return None
     plist = ds.id.get_create_plist()
     pipeline = [plist.get_filter(k)[0] for k in range(plist.get_nfilters())]

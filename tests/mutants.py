@@ -767,7 +767,7 @@ MUTANTS = [
         (
             (
                 "h5store/_recovery.py",
-                "        n, tail = int(holes[0]), tail_rows[:0]\n",
+                "        n, tail = first_empty, tail_rows[:0]\n",
                 "        n, tail = len(index_nbytes), tail_rows[:0]\n",
             ),
         ),
@@ -820,11 +820,35 @@ MUTANTS = [
         (
             (
                 "h5store/_index.py",
-                '        self._deleted += int(np.count_nonzero(self._hot["deleted"][rows] == 0))',
-                '        self._deleted = int(np.count_nonzero(self._hot["deleted"][rows] == 0))',
+                "        self._deleted += int(",
+                "        self._deleted = int(",
             ),
         ),
         ("test_ids.py::test_the_index_answers_as_a_dict_of_its_ids_would",),
+    ),
+    Mutant(
+        "index-blocks-not-joined",
+        "(a) blocks of rows whose ids each run on, but not from one block to the next, make an "
+        "index taken as consecutive at open: ids map to the wrong rows",
+        (("h5store/_index.py", " and block_first == first + (at - start)", ""),),
+        ("test_ids.py::test_an_index_loaded_block_by_block_answers_as_one_built_at_once",),
+    ),
+    Mutant(
+        "reader-ignores-fill-rows",
+        "(c) a reader taking /index's columns out of its chunks misses fill rows inside a "
+        "chunk: rows of a batch that never committed count",
+        (("h5store/_file.py", "empty.append(first + int(holes[0]))", "pass"),),
+        ("test_guards.py::test_rows_after_fill_rows_inside_an_index_chunk_never_count",),
+    ),
+    Mutant(
+        "catalogue-from-stale-tables",
+        "(a) the /stacks and /labels read before the rows stay the catalogue where rows name a "
+        "stack they lack (a writer added it in between): the open refuses healthy rows",
+        (("h5store/_read.py", "tables=tables if fit else None", "tables=tables"),),
+        (
+            "test_read_paths.py::"
+            "test_rows_naming_a_class_added_after_the_first_look_at_the_tables_open",
+        ),
     ),
 ]
 

@@ -17,13 +17,17 @@ from h5store import format as fmt
 from h5store.folders import export_folder
 
 
-@pytest.fixture(scope="module")
-def index_rows(tmp_path_factory):
-    """The rows, /stacks and label count of a closed store of five stacks (3 classes, 2 sizes)."""
+@pytest.fixture(scope="module", params=["two sizes", "one size"])
+def index_rows(tmp_path_factory, request):
+    """The rows, /stacks and label count of a closed store of five stacks (3 classes, 2 sizes),
+    or of three (3 classes of one size: one stack a class, in class order)."""
     path = str(tmp_path_factory.mktemp("rows") / "store.h5")
     with h5store.open(path, "w", codec="png") as store:
         store.add_batch(np.zeros((6, 6, 6), np.uint8), labels=["a", "b", "c"] * 2)
-        store.add_batch(np.zeros((2, 4, 4, 3), np.uint8), labels=["a", "b"])
+        if request.param == "two sizes":
+            store.add_batch(np.zeros((2, 4, 4, 3), np.uint8), labels=["a", "b"])
+        else:
+            store.add_batch(np.zeros((2, 6, 6), np.uint8), labels=["a", "b"])
     with h5py.File(path, "r") as f:
         return fmt.read_index_rows(f), fmt.read_stacks(f), len(fmt.read_labels(f))
 
@@ -376,4 +380,20 @@ def test_rows_fit_says_no_wherever_check_rows_refuses_a_row(index_rows, column, 
         refused = ""
     except h5store.FormatError as exc:
         refused = str(exc)
-    assert fmt.RowsFit(stacks, n_labels)(rows) == (not refused or "id repeated" in refused)
+    fits = not refused or "id repeated" in refused
+    assert fmt.RowsFit(stacks, n_labels)(rows) == fits
+    # The same rows as an open that makes no rows checks them: columns, and HDF5's planes of
+    # bytes of chunks of 3 rows (the last one's third row past the end: bytes of 0xFF).
+    columns = {c: np.ascontiguousarray(rows[c]) for c in fmt.RANGE_COLUMNS}
+    planes = _as_planes(rows, 3)
+    assert fmt.RowsFit(stacks, n_labels).planes_fit(columns, planes, len(rows)) == fits
+
+
+def _as_planes(rows, per_chunk):
+    """``rows`` as format.read_index_planes hands a block of them over: whole chunks of
+    ``per_chunk`` rows, each as HDF5's shuffle stores it (byte k of every row together); the
+    rows of the last chunk past the end of ``rows`` hold bytes of 0xFF."""
+    chunks = -(-len(rows) // per_chunk)
+    raw = np.full((chunks * per_chunk, fmt.INDEX_DTYPE.itemsize), 0xFF, np.uint8)
+    raw[: len(rows)] = np.ascontiguousarray(rows).view(np.uint8).reshape(len(rows), -1)
+    return np.ascontiguousarray(raw.reshape(chunks, per_chunk, -1).transpose(0, 2, 1))

@@ -409,3 +409,25 @@ def test_rows_after_a_hole_in_the_index_never_count_even_with_a_commit_flag(tmp_
     for mode in ("r", "a"):
         with h5store.open(path, mode) as store:
             assert len(store) == 0
+
+
+def test_rows_after_fill_rows_inside_an_index_chunk_never_count(tmp_path):
+    # As above, with every chunk of /index there (the rows HDF5 wrote around the fill rows
+    # share their chunk): a reader, which takes the columns straight out of the chunks'
+    # bytes, ends the committed rows at the first fill row as a writer, which reads the rows,
+    # does.
+    path = tmp_path / "store.h5"
+    with h5store.open(path, "w", codec="raw") as store:
+        store.add_batch(np.zeros((3, 4, 4), np.uint8), labels=["a"] * 3)
+    n = fmt.INDEX_CHUNK_ROWS
+    with h5py.File(path, "r+", locking=False) as f:
+        rows = np.resize(f[fmt.INDEX][()], 2 * n)  # copies of the three rows
+        rows["id"] = np.arange(2 * n)
+        rows["nbytes"][3:6] = 0  # fill rows, then rows of a batch that never committed
+        rows["batch_end"] = 0
+        rows["batch_end"][[2, -1]] = 1
+        f[fmt.INDEX].resize(2 * n, axis=0)
+        f[fmt.INDEX][...] = rows
+    for mode in ("r", "a"):
+        with h5store.open(path, mode) as store:
+            assert store.ids().tolist() == [0, 1, 2]

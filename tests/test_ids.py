@@ -10,6 +10,7 @@ from hypothesis import HealthCheck, example, given, settings
 from hypothesis import strategies as st
 
 import h5store
+from h5store import format as fmt
 
 RNG = np.random.default_rng(11)
 IMAGES = RNG.integers(0, 255, (12, 6, 5), dtype=np.uint8)
@@ -201,3 +202,109 @@ def test_index_queries_answer_as_a_filter_over_the_rows_would(labels, truths, wa
     assert index.query(true_label=np.array(wanted)).tolist() == [
         r for r in live if truths[r] in wanted
     ]
+
+
+@settings(max_examples=300, deadline=None)
+@given(
+    ids=st.one_of(
+        st.builds(
+            lambda first, n: list(range(first, first + n)),
+            st.integers(0, 2**40),
+            st.integers(1, 40),
+        ),
+        st.lists(st.integers(0, 60), min_size=1, max_size=40, unique=True),
+    ),
+    cuts=st.lists(st.integers(1, 39), max_size=4),
+    deleted=st.lists(st.integers(0, 39), max_size=5),
+    keep=st.integers(0, 40),
+    tail=st.lists(st.integers(0, 3), max_size=3, unique=True),
+)
+@example(ids=[0, 1, 2, 4, 3, 5], cuts=[3], deleted=[], keep=6, tail=[])  # each block on its own
+@example(ids=[0, 1, 2, 10, 11, 12], cuts=[3], deleted=[], keep=6, tail=[])  # runs, not one run
+@example(ids=[0, 1, 2, 3, 4, 5], cuts=[2, 4], deleted=[], keep=3, tail=[])  # a block cut short
+def test_an_index_loaded_block_by_block_answers_as_one_built_at_once(
+    ids, cuts, deleted, keep, tail
+):
+    # At open the rows are copied block by block (copy_columns on each, any order), and what a
+    # block's rows hold (deleted rows, whether its ids run on) is found then: the index taking
+    # the first ``keep`` rows, then the tail's, must answer as one given the same rows at once.
+    from h5store._index import Index
+
+    rows = _index_rows(ids)
+    rows["deleted"][[d for d in deleted if d < len(rows)]] = 1
+    keep = min(keep, len(rows))
+    tail = [max(ids) + 1 + t for t in tail]  # (running on from the rows' ids, or not)
+    tail_rows = _index_rows(tail)
+    storage = np.zeros(len(rows) + len(tail_rows), fmt.INDEX_DTYPE)
+    storage[: len(rows)] = rows
+    loaded = Index.reserve(storage)
+    bounds = sorted({0, *[c for c in cuts if c < len(rows)], len(rows)})
+    for start, stop in reversed(list(zip(bounds, bounds[1:]))):
+        loaded.copy_columns(start, stop)
+    loaded.take_rows(keep)
+    loaded.append(tail_rows)
+    expected = Index(np.concatenate([rows[:keep], tail_rows]))
+    assert len(loaded) == len(expected) and loaded.live_count == expected.live_count
+    assert loaded.ids_consecutive == expected.ids_consecutive
+    for image_id in [*ids, *tail, -1, max(ids) + 1]:
+        assert loaded.find(image_id) == expected.find(image_id)
+    for name in ("id", "deleted", "label", "offset", "stack"):
+        assert np.array_equal(loaded.column(name), expected.column(name))
+    assert np.array_equal(loaded.live_ids(), expected.live_ids())
+
+
+@settings(max_examples=200, deadline=None)
+@given(
+    n=st.integers(1, 40),
+    ids_run_on=st.booleans(),
+    deleted=st.lists(st.integers(0, 39), max_size=5),
+    keep=st.integers(0, 40),
+    tail=st.integers(0, 3),
+    asked=st.lists(st.integers(0, 45), max_size=4),
+    data=st.data(),
+)
+def test_an_index_made_from_planes_answers_as_one_made_from_rows(
+    n, ids_run_on, deleted, keep, tail, asked, data
+):
+    # A reader's open takes the columns out of /index's shuffled bytes, block by block (in
+    # any order), and makes rows only where asked (take, a column of no query, a deletion):
+    # every answer must be the one an index given the rows at once gives, whatever was made
+    # before. Chunks of 8 rows, blocks of 2 chunks; the last chunk's rows past the end of
+    # /index hold another writer's bytes.
+    import zlib
+
+    from h5store._index import Index
+
+    rng = np.random.default_rng(n)
+    per_chunk, chunks = 8, -(-n // 8)
+    stored = np.zeros(chunks * per_chunk, fmt.INDEX_DTYPE)
+    stored.view(np.uint8)[:] = rng.integers(0, 256, stored.nbytes, dtype=np.uint8)
+    stored["id"] = np.arange(5, 5 + len(stored)) if ids_run_on else rng.permutation(len(stored))
+    stored["deleted"] = 0
+    stored["deleted"][[d for d in deleted if d < n]] = 1
+    keep = min(keep, n)
+    tail_rows = _index_rows(list(range(10**6, 10**6 + tail)))
+    planes = stored.view(np.uint8).reshape(chunks, per_chunk, -1).transpose(0, 2, 1)
+    planes = np.ascontiguousarray(planes)
+    compressed = [zlib.compress(chunk.tobytes()) for chunk in planes]
+    index = Index.unread(chunks * per_chunk + tail, per_chunk, chunks)
+    blocks = list(range(0, chunks, 2))
+    for block in data.draw(st.permutations(blocks)):
+        first = block * per_chunk
+        stop = min(first + 2 * per_chunk, n)
+        index.copy_planes(first, planes[block : block + 2], stop, compressed[block : block + 2])
+    index.take_rows(keep)
+    index.append(tail_rows)
+    expected = Index(np.concatenate([stored[:keep], tail_rows]))
+    size = len(expected)
+    assert len(index) == size and index.live_count == expected.live_count
+    assert index.ids_consecutive == expected.ids_consecutive
+    for name in ("id", "deleted", "label", "true_label", "offset", "nbytes", "crc32", "stack"):
+        assert index.column(name).tobytes() == expected.column(name).tobytes()
+    rows = [r for r in asked if r < size]
+    for either in (index, expected):  # a deletion before any row was made
+        either.mark_deleted(np.array(rows[-1:], dtype=np.int64))
+    assert index.live_count == expected.live_count
+    assert index.take(rows).tobytes() == expected.take(rows).tobytes()
+    assert index.column("position").tobytes() == expected.column("position").tobytes()
+    assert index.take().tobytes() == expected.take().tobytes()

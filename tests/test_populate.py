@@ -43,8 +43,7 @@ def test_a_readers_map_is_populated_after_the_index_is_read(store_path):
     with h5store.open(store_path) as store:
         populating = store.engine.source._populate
         assert populating is not None and not store.engine.source._populate_pending
-        populating.thread.join(10)
-        assert not populating.thread.is_alive()
+        assert populating.join(10)
         assert _resident_bytes(store_path) >= 0.9 * size
         assert np.array_equal(store[0], store[0])
     with h5store.open(store_path, "a") as store:  # a writer's map grows: never populated
@@ -57,6 +56,5 @@ def test_closing_stops_the_populating_thread(store_path):
         populating = store.engine.source._populate
         store.close()
         if populating is not None:
-            populating.thread.join(10)
-            assert not populating.thread.is_alive()
+            assert populating.join(10)
     assert _resident_bytes(store_path) == 0  # and the map is gone with it

@@ -228,6 +228,79 @@ def test_rows_naming_a_stack_newer_than_the_first_look_at_the_tables_open(big_st
     assert seen == [3]
 
 
+def _stale_at_first(monkeypatch, name, keep):
+    """fmt.<name> (read_stacks or read_labels) answering its first call with the first
+    ``keep`` entries only, as a read made before a writer appended the rest would; the number
+    of calls so far in the list returned."""
+    read, calls = getattr(fmt, name), []
+
+    def first_stale(f):
+        calls.append(name)
+        value = read(f)
+        return value[:keep] if len(calls) == 1 else value
+
+    monkeypatch.setattr(fmt, name, first_stale)
+    return calls
+
+
+def test_rows_that_fit_the_tables_read_before_them_are_catalogued_from_that_read(
+    big_store, monkeypatch
+):
+    # /stacks and /labels are read once: every row names a stack of that read, and a second
+    # read (of a file no writer changes) would give the same tables.
+    stacks_read = _stale_at_first(monkeypatch, "read_stacks", None)
+    labels_read = _stale_at_first(monkeypatch, "read_labels", None)
+    with h5store.open(big_store) as store:
+        assert len(stacks_read) == 1 and len(labels_read) == 1
+        assert store.labels == ("a", "b", "c") and len(store) == ROWS - 3
+        with h5py.File(big_store, "r", locking=False) as f:
+            assert np.array_equal(store._engine.catalog.table, f["stacks"][()])
+        assert len(store.query(label="c")) == len([i for i in range(2, ROWS, 3) if i != 5])
+        assert store[2].shape == (8, 8)  # (class c)
+
+
+def test_rows_naming_a_class_added_after_the_first_look_at_the_tables_open(big_store, monkeypatch):
+    # As when a writer adds classes (labels, stacks, rows in them) between the reader's first
+    # read of /stacks and /labels and its read of the rows: the rows of the new classes do not
+    # fit that read, so the tables are read again after the rows, and the store holds every
+    # class its rows name. (Kept as the catalogue, the first read would refuse the rows.)
+    stacks_read = _stale_at_first(monkeypatch, "read_stacks", 1)
+    labels_read = _stale_at_first(monkeypatch, "read_labels", 1)
+    with h5store.open(big_store) as store:
+        assert len(stacks_read) == 2 and len(labels_read) == 2
+        assert store.labels == ("a", "b", "c") and len(store) == ROWS - 3
+        assert len(store.query(label="c")) > 0 and store[2].shape == (8, 8)
+
+
+def test_a_reader_makes_index_rows_only_where_asked_for_them(big_store):
+    # Images, raw fetches and queries need the index's columns, not its rows, which the open
+    # no longer makes: they are made chunk by chunk where asked for (record, take), and all
+    # of them for the whole table.
+    with h5store.open(big_store) as store:
+        unread = store._engine.index._unread
+        chunks = len(unread.stored)
+        assert store[7].shape == (8, 8) and len(store.get_batch([1, 2, 3])) == 3
+        assert len(store.query(label="b")) and store.get_encoded(9)
+        assert unread.left == chunks
+        assert store.record(9001).id == 9001
+        assert unread.left == chunks - 1
+        assert store.index.tobytes() == _stored_rows(big_store).tobytes()
+        assert store._engine.index._unread is None
+
+
+def test_index_rows_asked_for_on_many_threads_at_once_are_the_stored_ones(big_store):
+    from concurrent.futures import ThreadPoolExecutor
+
+    stored = _stored_rows(big_store)
+    ids = np.random.default_rng(0).permutation(
+        [i for i in range(ROWS) if i not in (5, 9000, ROWS - 1)]
+    )
+    with h5store.open(big_store) as store, ThreadPoolExecutor(4) as pool:
+        records = list(pool.map(store.record, ids[:400].tolist()))
+    for image_id, record in zip(ids[:400].tolist(), records):
+        assert record.position == int(stored["position"][image_id]) and record.id == image_id
+
+
 def test_a_sharded_view_decodes_the_same_inline_and_on_threads(tmp_path, threads):
     from shards_util import write_shards
 
