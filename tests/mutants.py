@@ -570,19 +570,6 @@ MUTANTS = [
         ("test_group_commit.py::test_the_caller_may_reuse_its_arrays_as_soon_as_an_add_returns",),
     ),
     Mutant(
-        "pending-positions-reused",
-        "(issue 20) a batch whose chunks are written while the group before it is still "
-        "pending is given that group's stack positions, and writes over its chunks",
-        (
-            (
-                "h5store/_write.py",
-                "start = catalog.stacks[sid].length + self._written.get(sid, 0)",
-                "start = catalog.stacks[sid].length",
-            ),
-        ),
-        ("test_group_commit.py::test_the_caller_may_reuse_its_arrays_as_soon_as_an_add_returns",),
-    ),
-    Mutant(
         "bgr-reads",
         "(issue 23) a bgr handle's get_batch returns RGB",
         (
