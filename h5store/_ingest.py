@@ -1,17 +1,14 @@
 """The way in: every image handed to a store is validated here, waits here in the pending
-group, and leaves here for the file through ``StoreWriter.write`` and ``StoreWriter.commit``
-(``_write.py``).
+group, and leaves here for the file in one call of ``StoreWriter.commit`` (``_write.py``).
 
 An image's whole path, one direction::
 
     ImageStore.add / add_batch / add_encoded / add_encoded_batch     (store.py: arguments only)
     -> Ingest.add_*: validate against the catalogue, the index and what is pending; encode
-       on the thread pool (a batch: before the call returns, while the parts pending before
-       it are written; one image: a copy, encoded with the next few); return the ids
-                                                                       (this module)
+       on the thread pool (a batch: while the group before it is written, and before the call
+       returns; one image: a copy, encoded with the next few); return the ids  (this module)
     -> the pending group, until a bound, commit(), flush() or close()  (this module)
-    -> StoreWriter.write: new objects, the chunks (by the next batch call or the commit)
-       StoreWriter.commit: scores, sources, one flush, index rows      (_write.py)
+    -> StoreWriter.commit: new objects, chunks, one flush, index rows  (_write.py)
     -> WriterFile: the commit protocol on disk                         (_file.py)
 
 Group commit, as databases do it: a durable commit costs two flushes (about 650 us here), which
@@ -19,11 +16,7 @@ one image per call cannot afford (1,400 img/s against 45,000 for batches of 1,02
 return at once and images become durable together: when :meth:`Ingest.commit` returns, or when
 what was pending before a call reaches a bound (:class:`GroupCommit`). The group is one batch to
 the commit protocol: it lands whole or leaves no trace, so a user's batch is never split.
-Validation happens in the call, so bad input raises there and leaves nothing pending. The
-chunks of a pending group are written before its commit, by the batch calls that follow (while
-the pool encodes each call's own images), so that the commit is left its flush and index rows
-and the encoders do not wait for it; a write that fails there fails the call that made it,
-as a failed commit does (the store closes, naming the ids not stored).
+Validation happens in the call, so bad input raises there and leaves nothing pending.
 
 Merge and repack enter through :meth:`Ingest.add_stored`, which commits at once (their own
 all-or-nothing needs each call durable before the next source is read).
@@ -31,6 +24,7 @@ all-or-nothing needs each call durable before the next source is read).
 
 from __future__ import annotations
 
+import itertools
 import time
 from collections import deque
 from collections.abc import Callable, Iterable, Iterator, Sequence
@@ -45,8 +39,7 @@ from . import format as fmt
 from ._catalog import Catalog, Geometry, StackKey, did_you_mean
 from ._index import Index
 from ._parallel import InOrder, get_threads, submit
-from ._previews import PreviewJob
-from ._write import Batch, StoreWriter, Written
+from ._write import Batch, StoreWriter
 from .codecs import Codec, ImageInfo
 from .errors import (
     CodecError,
@@ -407,20 +400,18 @@ def _geometries(images: list[np.ndarray]) -> list[Geometry]:
 
 class _Part:
     """What one or more add calls left pending: a validated batch, its (payload, CRC-32)
-    pairs as the pool delivers them, its previews' thumbnails, and once its chunks are in the
-    file, where they went."""
+    pairs as the pool delivers them, and each image's pixels or payload for the previews."""
 
-    __slots__ = ("batch", "encoded", "previews", "cancel", "written")
+    __slots__ = ("batch", "encoded", "originals", "cancel")
 
     def __init__(
         self,
         batch: Batch,
         encoded: Iterable[tuple[bytes, int]],
-        previews: PreviewJob,
+        originals: Sequence[Any],
         cancel: Callable[[], None] | None = None,
     ):
-        self.batch, self.encoded, self.previews, self.cancel = batch, encoded, previews, cancel
-        self.written: Written | None = None
+        self.batch, self.encoded, self.originals, self.cancel = batch, encoded, originals, cancel
 
 
 #: Images of one-image calls handed to the pool together: one task (a Future, a thread's
@@ -542,9 +533,8 @@ class _Singles:
             while len(self._in_flight) > 2 * get_threads():
                 wait((self._in_flight.popleft(),))
 
-    def seal(self, writer: StoreWriter) -> _Part:
+    def seal(self, catalog: Catalog, default_codec: Codec) -> _Part:
         """One part for the commit (the values were validated call by call)."""
-        catalog, default_codec = writer.catalog, writer.default_codec
         self._start_encoding()
         n = len(self.ids)
         label_ids = np.array(self.label_ids, dtype=np.uint32)
@@ -584,8 +574,7 @@ class _Singles:
         )
         # The previews decode their few thumbnails from payloads: the scratch arrays the
         # pixels were copied into are reused once encoded.
-        previews = writer.start_previews(batch, _Joined(self.encoded, self.sizes, _first))
-        return _Part(batch, results, previews, cancel)
+        return _Part(batch, results, _Joined(self.encoded, self.sizes, _first), cancel)
 
 
 def _concat(parts: list[Batch]) -> Batch:
@@ -672,10 +661,8 @@ class Ingest:
         self._label_codecs: dict[int, Codec] = {}
         self._geometries: dict[tuple, Geometry] = {}
         self._next_id = self.index.next_id()
-        #: how a due group is committed, and pending parts written: the store routes both
-        #: through its write guard
+        #: how a due group is committed: the store routes it through its write guard
         self.commit_now: Callable[[], None] = self.commit
-        self.write_now: Callable[[], None] = self.write_parts
 
     @property
     def pending(self) -> int:
@@ -773,18 +760,15 @@ class Ingest:
             or time.monotonic() - self._oldest >= b.seconds
         )
 
-    def _before_adding(self, write_parts: bool = False) -> None:
+    def _before_adding(self) -> None:
         """The bound is checked on what was pending before a call: the call's own images go on
-        encoding while the earlier ones are committed, or (``write_parts``: a batch call)
-        while their chunks are written."""
+        encoding while the earlier ones are written."""
         if self._due():
             self.commit_now()
-        elif write_parts:
-            self.write_now()
 
     def _seal_singles(self) -> None:
         if len(self._singles):
-            self._parts.append(self._singles.seal(self.writer))
+            self._parts.append(self._singles.seal(self.catalog, self.default_codec))
             self._singles = _Singles(self._scratch)
 
     # ------------------------------------------------------------------ batches
@@ -810,8 +794,7 @@ class Ingest:
             batch = self._prepare(
                 len(imgs), labels, scores, true_labels, ids, sources, _geometries(imgs)
             )
-            self._before_adding(write_parts=True)
-            previews = self.writer.start_previews(batch, imgs, now=True)
+            self._before_adding()
             # The call returns once its pixels are encoded: the caller may then reuse its
             # arrays (a DataLoader's buffer, an image drawn on) without changing what is
             # stored, and an image its codec refuses fails this call, not a later commit.
@@ -819,7 +802,10 @@ class Ingest:
         except BaseException:
             encoded.close()
             raise
-        return self._add_part(_Part(batch, pairs, previews), sum(len(p) for p, _ in pairs))
+        # The payloads stand in for the pixels where previews need a thumbnail (at most
+        # PREVIEW_IMAGES a class are decoded for it).
+        payloads = [payload for payload, _ in pairs]
+        return self._add_part(_Part(batch, pairs, payloads), sum(map(len, payloads)))
 
     def add_payloads(
         self, data: Any, labels: Any, scores: Any, true_labels: Any, ids: Any, sources: Any
@@ -836,11 +822,10 @@ class Ingest:
         label_list = _inputs.as_sequence(labels, n, "labels")
         geometries = self._probe(payloads, self._image_codecs(label_list)) if n else []
         batch = self._prepare(n, labels, scores, true_labels, ids, sources, geometries)
-        self._before_adding(write_parts=True)
+        self._before_adding()
         # CRCs inline, not on the thread pool: 1 us per 14 kB image, less than handing work to
         # a thread costs on a busy machine.
-        previews = self.writer.start_previews(batch, payloads)
-        part = _Part(batch, list(zip(payloads, map(crc32, payloads))), previews)
+        part = _Part(batch, list(zip(payloads, map(crc32, payloads))), payloads)
         return self._add_part(part, sum(map(len, payloads)))
 
     def _add_part(self, part: _Part, nbytes: int) -> np.ndarray:
@@ -1117,58 +1102,44 @@ class Ingest:
                     f"image {k} (id {int(batch.ids[k])}) does not match its CRC-32: its source "
                     "is damaged"
                 )
-        previews = self.writer.start_previews(batch, payloads)
-        written = self.writer.write(batch, zip(payloads, actual))
-        stored = self.writer.commit(batch, [written], [previews])
+        stored = self.writer.commit(batch, zip(payloads, actual), payloads)
         self._stored_width = self.writer.stored_score_width()
         self._next_id = max(self._next_id, self.index.next_id())
         return stored
 
     # ------------------------------------------------------------------ commit
 
-    def write_parts(self) -> None:
-        """Write the chunks of every pending part not written yet. A batch call does this for
-        the parts before it while the pool encodes its own images, so the writes overlap the
-        encoding and a commit is left only its flush and index rows."""
-        self._seal_singles()
-        try:
-            for part in self._parts:
-                if part.written is None:
-                    part.written = self.writer.write(part.batch, part.encoded)
-        except BaseException:
-            self._fail()
-            raise
-
     def commit(self) -> None:
         """Make every pending image durable: one batch for the commit protocol. If it fails,
-        the store's file is abandoned (what is on disk is what the last successful commit
-        left) and the error names the ids not stored."""
-        self.write_parts()
-        parts = self._parts
+        the error names the ids not stored; the caller closes the store (what is on disk is
+        what the last successful commit left)."""
+        self._seal_singles()
+        parts, self._parts = self._parts, []
         if not parts:
             return
-        try:
-            batch = _concat([p.batch for p in parts])
-            written = [p.written for p in parts if p.written is not None]
-            self.writer.commit(batch, written, [p.previews for p in parts])
-        except BaseException:
-            self._fail()
-            raise
-        self._parts = []
+        ids = self._pending_ids
         self._pending_ids, self._pending_n, self._pending_bytes = set(), 0, 0
         self._score_width = None
         self._label_codecs.clear()
-        if batch.vectors is not None:
-            self._stored_width = batch.vectors.shape[1]
-
-    def _fail(self) -> None:
-        """What is pending can no longer be committed: a write failed, or a part could not be
-        written. The file is abandoned as a killed writer leaves it (recovery on the next
-        open), and the pending ids are kept to name in the error (:meth:`name_unstored`)."""
-        self._failed_ids |= self._pending_ids
-        self.discard()
-        if not self.writer.file.abandoned:
-            self.writer.file.abandon()
+        try:
+            batch = _concat([p.batch for p in parts])
+            encoded: Iterator[tuple[bytes, int]] = itertools.chain.from_iterable(
+                p.encoded for p in parts
+            )
+            originals = (
+                parts[0].originals
+                if len(parts) == 1
+                else _Joined([p.originals for p in parts], [len(p.batch) for p in parts])
+            )
+            self.writer.commit(batch, encoded, originals)
+            if batch.vectors is not None:
+                self._stored_width = batch.vectors.shape[1]
+        except BaseException:
+            for part in parts:
+                if part.cancel is not None:
+                    part.cancel()
+            self._failed_ids = ids
+            raise
 
     def name_unstored(self, exc: BaseException) -> None:
         """The store is closing on ``exc``: say in it which accepted ids were not stored."""

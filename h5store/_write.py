@@ -1,15 +1,11 @@
 """The commit protocol and the objects it makes: class and stack creation, labels, deletion and
 previews. Every way images enter a store (``add*``, import, merge, repack) reaches the file
-through :meth:`StoreWriter.write` then :meth:`StoreWriter.commit`; there is no second way.
+through :meth:`StoreWriter.commit`; there is no second one.
 
 A batch arrives here validated (``_ingest.py``: every image's class, stack and codec decided,
-nothing written, so a bad batch leaves the file byte-for-byte as it was). Its chunks are
-*written* first (:meth:`StoreWriter.write`, with any new class or stack, created in a short
-SWMR-off epoch): images no index row points at yet, which a killed writer leaves unreferenced.
-It is *committed* by the protocol described in ``_file.py``: score vectors and sources, one
-flush, then the index rows whose last one carries the commit flag. A group of several batches
-is written batch by batch (a batch call writes the ones pending before it while its own images
-encode) and committed as one.
+nothing written, so a bad batch leaves the file byte-for-byte as it was). It is *committed* by
+the protocol described in ``_file.py``: new objects are created in a short SWMR-off epoch,
+chunks are written and flushed, then the index rows whose last one carries the commit flag.
 """
 
 from __future__ import annotations
@@ -28,7 +24,7 @@ from ._file import WriterFile, read_committed_rows
 from ._imaging import contact_sheet, thumbnail
 from ._index import Index
 from ._parallel import thread_map
-from ._previews import PreviewJob, PreviewTiles
+from ._previews import PreviewTiles
 from .codecs import Codec, get_codec
 from .errors import (
     FormatError,
@@ -60,28 +56,6 @@ class Batch:
 
     def label_name(self, label_id: int, known: list[str]) -> str:
         return known[label_id] if label_id < len(known) else self.new_labels[label_id - len(known)]
-
-
-@dataclass
-class Written:
-    """A batch's chunks as :meth:`StoreWriter.write` left them in the file: where each image
-    went, and what :meth:`WriterFile.locate_chunks` needs to find their offsets."""
-
-    #: the stack id of each entry of the batch's ``keys``, and each image's entry
-    stacks: list[int]
-    stack_of_image: list[int]
-    positions: np.ndarray
-    #: images whose position may hold an older chunk (read back when located)
-    rewritten: np.ndarray
-    marks: list[int]
-    payloads: list[bytes]
-    crcs: list[int]
-    #: images per stack id
-    counts: dict[int, int]
-
-
-def _joined(arrays: Sequence[Any]) -> Any:
-    return arrays[0] if len(arrays) == 1 else np.concatenate(arrays)
 
 
 # --------------------------------------------------------------------------- the writer
@@ -162,8 +136,6 @@ class StoreWriter:
         self.unwritten_labels: list[str] = []
         #: labels were declared in this session: the set is closed (add_labels extends it)
         self.labels_declared = False
-        #: per stack id, images written past its committed length and not committed yet
-        self._written: dict[int, int] = {}
 
     def _live_counts(self) -> np.ndarray:
         live = self.index.live_mask()
@@ -240,88 +212,28 @@ class StoreWriter:
             self.file.load_row_log(self.index.take())
             self._log_ready = True
 
-    def write(self, batch: Batch, encoded: Iterable[tuple[bytes, int]]) -> Written:
-        """Write an accepted batch's chunks, whose (payload, crc32) pairs ``encoded`` yields in
-        order, with the classes, stacks and labels they need; no index row points at them until
-        :meth:`commit`. Chunks nothing commits are what a dead writer leaves: unreferenced,
-        written over or trimmed by the next session."""
-        w = self.file
-        catalog = self.catalog
-        self._ensure_log_ready()
-        new_keys = list(dict.fromkeys(k for k in batch.keys if k not in catalog.stack_ids))
-        # Objects can only be created with SWMR off, and a writer killed then can leave them
-        # half written; so this epoch creates objects only, and what makes them part of the
-        # store (labels, /stacks rows, then index rows) is written afterwards with SWMR on.
-        # Recovery removes objects nothing refers to.
-        if new_keys:
-            names = {k.label: batch.label_name(k.label, catalog.labels) for k in new_keys}
-            f = w.swmr_off()
-            links = fmt.PendingLinks()
-            groups = {}
-            for lid, name in sorted(names.items()):
-                if catalog.class_codec(name) is None:
-                    groups[lid] = fmt.create_class(f, lid, name, self.default_codec, links)
-                    catalog.set_class_codec(name, self.default_codec)
-            for key in new_keys:
-                group = groups.get(key.label)
-                if group is None:
-                    group = f[fmt.CLASSES][fmt.safe_name(names[key.label])]
-                codec = self.codec_of(names[key.label])
-                fmt.create_stack(
-                    f, group, key.height, key.width, key.channels, key.dtype, codec, links
-                )
-            links.link_all(f)
-            w.flush()
-        f = w.swmr_on()
-        self._append_labels(batch.new_labels)
-        if new_keys:
-            self._append_stack_rows(f, new_keys)
-        n = len(batch)
-        key_of_image = batch.key_of_image
-        stacks = [catalog.stack_ids[key] for key in batch.keys]
-        # Images of one stack, in batch order: a stable sort by stack puts them together.
-        order = np.argsort(key_of_image, kind="stable")
-        bounds = np.searchsorted(key_of_image[order], np.arange(len(batch.keys) + 1))
-        members = [order[bounds[i] : bounds[i + 1]] for i in range(len(batch.keys))]
-        handles = [w.stack(sid, catalog.stacks[sid].path) for sid in stacks]
-        positions = np.zeros(n, dtype=np.int64)
-        rewritten = np.zeros(n, dtype=bool)
-        for number, sid in enumerate(stacks):
-            start = catalog.stacks[sid].length + self._written.get(sid, 0)
-            positions[members[number]] = np.arange(start, start + len(members[number]))
-            written = w.extend_stack(sid, start + len(members[number]))
-            rewritten[members[number][: max(0, written - start)]] = True
-        stack_of_image, position_list = key_of_image.tolist(), positions.tolist()
-        marks, payloads, crcs = w.write_chunks(handles, stack_of_image, position_list, encoded)
-        if len(payloads) != n:
-            raise InvalidInputError(f"{len(payloads)} payloads for a batch of {n} images")
-        counts = {sid: len(members[number]) for number, sid in enumerate(stacks)}
-        for sid, count in counts.items():
-            self._written[sid] = self._written.get(sid, 0) + count
-        return Written(stacks, stack_of_image, positions, rewritten, marks, payloads, crcs, counts)
-
-    def start_previews(
-        self, batch: Batch, originals: Sequence[Any], now: bool = False
-    ) -> PreviewJob:
-        """Begin the thumbnails of the batch's images that its classes' previews will show,
-        from ``originals`` (each image's pixels, or its payload, decoded for it): on the
-        background thread, or ``now`` (pixels the caller may reuse once its call returns).
-        Called as each batch is accepted, in the order they are committed in."""
-        return self.preview_tiles.start(
-            batch.label_ids, batch.ids, _pixels_of(batch, originals), now=now
-        )
-
     def commit(
-        self, batch: Batch, written: Sequence[Written], previews: Sequence[PreviewJob] = ()
+        self,
+        batch: Batch,
+        encoded: Iterable[tuple[bytes, int]],
+        originals: Sequence[Any] | None = None,
     ) -> np.ndarray:
-        """Commit the batch whose chunks :meth:`write` wrote as ``written``, in order (one per
-        part of ``batch``, which is their concatenation): its score vectors and sources, one
-        flush, then the index rows, the last of which carries the commit flag. ``previews``:
-        the parts' thumbnails (:meth:`start_previews`), kept once the batch is committed."""
+        """Write a prepared batch whose (payload, crc32) pairs ``encoded`` yields in order.
+        ``originals``: each image's pixels or payload, for the class previews' thumbnails."""
         w = self.file
         catalog = self.catalog
         self._ensure_log_ready()
+        preview_job = None
+        if originals is not None:
+            preview_job = self.preview_tiles.start(
+                batch.label_ids, batch.ids, _pixels_of(batch, originals)
+            )
         f = w.f
+        new_keys = list(dict.fromkeys(k for k in batch.keys if k not in catalog.stack_ids))
+        names = {k.label: batch.label_name(k.label, catalog.labels) for k in new_keys}
+        needs_groups = sorted(
+            {lid for lid, name in names.items() if catalog.class_codec(name) is None}
+        )
         # Once a store has /scores or /sources, every batch writes its rows there (NaN and ""
         # where it gives none): rows an uncommitted batch of a dead writer left in them must
         # not become this batch's. /source_crc32 goes wherever /sources goes.
@@ -331,32 +243,74 @@ class StoreWriter:
         new_scores_k = (
             batch.vectors.shape[1] if batch.vectors is not None and fmt.SCORES not in f else None
         )
+        needs_scores = new_scores_k is not None
         needs_sources = with_sources and fmt.needs_sources(f)
         first_sources = with_sources and fmt.SOURCES not in f
-        n0, n = len(self.index), len(batch)
-        if new_scores_k is not None or needs_sources:  # objects: an epoch, as in write
+        # Objects can only be created with SWMR off, and a writer killed then can leave them
+        # half written; so this epoch creates objects only, and everything that makes them
+        # part of the store (labels, /stacks rows, index rows) is written afterwards with
+        # SWMR on. Recovery removes objects nothing refers to.
+        if new_keys or needs_scores or needs_sources:
             f = w.swmr_off()
             links = fmt.PendingLinks()
+            groups = {}
+            for lid in needs_groups:
+                groups[lid] = fmt.create_class(f, lid, names[lid], self.default_codec, links)
+                catalog.set_class_codec(names[lid], self.default_codec)
+            for key in new_keys:
+                group = groups.get(key.label)
+                if group is None:
+                    group = f[fmt.CLASSES][fmt.safe_name(names[key.label])]
+                fmt.create_stack(
+                    f,
+                    group,
+                    key.height,
+                    key.width,
+                    key.channels,
+                    key.dtype,
+                    self.codec_of(names[key.label]),
+                    links,
+                )
+            n_rows = len(self.index)
             if new_scores_k is not None:
                 k = new_scores_k
                 columns = [batch.label_name(j, catalog.labels) for j in range(k)]
                 checked = fmt.has_checks(w.version)
-                fmt.ensure_scores(f, n0, k, links, columns if checked else None)
+                fmt.ensure_scores(f, n_rows, k, links, columns if checked else None)
             if needs_sources:
-                fmt.ensure_sources(f, n0, links)
+                fmt.ensure_sources(f, n_rows, links)
             links.link_all(f)
             w.flush()
+
         f = w.swmr_on()
-        self._append_labels([])  # declared since the chunks were written
+        self._append_labels(batch.new_labels)
+        if new_keys:
+            self._append_stack_rows(f, new_keys)
+        n0, n = len(self.index), len(batch)
+        key_of_image = batch.key_of_image
+        key_stacks = [catalog.stack_ids[key] for key in batch.keys]
+        stack_ids = np.array(key_stacks, dtype=np.int64)[key_of_image]
+        # Images of one stack, in batch order: a stable sort by stack puts them together.
+        order = np.argsort(key_of_image, kind="stable")
+        bounds = np.searchsorted(key_of_image[order], np.arange(len(batch.keys) + 1))
+        members = [order[bounds[i] : bounds[i + 1]] for i in range(len(batch.keys))]
+        handles = [w.stack(sid, catalog.stacks[sid].path) for sid in key_stacks]
+        positions = np.zeros(n, dtype=np.int64)
+        rewritten = np.zeros(n, dtype=bool)
+        for number, sid in enumerate(key_stacks):
+            start = catalog.stacks[sid].length
+            positions[members[number]] = np.arange(start, start + len(members[number]))
+            written = w.extend_stack(sid, start + len(members[number]))
+            rewritten[members[number][: max(0, written - start)]] = True
+        # Chunks are written as the encoder threads deliver them, in image order.
+        stack_of_image, position_list = key_of_image.tolist(), positions.tolist()
+        marks, payloads, crcs = w.write_chunks(handles, stack_of_image, position_list, encoded)
+        if len(payloads) != n:
+            raise InvalidInputError(f"{len(payloads)} payloads for a batch of {n} images")
         if with_scores:
             checks = w.dataset(fmt.SCORE_CRC32) if fmt.SCORE_CRC32 in f else None  # (1.2)
             fmt.write_scores(
-                w.dataset(fmt.SCORES),
-                checks,
-                n0,
-                n,
-                batch.vectors,
-                created=new_scores_k is not None,
+                w.dataset(fmt.SCORES), checks, n0, n, batch.vectors, created=needs_scores
             )
         if with_sources:
             sources = [""] * n if batch.sources is None else batch.sources
@@ -376,50 +330,32 @@ class StoreWriter:
         # rows that commit them in the next: written in one flush, HDF5 could order the rows
         # first (a kill in between committed images whose sources read as none).
         w.flush()
-        nbytes, offsets = [], []
-        for part in written:
-            handles = [w.stack(sid, catalog.stacks[sid].path) for sid in part.stacks]
-            sizes = np.fromiter(map(len, part.payloads), np.int64, len(part.payloads))
-            positions = part.positions.tolist()
-            offsets.append(
-                w.locate_chunks(
-                    handles,
-                    part.stack_of_image,
-                    positions,
-                    part.payloads,
-                    sizes,
-                    part.marks,
-                    part.rewritten,
-                )
-            )
-            nbytes.append(sizes)
-        key_of_image = batch.key_of_image
+        nbytes = np.fromiter(map(len, payloads), np.int64, n)
+        offsets = w.locate_chunks(
+            handles, stack_of_image, position_list, payloads, nbytes, marks, rewritten
+        )
+
         rows = np.zeros(n, dtype=fmt.INDEX_DTYPE)
         rows["id"] = batch.ids
         rows["label"] = batch.label_ids
         rows["true_label"] = batch.true_ids
         rows["score"] = batch.top1
-        rows["stack"] = _joined(
-            [np.array(part.stacks, np.int64)[part.stack_of_image] for part in written]
-        )
-        rows["position"] = _joined([part.positions for part in written])
+        rows["stack"] = stack_ids
+        rows["position"] = positions
         for column in ("height", "width", "channels", "dtype"):
             rows[column] = np.array([getattr(key, column) for key in batch.keys])[key_of_image]
         rows["codec"] = np.array([codec.codec_id for codec in batch.codecs])[key_of_image]
-        rows["nbytes"] = _joined(nbytes)
-        rows["crc32"] = _joined([part.crcs for part in written])
-        rows["offset"] = _joined(offsets)
+        rows["nbytes"] = nbytes
+        rows["crc32"] = crcs
+        rows["offset"] = offsets
         rows["batch_end"][-1] = 1
         w.append_rows(rows)
 
         self.index.append(rows)
-        for part in written:
-            for sid, count in part.counts.items():
-                catalog.stacks[sid].length += count
-                self._written[sid] -= count
+        for number, sid in enumerate(key_stacks):
+            catalog.stacks[sid].length += len(members[number])
         self.dirty_labels.update(np.unique(batch.label_ids).tolist())
-        for job in previews:
-            self.preview_tiles.keep(job)
+        self.preview_tiles.keep(preview_job)
         return batch.ids.copy()
 
     def _append_stack_rows(self, f: h5py.File, keys: list[StackKey]) -> None:

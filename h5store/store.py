@@ -278,7 +278,6 @@ class ImageStore:
             # A commit an add call triggers (bound reached, durability="call") runs guarded,
             # like commit() itself: a refused write closes the store and names the ids.
             ingest.commit_now = self.commit
-            ingest.write_now = self._write_pending
             if f"/{fmt.PREVIEWS}" in removed:  # torn by the dead writer: redraw them all
                 writer.dirty_labels.update(range(len(engine.labels)))
             if args.labels is not None:
@@ -402,16 +401,14 @@ class ImageStore:
         """Commit the pending group; a failure abandons the file (as a killed writer leaves
         it: recovery on the next open) and the ``_writes`` guard closes the store."""
         session = self._session
-        if session is not None and session.ingest.pending:
+        if session is None or not session.ingest.pending:
+            return
+        try:
             session.ingest.commit()
-
-    @_writes
-    def _write_pending(self) -> None:
-        """Write the chunks of the pending parts not written yet (a batch call does, while
-        its own images encode); a failure abandons the file as a failed commit does."""
-        session = self._session
-        if session is not None:
-            session.ingest.write_parts()
+        except BaseException:
+            if not session.file.abandoned:
+                session.file.abandon()
+            raise
 
     def _sync(self) -> None:
         """Reads on a writing store see what it added (read-your-writes): commit first."""
