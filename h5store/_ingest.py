@@ -39,6 +39,7 @@ from . import format as fmt
 from ._catalog import Catalog, Geometry, StackKey, did_you_mean
 from ._index import Index
 from ._parallel import InOrder, get_threads, submit
+from ._previews import PreviewJob
 from ._write import Batch, StoreWriter
 from .codecs import Codec, ImageInfo
 from .errors import (
@@ -400,18 +401,18 @@ def _geometries(images: list[np.ndarray]) -> list[Geometry]:
 
 class _Part:
     """What one or more add calls left pending: a validated batch, its (payload, CRC-32)
-    pairs as the pool delivers them, and each image's pixels or payload for the previews."""
+    pairs as the pool delivers them, and its previews' thumbnails."""
 
-    __slots__ = ("batch", "encoded", "originals", "cancel")
+    __slots__ = ("batch", "encoded", "previews", "cancel")
 
     def __init__(
         self,
         batch: Batch,
         encoded: Iterable[tuple[bytes, int]],
-        originals: Sequence[Any],
+        previews: PreviewJob,
         cancel: Callable[[], None] | None = None,
     ):
-        self.batch, self.encoded, self.originals, self.cancel = batch, encoded, originals, cancel
+        self.batch, self.encoded, self.previews, self.cancel = batch, encoded, previews, cancel
 
 
 #: Images of one-image calls handed to the pool together: one task (a Future, a thread's
@@ -533,8 +534,9 @@ class _Singles:
             while len(self._in_flight) > 2 * get_threads():
                 wait((self._in_flight.popleft(),))
 
-    def seal(self, catalog: Catalog, default_codec: Codec) -> _Part:
+    def seal(self, writer: StoreWriter) -> _Part:
         """One part for the commit (the values were validated call by call)."""
+        catalog, default_codec = writer.catalog, writer.default_codec
         self._start_encoding()
         n = len(self.ids)
         label_ids = np.array(self.label_ids, dtype=np.uint32)
@@ -574,7 +576,8 @@ class _Singles:
         )
         # The previews decode their few thumbnails from payloads: the scratch arrays the
         # pixels were copied into are reused once encoded.
-        return _Part(batch, results, _Joined(self.encoded, self.sizes, _first), cancel)
+        previews = writer.start_previews(batch, _Joined(self.encoded, self.sizes, _first))
+        return _Part(batch, results, previews, cancel)
 
 
 def _concat(parts: list[Batch]) -> Batch:
@@ -768,7 +771,7 @@ class Ingest:
 
     def _seal_singles(self) -> None:
         if len(self._singles):
-            self._parts.append(self._singles.seal(self.catalog, self.default_codec))
+            self._parts.append(self._singles.seal(self.writer))
             self._singles = _Singles(self._scratch)
 
     # ------------------------------------------------------------------ batches
@@ -795,6 +798,8 @@ class Ingest:
                 len(imgs), labels, scores, true_labels, ids, sources, _geometries(imgs)
             )
             self._before_adding()
+            self._seal_singles()  # (previews are chosen in the order parts are committed)
+            previews = self.writer.start_previews(batch, imgs, now=True)
             # The call returns once its pixels are encoded: the caller may then reuse its
             # arrays (a DataLoader's buffer, an image drawn on) without changing what is
             # stored, and an image its codec refuses fails this call, not a later commit.
@@ -802,10 +807,7 @@ class Ingest:
         except BaseException:
             encoded.close()
             raise
-        # The payloads stand in for the pixels where previews need a thumbnail (at most
-        # PREVIEW_IMAGES a class are decoded for it).
-        payloads = [payload for payload, _ in pairs]
-        return self._add_part(_Part(batch, pairs, payloads), sum(map(len, payloads)))
+        return self._add_part(_Part(batch, pairs, previews), sum(len(p) for p, _ in pairs))
 
     def add_payloads(
         self, data: Any, labels: Any, scores: Any, true_labels: Any, ids: Any, sources: Any
@@ -823,9 +825,11 @@ class Ingest:
         geometries = self._probe(payloads, self._image_codecs(label_list)) if n else []
         batch = self._prepare(n, labels, scores, true_labels, ids, sources, geometries)
         self._before_adding()
+        self._seal_singles()  # (previews are chosen in the order parts are committed)
+        previews = self.writer.start_previews(batch, payloads)
         # CRCs inline, not on the thread pool: 1 us per 14 kB image, less than handing work to
         # a thread costs on a busy machine.
-        part = _Part(batch, list(zip(payloads, map(crc32, payloads))), payloads)
+        part = _Part(batch, list(zip(payloads, map(crc32, payloads))), previews)
         return self._add_part(part, sum(map(len, payloads)))
 
     def _add_part(self, part: _Part, nbytes: int) -> np.ndarray:
@@ -1102,7 +1106,8 @@ class Ingest:
                     f"image {k} (id {int(batch.ids[k])}) does not match its CRC-32: its source "
                     "is damaged"
                 )
-        stored = self.writer.commit(batch, zip(payloads, actual), payloads)
+        previews = self.writer.start_previews(batch, payloads)
+        stored = self.writer.commit(batch, zip(payloads, actual), [previews])
         self._stored_width = self.writer.stored_score_width()
         self._next_id = max(self._next_id, self.index.next_id())
         return stored
@@ -1126,12 +1131,7 @@ class Ingest:
             encoded: Iterator[tuple[bytes, int]] = itertools.chain.from_iterable(
                 p.encoded for p in parts
             )
-            originals = (
-                parts[0].originals
-                if len(parts) == 1
-                else _Joined([p.originals for p in parts], [len(p.batch) for p in parts])
-            )
-            self.writer.commit(batch, encoded, originals)
+            self.writer.commit(batch, encoded, [p.previews for p in parts])
             if batch.vectors is not None:
                 self._stored_width = batch.vectors.shape[1]
         except BaseException:

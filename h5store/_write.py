@@ -24,7 +24,7 @@ from ._file import WriterFile, read_committed_rows
 from ._imaging import contact_sheet, thumbnail
 from ._index import Index
 from ._parallel import thread_map
-from ._previews import PreviewTiles
+from ._previews import PreviewJob, PreviewTiles
 from .codecs import Codec, get_codec
 from .errors import (
     FormatError,
@@ -212,22 +212,28 @@ class StoreWriter:
             self.file.load_row_log(self.index.take())
             self._log_ready = True
 
+    def start_previews(
+        self, batch: Batch, originals: Sequence[Any], now: bool = False
+    ) -> PreviewJob:
+        """Begin the thumbnails of the batch's images that its classes' previews will show,
+        from ``originals`` (each image's pixels, or its payload, decoded for it): on the
+        background thread, or ``now`` (pixels the caller may reuse once its call returns).
+        Called as each batch is accepted, in the order they are committed in."""
+        return self.preview_tiles.start(
+            batch.label_ids, batch.ids, _pixels_of(batch, originals), now=now
+        )
+
     def commit(
         self,
         batch: Batch,
         encoded: Iterable[tuple[bytes, int]],
-        originals: Sequence[Any] | None = None,
+        previews: Sequence[PreviewJob] = (),
     ) -> np.ndarray:
         """Write a prepared batch whose (payload, crc32) pairs ``encoded`` yields in order.
-        ``originals``: each image's pixels or payload, for the class previews' thumbnails."""
+        ``previews``: its parts' thumbnails (:meth:`start_previews`), kept once it commits."""
         w = self.file
         catalog = self.catalog
         self._ensure_log_ready()
-        preview_job = None
-        if originals is not None:
-            preview_job = self.preview_tiles.start(
-                batch.label_ids, batch.ids, _pixels_of(batch, originals)
-            )
         f = w.f
         new_keys = list(dict.fromkeys(k for k in batch.keys if k not in catalog.stack_ids))
         names = {k.label: batch.label_name(k.label, catalog.labels) for k in new_keys}
@@ -355,7 +361,8 @@ class StoreWriter:
         for number, sid in enumerate(key_stacks):
             catalog.stacks[sid].length += len(members[number])
         self.dirty_labels.update(np.unique(batch.label_ids).tolist())
-        self.preview_tiles.keep(preview_job)
+        for job in previews:
+            self.preview_tiles.keep(job)
         return batch.ids.copy()
 
     def _append_stack_rows(self, f: h5py.File, keys: list[StackKey]) -> None:
