@@ -93,6 +93,9 @@ CONNECT_TIMEOUT = "5s"
 #: The longest a round of concurrent reads may take in all (each request: 30 s, retried
 #: within RETRY_SECONDS) before it fails instead of waiting on.
 ROUND_SECONDS = 120.0
+#: How long a round waits for its answer before asking again, doubling each time (see
+#: _Loop.run): an answer can be lost on its way back to the event loop.
+ROUND_ASK_AGAIN_SECONDS = 10.0
 
 # fsspec/s3fs spellings of the options, as users of h5py + fsspec pass them
 _ALIASES = {
@@ -243,7 +246,14 @@ class _Loop:
     _pid = -1
 
     @classmethod
-    def run(cls, coro: Coroutine[Any, Any, T]) -> T:
+    def run(cls, round_of_reads: Callable[[], Coroutine[Any, Any, T]]) -> T:
+        """The answer of a round of reads, ``round_of_reads()`` run on the loop.
+
+        A round whose answer has not come after ROUND_ASK_AGAIN_SECONDS is cancelled and asked
+        again, with twice the wait, until ROUND_SECONDS: on a machine under load an answer was
+        lost on its way back (no connection open, the loop idle, the round never done: a CI
+        run failed on it), and a round asked again is answered. A slow round costs the bytes
+        of its cancelled attempts; reads are idempotent."""
         with cls._lock:
             if cls._loop is None or cls._pid != os.getpid():  # (a forked child starts afresh)
                 cls._loop = asyncio.new_event_loop()
@@ -254,14 +264,22 @@ class _Loop:
                 cls._thread.start()
                 atexit.register(cls.stop)
             loop = cls._loop
-        future = asyncio.run_coroutine_threadsafe(coro, loop)
-        try:
-            # Every request has its own timeout and retries; this bounds a round whose answer
-            # is lost on the way back, so that a read fails (RemoteReadError) and never hangs.
-            return future.result(timeout=ROUND_SECONDS)
-        except concurrent.futures.TimeoutError:
-            future.cancel()
-            raise TimeoutError(f"no answer to a round of reads in {ROUND_SECONDS:.0f} s") from None
+        # Every request has its own timeout and retries; this bounds a round whose answer is
+        # lost on the way back, so that a read fails (RemoteReadError) and never hangs.
+        deadline = time.monotonic() + ROUND_SECONDS
+        wait = ROUND_ASK_AGAIN_SECONDS
+        while True:
+            future = asyncio.run_coroutine_threadsafe(round_of_reads(), loop)
+            left = deadline - time.monotonic()
+            try:
+                return future.result(timeout=max(0.0, min(wait, left)))
+            except concurrent.futures.TimeoutError:
+                future.cancel()
+                if wait >= left:
+                    raise TimeoutError(
+                        f"no answer to a round of reads in {ROUND_SECONDS:.0f} s"
+                    ) from None
+                wait *= 2
 
     @classmethod
     def stop(cls) -> None:
@@ -330,7 +348,7 @@ class _ObstoreClient:
             head_bytes, result = await asyncio.gather(first, last)
             return bytes(head_bytes), bytes(await result.bytes_async()), int(result.meta["size"])
 
-        return _Loop.run(both())
+        return _Loop.run(both)
 
     def fetch(self, requests: list[tuple[int, int]], concurrency: int) -> list[memoryview]:
         obstore, store, path = self._obstore, self._store, self._path
@@ -348,7 +366,7 @@ class _ObstoreClient:
 
             return await asyncio.gather(*(one(s, e) for s, e in requests))
 
-        return _Loop.run(all_of())
+        return _Loop.run(all_of)
 
 
 class _HTTPStatusError(OSError):
