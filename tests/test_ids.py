@@ -306,5 +306,9 @@ def test_an_index_made_from_planes_answers_as_one_made_from_rows(
         either.mark_deleted(np.array(rows[-1:], dtype=np.int64))
     assert index.live_count == expected.live_count
     assert index.take(rows).tobytes() == expected.take(rows).tobytes()
+    mask = np.zeros(size, dtype=bool)
+    mask[::3] = True
+    for selection in ([-1, 0] if size else [], slice(1, None, 5), mask):  # as numpy selects
+        assert index.take(selection).tobytes() == expected.take(selection).tobytes()
     assert index.column("position").tobytes() == expected.column("position").tobytes()
     assert index.take().tobytes() == expected.take().tobytes()
