@@ -319,9 +319,7 @@ class Index:
         """Note what _taken asks of rows ``start:stop`` (their ``ids`` and ``deleted`` flags),
         found while they are in the CPU's cache (scanning the rows' strided ids afterwards cost
         a fifth of the rest of a warm open)."""
-        first = int(ids[0])
-        runs_on = int(ids[-1]) - first == stop - start - 1 and bool((ids[1:] > ids[:-1]).all())
-        self._blocks[start] = (stop, int(np.count_nonzero(deleted)), first, runs_on)
+        self._blocks[start] = (stop, *_summary(ids, deleted))
 
     def take_rows(self, n: int) -> None:
         """Make the first ``n`` rows of the storage, their columns copied, the index's rows."""
@@ -365,10 +363,7 @@ class Index:
         ids = (self._rows if self._hot is None else self._hot)["id"][start : start + k]
         found = _whole_blocks(blocks, start, start + k)
         if found is None:  # (rows copied in other blocks than these: a dead writer's last)
-            deleted = int(np.count_nonzero(self._locations["deleted"][start : start + k]))
-            # Increasing integers from ids[0] to ids[0] + k - 1 are exactly those k.
-            runs_on = int(ids[-1]) - int(ids[0]) == k - 1 and bool((ids[1:] > ids[:-1]).all())
-            found = deleted, int(ids[0]), runs_on
+            found = _summary(ids, self._locations["deleted"][start : start + k])
         deleted, first, runs_on = found
         self._deleted += deleted
         if self._dense_start is not None:
@@ -496,6 +491,15 @@ class Index:
             same = truth == self.column("label").astype(np.int64)
             mask &= (truth >= 0) & (same if correct else ~same)
         return self.column("id")[mask]
+
+
+def _summary(ids: np.ndarray, deleted: np.ndarray) -> tuple[int, int, bool]:
+    """(deleted rows, first id, whether the ids run on from it) of a run of rows, from their
+    ``ids`` and ``deleted`` flags."""
+    first = int(ids[0])
+    # Increasing integers from ids[0] to ids[0] + len - 1 are exactly those.
+    runs_on = int(ids[-1]) - first == len(ids) - 1 and bool((ids[1:] > ids[:-1]).all())
+    return int(np.count_nonzero(deleted)), first, runs_on
 
 
 def _whole_blocks(
