@@ -1251,6 +1251,19 @@ def _index_dataset(f: h5py.File) -> h5py.Dataset:
     return ds
 
 
+def _inflate_index_chunk(stored: Buffer, out: np.ndarray, name: str, first_row: int) -> None:
+    """Inflate one /index chunk's ``stored`` bytes into ``out``, which they must fill: HDF5
+    stores whole chunks, and a shorter stream (a crafted or damaged file) would leave rows of
+    whatever memory ``out`` held before (libdeflate refuses a longer one)."""
+    # (imagecodecs' stubs leave out the arrays out= takes: it fills any writable buffer)
+    got = len(_deflate_decode(stored, out=out))  # type: ignore[arg-type]
+    if got != len(out):
+        raise FormatError(
+            f"{name}: /{INDEX} is damaged (the chunk of rows from {first_row} inflates to "
+            f"{got} bytes, not {len(out)})"
+        )
+
+
 def _inflate_blocks(
     chunks: list[tuple[int, int, int]],
     read_bytes: Callable[[int, int], Buffer],
@@ -1258,6 +1271,7 @@ def _inflate_blocks(
     rows_per_chunk: int,
     threads: int,
     work: Callable[[int, np.ndarray, list[Buffer]], None],
+    name: str,
 ) -> None:
     """Inflate /index's ``chunks`` ((first row, file offset, size) each, all shuffle + deflate)
     a block of INDEX_BLOCK_CHUNKS at a time, on ``threads`` threads, and call ``work(first
@@ -1286,8 +1300,7 @@ def _inflate_blocks(
         plain = np.empty((len(block_chunks), itemsize * rows_per_chunk), np.uint8)
         stored = [read_chunk(offset, size) for _, offset, size in block_chunks]
         for j, data in enumerate(stored):
-            # (imagecodecs' stubs leave out the arrays out= takes: it fills any writable buffer)
-            _deflate_decode(data, out=plain[j])  # type: ignore[arg-type]
+            _inflate_index_chunk(data, plain[j], name, block_chunks[j][0])
         work(block_chunks[0][0], plain.reshape(-1, itemsize, rows_per_chunk), stored)
 
     from ._parallel import thread_map
@@ -1351,7 +1364,7 @@ def read_index_rows(
         if on_block is not None:
             on_block(first, min(first + block_rows, n))
 
-    _inflate_blocks(chunks, read_bytes, read_ranges, rows_per_chunk, threads, unshuffle)
+    _inflate_blocks(chunks, read_bytes, read_ranges, rows_per_chunk, threads, unshuffle, f.filename)
     return out[:n]
 
 
@@ -1377,7 +1390,7 @@ def read_index_planes(
         return False
     rows_per_chunk = ds.chunks[0]
     work = on_start(n, rows_per_chunk, len(chunks))
-    _inflate_blocks(chunks, read_bytes, read_ranges, rows_per_chunk, threads, work)
+    _inflate_blocks(chunks, read_bytes, read_ranges, rows_per_chunk, threads, work, f.filename)
     return True
 
 
@@ -1386,7 +1399,7 @@ def index_chunk_rows(stored: Buffer, rows_per_chunk: int, out: np.ndarray) -> No
     the /index chunk whose stored bytes (shuffle + deflate) are ``stored``."""
     itemsize = INDEX_DTYPE.itemsize
     plain = np.empty(itemsize * rows_per_chunk, np.uint8)
-    _deflate_decode(stored, out=plain)  # type: ignore[arg-type]
+    _inflate_index_chunk(stored, plain, "/index", 0)  # (inflated whole at open already)
     planes = plain.reshape(itemsize, rows_per_chunk)
     out.view(np.uint8).reshape(len(out), itemsize)[:] = planes[:, : len(out)].T
 

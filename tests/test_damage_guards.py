@@ -336,6 +336,30 @@ def test_an_index_cut_short_is_refused_not_read_as_a_smaller_store(tmp_path, kee
         h5store.open(path, "a")
 
 
+def test_an_index_chunk_that_inflates_short_is_refused(tmp_path):
+    """An /index chunk whose stored stream inflates to fewer bytes than a chunk holds (HDF5
+    stores whole chunks) would leave rows of whatever memory the buffer held: refused, by a
+    reader (columns taken out of the chunks) and a writer (rows made at open) alike."""
+    import zlib
+
+    path = tmp_path / "s.h5"
+    with h5store.open(path, "w", codec="png") as store:
+        n = 2 * fmt.INDEX_CHUNK_ROWS
+        store.add_batch(np.zeros((n, 2, 2), np.uint8), labels=["a"] * n)
+    with h5py.File(path, "r") as f:
+        info = f["index"].id.get_chunk_info(0)
+    data = bytearray(Path(path).read_bytes())
+    where = slice(info.byte_offset, info.byte_offset + info.size)
+    plain = zlib.decompress(data[where])
+    short = zlib.compress(plain[: len(plain) // 2], 9)  # half the rows, padded to the size
+    assert len(short) <= info.size
+    data[where] = short.ljust(info.size, b"\0")
+    Path(path).write_bytes(bytes(data))
+    for mode in ("r", "a"):
+        with pytest.raises(h5store.FormatError, match="inflates to"):
+            h5store.open(path, mode)
+
+
 def test_rows_stored_before_the_first_source_are_checked_as_having_none(store_path):
     # The batch that creates /sources gives the rows stored before it the check of "" (no
     # source): left at 0 ("no check"), a damaged reference there would read another row's
