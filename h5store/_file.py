@@ -82,6 +82,7 @@ OFFSET_SAMPLE = 8
 
 #: Images a stack is extended to at least when it grows (see WriterFile.extend_stack).
 STACK_GROWTH_MIN = 1024
+
 #: How long a reader waits out a live writer's restructuring (open_for_reading) or retries
 #: an open that met it (ImageStore._open_reader).
 READER_RETRY_SECONDS = 2.0

@@ -834,8 +834,7 @@ class Ingest:
 
     def _add_part(self, part: _Part, nbytes: int) -> np.ndarray:
         self._accept(part.batch, nbytes)
-        self._seal_singles()
-        self._parts.append(part)
+        self._parts.append(part)  # (after the one-image calls before it: sealed by its caller)
         if self.per_call:
             self.commit_now()
         return part.batch.ids.copy()
