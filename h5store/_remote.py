@@ -15,15 +15,15 @@ of a 167 MB object, medians of 7), obstore 1.3-2.0 s per batch with one asyncio 
 ``get_ranges`` 0.65 s only because it merges ranges up to 1 MiB apart (reading 30 x the
 bytes). obstore is no slower than s3fs, needs no aiohttp/botocore stack, speaks S3, GCS,
 Azure, HTTP and local files with one API, and reads the usual ``AWS_*`` variables; the
-merging is done here, with a gap that keeps the bytes read close to the bytes asked for.
-It is imported only when a URL is opened (the ``remote`` extra).
+merging is done here, with a gap that keeps the bytes read close to the bytes asked for
+(``get_ranges`` is called with its own merging off). Only its blocking calls are used, so no
+Python code runs on its threads, and a thread inside HDF5 sends its own requests (see
+:func:`_holding_hdf5_lock`). It is imported only when a URL is opened (the ``remote`` extra).
 """
 
 from __future__ import annotations
 
-import asyncio
 import atexit
-import concurrent.futures
 import contextlib
 import io
 import os
@@ -32,7 +32,7 @@ import struct
 import threading
 import time
 import weakref
-from collections.abc import Callable, Coroutine, Sequence
+from collections.abc import Callable, Sequence
 from datetime import timedelta
 from typing import TYPE_CHECKING, Any, TypeGuard, TypeVar
 from urllib.parse import SplitResult, quote, urlsplit, urlunsplit
@@ -75,14 +75,11 @@ DEFAULT_GAP = 16 << 10
 #: 273 / 310 / 362 ms; 0 ms: 267 / 208 / 225 and 370 / 319 / 231 ms; with no proxy
 #: 166-289 ms at any setting; bytes down 1.05-1.06 x the payloads at every setting. The local
 #: server's CPU (~1 ms a request here) bounds a batch, not the round trips, so the setting
-#: barely shows on this machine. 256 would save 3 waves on a real network, but a CI run with
-#: it hung for good in one test (a read of a growing file served by nginx whose answer never
-#: reached Python: no connection open, the event loop idle), where 64 had passed every run:
-#: 64 until that is understood.
+#: barely shows on this machine.
 DEFAULT_CONCURRENCY = 64
-#: Requests in flight at once in a process forked from one that used obstore (threads of the
-#: standard library's client, each with its own connection, kept for the next batch).
-STDLIB_THREADS = 64
+#: Requests one obstore get_ranges call has in flight (object_store's
+#: OBJECT_STORE_COALESCE_PARALLEL): a round of more is split among threads, this many each.
+OBSTORE_PARALLEL = 10
 #: Retries of a failed request (connection refused or reset, 5xx, timeout), with exponential
 #: backoff from 50 ms, all within RETRY_SECONDS; then RemoteReadError.
 DEFAULT_RETRIES = 3
@@ -90,13 +87,6 @@ RETRY_SECONDS = 10.0
 #: A request with no answer for this long fails (and is retried).
 TIMEOUT = "30s"
 CONNECT_TIMEOUT = "5s"
-#: The longest a round of concurrent reads may take in all (each request: 30 s, retried
-#: within RETRY_SECONDS) before it fails instead of waiting on.
-ROUND_SECONDS = 120.0
-#: How long a round waits for its answer before asking again, doubling each time (see
-#: _Loop.run): an answer can be lost on its way back to the event loop.
-ROUND_ASK_AGAIN_SECONDS = 10.0
-
 # fsspec/s3fs spellings of the options, as users of h5py + fsspec pass them
 _ALIASES = {
     "key": "access_key_id",
@@ -236,64 +226,26 @@ def _scrub(text: str, storage_options: dict[str, Any] | None) -> str:
     return text[:500]
 
 
-class _Loop:
-    """One asyncio loop per process, on a daemon thread, that runs the concurrent requests
-    of every RemoteSource (the caller may itself be inside an event loop, as in Jupyter)."""
+def _holding_hdf5_lock() -> bool:
+    """Whether this thread is inside h5py (HDF5 reading a RemoteFile, a chunk_iter callback),
+    holding h5py's one lock. Such a thread must wait on no other Python thread: any thread's
+    cyclic garbage collection may finalize an h5py object, whose finalizer takes that lock,
+    so the thread waited on can itself be waiting for this one, for good. Two CI runs hung
+    so, each for 120 s: the event loop that ran the requests had collected an h5py object
+    while the reader it was answering held the lock (reproduced at will with a thread
+    leaving h5py objects in reference cycles)."""
+    from h5py._objects import phil
 
-    _lock = threading.Lock()
-    _loop: asyncio.AbstractEventLoop | None = None
-    _thread: threading.Thread | None = None
-    _pid = -1
+    is_owned = getattr(phil, "_is_owned", None)  # (h5py's FastRLock; absent: assume held)
+    return True if is_owned is None else bool(is_owned())
 
-    @classmethod
-    def run(cls, round_of_reads: Callable[[], Coroutine[Any, Any, T]]) -> T:
-        """The answer of a round of reads, ``round_of_reads()`` run on the loop.
 
-        A round whose answer has not come after ROUND_ASK_AGAIN_SECONDS is cancelled and asked
-        again, with twice the wait, until ROUND_SECONDS: on a machine under load an answer was
-        lost on its way back (no connection open, the loop idle, the round never done: a CI
-        run failed on it), and a round asked again is answered. A slow round costs the bytes
-        of its cancelled attempts; reads are idempotent."""
-        with cls._lock:
-            if cls._loop is None or cls._pid != os.getpid():  # (a forked child starts afresh)
-                cls._loop = asyncio.new_event_loop()
-                cls._pid = os.getpid()
-                cls._thread = threading.Thread(
-                    target=cls._loop.run_forever, name="h5store-remote", daemon=True
-                )
-                cls._thread.start()
-                atexit.register(cls.stop)
-            loop = cls._loop
-        # Every request has its own timeout and retries; this bounds a round whose answer is
-        # lost on the way back, so that a read fails (RemoteReadError) and never hangs.
-        deadline = time.monotonic() + ROUND_SECONDS
-        wait = ROUND_ASK_AGAIN_SECONDS
-        while True:
-            future = asyncio.run_coroutine_threadsafe(round_of_reads(), loop)
-            left = deadline - time.monotonic()
-            try:
-                return future.result(timeout=max(0.0, min(wait, left)))
-            except concurrent.futures.TimeoutError:
-                future.cancel()
-                if wait >= left:
-                    raise TimeoutError(
-                        f"no answer to a round of reads in {ROUND_SECONDS:.0f} s"
-                    ) from None
-                wait *= 2
-
-    @classmethod
-    def stop(cls) -> None:
-        """At exit: stop the loop and wait for its thread. Left running while the interpreter
-        shut down, a request's completion could call into it (a process in four of ten that
-        exited right after a read aborted)."""
-        with cls._lock:
-            loop, thread = cls._loop, getattr(cls, "_thread", None)
-            if loop is None or cls._pid != os.getpid():
-                return
-            cls._loop = None
-        loop.call_soon_threadsafe(loop.stop)
-        if thread is not None:
-            thread.join(5)
+def _gather(calls: Sequence[Callable[[], Any]], threads: Callable[[], ThreadPoolExecutor]) -> list:
+    """The answers of ``calls``, concurrently on ``threads()``; one after another on this
+    thread where there is one, or where this thread holds h5py's lock (see above)."""
+    if len(calls) <= 1 or _holding_hdf5_lock():
+        return [call() for call in calls]
+    return list(threads().map(lambda call: call(), calls))
 
 
 def merge_ranges(
@@ -321,12 +273,16 @@ _OBSTORE_USERS: set[int] = set()
 
 
 class _ObstoreClient:
-    """Requests through obstore: concurrent ranged GETs on one asyncio loop."""
+    """Requests through obstore's blocking calls, which wait in Rust with the GIL released
+    (no Python code runs on obstore's own threads): a round of at most OBSTORE_PARALLEL
+    requests on the calling thread, a larger one split among this client's threads."""
 
-    def __init__(self, store: Any, path: str, source: RemoteSource):
+    def __init__(self, store: Any, path: str, concurrency: int):
         import obstore
 
         self._obstore, self._store, self._path = obstore, store, path
+        self._concurrency = concurrency
+        self._pool: ThreadPoolExecutor | None = None
 
     def kind(self, exc: BaseException) -> str:
         errors = self._obstore.exceptions
@@ -342,31 +298,35 @@ class _ObstoreClient:
     def head_tail(self, head: int, tail: int) -> tuple[bytes, bytes, int]:
         obstore, store, path = self._obstore, self._store, self._path
 
-        async def both() -> tuple[bytes, bytes, int]:
-            first = obstore.get_range_async(store, path, start=0, end=head)
-            last = obstore.get_async(store, path, options={"range": {"suffix": tail}})
-            head_bytes, result = await asyncio.gather(first, last)
-            return bytes(head_bytes), bytes(await result.bytes_async()), int(result.meta["size"])
+        def last() -> tuple[bytes, int]:
+            result = obstore.get(store, path, options={"range": {"suffix": tail}})
+            return bytes(result.bytes()), int(result.meta["size"])
 
-        return _Loop.run(both)
+        head_bytes, (tail_bytes, total) = _gather(
+            [lambda: bytes(obstore.get_range(store, path, start=0, end=head)), last],
+            self._threads,
+        )
+        return head_bytes, tail_bytes, total
 
-    def fetch(self, requests: list[tuple[int, int]], concurrency: int) -> list[memoryview]:
+    def fetch(self, requests: list[tuple[int, int]]) -> list[memoryview]:
         obstore, store, path = self._obstore, self._store, self._path
+        wanted = [(start, end) for start, end in requests if end > start]
 
-        async def all_of() -> list[memoryview]:
-            limit = asyncio.Semaphore(concurrency)
+        def get_ranges(spans: list[tuple[int, int]]) -> Callable[[], list]:
+            starts, ends = [s for s, _ in spans], [e for _, e in spans]
+            return lambda: obstore.get_ranges(store, path, starts=starts, ends=ends, coalesce=0)
 
-            async def one(start: int, end: int) -> memoryview:
-                if end == start:
-                    return memoryview(b"")
-                async with limit:
-                    return memoryview(
-                        await obstore.get_range_async(store, path, start=start, end=end)
-                    )
+        rounds = [
+            get_ranges(wanted[k : k + OBSTORE_PARALLEL])
+            for k in range(0, len(wanted), OBSTORE_PARALLEL)
+        ]
+        answers = iter([memoryview(b) for part in _gather(rounds, self._threads) for b in part])
+        return [next(answers) if end > start else memoryview(b"") for start, end in requests]
 
-            return await asyncio.gather(*(one(s, e) for s, e in requests))
-
-        return _Loop.run(all_of)
+    def _threads(self) -> ThreadPoolExecutor:
+        if self._pool is None:
+            self._pool = _threads(-(-self._concurrency // OBSTORE_PARALLEL))
+        return self._pool
 
 
 class _HTTPStatusError(OSError):
@@ -382,9 +342,10 @@ class _StdlibClient:
     files here) and file://; gs:// and az:// need obstore (open the store after the fork,
     or use spawn)."""
 
-    def __init__(self, url: str, storage_options: dict[str, Any], name: str):
+    def __init__(self, url: str, storage_options: dict[str, Any], name: str, concurrency: int):
         parts = urlsplit(url)
         self.scheme = parts.scheme.lower()
+        self._concurrency = concurrency
         self._pool: ThreadPoolExecutor | None = None
         config, _ = _split_options(storage_options)
         env = os.environ
@@ -480,18 +441,16 @@ class _StdlibClient:
         return self._range("0-0")[1]
 
     def head_tail(self, head: int, tail: int) -> tuple[bytes, bytes, int]:
-        pool = self._threads()
-        first = pool.submit(self._range, f"0-{head - 1}")
-        last = pool.submit(self._range, f"-{tail}")
-        (head_bytes, _), (tail_bytes, total) = first.result(), last.result()
+        (head_bytes, _), (tail_bytes, total) = _gather(
+            [lambda: self._range(f"0-{head - 1}"), lambda: self._range(f"-{tail}")], self._threads
+        )
         return head_bytes, tail_bytes, total
 
-    def fetch(self, requests: list[tuple[int, int]], concurrency: int) -> list[bytes]:
-        def one(span: tuple[int, int]) -> bytes:
-            start, end = span
-            return self._range(f"{start}-{end - 1}")[0] if end > start else b""
+    def fetch(self, requests: list[tuple[int, int]]) -> list[bytes]:
+        def one(start: int, end: int) -> Callable[[], bytes]:
+            return lambda: self._range(f"{start}-{end - 1}")[0] if end > start else b""
 
-        return list(self._threads().map(one, requests))
+        return _gather([one(start, end) for start, end in requests], self._threads)
 
     def _threads(self) -> ThreadPoolExecutor:
         """This client's threads, kept from one read to the next: each holds its connection
@@ -499,7 +458,7 @@ class _StdlibClient:
         opened one per request (a TCP handshake, a round trip, each; on this machine's 20 ms
         proxy a forked loader worker's batch of 64 random ids waited 2 round trips a wave)."""
         if self._pool is None:
-            self._pool = _threads(STDLIB_THREADS)
+            self._pool = _threads(self._concurrency)
         return self._pool
 
 
@@ -609,10 +568,12 @@ class RemoteSource:
         pid = os.getpid()
         if self._clients.get(pid) is None:
             if _OBSTORE_USERS and pid not in _OBSTORE_USERS:
-                self._clients[pid] = _StdlibClient(self.url, self.storage_options, self.name)
+                self._clients[pid] = _StdlibClient(
+                    self.url, self.storage_options, self.name, self.concurrency
+                )
             else:
                 _OBSTORE_USERS.add(pid)
-                self._clients[pid] = _ObstoreClient(self._store, self._path, self)
+                self._clients[pid] = _ObstoreClient(self._store, self._path, self.concurrency)
         return self._clients[pid]
 
     def error(self, exc: BaseException, what: str = "") -> H5StoreError:
@@ -702,7 +663,7 @@ class RemoteSource:
             raise FormatError(f"{self.name}: a read at a negative offset or size")
         requests, where = merge_ranges(offsets, sizes, self.gap)
         try:
-            blobs = self._client.fetch(requests, self.concurrency)
+            blobs = self._client.fetch(requests)
         except Exception as exc:
             raise self.error(exc, what) from None
         self.rounds += 1
