@@ -219,16 +219,22 @@ class Relay:
         self.port = self.listener.getsockname()[1]
         self.sockets: list[socket.socket] = []
         self.dead = threading.Event()
+        self.lock = threading.Lock()
         threading.Thread(target=self._accept, daemon=True).start()
 
     def _accept(self):
-        while not self.dead.is_set():
+        while True:
             try:
                 client, _ = self.listener.accept()
             except OSError:
                 return
             server = socket.create_connection(("127.0.0.1", self.target))
-            self.sockets += [client, server]
+            with self.lock:  # a connection accepted as kill() ran would have outlived it
+                if self.dead.is_set():
+                    client.close()
+                    server.close()
+                    return
+                self.sockets += [client, server]
             threading.Thread(target=self._pipe, args=(client, server, False), daemon=True).start()
             threading.Thread(target=self._pipe, args=(server, client, True), daemon=True).start()
 
@@ -245,8 +251,10 @@ class Relay:
             pass
 
     def kill(self):
-        self.dead.set()
-        for s in [self.listener, *self.sockets]:
+        with self.lock:
+            self.dead.set()
+            sockets = [self.listener, *self.sockets]
+        for s in sockets:
             try:
                 s.shutdown(socket.SHUT_RDWR)
             except OSError:
