@@ -667,6 +667,19 @@ MUTANTS = [
         ("test_remote.py::test_a_batch_read_by_url_checks_every_payloads_crc",),
     ),
     Mutant(
+        "remote-waits-inside-hdf5",
+        "(b) a thread inside HDF5 (holding h5py's lock) waits on other threads for its bytes, "
+        "which can be finalizing an h5py object and waiting for that lock",
+        (
+            (
+                "h5store/_remote.py",
+                "    if len(calls) <= 1 or _holding_hdf5_lock():\n",
+                "    if len(calls) <= 1:\n",
+            ),
+        ),
+        ("test_remote.py::test_a_thread_holding_h5pys_lock_sends_every_request_itself",),
+    ),
+    Mutant(
         "crc-read-encoded",
         "(b) get_encoded returns a payload without checking its CRC-32",
         (

@@ -324,6 +324,46 @@ def test_reads_inside_hdf5_survive_other_threads_collecting_h5py_objects(tmp_pat
     assert done.stdout.split() == ["opened", "through", used]
 
 
+@pytest.mark.parametrize("client", ["obstore", "stdlib"])
+def test_a_thread_holding_h5pys_lock_sends_every_request_itself(local_store, monkeypatch, client):
+    """The rule the test above checks by its effect, checked directly: a round of 40 ranges
+    (4 obstore calls, 40 standard-library requests) is spread over the client's threads,
+    except where the calling thread holds h5py's lock, where all of it is sent from there."""
+    import obstore
+    from h5py._objects import phil
+
+    from h5store import _remote
+
+    senders: list[int] = []
+    if client == "stdlib":  # as in a process forked from one that used obstore
+        monkeypatch.setattr(_remote, "_OBSTORE_USERS", {-1})
+        real_range = _remote._StdlibClient._range
+
+        def sent(self, spec):
+            senders.append(threading.get_ident())
+            return real_range(self, spec)
+
+        monkeypatch.setattr(_remote._StdlibClient, "_range", sent)
+    else:
+        real_get_ranges = obstore.get_ranges
+
+        def sent(*args, **kwargs):
+            senders.append(threading.get_ident())
+            return real_get_ranges(*args, **kwargs)
+
+        monkeypatch.setattr(obstore, "get_ranges", sent)
+    source = RemoteSource("file://" + local_store, gap=0)
+    offsets = list(range(0, 40 * 5000, 5000))
+    data = Path(local_store).read_bytes()
+    expected = [data[o : o + 100] for o in offsets]
+    with phil:
+        assert [bytes(b) for b in source.read_ranges(offsets, [100] * 40)] == expected
+    assert set(senders) == {threading.get_ident()}
+    senders.clear()
+    assert [bytes(b) for b in source.read_ranges(offsets, [100] * 40)] == expected
+    assert threading.get_ident() not in senders and len(set(senders)) > 1
+
+
 # --------------------------------------------------------------------------- h5store.open(url)
 
 
