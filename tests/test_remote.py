@@ -281,20 +281,28 @@ from h5store import _remote
 if sys.argv[2] == "stdlib":  # as in a process forked from one that used obstore
     _remote._OBSTORE_USERS.add(-1)
 junk = h5py.File(sys.argv[1], "r", locking=False)
+done = threading.Event()
 
 def litter():  # h5py objects in reference cycles, for whichever thread collects next
-    while True:
+    while not done.is_set():
         cycle = [junk["/index"]]
         cycle.append(cycle)
         del cycle
         time.sleep(0.0002)
 
-threading.Thread(target=litter, daemon=True).start()
+# (joined before exit: a daemon thread frozen at shutdown while holding h5py's lock hangs
+# the interpreter's last collection, a hang of the test's own making)
+thread = threading.Thread(target=litter)
+thread.start()
 gc.set_threshold(50, 2, 2)
-for _ in range(20):
-    with h5store.open("file://" + sys.argv[1]) as store:
-        store.get_batch(store.ids()[::97])
-        client = type(store._engine.source._client).__name__
+try:
+    for _ in range(20):
+        with h5store.open("file://" + sys.argv[1]) as store:
+            store.get_batch(store.ids()[::97])
+            client = type(store._engine.source._client).__name__
+finally:
+    done.set()
+    thread.join()
 print("opened through", client)
 """
 
