@@ -240,7 +240,26 @@ def _holding_hdf5_lock() -> bool:
     return True if is_owned is None else bool(is_owned())
 
 
-def _gather(calls: Sequence[Callable[[], Any]], threads: Callable[[], ThreadPoolExecutor]) -> list:
+class _Threads:
+    """A client's threads, started by the first round that needs them and kept from one read
+    to the next: a standard-library client's each hold their connection, so a batch after the
+    first opens none, where a pool per batch opened one per request (a TCP handshake, a round
+    trip, each; on this machine's 20 ms proxy a forked loader worker's batch of 64 random ids
+    waited 2 round trips a wave)."""
+
+    def __init__(self, count: int):
+        self.count = count
+        self._pool: ThreadPoolExecutor | None = None
+
+    def __call__(self) -> ThreadPoolExecutor:
+        if self._pool is None:
+            from concurrent.futures import ThreadPoolExecutor
+
+            self._pool = ThreadPoolExecutor(self.count, thread_name_prefix="h5store-remote")
+        return self._pool
+
+
+def _gather(calls: Sequence[Callable[[], Any]], threads: _Threads) -> list:
     """The answers of ``calls``, concurrently on ``threads()``; one after another on this
     thread where there is one, or where this thread holds h5py's lock (see above)."""
     if len(calls) <= 1 or _holding_hdf5_lock():
@@ -281,8 +300,7 @@ class _ObstoreClient:
         import obstore
 
         self._obstore, self._store, self._path = obstore, store, path
-        self._concurrency = concurrency
-        self._pool: ThreadPoolExecutor | None = None
+        self._threads = _Threads(-(-concurrency // OBSTORE_PARALLEL))
 
     def kind(self, exc: BaseException) -> str:
         errors = self._obstore.exceptions
@@ -323,11 +341,6 @@ class _ObstoreClient:
         answers = iter([memoryview(b) for part in _gather(rounds, self._threads) for b in part])
         return [next(answers) if end > start else memoryview(b"") for start, end in requests]
 
-    def _threads(self) -> ThreadPoolExecutor:
-        if self._pool is None:
-            self._pool = _threads(-(-self._concurrency // OBSTORE_PARALLEL))
-        return self._pool
-
 
 class _HTTPStatusError(OSError):
     def __init__(self, status: int, reason: str, url: str):
@@ -345,8 +358,7 @@ class _StdlibClient:
     def __init__(self, url: str, storage_options: dict[str, Any], name: str, concurrency: int):
         parts = urlsplit(url)
         self.scheme = parts.scheme.lower()
-        self._concurrency = concurrency
-        self._pool: ThreadPoolExecutor | None = None
+        self._threads = _Threads(concurrency)  # (each with its connection: self._local)
         config, _ = _split_options(storage_options)
         env = os.environ
         self._keys = None
@@ -451,21 +463,6 @@ class _StdlibClient:
             return lambda: self._range(f"{start}-{end - 1}")[0] if end > start else b""
 
         return _gather([one(start, end) for start, end in requests], self._threads)
-
-    def _threads(self) -> ThreadPoolExecutor:
-        """This client's threads, kept from one read to the next: each holds its connection
-        (``self._local``), so a batch after the first opens none, where a pool per batch
-        opened one per request (a TCP handshake, a round trip, each; on this machine's 20 ms
-        proxy a forked loader worker's batch of 64 random ids waited 2 round trips a wave)."""
-        if self._pool is None:
-            self._pool = _threads(self._concurrency)
-        return self._pool
-
-
-def _threads(n: int) -> ThreadPoolExecutor:
-    from concurrent.futures import ThreadPoolExecutor
-
-    return ThreadPoolExecutor(n, thread_name_prefix="h5store-remote")
 
 
 def _sigv4(
