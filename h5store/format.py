@@ -331,9 +331,17 @@ def _read_table(ds: h5py.Dataset, dtype: np.dtype) -> np.ndarray:
     item access for a small table), else through h5py (a later version's extra fields)."""
     if not _holds_exactly(ds, dtype):
         return ds[()]
+    return _read_whole(ds, dtype, _hdf5_type(dtype))
+
+
+def _read_whole(
+    ds: h5py.Dataset, dtype: np.dtype, mtype: h5py.h5t.TypeID | None = None
+) -> np.ndarray:
+    """All of ``ds`` read by HDF5 straight into a new array of ``dtype`` (``mtype``: the HDF5
+    type of its records, where h5py would convert it otherwise)."""
     out = np.empty(ds.shape, dtype)
     if len(out):
-        ds.id.read(h5py.h5s.ALL, h5py.h5s.ALL, out, mtype=_hdf5_type(dtype))
+        ds.id.read(h5py.h5s.ALL, h5py.h5s.ALL, out, mtype=mtype)
     return out
 
 
@@ -1197,11 +1205,8 @@ def read_labels(f: h5py.File) -> list[str]:
             f"{f.filename}: /{LABELS} is damaged (not labels of at most {MAX_LABEL_BYTES} bytes)"
         )
     check_claimed_size(ds, f.filename)
-    # (read straight, as _read_table does: h5py's item access costs as much again)
-    raw = np.empty(ds.shape, ds.dtype)
-    if len(raw):
-        ds.id.read(h5py.h5s.ALL, h5py.h5s.ALL, raw)
-    return [s.decode("utf-8") for s in raw]
+    # (read straight: h5py's item access costs as much again)
+    return [s.decode("utf-8") for s in _read_whole(ds, ds.dtype)]
 
 
 def read_stacks(f: h5py.File) -> np.ndarray:
