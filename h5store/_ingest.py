@@ -797,9 +797,7 @@ class Ingest:
             batch = self._prepare(
                 len(imgs), labels, scores, true_labels, ids, sources, _geometries(imgs)
             )
-            self._before_adding()
-            self._seal_singles()  # (previews are chosen in the order parts are committed)
-            previews = self.writer.start_previews(batch, imgs, now=True)
+            previews = self._start_batch(batch, imgs, now=True)
             # The call returns once its pixels are encoded: the caller may then reuse its
             # arrays (a DataLoader's buffer, an image drawn on) without changing what is
             # stored, and an image its codec refuses fails this call, not a later commit.
@@ -824,13 +822,19 @@ class Ingest:
         label_list = _inputs.as_sequence(labels, n, "labels")
         geometries = self._probe(payloads, self._image_codecs(label_list)) if n else []
         batch = self._prepare(n, labels, scores, true_labels, ids, sources, geometries)
-        self._before_adding()
-        self._seal_singles()  # (previews are chosen in the order parts are committed)
-        previews = self.writer.start_previews(batch, payloads)
+        previews = self._start_batch(batch, payloads)
         # CRCs inline, not on the thread pool: 1 us per 14 kB image, less than handing work to
         # a thread costs on a busy machine.
         part = _Part(batch, list(zip(payloads, map(crc32, payloads))), previews)
         return self._add_part(part, sum(map(len, payloads)))
+
+    def _start_batch(self, batch: Batch, originals: Sequence[Any], now: bool = False) -> PreviewJob:
+        """What a batch call does once its batch is validated, in this order: commit what was
+        pending if it is due, seal the one-image calls before it into a part of their own,
+        then begin its previews (chosen in the order parts are committed)."""
+        self._before_adding()
+        self._seal_singles()
+        return self.writer.start_previews(batch, originals, now=now)
 
     def _add_part(self, part: _Part, nbytes: int) -> np.ndarray:
         self._accept(part.batch, nbytes)
