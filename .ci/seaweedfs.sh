@@ -47,11 +47,15 @@ start_seaweedfs() {
 {"identities": [{"name": "h5store", "credentials": [{"accessKey": "$key", "secretKey": "$secret"}],
   "actions": ["Admin", "Read", "List", "Tagging", "Write"]}]}
 EOF
+    # weed's default floor is 1% of the disk free: on a large, shared, nearly full disk
+    # (a 252 GiB one with 2.6 GiB left, in one CI run) it makes every volume read-only and each
+    # write waits for a volume that never comes. The tests write tens of MB; a fixed 256 MiB
+    # floor is what they need.
     # Every listener is pinned to a free port on 127.0.0.1 (the gRPC ones too, which default to
     # port + 10000) and the extra gateways are off, so that several runs can share a machine.
     (cd "$dir" && exec "$bin" server -dir="$dir/data" -ip=127.0.0.1 -ip.bind=127.0.0.1 \
         -master.port="$master" -master.port.grpc="$master_grpc" -master.telemetry=false \
-        -master.volumeSizeLimitMB=1024 -volume.max=16 \
+        -master.volumeSizeLimitMB=1024 -volume.max=16 -volume.minFreeSpace=256MiB \
         -volume.port="$volume" -volume.port.grpc="$volume_grpc" \
         -filer -filer.port="$filer" -filer.port.grpc="$filer_grpc" \
         -s3 -s3.port="$s3" -s3.port.grpc="$s3_grpc" -s3.config="$dir/s3.json" \
@@ -69,7 +73,7 @@ EOF
     export H5STORE_TEST_S3_BUCKET="h5store-test"
     # Ready when the bucket is created and an object written through the S3 gateway (which needs
     # master, volume server, filer and gateway all up): ~10 s on a quiet machine.
-    "$PYTHON" - <<'EOF' || { cat "$dir/server.log" >&2; stop_seaweedfs "$dir"; return 1; }
+    "$PYTHON" - <<'EOF' || { tail -n 40 "$dir/server.log" >&2; df -h "$dir" >&2; stop_seaweedfs "$dir"; return 1; }
 import datetime, hashlib, hmac, os, sys, time, urllib.error, urllib.request
 
 import obstore
