@@ -51,9 +51,10 @@ EOF
     # (a 252 GiB one with 2.6 GiB left, in one CI run) it makes every volume read-only and each
     # write waits for a volume that never comes. The tests write tens of MB; a fixed 256 MiB
     # floor is what they need.
+    # Its log files go into the directory that stop_seaweedfs removes (weed's default is /tmp).
     # Every listener is pinned to a free port on 127.0.0.1 (the gRPC ones too, which default to
     # port + 10000) and the extra gateways are off, so that several runs can share a machine.
-    (cd "$dir" && exec "$bin" server -dir="$dir/data" -ip=127.0.0.1 -ip.bind=127.0.0.1 \
+    (cd "$dir" && exec "$bin" -logdir="$dir" server -dir="$dir/data" -ip=127.0.0.1 -ip.bind=127.0.0.1 \
         -master.port="$master" -master.port.grpc="$master_grpc" -master.telemetry=false \
         -master.volumeSizeLimitMB=1024 -volume.max=16 -volume.minFreeSpace=256MiB \
         -volume.port="$volume" -volume.port.grpc="$volume_grpc" \
