@@ -66,17 +66,17 @@ SCHEMES = ("s3", "s3a", "gs", "az", "abfs", "abfss", "azure", "http", "https", "
 #: the bytes asked for. Only 16 kB keeps the bytes within the 1.05 x target, and neighbours
 #: that close (a class's images written together and read together) still share a request.
 DEFAULT_GAP = 16 << 10
-#: Requests in flight at once per read_ranges round: all of a batch of 256 ids at once.
-#: Over a network each wave of requests waits a round trip, and each new connection one more
-#: (its handshake): 64 sent a batch of 256 random ids (~235 requests) in 4 waves. Measured
-#: (2026-12-06, SeaweedFS on 127.0.0.1 behind benchmarks/delay_proxy.py, 256 random ids of
-#: 5,000 14 kB images, fetch only, medians of 5, 2 cores at load ~7; concurrency 64 / 128 /
-#: 256): 20 ms round trip, connections already open: 593 / 304 / 236 ms; new connections:
-#: 273 / 310 / 362 ms; 0 ms: 267 / 208 / 225 and 370 / 319 / 231 ms; with no proxy
-#: 166-289 ms at any setting; bytes down 1.05-1.06 x the payloads at every setting. The local
-#: server's CPU (~1 ms a request here) bounds a batch, not the round trips, so the setting
-#: barely shows on this machine.
-DEFAULT_CONCURRENCY = 64
+#: Requests in flight at once per read_ranges round: all of a batch of 256 ids at once (one
+#: wave; each wave waits a round trip, and each new connection one more for its handshake).
+#: Measured (2026-12-07, SeaweedFS on 127.0.0.1 behind benchmarks/delay_proxy.py, open +
+#: get_batch of 256 random ids of 5,000 14 kB images, ~255 requests, a new store each time so
+#: every connection is new; medians of 15, alternated in 3 rounds, 2 cores at load 1-2):
+#: concurrency 256 / 128 / 64: 194-209 / 243-257 / 276-286 ms at a 20 ms round trip (the
+#: asyncio client this one replaced, at 64: 269-280), 190-203 / 197-201 / 176-215 ms at 0 ms.
+#: The local server's CPU (~1 ms a request) is most of a batch here; over a real network the
+#: waves are. It was 64 for a while only because of a hang later found to be a deadlock on
+#: h5py's lock (see _holding_hdf5_lock), not the setting.
+DEFAULT_CONCURRENCY = 256
 #: Requests one obstore get_ranges call has in flight (object_store's
 #: OBJECT_STORE_COALESCE_PARALLEL): a round of more is split among threads, this many each.
 OBSTORE_PARALLEL = 10
