@@ -258,6 +258,14 @@ class _Threads:
             self._pool = ThreadPoolExecutor(self.count, thread_name_prefix="h5store-remote")
         return self._pool
 
+    def close(self) -> None:
+        """Let the threads end once their calls are done (and, in a standard-library client,
+        close their connections), rather than when the garbage collector finds the client: a
+        reader by URL makes a new source at every refresh."""
+        pool, self._pool = self._pool, None
+        if pool is not None:
+            pool.shutdown(wait=False)
+
 
 def _gather(calls: Sequence[Callable[[], Any]], threads: _Threads) -> list:
     """The answers of ``calls``, concurrently on ``threads()``; one after another on this
@@ -300,7 +308,7 @@ class _ObstoreClient:
         import obstore
 
         self._obstore, self._store, self._path = obstore, store, path
-        self._threads = _Threads(-(-concurrency // OBSTORE_PARALLEL))
+        self.threads = _Threads(-(-concurrency // OBSTORE_PARALLEL))
 
     def kind(self, exc: BaseException) -> str:
         errors = self._obstore.exceptions
@@ -322,7 +330,7 @@ class _ObstoreClient:
 
         head_bytes, (tail_bytes, total) = _gather(
             [lambda: bytes(obstore.get_range(store, path, start=0, end=head)), last],
-            self._threads,
+            self.threads,
         )
         return head_bytes, tail_bytes, total
 
@@ -338,7 +346,7 @@ class _ObstoreClient:
             get_ranges(wanted[k : k + OBSTORE_PARALLEL])
             for k in range(0, len(wanted), OBSTORE_PARALLEL)
         ]
-        answers = iter([memoryview(b) for part in _gather(rounds, self._threads) for b in part])
+        answers = iter([memoryview(b) for part in _gather(rounds, self.threads) for b in part])
         return [next(answers) if end > start else memoryview(b"") for start, end in requests]
 
 
@@ -358,7 +366,7 @@ class _StdlibClient:
     def __init__(self, url: str, storage_options: dict[str, Any], name: str, concurrency: int):
         parts = urlsplit(url)
         self.scheme = parts.scheme.lower()
-        self._threads = _Threads(concurrency)  # (each with its connection: self._local)
+        self.threads = _Threads(concurrency)  # (each with its connection: self._local)
         config, _ = _split_options(storage_options)
         env = os.environ
         self._keys = None
@@ -454,7 +462,7 @@ class _StdlibClient:
 
     def head_tail(self, head: int, tail: int) -> tuple[bytes, bytes, int]:
         (head_bytes, _), (tail_bytes, total) = _gather(
-            [lambda: self._range(f"0-{head - 1}"), lambda: self._range(f"-{tail}")], self._threads
+            [lambda: self._range(f"0-{head - 1}"), lambda: self._range(f"-{tail}")], self.threads
         )
         return head_bytes, tail_bytes, total
 
@@ -462,7 +470,7 @@ class _StdlibClient:
         def one(start: int, end: int) -> Callable[[], bytes]:
             return lambda: self._range(f"{start}-{end - 1}")[0] if end > start else b""
 
-        return _gather([one(start, end) for start, end in requests], self._threads)
+        return _gather([one(start, end) for start, end in requests], self.threads)
 
 
 def _sigv4(
@@ -685,6 +693,11 @@ class RemoteSource:
     def close(self) -> None:
         self._closed = True
         self.hdf5_file = None
+        # Only this process's client: a forked child's copy of its parent's pool has no
+        # threads, and its locks may have been copied held.
+        client = self._clients.get(os.getpid())
+        if client is not None:
+            client.threads.close()
 
     def _check_open(self) -> None:
         if self._closed:

@@ -372,6 +372,31 @@ def test_a_thread_holding_h5pys_lock_sends_every_request_itself(local_store, mon
     assert senders and threading.get_ident() not in senders
 
 
+@pytest.mark.parametrize("client", ["obstore", "stdlib"])
+def test_a_closed_source_lets_its_threads_end(local_store, monkeypatch, client):
+    """The threads a source's rounds started end when it is closed, not when the garbage
+    collector finds it: a reader by URL makes a new source at every refresh, and a closed
+    store the caller still holds kept them (and a standard-library client's connections)."""
+    from h5store import _remote
+
+    if client == "stdlib":  # as in a process forked from one that used obstore
+        monkeypatch.setattr(_remote, "_OBSTORE_USERS", {-1})
+
+    def remote_threads() -> set[threading.Thread]:
+        return {t for t in threading.enumerate() if t.name.startswith("h5store-remote")}
+
+    before = remote_threads()
+    source = RemoteSource("file://" + local_store, gap=0)
+    source.read_ranges(list(range(0, 40 * 5000, 5000)), [100] * 40)
+    started = remote_threads() - before
+    assert started  # (40 ranges: more than one call, so the client's threads sent them)
+    source.close()
+    for thread in started:
+        thread.join(10)
+    assert not any(thread.is_alive() for thread in started)
+    assert source._clients  # (the source is still referenced: only close ended them)
+
+
 # --------------------------------------------------------------------------- h5store.open(url)
 
 
